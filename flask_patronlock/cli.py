@@ -1,0 +1,47 @@
+"""``flask patronlock …`` commands. Each needs only an app context."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import AppGroup
+
+from . import config as _config
+from .errors import ConfigurationError
+from .extension import get_state
+
+patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
+
+
+@patronlock_cli.command("check")
+def check_command() -> None:
+    """Say which configuration is missing and whether the tables exist."""
+    state = get_state()
+    cfg = state.app.config
+    problems = 0
+    for key, purpose in (
+        ("PATRONLOCK_CLIENT_ID", "Log in / connect with Patreon"),
+        ("PATRONLOCK_CLIENT_SECRET", "Log in / connect with Patreon"),
+        ("PATRONLOCK_CAMPAIGN_ID", "matching members to this site"),
+        ("PATRONLOCK_CREATOR_ACCESS_TOKEN", "reconcile runs and webhooks"),
+        ("PATRONLOCK_TOKEN_KEYS", "storing patrons' tokens"),
+        ("PATRONLOCK_WEBHOOK_SECRETS", "verifying webhooks"),
+    ):
+        try:
+            _config.require(cfg, key, purpose)
+            click.echo(f"ok       {key}")
+        except ConfigurationError:
+            problems += 1
+            click.echo(f"missing  {key}  (needed for {purpose})")
+    from sqlalchemy import inspect
+
+    existing = set(inspect(state.store.engine).get_table_names())
+    missing = [t.name for t in state.tables.all() if t.name not in existing]
+    if missing:
+        problems += 1
+        click.echo(
+            f"missing  tables {', '.join(missing)}: run db.create_all() or `flask db migrate && flask db upgrade`"
+        )
+    else:
+        click.echo("ok       tables")
+    if problems:
+        raise SystemExit(1)

@@ -1,0 +1,74 @@
+"""Every ``PATRONLOCK_*`` configuration key, its default, and a one-line meaning.
+
+:func:`apply_defaults` sets each default on the app with ``setdefault`` in ``init_app``; ``docs/config.rst`` documents
+each key once, and a test checks that the two agree. Values that have no safe default (credentials) default to
+``None`` and are asked for by :func:`require` only when something needs them, naming the key to set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One configuration key."""
+
+    name: str
+    default: Any
+    meaning: str
+
+
+#: The configuration keys, in the order the docs list them.
+KEYS: tuple[Key, ...] = (
+    Key("PATRONLOCK_CLIENT_ID", None, "OAuth client id of your Patreon API client."),
+    Key("PATRONLOCK_CLIENT_SECRET", None, "OAuth client secret of your Patreon API client."),
+    Key("PATRONLOCK_CREATOR_ACCESS_TOKEN", None, "The creator's access token (reads campaign members, webhooks)."),
+    Key("PATRONLOCK_CREATOR_REFRESH_TOKEN", None, "The creator's refresh token (single-use; rotated on refresh)."),
+    Key("PATRONLOCK_CAMPAIGN_ID", None, "The Patreon campaign whose patrons unlock this site."),
+    Key("PATRONLOCK_WEBHOOK_SECRETS", [], "Webhook secrets; a signature matching any of them is accepted (rotation)."),
+    Key("PATRONLOCK_TOKEN_KEYS", [], "Fernet keys for tokens at rest; the first encrypts, all decrypt (rotation)."),
+    Key("PATRONLOCK_OAUTH_BASE_URL", "https://www.patreon.com", "Where OAuth lives; point it at the sandbox offline."),
+    Key("PATRONLOCK_API_BASE_URL", "https://www.patreon.com", "Where API v2 lives; point it at the sandbox offline."),
+    Key("PATRONLOCK_SYNC_INTERVAL", 1800, "Seconds between scheduled reconcile runs (default 30 minutes)."),
+    Key("PATRONLOCK_HTTP_TIMEOUT", 10.0, "Seconds to wait for Patreon on any single request."),
+    Key("PATRONLOCK_USER_AGENT", None, "User-Agent sent to Patreon; defaults to flask-patronlock/<version>."),
+    Key("PATRONLOCK_STRICT_SIGNALS", False, "Re-raise signal receivers' exceptions (for tests) instead of logging."),
+)
+
+_BY_NAME = {key.name: key for key in KEYS}
+
+
+def apply_defaults(config: MutableMapping[str, Any]) -> None:
+    """``setdefault`` every key on ``config``; lists are copied so apps never share a mutable default."""
+    for key in KEYS:
+        default = key.default
+        config.setdefault(key.name, list(default) if isinstance(default, list) else default)
+
+
+def require(config: Mapping[str, Any], name: str, purpose: str) -> Any:
+    """The value of ``name``, or a :class:`ConfigurationError` that says which key to set and why it is needed."""
+    if name not in _BY_NAME:
+        raise KeyError(f"{name} is not a flask-patronlock configuration key")
+    value = config.get(name)
+    if value is None or value == "" or value == []:
+        raise ConfigurationError(
+            f"{name} is not set, but {purpose} needs it. Set app.config[{name!r}] "
+            f"({_BY_NAME[name].meaning})"
+        )
+    return value
+
+
+def as_list(value: Any, name: str) -> list[str]:
+    """A key that takes a list also accepts one string (or a comma-separated one from an environment variable)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    raise ConfigurationError(f"{name} must be a list of strings, not {type(value).__name__}")

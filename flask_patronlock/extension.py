@@ -1,0 +1,150 @@
+"""The :class:`PatronLock` extension object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, current_app
+
+from . import config as _config
+from .crypto import TokenCipher
+from .errors import ConfigurationError
+from .models import Tables, tables_for
+from .store import Store
+
+if TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .patreon.client import PatreonClient
+
+EXTENSION_KEY = "patronlock"
+
+
+@dataclass
+class PatronLockState:
+    """What flask-patronlock keeps per application, in ``app.extensions["patronlock"]``."""
+
+    extension: PatronLock
+    app: Flask
+    db: SQLAlchemy
+    tables: Tables
+    store: Store
+
+    def token_cipher(self) -> TokenCipher:
+        """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
+        keys = _config.as_list(self.app.config.get("PATRONLOCK_TOKEN_KEYS"), "PATRONLOCK_TOKEN_KEYS")
+        return TokenCipher(keys)
+
+    def client(self, *, access_token: str | None = None, purpose: str = "talking to Patreon") -> PatreonClient:
+        """A Patreon API client configured from the app's ``PATRONLOCK_*`` keys."""
+        cfg = self.app.config
+        client_id = _config.require(cfg, "PATRONLOCK_CLIENT_ID", purpose)
+        client_secret = _config.require(cfg, "PATRONLOCK_CLIENT_SECRET", purpose)
+        timeout = float(cfg["PATRONLOCK_HTTP_TIMEOUT"])
+        from .patreon.client import PatreonClient
+
+        return PatreonClient(
+            client_id=client_id,
+            client_secret=client_secret,
+            access_token=access_token,
+            api_base=cfg["PATRONLOCK_API_BASE_URL"],
+            oauth_base=cfg["PATRONLOCK_OAUTH_BASE_URL"],
+            timeout=(min(5.0, timeout), timeout),
+            user_agent=cfg.get("PATRONLOCK_USER_AGENT"),
+        )
+
+    def creator_client(self, purpose: str = "reading the campaign") -> PatreonClient:
+        """A client with the creator's access token (campaign members, webhooks)."""
+        token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
+        return self.client(access_token=token, purpose=purpose)
+
+    def campaign_id(self, purpose: str = "matching members to this site") -> str:
+        """The configured campaign id."""
+        return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
+
+
+class PatronLock:
+    """Lock a Flask site's content to Patreon patrons by tier.
+
+    ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
+    ``patronlock.init_app(app)``. The extension keeps no reference to any app: per-app state lives in
+    ``app.extensions["patronlock"]`` and is reached through ``current_app``, so one instance serves several apps.
+
+    :param app: the application, or ``None`` to call :meth:`init_app` later.
+    :param db: the host's Flask-SQLAlchemy instance; flask-patronlock's tables go on its metadata. When omitted,
+        the ``SQLAlchemy`` extension registered on the app is used.
+    """
+
+    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
+        self.db = db
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, *, db: SQLAlchemy | None = None) -> None:
+        """Register on ``app``: set config defaults, define tables on the db's metadata, add the CLI.
+
+        :raises RuntimeError: if flask-patronlock is already registered on ``app``.
+        :raises ConfigurationError: if no Flask-SQLAlchemy instance was given or registered.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'PatronLock' instance has already been registered on this Flask app. Import and use that "
+                "instance instead."
+            )
+        db = db or self.db or app.extensions.get("sqlalchemy")
+        if db is None:
+            raise ConfigurationError(
+                "flask-patronlock needs Flask-SQLAlchemy: pass it as PatronLock(app, db=db) or call "
+                "db.init_app(app) before patronlock.init_app(app)."
+            )
+        _config.apply_defaults(app.config)
+        tables = tables_for(db.metadata)
+        store = Store(
+            lambda: _engine_of(db, app),
+            tables,
+            sender=app,
+            strict_signals=lambda: bool(app.config["PATRONLOCK_STRICT_SIGNALS"]),
+        )
+        app.extensions[EXTENSION_KEY] = PatronLockState(extension=self, app=app, db=db, tables=tables, store=store)
+
+        from .cli import patronlock_cli
+
+        app.cli.add_command(patronlock_cli)
+
+    # Everything below reaches the current app's state, never a stored app.
+
+    @property
+    def state(self) -> PatronLockState:
+        """The current app's :class:`PatronLockState`."""
+        return get_state()
+
+    @property
+    def store(self) -> Store:
+        """The current app's :class:`~flask_patronlock.store.Store`."""
+        return get_state().store
+
+
+def _engine_of(db: SQLAlchemy, app: Flask) -> Any:
+    """``app``'s default engine, also outside an app context (background threads, receivers after a request)."""
+    engines = getattr(db, "_app_engines", None)  # Flask-SQLAlchemy 3.x keeps engines per app here
+    if engines is not None and app in engines:
+        return engines[app][None]
+    with app.app_context():
+        return db.engine
+
+
+def get_state(app: Flask | None = None) -> PatronLockState:
+    """The flask-patronlock state of ``app`` (default: ``current_app``).
+
+    :raises RuntimeError: outside an app context, or when the app has no PatronLock registered.
+    """
+    target: Any = app if app is not None else current_app
+    try:
+        state: PatronLockState = target.extensions[EXTENSION_KEY]
+        return state
+    except KeyError:
+        raise RuntimeError(
+            "flask-patronlock is not registered on this app. Did you forget to call PatronLock(app) or "
+            "patronlock.init_app(app)?"
+        ) from None

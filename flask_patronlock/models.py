@@ -1,0 +1,276 @@
+"""flask-patronlock's tables, defined on the host application's Flask-SQLAlchemy ``db.metadata``.
+
+They are SQLAlchemy Core tables (not ORM classes) so that :mod:`flask_patronlock.store` can write a page of 1,000
+members in a handful of statements. Because they live on the host's metadata, ``db.create_all()`` creates them and
+Flask-Migrate's autogenerate picks them up like the app's own models. Every table is prefixed ``patronlock_``.
+
+Datetimes are stored as UTC and always read back timezone-aware, on SQLite too.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import JSON, TypeDecorator
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime that must be timezone-aware going in and is always UTC-aware coming out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("flask-patronlock stores only timezone-aware datetimes; got a naive one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class IdList(TypeDecorator[tuple[str, ...]]):
+    """A short tuple of Patreon ids stored as comma-separated text (cheaper than JSON on the hot write path)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: tuple[str, ...] | list[str] | None, dialect: Dialect) -> str:
+        if not value:
+            return ""
+        for item in value:
+            if "," in item:
+                raise ValueError(f"a Patreon id may not contain a comma: {item!r}")
+        return ",".join(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> tuple[str, ...]:
+        return tuple(value.split(",")) if value else ()
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The flask-patronlock tables of one metadata."""
+
+    accounts: Table
+    patrons: Table
+    tiers: Table
+    lock_overrides: Table
+    settings: Table
+    events: Table
+    webhook_deliveries: Table
+    sync_runs: Table
+    leases: Table
+
+    def all(self) -> list[Table]:
+        """Every table, in creation order."""
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+_cache: weakref.WeakKeyDictionary[MetaData, Tables] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def tables_for(metadata: MetaData) -> Tables:
+    """The flask-patronlock tables on ``metadata``, defined on first call (so two apps sharing a ``db`` share them)."""
+    with _cache_lock:
+        tables = _cache.get(metadata)
+        if tables is None:
+            tables = _define(metadata)
+            _cache[metadata] = tables
+        return tables
+
+
+def _timestamps() -> list[Column[Any]]:
+    return [
+        Column("created_at", UTCDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+        Column("updated_at", UTCDateTime, nullable=False, default=lambda: datetime.now(UTC),
+               onupdate=lambda: datetime.now(UTC)),
+    ]
+
+
+def _define(metadata: MetaData) -> Tables:
+    accounts = Table(
+        "patronlock_accounts",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        # The host app's user id, as text: flask-patronlock does not know the host's user model or its id type.
+        Column("user_id", String(64), nullable=False, unique=True),
+        Column("patreon_user_id", String(64), nullable=False, unique=True),
+        Column("access_token", LargeBinary, nullable=True),  # MultiFernet ciphertext
+        Column("refresh_token", LargeBinary, nullable=True),  # MultiFernet ciphertext
+        Column("token_expires_at", UTCDateTime, nullable=True),
+        Column("scope", String(255), nullable=False, default=""),
+        Column("needs_reauth", Boolean, nullable=False, default=False),
+        Column("last_status_refresh_at", UTCDateTime, nullable=True),
+        *_timestamps(),
+    )
+    patrons = Table(
+        "patronlock_patrons",
+        metadata,
+        Column("member_id", String(64), primary_key=True),
+        Column("campaign_id", String(64), nullable=True),
+        Column("patreon_user_id", String(64), nullable=True),
+        Column("email", String(320), nullable=True),
+        Column("email_verified", Boolean, nullable=True),
+        Column("full_name", String(255), nullable=False, default=""),
+        Column("patron_status", String(32), nullable=True),
+        Column("last_charge_status", String(32), nullable=True),
+        Column("last_charge_date", UTCDateTime, nullable=True),
+        Column("next_charge_date", UTCDateTime, nullable=True),
+        Column("entitled_cents", Integer, nullable=False, default=0),
+        Column("entitled_tier_ids", IdList, nullable=False, default=()),
+        Column("will_pay_cents", Integer, nullable=False, default=0),
+        Column("lifetime_cents", BigInteger, nullable=False, default=0),
+        Column("pledge_start", UTCDateTime, nullable=True),
+        Column("pledge_cadence", Integer, nullable=True),
+        Column("is_free_trial", Boolean, nullable=False, default=False),
+        Column("is_gifted", Boolean, nullable=False, default=False),
+        Column("is_follower", Boolean, nullable=False, default=False),
+        Column("observed_at", UTCDateTime, nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("last_entitled_cents", Integer, nullable=False, default=0),
+        Column("last_entitled_tier_ids", IdList, nullable=False, default=()),
+        Column("paid_through", UTCDateTime, nullable=True),
+        Column("declined_since", UTCDateTime, nullable=True),
+        Column("missing_since", UTCDateTime, nullable=True),
+        Column("missing_runs", Integer, nullable=False, default=0),
+        Column("held_run_id", BigInteger, nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False),
+        # a page view: local user -> account -> patron by (patreon_user_id, campaign_id)
+        Index("ix_patronlock_patrons_user_campaign", "patreon_user_id", "campaign_id"),
+        Index("ix_patronlock_patrons_status", "patron_status"),
+        # a plain index: an expression index (lower(email)) makes Flask-Migrate warn on every autogenerate on SQLite
+        Index("ix_patronlock_patrons_email", "email"),
+    )
+    tiers = Table(
+        "patronlock_tiers",
+        metadata,
+        Column("id", String(64), primary_key=True),
+        Column("campaign_id", String(64), nullable=True, index=True),
+        Column("title", String(255), nullable=False, default=""),
+        Column("amount_cents", Integer, nullable=False, default=0),
+        Column("published", Boolean, nullable=False, default=True),
+        Column("description", Text, nullable=False, default=""),
+        Column("url", String(512), nullable=True),
+        Column("patron_count", Integer, nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+    )
+    lock_overrides = Table(
+        "patronlock_lock_overrides",
+        metadata,
+        Column("name", String(100), primary_key=True),
+        Column("rule", JSON, nullable=False),
+        Column("updated_by", String(64), nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+    )
+    settings = Table(
+        "patronlock_settings",
+        metadata,
+        Column("key", String(100), primary_key=True),
+        Column("value", JSON, nullable=True),
+        # bumped on every write to any setting or lock override: workers compare one integer, not the whole table
+        Column("version", BigInteger, nullable=False, default=0),
+        Column("updated_by", String(64), nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+    )
+    events = Table(
+        "patronlock_events",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("observed_at", UTCDateTime, nullable=True),
+        Column("member_id", String(64), nullable=True),
+        Column("patreon_user_id", String(64), nullable=True),
+        Column("user_id", String(64), nullable=True),
+        Column("kind", String(40), nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("run_id", BigInteger, nullable=True),
+        Column("events", String(255), nullable=False, default=""),
+        Column("changes", JSON, nullable=True),
+        Column("detail", JSON, nullable=True),
+        Index("ix_patronlock_events_member", "member_id", "id"),
+        Index("ix_patronlock_events_user", "user_id", "id"),
+        Index("ix_patronlock_events_created", "created_at"),
+    )
+    webhook_deliveries = Table(
+        "patronlock_webhook_deliveries",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        # sha256 of event + raw body: the same delivery twice is one row
+        Column("dedupe_key", String(64), nullable=False, unique=True),
+        Column("event", String(64), nullable=False),
+        Column("member_id", String(64), nullable=True),
+        Column("status", String(16), nullable=False, default="pending"),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("error", Text, nullable=True),
+        Column("body", LargeBinary, nullable=False),
+        Column("received_at", UTCDateTime, nullable=False),
+        Column("next_attempt_at", UTCDateTime, nullable=True),
+        Column("processed_at", UTCDateTime, nullable=True),
+        Index("ix_patronlock_webhook_deliveries_status", "status", "next_attempt_at"),
+    )
+    sync_runs = Table(
+        "patronlock_sync_runs",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        Column("trigger", String(16), nullable=False, default="manual"),
+        Column("status", String(16), nullable=False, default="running"),
+        Column("complete", Boolean, nullable=False, default=False),
+        Column("reason", Text, nullable=True),
+        Column("pages", Integer, nullable=False, default=0),
+        Column("members_seen", Integer, nullable=False, default=0),
+        Column("total_reported", Integer, nullable=True),
+        Column("changed", Integer, nullable=False, default=0),
+        Column("revoked", Integer, nullable=False, default=0),
+        Column("held", Integer, nullable=False, default=0),
+        Column("started_at", UTCDateTime, nullable=False),
+        Column("finished_at", UTCDateTime, nullable=True),
+        Column("decided_at", UTCDateTime, nullable=True),
+        Column("decided_by", String(64), nullable=True),
+        Index("ix_patronlock_sync_runs_status", "status"),
+    )
+    leases = Table(
+        "patronlock_leases",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("holder", String(128), nullable=False),
+        Column("acquired_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+    )
+    return Tables(
+        accounts=accounts,
+        patrons=patrons,
+        tiers=tiers,
+        lock_overrides=lock_overrides,
+        settings=settings,
+        events=events,
+        webhook_deliveries=webhook_deliveries,
+        sync_runs=sync_runs,
+        leases=leases,
+    )

@@ -1,0 +1,61 @@
+"""The stored state of one patron: what Patreon last said, plus what flask-patronlock inferred from the changes.
+
+:class:`Patron` is what the store reads back and what :func:`flask_patronlock.policy.decide` decides on. It is a plain
+frozen dataclass so the policy stays a pure function that tests can feed directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Patron:
+    """One member of the campaign as stored, linked (or not yet) to a local user."""
+
+    member_id: str
+    campaign_id: str | None = None
+    patreon_user_id: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    full_name: str = ""
+    patron_status: str | None = None
+    last_charge_status: str | None = None
+    last_charge_date: datetime | None = None
+    next_charge_date: datetime | None = None
+    entitled_cents: int = 0
+    entitled_tier_ids: tuple[str, ...] = ()
+    will_pay_cents: int = 0
+    lifetime_cents: int = 0
+    pledge_start: datetime | None = None
+    pledge_cadence: int | None = None
+    is_free_trial: bool = False
+    is_gifted: bool = False
+    is_follower: bool = False
+    #: when the snapshot this state came from was observed (the guard against older-over-newer writes).
+    observed_at: datetime | None = None
+    #: where that snapshot came from: ``oauth``, ``webhook``, ``sync``, ``admin``.
+    source: str | None = None
+
+    # -- inferred by the store from state changes (Patreon does not send these) --
+    #: the entitlement last seen non-zero: Patreon zeroes it on cancellation, but a grace period grants what was paid.
+    last_entitled_cents: int = 0
+    last_entitled_tier_ids: tuple[str, ...] = ()
+    #: the end of the last period a successful charge paid for (cancelled-but-paid patrons keep access until then).
+    paid_through: datetime | None = None
+    #: when the current run of declined payments began; ``None`` while payments are fine.
+    declined_since: datetime | None = None
+    #: when a complete sync run first did not see this member; ``None`` while seen.
+    missing_since: datetime | None = None
+    #: how many complete runs in a row did not see this member.
+    missing_runs: int = 0
+    #: a sync run whose revocation of this patron waits for the creator's approval.
+    held_run_id: int | None = None
+    #: the local user this member is linked to, if any (from the linked-accounts table).
+    local_user_id: str | None = None
+
+    def replace(self, **changes: object) -> Patron:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

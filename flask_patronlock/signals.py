@@ -1,0 +1,83 @@
+"""flask-patronlock's signals, on its own :class:`blinker.Namespace`.
+
+**Actions** tell receivers that something happened; they are sent only after the database transaction that made it
+true has committed, with the real application object as sender (never the ``current_app`` proxy). A receiver's
+exception is logged with the receiver's name and never breaks the page view, sync run or webhook that sent it; set
+``PATRONLOCK_STRICT_SIGNALS = True`` (as tests should) to re-raise instead.
+
+Every action below lists its keyword arguments. ``patron`` is always a :class:`flask_patronlock.patron.Patron` (the
+state after the change), ``previous`` the state before (``None`` when the patron is new), ``source`` one of
+``oauth``, ``webhook``, ``sync``, ``admin``, and ``run_id`` the sync run (or ``None``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from blinker import Namespace, Signal
+
+log = logging.getLogger("flask_patronlock.signals")
+
+patronlock_signals = Namespace()
+
+#: A patron's stored state changed (any change at all). Sent once per changed patron, after commit.
+#: kwargs: ``patron``, ``previous``, ``changes`` (dict of field -> (old, new)), ``events`` (tuple of the
+#: inferred event names below), ``source``, ``run_id``.
+patron_changed: Signal = patronlock_signals.signal("patron-changed")
+
+#: A member started pledging (new paying member, or a former/follower became an active patron).
+#: kwargs: ``patron``, ``previous``, ``source``, ``run_id``.
+pledge_started: Signal = patronlock_signals.signal("pledge-started")
+
+#: The entitled amount or tiers changed while pledging. kwargs: ``patron``, ``previous``, ``source``, ``run_id``,
+#: ``direction`` (``"up"``, ``"down"`` or ``"same"`` when only the tiers changed at equal cents).
+tier_changed: Signal = patronlock_signals.signal("tier-changed")
+
+#: Patreon charged the patron successfully (``last_charge_date`` advanced with status ``Paid``).
+#: kwargs: ``patron``, ``previous``, ``source``, ``run_id``, ``charged_at``.
+charge_succeeded: Signal = patronlock_signals.signal("charge-succeeded")
+
+#: A payment was declined (status became ``declined_patron`` or the last charge ``Declined``).
+#: kwargs: ``patron``, ``previous``, ``source``, ``run_id``.
+payment_declined: Signal = patronlock_signals.signal("payment-declined")
+
+#: A declined payment was fixed: from declined to paid. kwargs: ``patron``, ``previous``, ``source``, ``run_id``.
+payment_recovered: Signal = patronlock_signals.signal("payment-recovered")
+
+#: The pledge ended (status became ``former_patron``). kwargs: ``patron``, ``previous``, ``source``, ``run_id``.
+pledge_cancelled: Signal = patronlock_signals.signal("pledge-cancelled")
+
+#: Names of the inferred events, in the order they are sent for one change.
+EVENT_SIGNALS: dict[str, Signal] = {
+    "pledge_started": pledge_started,
+    "tier_changed": tier_changed,
+    "charge_succeeded": charge_succeeded,
+    "payment_declined": payment_declined,
+    "payment_recovered": payment_recovered,
+    "pledge_cancelled": pledge_cancelled,
+}
+
+
+def _receiver_name(receiver: Any) -> str:
+    module = getattr(receiver, "__module__", None) or "?"
+    name = getattr(receiver, "__qualname__", None) or repr(receiver)
+    return f"{module}.{name}"
+
+
+def send_action(signal: Signal, sender: Any, *, strict: bool = False, **kwargs: Any) -> None:
+    """Send an action to every receiver, isolating each: one failing receiver neither stops the others nor the caller.
+
+    With ``strict`` the first exception is re-raised (the remaining receivers are not called).
+    """
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except Exception:
+            if strict:
+                raise
+            log.exception(
+                "signal %r: receiver %s failed; ignored", getattr(signal, "name", signal), _receiver_name(receiver)
+            )

@@ -1,0 +1,106 @@
+"""Shared fixtures: an app factory, a database on SQLite (always) and on PostgreSQL (when configured).
+
+``PATRONLOCK_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) turns on the
+PostgreSQL half of every ``db_url``-parametrised test; ``.ci/run`` sets it, so CI always runs both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import MetaData, create_engine
+
+from flask_patronlock import PatronLock
+
+POSTGRES_URL = os.environ.get("PATRONLOCK_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("PATRONLOCK_TEST_REDIS_URL")
+
+
+def _backends() -> list[Any]:
+    return [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param(
+            "postgres",
+            id="postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not POSTGRES_URL, reason="PATRONLOCK_TEST_POSTGRES_URL is not set"),
+            ],
+        ),
+    ]
+
+
+@pytest.fixture(params=_backends())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or the PostgreSQL test database with our tables dropped."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    assert POSTGRES_URL
+    _drop_patronlock_tables(POSTGRES_URL)
+    yield POSTGRES_URL
+    _drop_patronlock_tables(POSTGRES_URL)
+
+
+def _drop_patronlock_tables(url: str) -> None:
+    engine = create_engine(url)
+    meta = MetaData()
+    meta.reflect(engine)
+    tables = [t for t in meta.sorted_tables if t.name.startswith("patronlock_") or t.name.startswith("test_")]
+    with engine.begin() as conn:
+        for table in reversed(tables):
+            table.drop(conn)
+    engine.dispose()
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Iterator[Callable[..., Flask]]:
+    """An app factory: ``make_app(**config)`` -> a Flask app with Flask-SQLAlchemy and PatronLock, tables created."""
+    made: list[tuple[Flask, SQLAlchemy]] = []
+
+    def factory(**config: Any) -> Flask:
+        app = Flask(f"test_app_{len(made)}")
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY="test-secret",
+            SQLALCHEMY_DATABASE_URI=db_url,
+            PATRONLOCK_STRICT_SIGNALS=True,
+        )
+        app.config.update(config)
+        db = SQLAlchemy()
+        db.init_app(app)
+        PatronLock(app, db=db)
+        with app.app_context():
+            db.create_all()
+        made.append((app, db))
+        return app
+
+    yield factory
+    for app, db in made:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """A test app on a fresh database."""
+    return make_app()
+
+
+@pytest.fixture
+def app_ctx(app: Flask) -> Iterator[Flask]:
+    """``app`` with an app context pushed."""
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    """Flask's test client for ``app``."""
+    return app.test_client()
