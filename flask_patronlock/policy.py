@@ -1,0 +1,836 @@
+"""Who is owed what, and may this viewer see this lock: pure functions, no I/O, no Flask, no clock.
+
+Two steps, both pure and both fed the time as ``now`` (a timezone-aware UTC datetime, like every datetime here):
+
+* :func:`entitlement` turns a stored :class:`~flask_patronlock.patron.Patron` and the creator's
+  :class:`PolicySettings` into an :class:`Entitlement`: a state (``active``, ``grace``, ``restricted``, ``former``,
+  ``none``), the monthly-equivalent cents and tier ids it is owed, and a ``basis`` naming the rule that decided.
+* :func:`decide` checks a :class:`LockRule` for a :class:`Viewer` and returns a :class:`Decision` whose ``reason`` is
+  one of :data:`REASONS`. :func:`explain_steps` runs the very same code and returns the plain-English steps it took.
+
+Everything that decides access goes through :func:`decide`; nothing else reads tiers or amounts to decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final, Literal
+
+from .dates import FAR_FUTURE, add_months
+from .patreon.types import TierSnapshot
+from .patron import Patron
+
+__all__ = [
+    "ALLOWING_REASONS",
+    "REASONS",
+    "REASON_ADMIN_BYPASS",
+    "REASON_ALLOWED",
+    "REASON_AMOUNT_TOO_LOW",
+    "REASON_ANONYMOUS",
+    "REASON_DRIP_NOT_REACHED",
+    "REASON_FORMER_PATRON",
+    "REASON_LIFETIME_TOO_LOW",
+    "REASON_LOCK_DISABLED",
+    "REASON_NOT_A_PATRON",
+    "REASON_NOT_LINKED",
+    "REASON_NOT_PATRON_AT_DATE",
+    "REASON_PAYMENT_DECLINED",
+    "STATES",
+    "Decision",
+    "Entitlement",
+    "LockRule",
+    "PolicySettings",
+    "Viewer",
+    "decide",
+    "entitlement",
+    "explain_steps",
+]
+
+Reason = Literal[
+    "anonymous",
+    "not_linked",
+    "not_a_patron",
+    "amount_too_low",
+    "payment_declined",
+    "former_patron",
+    "not_patron_at_date",
+    "drip_not_reached",
+    "lifetime_too_low",
+    "lock_disabled",
+    "admin_bypass",
+    "allowed",
+]
+State = Literal["active", "grace", "restricted", "former", "none"]
+DeclinedPolicy = Literal["restrict", "grace", "until_patreon_gives_up"]
+CancelledPolicy = Literal["paid_period", "at_once"]
+FirstChargePolicy = Literal["entitled_at_once", "after_first_charge"]
+Combine = Literal["all", "any"]
+
+#: not signed in.
+REASON_ANONYMOUS: Final = "anonymous"
+#: signed in, but no Patreon account linked.
+REASON_NOT_LINKED: Final = "not_linked"
+#: linked, but not a member of the campaign, or a member owed nothing (follower, free trial not counted, ...).
+REASON_NOT_A_PATRON: Final = "not_a_patron"
+#: entitled, but to too little: cents or tier below the lock's, or the lock's tier is unknown.
+REASON_AMOUNT_TOO_LOW: Final = "amount_too_low"
+#: the payment was declined and the declined-payment policy no longer keeps access (or the charge was fraud).
+REASON_PAYMENT_DECLINED: Final = "payment_declined"
+#: the pledge ended (and any paid period with it), or the member vanished from complete sync runs.
+REASON_FORMER_PATRON: Final = "former_patron"
+#: the lock is for patrons who pledged before a date; this pledge started later (waiting will not help).
+REASON_NOT_PATRON_AT_DATE: Final = "not_patron_at_date"
+#: the lock drips: it opens after N months of pledging, at :attr:`Decision.available_at` (waiting will help).
+REASON_DRIP_NOT_REACHED: Final = "drip_not_reached"
+#: lifetime support below the lock's threshold.
+REASON_LIFETIME_TOO_LOW: Final = "lifetime_too_low"
+#: the lock is switched off: everyone may see it.
+REASON_LOCK_DISABLED: Final = "lock_disabled"
+#: the viewer is an admin of the site.
+REASON_ADMIN_BYPASS: Final = "admin_bypass"
+#: every condition of the lock holds.
+REASON_ALLOWED: Final = "allowed"
+
+#: the closed set of :attr:`Decision.reason` values.
+REASONS: Final[frozenset[str]] = frozenset(
+    {
+        REASON_ANONYMOUS,
+        REASON_NOT_LINKED,
+        REASON_NOT_A_PATRON,
+        REASON_AMOUNT_TOO_LOW,
+        REASON_PAYMENT_DECLINED,
+        REASON_FORMER_PATRON,
+        REASON_NOT_PATRON_AT_DATE,
+        REASON_DRIP_NOT_REACHED,
+        REASON_LIFETIME_TOO_LOW,
+        REASON_LOCK_DISABLED,
+        REASON_ADMIN_BYPASS,
+        REASON_ALLOWED,
+    }
+)
+#: the reasons that come with ``allowed=True``.
+ALLOWING_REASONS: Final[frozenset[str]] = frozenset({REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS})
+#: the :attr:`Entitlement.state` values; only ``active`` and ``grace`` are owed anything.
+STATES: Final[frozenset[str]] = frozenset({"active", "grace", "restricted", "former", "none"})
+
+_DECLINED: Final = ("restrict", "grace", "until_patreon_gives_up")
+_CANCELLED: Final = ("paid_period", "at_once")
+_FIRST_CHARGE: Final = ("entitled_at_once", "after_first_charge")
+_COMBINE: Final = ("all", "any")
+_REFUNDED: Final = frozenset({"Refunded", "Refunded by Patreon"})
+_MAX_DAYS: Final = 3650
+_MAX_MONTHS: Final = 1200
+_FAR_FUTURE: Final = FAR_FUTURE
+
+
+def _bad(owner: str, key: str, value: object, expected: str) -> ValueError:
+    return ValueError(f"{owner}.{key} must be {expected}, not {value!r}")
+
+
+def _check_int(
+    owner: str, key: str, value: object, low: int, high: int | None = None, *, optional: bool = False
+) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        span = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+        raise _bad(owner, key, value, f"{span}{' or None' if optional else ''}")
+
+
+def _check_bool(owner: str, key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise _bad(owner, key, value, "true or false")
+
+
+def _check_choice(owner: str, key: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _bad(owner, key, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _known_keys(owner: str, data: object, names: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{owner} must be a mapping, not {type(data).__name__}")
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        raise ValueError(f"{owner} has unknown key(s): {', '.join(unknown)}")
+    return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySettings:
+    """The creator's access policies (editable on the settings page, stored as JSON via :meth:`to_dict`).
+
+    Constructing one validates every field and raises :class:`ValueError` naming the bad key and value.
+    """
+
+    #: a declined payment: ``restrict`` at once, ``grace`` for :attr:`declined_grace_days`, or keep access
+    #: ``until_patreon_gives_up`` (while Patreon still lists the member as ``declined_patron``).
+    declined: DeclinedPolicy = "grace"
+    #: days of access after a payment is first declined, under ``declined="grace"`` (0 to 3650).
+    declined_grace_days: int = 7
+    #: a cancelled pledge keeps access until the end of the ``paid_period``, or loses it ``at_once``.
+    cancelled: CancelledPolicy = "paid_period"
+    #: a pledge whose first charge has not succeeded yet: ``entitled_at_once`` (generous) or ``after_first_charge``.
+    first_charge: FirstChargePolicy = "entitled_at_once"
+    #: Patreon free trials are entitled to their tier.
+    count_free_trials: bool = True
+    #: gifted memberships are entitled to their tier.
+    count_gifted: bool = True
+    #: a member absent from this many complete sync runs in a row loses access ...
+    missing_runs: int = 2
+    #: ... or this many hours after the first complete run that missed them, whichever comes first; ``None``: the
+    #: run count alone decides (1 to 87600).
+    missing_hours: int | None = 48
+    #: the breaker holds a sync run that would revoke more than ``max(breaker_min_patrons, breaker_fraction * total)``.
+    breaker_min_patrons: int = 25
+    #: see :attr:`breaker_min_patrons`; a fraction in (0, 1].
+    breaker_fraction: float = 0.10
+
+    def __post_init__(self) -> None:
+        o = "PolicySettings"
+        _check_choice(o, "declined", self.declined, _DECLINED)
+        _check_int(o, "declined_grace_days", self.declined_grace_days, 0, _MAX_DAYS)
+        _check_choice(o, "cancelled", self.cancelled, _CANCELLED)
+        _check_choice(o, "first_charge", self.first_charge, _FIRST_CHARGE)
+        _check_bool(o, "count_free_trials", self.count_free_trials)
+        _check_bool(o, "count_gifted", self.count_gifted)
+        _check_int(o, "missing_runs", self.missing_runs, 1)
+        _check_int(o, "missing_hours", self.missing_hours, 1, _MAX_DAYS * 24, optional=True)
+        _check_int(o, "breaker_min_patrons", self.breaker_min_patrons, 0)
+        fraction = self.breaker_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+            raise _bad(o, "breaker_fraction", fraction, "a number in (0, 1]")
+        object.__setattr__(self, "breaker_fraction", float(fraction))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by name, JSON-ready."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicySettings:
+        """Settings from :meth:`to_dict` output; missing keys take their defaults.
+
+        :raises ValueError: on an unknown key or a bad value, naming it.
+        """
+        return cls(**_known_keys("PolicySettings", data, _SETTINGS_KEYS))
+
+    def breaker_trips(self, revoking: int, total: int) -> bool:
+        """Whether a sync run that would revoke ``revoking`` of ``total`` patrons must be held for approval."""
+        return revoking > max(self.breaker_min_patrons, self.breaker_fraction * total)
+
+
+_SETTINGS_KEYS: Final = frozenset(f.name for f in fields(PolicySettings))
+
+
+def _parse_datetime(owner: str, key: str, value: object) -> datetime | None:
+    """An aware datetime from a datetime, a date or an ISO string; naive values and bare dates are taken as UTC."""
+    if value is None or isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise _bad(owner, key, value, "an ISO 8601 date or datetime") from None
+    else:
+        raise _bad(owner, key, value, "an ISO 8601 date or datetime")
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockRule:
+    """What a lock asks of an entitled patron. A rule with no condition set lets in every entitled patron.
+
+    Constructing one validates it and raises :class:`ValueError` naming the problem.
+    """
+
+    #: at least this many cents a month (monthly equivalent; an annual pledge counts a twelfth).
+    min_cents: int | None = None
+    #: any of these tiers, or any tier costing at least the cheapest of them ("this tier or higher").
+    tier_ids: tuple[str, ...] = ()
+    #: at least this much lifetime support to the campaign, in cents.
+    lifetime_cents: int | None = None
+    #: the current pledge started before this moment (timezone-aware).
+    patron_since_before: datetime | None = None
+    #: the current pledge started at least this many calendar months ago.
+    drip_months: int | None = None
+    #: a disabled lock lets everyone in.
+    enabled: bool = True
+    #: ``all``: every condition set must hold; ``any``: one of them is enough.
+    combine: Combine = "all"
+
+    def __post_init__(self) -> None:
+        o = "LockRule"
+        _check_int(o, "min_cents", self.min_cents, 0, optional=True)
+        tier_ids = self.tier_ids
+        if isinstance(tier_ids, str) or not isinstance(tier_ids, tuple | list):
+            raise _bad(o, "tier_ids", tier_ids, "a sequence of tier id strings")
+        for tier_id in tier_ids:
+            if not isinstance(tier_id, str) or not tier_id:
+                raise _bad(o, "tier_ids", tier_ids, "a sequence of non-empty tier id strings")
+        object.__setattr__(self, "tier_ids", tuple(tier_ids))
+        _check_int(o, "lifetime_cents", self.lifetime_cents, 0, optional=True)
+        before = self.patron_since_before
+        if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
+            raise _bad(o, "patron_since_before", before, "a timezone-aware datetime or None")
+        _check_int(o, "drip_months", self.drip_months, 0, _MAX_MONTHS, optional=True)
+        _check_bool(o, "enabled", self.enabled)
+        _check_choice(o, "combine", self.combine, _COMBINE)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as JSON-ready values (tier ids as a list, the date as ISO 8601)."""
+        return {
+            "min_cents": self.min_cents,
+            "tier_ids": list(self.tier_ids),
+            "lifetime_cents": self.lifetime_cents,
+            "patron_since_before": None if self.patron_since_before is None else self.patron_since_before.isoformat(),
+            "drip_months": self.drip_months,
+            "enabled": self.enabled,
+            "combine": self.combine,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LockRule:
+        """A rule from :meth:`to_dict` output; missing keys take their defaults. ``patron_since_before`` may be an
+        ISO date or datetime; without a time zone it is taken as UTC.
+
+        :raises ValueError: on an unknown key, a negative amount, a bad date or any other bad value, naming it.
+        """
+        values = dict(_known_keys("LockRule", data, _RULE_KEYS))
+        if "patron_since_before" in values:
+            values["patron_since_before"] = _parse_datetime(
+                "LockRule", "patron_since_before", values["patron_since_before"]
+            )
+        return cls(**values)
+
+
+_RULE_KEYS: Final = frozenset(f.name for f in fields(LockRule))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entitlement:
+    """What a patron is owed at one moment.
+
+    ``monthly_cents`` and ``tier_ids`` are non-zero only in the ``active`` and ``grace`` states. ``basis`` names the
+    rule that produced the state (see :func:`entitlement`).
+    """
+
+    state: State
+    #: which rule produced the state: a short machine string, e.g. ``paid`` or ``declined_grace``.
+    basis: str
+    #: monthly-equivalent entitled cents (annual pledges divided by their cadence).
+    monthly_cents: int = 0
+    tier_ids: tuple[str, ...] = ()
+    #: lifetime support to the campaign, whatever the state.
+    lifetime_cents: int = 0
+    #: when the current pledge started.
+    since: datetime | None = None
+    #: when a ``grace`` ends; ``None`` for no set end (and in every other state).
+    until: datetime | None = None
+
+    @property
+    def entitled(self) -> bool:
+        """Whether this is owed anything now (``active`` or ``grace``)."""
+        return self.state == "active" or self.state == "grace"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Viewer:
+    """Who is looking: a site user, perhaps linked to a stored patron."""
+
+    authenticated: bool
+    linked: bool
+    is_admin: bool = False
+    patron: Patron | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The answer of :func:`decide`: allowed or not, and why (one of :data:`REASONS`)."""
+
+    allowed: bool
+    reason: Reason
+    #: the viewer's entitlement; ``None`` when the decision did not need one (disabled lock, admin, not linked ...).
+    entitlement: Entitlement | None = None
+    #: the monthly cents the amount condition asks for (the minimum cents or the cheapest known required tier).
+    required_cents: int | None = None
+    required_tier_ids: tuple[str, ...] = ()
+    #: a short human explanation of what is missing, for banners and the explainer.
+    missing: str | None = None
+    #: when a drip lock opens for this viewer.
+    available_at: datetime | None = None
+
+
+_NO_PATRON: Final = Entitlement(state="none", basis="no_patron")
+
+
+def _plus(moment: datetime, delta: timedelta) -> datetime:
+    try:
+        return moment + delta
+    except OverflowError:
+        return _FAR_FUTURE
+
+
+def _state(patron: Patron, state: State, basis: str, until: datetime | None = None) -> Entitlement:
+    if state != "active" and state != "grace":
+        return Entitlement(
+            state=state, basis=basis, lifetime_cents=patron.lifetime_cents, since=patron.pledge_start, until=None
+        )
+    cents, tier_ids = max(patron.entitled_cents, 0), patron.entitled_tier_ids
+    if state == "grace" and not cents and not tier_ids:
+        # Patreon reports 0 cents and no tiers once a pledge is cancelled (and may while declined); a grace period
+        # grants what the patron last paid for, which the store keeps in last_entitled_*.
+        cents, tier_ids = max(patron.last_entitled_cents, 0), patron.last_entitled_tier_ids
+    cadence = patron.pledge_cadence
+    return Entitlement(
+        state=state,
+        basis=basis,
+        monthly_cents=cents // cadence if cadence is not None and cadence > 1 else cents,
+        tier_ids=tier_ids,
+        lifetime_cents=patron.lifetime_cents,
+        since=patron.pledge_start,
+        until=until,
+    )
+
+
+def _unpaid(patron: Patron, settings: PolicySettings, basis: str) -> Entitlement:
+    return _state(patron, "active" if settings.first_charge == "entitled_at_once" else "none", basis)
+
+
+def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> Entitlement:
+    """The entitlement from Patreon's statuses and the policies, before the missing-from-sync rule."""
+    status, charge = patron.patron_status, patron.last_charge_status
+    if status == "former_patron":
+        if settings.cancelled == "paid_period" and charge not in _REFUNDED and charge != "Fraud":
+            paid_through = patron.paid_through
+            if paid_through is None and charge == "Paid" and patron.last_charge_date is not None:
+                paid_through = add_months(patron.last_charge_date, max(patron.pledge_cadence or 1, 1))
+            if paid_through is not None and now < paid_through:
+                return _state(patron, "grace", "cancelled_paid_period", paid_through)
+        return _state(patron, "former", "cancelled")
+    if status not in ("active_patron", "declined_patron", None):
+        return _state(patron, "none", "unknown_status")
+    if charge == "Fraud" and status is not None:
+        return _state(patron, "restricted", "fraud")
+    if status == "declined_patron" or (status == "active_patron" and charge == "Declined"):
+        if settings.declined == "until_patreon_gives_up":
+            return _state(patron, "grace", "declined_until_patreon_gives_up")
+        if settings.declined == "grace":
+            start = patron.declined_since or patron.last_charge_date or patron.observed_at
+            if start is not None:
+                until = _plus(start, timedelta(days=settings.declined_grace_days))
+                if now < until:
+                    return _state(patron, "grace", "declined_grace", until)
+            return _state(patron, "restricted", "declined_grace_over")
+        return _state(patron, "restricted", "declined_restrict")
+    if patron.is_free_trial:
+        return (
+            _state(patron, "active", "free_trial")
+            if settings.count_free_trials
+            else _state(patron, "none", "free_trial_not_counted")
+        )
+    if patron.is_gifted:
+        return (
+            _state(patron, "active", "gifted")
+            if settings.count_gifted
+            else _state(patron, "none", "gifted_not_counted")
+        )
+    if status is None:
+        return _state(patron, "none", "not_pledged")
+    if charge == "Paid":
+        return _state(patron, "active", "paid")
+    if charge in _REFUNDED:
+        return _unpaid(patron, settings, "refunded")
+    if patron.paid_through is not None or patron.lifetime_cents > 0:
+        return _state(patron, "active", "charge_pending")
+    return _unpaid(patron, settings, "first_charge_pending")
+
+
+def _entitlement(
+    patron: Patron | None, settings: PolicySettings, now: datetime, steps: list[str] | None
+) -> Entitlement:
+    if patron is None:
+        return _NO_PATRON
+    base = _before_missing(patron, settings, now)
+    if not base.entitled or (patron.missing_since is None and patron.missing_runs <= 0):
+        return base
+    if patron.held_run_id is not None:
+        if steps is not None:
+            steps.append(
+                f"Missing from {patron.missing_runs} complete sync run(s), but sync run {patron.held_run_id}'s "
+                "revocation is held for approval, so the missing-member rule is not applied."
+            )
+        return base
+    deadline = None
+    if patron.missing_since is not None and settings.missing_hours is not None:
+        deadline = _plus(patron.missing_since, timedelta(hours=settings.missing_hours))
+    if patron.missing_runs >= settings.missing_runs or (deadline is not None and now >= deadline):
+        return _state(patron, "former", "missing")
+    until = deadline if base.until is None or (deadline is not None and deadline < base.until) else base.until
+    return _state(patron, "grace", "missing_grace", until)
+
+
+def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) -> Entitlement:
+    """What ``patron`` is owed at ``now`` under ``settings``. Rules, first match wins (``basis`` in brackets):
+
+    * no patron: ``none`` [``no_patron``].
+    * ``former_patron``: under ``cancelled="paid_period"``, ``grace`` until ``paid_through`` while ``now`` is before
+      it [``cancelled_paid_period``]; ``paid_through`` falls back to the last ``Paid`` charge date plus the cadence in
+      months. Otherwise, under ``at_once``, or when the last charge was refunded or fraud: ``former`` [``cancelled``].
+    * a status Patreon does not document: ``none`` [``unknown_status``].
+    * a pledging member (active or declined) whose last charge is ``Fraud``: ``restricted`` at once whatever the
+      declined policy [``fraud``].
+    * ``declined_patron``, or ``active_patron`` whose last charge is ``Declined``: under ``restrict``, ``restricted``
+      [``declined_restrict``]; under ``grace``, ``grace`` until N days after ``declined_since`` (falling back to
+      ``last_charge_date``, then ``observed_at``) [``declined_grace``], then ``restricted``, also when no date is
+      known [``declined_grace_over``]; under ``until_patreon_gives_up``, ``grace`` with no end, as long as Patreon
+      lists the member as declined (it moves them to former when it gives up) [``declined_until_patreon_gives_up``].
+    * free trials and gifted memberships (status active or none): ``active`` when counted [``free_trial``,
+      ``gifted``], else ``none`` [``free_trial_not_counted``, ``gifted_not_counted``].
+    * no ``patron_status`` (a follower, never pledged): ``none`` [``not_pledged``].
+    * ``active_patron`` whose last charge is ``Paid``: ``active`` [``paid``].
+    * ``active_patron`` whose last charge was ``Refunded`` (or ``Refunded by Patreon``): an unpaid period, so the
+      first-charge policy decides: ``active`` under ``entitled_at_once``, else ``none`` [``refunded``].
+    * ``active_patron`` with no charge, or ``Pending``, ``Deleted``, ``Other``: ``active`` if they ever paid
+      (``paid_through`` set or lifetime support above 0) [``charge_pending``]; else the first-charge policy decides:
+      ``active`` under ``entitled_at_once``, ``none`` under ``after_first_charge`` [``first_charge_pending``].
+
+    Then the missing-from-sync rule, for a member that would be ``active`` or ``grace`` and has ``missing_since`` set
+    (or ``missing_runs`` above 0): ``former`` once ``missing_runs`` reaches ``settings.missing_runs`` or
+    ``settings.missing_hours`` have passed since ``missing_since``, whichever comes first [``missing``]; ``grace``
+    until then [``missing_grace``]. The hours clock runs between runs, so a member gone from Patreon loses access even
+    if syncing stops; the breaker cannot hold that, only revocations that a run makes. When ``held_run_id`` is set, a
+    revocation waits for the creator's approval and the rule is skipped: the entitlement is the one above.
+
+    Cents and tiers count only in ``active`` and ``grace``; ``monthly_cents`` is ``entitled_cents`` divided (rounding
+    down) by ``pledge_cadence`` when that is above 1 (annual pledges). A declined or paid-period ``grace`` grants what
+    the stored snapshot says the member is entitled to.
+    """
+    return _entitlement(patron, settings, now, None)
+
+
+# (met, reason when not met, what is missing, available at)
+_Outcome = tuple[bool, Reason, str | None, datetime | None]
+_MET: Final[_Outcome] = (True, REASON_ALLOWED, None, None)
+
+
+def _money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def _check_min_cents(
+    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
+) -> _Outcome | None:
+    if rule.min_cents is None:
+        return None
+    met = ent.monthly_cents >= rule.min_cents
+    if steps is not None:
+        steps.append(
+            f"Condition: at least {_money(rule.min_cents)} a month; the entitlement is "
+            f"{_money(ent.monthly_cents)} a month: {'met' if met else 'not met'}."
+        )
+    if met:
+        return _MET
+    return (False, REASON_AMOUNT_TOO_LOW, f"{_money(rule.min_cents - ent.monthly_cents)} more a month", None)
+
+
+def _check_tiers(
+    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
+) -> _Outcome | None:
+    wanted = rule.tier_ids
+    if not wanted:
+        return None
+    named = ", ".join(wanted)
+    for tier_id in ent.tier_ids:
+        if tier_id in wanted:
+            if steps is not None:
+                steps.append(f"Condition: tier {named} or higher; the patron is entitled to tier {tier_id}: met.")
+            return _MET
+    cheapest: int | None = None
+    for tier_id in wanted:
+        tier = tiers.get(tier_id)
+        if tier is not None and (cheapest is None or tier.amount_cents < cheapest):
+            cheapest = tier.amount_cents
+    if cheapest is None:
+        why = f"tier {named} is not among the campaign's known tiers, so no amount can be compared (sync the tiers?)"
+        if steps is not None:
+            steps.append(f"Condition: tier {named} or higher: not met, {why}.")
+        return (False, REASON_AMOUNT_TOO_LOW, why, None)
+    best: int | None = None
+    for tier_id in ent.tier_ids:
+        tier = tiers.get(tier_id)
+        if tier is not None and (best is None or tier.amount_cents > best):
+            best = tier.amount_cents
+    if best is None:  # Patreon may send cents with no tier, or a tier we do not know: compare the cents
+        met, have = ent.monthly_cents >= cheapest, f"no known tier but {_money(ent.monthly_cents)} a month"
+    else:
+        met, have = best >= cheapest, f"a tier of {_money(best)} a month"
+    if steps is not None:
+        steps.append(
+            f"Condition: tier {named} ({_money(cheapest)} a month) or higher; the patron has {have}: "
+            f"{'met' if met else 'not met'}."
+        )
+    return _MET if met else (False, REASON_AMOUNT_TOO_LOW, f"tier {named} or higher", None)
+
+
+def _check_since(
+    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
+) -> _Outcome | None:
+    before = rule.patron_since_before
+    if before is None:
+        return None
+    met = ent.since is not None and ent.since < before
+    if steps is not None:
+        started = "an unknown date" if ent.since is None else ent.since.isoformat()
+        steps.append(
+            f"Condition: pledging since before {before.isoformat()}; the pledge started {started}: "
+            f"{'met' if met else 'not met'}."
+        )
+    return _MET if met else (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started before {before.date()}", None)
+
+
+def _check_lifetime(
+    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
+) -> _Outcome | None:
+    if rule.lifetime_cents is None:
+        return None
+    met = ent.lifetime_cents >= rule.lifetime_cents
+    if steps is not None:
+        steps.append(
+            f"Condition: lifetime support of at least {_money(rule.lifetime_cents)}; the patron has given "
+            f"{_money(ent.lifetime_cents)}: {'met' if met else 'not met'}."
+        )
+    if met:
+        return _MET
+    return (False, REASON_LIFETIME_TOO_LOW, f"{_money(rule.lifetime_cents - ent.lifetime_cents)} more support", None)
+
+
+def _check_drip(
+    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
+) -> _Outcome | None:
+    if rule.drip_months is None:
+        return None
+    opens = None if ent.since is None else add_months(ent.since, rule.drip_months)
+    met = opens is not None and now >= opens
+    if steps is not None:
+        when = "an unknown date (the pledge start is unknown)" if opens is None else opens.isoformat()
+        steps.append(
+            f"Condition: pledging for {rule.drip_months} month(s), reached at {when}: {'met' if met else 'not met'}."
+        )
+    if met:
+        return _MET
+    if opens is None:
+        return (False, REASON_DRIP_NOT_REACHED, "a known pledge start date", None)
+    return (
+        False,
+        REASON_DRIP_NOT_REACHED,
+        f"{rule.drip_months} month(s) of pledging, reached on {opens.date()}",
+        opens,
+    )
+
+
+_CHECKS: Final = (_check_min_cents, _check_tiers, _check_since, _check_lifetime, _check_drip)
+
+
+def _required_cents(rule: LockRule, tiers: Mapping[str, TierSnapshot]) -> int | None:
+    amounts = [tiers[t].amount_cents for t in rule.tier_ids if t in tiers]
+    cheapest = min(amounts) if amounts else None
+    if rule.min_cents is None or cheapest is None:
+        return rule.min_cents if cheapest is None else cheapest
+    return max(rule.min_cents, cheapest) if rule.combine == "all" else min(rule.min_cents, cheapest)
+
+
+_EMPTY_TIERS: Final[Mapping[str, TierSnapshot]] = {}
+
+_BASIS_TEXT: Final = {
+    "no_patron": "no membership of this campaign is stored for this account",
+    "unknown_status": "Patreon sent a patron status this version does not know, so nothing is owed",
+    "cancelled": "the pledge ended; the cancelled policy is {s.cancelled!r}, so access ends",
+    "cancelled_paid_period": "the pledge ended, but the 'paid_period' policy keeps access until the paid period ends",
+    "fraud": "Patreon marked the last charge as fraud: access is restricted whatever the declined policy",
+    "declined_restrict": "the payment was declined and the declined policy is 'restrict'",
+    "declined_grace": "the payment was declined; the 'grace' policy keeps access for {s.declined_grace_days} day(s)",
+    "declined_grace_over": "the payment was declined and the {s.declined_grace_days}-day grace period is over",
+    "declined_until_patreon_gives_up": "the payment was declined; the 'until_patreon_gives_up' policy keeps access "
+    "while Patreon still retries",
+    "free_trial": "a free trial, and free trials count",
+    "free_trial_not_counted": "a free trial, and free trials do not count",
+    "gifted": "a gifted membership, and gifts count",
+    "gifted_not_counted": "a gifted membership, and gifts do not count",
+    "not_pledged": "a follower or free member who never pledged",
+    "paid": "the last charge was paid",
+    "refunded": "the last charge was refunded; the first-charge policy is {s.first_charge!r}",
+    "charge_pending": "the last charge has not gone through yet, but an earlier one did",
+    "first_charge_pending": "the first charge has not gone through yet; the first-charge policy is {s.first_charge!r}",
+    "missing": "the member was missing from complete sync runs past the limit ({s.missing_runs} run(s) or "
+    "{s.missing_hours} hour(s))",
+    "missing_grace": "the member is missing from complete sync runs but still inside the limit ({s.missing_runs} "
+    "run(s) or {s.missing_hours} hour(s))",
+}
+
+
+def _decide(
+    rule: LockRule,
+    viewer: Viewer,
+    settings: PolicySettings,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+    steps: list[str] | None,
+) -> Decision:
+    decision = _decide_inner(rule, viewer, settings, now, tiers, steps)
+    if steps is not None:
+        verdict = "allowed" if decision.allowed else "denied"
+        extra = f" ({decision.missing})" if decision.missing else ""
+        steps.append(f"Result: {verdict}, reason {decision.reason!r}{extra}.")
+    return decision
+
+
+def _decide_inner(
+    rule: LockRule,
+    viewer: Viewer,
+    settings: PolicySettings,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+    steps: list[str] | None,
+) -> Decision:
+    if not rule.enabled:
+        if steps is not None:
+            steps.append("The lock is disabled: everyone may see it.")
+        return Decision(allowed=True, reason=REASON_LOCK_DISABLED, required_tier_ids=rule.tier_ids)
+    if viewer.is_admin:
+        if steps is not None:
+            steps.append("The viewer is an admin: admins bypass locks.")
+        return Decision(allowed=True, reason=REASON_ADMIN_BYPASS, required_tier_ids=rule.tier_ids)
+    if not viewer.authenticated:
+        if steps is not None:
+            steps.append("The viewer is not signed in.")
+        return Decision(allowed=False, reason=REASON_ANONYMOUS, required_tier_ids=rule.tier_ids, missing="signing in")
+    if not viewer.linked:
+        if steps is not None:
+            steps.append("The viewer is signed in but has not linked a Patreon account.")
+        return Decision(
+            allowed=False, reason=REASON_NOT_LINKED, required_tier_ids=rule.tier_ids, missing="a linked Patreon account"
+        )
+    patron = viewer.patron
+    if steps is not None:
+        steps.append("The viewer is signed in and linked to Patreon.")
+        if patron is not None:
+            charged = f" on {patron.last_charge_date.isoformat()}" if patron.last_charge_date else ""
+            steps.append(
+                f"Patreon status: {patron.patron_status or 'none (never pledged)'}; last charge: "
+                f"{patron.last_charge_status or 'none'}{charged}."
+            )
+    ent = _entitlement(patron, settings, now, steps)
+    if steps is not None:
+        steps.append("Policy: " + _BASIS_TEXT.get(ent.basis, ent.basis).format(s=settings) + ".")
+        until = f" until {ent.until.isoformat()}" if ent.until is not None else ""
+        tier_text = ", tiers " + ", ".join(ent.tier_ids) if ent.tier_ids else ""
+        steps.append(f"Entitlement: {ent.state}{until}, {_money(ent.monthly_cents)} a month{tier_text}.")
+    if ent.state == "restricted":
+        return Decision(
+            allowed=False,
+            reason=REASON_PAYMENT_DECLINED,
+            entitlement=ent,
+            required_tier_ids=rule.tier_ids,
+            missing="a successful payment",
+        )
+    if ent.state == "former":
+        return Decision(
+            allowed=False,
+            reason=REASON_FORMER_PATRON,
+            entitlement=ent,
+            required_tier_ids=rule.tier_ids,
+            missing="an active pledge",
+        )
+    if ent.state == "none":
+        return Decision(
+            allowed=False,
+            reason=REASON_NOT_A_PATRON,
+            entitlement=ent,
+            required_tier_ids=rule.tier_ids,
+            missing="a pledge to this campaign",
+        )
+    known = _EMPTY_TIERS if tiers is None else tiers
+    any_mode = rule.combine == "any"
+    failed: _Outcome | None = None
+    conditions = 0
+    for check in _CHECKS:
+        result = check(rule, ent, known, now, steps)
+        if result is None:
+            continue
+        conditions += 1
+        if result[0]:
+            if any_mode:  # one met condition is enough
+                failed = None
+                break
+        elif not any_mode:  # one unmet condition denies
+            failed = result
+            break
+        elif failed is None:
+            failed = result
+    if steps is not None and not conditions:
+        steps.append("The lock sets no condition: every entitled patron may see it.")
+    met, reason, missing, available_at = _MET if failed is None else failed
+    return Decision(
+        allowed=met,
+        reason=REASON_ALLOWED if met else reason,
+        entitlement=ent,
+        required_cents=_required_cents(rule, known),
+        required_tier_ids=rule.tier_ids,
+        missing=missing,
+        available_at=available_at,
+    )
+
+
+def decide(
+    rule: LockRule,
+    viewer: Viewer,
+    settings: PolicySettings,
+    now: datetime,
+    *,
+    tiers: Mapping[str, TierSnapshot] | None = None,
+) -> Decision:
+    """May ``viewer`` see what ``rule`` locks at ``now``? First match wins:
+
+    1. a disabled lock: allowed, ``lock_disabled``; 2. an admin: allowed, ``admin_bypass``;
+    3. not signed in: ``anonymous``; 4. not linked to Patreon: ``not_linked``;
+    5. the :func:`entitlement` is ``none`` (or no patron is stored): ``not_a_patron``; ``restricted``:
+       ``payment_declined``; ``former``: ``former_patron``;
+    6. the rule's conditions, in this order: ``min_cents`` (monthly-equivalent cents; a $0 Free tier does not
+       satisfy a positive minimum), ``tier_ids`` (an entitled tier among them, else the best known entitled tier
+       costs at least the cheapest known required tier, else -- no entitled tier known in ``tiers`` -- the monthly
+       cents reach that amount; a required tier unknown in ``tiers`` can only be met by holding it exactly, and
+       denies ``amount_too_low`` saying why in ``missing``), all ``amount_too_low``; ``patron_since_before``
+       (``not_patron_at_date``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months`` (``drip_not_reached``,
+       with ``available_at``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
+       met one allows, and if none is met the first unmet one's reason is given.
+    7. everything met (or no condition set): allowed, ``allowed``.
+
+    An unmet drip has its own reason, ``drip_not_reached``, the one addition to the design's set: unlike
+    ``not_patron_at_date`` (pledged too late, waiting will never help), it says "wait until ``available_at``", and a
+    banner keyed on the reason alone must be able to tell the two apart.
+
+    Paying extra on a lower tier does not unlock a higher tier once the tiers are known (Patreon does the same); only
+    without a known tier are cents compared, and then an annual pledge's monthly equivalent (often discounted) may fall
+    below a tier's monthly price.
+    """
+    return _decide(rule, viewer, settings, now, tiers, None)
+
+
+def explain_steps(
+    rule: LockRule,
+    viewer: Viewer,
+    settings: PolicySettings,
+    now: datetime,
+    *,
+    tiers: Mapping[str, TierSnapshot] | None = None,
+) -> list[str]:
+    """The plain-English steps :func:`decide` takes for these arguments, ending with the result (same code path)."""
+    steps: list[str] = []
+    _decide(rule, viewer, settings, now, tiers, steps)
+    return steps

@@ -1,0 +1,236 @@
+"""Property tests for flask_patronlock.policy over statuses, charges, dates, cadences, policies and rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flask_patronlock.patreon.types import CHARGE_STATUSES, PATRON_STATUSES, TierSnapshot
+from flask_patronlock.patron import Patron
+from flask_patronlock.policy import (
+    ALLOWING_REASONS,
+    REASONS,
+    LockRule,
+    PolicySettings,
+    Viewer,
+    decide,
+    entitlement,
+    explain_steps,
+)
+
+TIERS = {
+    "free": TierSnapshot(id="free", amount_cents=0),
+    "t5": TierSnapshot(id="t5", amount_cents=500),
+    "t10": TierSnapshot(id="t10", amount_cents=1000),
+    "t20": TierSnapshot(id="t20", amount_cents=2000),
+}
+TIER_IDS = [*TIERS, "unknown"]
+
+moments = st.datetimes(min_value=datetime(2015, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC))
+maybe_moment = st.none() | moments
+cents = st.integers(min_value=0, max_value=100_000)
+rarely = st.sampled_from([False, False, False, True])
+tier_ids = st.lists(st.sampled_from(TIER_IDS), unique=True, max_size=3).map(tuple)
+
+patrons = st.builds(
+    Patron,
+    member_id=st.just("m"),
+    patron_status=st.sampled_from([*PATRON_STATUSES, *PATRON_STATUSES, None, "weird"]),
+    last_charge_status=st.sampled_from([*CHARGE_STATUSES, None]),
+    last_charge_date=maybe_moment,
+    entitled_cents=cents,
+    entitled_tier_ids=tier_ids,
+    lifetime_cents=cents,
+    pledge_start=maybe_moment,
+    pledge_cadence=st.sampled_from([None, 0, 1, 3, 6, 12]),
+    is_free_trial=rarely,
+    is_gifted=rarely,
+    observed_at=maybe_moment,
+    paid_through=maybe_moment,
+    declined_since=maybe_moment,
+    missing_since=st.none() | st.none() | moments,
+    missing_runs=st.integers(min_value=0, max_value=4),
+    held_run_id=st.none() | st.integers(min_value=1, max_value=9),
+)
+
+policies = st.builds(
+    PolicySettings,
+    declined=st.sampled_from(["restrict", "grace", "until_patreon_gives_up"]),
+    declined_grace_days=st.integers(min_value=0, max_value=3650),
+    cancelled=st.sampled_from(["paid_period", "at_once"]),
+    first_charge=st.sampled_from(["entitled_at_once", "after_first_charge"]),
+    count_free_trials=st.booleans(),
+    count_gifted=st.booleans(),
+    missing_runs=st.integers(min_value=1, max_value=5),
+    missing_hours=st.none() | st.integers(min_value=1, max_value=87600),
+)
+
+rules = st.builds(
+    LockRule,
+    min_cents=st.none() | cents,
+    tier_ids=tier_ids,
+    lifetime_cents=st.none() | cents,
+    patron_since_before=maybe_moment,
+    drip_months=st.none() | st.integers(min_value=0, max_value=1200),
+    enabled=rarely.map(lambda off: not off),
+    combine=st.sampled_from(["all", "any"]),
+)
+
+viewers = st.builds(
+    Viewer,
+    authenticated=st.booleans(),
+    linked=st.booleans(),
+    is_admin=st.booleans(),
+    patron=st.none() | patrons,
+)
+
+tier_maps = st.sampled_from([TIERS, {}, {"t10": TIERS["t10"]}, None])
+
+
+def linked(patron: Patron) -> Viewer:
+    return Viewer(authenticated=True, linked=True, patron=patron)
+
+
+@given(rules, viewers, policies, moments, tier_maps)
+def test_decide_never_raises_and_speaks_in_reasons(
+    rule: LockRule, viewer: Viewer, settings: PolicySettings, now: datetime, tiers: Any
+) -> None:
+    decision = decide(rule, viewer, settings, now, tiers=tiers)
+    assert decision.reason in REASONS
+    assert decision.allowed is (decision.reason in ALLOWING_REASONS)
+    assert decision.required_tier_ids == rule.tier_ids
+    steps = explain_steps(rule, viewer, settings, now, tiers=tiers)
+    assert steps[-1].startswith(f"Result: {'allowed' if decision.allowed else 'denied'}, reason {decision.reason!r}")
+    if decision.available_at is not None:
+        assert decision.reason == "drip_not_reached" and decision.available_at > now
+
+
+@given(patrons, policies, moments)
+def test_entitlement_amounts(patron: Patron, settings: PolicySettings, now: datetime) -> None:
+    ent = entitlement(patron, settings, now)
+    assert ent.lifetime_cents == patron.lifetime_cents
+    if ent.entitled:
+        assert 0 <= ent.monthly_cents <= patron.entitled_cents
+        assert ent.tier_ids == patron.entitled_tier_ids
+        if patron.pledge_cadence == 12:
+            assert ent.monthly_cents == patron.entitled_cents // 12
+    else:
+        assert (ent.monthly_cents, ent.tier_ids, ent.until) == (0, (), None)
+    assert (ent.state == "grace") or ent.until is None
+
+
+@given(rules, patrons, policies, moments, tier_maps, cents)
+def test_more_cents_never_denies(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any, extra: int
+) -> None:
+    richer = patron.replace(entitled_cents=patron.entitled_cents + extra)
+    if decide(rule, linked(patron), settings, now, tiers=tiers).allowed:
+        assert decide(rule, linked(richer), settings, now, tiers=tiers).allowed
+
+
+def _generous(settings: PolicySettings, data: st.DataObject) -> PolicySettings:
+    """A policy at least as generous as ``settings`` along one or more dimensions."""
+    changes: dict[str, Any] = {}
+    if settings.declined == "restrict":
+        changes["declined"] = data.draw(st.sampled_from(["restrict", "grace", "until_patreon_gives_up"]))
+    elif settings.declined == "grace":
+        changes["declined"] = data.draw(st.sampled_from(["grace", "until_patreon_gives_up"]))
+    changes["declined_grace_days"] = settings.declined_grace_days + data.draw(st.integers(0, 30))
+    if settings.cancelled == "at_once":
+        changes["cancelled"] = data.draw(st.sampled_from(["at_once", "paid_period"]))
+    if settings.first_charge == "after_first_charge":
+        changes["first_charge"] = data.draw(st.sampled_from(["after_first_charge", "entitled_at_once"]))
+    changes["count_free_trials"] = settings.count_free_trials or data.draw(st.booleans())
+    changes["count_gifted"] = settings.count_gifted or data.draw(st.booleans())
+    changes["missing_runs"] = settings.missing_runs + data.draw(st.integers(0, 3))
+    if settings.missing_hours is not None:
+        changes["missing_hours"] = data.draw(st.none() | st.integers(settings.missing_hours, 87600))
+    return dataclasses.replace(settings, **changes)
+
+
+@given(rules, patrons, policies, moments, tier_maps, st.data())
+def test_a_more_generous_policy_never_denies_what_a_stricter_allows(
+    rule: LockRule, patron: Patron, strict: PolicySettings, now: datetime, tiers: Any, data: st.DataObject
+) -> None:
+    generous = _generous(strict, data)
+    if entitlement(patron, strict, now).entitled:
+        assert entitlement(patron, generous, now).entitled
+    if decide(rule, linked(patron), strict, now, tiers=tiers).allowed:
+        assert decide(rule, linked(patron), generous, now, tiers=tiers).allowed
+
+
+@given(patrons, policies, moments)
+def test_a_rule_without_conditions_allows_every_entitled_patron(
+    patron: Patron, settings: PolicySettings, now: datetime
+) -> None:
+    ent = entitlement(patron, settings, now)
+    decision = decide(LockRule(), linked(patron), settings, now)
+    assert decision.allowed is ent.entitled
+    assert decision.entitlement == ent
+
+
+@given(rules, patrons, policies, moments, tier_maps)
+def test_restricted_former_and_none_are_never_let_in_by_a_rule(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any
+) -> None:
+    state = entitlement(patron, settings, now).state
+    decision = decide(rule, linked(patron), settings, now, tiers=tiers)
+    if state in ("restricted", "former", "none"):
+        expected = {"restricted": "payment_declined", "former": "former_patron", "none": "not_a_patron"}[state]
+        assert decision.reason == ("lock_disabled" if not rule.enabled else expected)
+    admin = decide(rule, Viewer(authenticated=True, linked=True, is_admin=True, patron=patron), settings, now)
+    assert admin.allowed
+
+
+@given(patrons, policies, moments, st.integers(min_value=1, max_value=10**8))
+def test_access_only_ever_ends_as_time_passes(
+    patron: Patron, settings: PolicySettings, now: datetime, seconds: int
+) -> None:
+    earlier, later = entitlement(patron, settings, now), entitlement(patron, settings, now + timedelta(seconds=seconds))
+    if later.entitled:
+        assert earlier.entitled
+    if earlier.state == "restricted":
+        assert later.state == "restricted"
+    if earlier.state == "grace" and earlier.until is not None and now + timedelta(seconds=seconds) >= earlier.until:
+        assert later.state in ("restricted", "former")
+
+
+@given(rules, patrons, policies, moments, tier_maps, st.integers(min_value=1, max_value=10**8))
+def test_without_drip_a_later_moment_never_grants_more(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any, seconds: int
+) -> None:
+    rule = dataclasses.replace(rule, drip_months=None)
+    if decide(rule, linked(patron), settings, now + timedelta(seconds=seconds), tiers=tiers).allowed:
+        assert decide(rule, linked(patron), settings, now, tiers=tiers).allowed
+
+
+@given(rules, patrons, policies, moments, tier_maps)
+def test_any_is_at_least_as_permissive_as_all(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any
+) -> None:
+    all_rule, any_rule = dataclasses.replace(rule, combine="all"), dataclasses.replace(rule, combine="any")
+    if decide(all_rule, linked(patron), settings, now, tiers=tiers).allowed:
+        assert decide(any_rule, linked(patron), settings, now, tiers=tiers).allowed
+
+
+@given(moments, st.integers(min_value=0, max_value=1200), moments)
+def test_drip_opens_at_available_at(start: datetime, months: int, now: datetime) -> None:
+    patron = Patron(member_id="m", patron_status="active_patron", last_charge_status="Paid", pledge_start=start)
+    rule, settings = LockRule(drip_months=months), PolicySettings()
+    decision = decide(rule, linked(patron), settings, now)
+    if not decision.allowed:
+        assert decision.reason == "drip_not_reached"
+        assert decision.available_at is not None and decision.available_at > now
+        assert decide(rule, linked(patron), settings, decision.available_at).allowed
+        assert not decide(rule, linked(patron), settings, decision.available_at - timedelta(microseconds=1)).allowed
+
+
+@given(policies, rules)
+def test_settings_and_rules_survive_json(settings: PolicySettings, rule: LockRule) -> None:
+    assert PolicySettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert LockRule.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
