@@ -81,3 +81,59 @@ def send_action(signal: Signal, sender: Any, *, strict: bool = False, **kwargs: 
             log.exception(
                 "signal %r: receiver %s failed; ignored", getattr(signal, "name", signal), _receiver_name(receiver)
             )
+
+
+# -- filters ---------------------------------------------------------------------------------------------------------
+#
+# A filter is a signal whose receivers may change a value. Receivers are called in ascending ``priority`` (default
+# 50; lower runs first), and in connection order among equal priorities. Each receives the current value as
+# ``value=`` plus the filter's keyword arguments, and returns the new value, or ``None`` to leave it unchanged. The
+# value a receiver returns is what the next receiver gets. A receiver that raises is logged and skipped (its change is
+# dropped) unless strict.
+
+DEFAULT_PRIORITY = 50
+
+
+def filter_receiver(signal: Signal, *, priority: int = DEFAULT_PRIORITY, sender: Any = None) -> Any:
+    """Decorator connecting a filter receiver with a priority::
+
+        @filter_receiver(signals.access_decision, priority=10)
+        def vip(sender, value, **kw):
+            ...
+
+    ``sender=None`` listens to every app. The receiver is held strongly (decorated functions stay connected).
+    """
+
+    def decorator(func: Any) -> Any:
+        func.patronlock_priority = priority
+        if sender is None:
+            signal.connect(func, weak=False)
+        else:
+            signal.connect(func, sender=sender, weak=False)
+        return func
+
+    return decorator
+
+
+def apply_filter(signal: Signal, sender: Any, value: Any, *, strict: bool = False, **kwargs: Any) -> Any:
+    """Fold ``value`` through the filter's receivers (see the module notes on order and ``None``)."""
+    if not signal.receivers:
+        return value
+    receivers = sorted(
+        signal.receivers_for(sender), key=lambda r: getattr(r, "patronlock_priority", DEFAULT_PRIORITY)
+    )  # sorted() is stable: connection order among equal priorities
+    for receiver in receivers:
+        try:
+            result = receiver(sender, value=value, **kwargs)
+        except Exception:
+            if strict:
+                raise
+            log.exception(
+                "filter %r: receiver %s failed; its change is ignored",
+                getattr(signal, "name", signal),
+                _receiver_name(receiver),
+            )
+            continue
+        if result is not None:
+            value = result
+    return value
