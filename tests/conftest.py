@@ -7,6 +7,7 @@ PostgreSQL half of every ``db_url``-parametrised test; ``.ci/run`` sets it, so C
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy.engine import make_url
 
 from flask_patronlock import PatronLock
 
@@ -36,22 +38,39 @@ def _backends() -> list[Any]:
     ]
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """``PATRONLOCK_TEST_POSTGRES_URL`` narrowed to a schema of this test session's own, so that several test runs
+    (CI and developers, or parallel workers) can share one PostgreSQL database without dropping each other's tables."""
+    if not POSTGRES_URL:
+        pytest.skip("PATRONLOCK_TEST_POSTGRES_URL is not set")
+    schema = f"patronlock_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
 @pytest.fixture(params=_backends())
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database URL: a SQLite file, or the PostgreSQL test database with our tables dropped."""
+    """A fresh, empty database URL: a SQLite file, or this session's PostgreSQL schema with our tables dropped."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
-    assert POSTGRES_URL
-    _drop_patronlock_tables(POSTGRES_URL)
-    yield POSTGRES_URL
-    _drop_patronlock_tables(POSTGRES_URL)
+    url: str = request.getfixturevalue("postgres_url")
+    _drop_patronlock_tables(url)
+    yield url
+    _drop_patronlock_tables(url)
 
 
 def _drop_patronlock_tables(url: str) -> None:
     engine = create_engine(url)
     meta = MetaData()
-    meta.reflect(engine)
+    meta.reflect(engine)  # reflects the schema on the search_path only
     tables = [t for t in meta.sorted_tables if t.name.startswith("patronlock_") or t.name.startswith("test_")]
     with engine.begin() as conn:
         for table in reversed(tables):
