@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -253,25 +252,3 @@ def test_page_100k_members_through_the_client() -> None:
     ids = [m.member_id for p in pages for m in p.members]
     assert len(ids) == len(set(ids)) == 100_000
     assert pages[-1].next_cursor is None
-
-
-@pytest.mark.skipif(not os.environ.get("PATRONLOCK_SANDBOX_BENCH"), reason="set PATRONLOCK_SANDBOX_BENCH=1")
-def test_bench_members_listing() -> None:  # pragma: no cover - a manual benchmark
-    import time
-
-    sb = Sandbox(seed=1)
-    sb.generate_members(100_000)
-    client = create_sandbox_app(sb).test_client()
-    query = {
-        "page[count]": "1000",
-        "include": "currently_entitled_tiers,user",
-        "fields[member]": "email,patron_status,currently_entitled_amount_cents,last_charge_date,next_charge_date",
-        "fields[user]": "email,full_name",
-    }
-    for label in ("cold", "warm"):
-        url: str | None = f"/api/oauth2/v2/campaigns/{sb.campaign.id}/members?{urlencode(query)}"
-        started = time.perf_counter()
-        while url:
-            response = client.get(url, headers={"Authorization": f"Bearer {sb.creator_access_token}"})
-            url = json.loads(response.data).get("links", {}).get("next")
-        print(label, round(time.perf_counter() - started, 2), "s for 100 pages")
