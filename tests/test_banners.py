@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from flask import Blueprint, Flask
 from jinja2 import ChoiceLoader, DictLoader
+from lockhelpers import NOW, Site, make_site
 
 from flask_patronlock import locked, signals
 from flask_patronlock.banners import DEFAULT_TEXTS, fill
 from flask_patronlock.settings import BANNER_REASONS, get_banner_text, set_banner_text
 from flask_patronlock.signals import filter_receiver
-from lockhelpers import NOW, Site, make_site
 
 BASE = "https://patreon.test"
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask, g, jsonify
 from flask_login import login_required, login_user
+from lockhelpers import NOW, Site, make_site
 
 from flask_patronlock import (
     Decision,
@@ -24,7 +25,6 @@ from flask_patronlock import (
     signals,
 )
 from flask_patronlock.signals import filter_receiver
-from lockhelpers import NOW, Site, make_site
 
 
 @pytest.fixture

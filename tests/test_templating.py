@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 from flask import Flask, render_template_string
 from jinja2 import TemplateSyntaxError
-
 from lockhelpers import Site, count_queries, make_site
 
 
