@@ -279,11 +279,12 @@ def viewer_for(user: Any, state: PatronLockState) -> Viewer:
     return Viewer(authenticated=True, linked=linked, is_admin=is_admin, patron=patron)
 
 
-def current_viewer() -> Viewer:
+def current_viewer(state: PatronLockState | None = None) -> Viewer:
     """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request."""
     viewer: Viewer | None = g.get(_G_VIEWER)
     if viewer is None:
-        state = _state()
+        if state is None:
+            state = _state()
         user = _current_user(state.app)
         viewer = viewer_for(user, state)
         if has_app_context():
@@ -314,8 +315,12 @@ def _forget_viewer(*args: Any, **kwargs: Any) -> None:
 LockLike = str | Lock | None
 
 
-def as_lock(lock: LockLike = None, rule_kwargs: Mapping[str, Any] | None = None) -> Lock:
+def as_lock(
+    lock: LockLike = None, rule_kwargs: Mapping[str, Any] | None = None, *, state: PatronLockState | None = None
+) -> Lock:
     """A :class:`Lock` from a declared name, a :class:`Lock`, or one-off rule arguments (see :func:`make_rule`)."""
+    if isinstance(lock, str) and not rule_kwargs:  # the common case first
+        return (state if state is not None else _state()).extension.locks.get(lock)
     if rule_kwargs:
         if lock is not None:
             raise TypeError("pass a lock name or rule arguments, not both")
@@ -373,27 +378,25 @@ def decision_for(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
     """The :class:`~flask_patronlock.policy.Decision` of ``lock`` (a declared name, a :class:`Lock`, or one-off rule
     arguments) for the current viewer; made once per request and lock. Marks the response ``Cache-Control:
     private``."""
-    target = as_lock(lock, rule_kwargs)
+    state = _state()
+    target = as_lock(lock, rule_kwargs, state=state)
     key: Any = target.name if target.name is not None else target
     cache: dict[Any, Decision] | None = g.get(_G_DECISIONS)
     if cache is None:
         cache = {}
         setattr(g, _G_DECISIONS, cache)
-    setattr(g, _G_PRIVATE, True)
+        setattr(g, _G_PRIVATE, True)
     decision = cache.get(key)
     if decision is None:
-        viewer = current_viewer()
-        decision = evaluate(target, viewer, user=g.get(_G_USER))[2]
+        viewer = current_viewer(state)
+        decision = evaluate(target, viewer, user=g.get(_G_USER), state=state)[2]
         cache[key] = decision
     return decision
 
 
 def can_view(lock: LockLike = None, **rule_kwargs: Any) -> bool:
-    """Whether the current viewer may see ``lock`` (a declared name, a :class:`Lock`, or one-off rule arguments)::
-
-        if can_view("premium"): ...
-        {% if can_view("premium") %}...{% endif %}
-    """
+    """Whether the current viewer may see ``lock`` (a declared name, a :class:`Lock`, or one-off rule arguments),
+    in Python (``if can_view("premium"): ...``) and in templates (``{% if can_view("premium") %}``)."""
     return decision_for(lock, **rule_kwargs).allowed
 
 
@@ -573,11 +576,18 @@ def _before_request() -> None:
 
 def _after_request(response: Response) -> Response:
     if g.get(_G_PRIVATE):
-        cache_control = response.cache_control
-        cache_control.public = False
-        cache_control.s_maxage = None
-        cache_control.private = True
-        response.vary.add("Cookie")
+        headers = response.headers
+        if "Cache-Control" in headers:
+            cache_control = response.cache_control
+            cache_control.public = False
+            cache_control.s_maxage = None
+            cache_control.private = True
+        else:
+            headers["Cache-Control"] = "private"
+        if "Vary" in headers:
+            response.vary.add("Cookie")
+        else:
+            headers["Vary"] = "Cookie"
     return response
 
 

@@ -283,6 +283,7 @@ class Store:
         self.sender = sender
         self._strict_signals = strict_signals
         self.clock = clock
+        self._viewer_statements: dict[bool, Any] = {}
 
     @property
     def engine(self) -> Engine:
@@ -615,24 +616,33 @@ class Store:
     def viewer_record(self, user_id: str, campaign_id: str | None = None) -> tuple[bool, Patron | None]:
         """Whether the local user ``user_id`` has linked a Patreon account, and the stored patron of that account (of
         ``campaign_id`` when given): the one indexed query a page view makes."""
-        p, a = self.tables.patrons, self.tables.accounts
-        on = a.c.patreon_user_id == p.c.patreon_user_id
-        if campaign_id is not None:
-            on = and_(on, p.c.campaign_id == campaign_id)
-        stmt = (
-            select(p, a.c.user_id.label("local_user_id"))
-            .select_from(a)
-            .outerjoin(p, on)
-            .where(a.c.user_id == str(user_id))
-            .limit(1)
-        )
+        by_campaign = campaign_id is not None
+        stmt = self._viewer_statements.get(by_campaign)
+        if stmt is None:
+            stmt = self._viewer_statements[by_campaign] = self._viewer_statement(by_campaign)
         with self.engine.connect() as conn:
-            row = conn.execute(stmt).mappings().first()
+            row = conn.execute(stmt, {"pl_user_id": str(user_id), "pl_campaign_id": campaign_id}).first()
         if row is None:
             return False, None
-        if row["member_id"] is None:
+        if row[0] is None:  # linked, but no member of the campaign stored
             return True, None
-        return True, row_to_patron(row)
+        return True, Patron(*row)
+
+    def _viewer_statement(self, by_campaign: bool) -> Any:
+        # Built once (constructing a select costs more than running it on an indexed key). The columns come in the
+        # order of Patron's fields, so a row becomes a Patron positionally, without a dict per request.
+        p, a = self.tables.patrons, self.tables.accounts
+        on = a.c.patreon_user_id == p.c.patreon_user_id
+        if by_campaign:
+            on = and_(on, p.c.campaign_id == bindparam("pl_campaign_id"))
+        columns = [p.c[name] for name in _PATRON_FIELDS if name != "local_user_id"]
+        return (
+            select(*columns, a.c.user_id.label("local_user_id"))
+            .select_from(a)
+            .outerjoin(p, on)
+            .where(a.c.user_id == bindparam("pl_user_id"))
+            .limit(1)
+        )
 
     def settings_version(self) -> int:
         """The current settings version (0 before the first write)."""
