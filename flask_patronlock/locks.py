@@ -36,6 +36,7 @@ from flask import (
     send_file,
     send_from_directory,
 )
+from flask_login import current_user
 from werkzeug.exceptions import Forbidden
 from werkzeug.local import LocalProxy
 
@@ -251,17 +252,19 @@ class LockDeclarations:
 
 
 def _state() -> PatronLockState:
-    from .extension import get_state
+    try:  # get_state() without an import per call: this is on every page view
+        state: PatronLockState = current_app.extensions["patronlock"]
+    except KeyError:
+        from .extension import get_state
 
-    return get_state()
+        return get_state()  # raises the error that says how to fix it
+    return state
 
 
 def _current_user(app: Flask) -> Any:
     """Flask-Login's current user, or ``None`` outside a request or when the app has no LoginManager."""
     if not has_request_context() or getattr(app, "login_manager", None) is None:
         return None
-    from flask_login import current_user
-
     return current_user._get_current_object()
 
 

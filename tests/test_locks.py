@@ -198,7 +198,12 @@ def test_bad_rules_fail_at_declaration(site: Site) -> None:
         site.ext.lock("early", patron_since_before="yesterday")
 
 
-def test_unknown_tier_title_denies_and_warns_once(patrons: Site, caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_tier_title_denies_and_warns_once(
+    patrons: Site, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_patronlock import settings
+
+    monkeypatch.setattr(settings, "_warned_tiers", set())  # "once per process": start this test's process afresh
     patrons.ext.lock("mythic", tier="Mythic")
 
     @patrons.app.route("/mythic")
@@ -211,7 +216,7 @@ def test_unknown_tier_title_denies_and_warns_once(patrons: Site, caplog: pytest.
         patrons.get("/mythic", "gold")
     assert first.status_code == 403 and 'data-patronlock-reason="amount_too_low"' in first.get_data(as_text=True)
     warnings = [r for r in caplog.records if "Mythic" in r.getMessage()]
-    assert len(warnings) <= 1  # once per process (an earlier test may already have warned)
+    assert len(warnings) == 1
     with patrons.app.test_request_context(headers={"X-User": "gold"}):
         decision = decision_for("mythic")
         assert decision.reason == "amount_too_low" and "Mythic" in (decision.missing or "")
