@@ -128,7 +128,8 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
             steps.append(f"Viewer: user {user_id}, signed in; no Patreon account is linked to this user.")
         else:
             steps.append(f"Viewer: user {user_id}, signed in, linked to Patreon user {patreon_user_id}.")
-    viewer = viewer_for(user, state)
+    bare_id = isinstance(user, _UserId)
+    viewer = viewer_for(user, state, is_admin=False if bare_id else None)
     if viewer.linked:
         campaign = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
         of_campaign = f" of campaign {campaign}" if campaign else ""
@@ -144,13 +145,13 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
             steps.append(f"Member: {patron.member_id}{name}{of_campaign}{seen}.")
     if authenticated:
         has_loader = state.extension._admin_loader is not None
-        steps.append(
-            "Admin: the admin callback says this user is an admin."
-            if viewer.is_admin
-            else "Admin: the admin callback says this user is not an admin."
-            if has_loader
-            else "Admin: no admin callback is registered, so nobody is an admin."
-        )
+        if not has_loader:
+            steps.append("Admin: no admin callback is registered, so nobody is an admin.")
+        elif bare_id:
+            steps.append("Admin: not checked (explained for a bare user id; pass the user object to ask the admin "
+                         "callback), taken as not an admin.")
+        else:
+            steps.append(f"Admin: the admin callback says this user is {'' if viewer.is_admin else 'not '}an admin.")
     steps.extend(explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers))
     _rule, decided, final = evaluate(target, viewer, user=user, state=state, snapshot=snapshot, now=now)
     if final != decided:

@@ -268,17 +268,18 @@ def _current_user(app: Flask) -> Any:
     return current_user._get_current_object()
 
 
-def viewer_for(user: Any, state: PatronLockState) -> Viewer:
+def viewer_for(user: Any, state: PatronLockState, *, is_admin: bool | None = None) -> Viewer:
     """The :class:`~flask_patronlock.policy.Viewer` for a host user object (``None`` or an anonymous user: an
-    anonymous viewer). Makes one database query for a signed-in user."""
+    anonymous viewer). Makes one database query for a signed-in user. ``is_admin`` given skips the admin callback."""
     if user is None or not getattr(user, "is_authenticated", False):
         return Viewer(authenticated=False, linked=False)
     user_id = user.get_id()
     if user_id is None:
         return Viewer(authenticated=False, linked=False)
     linked, patron = state.store.viewer_record(str(user_id), state.app.config["PATRONLOCK_CAMPAIGN_ID"])
-    loader = state.extension._admin_loader
-    is_admin = bool(loader(user)) if loader is not None else False
+    if is_admin is None:
+        loader = state.extension._admin_loader
+        is_admin = bool(loader(user)) if loader is not None else False
     return Viewer(authenticated=True, linked=linked, is_admin=is_admin, patron=patron)
 
 

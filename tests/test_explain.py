@@ -96,6 +96,10 @@ def test_cli_explain(site: Site, runner: Any) -> None:
     unknown_user = runner.invoke(args=["patronlock", "explain", "ghost", "premium"])
     assert "the user loader found no user 'ghost'" in unknown_user.output
     assert unknown_user.output.rstrip().endswith("=> DENIED (not_linked)")
+    assert "Admin: not checked (explained for a bare user id" in unknown_user.output
+    boss = runner.invoke(args=["patronlock", "explain", "boss", "premium"])  # loaded: the admin callback is asked
+    assert "the admin callback says this user is an admin." in boss.output
+    assert boss.output.rstrip().endswith("=> ALLOWED (admin_bypass)")
     gold = runner.invoke(args=["patronlock", "explain", "gold", "premium"])
     assert gold.output.rstrip().endswith("=> ALLOWED (allowed)")
     typo = runner.invoke(args=["patronlock", "explain", "gold", "premiun"])
