@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
 
 from flask import current_app, has_request_context, jsonify, render_template, request, url_for
+from jinja2 import Template
 from markupsafe import Markup
 from werkzeug.routing import BuildError
 
@@ -181,7 +182,7 @@ def _endpoint_url(endpoint: str, **values: Any) -> str | None:
         return None
     try:
         return url_for(endpoint, **values)
-    except BuildError:
+    except (BuildError, RuntimeError):  # RuntimeError: outside a request without SERVER_NAME (e.g. an email)
         return None
 
 
@@ -298,7 +299,12 @@ def render_banner(lock: Lock | str | None = None, decision: Decision | None = No
     if decision.allowed:
         return Markup("")
     context = banner_context(target, decision)
-    return Markup(render_template(f"patronlock/banners/{decision.reason}.html", **context))
+    return Markup(render_template(_banner_templates(decision.reason), **context))
+
+
+def _banner_templates(reason: str) -> list[str | Template]:
+    # a filter may hand back a Decision with any reason: fall back to the shared layout rather than fail the page
+    return [f"patronlock/banners/{reason}.html", "patronlock/banners/_banner.html"]
 
 
 def _wants_json() -> bool:
@@ -318,7 +324,7 @@ def locked_response(error: LockedError) -> Response:
             action_url=context["action_url"],
         )
     else:
-        banner = Markup(render_template(f"patronlock/banners/{error.decision.reason}.html", **context))
+        banner = Markup(render_template(_banner_templates(error.decision.reason), **context))
         response = current_app.make_response(
             render_template(
                 "patronlock/locked.html",

@@ -41,6 +41,7 @@ from werkzeug.exceptions import Forbidden
 from werkzeug.local import LocalProxy
 
 from . import signals
+from .config import as_list
 from .errors import PatronLockError
 from .patron import Patron
 from .policy import Combine, Decision, LockRule, Viewer, decide
@@ -543,7 +544,7 @@ def _exempt_endpoint(app: Flask, endpoint: str) -> bool:
     manager = getattr(app, "login_manager", None)
     if manager is not None and endpoint == getattr(manager, "login_view", None):
         return True
-    if endpoint in app.config["PATRONLOCK_EXEMPT_ENDPOINTS"]:
+    if endpoint in as_list(app.config["PATRONLOCK_EXEMPT_ENDPOINTS"], "PATRONLOCK_EXEMPT_ENDPOINTS"):
         return True
     view = app.view_functions.get(endpoint)
     return bool(getattr(view, "patronlock_exempt", False))

@@ -126,3 +126,30 @@ def test_banner_is_escaped_and_autoescape_safe(site: Site) -> None:
         set_banner_text("amount_too_low", "<script>x</script> needs {tier}", by="creator")
     out = render(site, "{% patronlock 'premium' %}S{% endpatronlock %}", "silver")
     assert "&lt;script&gt;x&lt;/script&gt; needs Gold" in out and "<script>" not in out
+
+
+def test_a_banner_renders_outside_a_request(site: Site) -> None:
+    """An email rendered in a background job: no request, no SERVER_NAME; login links cannot be built, but the banner
+    still renders and says what to do."""
+    site.app.add_url_rule("/signin", "signin", lambda: "signin")
+    site.app.login_manager.login_view = "signin"  # type: ignore[attr-defined]
+    with site.app.app_context():
+        out = render_template_string("{% patronlock 'premium' %}S{% endpatronlock %}")
+    assert 'data-patronlock-reason="anonymous"' in out and "Log in to see it" in out
+    assert 'class="patronlock-action"' not in out
+
+
+def test_a_filter_reason_without_a_template_falls_back(site: Site) -> None:
+    from flask_patronlock import signals
+    from flask_patronlock.policy import Decision
+    from flask_patronlock.signals import filter_receiver
+
+    @filter_receiver(signals.access_decision)
+    def odd(sender: object, value: Decision, **kw: object) -> Decision:
+        return Decision(allowed=False, reason="lock_disabled")  # a denying decision with an allowing reason
+
+    try:
+        out = render(site, "{% patronlock 'premium' %}S{% endpatronlock %}", "gold")
+    finally:
+        signals.access_decision.disconnect(odd)
+    assert out != "S" and 'class="patronlock-banner patronlock-banner--lock_disabled"' in out
