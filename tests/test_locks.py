@@ -261,6 +261,8 @@ def test_site_wide_lock(make_app: Callable[..., Flask]) -> None:
     assert site.get("/home", "fan").get_data(as_text=True) == "home"
     denied = site.get("/home", "stranger")
     assert denied.status_code == 403 and 'data-patronlock-reason="not_linked"' in denied.get_data(as_text=True)
+    assert denied.headers["Cache-Control"] == "private" and "Cookie" in denied.headers["Vary"]
+    assert site.get("/home", "fan").headers["Cache-Control"] == "private"
     assert site.get("/home", None).status_code == 403
     for exempt in ("/about", "/login", "/open_door"):
         response = site.get(exempt, None)
