@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -10,7 +10,9 @@ from flask import Flask, current_app
 from . import config as _config
 from .crypto import TokenCipher
 from .errors import ConfigurationError
+from .locks import LockDeclarations
 from .models import Tables, tables_for
+from .settings import SettingsCache
 from .store import Store
 
 if TYPE_CHECKING:
@@ -30,6 +32,15 @@ class PatronLockState:
     db: SQLAlchemy
     tables: Tables
     store: Store
+    #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
+    settings: SettingsCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.settings = SettingsCache(
+            self.store,
+            lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
+            campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+        )
 
     def token_cipher(self) -> TokenCipher:
         """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
@@ -64,7 +75,7 @@ class PatronLockState:
         return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
 
 
-class PatronLock:
+class PatronLock(LockDeclarations):
     """Lock a Flask site's content to Patreon patrons by tier.
 
     ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
@@ -78,6 +89,7 @@ class PatronLock:
 
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
+        self._init_locks()
         if app is not None:
             self.init_app(app)
 
@@ -107,6 +119,10 @@ class PatronLock:
             strict_signals=lambda: bool(app.config["PATRONLOCK_STRICT_SIGNALS"]),
         )
         app.extensions[EXTENSION_KEY] = PatronLockState(extension=self, app=app, db=db, tables=tables, store=store)
+
+        from .locks import init_app as init_locks
+
+        init_locks(app)
 
         from .cli import patronlock_cli
 
