@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .addons import Addon, AddonHooks
 from .banners import render_banner
 from .errors import ConfigurationError, PatronLockError, TokenDecryptionError
 from .explain import Explanation, explain
@@ -27,6 +28,8 @@ from .store import ApplyResult, Store
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Addon",
+    "AddonHooks",
     "ApplyResult",
     "CampaignSnapshot",
     "ConfigurationError",

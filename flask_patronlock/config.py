@@ -51,6 +51,11 @@ KEYS: tuple[Key, ...] = (
         "Patreon's page to update a payment method, relative to PATRONLOCK_OAUTH_BASE_URL."),
     Key("PATRONLOCK_CREATOR_NAME", None, "The creator's name in banners ({creator}); default: 'the creator'."),
     Key("PATRONLOCK_CURRENCY_SYMBOL", "$", "The symbol banners put before amounts ({amount})."),
+    # -- add-ons (issue 6) --
+    Key("PATRONLOCK_ADDONS_AUTOLOAD", True, "Install the add-ons found in the flask_patronlock.addons entry points."),
+    Key("PATRONLOCK_ADDONS_DENYLIST", [], "Names of add-ons never loaded (not even imported) on this app."),
+    Key("PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT", True,
+        "Whether an installed add-on the creator never switched runs (False: only those switched on)."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 from . import config as _config
+from .addons import AddonDeclarations, AddonRegistry
 from .crypto import TokenCipher
 from .errors import ConfigurationError
 from .locks import LockDeclarations
@@ -34,13 +35,18 @@ class PatronLockState:
     store: Store
     #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
     settings: SettingsCache = field(init=False, repr=False)
+    #: the add-ons installed on the app, loaded or broken (issue 6).
+    addons: AddonRegistry = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings = SettingsCache(
             self.store,
             lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
             campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+            sender=self.app,
+            strict=lambda: bool(self.app.config["PATRONLOCK_STRICT_SIGNALS"]),
         )
+        self.addons = AddonRegistry(self)
 
     def token_cipher(self) -> TokenCipher:
         """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
@@ -75,7 +81,7 @@ class PatronLockState:
         return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
 
 
-class PatronLock(LockDeclarations):
+class PatronLock(LockDeclarations, AddonDeclarations):
     """Lock a Flask site's content to Patreon patrons by tier.
 
     ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
@@ -89,6 +95,7 @@ class PatronLock(LockDeclarations):
 
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
+        self._init_addons()
         self._init_locks()
         if app is not None:
             self.init_app(app)
@@ -123,6 +130,10 @@ class PatronLock(LockDeclarations):
         from .locks import init_app as init_locks
 
         init_locks(app)
+
+        from .addons import init_app as init_addons  # add-ons (issue 6): entry points and register_addon
+
+        init_addons(app)
 
         from .cli import patronlock_cli
 
