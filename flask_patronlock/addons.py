@@ -166,10 +166,13 @@ class AddonHooks:
         return receiver
 
     def receiver(self, signal: Signal, *, priority: int = DEFAULT_PRIORITY) -> Callable[[R], R]:
-        """:meth:`connect` as a decorator::
+        """:meth:`connect` as a decorator; returns the function unchanged.
+
+        ::
 
             @hooks.receiver(signals.banner_html, priority=80)
-            def add_wall_link(app, value, **kwargs): ...
+            def add_wall_link(app, value, **kwargs):
+                ...
         """
 
         def decorator(func: R) -> R:

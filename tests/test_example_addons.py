@@ -250,3 +250,23 @@ def test_the_example_site_shows_the_wall_when_installed(install: Callable[..., N
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_a_pledge_on_the_sandbox_is_welcomed(
+    install: Callable[..., None], make_app: Callable[..., Flask], patreon_sandbox: Any
+) -> None:
+    """What docs/addons.rst shows: an add-on tested against the offline Patreon."""
+    install("welcome_outbox")
+    app = make_app(**patreon_sandbox.config)
+    member = patreon_sandbox.add_patron("ann@example.com", tier="Gold", full_name="Ann Lee")
+
+    state = get_state(app)
+    patreon = state.creator_client()
+    campaign = patreon.campaign(state.campaign_id())
+    state.store.replace_tiers(campaign.id, campaign.tiers)  # what a sync does first
+    state.store.apply(patreon.member(member.id), source="webhook", observed_at=patreon_sandbox.now)
+
+    from patronlock_welcome_outbox import pending
+
+    (message,) = pending(app)
+    assert message.email == "ann@example.com" and "at Gold" in message.body
