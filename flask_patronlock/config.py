@@ -38,6 +38,21 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_HTTP_TIMEOUT", 10.0, "Seconds to wait for Patreon on any single request."),
     Key("PATRONLOCK_USER_AGENT", None, "User-Agent sent to Patreon; defaults to flask-patronlock/<version>."),
     Key("PATRONLOCK_STRICT_SIGNALS", False, "Re-raise signal receivers' exceptions (for tests) instead of logging."),
+    # -- Connect / log in with Patreon (views.py, accounts.py, oauth.py) --
+    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the patronlock blueprint's routes live; read in init_app."),
+    Key("PATRONLOCK_REDIRECT_URI", None, "The OAuth callback URL as registered with Patreon (or: from SERVER_NAME)."),
+    Key("PATRONLOCK_SCOPES", ["identity", "identity[email]", "identity.memberships"], "OAuth scopes to ask for."),
+    Key("PATRONLOCK_USE_PKCE", True, "Send a PKCE S256 challenge with every authorization request."),
+    Key("PATRONLOCK_LOGIN_ENABLED", True, "Offer Log in with Patreon to anonymous visitors (off: /login is a 404)."),
+    Key(
+        "PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL",
+        False,
+        "Log in with Patreon links an unlinked local user with the same verified email (off: asks to log in first).",
+    ),
+    Key("PATRONLOCK_LOGIN_REMEMBER", False, "Log in with Patreon sets Flask-Login's remember-me cookie."),
+    Key("PATRONLOCK_DEFAULT_NEXT", "/", "Where users land after connecting or logging in without a safe next."),
+    Key("PATRONLOCK_STATUS_REFRESH_INTERVAL", 300, "Seconds a user must wait between two Refresh my status."),
+    Key("PATRONLOCK_BASE_TEMPLATE", "patronlock/base.html", "The template flask-patronlock's pages extend."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}
