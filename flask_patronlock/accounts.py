@@ -399,11 +399,12 @@ class Accounts:
 
     # -- status -------------------------------------------------------------------------------------------------
 
-    def claim_status_refresh(self, user_id: str, *, interval: float) -> None:
+    def claim_status_refresh(self, user_id: str, *, interval: float) -> datetime | None:
         """Record that ``user_id`` refreshes their status now, unless they did within ``interval`` seconds.
 
         Kept in the account row (``last_status_refresh_at``), so the limit holds across workers.
 
+        :returns: the previous refresh time, for :meth:`release_status_refresh`.
         :raises NotLinked: no link.
         :raises RefreshTooSoon: with the seconds left.
         """
@@ -419,6 +420,14 @@ class Accounts:
                 if wait > 0:
                     raise RefreshTooSoon(wait)
             conn.execute(update(t).where(t.c.id == rows[0]["id"]).values(last_status_refresh_at=now))
+        return last
+
+    def release_status_refresh(self, user_id: str, previous: datetime | None) -> None:
+        """Undo :meth:`claim_status_refresh` after a refresh that Patreon could not answer (an outage should not
+        cost the user their next try)."""
+        t = self.table
+        with self.store.transaction() as conn:
+            conn.execute(update(t).where(t.c.user_id == str(user_id)).values(last_status_refresh_at=previous))
 
     def apply_identity(
         self, identity: Identity, *, observed_at: datetime

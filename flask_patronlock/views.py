@@ -114,6 +114,8 @@ class ConnectProblem(HTTPException):
 
 
 def _try_again(flow: str, next_url: str | None) -> tuple[str, str]:
+    if flow == "refresh":
+        return ("Back to your Patreon status", url_for("patronlock.status"))
     endpoint = "patronlock.login" if flow == "login" else "patronlock.connect"
     args: dict[str, Any] = {"next": next_url} if next_url else {}
     return ("Try again", url_for(endpoint, **args))
@@ -319,10 +321,21 @@ def describe_access(
             "Patreon are separate accounts: if you pledged with another Patreon account, connect that one instead; "
             "if you pledge now, refresh your status here afterwards."
         )
-    return (
-        "That Patreon account follows this creator but has no paid pledge, so nothing is unlocked yet. Pledge on "
-        "Patreon, then refresh your status here."
-    )
+    if ent.basis == "free_trial_not_counted":
+        return "Free trials don't unlock posts on this site; they unlock once Patreon charges your first payment."
+    if ent.basis == "gifted_not_counted":
+        return "Gifted memberships don't unlock posts on this site. Pledge on Patreon, then refresh your status here."
+    if ent.basis in ("first_charge_pending", "refunded"):
+        return (
+            "Your pledge unlocks posts once Patreon charges your payment. When it has gone through, refresh your "
+            "status here."
+        )
+    if ent.basis == "not_pledged":
+        return (
+            "That Patreon account follows this creator but has no paid pledge, so nothing is unlocked yet. Pledge on "
+            "Patreon, then refresh your status here."
+        )
+    return "Your Patreon membership does not unlock posts on this site right now."
 
 
 def _tiers_for(accounts: Accounts, member: MemberSnapshot | None) -> dict[str, TierSnapshot]:
@@ -693,7 +706,7 @@ def refresh() -> ResponseReturnValue:
     back = _landing(request.form.get("next")) if request.form.get("next") else url_for(".status")
     interval = float(current_app.config["PATRONLOCK_STATUS_REFRESH_INTERVAL"])
     try:
-        accounts.claim_status_refresh(user_id, interval=interval)
+        previous = accounts.claim_status_refresh(user_id, interval=interval)
     except NotLinked:
         flash("Connect your Patreon account first; then your status can be refreshed.", "patronlock")
         return redirect(url_for(".status"))
@@ -719,6 +732,8 @@ def refresh() -> ResponseReturnValue:
         flash("Please connect your Patreon account again to refresh your status.", "patronlock")
         return redirect(url_for(".status"))
     except PatreonError as exc:
+        if not isinstance(exc, RateLimited):
+            accounts.release_status_refresh(user_id, previous)
         raise _patreon_problem(exc, "refresh", None) from None
     now = _now()
     member, patron = accounts.apply_identity(identity, observed_at=now)
