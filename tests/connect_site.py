@@ -3,8 +3,10 @@ walk the OAuth flow through Flask's test client (against the sandbox or requests
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
@@ -21,6 +23,35 @@ from flask_patronlock.extension import get_state
 KEY1 = Fernet.generate_key().decode()
 KEY2 = Fernet.generate_key().decode()
 REDIRECT_URI = "http://site.test/patreon/callback"
+
+#: ``next`` values that must never be followed off the site.
+EVIL_NEXT = [
+    "//evil.com",
+    "///evil.com",
+    "/\\evil.com",
+    "\\\\evil.com",
+    "/\\/evil.com",
+    "https://evil.com",
+    "http:evil.com",
+    "https:/evil.com",
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    "data:text/html,hi",
+    "%2F%2Fevil.com",
+    "/%2F/evil.com",
+    "/%2f%2fevil.com",
+    "%252F%252Fevil.com",
+    "/%5Cevil.com",
+    "/%09/evil.com",
+    "/\t/evil.com",
+    "/\n/evil.com",
+    " //evil.com",
+    "/ /evil.com",
+    "evil.com",
+    "./relative",
+    "",
+    "/" + "a" * 600,
+]
 
 #: requests-mock's Patreon.
 MOCK_BASE = "https://patreon.test"
@@ -56,9 +87,10 @@ class Site:
     app: Flask
     patronlock: PatronLock
     users: dict[str, User] = field(default_factory=dict)
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_user(self, email: str, name: str = "", *, active: bool = True) -> User:
-        user = User(str(len(self.users) + 1), email, name, active)
+        user = User(str(next(self.ids)), email, name, active)
         self.users[user.id] = user
         return user
 
@@ -219,3 +251,58 @@ def identity_doc(
     else:
         data["relationships"]["memberships"] = {"data": []}
     return {"data": data, "included": included}
+
+
+# -- the sandbox's Patreon -------------------------------------------------------------------------------------------
+
+
+def approve(authorize_url: str, sandbox_user: str, decision: str = "approve") -> str:
+    """Answer the sandbox's authorize page over real HTTP (its non-interactive test mode) and return the callback
+    path and query it redirects to."""
+    import requests
+
+    response = requests.get(
+        authorize_url,
+        params={"sandbox_user": sandbox_user, "sandbox_decision": decision},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code == 302, response.text
+    location = response.headers["Location"]
+    assert location.startswith(REDIRECT_URI), location
+    parts = urlsplit(location)
+    return f"{parts.path}?{parts.query}"
+
+
+def oauth_flow(
+    client: FlaskClient, sandbox_user: str, path: str = "/patreon/connect", decision: str = "approve", **query: str
+) -> Any:
+    """Start at ``path``, approve (or deny) on the sandbox as ``sandbox_user``, follow the callback; return the
+    callback's response."""
+    response = client.get(path, query_string=query)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client.get(approve(response.location, sandbox_user, decision))
+
+
+def sandbox_site(make_app: Callable[..., Flask], sandbox: Any, **config: Any) -> Site:
+    """A host site pointed at ``sandbox``."""
+    return make_site(make_app, **{**sandbox.config, **config})
+
+
+@contextmanager
+def capture(*sigs: Any) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Record ``(signal name, kwargs)`` of every send of ``sigs`` inside the block."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    receivers = []
+    for sig in sigs:
+
+        def receiver(sender: Any, _name: str = sig.name, **kw: Any) -> None:
+            seen.append((_name, kw))
+
+        receivers.append(receiver)
+        sig.connect(receiver)
+    try:
+        yield seen
+    finally:
+        for sig, receiver in zip(sigs, receivers, strict=True):
+            sig.disconnect(receiver)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from connect_site import EVIL_NEXT
 from flask import Flask, session
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,33 +25,6 @@ from flask_patronlock.oauth import (
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
-EVIL_NEXT = [
-    "//evil.com",
-    "///evil.com",
-    "/\\evil.com",
-    "\\\\evil.com",
-    "/\\/evil.com",
-    "https://evil.com",
-    "http:evil.com",
-    "https:/evil.com",
-    "javascript:alert(1)",
-    "JavaScript:alert(1)",
-    "data:text/html,hi",
-    "%2F%2Fevil.com",
-    "/%2F/evil.com",
-    "/%2f%2fevil.com",
-    "%252F%252Fevil.com",
-    "/%5Cevil.com",
-    "/%09/evil.com",
-    "/\t/evil.com",
-    "/\n/evil.com",
-    " //evil.com",
-    "/ /evil.com",
-    "evil.com",
-    "./relative",
-    "",
-    "/" + "a" * 600,
-]
 
 
 @pytest.mark.parametrize("target", EVIL_NEXT)
