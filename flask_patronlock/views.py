@@ -383,11 +383,12 @@ def _template_globals() -> dict[str, Any]:
 def _authorize(flow: oauth.Flow, next_url: str | None, user_id: str | None) -> ResponseReturnValue:
     state = _state()
     cfg = state.app.config
-    redirect_uri = oauth.redirect_uri(state.app)  # raises ConfigurationError before anything is remembered
+    # configuration errors (no redirect URI, no client id) surface before anything is remembered in the session
+    redirect_uri = oauth.redirect_uri(state.app)
+    client = state.client(purpose="connecting with Patreon")
     oauth_state, challenge = oauth.begin_flow(
         flow, next_url=next_url, user_id=user_id, now=_now(), pkce=bool(cfg["PATRONLOCK_USE_PKCE"])
     )
-    client = state.client(purpose="connecting with Patreon")
     try:
         url = client.authorization_url(
             redirect_uri, oauth_state, list(cfg["PATRONLOCK_SCOPES"]), code_challenge=challenge
