@@ -38,8 +38,21 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_HTTP_TIMEOUT", 10.0, "Seconds to wait for Patreon on any single request."),
     Key("PATRONLOCK_USER_AGENT", None, "User-Agent sent to Patreon; defaults to flask-patronlock/<version>."),
     Key("PATRONLOCK_STRICT_SIGNALS", False, "Re-raise signal receivers' exceptions (for tests) instead of logging."),
+    # -- locks, templates and banners (issue 4) --
+    Key("PATRONLOCK_SETTINGS_CHECK_SECONDS", 2.0,
+        "How often (seconds) a worker checks the settings version; overrides reach every worker within it."),
+    Key("PATRONLOCK_SITE_LOCK", None, "A named lock every request must pass (except static, login, exempt views)."),
+    Key("PATRONLOCK_PATH_LOCKS", None, "A mapping of URL path prefix to lock name, checked before the view."),
+    Key("PATRONLOCK_EXEMPT_ENDPOINTS", [], "Endpoints the site-wide and path locks never apply to."),
+    Key("PATRONLOCK_BASE_TEMPLATE", "patronlock/base.html", "The template the locked page extends (the site layout)."),
+    Key("PATRONLOCK_LOGIN_URL", None, "Where banners send anonymous visitors; default: Flask-Login's login_view."),
+    Key("PATRONLOCK_CONNECT_URL", None, "Where banners send users to link Patreon; default: patronlock.connect."),
+    Key("PATRONLOCK_BILLING_URL", "/settings/memberships",
+        "Patreon's page to update a payment method, relative to PATRONLOCK_OAUTH_BASE_URL."),
+    Key("PATRONLOCK_CREATOR_NAME", None, "The creator's name in banners ({creator}); default: 'the creator'."),
+    Key("PATRONLOCK_CURRENCY_SYMBOL", "$", "The symbol banners put before amounts ({amount})."),
     # -- Connect / log in with Patreon (views.py, accounts.py, oauth.py) --
-    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the patronlock blueprint's routes live; read in init_app."),
+    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the patronlock blueprint lives (None: not registered); init_app."),
     Key("PATRONLOCK_REDIRECT_URI", None, "The OAuth callback URL as registered with Patreon (or: from SERVER_NAME)."),
     Key("PATRONLOCK_SCOPES", ["identity", "identity[email]", "identity.memberships"], "OAuth scopes to ask for."),
     Key("PATRONLOCK_USE_PKCE", True, "Send a PKCE S256 challenge with every authorization request."),
@@ -52,7 +65,6 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_LOGIN_REMEMBER", False, "Log in with Patreon sets Flask-Login's remember-me cookie."),
     Key("PATRONLOCK_DEFAULT_NEXT", "/", "Where users land after connecting or logging in without a safe next."),
     Key("PATRONLOCK_STATUS_REFRESH_INTERVAL", 300, "Seconds a user must wait between two Refresh my status."),
-    Key("PATRONLOCK_BASE_TEMPLATE", "patronlock/base.html", "The template flask-patronlock's pages extend."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

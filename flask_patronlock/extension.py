@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
@@ -11,7 +11,9 @@ from flask import Flask, current_app
 from . import config as _config
 from .crypto import TokenCipher
 from .errors import ConfigurationError
+from .locks import LockDeclarations
 from .models import Tables, tables_for
+from .settings import SettingsCache
 from .store import Store
 
 if TYPE_CHECKING:
@@ -35,6 +37,15 @@ class PatronLockState:
     db: SQLAlchemy
     tables: Tables
     store: Store
+    #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
+    settings: SettingsCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.settings = SettingsCache(
+            self.store,
+            lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
+            campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+        )
 
     def token_cipher(self) -> TokenCipher:
         """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
@@ -69,7 +80,7 @@ class PatronLockState:
         return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
 
 
-class PatronLock:
+class PatronLock(LockDeclarations):
     """Lock a Flask site's content to Patreon patrons by tier.
 
     ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
@@ -83,6 +94,7 @@ class PatronLock:
 
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
+        self._init_locks()
         # Host callbacks for Log in with Patreon (functions, never an app): see user_creator and user_by_email.
         self._user_creator: Callable[[UserSnapshot], Any] | None = None
         self._user_by_email: Callable[[str], Any] | None = None
@@ -116,14 +128,20 @@ class PatronLock:
         )
         app.extensions[EXTENSION_KEY] = PatronLockState(extension=self, app=app, db=db, tables=tables, store=store)
 
+        from .locks import init_app as init_locks
+
+        init_locks(app)
+
         from .cli import patronlock_cli
 
         app.cli.add_command(patronlock_cli)
 
-        # Connect / log in with Patreon: the patronlock blueprint (views.py).
-        from .views import blueprint
+        # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it
+        # out, for a host that builds its own views on flask_patronlock.accounts and flask_patronlock.oauth.
+        if app.config["PATRONLOCK_URL_PREFIX"] is not None:
+            from .views import blueprint
 
-        app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
+            app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
 
     # -- host callbacks for Log in with Patreon (docs/connect.rst) ----------------------------------------------------
 
