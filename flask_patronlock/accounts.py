@@ -31,7 +31,7 @@ from .errors import PatronLockError, TokenDecryptionError
 from .extension import PatronLockState, get_state
 from .patreon.client import PatreonClient
 from .patreon.errors import InvalidGrant, Unauthorized
-from .patreon.types import Identity, MemberSnapshot, TierSnapshot, TokenSet, UserSnapshot
+from .patreon.types import Identity, MemberSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
 
 __all__ = [
@@ -448,19 +448,6 @@ class Accounts:
             result = self.store.apply(member, source="oauth", observed_at=observed_at)
             stored = result.patron
         return member, stored
-
-    def tiers(self) -> dict[str, TierSnapshot]:
-        """The campaign's tiers as last synced into ``patronlock_tiers`` (read only; the sync writes them)."""
-        t = self.state.tables.tiers
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(select(t.c.id, t.c.title, t.c.amount_cents, t.c.published)).mappings()
-            return {
-                row["id"]: TierSnapshot(
-                    id=row["id"], title=row["title"] or "", amount_cents=row["amount_cents"] or 0,
-                    published=bool(row["published"]),
-                )
-                for row in rows
-            }
 
     def last_link_detail(self, user_id: str) -> dict[str, Any]:
         """The name and email of the Patreon account as recorded when it was last linked (for the status page)."""

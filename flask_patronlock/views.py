@@ -36,7 +36,6 @@ from wtforms import ValidationError
 
 from . import oauth, signals
 from .accounts import (
-    Accounts,
     AlreadyLinked,
     LinkResult,
     NeedsReauthorization,
@@ -244,18 +243,19 @@ def _check_csrf() -> None:
         ) from None
 
 
-def _policy_settings() -> PolicySettings:
-    """The creator's access policy, for describing what a patron has.
+def _describe(patron: Patron | None, member: MemberSnapshot | None, now: datetime) -> str:
+    """:func:`describe_access` with the creator's policy, the synced tier catalogue (plus the tiers the identity
+    named) and the site's currency symbol; all from the per-process settings cache, no query."""
+    snapshot = _state().settings.current()
+    tiers = dict(snapshot.tiers)
+    if member is not None:
+        tiers.update({t.id: t for t in member.tiers if t.title or t.id not in tiers})
+    currency = current_app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or ""
+    return describe_access(patron, tiers, now, snapshot.policy, currency=currency)
 
-    The settings page (and its storage) is not part of this module; until it is wired in, the defaults apply, which
-    only changes the wording for declined or cancelled pledges, never access itself (locks decide with
-    :func:`flask_patronlock.policy.decide`).
-    """
-    return PolicySettings()
 
-
-def _money(cents: int) -> str:
-    return f"${cents // 100}" if cents % 100 == 0 else f"${cents // 100}.{cents % 100:02d}"
+def _money(cents: int, currency: str) -> str:
+    return f"{currency}{cents // 100}.{cents % 100:02d}"  # as the banners write amounts
 
 
 def _mask_email(email: str | None) -> str | None:
@@ -276,12 +276,16 @@ def describe_access(
     tiers: Mapping[str, TierSnapshot],
     now: datetime,
     settings: PolicySettings | None = None,
+    *,
+    currency: str = "$",
 ) -> str:
     """One or two sentences saying what ``patron`` has on this site now, from
     :func:`~flask_patronlock.policy.entitlement` (never from comparing tiers or amounts here), and the next step when
     nothing is unlocked.
 
     :param tiers: tier titles by id (the identity's tiers, and those synced into ``patronlock_tiers``).
+    :param settings: the creator's access policy (default: the defaults).
+    :param currency: put before amounts (``PATRONLOCK_CURRENCY_SYMBOL``).
     """
     ent: Entitlement = entitlement(patron, settings or PolicySettings(), now)
     titles = [tiers[t].title for t in ent.tier_ids if t in tiers and tiers[t].title]
@@ -289,8 +293,9 @@ def describe_access(
         what = f"a {' and '.join(titles)} patron"
         unlocked = f"posts for {' and '.join(titles)} and below are unlocked"
     elif ent.monthly_cents:
-        what = f"a patron at {_money(ent.monthly_cents)} a month"
-        unlocked = f"posts for {_money(ent.monthly_cents)} a month and below are unlocked"
+        amount = _money(ent.monthly_cents, currency)
+        what = f"a patron at {amount} a month"
+        unlocked = f"posts for {amount} a month and below are unlocked"
     else:
         what, unlocked = "a patron", "posts for patrons at your level are unlocked"
     until = f" until {ent.until:%B} {ent.until.day}, {ent.until.year}" if ent.until is not None else ""
@@ -336,13 +341,6 @@ def describe_access(
             "Patreon, then refresh your status here."
         )
     return "Your Patreon membership does not unlock posts on this site right now."
-
-
-def _tiers_for(accounts: Accounts, member: MemberSnapshot | None) -> dict[str, TierSnapshot]:
-    tiers = accounts.tiers()
-    if member is not None:
-        tiers.update({t.id: t for t in member.tiers})
-    return tiers
 
 
 def _send(signal: Any, **kwargs: Any) -> None:
@@ -518,7 +516,7 @@ def _finish_connect(
     _signal_link(result, user, identity, patron, "connect")
     label = _account_label(identity.user)
     verb = "Reconnected" if result.outcome == "reauthorized" else "Connected"
-    described = describe_access(patron, _tiers_for(accounts, member), observed_at, _policy_settings())
+    described = _describe(patron, member, observed_at)
     flash(f"{verb} your Patreon account{f' ({label})' if label else ''}. {described}", "patronlock")
     return redirect(_landing(flow.next_url))
 
@@ -645,7 +643,7 @@ def _finish_login(
         _send(signals.user_created_from_patreon, user=user, user_id=user_id, patreon_user=patreon_user)
     _signal_link(result, user, identity, patron, via)
     _send(signals.patron_logged_in, user=user, user_id=user_id, patreon_user=patreon_user, patron=patron)
-    described = describe_access(patron, _tiers_for(accounts, member), observed_at, _policy_settings())
+    described = _describe(patron, member, observed_at)
     label = _account_label(patreon_user)
     first = "Welcome! Your account was created from" if created else "Logged in with"
     flash(f"{first} your Patreon account{f' ({label})' if label else ''}. {described}", "patronlock")
@@ -738,7 +736,7 @@ def refresh() -> ResponseReturnValue:
         raise _patreon_problem(exc, "refresh", None) from None
     now = _now()
     member, patron = accounts.apply_identity(identity, observed_at=now)
-    described = describe_access(patron, _tiers_for(accounts, member), now, _policy_settings())
+    described = _describe(patron, member, now)
     flash(f"Refreshed your Patreon status. {described}", "patronlock")
     return redirect(back)
 
@@ -759,7 +757,7 @@ def status() -> ResponseReturnValue:
     if account is not None:
         patron = state.store.patron_for_user(user_id, state.app.config.get("PATRONLOCK_CAMPAIGN_ID"))
         now = _now()
-        described = describe_access(patron, accounts.tiers(), now, _policy_settings())
+        described = _describe(patron, None, now)
         label = (
             _mask_email(patron.email) if patron is not None and patron.email else None
         ) or _account_label(None, accounts.last_link_detail(user_id))

@@ -61,8 +61,14 @@ def test_connect_links_and_unlocks_at_once_even_with_another_email(site: Site, p
 
     page = client.get("/patreon/").get_data(as_text=True)
     assert 'data-patronlock-linked="yes"' in page and "gold@…" in page
-    # page views never call Patreon: without synced tiers (patronlock_tiers) the page names the amount
-    assert "You&#39;re a patron at $10 a month: posts for $10 a month and below are unlocked." in page
+    # page views never call Patreon: without synced tiers (patronlock_tiers) the page names the amount ...
+    assert "You&#39;re a patron at $10.00 a month: posts for $10.00 a month and below are unlocked." in page
+    # ... and once a sync stored the catalogue, the tier
+    with site.app.app_context():
+        campaign = state.creator_client().campaign(state.campaign_id())
+        state.store.replace_tiers(campaign.id, campaign.tiers)
+        state.settings.invalidate()
+    assert "You&#39;re a Gold patron" in client.get("/patreon/").get_data(as_text=True)
 
 
 def test_non_patron_is_told_the_next_step_then_refresh_unlocks(site: Site, patreon_sandbox: Any) -> None:
@@ -188,7 +194,7 @@ def test_needs_reauth_is_shown_and_connecting_again_clears_it(site: Site, patreo
         get_accounts().mark_needs_reauth(user.id, why="test")
     page = client.get("/patreon/").get_data(as_text=True)
     assert 'data-patronlock-needs-reauth="yes"' in page
-    assert "You&#39;re a patron at $10 a month" in page  # access unchanged meanwhile
+    assert "You&#39;re a patron at $10.00 a month" in page  # access unchanged meanwhile
     client.post("/patreon/refresh", data={"csrf_token": csrf_token(client)})
     assert "connect your account again" in flashes(site, client)[-1]
     with capture(signals.patron_linked) as seen:
@@ -260,3 +266,29 @@ def test_refresh_during_an_outage_is_a_clear_page_and_costs_no_try(site: Site, p
     patreon_sandbox.api_down = False
     client.post("/patreon/refresh", data={"csrf_token": token})
     assert flashes(site, client)[0].startswith("Refreshed your Patreon status. You're a Gold patron")
+
+
+def test_amounts_use_the_sites_currency_symbol(make_app: Callable[..., Flask], patreon_sandbox: Any) -> None:
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_CURRENCY_SYMBOL="€")
+    patreon_sandbox.add_patron("eu@patreon.example", amount_cents=750)
+    user = site.add_user("eu@site.example")
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, "eu@patreon.example")
+    assert "posts for Silver and below" in flashes(site, client)[0]  # the identity names the tier
+    assert "patron at €7.50 a month" in client.get("/patreon/").get_data(as_text=True)  # no synced tiers yet
+
+
+def test_the_creators_policy_decides_the_wording(site: Site, patreon_sandbox: Any) -> None:
+    from flask_patronlock.settings import set_policy_settings
+
+    with site.app.app_context():
+        set_policy_settings({"declined": "restrict"}, by="test")
+    patreon_sandbox.add_patron("dee@patreon.example", tier="Bronze")
+    patreon_sandbox.decline("dee@patreon.example")
+    user = site.add_user("dee@site.example")
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, "dee@patreon.example")
+    (message,) = flashes(site, client)
+    assert "Patreon could not charge your payment, so patron posts are locked for now" in message

@@ -37,10 +37,10 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
     ("active with a known tier", patron(), PolicySettings(),
      "You're a Gold patron: posts for Gold and below are unlocked."),
     ("active, tier unknown", patron(entitled_tier_ids=("t9",)), PolicySettings(),
-     "You're a patron at $5 a month: posts for $5 a month and below are unlocked."),
+     "You're a patron at $5.00 a month: posts for $5.00 a month and below are unlocked."),
     ("odd cents", patron(entitled_tier_ids=(), entitled_cents=550), PolicySettings(), "at $5.50 a month"),
     ("annual pledge counts monthly", patron(entitled_tier_ids=(), entitled_cents=6000, pledge_cadence=12),
-     PolicySettings(), "at $5 a month"),
+     PolicySettings(), "at $5.00 a month"),
     ("declined, in grace", patron(patron_status="declined_patron", last_charge_status="Declined",
                                   declined_since=NOW - timedelta(days=1)), PolicySettings(),
      "Patreon could not charge your last payment. You're still a Gold patron for now and posts for Gold and below "
@@ -69,3 +69,8 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
 @pytest.mark.parametrize(("why", "who", "settings", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_describe_access(why: str, who: Patron | None, settings: PolicySettings, expected: str) -> None:
     assert expected in describe_access(who, TIERS, NOW, settings)
+
+
+def test_currency_symbol() -> None:
+    text = describe_access(patron(entitled_tier_ids=(), entitled_cents=1234), {}, NOW, currency="£")
+    assert text == "You're a patron at £12.34 a month: posts for £12.34 a month and below are unlocked."
