@@ -1164,6 +1164,27 @@ class Sandbox:
             member.fail_charges = fail
             return member
 
+    def _new_pledge(
+        self,
+        tier: Tier | str | int,
+        user: User | str | None,
+        email: str | None,
+        full_name: str | None,
+        email_verified: bool,
+    ) -> tuple[Tier, Member, bool]:
+        """The tier, the user's member (made if new) set active, and whether it is new; a user who already pledges
+        is an error. Call with the lock held."""
+        resolved = self.tier(tier)
+        the_user = self._resolve_user(user, email, full_name, email_verified)
+        member = self._members_by_user.get(the_user.id)
+        if member is not None and member.patron_status in ("active_patron", "declined_patron"):
+            raise SandboxError(f"user {the_user.id} already pledges")
+        is_new = member is None
+        if member is None:
+            member = self._new_member(the_user)
+        member.patron_status = "active_patron"
+        return resolved, member, is_new
+
     def start_free_trial(
         self,
         email: str | None = None,
@@ -1181,15 +1202,7 @@ class Sandbox:
         Fires ``members:create`` or ``members:update``, then ``members:pledge:create``.
         """
         with self.lock:
-            resolved = self.tier(tier)
-            the_user = self._resolve_user(user, email, full_name, email_verified)
-            member = self._members_by_user.get(the_user.id)
-            if member is not None and member.patron_status in ("active_patron", "declined_patron"):
-                raise SandboxError(f"user {the_user.id} already pledges")
-            is_new = member is None
-            if member is None:
-                member = self._new_member(the_user)
-            member.patron_status = "active_patron"
+            resolved, member, is_new = self._new_pledge(tier, user, email, full_name, email_verified)
             member.is_free_trial = True
             member.is_gifted = False
             member.trial_ends_at = self._now + timedelta(days=days)
@@ -1218,15 +1231,7 @@ class Sandbox:
         Fires ``members:create`` or ``members:update``, then ``members:pledge:create``.
         """
         with self.lock:
-            resolved = self.tier(tier)
-            the_user = self._resolve_user(user, email, full_name, email_verified)
-            member = self._members_by_user.get(the_user.id)
-            if member is not None and member.patron_status in ("active_patron", "declined_patron"):
-                raise SandboxError(f"user {the_user.id} already pledges")
-            is_new = member is None
-            if member is None:
-                member = self._new_member(the_user)
-            member.patron_status = "active_patron"
+            resolved, member, is_new = self._new_pledge(tier, user, email, full_name, email_verified)
             member.is_gifted = True
             member.is_free_trial = False
             member.gift_ends_at = add_months(self._now, months)
