@@ -134,6 +134,24 @@ def load_user(user_id: str) -> User | None:
     return db.session.get(User, int(user_id))
 
 
+# Log in with Patreon: find an existing account by email (never linked without logging in first), and create one
+# for a new visitor whose Patreon email is verified.
+@patronlock.user_by_email
+def user_by_email(email: str) -> User | None:
+    return db.session.execute(db.select(User).filter_by(email=email.strip().lower())).scalar_one_or_none()
+
+
+@patronlock.user_creator
+def user_from_patreon(patreon_user: Any) -> User | None:
+    if not patreon_user.email or patreon_user.email_verified is not True:
+        return None
+    email = patreon_user.email.strip().lower()
+    user = User(email=email, name=patreon_user.full_name or email.split("@")[0], password_hash="!no-password")
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
 def _routes(app: Flask) -> None:
     @app.context_processor
     def site() -> dict[str, Any]:

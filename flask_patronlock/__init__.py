@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .accounts import Accounts, LinkedAccount, get_accounts
 from .addons import Addon, AddonHooks
 from .banners import render_banner
 from .errors import ConfigurationError, PatronLockError, TokenDecryptionError
@@ -24,17 +25,21 @@ from .patreon.types import CampaignSnapshot, MemberSnapshot, TierSnapshot, UserS
 from .patron import Patron
 from .policy import Decision, LockRule, PolicySettings, Viewer
 from .store import ApplyResult, Store
+from .views import ConnectProblem
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Accounts",
     "Addon",
     "AddonHooks",
     "ApplyResult",
     "CampaignSnapshot",
     "ConfigurationError",
+    "ConnectProblem",
     "Decision",
     "Explanation",
+    "LinkedAccount",
     "Lock",
     "LockRule",
     "LockedError",
@@ -56,6 +61,7 @@ __all__ = [
     "current_viewer",
     "decision_for",
     "explain",
+    "get_accounts",
     "get_state",
     "lock_exempt",
     "locked",

@@ -77,6 +77,28 @@ def explain_command(user: str, lock: str) -> None:
     click.echo(f"=> {verdict} ({result.decision.reason})")
 
 
+# -- tokens at rest (accounts.py) ------------------------------------------------------------------------------------
+
+
+@patronlock_cli.command("rotate-keys")
+def rotate_keys_command() -> None:
+    """Re-encrypt every stored Patreon token under the first key of PATRONLOCK_TOKEN_KEYS.
+
+    Put the new key first in the list (keep the old ones after it), run this, then remove the old keys.
+    """
+    from .accounts import get_accounts
+    from .errors import TokenDecryptionError
+
+    try:
+        report = get_accounts().rotate_keys()
+    except (TokenDecryptionError, ConfigurationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"Re-encrypted {report.tokens} token(s) of {report.accounts} linked account(s) under the first key of "
+        "PATRONLOCK_TOKEN_KEYS. The other keys can now be removed."
+    )
+
+
 # -- add-ons (issue 6) -----------------------------------------------------------------------------------------------
 
 addons_cli = AppGroup("addons", help="Installed add-ons: list them, switch them on or off.")

@@ -51,6 +51,20 @@ KEYS: tuple[Key, ...] = (
         "Patreon's page to update a payment method, relative to PATRONLOCK_OAUTH_BASE_URL."),
     Key("PATRONLOCK_CREATOR_NAME", None, "The creator's name in banners ({creator}); default: 'the creator'."),
     Key("PATRONLOCK_CURRENCY_SYMBOL", "$", "The symbol banners put before amounts ({amount})."),
+    # -- Connect / log in with Patreon (views.py, accounts.py, oauth.py) --
+    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the patronlock blueprint lives (None: not registered); init_app."),
+    Key("PATRONLOCK_REDIRECT_URI", None, "The OAuth callback URL as registered with Patreon (or: from SERVER_NAME)."),
+    Key("PATRONLOCK_SCOPES", ["identity", "identity[email]", "identity.memberships"], "OAuth scopes to ask for."),
+    Key("PATRONLOCK_USE_PKCE", True, "Send a PKCE S256 challenge with every authorization request."),
+    Key("PATRONLOCK_LOGIN_ENABLED", True, "Offer Log in with Patreon to anonymous visitors (off: /login is a 404)."),
+    Key(
+        "PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL",
+        False,
+        "Log in with Patreon links an unlinked local user with the same verified email (off: asks to log in first).",
+    ),
+    Key("PATRONLOCK_LOGIN_REMEMBER", False, "Log in with Patreon sets Flask-Login's remember-me cookie."),
+    Key("PATRONLOCK_DEFAULT_NEXT", "/", "Where users land after connecting or logging in without a safe next."),
+    Key("PATRONLOCK_STATUS_REFRESH_INTERVAL", 300, "Seconds a user must wait between two Refresh my status."),
     # -- add-ons (issue 6) --
     Key("PATRONLOCK_ADDONS_AUTOLOAD", True, "Install the add-ons found in the flask_patronlock.addons entry points."),
     Key("PATRONLOCK_ADDONS_DENYLIST", [], "Names of add-ons never loaded (not even imported) on this app."),

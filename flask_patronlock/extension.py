@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 
@@ -20,8 +21,12 @@ if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
     from .patreon.client import PatreonClient
+    from .patreon.types import UserSnapshot
 
 EXTENSION_KEY = "patronlock"
+
+#: a host callback, returned unchanged by the registering decorators.
+CallbackT = TypeVar("CallbackT", bound=Callable[..., Any])
 
 
 @dataclass
@@ -97,6 +102,9 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         self.db = db
         self._init_addons()
         self._init_locks()
+        # Host callbacks for Log in with Patreon (functions, never an app): see user_creator and user_by_email.
+        self._user_creator: Callable[[UserSnapshot], Any] | None = None
+        self._user_by_email: Callable[[str], Any] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -131,13 +139,55 @@ class PatronLock(LockDeclarations, AddonDeclarations):
 
         init_locks(app)
 
-        from .addons import init_app as init_addons  # add-ons (issue 6): entry points and register_addon
-
-        init_addons(app)
-
         from .cli import patronlock_cli
 
         app.cli.add_command(patronlock_cli)
+
+        # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it
+        # out, for a host that builds its own views on flask_patronlock.accounts and flask_patronlock.oauth.
+        if app.config["PATRONLOCK_URL_PREFIX"] is not None:
+            from .views import blueprint
+
+            app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
+
+        # Add-ons (issue 6) last, so they find everything above in place: entry points, then register_addon.
+        from .addons import init_app as init_addons
+
+        init_addons(app)
+
+    # -- host callbacks for Log in with Patreon (docs/connect.rst) ----------------------------------------------------
+
+    def user_creator(self, func: CallbackT) -> CallbackT:
+        """Register how Log in with Patreon creates a local user for a Patreon account that is linked to none::
+
+            @patronlock.user_creator
+            def create_user(patreon_user):          # a flask_patronlock.UserSnapshot
+                user = User(name=patreon_user.full_name, email=patreon_user.email)
+                db.session.add(user)
+                db.session.commit()
+                return user                         # a Flask-Login user; None refuses the sign-up
+
+        It is called only when no local user is linked to the Patreon account and none has its email (see
+        :meth:`user_by_email`). ``patreon_user.email_verified`` may be ``False`` or ``None``: decide whether to
+        trust the address. Without a creator, the visitor is told that sign-up via Patreon is not configured.
+        """
+        self._user_creator = func
+        return func
+
+    def user_by_email(self, func: CallbackT) -> CallbackT:
+        """Register how to find a local user by email address, so Log in with Patreon never creates a second
+        account for someone who already has one::
+
+            @patronlock.user_by_email
+            def find_user(email):
+                return User.query.filter(func.lower(User.email) == email.lower()).first()
+
+        When it finds a user who is not linked yet, the visitor is asked to log in first and connect (or, with
+        ``PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL`` and an email Patreon verified, linked and logged in). An unverified
+        email never links.
+        """
+        self._user_by_email = func
+        return func
 
     # Everything below reaches the current app's state, never a stored app.
 

@@ -59,6 +59,33 @@ EVENT_SIGNALS: dict[str, Signal] = {
 }
 
 
+# -- connect / log in with Patreon (sent by flask_patronlock.views, after the link is committed) ----------------------
+#
+# ``user`` is the host app's user object (a Flask-Login user), ``user_id`` its id as text (``user.get_id()``),
+# ``patreon_user`` a :class:`flask_patronlock.patreon.types.UserSnapshot`, and ``patron`` the stored
+# :class:`~flask_patronlock.patron.Patron` after the identity was applied (``None`` when the Patreon account is not a
+# member of this campaign).
+
+#: A local user was linked to a Patreon account (a new link, or a link moved to another Patreon account; not a
+#: re-authorization of the same one). kwargs: ``user``, ``user_id``, ``patreon_user``, ``patron``, ``via``
+#: (``"connect"``: a logged-in user connected; ``"login"``: Log in with Patreon created the user;
+#: ``"email"``: Log in with Patreon linked the user with the same verified email, when allowed).
+patron_linked: Signal = patronlock_signals.signal("patron-linked")
+
+#: A local user's link to a Patreon account was removed. kwargs: ``user_id``, ``patreon_user_id``, ``reason``
+#: (``"user"``: they unlinked; ``"relinked"``: they connected another Patreon account; ``"user_missing"``: the local
+#: user no longer exists).
+patron_unlinked: Signal = patronlock_signals.signal("patron-unlinked")
+
+#: A visitor logged in with Patreon (after the session was renewed). kwargs: ``user``, ``user_id``,
+#: ``patreon_user``, ``patron``.
+patron_logged_in: Signal = patronlock_signals.signal("patron-logged-in")
+
+#: Log in with Patreon created a local user through the ``@patronlock.user_creator`` callback (sent before
+#: ``patron-linked`` and ``patron-logged-in``). kwargs: ``user``, ``user_id``, ``patreon_user``.
+user_created_from_patreon: Signal = patronlock_signals.signal("user-created-from-patreon")
+
+
 def _receiver_name(receiver: Any) -> str:
     module = getattr(receiver, "__module__", None) or "?"
     name = getattr(receiver, "__qualname__", None) or repr(receiver)

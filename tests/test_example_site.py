@@ -74,3 +74,26 @@ def test_the_sandbox_is_mounted(site: tuple[str, Any]) -> None:
     state = requests.get(base + "/_patreon/_sandbox/state", timeout=10).json()
     assert app.config["PATRONLOCK_API_BASE_URL"] == base + "/_patreon"
     assert state["campaign_id"] == app.config["PATRONLOCK_CAMPAIGN_ID"]
+
+
+def test_connect_and_log_in_with_patreon_on_the_live_site(site: tuple[str, Any]) -> None:
+    """Browser-free, over real HTTP to a live server: register, connect Patreon (the sandbox's authorize page,
+    answered by its test mode), read a Gold post; then log in with Patreon from a fresh session."""
+    base, _ = site
+    visitor = requests.Session()
+    visitor.post(base + "/register", data={"email": "reader@example.com", "password": "correct horse"}, timeout=10)
+    start = visitor.get(base + "/patreon/connect?next=/posts/masterclass", allow_redirects=False, timeout=10)
+    assert start.status_code == 302 and "/_patreon/oauth2/authorize" in start.headers["Location"]
+    page = visitor.get(
+        start.headers["Location"], params={"sandbox_user": "ada@example.com", "sandbox_decision": "approve"}, timeout=10
+    )
+    assert page.url == base + "/posts/masterclass"
+    assert "You&#39;re a Gold patron" in page.text and "full masterclass video" in page.text
+
+    fresh = requests.Session()
+    start = fresh.get(base + "/patreon/login?next=/posts/masterclass", allow_redirects=False, timeout=10)
+    page = fresh.get(
+        start.headers["Location"], params={"sandbox_user": "ada@example.com", "sandbox_decision": "approve"}, timeout=10
+    )
+    assert "Logged in with your Patreon account" in page.text and "full masterclass video" in page.text
+    assert fresh.get(base + "/whoami", timeout=10).json() == visitor.get(base + "/whoami", timeout=10).json()

@@ -1,0 +1,76 @@
+"""describe_access: what the flash messages and the status page say a patron has, from policy.entitlement."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from flask_patronlock import Patron, TierSnapshot
+from flask_patronlock.policy import PolicySettings
+from flask_patronlock.views import describe_access
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TIERS = {"t5": TierSnapshot(id="t5", title="Gold", amount_cents=500)}
+
+
+def patron(**kw: Any) -> Patron:
+    values: dict[str, Any] = dict(
+        member_id="m1",
+        patron_status="active_patron",
+        last_charge_status="Paid",
+        last_charge_date=NOW - timedelta(days=2),
+        next_charge_date=NOW + timedelta(days=28),
+        entitled_cents=500,
+        entitled_tier_ids=("t5",),
+        pledge_start=NOW - timedelta(days=40),
+        pledge_cadence=1,
+        observed_at=NOW,
+    )
+    values.update(kw)
+    return Patron(**values)
+
+
+CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
+    ("no membership", None, PolicySettings(), "We found no pledge to this creator on that Patreon account"),
+    ("active with a known tier", patron(), PolicySettings(),
+     "You're a Gold patron: posts for Gold and below are unlocked."),
+    ("active, tier unknown", patron(entitled_tier_ids=("t9",)), PolicySettings(),
+     "You're a patron at $5.00 a month: posts for $5.00 a month and below are unlocked."),
+    ("odd cents", patron(entitled_tier_ids=(), entitled_cents=550), PolicySettings(), "at $5.50 a month"),
+    ("annual pledge counts monthly", patron(entitled_tier_ids=(), entitled_cents=6000, pledge_cadence=12),
+     PolicySettings(), "at $5.00 a month"),
+    ("declined, in grace", patron(patron_status="declined_patron", last_charge_status="Declined",
+                                  declined_since=NOW - timedelta(days=1)), PolicySettings(),
+     "Patreon could not charge your last payment. You're still a Gold patron for now and posts for Gold and below "
+     "are unlocked until March 7, 2026; please update your payment method on Patreon."),
+    ("declined, restricted", patron(patron_status="declined_patron", last_charge_status="Declined"),
+     PolicySettings(declined="restrict"), "Patreon could not charge your payment, so patron posts are locked"),
+    ("cancelled, paid period left", patron(patron_status="former_patron", last_charge_status="Deleted",
+                                           entitled_cents=0, entitled_tier_ids=(), last_entitled_cents=500,
+                                           last_entitled_tier_ids=("t5",), paid_through=NOW + timedelta(days=10)),
+     PolicySettings(), "Your pledge has ended, but you paid through this period: posts for Gold and below are "
+     "unlocked until March 11, 2026."),
+    ("cancelled", patron(patron_status="former_patron", last_charge_status="Deleted", entitled_cents=0,
+                         entitled_tier_ids=()), PolicySettings(cancelled="at_once"),
+     "Your pledge to this creator has ended"),
+    ("follower", patron(patron_status=None, entitled_cents=0, entitled_tier_ids=(), last_charge_status=None),
+     PolicySettings(), "follows this creator but has no paid pledge"),
+    ("free trial not counted", patron(is_free_trial=True, last_charge_status=None),
+     PolicySettings(count_free_trials=False), "Free trials don't unlock posts on this site"),
+    ("gift not counted", patron(is_gifted=True), PolicySettings(count_gifted=False),
+     "Gifted memberships don't unlock posts"),
+    ("first charge pending", patron(last_charge_status=None, last_charge_date=None),
+     PolicySettings(first_charge="after_first_charge"), "Your pledge unlocks posts once Patreon charges"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("why", "who", "settings", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_describe_access(why: str, who: Patron | None, settings: PolicySettings, expected: str) -> None:
+    assert expected in describe_access(who, TIERS, NOW, settings)
+
+
+def test_currency_symbol() -> None:
+    text = describe_access(patron(entitled_tier_ids=(), entitled_cents=1234), {}, NOW, currency="£")
+    assert text == "You're a patron at £12.34 a month: posts for £12.34 a month and below are unlocked."

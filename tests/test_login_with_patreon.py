@@ -1,0 +1,205 @@
+"""Log in with Patreon against the sandbox: linked users, sign-up through the host's callback, email matching that
+never links silently, and the browser-free end-to-end from anonymous to linked and entitled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from connect_site import Site, capture, log_in, oauth_flow, problem_kind, sandbox_site, whoami
+from flask import Flask
+
+from flask_patronlock import signals
+from flask_patronlock.accounts import get_accounts
+from flask_patronlock.extension import get_state
+
+LOGIN = "/patreon/login"
+
+
+@pytest.fixture
+def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> Site:
+    return sandbox_site(make_app, patreon_sandbox)
+
+
+def test_end_to_end_anonymous_to_linked_and_entitled(site: Site, patreon_sandbox: Any) -> None:
+    """Browser-free: real HTTP to the sandbox's authorize page, its redirect followed through Flask's test client."""
+    patreon_sandbox.add_patron("new@patreon.example", tier="Silver", full_name="New Patron")
+    created = site.allow_signup()
+    site.find_by_email()
+    client = site.app.test_client()
+    assert whoami(client)["user_id"] is None
+    with capture(
+        signals.user_created_from_patreon, signals.patron_linked, signals.patron_logged_in, signals.pledge_started
+    ) as seen:
+        response = oauth_flow(client, "new@patreon.example", path=LOGIN, next="/posts/9")
+    assert response.status_code == 302 and response.location == "/posts/9"
+    me = whoami(client)
+    assert me["user_id"] is not None
+    assert me["flashes"] == [
+        "Welcome! Your account was created from your Patreon account (new@…). You're a Silver patron: posts for "
+        "Silver and below are unlocked."
+    ]
+    user = site.users[me["user_id"]]
+    assert user.email == "new@patreon.example" and user.name == "New Patron"
+    assert [u.email for u in created] == ["new@patreon.example"]
+    assert [name for name, _ in seen] == [
+        "pledge-started",
+        "user-created-from-patreon",
+        "patron-linked",
+        "patron-logged-in",
+    ]
+    assert seen[2][1]["via"] == "login" and seen[3][1]["user"] is user
+    with site.app.app_context():
+        patron = get_state().store.patron_for_user(user.id)
+        assert patron is not None and patron.entitled_cents == 500 and patron.source == "oauth"
+
+    # next time: the same Patreon account logs the same user in, no new user
+    fresh = site.app.test_client()
+    oauth_flow(fresh, "new@patreon.example", path=LOGIN)
+    again = whoami(fresh)
+    assert again["user_id"] == user.id and len(site.users) == 1
+    assert again["flashes"][0].startswith("Logged in with your Patreon account (new@…). You're a Silver patron")
+
+
+def test_login_renews_the_session(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_patron("fix@patreon.example", tier="Bronze")
+    local = site.add_user("fix@site.example")
+    client = site.app.test_client()
+    # a linked account, made by connecting once
+    log_in(client, local)
+    oauth_flow(client, "fix@patreon.example")
+    victim = site.app.test_client()
+    with victim.session_transaction() as sess:  # keys planted before login, as a fixation attacker would
+        sess["planted"] = "by-attacker"
+        sess["_id"] = "attacker-session-id"
+        sess["_fresh"] = False
+    before = victim.get_cookie("session")
+    assert before is not None
+    oauth_flow(victim, "fix@patreon.example", path=LOGIN)
+    me = whoami(victim)
+    assert me["user_id"] == local.id
+    assert "planted" not in me["keys"]
+    assert not any(key.startswith("_patronlock_oauth") and key != "_patronlock_oauth_used" for key in me["keys"])
+    with victim.session_transaction() as sess:
+        assert sess["_id"] != "attacker-session-id" and sess["_fresh"] is True
+    after = victim.get_cookie("session")
+    assert after is not None and after.value != before.value
+
+
+def test_existing_verified_email_is_not_linked_silently(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_patron("same@example.com", tier="Gold")
+    existing = site.add_user("Same@Example.com")
+    site.allow_signup()
+    site.find_by_email()
+    client = site.app.test_client()
+    with capture(signals.patron_linked, signals.patron_logged_in) as seen:
+        response = oauth_flow(client, "same@example.com", path=LOGIN, next="/posts/1")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 409 and problem_kind(html) == "email_exists"
+    assert "already uses the email address" in html
+    # the way forward: log in the usual way, then connect (and come back to /posts/1)
+    assert 'href="/_test/login?next=%2Fpatreon%2Fconnect%3Fnext%3D%2Fposts%2F1"' in html
+    assert seen == [] and whoami(client)["user_id"] is None and len(site.users) == 1
+    with site.app.app_context():
+        assert get_accounts().get(existing.id) is None
+
+
+def test_verified_email_auto_links_when_allowed(make_app: Callable[..., Flask], patreon_sandbox: Any) -> None:
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL=True)
+    patreon_sandbox.add_patron("auto@example.com", tier="Gold")
+    existing = site.add_user("auto@example.com")
+    site.find_by_email()
+    client = site.app.test_client()
+    with capture(signals.patron_linked) as seen:
+        oauth_flow(client, "auto@example.com", path=LOGIN)
+    assert whoami(client)["user_id"] == existing.id
+    assert seen[0][1]["via"] == "email"
+    with site.app.app_context():
+        assert get_accounts().get(existing.id) is not None
+
+
+@pytest.mark.parametrize("auto_link", [False, True])
+def test_unverified_email_never_links(make_app: Callable[..., Flask], patreon_sandbox: Any, auto_link: bool) -> None:
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL=auto_link)
+    patreon_sandbox.add_patron("unverified@example.com", tier="Gold", email_verified=False)
+    existing = site.add_user("unverified@example.com")
+    site.allow_signup()
+    site.find_by_email()
+    client = site.app.test_client()
+    response = oauth_flow(client, "unverified@example.com", path=LOGIN)
+    assert response.status_code == 409 and problem_kind(response.get_data(as_text=True)) == "email_unverified"
+    assert whoami(client)["user_id"] is None and len(site.users) == 1
+    with site.app.app_context():
+        assert get_accounts().get(existing.id) is None
+
+
+def test_without_a_creator_sign_up_is_not_configured(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_patron("nobody@example.com", tier="Gold")
+    response = oauth_flow(site.app.test_client(), "nobody@example.com", path=LOGIN)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 403 and problem_kind(html) == "signup_not_configured"
+    assert "does not create accounts from Patreon" in html
+
+
+def test_a_creator_may_refuse(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_user("refused@example.com")
+    site.patronlock.user_creator(lambda patreon_user: None)
+    response = oauth_flow(site.app.test_client(), "refused@example.com", path=LOGIN)
+    assert response.status_code == 403 and problem_kind(response.get_data(as_text=True)) == "signup_refused"
+
+
+def test_an_inactive_user_is_not_logged_in(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_patron("off@patreon.example", tier="Gold")
+    user = site.add_user("off@site.example")
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, "off@patreon.example")
+    user.active = False
+    fresh = site.app.test_client()
+    response = oauth_flow(fresh, "off@patreon.example", path=LOGIN)
+    assert response.status_code == 403 and problem_kind(response.get_data(as_text=True)) == "inactive_user"
+    assert whoami(fresh)["user_id"] is None
+
+
+def test_a_deleted_local_user_loses_the_stale_link(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_patron("gone@patreon.example", tier="Gold")
+    user = site.add_user("gone@site.example")
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, "gone@patreon.example")
+    del site.users[user.id]
+    site.allow_signup()
+    fresh = site.app.test_client()
+    with capture(signals.patron_unlinked) as seen:
+        oauth_flow(fresh, "gone@patreon.example", path=LOGIN)
+    assert seen[0][1]["reason"] == "user_missing"
+    me = whoami(fresh)
+    assert me["user_id"] is not None and me["user_id"] != user.id
+
+
+def test_a_logged_in_user_connects_instead(site: Site, patreon_sandbox: Any) -> None:
+    patreon_sandbox.add_patron("both@patreon.example", tier="Gold")
+    user = site.add_user("both@site.example")
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, "both@patreon.example", path=LOGIN)
+    assert whoami(client)["flashes"][0].startswith("Connected your Patreon account")
+    with site.app.app_context():
+        assert get_accounts().get(user.id) is not None
+
+
+def test_login_can_be_switched_off(make_app: Callable[..., Flask], patreon_sandbox: Any) -> None:
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_LOGIN_ENABLED=False)
+    assert site.app.test_client().get(LOGIN).status_code == 404
+
+
+@pytest.mark.parametrize("remember", [False, True])
+def test_remember_me_is_configurable(make_app: Callable[..., Flask], patreon_sandbox: Any, remember: bool) -> None:
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_LOGIN_REMEMBER=remember)
+    patreon_sandbox.add_patron("rem@patreon.example", tier="Gold")
+    site.allow_signup()
+    client = site.app.test_client()
+    oauth_flow(client, "rem@patreon.example", path=LOGIN)
+    client.get("/_test/session")  # Flask-Login sets the cookie after a request that saw the login
+    assert (client.get_cookie("remember_token") is not None) is remember
