@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import connect_site
 import lockhelpers
 import pytest
 from blinker import Signal
@@ -23,16 +24,31 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
 from flask_patronlock import signals
+from flask_patronlock.extension import get_state
 from flask_patronlock.patron import Patron
 
 Site = lockhelpers.Site
 NOW = lockhelpers.NOW
 
+
+@dataclass
+class ConnectWorld:
+    """A host site with Flask-Login and the patronlock views, pointed at a live sandbox; ``client`` is a browser."""
+
+    site: connect_site.Site
+    sandbox: Any
+    client: Any
+    user: Any = None
+
+    @property
+    def app(self) -> Flask:
+        return self.site.app
+
 # -- scenarios -------------------------------------------------------------------------------------------------------
 #
-# ``setup`` brings the site to the state before the event (receivers are not connected yet); ``act`` makes the
-# catalogued signal fire exactly once. Page views go to /page, which asks for the "gold" lock twice (can_view and the
-# template tag): a decision is made once per request and lock.
+# ``setup`` brings the world (a lockhelpers.Site, or a ConnectWorld) to the state before the event (receivers are not
+# connected yet); ``act`` makes the catalogued signal fire exactly once. Page views go to /page, which asks for the
+# "gold" lock twice (can_view and the template tag): a decision is made once per request and lock.
 
 LATER = NOW + timedelta(minutes=5)
 
@@ -75,22 +91,72 @@ def _view_page_twice(site: Site) -> None:
     _view_page(site)
 
 
+PATREON_EMAIL = "pat@patreon.example"
+
+
+def _ready_to_connect(world: ConnectWorld) -> None:
+    world.sandbox.add_patron(PATREON_EMAIL, tier="Gold")
+    world.user = world.site.add_user("pat@site.example")
+    connect_site.log_in(world.client, world.user)
+
+
+def _connect(world: ConnectWorld) -> None:
+    assert connect_site.oauth_flow(world.client, PATREON_EMAIL).status_code == 302
+
+
+def _connected(world: ConnectWorld) -> None:
+    _ready_to_connect(world)
+    _connect(world)
+
+
+def _unlink(world: ConnectWorld) -> None:
+    token = connect_site.csrf_token(world.client)
+    assert world.client.post("/patreon/unlink", data={"csrf_token": token}).status_code == 302
+
+
+def _ready_to_sign_up(world: ConnectWorld) -> None:
+    world.sandbox.add_patron(PATREON_EMAIL, tier="Gold")
+    world.site.allow_signup()
+
+
+def _log_in_with_patreon(world: ConnectWorld) -> None:
+    browser = world.app.test_client()
+    assert connect_site.oauth_flow(browser, PATREON_EMAIL, path="/patreon/login").status_code == 302
+
+
 # -- the moments -------------------------------------------------------------------------------------------------------
+
+
+def _read_elsewhere(app: Flask, statement: Any) -> Any:
+    """The first row of ``statement`` on a connection of its own (not the app's pool): only committed data."""
+    engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(statement).first()
+    finally:
+        engine.dispose()
 
 
 def _committed(site: Site, kwargs: dict[str, Any]) -> bool:
     """An action is sent after commit: a new connection of its own already reads the patron's new state."""
     patron: Patron = kwargs["patron"]
-    engine = create_engine(site.app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
     p = site.state.tables.patrons
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(
-                select(p.c.observed_at, p.c.patron_status).where(p.c.member_id == patron.member_id)
-            ).first()
-    finally:
-        engine.dispose()
+    row = _read_elsewhere(
+        site.app, select(p.c.observed_at, p.c.patron_status).where(p.c.member_id == patron.member_id)
+    )
     return row is not None and (row.observed_at, row.patron_status) == (patron.observed_at, patron.patron_status)
+
+
+def _linked(world: ConnectWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the link is committed: a connection of its own already reads the user's account row."""
+    a = get_state(world.app).tables.accounts
+    return _read_elsewhere(world.app, select(a.c.patreon_user_id).where(a.c.user_id == kwargs["user_id"])) is not None
+
+
+def _unlinked(world: ConnectWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the unlink is committed: the account row is gone for a connection of its own."""
+    a = get_state(world.app).tables.accounts
+    return _read_elsewhere(world.app, select(a.c.patreon_user_id).where(a.c.user_id == kwargs["user_id"])) is None
 
 
 def _in_page_view(site: Site, kwargs: dict[str, Any]) -> bool:
@@ -109,10 +175,12 @@ class Entry:
     signal: Signal
     #: exactly the documented keyword arguments.
     kwargs: frozenset[str]
-    setup: Callable[[Site], None]
-    act: Callable[[Site], None]
+    setup: Callable[[Any], None]
+    act: Callable[[Any], None]
     #: asserted inside the receiver: it fires at the documented moment.
-    moment: Callable[[Site, dict[str, Any]], bool]
+    moment: Callable[[Any, dict[str, Any]], bool]
+    #: the fixture the scenario runs in: ``locks_world`` (a lockhelpers.Site) or ``connect_world`` (a ConnectWorld).
+    world: str = "locks_world"
 
     @property
     def is_filter(self) -> bool:
@@ -146,6 +214,15 @@ CATALOGUE: tuple[Entry, ...] = (
     # once per lock and settings version: two page views, one fold
     Entry(signals.lock_rule, frozenset({"value", "lock", "source"}), _linked_not_patron,
           _view_page_twice, _before_the_decision),
+    # connect / log in with Patreon (issue 3): sent by the views, after the link is committed
+    Entry(signals.patron_linked, frozenset({"user", "user_id", "patreon_user", "patron", "via"}), _ready_to_connect,
+          _connect, _linked, "connect_world"),
+    Entry(signals.patron_unlinked, frozenset({"user_id", "patreon_user_id", "reason"}), _connected, _unlink,
+          _unlinked, "connect_world"),
+    Entry(signals.patron_logged_in, frozenset({"user", "user_id", "patreon_user", "patron"}), _connected,
+          _log_in_with_patreon, _linked, "connect_world"),
+    Entry(signals.user_created_from_patreon, frozenset({"user", "user_id", "patreon_user"}), _ready_to_sign_up,
+          _log_in_with_patreon, _linked, "connect_world"),
 )
 
 
@@ -189,7 +266,7 @@ def test_kwargs_parser_skips_parentheses() -> None:
 
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask]) -> Iterator[Site]:
+def locks_world(make_app: Callable[..., Flask]) -> Iterator[Site]:
     site = lockhelpers.make_site(make_app)
     site.ext.lock("gold", tier="Gold")
 
@@ -202,21 +279,30 @@ def site(make_app: Callable[..., Flask]) -> Iterator[Site]:
     yield site
 
 
+@pytest.fixture
+def connect_world(make_app: Callable[..., Flask], patreon_sandbox: Any) -> ConnectWorld:
+    site = connect_site.sandbox_site(make_app, patreon_sandbox)
+    return ConnectWorld(site=site, sandbox=patreon_sandbox, client=site.app.test_client())
+
+
 @pytest.mark.parametrize("entry", CATALOGUE, ids=lambda e: e.signal.name)
-def test_fires_once_with_the_documented_kwargs_at_the_documented_moment(site: Site, entry: Entry) -> None:
-    entry.setup(site)
+def test_fires_once_with_the_documented_kwargs_at_the_documented_moment(
+    request: pytest.FixtureRequest, make_app: Callable[..., Flask], entry: Entry
+) -> None:
+    world = request.getfixturevalue(entry.world)  # make_app above: the world is on each database
+    entry.setup(world)
     calls: list[tuple[Any, dict[str, Any], bool]] = []
 
     def receiver(sender: Any, **kwargs: Any) -> None:
-        calls.append((sender, kwargs, entry.moment(site, kwargs)))
+        calls.append((sender, kwargs, entry.moment(world, kwargs)))
 
-    entry.signal.connect(receiver, sender=site.app)
+    entry.signal.connect(receiver, sender=world.app)
     try:
-        entry.act(site)
+        entry.act(world)
     finally:
         entry.signal.disconnect(receiver)
     assert len(calls) == 1, f"{entry.signal.name} fired {len(calls)} times"
     sender, kwargs, at_the_moment = calls[0]
-    assert sender is site.app  # the real app, never the proxy
+    assert sender is world.app  # the real app, never the proxy
     assert set(kwargs) == entry.kwargs
     assert at_the_moment
