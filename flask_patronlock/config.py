@@ -65,6 +65,11 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_LOGIN_REMEMBER", False, "Log in with Patreon sets Flask-Login's remember-me cookie."),
     Key("PATRONLOCK_DEFAULT_NEXT", "/", "Where users land after connecting or logging in without a safe next."),
     Key("PATRONLOCK_STATUS_REFRESH_INTERVAL", 300, "Seconds a user must wait between two Refresh my status."),
+    # -- add-ons (issue 6) --
+    Key("PATRONLOCK_ADDONS_AUTOLOAD", True, "Install the add-ons found in the flask_patronlock.addons entry points."),
+    Key("PATRONLOCK_ADDONS_DENYLIST", [], "Names of add-ons never loaded (not even imported) on this app."),
+    Key("PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT", True,
+        "Whether an installed add-on the creator never switched runs (False: only those switched on)."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}
