@@ -14,10 +14,12 @@ from .locks import (
     current_patron,
     current_viewer,
     decision_for,
+    forget_viewer,
     lock_exempt,
     locked,
     require,
     send_locked_file,
+    viewer_changed,
 )
 from .patreon.types import CampaignSnapshot, MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
@@ -53,10 +55,12 @@ __all__ = [
     "current_viewer",
     "decision_for",
     "explain",
+    "forget_viewer",
     "get_state",
     "lock_exempt",
     "locked",
     "render_banner",
     "require",
     "send_locked_file",
+    "viewer_changed",
 ]

@@ -14,6 +14,7 @@ from .locks import LockDeclarations
 from .models import Tables, tables_for
 from .settings import SettingsCache
 from .store import Store
+from .viewers import ViewerCache
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -34,12 +35,20 @@ class PatronLockState:
     store: Store
     #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
     settings: SettingsCache = field(init=False, repr=False)
+    #: this worker's viewer records (link + stored patron) by local user id, kept for at most
+    #: ``PATRONLOCK_VIEWER_CACHE_SECONDS``.
+    viewers: ViewerCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        config = self.app.config
         self.settings = SettingsCache(
             self.store,
-            lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
-            campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+            lambda: float(config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
+            campaign_id=lambda: config["PATRONLOCK_CAMPAIGN_ID"],
+        )
+        self.viewers = ViewerCache(
+            lambda: float(config["PATRONLOCK_VIEWER_CACHE_SECONDS"]),
+            max_entries=lambda: int(config["PATRONLOCK_VIEWER_CACHE_SIZE"]),
         )
 
     def token_cipher(self) -> TokenCipher:

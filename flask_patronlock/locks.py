@@ -35,7 +35,9 @@ from flask import (
     request,
     send_file,
     send_from_directory,
+    session,
 )
+from flask.sessions import NullSession
 from flask_login import current_user
 from werkzeug.exceptions import Forbidden
 from werkzeug.local import LocalProxy
@@ -62,11 +64,13 @@ __all__ = [
     "current_patron",
     "current_viewer",
     "decision_for",
+    "forget_viewer",
     "lock_exempt",
     "locked",
     "make_rule",
     "require",
     "send_locked_file",
+    "viewer_changed",
 ]
 
 log = logging.getLogger("flask_patronlock.locks")
@@ -269,15 +273,35 @@ def _current_user(app: Flask) -> Any:
     return current_user._get_current_object()
 
 
-def viewer_for(user: Any, state: PatronLockState, *, is_admin: bool | None = None) -> Viewer:
+def viewer_for(
+    user: Any,
+    state: PatronLockState,
+    *,
+    is_admin: bool | None = None,
+    cached: bool = True,
+    not_before: float | None = None,
+) -> Viewer:
     """The :class:`~flask_patronlock.policy.Viewer` for a host user object (``None`` or an anonymous user: an
-    anonymous viewer). Makes one database query for a signed-in user. ``is_admin`` given skips the admin callback."""
+    anonymous viewer). ``is_admin`` given skips the admin callback.
+
+    For a signed-in user the link and stored patron come from the worker's viewer cache (at most
+    ``PATRONLOCK_VIEWER_CACHE_SECONDS`` old, and read at or after ``not_before``, a ``time.time()`` stamp), else from
+    one database query; ``cached=False`` always queries (and leaves the cache alone).
+    """
     if user is None or not getattr(user, "is_authenticated", False):
         return Viewer(authenticated=False, linked=False)
     user_id = user.get_id()
     if user_id is None:
         return Viewer(authenticated=False, linked=False)
-    linked, patron = state.store.viewer_record(str(user_id), state.app.config["PATRONLOCK_CAMPAIGN_ID"])
+    user_id = str(user_id)
+    store = state.store
+    campaign_id = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
+    if cached:
+        linked, patron = state.viewers.get(
+            user_id, lambda: store.viewer_record(user_id, campaign_id), not_before=not_before
+        )
+    else:
+        linked, patron = store.viewer_record(user_id, campaign_id)
     if is_admin is None:
         loader = state.extension._admin_loader
         is_admin = bool(loader(user)) if loader is not None else False
@@ -285,13 +309,14 @@ def viewer_for(user: Any, state: PatronLockState, *, is_admin: bool | None = Non
 
 
 def current_viewer(state: PatronLockState | None = None) -> Viewer:
-    """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request."""
+    """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request, from the
+    worker's viewer cache when it holds a record young enough (see :func:`viewer_changed`)."""
     viewer: Viewer | None = g.get(_G_VIEWER)
     if viewer is None:
         if state is None:
             state = _state()
         user = _current_user(state.app)
-        viewer = viewer_for(user, state)
+        viewer = viewer_for(user, state, not_before=_session_stamp() if user is not None else None)
         if has_app_context():
             setattr(g, _G_USER, user)
             setattr(g, _G_VIEWER, viewer)
@@ -308,11 +333,113 @@ def _get_current_patron() -> Patron | None:
 current_patron: Patron | None = cast("Patron | None", LocalProxy(_get_current_patron))
 
 
-def _forget_viewer(*args: Any, **kwargs: Any) -> None:
-    """Flask-Login logged a user in or out during the request: the cached viewer and decisions are stale."""
+def _forget_request_viewer(*args: Any, **kwargs: Any) -> None:
+    """Flask-Login logged a user in or out during the request: the request's viewer and decisions are stale."""
     if has_app_context():
         for name in (_G_VIEWER, _G_USER, _G_DECISIONS):
             g.pop(name, None)
+
+
+# -- the viewer cache: forgetting and session stamps -------------------------------------------------------------------
+
+#: The session key of the viewer-changed stamp (a ``time.time()`` float): entries of the viewer cache read before it
+#: are not used for this session, on any worker.
+SESSION_STAMP_KEY = "_patronlock_vstamp"
+
+
+def _session_stamp() -> float | None:
+    if not has_request_context():
+        return None
+    stamp = session.get(SESSION_STAMP_KEY)
+    return float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None
+
+
+def _request_user_id(app: Flask) -> str | None:
+    """The id of the user signed in to the current request of ``app``, if Flask-Login loaded one (never loads it)."""
+    if not has_request_context() or current_app._get_current_object() is not app:  # type: ignore[attr-defined]
+        return None
+    user = g.get(_G_USER)
+    if user is None:
+        user = g.get("_login_user")  # Flask-Login's per-request user, set once current_user was used
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    user_id = user.get_id()
+    return str(user_id) if user_id is not None else None
+
+
+def forget_viewer(user_id: str | None = None, *, app: Flask | None = None) -> None:
+    """Drop this worker's cached viewer record of the local user ``user_id`` (``None``: of every user) in ``app``
+    (default: the current app), so the next page view of that user in this worker reads the database. In a request of
+    that app for that user (or with ``None``), the request's loaded viewer and decisions are dropped too.
+
+    flask-patronlock calls it after every change it commits (``patron-changed``, ``patron-linked``,
+    ``patron-unlinked``); call it after changing ``patronlock_accounts`` or ``patronlock_patrons`` any other way.
+    Other workers see the change within ``PATRONLOCK_VIEWER_CACHE_SECONDS``; for the viewer's own actions use
+    :func:`viewer_changed`, which reaches every worker at once.
+    """
+    target: Any = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    state: PatronLockState | None = target.extensions.get("patronlock")
+    if state is None:
+        raise RuntimeError("flask-patronlock is not registered on this app")
+    key = str(user_id) if user_id is not None else None
+    state.viewers.forget(key)
+    in_request = has_request_context() and current_app._get_current_object() is target  # type: ignore[attr-defined]
+    if in_request and (key is None or _request_user_id(target) == key):
+        _forget_request_viewer()
+
+
+def viewer_changed() -> None:
+    """The signed-in viewer's own link or membership just changed (they connected Patreon, refreshed their status, or
+    unlinked): call it in that request, after the change is committed.
+
+    It forgets this worker's cached record of the viewer (:func:`forget_viewer`) and stamps the viewer's session, so
+    that on every worker a record read before now is not used for this session: their very next page is fresh,
+    wherever it is served. flask-patronlock's own connect, refresh and unlink paths do this for you (a
+    ``patron-changed``, ``patron-linked`` or ``patron-unlinked`` signal for the signed-in user stamps the session).
+
+    :raises RuntimeError: outside a request (use :func:`forget_viewer` there).
+    """
+    if not has_request_context():
+        raise RuntimeError("viewer_changed() stamps the session of a request; outside a request use forget_viewer()")
+    state = _state()
+    user = _current_user(state.app)
+    user_id = user.get_id() if user is not None and getattr(user, "is_authenticated", False) else None
+    _stamp_session(state)
+    if user_id is not None:
+        forget_viewer(str(user_id), app=state.app)
+    else:
+        _forget_request_viewer()
+
+
+def _stamp_session(state: PatronLockState) -> None:
+    if isinstance(session._get_current_object(), NullSession):  # type: ignore[attr-defined]
+        return  # no session (no SECRET_KEY): other workers see the change within PATRONLOCK_VIEWER_CACHE_SECONDS
+    # A stamp never moves backwards (two workers' clocks may differ slightly).
+    stamp = state.viewers.wall_clock()
+    previous = _session_stamp()
+    session[SESSION_STAMP_KEY] = stamp if previous is None else max(stamp, previous)
+
+
+def _on_user_changed(app: Any, user_ids: tuple[str | None, ...]) -> None:
+    state: PatronLockState | None = getattr(app, "extensions", {}).get("patronlock")
+    if state is None:
+        return
+    current = _request_user_id(app)
+    for user_id in {str(u) for u in user_ids if u is not None}:
+        forget_viewer(user_id, app=app)
+        if user_id == current:
+            _stamp_session(state)
+
+
+def _on_patron_changed(sender: Any, *, patron: Patron | None = None, previous: Patron | None = None,
+                       **kwargs: Any) -> None:
+    """``patron-changed`` (sent after commit): the stored patron of its linked local user (before and after) moved."""
+    _on_user_changed(sender, (getattr(patron, "local_user_id", None), getattr(previous, "local_user_id", None)))
+
+
+def _on_link_changed(sender: Any, *, user_id: Any = None, **kwargs: Any) -> None:
+    """``patron-linked`` / ``patron-unlinked`` (sent after commit): the local user's link moved."""
+    _on_user_changed(sender, (str(user_id) if user_id is not None else None,))
 
 
 # -- deciding --------------------------------------------------------------------------------------------------------
@@ -612,8 +739,13 @@ def init_app(app: Flask) -> None:
     except ImportError:  # pragma: no cover - flask-login is a dependency
         pass
     else:
-        user_logged_in.connect(_forget_viewer, weak=False)
-        user_logged_out.connect(_forget_viewer, weak=False)
+        user_logged_in.connect(_forget_request_viewer, weak=False)
+        user_logged_out.connect(_forget_request_viewer, weak=False)
+    # One receiver for every app (it finds the app's cache from the sender); connecting again is a no-op. The link
+    # signals are looked up by name: the connect views send them.
+    signals.patron_changed.connect(_on_patron_changed, weak=False)
+    for name in ("patron-linked", "patron-unlinked"):
+        signals.patronlock_signals.signal(name).connect(_on_link_changed, weak=False)
     from .templating import init_app as init_templating
 
     init_templating(app)
