@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import (
@@ -256,9 +257,18 @@ class LockDeclarations:
 # -- the viewer ------------------------------------------------------------------------------------------------------
 
 
+# The proxies' own getters, bound once: the page-view path resolves each context object once and then uses the real
+# object, instead of paying for a proxy lookup (about a microsecond) at every attribute access.
+_app_now: Callable[[], Flask] = current_app._get_current_object  # type: ignore[attr-defined]
+_g_now: Callable[[], Any] = g._get_current_object
+_request_now: Callable[[], Any] = request._get_current_object  # type: ignore[attr-defined]
+_session_now: Callable[[], Any] = session._get_current_object  # type: ignore[attr-defined]
+_user_now: Callable[[], Any] = current_user._get_current_object
+
+
 def _state() -> PatronLockState:
     try:  # get_state() without an import per call: this is on every page view
-        state: PatronLockState = current_app.extensions["patronlock"]
+        state: PatronLockState = _app_now().extensions["patronlock"]
     except KeyError:
         from .extension import get_state
 
@@ -270,7 +280,7 @@ def _current_user(app: Flask) -> Any:
     """Flask-Login's current user, or ``None`` outside a request or when the app has no LoginManager."""
     if not has_request_context() or getattr(app, "login_manager", None) is None:
         return None
-    return current_user._get_current_object()
+    return _user_now()
 
 
 def viewer_for(
@@ -311,15 +321,20 @@ def viewer_for(
 def current_viewer(state: PatronLockState | None = None) -> Viewer:
     """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request, from the
     worker's viewer cache when it holds a record young enough (see :func:`viewer_changed`)."""
-    viewer: Viewer | None = g.get(_G_VIEWER)
+    request_globals = _g_now()
+    viewer: Viewer | None = getattr(request_globals, _G_VIEWER, None)
     if viewer is None:
-        if state is None:
-            state = _state()
-        user = _current_user(state.app)
-        viewer = viewer_for(user, state, not_before=_session_stamp() if user is not None else None)
-        if has_app_context():
-            setattr(g, _G_USER, user)
-            setattr(g, _G_VIEWER, viewer)
+        viewer = _load_viewer(state if state is not None else _state(), request_globals)
+    return viewer
+
+
+def _load_viewer(state: PatronLockState, request_globals: Any) -> Viewer:
+    """Load the request's viewer into ``g`` (with the user it is for)."""
+    user = _current_user(state.app)
+    stamp = _session_stamp() if user is not None and getattr(user, "is_authenticated", False) else None
+    viewer = viewer_for(user, state, not_before=stamp)
+    setattr(request_globals, _G_USER, user)
+    setattr(request_globals, _G_VIEWER, viewer)
     return viewer
 
 
@@ -350,7 +365,7 @@ SESSION_STAMP_KEY = "_patronlock_vstamp"
 def _session_stamp() -> float | None:
     if not has_request_context():
         return None
-    stamp = session.get(SESSION_STAMP_KEY)
+    stamp = _session_now().get(SESSION_STAMP_KEY)
     return float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None
 
 
@@ -511,17 +526,24 @@ def decision_for(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
     arguments) for the current viewer; made once per request and lock. Marks the response ``Cache-Control:
     private``."""
     state = _state()
-    target = as_lock(lock, rule_kwargs, state=state)
+    return _decision(state, as_lock(lock, rule_kwargs, state=state))
+
+
+def _decision(state: PatronLockState, target: Lock) -> Decision:
+    """``decision_for`` once the lock is resolved: the request's decision of ``target``, made at most once."""
+    request_globals = _g_now()
     key: Any = target.name if target.name is not None else target
-    cache: dict[Any, Decision] | None = g.get(_G_DECISIONS)
+    cache: dict[Any, Decision] | None = getattr(request_globals, _G_DECISIONS, None)
     if cache is None:
         cache = {}
-        setattr(g, _G_DECISIONS, cache)
-        setattr(g, _G_PRIVATE, True)
+        setattr(request_globals, _G_DECISIONS, cache)
+        setattr(request_globals, _G_PRIVATE, True)
     decision = cache.get(key)
     if decision is None:
-        viewer = current_viewer(state)
-        decision = evaluate(target, viewer, user=g.get(_G_USER), state=state)[2]
+        viewer = getattr(request_globals, _G_VIEWER, None)
+        if viewer is None:
+            viewer = _load_viewer(state, request_globals)
+        decision = evaluate(target, viewer, user=getattr(request_globals, _G_USER, None), state=state)[2]
         cache[key] = decision
     return decision
 
@@ -537,8 +559,9 @@ def require(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
 
     :raises LockedError: when the viewer may not see it.
     """
-    target = as_lock(lock, rule_kwargs)
-    decision = decision_for(target)
+    state = _state()
+    target = as_lock(lock, rule_kwargs, state=state)
+    decision = _decision(state, target)
     if not decision.allowed:
         raise LockedError(target, decision)
     return decision
@@ -612,11 +635,19 @@ def locked(lock: LockLike | Callable[..., Any] = None, /, **rule_kwargs: Any) ->
 
 
 def _decorate(target: str | Lock, func: F) -> F:
+    is_async = iscoroutinefunction(func)  # decided once, as Flask's ensure_sync would decide on every call
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if request.method not in EXEMPT_METHODS:
-            require(target)
-        return current_app.ensure_sync(func)(*args, **kwargs)
+        if _request_now().method not in EXEMPT_METHODS:
+            state = _state()
+            lock = target if isinstance(target, Lock) else state.extension.locks.get(target)
+            decision = _decision(state, lock)
+            if not decision.allowed:
+                raise LockedError(lock, decision)
+        if is_async:
+            return _app_now().ensure_sync(func)(*args, **kwargs)
+        return func(*args, **kwargs)
 
     wrapper.patronlock_lock = target  # type: ignore[attr-defined]
     return cast(F, wrapper)
@@ -687,40 +718,52 @@ def _path_lock(prefixes: Mapping[str, str], path: str) -> str | None:
 
 
 def _before_request() -> None:
-    app = current_app
+    app = _app_now()
     config = app.config
     site, paths = config["PATRONLOCK_SITE_LOCK"], config["PATRONLOCK_PATH_LOCKS"]
     if not site and not paths:
         return
-    endpoint = request.endpoint
-    if request.method in EXEMPT_METHODS or endpoint is None:
+    req = _request_now()
+    endpoint = req.endpoint
+    if req.method in EXEMPT_METHODS or endpoint is None:
         return  # a 404/405 leaks nothing and is not ours to lock
-    real = cast(Flask, app._get_current_object())  # type: ignore[attr-defined]
-    if _exempt_endpoint(real, endpoint):
+    if _exempt_endpoint(app, endpoint):
         return
     if site:
         require(site)
     if paths:
-        name = _path_lock(paths, request.path)
+        name = _path_lock(paths, req.path)
         if name is not None:
             require(name)
 
 
 def _after_request(response: Response) -> Response:
-    if g.get(_G_PRIVATE):
-        headers = response.headers
-        if "Cache-Control" in headers:
-            cache_control = response.cache_control
-            cache_control.public = False
-            cache_control.s_maxage = None
-            cache_control.private = True
-        else:
-            headers["Cache-Control"] = "private"
-        if "Vary" in headers:
-            response.vary.add("Cookie")
-        else:
-            headers["Vary"] = "Cookie"
+    if getattr(_g_now(), _G_PRIVATE, False):
+        _make_private(response)
     return response
+
+
+def _make_private(response: Response) -> None:
+    """``Cache-Control: private`` (replacing ``public`` and ``s-maxage``) and ``Vary: Cookie``."""
+    headers = response.headers
+    has_cache_control = has_vary = False
+    for name, _value in headers:  # one pass; "in headers" raises and catches a KeyError per missing header
+        lowered = name.lower()
+        if lowered == "cache-control":
+            has_cache_control = True
+        elif lowered == "vary":
+            has_vary = True
+    if has_cache_control:
+        cache_control = response.cache_control
+        cache_control.public = False
+        cache_control.s_maxage = None
+        cache_control.private = True
+    else:
+        headers.add("Cache-Control", "private")
+    if has_vary:
+        response.vary.add("Cookie")
+    else:
+        headers.add("Vary", "Cookie")
 
 
 #: Holds flask-patronlock's templates (``templates/patronlock/...``); registered without routes. App templates of the
