@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from .extension import PatronLockState
     from .settings import SettingsSnapshot
+    from .store import Store
 
 __all__ = [
     "Lock",
@@ -280,7 +281,8 @@ def _current_user(app: Flask) -> Any:
     """Flask-Login's current user, or ``None`` outside a request or when the app has no LoginManager."""
     if not has_request_context() or getattr(app, "login_manager", None) is None:
         return None
-    return _user_now()
+    user = getattr(_g_now(), "_login_user", None)  # where Flask-Login keeps current_user once loaded
+    return user if user is not None else _user_now()
 
 
 def viewer_for(
@@ -307,15 +309,21 @@ def viewer_for(
     store = state.store
     campaign_id = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
     if cached:
-        linked, patron = state.viewers.get(
-            user_id, lambda: store.viewer_record(user_id, campaign_id), not_before=not_before
-        )
+        viewer = state.viewers.get(user_id, lambda: _read_viewer(store, user_id, campaign_id), not_before=not_before)
     else:
-        linked, patron = store.viewer_record(user_id, campaign_id)
+        viewer = _read_viewer(store, user_id, campaign_id)
     if is_admin is None:
         loader = state.extension._admin_loader
         is_admin = bool(loader(user)) if loader is not None else False
-    return Viewer(authenticated=True, linked=linked, is_admin=is_admin, patron=patron)
+    if is_admin:
+        return Viewer(authenticated=True, linked=viewer.linked, is_admin=True, patron=viewer.patron)
+    return viewer
+
+
+def _read_viewer(store: Store, user_id: str, campaign_id: str | None) -> Viewer:
+    """The viewer record of a signed-in user, from the database: linked? the stored patron (never an admin)."""
+    linked, patron = store.viewer_record(user_id, campaign_id)
+    return Viewer(authenticated=True, linked=linked, patron=patron)
 
 
 def current_viewer(state: PatronLockState | None = None) -> Viewer:

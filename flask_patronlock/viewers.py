@@ -1,9 +1,10 @@
 """The per-worker viewer cache: a page view's one query, kept for at most ``PATRONLOCK_VIEWER_CACHE_SECONDS``.
 
 What a lock decision needs to know about the signed-in user is their **viewer record**: whether they linked a Patreon
-account, and the stored :class:`~flask_patronlock.patron.Patron` of that account (or ``None``). Reading it is the one
-indexed query of a page view (:meth:`flask_patronlock.store.Store.viewer_record`). Each app keeps, per worker process,
-an LRU cache of those records by local user id, so a user browsing several pages costs one query per
+account, and the stored :class:`~flask_patronlock.patron.Patron` of that account (or ``None``), held as a
+:class:`~flask_patronlock.policy.Viewer` that is not an admin (the admin callback is asked on every request). Reading
+it is the one indexed query of a page view (:meth:`flask_patronlock.store.Store.viewer_record`). Each app keeps, per
+worker process, an LRU cache of those records by local user id, so a user browsing several pages costs one query per
 ``PATRONLOCK_VIEWER_CACHE_SECONDS`` instead of one per page.
 
 Only the stored record is cached, never a decision: :func:`~flask_patronlock.policy.decide` still runs on every
@@ -29,14 +30,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TypeAlias
 
-from .patron import Patron
+from .policy import Viewer
 
-__all__ = ["ViewerCache", "ViewerRecord"]
-
-#: Whether the user linked a Patreon account, and the stored patron of that account (``None``: no membership stored).
-ViewerRecord: TypeAlias = tuple[bool, Patron | None]
+__all__ = ["ViewerCache"]
 
 # Invalidation generations are kept per stripe of user ids, not per user: constant memory, and a forget that happens
 # while another thread is reading the same stripe only costs that read its cache entry (it is still returned).
@@ -67,18 +64,18 @@ class ViewerCache:
         self._max_entries = max_entries
         self.clock = clock
         self.wall_clock = wall_clock
-        #: user id -> (expires at, on ``clock``; read at, on ``wall_clock``; the record)
-        self._entries: OrderedDict[str, tuple[float, float, ViewerRecord]] = OrderedDict()
+        #: user id -> (expires at, on ``clock``; read at, on ``wall_clock``; the viewer record)
+        self._entries: OrderedDict[str, tuple[float, float, Viewer]] = OrderedDict()
         self._generations = [0] * _STRIPES
         self._lock = threading.Lock()
 
     def get(
         self,
         user_id: str,
-        load: Callable[[], ViewerRecord],
+        load: Callable[[], Viewer],
         *,
         not_before: float | None = None,
-    ) -> ViewerRecord:
+    ) -> Viewer:
         """The record of ``user_id``: the cached one if it is younger than the TTL and was read at or after
         ``not_before`` (a ``wall_clock`` time), else ``load()``'s, which is then cached.
 

@@ -21,7 +21,8 @@ from sqlalchemy import delete
 from flask_patronlock import PatronLock, forget_viewer, locked, signals, viewer_changed
 from flask_patronlock.locks import SESSION_STAMP_KEY, current_viewer
 from flask_patronlock.patron import Patron
-from flask_patronlock.viewers import ViewerCache, ViewerRecord
+from flask_patronlock.policy import Viewer
+from flask_patronlock.viewers import ViewerCache
 
 TTL = 2.0
 
@@ -384,8 +385,8 @@ def test_each_app_has_its_own_cache(make_app: Callable[..., Flask], db_url: str,
 # -- the cache alone -------------------------------------------------------------------------------------------------
 
 
-def _record(name: str) -> ViewerRecord:
-    return True, Patron(member_id=name)
+def _record(name: str) -> Viewer:
+    return Viewer(authenticated=True, linked=True, patron=Patron(member_id=name))
 
 
 @pytest.fixture
@@ -404,7 +405,7 @@ def test_lru_order_and_bound(cache: tuple[ViewerCache, Clock, Clock, dict[str, A
     viewers, _clock, _wall, settings = cache
     loads: list[str] = []
 
-    def get(user: str) -> ViewerRecord:
+    def get(user: str) -> Viewer:
         return viewers.get(user, lambda: (loads.append(user), _record(user))[1])
 
     for user in ("a", "b", "c", "a", "d"):  # "a" was used again, so "b" is the least recently used
@@ -420,16 +421,16 @@ def test_a_read_that_raced_a_forget_is_returned_but_not_cached(
 ) -> None:
     viewers, _clock, _wall, _settings = cache
 
-    def load_while_someone_commits() -> ViewerRecord:
+    def load_while_someone_commits() -> Viewer:
         viewers.forget("a")  # the change commits (and forgets) while our read is under way
         return _record("old")
 
-    assert viewers.get("a", load_while_someone_commits)[1] == Patron(member_id="old")
+    assert viewers.get("a", load_while_someone_commits).patron == Patron(member_id="old")
     assert "a" not in viewers
     viewers.get("a", lambda: _record("new"))
-    assert viewers.get("a", lambda: _record("unused"))[1] == Patron(member_id="new")
+    assert viewers.get("a", lambda: _record("unused")).patron == Patron(member_id="new")
 
-    def load_while_everything_is_forgotten() -> ViewerRecord:
+    def load_while_everything_is_forgotten() -> Viewer:
         viewers.forget()
         return _record("old")
 
@@ -440,20 +441,20 @@ def test_a_read_that_raced_a_forget_is_returned_but_not_cached(
 def test_expiry_counts_from_before_the_read(cache: tuple[ViewerCache, Clock, Clock, dict[str, Any]]) -> None:
     viewers, clock, wall, _settings = cache
 
-    def slow_load() -> ViewerRecord:
+    def slow_load() -> Viewer:
         clock.now += 0.5  # a slow query
         wall.now += 0.5
         return _record("a")
 
     viewers.get("a", slow_load)
     clock.now += TTL - 0.5
-    assert viewers.get("a", lambda: _record("again"))[1] == Patron(member_id="again")
+    assert viewers.get("a", lambda: _record("again")).patron == Patron(member_id="again")
     # read_at is also taken before the read: an entry whose read began before a stamp is not used for it
     stamp = wall.now
     viewers.get("b", slow_load, not_before=stamp)
     assert wall.now == stamp + 0.5  # the read ended half a second after the stamp, but began at it
-    assert viewers.get("b", lambda: _record("fresh"), not_before=stamp)[1] == Patron(member_id="a")
-    assert viewers.get("b", lambda: _record("fresh"), not_before=stamp + 0.1)[1] == Patron(member_id="fresh")
+    assert viewers.get("b", lambda: _record("fresh"), not_before=stamp).patron == Patron(member_id="a")
+    assert viewers.get("b", lambda: _record("fresh"), not_before=stamp + 0.1).patron == Patron(member_id="fresh")
 
 
 def test_threads_share_one_cache_safely(cache: tuple[ViewerCache, Clock, Clock, dict[str, Any]]) -> None:
@@ -466,7 +467,7 @@ def test_threads_share_one_cache_safely(cache: tuple[ViewerCache, Clock, Clock, 
             for i in range(2000):
                 user = str((i * 7 + n) % 120)
                 record = viewers.get(user, lambda user=user: _record(user))  # type: ignore[misc]
-                assert record[1] == Patron(member_id=user)
+                assert record.patron == Patron(member_id=user)
                 if i % 50 == n:
                     viewers.forget(user if i % 100 else None)
         except BaseException as error:
