@@ -281,8 +281,12 @@ def _current_user(app: Flask) -> Any:
     """Flask-Login's current user, or ``None`` outside a request or when the app has no LoginManager."""
     if not has_request_context() or getattr(app, "login_manager", None) is None:
         return None
-    user = getattr(_g_now(), "_login_user", None)  # where Flask-Login keeps current_user once loaded
+    user = vars(_g_now()).get("_login_user")  # where Flask-Login keeps current_user once loaded
     return user if user is not None else _user_now()
+
+
+#: The viewer of everyone not signed in (viewers are immutable, so one will do).
+_ANONYMOUS = Viewer(authenticated=False, linked=False)
 
 
 def viewer_for(
@@ -301,10 +305,17 @@ def viewer_for(
     one database query; ``cached=False`` always queries (and leaves the cache alone).
     """
     if user is None or not getattr(user, "is_authenticated", False):
-        return Viewer(authenticated=False, linked=False)
+        return _ANONYMOUS
+    return _signed_in_viewer(user, state, is_admin=is_admin, cached=cached, not_before=not_before)
+
+
+def _signed_in_viewer(
+    user: Any, state: PatronLockState, *, is_admin: bool | None, cached: bool, not_before: float | None
+) -> Viewer:
+    """:func:`viewer_for` once ``user`` is known to be authenticated."""
     user_id = user.get_id()
     if user_id is None:
-        return Viewer(authenticated=False, linked=False)
+        return _ANONYMOUS
     user_id = str(user_id)
     store = state.store
     campaign_id = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
@@ -329,20 +340,22 @@ def _read_viewer(store: Store, user_id: str, campaign_id: str | None) -> Viewer:
 def current_viewer(state: PatronLockState | None = None) -> Viewer:
     """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request, from the
     worker's viewer cache when it holds a record young enough (see :func:`viewer_changed`)."""
-    request_globals = _g_now()
-    viewer: Viewer | None = getattr(request_globals, _G_VIEWER, None)
+    request_values = vars(_g_now())
+    viewer: Viewer | None = request_values.get(_G_VIEWER)
     if viewer is None:
-        viewer = _load_viewer(state if state is not None else _state(), request_globals)
+        viewer = _load_viewer(state if state is not None else _state(), request_values)
     return viewer
 
 
-def _load_viewer(state: PatronLockState, request_globals: Any) -> Viewer:
-    """Load the request's viewer into ``g`` (with the user it is for)."""
+def _load_viewer(state: PatronLockState, request_values: dict[str, Any]) -> Viewer:
+    """Load the request's viewer into ``g`` (``request_values`` is ``vars(g)``), with the user it is for."""
     user = _current_user(state.app)
-    stamp = _session_stamp() if user is not None and getattr(user, "is_authenticated", False) else None
-    viewer = viewer_for(user, state, not_before=stamp)
-    setattr(request_globals, _G_USER, user)
-    setattr(request_globals, _G_VIEWER, viewer)
+    if user is None or not getattr(user, "is_authenticated", False):
+        viewer = _ANONYMOUS
+    else:
+        viewer = _signed_in_viewer(user, state, is_admin=None, cached=True, not_before=_session_stamp())
+    request_values[_G_USER] = user
+    request_values[_G_VIEWER] = viewer
     return viewer
 
 
@@ -374,7 +387,7 @@ def _session_stamp() -> float | None:
     if not has_request_context():
         return None
     stamp = _session_now().get(SESSION_STAMP_KEY)
-    return float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None
+    return float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
 
 
 def _request_user_id(app: Flask) -> str | None:
@@ -539,19 +552,20 @@ def decision_for(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
 
 def _decision(state: PatronLockState, target: Lock) -> Decision:
     """``decision_for`` once the lock is resolved: the request's decision of ``target``, made at most once."""
-    request_globals = _g_now()
+    # g's attributes are its __dict__ (Flask's _AppCtxGlobals): reading and writing them there skips a Python-level
+    # __getattr__ (which raises for a missing name) and __setattr__ per access.
+    request_values = vars(_g_now())
     key: Any = target.name if target.name is not None else target
-    cache: dict[Any, Decision] | None = getattr(request_globals, _G_DECISIONS, None)
+    cache: dict[Any, Decision] | None = request_values.get(_G_DECISIONS)
     if cache is None:
-        cache = {}
-        setattr(request_globals, _G_DECISIONS, cache)
-        setattr(request_globals, _G_PRIVATE, True)
+        cache = request_values[_G_DECISIONS] = {}
+        request_values[_G_PRIVATE] = True
     decision = cache.get(key)
     if decision is None:
-        viewer = getattr(request_globals, _G_VIEWER, None)
+        viewer = request_values.get(_G_VIEWER)
         if viewer is None:
-            viewer = _load_viewer(state, request_globals)
-        decision = evaluate(target, viewer, user=getattr(request_globals, _G_USER, None), state=state)[2]
+            viewer = _load_viewer(state, request_values)
+        decision = evaluate(target, viewer, user=request_values.get(_G_USER), state=state)[2]
         cache[key] = decision
     return decision
 
@@ -746,7 +760,7 @@ def _before_request() -> None:
 
 
 def _after_request(response: Response) -> Response:
-    if getattr(_g_now(), _G_PRIVATE, False):
+    if vars(_g_now()).get(_G_PRIVATE):
         _make_private(response)
     return response
 
