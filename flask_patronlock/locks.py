@@ -3,7 +3,9 @@
 Every decision goes through :func:`flask_patronlock.policy.decide`, fed with
 
 * the viewer: Flask-Login's ``current_user``, whether that user linked a Patreon account, and the stored patron,
-  read in ONE indexed query per request and cached in ``g._patronlock_viewer``;
+  read in ONE indexed query, kept in the worker's :class:`~flask_patronlock.viewers.ViewerCache` for at most
+  ``PATRONLOCK_VIEWER_CACHE_SECONDS`` (see :func:`viewer_changed`, :func:`forget_viewer`) and in
+  ``g._patronlock_viewer`` for the request;
 * the rule: the creator's override of a named lock, else its default, tier titles resolved to ids, from the
   per-process :class:`~flask_patronlock.settings.SettingsCache` (no query per request);
 * the creator's :class:`~flask_patronlock.policy.PolicySettings` and the tier catalogue, from the same cache.
@@ -430,8 +432,9 @@ def viewer_changed() -> None:
 
     It forgets this worker's cached record of the viewer (:func:`forget_viewer`) and stamps the viewer's session, so
     that on every worker a record read before now is not used for this session: their very next page is fresh,
-    wherever it is served. flask-patronlock's own connect, refresh and unlink paths do this for you (a
-    ``patron-changed``, ``patron-linked`` or ``patron-unlinked`` signal for the signed-in user stamps the session).
+    wherever it is served. (A ``patron-changed``, ``patron-linked`` or ``patron-unlinked`` signal about the user
+    signed in to the current request also stamps the session, but a refresh that finds nothing new sends none: call
+    this anyway.) Without a session (no ``SECRET_KEY``) only this worker's record is forgotten.
 
     :raises RuntimeError: outside a request (use :func:`forget_viewer` there).
     """
