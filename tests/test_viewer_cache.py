@@ -479,3 +479,17 @@ def test_threads_share_one_cache_safely(cache: tuple[ViewerCache, Clock, Clock, 
     for thread in threads:
         thread.join()
     assert errors == [] and len(viewers) <= 50
+
+
+def test_without_a_session_viewer_changed_still_forgets_locally(site: Site) -> None:
+    @site.app.route("/changed")
+    def changed() -> str:
+        viewer_changed()
+        return "ok"
+
+    assert _queries(site, "/premium", "gold") == (200, 1)
+    site.app.secret_key = None  # no session: nothing to stamp, the local entry still goes
+    client = site.app.test_client()
+    assert client.get("/changed", headers={"X-User": "gold"}).status_code == 200
+    assert client.get_cookie("session") is None
+    assert "gold" not in site.state.viewers
