@@ -59,6 +59,35 @@ EVENT_SIGNALS: dict[str, Signal] = {
 }
 
 
+# -- reconcile runs and webhooks (issue 5) ----------------------------------------------------------------------------
+
+#: The patron's entitlement became ``active`` or ``grace`` (:attr:`Patron.access` flipped to true), from any source:
+#: a snapshot, a decision on a held run, or time (sent once per flip). kwargs: ``patron``, ``previous``, ``source``,
+#: ``run_id``.
+access_granted: Signal = patronlock_signals.signal("access-granted")
+
+#: The patron's entitlement ended (:attr:`Patron.access` flipped to false): cancelled past the paid period, declined
+#: past grace, missing from complete runs past the limit ... Sent once per flip. kwargs: ``patron``, ``previous``,
+#: ``source``, ``run_id``.
+access_revoked: Signal = patronlock_signals.signal("access-revoked")
+
+EVENT_SIGNALS.update({"access_granted": access_granted, "access_revoked": access_revoked})
+
+#: A complete sync run would have revoked more patrons than the breaker allows, so its revocations wait for the
+#: creator's approval (``flask patronlock sync approve RUN`` / ``reject RUN``). Sent after the hold is committed.
+#: kwargs: ``run_id``, ``revoking`` (how many patrons would lose or start losing access), ``total`` (entitled patrons
+#: before the run), ``member_ids`` (tuple of the held members).
+revocations_held: Signal = patronlock_signals.signal("revocations-held")
+
+#: A sync run finished (complete, incomplete, held or failed). Sent after its row is final.
+#: kwargs: ``run`` (a :class:`flask_patronlock.sync.RunResult`).
+sync_finished: Signal = patronlock_signals.signal("sync-finished")
+
+#: A webhook delivery was processed (applied, ignored or given up). kwargs: ``delivery_id``, ``event``, ``member_id``,
+#: ``outcome`` (``applied`` — re-fetched from the API or from the payload — ``ignored``, ``failed``), ``result``
+#: (the :class:`flask_patronlock.store.ApplyResult`, or ``None``).
+webhook_processed: Signal = patronlock_signals.signal("webhook-processed")
+
 def _receiver_name(receiver: Any) -> str:
     module = getattr(receiver, "__module__", None) or "?"
     name = getattr(receiver, "__qualname__", None) or repr(receiver)
