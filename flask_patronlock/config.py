@@ -38,6 +38,16 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_HTTP_TIMEOUT", 10.0, "Seconds to wait for Patreon on any single request."),
     Key("PATRONLOCK_USER_AGENT", None, "User-Agent sent to Patreon; defaults to flask-patronlock/<version>."),
     Key("PATRONLOCK_STRICT_SIGNALS", False, "Re-raise signal receivers' exceptions (for tests) instead of logging."),
+    # -- reconcile runs, webhooks and jobs (issue 5) --
+    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where flask-patronlock's routes live (the webhook is PREFIX/webhook)."),
+    Key("PATRONLOCK_WEBHOOK_MAX_BYTES", 1_048_576, "Largest webhook body accepted; larger ones get 413."),
+    Key("PATRONLOCK_WEBHOOK_RETRY_SECONDS", 60, "First wait before retrying a failed re-fetch (doubles)."),
+    Key("PATRONLOCK_WEBHOOK_MAX_ATTEMPTS", 8, "Attempts at re-fetching a webhook's member before giving up."),
+    Key("PATRONLOCK_JOBS", "thread", "How background work runs: 'thread' (default), 'inline' or 'celery'."),
+    Key("PATRONLOCK_SCHEDULER", None, "Run the embedded scheduler: None = on unless testing or Celery; True; False."),
+    Key("PATRONLOCK_SYNC_LEASE_SECONDS", 300, "Seconds a run's lease lasts without renewal (a crashed run's lock)."),
+    Key("PATRONLOCK_SYNC_PAGE_SIZE", 1000, "Members per page when a run reads the campaign (Patreon's maximum)."),
+    Key("PATRONLOCK_SYNC_MATCH_EMAILS", True, "Link unlinked patrons to local users with the same verified e-mail."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

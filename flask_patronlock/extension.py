@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ class PatronLockState:
     db: SQLAlchemy
     tables: Tables
     store: Store
+    #: how background work runs (:class:`flask_patronlock.jobs.Jobs`); set by ``init_app``.
+    jobs: Any = None
 
     def token_cipher(self) -> TokenCipher:
         """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
@@ -78,6 +81,8 @@ class PatronLock:
 
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
+        self._users_by_email: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
+        self._user_by_email: Callable[[str], Any] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -111,6 +116,46 @@ class PatronLock:
         from .cli import patronlock_cli
 
         app.cli.add_command(patronlock_cli)
+
+        # -- reconcile runs, webhooks and jobs (issue 5) --
+        from .jobs import init_jobs
+        from .webhooks import init_webhooks
+
+        init_webhooks(app)
+        init_jobs(app)
+
+    # -- e-mail matching (issue 5) ------------------------------------------------------------------------------------
+
+    def users_by_email(
+        self, callback: Callable[[Sequence[str]], Mapping[str, Any]]
+    ) -> Callable[[Sequence[str]], Mapping[str, Any]]:
+        """Register how to find local users by e-mail, many at once (preferred: one query per page of patrons)::
+
+            @patronlock.users_by_email
+            def find(emails):  # lowercased addresses
+                rows = User.query.filter(func.lower(User.email).in_(emails))
+                return {u.email.lower(): u.id for u in rows}
+
+        Reconcile runs then link unlinked patrons whose verified Patreon e-mail matches
+        (:data:`PATRONLOCK_SYNC_MATCH_EMAILS`). Returns ``callback`` (use it as a decorator).
+        """
+        self._users_by_email = callback
+        return callback
+
+    def user_by_email(self, callback: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Register how to find one local user's id by e-mail (lowercased), ``None`` when there is none. Called once
+        per candidate address; :meth:`users_by_email` does the same in batches."""
+        self._user_by_email = callback
+        return callback
+
+    def email_finder(self) -> Callable[[Sequence[str]], Mapping[str, Any]] | None:
+        """The registered e-mail lookup as a batch function, or ``None`` when the app registered none."""
+        if self._users_by_email is not None:
+            return self._users_by_email
+        single = self._user_by_email
+        if single is None:
+            return None
+        return lambda emails: {email: single(email) for email in emails}
 
     # Everything below reaches the current app's state, never a stored app.
 

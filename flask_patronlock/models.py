@@ -271,7 +271,7 @@ def _define(metadata: MetaData) -> Tables:
         Column("acquired_at", UTCDateTime, nullable=False),
         Column("expires_at", UTCDateTime, nullable=False),
     )
-    # -- reconcile runs and webhooks (issue 5) ----------------------------------------------------------------------------
+    # -- reconcile runs and webhooks (issue 5) ------------------------------------------------------------------------
     held_revocations = Table(
         "patronlock_held_revocations",
         metadata,

@@ -740,6 +740,22 @@ class Store:
             )
         return results
 
+    def apply_if_not_older(self, snapshot: MemberSnapshot, *, source: str, observed_at: datetime) -> ApplyResult:
+        """Apply a snapshot of unknown age (a webhook payload while the API is unreachable) only where it is not older
+        than the stored state by its own dates: a later last charge, more lifetime support or a later pledge start
+        stored means the payload is older (``outcome="stale"``). Then as :meth:`apply` with ``observed_at``."""
+        if observed_at.tzinfo is None:
+            raise ValueError("observed_at must be timezone-aware")
+        with self.transaction() as conn:
+            stored = self._load_for_update(conn, [snapshot.member_id]).get(snapshot.member_id)
+            if stored is not None and _older_than_stored(snapshot, stored):
+                return ApplyResult(snapshot.member_id, "stale", stored, stored)
+            results = self._apply_locked(
+                conn, [snapshot], source=source, observed_at=observed_at.astimezone(UTC), run_id=None
+            )
+        self._send(results, source=source, run_id=None)
+        return results[0]
+
     def member_ids(self, campaign_id: str) -> set[str]:
         """The member ids stored for ``campaign_id``."""
         p = self.tables.patrons
@@ -840,7 +856,7 @@ class Store:
         with self.transaction() as conn:
             if rows:
                 conn.execute(insert(held), rows)
-            stored = self._load_for_update(conn, [r["member_id"] for r in rows])
+            stored = self._load_for_update(conn, [str(r["member_id"]) for r in rows])
             pairs = [(p, p.replace(held_run_id=run_id)) for p in stored.values()]
             results = self._write_transitions(
                 conn, pairs, access, kind="revocation_held", source="sync", run_id=run_id
@@ -1087,6 +1103,21 @@ class Store:
                         detail={"how": how},
                     )
         return linked
+
+
+def _older_than_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:
+    """Whether ``snapshot`` says less than ``stored`` about things that only move forward."""
+    if stored.last_charge_date is not None and (
+        snapshot.last_charge_date is None or snapshot.last_charge_date < stored.last_charge_date
+    ):
+        return True
+    if snapshot.lifetime_cents < stored.lifetime_cents:
+        return True
+    return (
+        stored.pledge_start is not None
+        and snapshot.pledge_start is not None
+        and snapshot.pledge_start < stored.pledge_start
+    )
 
 
 # -- snapshots kept for later (held revocations, webhook retries) ----------------------------------------------------
