@@ -77,7 +77,9 @@ class Lease:
             dialect = conn.dialect.name
             if dialect in ("postgresql", "sqlite"):
                 ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-                inserted = conn.execute(ins.values(**values).on_conflict_do_nothing(index_elements=["name"])).rowcount
+                # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING
+                stmt = ins.values(**values).on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name)
+                inserted = int(conn.execute(stmt).first() is not None)
             else:  # pragma: no cover - other databases: insert only when absent, inside the transaction
                 exists = conn.execute(select(table.c.name).where(table.c.name == self.name)).first()
                 inserted = 0 if exists else conn.execute(insert(table).values(**values)).rowcount

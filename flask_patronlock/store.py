@@ -801,8 +801,8 @@ class Store:
         """A complete run did not see ``member_ids``: count one more missed run for each (up to the policy's
         ``missing_runs``) and start the missing clock (``missing_since``); access follows the policy.
 
-        A member whose stored state was observed at or after ``seen_before`` (the run's start) is skipped: something
-        (a webhook) saw them during the run, so they are not missing.
+        A member whose stored state was observed after ``seen_before`` (the run's start) is skipped: something (a
+        webhook) saw them during the run, so they are not missing.
         """
         now = now or self.clock()
         settings = self.policy_settings()
@@ -812,7 +812,7 @@ class Store:
             stored = self._load_for_update(conn, list(member_ids))
             pairs = []
             for patron in stored.values():
-                if patron.observed_at is not None and patron.observed_at >= seen_before:
+                if patron.observed_at is not None and patron.observed_at > seen_before:
                     continue
                 runs = patron.missing_runs + 1 if patron.missing_runs < settings.missing_runs else patron.missing_runs
                 pairs.append((patron, patron.replace(missing_since=patron.missing_since or now, missing_runs=runs)))
@@ -1089,9 +1089,11 @@ class Store:
                         needs_reauth=False,
                         created_at=now,
                         updated_at=now,
-                    ).on_conflict_do_nothing()
-                )
-                if result.rowcount:
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(a.c.id)
+                ).first()
+                if result is not None:
                     linked.append((patreon_user_id, str(user_id)))
                     self.record_event(
                         conn,
