@@ -195,7 +195,7 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
 def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]:
     """Fields whose value changed, as ``{name: (old, new)}``; every set field when there was no previous state."""
     if previous is None:
-        empty = Patron(member_id=current.member_id)
+        empty = _EMPTY_PATRON
         return {
             name: (None, getattr(current, name))
             for name in STATE_FIELDS
@@ -206,6 +206,9 @@ def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]
         for name in STATE_FIELDS
         if getattr(previous, name) != getattr(current, name)
     }
+
+
+_EMPTY_PATRON = Patron(member_id="")
 
 
 def infer_events(previous: Patron | None, current: Patron, *, observed_at: datetime) -> tuple[str, ...]:
@@ -293,11 +296,49 @@ class _AccessContext:
             events = ("pledge_cancelled", *events)  # gone from complete runs: the pledge ended as far as we can tell
         return current, events
 
+    def unchanged(self, patron: Patron) -> bool:
+        """Whether evaluating ``patron`` now would leave its ``access`` and ``access_until`` as stored."""
+        ent = entitlement(patron, self.settings, self.now)
+        return patron.access is ent.entitled and patron.access_until == (ent.until if ent.entitled else None)
+
     def entitled_now(self, patron: Patron | None) -> bool:
         return patron is not None and entitlement(patron, self.settings, self.now).entitled
 
 
 _PATRON_FIELDS = tuple(f.name for f in fields(Patron))
+assert _PATRON_FIELDS[-1] == "local_user_id"  # _load_for_update builds Patrons positionally
+
+
+def _same_as_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:
+    """Whether applying ``snapshot`` to ``stored`` would change nothing (see :func:`merge`): same Patreon fields, and
+    no missing mark or held revocation for being seen to clear."""
+    if stored.missing_since is not None or stored.missing_runs or stored.held_run_id is not None:
+        return False
+    user = snapshot.user
+    email = snapshot.email if snapshot.email is not None else (user.email if user else None)
+    verified = snapshot.email_verified if snapshot.email_verified is not None else (
+        user.email_verified if user else None
+    )
+    return (
+        snapshot.patron_status == stored.patron_status
+        and snapshot.last_charge_date == stored.last_charge_date
+        and snapshot.entitled_cents == stored.entitled_cents
+        and snapshot.last_charge_status == stored.last_charge_status
+        and snapshot.next_charge_date == stored.next_charge_date
+        and tuple(snapshot.entitled_tier_ids) == stored.entitled_tier_ids
+        and snapshot.will_pay_cents == stored.will_pay_cents
+        and snapshot.lifetime_cents == stored.lifetime_cents
+        and snapshot.pledge_start == stored.pledge_start
+        and snapshot.pledge_cadence == stored.pledge_cadence
+        and snapshot.is_free_trial == stored.is_free_trial
+        and snapshot.is_gifted == stored.is_gifted
+        and snapshot.is_follower == stored.is_follower
+        and snapshot.full_name == stored.full_name
+        and (snapshot.campaign_id is None or snapshot.campaign_id == stored.campaign_id)
+        and (snapshot.user_id is None or snapshot.user_id == stored.patreon_user_id)
+        and (email is None or email == stored.email)
+        and (verified is None or verified == stored.email_verified)
+    )
 
 
 def row_to_patron(row: Mapping[Any, Any], local_user_id: str | None = None) -> Patron:
@@ -504,6 +545,14 @@ class Store:
     ) -> ApplyResult:
         if previous is not None and previous.observed_at is not None and previous.observed_at > observed_at:
             return ApplyResult(snapshot.member_id, "stale", previous, previous)
+        if (
+            previous is not None
+            and _same_as_stored(snapshot, previous)
+            and (access is None or access.unchanged(previous))
+        ):
+            # The common case of every sync run: Patreon says what we stored and time changed nothing. merge() would
+            # return the stored state, so skip building it.
+            return ApplyResult(snapshot.member_id, "unchanged", previous, previous)
         current = merge(previous, snapshot, observed_at=observed_at, source=source)
         if previous is None and current.patreon_user_id is not None and current.patreon_user_id in links:
             current = current.replace(local_user_id=links[current.patreon_user_id])
@@ -523,18 +572,20 @@ class Store:
     def _load_for_update(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, Patron]:
         p, a = self.tables.patrons, self.tables.accounts
         out: dict[str, Patron] = {}
+        # Columns in Patron's field order, so each row becomes a Patron positionally (a sync loads 1,000 a page).
+        columns = [p.c[name] for name in _PATRON_FIELDS[:-1]] + [a.c.user_id.label("local_user_id")]
         for start in range(0, len(member_ids), _CHUNK):
             chunk = sorted(member_ids[start : start + _CHUNK])  # one lock order for every writer: no deadlocks
             stmt = (
-                select(p, a.c.user_id.label("local_user_id"))
+                select(*columns)
                 .outerjoin(a, a.c.patreon_user_id == p.c.patreon_user_id)
                 .where(p.c.member_id.in_(chunk))
                 .order_by(p.c.member_id)
             )
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update(of=p)
-            for row in conn.execute(stmt).mappings():
-                out[row["member_id"]] = row_to_patron(row)
+            for row in conn.execute(stmt):
+                out[row[0]] = Patron(*row)
         return out
 
     def _local_users(self, conn: Connection, patreon_user_ids: Iterable[str]) -> dict[str, str]:

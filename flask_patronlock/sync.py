@@ -25,8 +25,10 @@ A run, in order:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,7 @@ from .errors import PatronLockError
 from .extension import PatronLockState, get_state
 from .leases import Lease
 from .patreon.errors import PatreonError
-from .patreon.types import MemberSnapshot
+from .patreon.types import MemberPage, MemberSnapshot
 
 if TYPE_CHECKING:
     from .patreon.client import PatreonClient
@@ -228,15 +230,25 @@ class _Run:
         self.result.detail["tiers"] = "changed" if changed else "unchanged"
 
     def _read_pages(self) -> str | None:
-        """Apply every page; the reason the run is incomplete, or ``None`` when every page was read."""
-        result = self.result
+        """Apply every page; the reason the run is incomplete, or ``None`` when every page was read.
+
+        The next page is fetched and parsed in a helper thread while this one is applied (Patreon's side of a page
+        and our writes overlap); pages are still applied one at a time, in order.
+        """
         pages = self.client.iter_member_pages(self.campaign_id, page_size=self.page_size)
+        prefetch = _Prefetch(pages, lambda: _now(self.state))
+        try:
+            return self._apply_pages(prefetch)
+        finally:
+            prefetch.close()
+
+    def _apply_pages(self, prefetch: _Prefetch) -> str | None:
+        result = self.result
         number = 0
         while True:
             number += 1
-            observed_at = _now(self.state)
             try:
-                page = next(pages, None)
+                page, observed_at = prefetch.next()
             except PatreonError as exc:
                 return f"page {number}: {type(exc).__name__}: {exc}"[:500]
             if page is None:
@@ -356,6 +368,56 @@ class _Run:
                     detail=dict(result.detail),
                 )
             )
+
+
+class _Prefetch:
+    """Fetch the next item of ``pages`` in a daemon thread while the caller works on the current one."""
+
+    _END = object()
+
+    def __init__(self, pages: Iterator[MemberPage], clock: Callable[[], datetime]) -> None:
+        self._pages, self._clock = pages, clock
+        self._queue: queue.Queue[tuple[Any, datetime | None, BaseException | None]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fetch, name="patronlock-sync-fetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[Any, datetime | None, BaseException | None]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fetch(self) -> None:
+        while not self._stop.is_set():
+            observed_at = self._clock()  # the state is at least this new: it was asked for after this moment
+            try:
+                page = next(self._pages, self._END)
+            except BaseException as exc:
+                self._put((None, None, exc))
+                return
+            if page is self._END:
+                self._put((self._END, None, None))
+                return
+            if not self._put((page, observed_at, None)):
+                return
+
+    def next(self) -> tuple[MemberPage | None, datetime]:
+        """The next page and when it was asked for; ``(None, …)`` after the last; raises what fetching raised."""
+        item, observed_at, error = self._queue.get()
+        if error is not None:
+            raise error
+        if item is self._END:
+            return None, self._clock()
+        assert observed_at is not None
+        return item, observed_at
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def match_emails(state: PatronLockState, member_ids: list[str], *, run_id: int | None = None) -> list[tuple[str, str]]:
