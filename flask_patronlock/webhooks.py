@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -155,6 +156,20 @@ def _member_id(body: bytes) -> str:
     return member_id
 
 
+_statements: dict[tuple[int, str], Any] = {}
+
+
+def _insert_statement(table: Any, dialect: str) -> Any:
+    """The dedupe insert, built once per table and dialect (building it costs more than running it)."""
+    key = (id(table), dialect)
+    stmt = _statements.get(key)
+    if stmt is None:
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        stmt = ins.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
+        _statements[key] = stmt
+    return stmt
+
+
 def _store_delivery(state: PatronLockState, event: str, member_id: str, body: bytes) -> int | None:
     """Insert the delivery unless its dedupe key exists; its id, or ``None`` for a duplicate."""
     table = state.tables.webhook_deliveries
@@ -171,9 +186,7 @@ def _store_delivery(state: PatronLockState, event: str, member_id: str, body: by
     with state.store.engine.begin() as conn:
         dialect = conn.dialect.name
         if dialect in ("postgresql", "sqlite"):
-            ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-            stmt = ins.values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
-            inserted = conn.execute(stmt).scalar()
+            inserted = conn.execute(_insert_statement(table, dialect), values).scalar()
             return None if inserted is None else int(inserted)
         exists = conn.execute(select(table.c.id).where(table.c.dedupe_key == key)).first()  # pragma: no cover
         if exists:  # pragma: no cover
@@ -203,12 +216,23 @@ def stored_webhook(state: PatronLockState) -> dict[str, Any] | None:
     return out
 
 
+#: seconds a process keeps the registered webhook's secret before reading it again (it changes only on register).
+_SECRET_TTL = 30.0
+_secret_cache: dict[int, tuple[float, str | None]] = {}
+
+
 def webhook_secrets(state: PatronLockState) -> list[str]:
-    """Every secret a signature may match: the configured ones, then the registered webhook's."""
+    """Every secret a signature may match: the configured ones, then the registered webhook's (read from the
+    database at most every 30 seconds per process)."""
     secrets = _config.as_list(state.app.config.get("PATRONLOCK_WEBHOOK_SECRETS"), "PATRONLOCK_WEBHOOK_SECRETS")
-    stored = stored_webhook(state)
-    if stored and stored.get("secret"):
-        secrets.append(stored["secret"])
+    key = id(state)
+    cached = _secret_cache.get(key)
+    if cached is None or time.monotonic() - cached[0] > _SECRET_TTL:
+        stored = stored_webhook(state)
+        cached = (time.monotonic(), stored.get("secret") if stored else None)
+        _secret_cache[key] = cached
+    if cached[1]:
+        secrets.append(cached[1])
     return [s for s in secrets if s]
 
 
@@ -230,6 +254,7 @@ def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
         ).rowcount
         if not updated:
             conn.execute(insert(table).values(key=WEBHOOK_SETTING_KEY, value=value, version=0, updated_at=now))
+    _secret_cache.pop(id(state), None)
     return encrypted
 
 
