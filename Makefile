@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check flask_patronlock example_site tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy example_site
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html

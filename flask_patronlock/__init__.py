@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from .banners import render_banner
 from .errors import ConfigurationError, PatronLockError, TokenDecryptionError
+from .explain import Explanation, explain
 from .extension import PatronLock, PatronLockState, get_state
+from .locks import (
+    Lock,
+    LockedError,
+    UnknownLockError,
+    can_view,
+    current_patron,
+    current_viewer,
+    decision_for,
+    lock_exempt,
+    locked,
+    require,
+    send_locked_file,
+)
 from .patreon.types import CampaignSnapshot, MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
+from .policy import Decision, LockRule, PolicySettings, Viewer
 from .store import ApplyResult, Store
 
 __version__ = "0.1.0.dev0"
@@ -14,15 +30,33 @@ __all__ = [
     "ApplyResult",
     "CampaignSnapshot",
     "ConfigurationError",
+    "Decision",
+    "Explanation",
+    "Lock",
+    "LockRule",
+    "LockedError",
     "MemberSnapshot",
     "Patron",
     "PatronLock",
     "PatronLockError",
     "PatronLockState",
+    "PolicySettings",
     "Store",
     "TierSnapshot",
     "TokenDecryptionError",
+    "UnknownLockError",
     "UserSnapshot",
+    "Viewer",
     "__version__",
+    "can_view",
+    "current_patron",
+    "current_viewer",
+    "decision_for",
+    "explain",
     "get_state",
+    "lock_exempt",
+    "locked",
+    "render_banner",
+    "require",
+    "send_locked_file",
 ]

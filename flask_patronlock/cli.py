@@ -195,3 +195,33 @@ def webhooks_retry_command() -> None:
     """Process, now, the deliveries that are pending or due for a retry."""
     tried = get_state().jobs.retry_due(limit=10_000)
     click.echo(f"{tried} deliver{'y' if tried == 1 else 'ies'} processed")
+
+
+# -- locks (issue 4) -------------------------------------------------------------------------------------------------
+
+
+@patronlock_cli.command("explain")
+@click.argument("user")
+@click.argument("lock")
+def explain_command(user: str, lock: str) -> None:
+    """Explain, step by step, whether USER (a user id, or "-" for an anonymous visitor) may see LOCK."""
+    from .explain import explain
+    from .locks import UnknownLockError
+
+    state = get_state()
+    subject: object = None
+    if user != "-":
+        manager = getattr(state.app, "login_manager", None)
+        loader = getattr(manager, "_user_callback", None)
+        subject = loader(user) if loader is not None else None
+        if subject is None:
+            if loader is not None:
+                click.echo(f"note: the user loader found no user {user!r}; explaining for the bare id")
+            subject = user
+    try:
+        result = explain(subject, lock)
+    except UnknownLockError as exc:
+        raise click.BadParameter(str(exc), param_hint="LOCK") from None
+    click.echo(str(result))
+    verdict = "ALLOWED" if result.decision.allowed else "DENIED"
+    click.echo(f"=> {verdict} ({result.decision.reason})")

@@ -48,6 +48,19 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_SYNC_LEASE_SECONDS", 300, "Seconds a run's lease lasts without renewal (a crashed run's lock)."),
     Key("PATRONLOCK_SYNC_PAGE_SIZE", 1000, "Members per page when a run reads the campaign (Patreon's maximum)."),
     Key("PATRONLOCK_SYNC_MATCH_EMAILS", True, "Link unlinked patrons to local users with the same verified e-mail."),
+    # -- locks, templates and banners (issue 4) --
+    Key("PATRONLOCK_SETTINGS_CHECK_SECONDS", 2.0,
+        "How often (seconds) a worker checks the settings version; overrides reach every worker within it."),
+    Key("PATRONLOCK_SITE_LOCK", None, "A named lock every request must pass (except static, login, exempt views)."),
+    Key("PATRONLOCK_PATH_LOCKS", None, "A mapping of URL path prefix to lock name, checked before the view."),
+    Key("PATRONLOCK_EXEMPT_ENDPOINTS", [], "Endpoints the site-wide and path locks never apply to."),
+    Key("PATRONLOCK_BASE_TEMPLATE", "patronlock/base.html", "The template the locked page extends (the site layout)."),
+    Key("PATRONLOCK_LOGIN_URL", None, "Where banners send anonymous visitors; default: Flask-Login's login_view."),
+    Key("PATRONLOCK_CONNECT_URL", None, "Where banners send users to link Patreon; default: patronlock.connect."),
+    Key("PATRONLOCK_BILLING_URL", "/settings/memberships",
+        "Patreon's page to update a payment method, relative to PATRONLOCK_OAUTH_BASE_URL."),
+    Key("PATRONLOCK_CREATOR_NAME", None, "The creator's name in banners ({creator}); default: 'the creator'."),
+    Key("PATRONLOCK_CURRENCY_SYMBOL", "$", "The symbol banners put before amounts ({amount})."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -11,7 +11,9 @@ from flask import Flask, current_app
 from . import config as _config
 from .crypto import TokenCipher
 from .errors import ConfigurationError
+from .locks import LockDeclarations
 from .models import Tables, tables_for
+from .settings import SettingsCache
 from .store import Store
 
 if TYPE_CHECKING:
@@ -33,6 +35,15 @@ class PatronLockState:
     store: Store
     #: how background work runs (:class:`flask_patronlock.jobs.Jobs`); set by ``init_app``.
     jobs: Any = None
+    #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
+    settings: SettingsCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.settings = SettingsCache(
+            self.store,
+            lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
+            campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+        )
 
     def token_cipher(self) -> TokenCipher:
         """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
@@ -67,7 +78,7 @@ class PatronLockState:
         return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
 
 
-class PatronLock:
+class PatronLock(LockDeclarations):
     """Lock a Flask site's content to Patreon patrons by tier.
 
     ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
@@ -83,6 +94,7 @@ class PatronLock:
         self.db = db
         self._users_by_email: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
         self._user_by_email: Callable[[str], Any] | None = None
+        self._init_locks()
         if app is not None:
             self.init_app(app)
 
@@ -113,6 +125,10 @@ class PatronLock:
         )
         app.extensions[EXTENSION_KEY] = PatronLockState(extension=self, app=app, db=db, tables=tables, store=store)
 
+        from .locks import init_app as init_locks
+
+        init_locks(app)
+
         from .cli import patronlock_cli
 
         app.cli.add_command(patronlock_cli)
@@ -123,6 +139,9 @@ class PatronLock:
 
         init_webhooks(app)
         init_jobs(app)
+        state = app.extensions[EXTENSION_KEY]
+        # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
+        store.policy_settings = lambda: state.settings.current().policy
 
     # -- e-mail matching (issue 5) ------------------------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class Jobs:
         self._runs: list[threading.Thread] = []
         self._scheduler_checked = False
         self._next_run = 0.0
+        self._settings_version: int | None = None
         _all_jobs.add(self)
 
     @property
@@ -232,7 +233,11 @@ class Jobs:
             return
         self.retry_due()
         with self.app.app_context():
-            get_state(self.app).store.refresh_access()
+            store = get_state(self.app).store
+            version = store.settings_version()
+            # A policy change (settings page) may flip anyone's access: re-evaluate everyone once, else the due ones.
+            store.refresh_access(full=self._settings_version is not None and version != self._settings_version)
+            self._settings_version = version
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the scheduler and the webhook worker (queued deliveries stay stored and are picked up later)."""

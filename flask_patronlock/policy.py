@@ -797,8 +797,10 @@ def decide(
 ) -> Decision:
     """May ``viewer`` see what ``rule`` locks at ``now``? First match wins:
 
-    1. a disabled lock: allowed, ``lock_disabled``; 2. an admin: allowed, ``admin_bypass``;
-    3. not signed in: ``anonymous``; 4. not linked to Patreon: ``not_linked``;
+    1. a disabled lock: allowed, ``lock_disabled``;
+    2. an admin: allowed, ``admin_bypass``;
+    3. not signed in: ``anonymous``;
+    4. not linked to Patreon: ``not_linked``;
     5. the :func:`entitlement` is ``none`` (or no patron is stored): ``not_a_patron``; ``restricted``:
        ``payment_declined``; ``former``: ``former_patron``;
     6. the rule's conditions, in this order: ``min_cents`` (monthly-equivalent cents; a $0 Free tier does not

@@ -166,3 +166,25 @@ def apply_filter(signal: Signal, sender: Any, value: Any, *, strict: bool = Fals
         if result is not None:
             value = result
     return value
+
+
+# -- filters of locks and banners (issue 4) --------------------------------------------------------------------------
+
+#: Filter: the :class:`~flask_patronlock.policy.Decision` for one lock and one viewer. Folded after
+#: :func:`~flask_patronlock.policy.decide` and before the decision is used (by ``@locked``, ``can_view``, the template
+#: tag, ``send_locked_file`` and the explainer, which shows each change). Receivers run in ascending ``priority``,
+#: then in connection order; each gets the current decision as ``value`` and returns a new Decision or ``None`` to
+#: leave it unchanged; the last receiver's decision is final.
+#: kwargs: ``value``, ``lock`` (the lock name, or ``None`` for a one-off rule), ``rule`` (the effective
+#: :class:`~flask_patronlock.policy.LockRule`), ``viewer`` (:class:`~flask_patronlock.policy.Viewer`), ``user``
+#: (the host's user object, or ``None``), ``now``.
+access_decision: Signal = patronlock_signals.signal("access-decision")
+
+#: Filter: the context a banner template is rendered with (a dict; see :doc:`banners`). Same fold order as
+#: :data:`access_decision`; return a dict (or ``None`` to keep it). kwargs: ``value``, ``lock``, ``decision``.
+banner_context: Signal = patronlock_signals.signal("banner-context")
+
+#: Filter: the absolute Patreon link a banner's pledge / upgrade / rejoin button points at (a string). Same fold order.
+#: kwargs: ``value``, ``tier`` (:class:`~flask_patronlock.patreon.types.TierSnapshot` or ``None``), ``cents`` (the
+#: amount asked for, or ``None``), ``lock``, ``decision``.
+pledge_url: Signal = patronlock_signals.signal("pledge-url")

@@ -374,6 +374,7 @@ class Store:
         self._engine = engine
         #: returns the creator's current policy settings; :attr:`Patron.access` is evaluated under them.
         self.policy_settings = policy_settings
+        self._viewer_statements: dict[bool, Any] = {}
         self.tables = tables
         self.sender = sender
         self._strict_signals = strict_signals
@@ -1066,40 +1067,6 @@ class Store:
             results += [r for r in chunk if r.changed]
         return results
 
-    def replace_tiers(self, campaign_id: str, tiers: Sequence[TierSnapshot]) -> bool:
-        """Make the stored tiers of ``campaign_id`` exactly ``tiers`` (what a run read from Patreon); returns whether
-        anything changed. (The locks work may bring its own version of this method; keep one at merge.)"""
-        t = self.tables.tiers
-        wanted = {tier.id: tier for tier in tiers}
-        with self.transaction() as conn:
-            query = select(t).where(t.c.campaign_id == campaign_id)
-            stored = {row["id"]: dict(row) for row in conn.execute(query).mappings()}
-            now = self.clock()
-            changed = False
-            gone = [tier_id for tier_id in stored if tier_id not in wanted]
-            if gone:
-                conn.execute(t.delete().where(t.c.id.in_(gone)))
-                changed = True
-            for tier in wanted.values():
-                values = {
-                    "title": tier.title or "",
-                    "amount_cents": int(tier.amount_cents),
-                    "published": bool(tier.published),
-                    "description": tier.description or "",
-                    "url": tier.url,
-                    "patron_count": tier.patron_count,
-                }
-                row = stored.get(tier.id)
-                if row is not None and all(row[k] == v for k, v in values.items()):
-                    continue
-                changed = True
-                if row is None:
-                    conn.execute(t.delete().where(t.c.id == tier.id))  # the id may have moved from another campaign
-                    conn.execute(insert(t).values(id=tier.id, campaign_id=campaign_id, updated_at=now, **values))
-                else:
-                    conn.execute(update(t).where(t.c.id == tier.id).values(updated_at=now, **values))
-        return changed
-
     def unlinked_verified_emails(self, member_ids: Sequence[str]) -> dict[str, str]:
         """``{patreon_user_id: email}`` of those members whose e-mail Patreon verified and who are not linked to a
         local user yet."""
@@ -1156,6 +1123,146 @@ class Store:
                         detail={"how": how},
                     )
         return linked
+
+    # -- locks: the page-view read, the tier catalogue and the settings version (issue 4) ------------------------------
+    #
+    # None of this is patron state: tiers are the campaign's catalogue, and the version row only says "something that
+    # every worker caches has changed". Writing them outside apply() keeps apply() the single writer of patrons.
+
+    #: the patronlock_settings row whose ``version`` counts every write to settings, lock overrides and tiers.
+    VERSION_KEY = "_version"
+
+    def viewer_record(self, user_id: str, campaign_id: str | None = None) -> tuple[bool, Patron | None]:
+        """Whether the local user ``user_id`` has linked a Patreon account, and the stored patron of that account (of
+        ``campaign_id`` when given): the one indexed query a page view makes."""
+        by_campaign = campaign_id is not None
+        stmt = self._viewer_statements.get(by_campaign)
+        if stmt is None:
+            stmt = self._viewer_statements[by_campaign] = self._viewer_statement(by_campaign)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt, {"pl_user_id": str(user_id), "pl_campaign_id": campaign_id}).first()
+        if row is None:
+            return False, None
+        if row[0] is None:  # linked, but no member of the campaign stored
+            return True, None
+        return True, Patron(*row)
+
+    def _viewer_statement(self, by_campaign: bool) -> Any:
+        # Built once (constructing a select costs more than running it on an indexed key). The columns come in the
+        # order of Patron's fields, so a row becomes a Patron positionally, without a dict per request.
+        p, a = self.tables.patrons, self.tables.accounts
+        on = a.c.patreon_user_id == p.c.patreon_user_id
+        if by_campaign:
+            on = and_(on, p.c.campaign_id == bindparam("pl_campaign_id"))
+        columns = [p.c[name] for name in _PATRON_FIELDS if name != "local_user_id"]
+        return (
+            select(*columns, a.c.user_id.label("local_user_id"))
+            .select_from(a)
+            .outerjoin(p, on)
+            .where(a.c.user_id == bindparam("pl_user_id"))
+            .limit(1)
+        )
+
+    def settings_version(self) -> int:
+        """The current settings version (0 before the first write)."""
+        s = self.tables.settings
+        with self.engine.connect() as conn:
+            value = conn.execute(select(s.c.version).where(s.c.key == self.VERSION_KEY)).scalar()
+        return int(value or 0)
+
+    def bump_settings_version(self, conn: Connection, *, by: str | None = None) -> int:
+        """Add one to the settings version inside ``conn`` (the caller's write transaction); returns the new version.
+
+        Every worker compares this one integer to decide whether its cached settings, overrides and tiers are stale.
+        """
+        s = self.tables.settings
+        now = self.clock()
+        if conn.dialect.name in ("postgresql", "sqlite"):
+            ins: Any = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(s)
+            stmt = (
+                ins.values(key=self.VERSION_KEY, value=None, version=1, updated_by=by, updated_at=now)
+                .on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={"version": s.c.version + 1, "updated_by": by, "updated_at": now},
+                )
+                .returning(s.c.version)
+            )
+            return int(conn.execute(stmt).scalar_one())
+        updated = conn.execute(
+            update(s).where(s.c.key == self.VERSION_KEY).values(version=s.c.version + 1, updated_by=by, updated_at=now)
+        )
+        if not updated.rowcount:
+            conn.execute(insert(s).values(key=self.VERSION_KEY, value=None, version=1, updated_by=by, updated_at=now))
+        return int(conn.execute(select(s.c.version).where(s.c.key == self.VERSION_KEY)).scalar_one())
+
+    def tiers(self, campaign_id: str | None = None) -> list[TierSnapshot]:
+        """The stored tier catalogue (of ``campaign_id`` when given), cheapest first."""
+        t = self.tables.tiers
+        stmt = select(t).order_by(t.c.amount_cents, t.c.id)
+        if campaign_id is not None:
+            stmt = stmt.where(t.c.campaign_id == campaign_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [_row_to_tier(row) for row in rows]
+
+    def replace_tiers(self, campaign_id: str, tiers: Sequence[TierSnapshot]) -> bool:
+        """Make the stored catalogue of ``campaign_id`` exactly ``tiers`` (what a sync read from Patreon).
+
+        Tiers no longer listed are deleted; the settings version is bumped only when something changed, so every
+        worker re-reads the catalogue within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``. Returns whether anything changed.
+        """
+        t = self.tables.tiers
+        wanted = {tier.id: tier for tier in tiers}
+        if len(wanted) != len(tiers):
+            raise ValueError("replace_tiers got the same tier id twice")
+        with self.transaction() as conn:
+            stored = {
+                row["id"]: row for row in conn.execute(select(t).where(t.c.campaign_id == campaign_id)).mappings()
+            }
+            now = self.clock()
+            changed = False
+            gone = [tier_id for tier_id in stored if tier_id not in wanted]
+            if gone:
+                conn.execute(t.delete().where(t.c.id.in_(gone)))
+                changed = True
+            for tier in tiers:
+                values = _tier_values(tier)
+                row = stored.get(tier.id)
+                if row is not None and all(row[k] == v for k, v in values.items()):
+                    continue
+                changed = True
+                if row is None:
+                    # the id may belong to another campaign's row (a tier moved): replace it
+                    conn.execute(t.delete().where(t.c.id == tier.id))
+                    conn.execute(insert(t).values(id=tier.id, campaign_id=campaign_id, updated_at=now, **values))
+                else:
+                    conn.execute(update(t).where(t.c.id == tier.id).values(updated_at=now, **values))
+            if changed:
+                self.bump_settings_version(conn, by="sync")
+        return changed
+
+
+def _tier_values(tier: TierSnapshot) -> dict[str, Any]:
+    return {
+        "title": tier.title or "",
+        "amount_cents": int(tier.amount_cents),
+        "published": bool(tier.published),
+        "description": tier.description or "",
+        "url": tier.url,
+        "patron_count": tier.patron_count,
+    }
+
+
+def _row_to_tier(row: Mapping[Any, Any]) -> TierSnapshot:
+    return TierSnapshot(
+        id=row["id"],
+        title=row["title"] or "",
+        amount_cents=int(row["amount_cents"] or 0),
+        published=bool(row["published"]),
+        description=row["description"] or "",
+        url=row["url"],
+        patron_count=row["patron_count"],
+    )
 
 
 def _older_than_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:

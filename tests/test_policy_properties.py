@@ -140,7 +140,8 @@ def _generous(settings: PolicySettings, data: st.DataObject) -> PolicySettings:
         changes["declined"] = data.draw(st.sampled_from(["restrict", "grace", "until_patreon_gives_up"]))
     elif settings.declined == "grace":
         changes["declined"] = data.draw(st.sampled_from(["grace", "until_patreon_gives_up"]))
-    changes["declined_grace_days"] = settings.declined_grace_days + data.draw(st.integers(0, 30))
+    # more days, but never past the 3650 PolicySettings accepts
+    changes["declined_grace_days"] = min(settings.declined_grace_days + data.draw(st.integers(0, 30)), 3650)
     if settings.cancelled == "at_once":
         changes["cancelled"] = data.draw(st.sampled_from(["at_once", "paid_period"]))
     if settings.first_charge == "after_first_charge":

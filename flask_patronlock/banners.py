@@ -1,0 +1,345 @@
+"""Call-to-action banners: what a viewer who may not see something reads, and the one next step to take.
+
+Each denying reason has a template, ``patronlock/banners/<reason>.html`` (an app overrides one by putting a template of
+the same path in its own ``templates/`` folder), and a text the creator may edit
+(:func:`flask_patronlock.settings.set_banner_text`) with placeholders filled in here:
+
+``{tier}``
+    the title of the tier to pledge or upgrade to (the cheapest one that satisfies the lock), else the amount;
+``{amount}``
+    the amount asked for: monthly for tier and amount locks, in total for lifetime locks (e.g. ``$5.00``);
+``{creator}``
+    ``PATRONLOCK_CREATOR_NAME``, else "the creator";
+``{pledge_url}``
+    a Patreon checkout link that preselects that tier (see :func:`pledge_link`);
+``{connect_url}``, ``{login_url}``, ``{billing_url}``
+    where to link a Patreon account, sign in, and update a payment method on Patreon;
+``{date}``, ``{months}``
+    when a drip lock opens and after how many months, or the cut-off date of a "patrons before" lock.
+
+The context of each banner goes through the ``banner-context`` filter (:data:`flask_patronlock.signals.banner_context`)
+before rendering.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urljoin
+
+from flask import current_app, has_request_context, jsonify, render_template, request, url_for
+from jinja2 import Template
+from markupsafe import Markup
+from werkzeug.routing import BuildError
+
+from . import signals
+from .patreon.types import TierSnapshot
+from .policy import Decision
+
+if TYPE_CHECKING:
+    from flask import Response
+
+    from .extension import PatronLockState
+    from .locks import Lock, LockedError
+    from .settings import SettingsSnapshot
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_TEXTS",
+    "PLACEHOLDERS",
+    "banner_context",
+    "check_text",
+    "fill",
+    "pledge_link",
+    "render_banner",
+]
+
+#: The built-in text of each banner (the creator may replace any of them).
+DEFAULT_TEXTS: dict[str, str] = {
+    "anonymous": "This is for patrons of {creator}. Log in to see it.",
+    "not_linked": "This is for patrons of {creator}. Your account on this site and your Patreon account are separate: "
+    "connect your Patreon account once, and your membership unlocks it.",
+    "not_a_patron": "This is for patrons of {creator} at {tier} or higher. Pledge {tier} on Patreon to see it.",
+    "amount_too_low": "This is for patrons of {creator} at {tier} ({amount} a month) or higher. Upgrade your pledge "
+    "to {tier} on Patreon to see it.",
+    "payment_declined": "Your last payment to {creator} on Patreon was declined. Update your payment method on "
+    "Patreon to see this again.",
+    "former_patron": "Your membership of {creator} has ended. Rejoin at {tier} on Patreon to see this again.",
+    "not_patron_at_date": "This was for those who were already patrons of {creator} on {date}. Thank you for "
+    "your support: the rest of the patron content is yours.",
+    "drip_not_reached": "This unlocks on {date}, after {months} month(s) of membership. Keep your pledge and it "
+    "opens by itself.",
+    "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
+    "your pledge on Patreon brings you closer.",
+}
+
+#: The one next step of each reason: (button label, the context key of its link); ``None`` where nothing can be done
+#: now (pledged too late, or wait for the drip).
+ACTIONS: dict[str, tuple[str, str] | None] = {
+    "anonymous": ("Log in", "login_url"),
+    "not_linked": ("Connect your Patreon account", "connect_url"),
+    "not_a_patron": ("Become a patron on Patreon", "pledge_url"),
+    "amount_too_low": ("Upgrade on Patreon", "pledge_url"),
+    "payment_declined": ("Update your payment method on Patreon", "billing_url"),
+    "former_patron": ("Rejoin on Patreon", "pledge_url"),
+    "not_patron_at_date": None,
+    "drip_not_reached": None,
+    "lifetime_too_low": ("Support on Patreon", "pledge_url"),
+}
+
+#: The placeholders a banner text may use.
+PLACEHOLDERS: frozenset[str] = frozenset(
+    {"tier", "amount", "creator", "pledge_url", "connect_url", "login_url", "billing_url", "date", "months"}
+)
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def check_text(text: str) -> None:
+    """Raise :class:`ValueError` if ``text`` uses a placeholder that does not exist (a typo would show verbatim)."""
+    unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in PLACEHOLDERS})
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; use "
+            + ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
+        )
+
+
+def fill(text: str, values: Mapping[str, Any]) -> str:
+    """``text`` with each ``{name}`` replaced by ``values[name]``; unknown names are left as they are. Plain
+    substitution (no attribute access, no format specs): creator-written text cannot reach into objects."""
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = values.get(name)
+        return match.group(0) if value is None else str(value)
+
+    return _PLACEHOLDER.sub(sub, text)
+
+
+def money(cents: int | None) -> str:
+    """``1250`` -> ``$12.50`` with ``PATRONLOCK_CURRENCY_SYMBOL``."""
+    if cents is None:
+        return ""
+    symbol = current_app.config["PATRONLOCK_CURRENCY_SYMBOL"] or ""
+    return f"{symbol}{cents // 100}.{cents % 100:02d}"
+
+
+def _patreon_url(path: str) -> str:
+    base = current_app.config["PATRONLOCK_OAUTH_BASE_URL"].rstrip("/") + "/"
+    return urljoin(base, path.lstrip("/")) if not path.startswith(("http://", "https://")) else path
+
+
+def _target_tier(rule_tier_ids: tuple[str, ...], cents: int | None, snapshot: SettingsSnapshot) -> TierSnapshot | None:
+    """The tier to suggest: the cheapest known required tier, else the cheapest published tier costing at least
+    ``cents``, else (no condition on amount) the cheapest published paid tier."""
+    tiers = snapshot.tiers
+    required = [tiers[t] for t in rule_tier_ids if t in tiers]
+    if required:
+        return min(required, key=lambda t: (t.amount_cents, t.id))
+    if rule_tier_ids:
+        return None  # an unknown tier: suggesting another would mislead
+    floor = cents if cents is not None else 1
+    offered = [t for t in tiers.values() if t.published and t.amount_cents >= floor]
+    return min(offered, key=lambda t: (t.amount_cents, t.id)) if offered else None
+
+
+def pledge_link(tier: TierSnapshot | None, cents: int | None = None) -> str:
+    """An absolute Patreon checkout link for ``tier``: the tier's own ``url`` (like ``/checkout/<campaign>?rid=<tier>``,
+    which preselects it) against ``PATRONLOCK_OAUTH_BASE_URL``; without one, ``/checkout/<campaign>?rid=<tier>``;
+    without a tier, the campaign's checkout page ``/checkout/<campaign>``; without a campaign id, the Patreon home
+    page. Then the ``pledge-url`` filter may change it."""
+    campaign = current_app.config["PATRONLOCK_CAMPAIGN_ID"]
+    if tier is not None and tier.url:
+        url = _patreon_url(tier.url)
+    elif campaign:
+        query = f"?{urlencode({'rid': tier.id})}" if tier is not None else ""
+        url = _patreon_url(f"/checkout/{campaign}{query}")
+    else:
+        url = _patreon_url("/")
+    if signals.pledge_url.receivers:
+        url = signals.apply_filter(
+            signals.pledge_url,
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            url,
+            strict=bool(current_app.config["PATRONLOCK_STRICT_SIGNALS"]),
+            tier=tier,
+            cents=cents,
+        )
+    return str(url)
+
+
+def _next_path() -> str | None:
+    if not has_request_context():
+        return None
+    path = request.full_path
+    return path[:-1] if path.endswith("?") else path
+
+
+def _endpoint_url(endpoint: str, **values: Any) -> str | None:
+    if endpoint not in current_app.view_functions:
+        return None
+    try:
+        return url_for(endpoint, **values)
+    except (BuildError, RuntimeError):  # RuntimeError: outside a request without SERVER_NAME (e.g. an email)
+        return None
+
+
+def login_url() -> str:
+    """Where a banner sends an anonymous visitor: ``PATRONLOCK_LOGIN_URL``, else the ``patronlock.login`` view ("Log
+    in with Patreon"), else Flask-Login's ``login_view``; with ``next`` set to the current page. Empty if none."""
+    nxt = _next_path()
+    configured = current_app.config["PATRONLOCK_LOGIN_URL"]
+    if configured:
+        return _with_next(configured, nxt)
+    url = _endpoint_url("patronlock.login", next=nxt)
+    if url:
+        return url
+    manager = getattr(current_app, "login_manager", None)
+    view = getattr(manager, "login_view", None)
+    if view:
+        if isinstance(view, str) and view.startswith(("/", "http://", "https://")):
+            return _with_next(view, nxt)
+        return _endpoint_url(str(view), next=nxt) or ""
+    return ""
+
+
+def connect_url() -> str:
+    """Where a banner sends a signed-in user to link Patreon: ``PATRONLOCK_CONNECT_URL``, else the
+    ``patronlock.connect`` view, with ``next`` set to the current page. Empty if neither exists."""
+    nxt = _next_path()
+    configured = current_app.config["PATRONLOCK_CONNECT_URL"]
+    if configured:
+        return _with_next(configured, nxt)
+    return _endpoint_url("patronlock.connect", next=nxt) or ""
+
+
+def _with_next(url: str, nxt: str | None) -> str:
+    if not nxt:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'next': nxt})}"
+
+
+def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | None = None) -> dict[str, Any]:
+    """Everything a banner template gets, after the ``banner-context`` filter:
+
+    ``lock`` (the :class:`~flask_patronlock.locks.Lock`), ``lock_name``, ``decision``, ``reason``, ``message`` (the
+    creator's or the default text, placeholders filled; plain text), ``action_label`` and ``action_url`` (the one
+    next step; ``None`` when there is none), the placeholder values (``tier``, ``amount``, ``creator``,
+    ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``) and ``tier_obj`` (the
+    suggested :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
+    """
+    if state is None:
+        from .extension import get_state
+
+        state = get_state()
+    snapshot = state.settings.current()
+    rule = snapshot.rule_for(lock)
+    reason = decision.reason
+    config = current_app.config
+    lifetime = reason == "lifetime_too_low"
+    cents = rule.lifetime_cents if lifetime else decision.required_cents
+    tier = None if lifetime else _target_tier(rule.tier_ids, decision.required_cents, snapshot)
+    if tier is not None:
+        tier_text = tier.title or money(tier.amount_cents)
+    elif rule.tier_ids and not lifetime:
+        tier_text = ", ".join(rule.tier_ids)
+    elif cents:
+        tier_text = money(cents)
+    else:
+        tier_text = "any tier"
+    when = decision.available_at if reason == "drip_not_reached" else rule.patron_since_before
+    values: dict[str, Any] = {
+        "tier": tier_text,
+        "amount": money(cents) if cents else money(tier.amount_cents) if tier is not None else "",
+        "creator": config["PATRONLOCK_CREATOR_NAME"] or "the creator",
+        "pledge_url": pledge_link(tier, cents),
+        "connect_url": connect_url(),
+        "login_url": login_url(),
+        "billing_url": _patreon_url(config["PATRONLOCK_BILLING_URL"] or "/"),
+        "date": when.strftime("%B %d, %Y").replace(" 0", " ") if when is not None else "",
+        "months": rule.drip_months if rule.drip_months is not None else "",
+    }
+    text = snapshot.banner_texts.get(reason) or DEFAULT_TEXTS.get(reason, "")
+    action = ACTIONS.get(reason)
+    context: dict[str, Any] = {
+        **values,
+        "lock": lock,
+        "lock_name": lock.name,
+        "decision": decision,
+        "reason": reason,
+        "message": fill(text, values),
+        "action_label": action[0] if action else None,
+        "action_url": (values[action[1]] or None) if action else None,
+        "tier_obj": tier,
+    }
+    if signals.banner_context.receivers:
+        folded = signals.apply_filter(
+            signals.banner_context,
+            state.app,
+            context,
+            strict=bool(config["PATRONLOCK_STRICT_SIGNALS"]),
+            lock=lock.name,
+            decision=decision,
+        )
+        if isinstance(folded, dict):
+            context = folded
+    return context
+
+
+def render_banner(lock: Lock | str | None = None, decision: Decision | None = None) -> Markup:
+    """The banner of ``lock`` for the current viewer (or for ``decision``): ``patronlock/banners/<reason>.html``
+    rendered with :func:`banner_context`. Empty when the viewer may see it."""
+    from .locks import as_lock, decision_for
+
+    target = as_lock(lock)
+    if decision is None:
+        decision = decision_for(target)
+    if decision.allowed:
+        return Markup("")
+    context = banner_context(target, decision)
+    return Markup(render_template(_banner_templates(decision.reason), **context))
+
+
+def _banner_templates(reason: str) -> list[str | Template]:
+    # a filter may hand back a Decision with any reason: fall back to the shared layout rather than fail the page
+    return [f"patronlock/banners/{reason}.html", "patronlock/banners/_banner.html"]
+
+
+def _wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def locked_response(error: LockedError) -> Response:
+    """The response of a :class:`~flask_patronlock.locks.LockedError` nobody handled: the locked page, or JSON."""
+    context = banner_context(error.lock, error.decision)
+    if _wants_json():
+        response = jsonify(
+            error="locked",
+            lock=error.lock.name,
+            reason=error.decision.reason,
+            message=context["message"],
+            action_url=context["action_url"],
+        )
+    else:
+        banner = Markup(render_template(_banner_templates(error.decision.reason), **context))
+        response = current_app.make_response(
+            render_template(
+                "patronlock/locked.html",
+                patronlock_base_template=current_app.config["PATRONLOCK_BASE_TEMPLATE"],
+                banner=banner,
+                **context,
+            )
+        )
+    response.status_code = error.code or 403
+    return response
+
+
+def placeholder_response(lock: Lock, decision: Decision) -> Response:
+    """A 403 SVG image saying the picture is for patrons (``patronlock/placeholder.svg``)."""
+    context = banner_context(lock, decision)
+    body = render_template("patronlock/placeholder.svg", **context)
+    return current_app.response_class(body, status=403, mimetype="image/svg+xml")
+

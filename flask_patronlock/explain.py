@@ -1,0 +1,160 @@
+"""Why may (or may not) this user see this lock? :func:`explain` answers in plain words, step by step.
+
+It runs the same code as a page view: the viewer from the stored link and patron, the rule in force from the settings
+cache, :func:`flask_patronlock.policy.explain_steps` (the very code of ``decide``) and the ``access-decision`` filter.
+``flask patronlock explain USER LOCK`` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from .extension import get_state
+from .locks import Lock, as_lock, evaluate, viewer_for
+from .patreon.types import TierSnapshot
+from .policy import Decision, LockRule, explain_steps
+
+__all__ = ["Explanation", "describe_rule", "explain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """The decision of one lock for one user, with every step in plain words."""
+
+    lock: Lock
+    rule: LockRule
+    #: where the rule came from: ``default`` (declared in code), ``override`` (the creator's) or ``one-off``.
+    source: Literal["default", "override", "one-off"]
+    #: the decision that applies (after the ``access-decision`` filter).
+    decision: Decision
+    steps: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{i}. {step}" for i, step in enumerate(self.steps, 1))
+
+
+def _money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) -> str:
+    """The rule in plain words, naming tiers by title where known."""
+    if not rule.enabled:
+        return "disabled (everyone may see it)"
+    known = tiers or {}
+    parts = []
+    if rule.tier_ids:
+        names = []
+        for tier_id in rule.tier_ids:
+            tier = known.get(tier_id)
+            names.append(
+                f"{tier.title or tier_id} (id {tier_id}, {_money(tier.amount_cents)} a month)"
+                if tier is not None
+                else f"{tier_id} (not a known tier)"
+            )
+        parts.append("tier " + " or ".join(names) + " or higher")
+    if rule.min_cents is not None:
+        parts.append(f"at least {_money(rule.min_cents)} a month")
+    if rule.lifetime_cents is not None:
+        parts.append(f"lifetime support of at least {_money(rule.lifetime_cents)}")
+    if rule.patron_since_before is not None:
+        parts.append(f"pledging since before {rule.patron_since_before.isoformat()}")
+    if rule.drip_months is not None:
+        parts.append(f"pledging for at least {rule.drip_months} month(s)")
+    if not parts:
+        return "any entitled patron"
+    return (" and " if rule.combine == "all" else " or ").join(parts)
+
+
+class _UserId:
+    """A stand-in for a host user known only by id (when the app has no Flask-Login user loader)."""
+
+    is_authenticated = True
+
+    def __init__(self, user_id: str) -> None:
+        self._id = user_id
+
+    def get_id(self) -> str:
+        return self._id
+
+
+def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Explanation:
+    """Explain the decision of ``lock`` for ``user``, as a page view of that user would make it now.
+
+    :param user: the host's user object (anything with ``get_id()`` and ``is_authenticated``, as Flask-Login wants),
+        a user id (str or int; the user is taken as signed in, and is no admin unless a user object says so), or
+        ``None`` for an anonymous visitor.
+    :param lock: a declared lock's name, or a :class:`~flask_patronlock.locks.Lock`.
+    :param now: the moment to decide at (default: the store's clock).
+    :raises UnknownLockError: for a lock name never declared.
+    """
+    state = get_state()
+    target = as_lock(lock)
+    snapshot = state.settings.current()
+    now = now if now is not None else state.store.clock()
+    if isinstance(user, str | int):
+        user = _UserId(str(user))
+    steps: list[str] = []
+
+    override = snapshot.overrides.get(target.name) if target.name is not None else None
+    rule = snapshot.rule_for(target)
+    source: Literal["default", "override", "one-off"]
+    described = describe_rule(rule, snapshot.tiers)
+    if target.name is None:
+        source = "one-off"
+        steps.append(f"Lock: a one-off rule: {described}.")
+    elif override is not None:
+        source = "override"
+        who = f" by {override.updated_by}" if override.updated_by else ""
+        when = f" at {override.updated_at.isoformat()}" if override.updated_at else ""
+        steps.append(f"Lock {target.name!r}: the creator's override (set{who}{when}) applies: {described}.")
+    else:
+        source = "default"
+        steps.append(f"Lock {target.name!r}: the default rule declared in code applies: {described}.")
+
+    authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
+    if not authenticated:
+        steps.append("Viewer: an anonymous visitor (not signed in).")
+    else:
+        user_id = str(user.get_id())
+        a = state.tables.accounts
+        with state.store.engine.connect() as conn:
+            patreon_user_id = conn.execute(select(a.c.patreon_user_id).where(a.c.user_id == user_id)).scalar()
+        if patreon_user_id is None:
+            steps.append(f"Viewer: user {user_id}, signed in; no Patreon account is linked to this user.")
+        else:
+            steps.append(f"Viewer: user {user_id}, signed in, linked to Patreon user {patreon_user_id}.")
+    bare_id = isinstance(user, _UserId)
+    viewer = viewer_for(user, state, is_admin=False if bare_id else None)
+    if viewer.linked:
+        campaign = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
+        of_campaign = f" of campaign {campaign}" if campaign else ""
+        patron = viewer.patron
+        if patron is None:
+            steps.append(
+                f"Member: no membership{of_campaign} is stored for that Patreon user (never pledged or followed, or "
+                "not synced yet)."
+            )
+        else:
+            name = f" ({patron.full_name})" if patron.full_name else ""
+            seen = f", as of {patron.observed_at.isoformat()} from {patron.source}" if patron.observed_at else ""
+            steps.append(f"Member: {patron.member_id}{name}{of_campaign}{seen}.")
+    if authenticated:
+        has_loader = state.extension._admin_loader is not None
+        if not has_loader:
+            steps.append("Admin: no admin callback is registered, so nobody is an admin.")
+        elif bare_id:
+            steps.append("Admin: not checked (explained for a bare user id; pass the user object to ask the admin "
+                         "callback), taken as not an admin.")
+        else:
+            steps.append(f"Admin: the admin callback says this user is {'' if viewer.is_admin else 'not '}an admin.")
+    steps.extend(explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers))
+    _rule, decided, final = evaluate(target, viewer, user=user, state=state, snapshot=snapshot, now=now)
+    if final != decided:
+        verdict = "allowed" if final.allowed else "denied"
+        steps.append(f"Filter: an access-decision receiver changed the result to {verdict}, reason {final.reason!r}.")
+    return Explanation(lock=target, rule=rule, source=source, decision=final, steps=tuple(steps))

@@ -1,0 +1,62 @@
+"""An offline Patreon for tests and local development.
+
+:class:`Sandbox` holds the state (a campaign with tiers, users, members, an OAuth client, tokens, webhooks, a
+controllable clock, injectable faults) and the scenario controls; :func:`create_sandbox_app` serves it as Patreon's
+OAuth and API v2 (plus ``/_sandbox`` JSON controls); :class:`SandboxServer` runs that app live in a thread;
+``python -m flask_patronlock.sandbox`` runs it standalone; the ``patreon_sandbox`` pytest fixture
+(:mod:`.pytest_plugin`) gives each test a live one.
+
+A client written against Patreon's documentation works against it unchanged: point its API and OAuth base URLs at
+``sandbox.url`` (``app.config.update(sandbox.config)`` for flask-patronlock).
+"""
+
+from __future__ import annotations
+
+from .app import create_sandbox_app, get_sandbox
+from .documents import render_webhook_member
+from .server import SandboxServer
+from .state import (
+    ALL_MEMBER_TRIGGERS,
+    ALL_SCOPES,
+    DEFAULT_USER_SCOPES,
+    FAULT_KINDS,
+    Campaign,
+    Fault,
+    Member,
+    MemberEvent,
+    NotFoundError,
+    OAuthError,
+    Sandbox,
+    SandboxError,
+    Tier,
+    Token,
+    User,
+    Webhook,
+)
+from .webhooks import Delivery, Transport, sign
+
+__all__ = [
+    "ALL_MEMBER_TRIGGERS",
+    "ALL_SCOPES",
+    "DEFAULT_USER_SCOPES",
+    "FAULT_KINDS",
+    "Campaign",
+    "Delivery",
+    "Fault",
+    "Member",
+    "MemberEvent",
+    "NotFoundError",
+    "OAuthError",
+    "Sandbox",
+    "SandboxError",
+    "SandboxServer",
+    "Tier",
+    "Token",
+    "Transport",
+    "User",
+    "Webhook",
+    "create_sandbox_app",
+    "get_sandbox",
+    "render_webhook_member",
+    "sign",
+]

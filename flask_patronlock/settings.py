@@ -1,0 +1,409 @@
+"""Creator-editable settings: lock overrides, access policies and banner texts, with a per-process cache.
+
+Everything here is stored in ``patronlock_settings`` and ``patronlock_lock_overrides``; every write bumps one version
+number (a row of ``patronlock_settings``) in the same transaction and writes an audit row naming who changed what.
+
+A page view never reads these tables. Each worker keeps a :class:`SettingsSnapshot` (policy, overrides, banner texts,
+the tier catalogue, and the rules resolved from them) and checks the version at most once every
+``PATRONLOCK_SETTINGS_CHECK_SECONDS`` (default 2 s): one tiny indexed query, and a reload only when the version moved.
+So a creator's change reaches every worker within that interval, without a restart and without a query per request.
+
+The Python API (used by the settings page and by the CLI) works on the current app:
+
+* :func:`get_lock_override`, :func:`set_lock_override`, :func:`clear_lock_override`, :func:`list_locks`
+* :func:`get_policy_settings`, :func:`set_policy_settings`
+* :func:`get_banner_text`, :func:`set_banner_text`
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import delete, insert, select, update
+
+from .patreon.types import TierSnapshot
+from .policy import ALLOWING_REASONS, REASONS, LockRule, PolicySettings
+
+if TYPE_CHECKING:
+    from .locks import Lock
+    from .store import Store
+
+__all__ = [
+    "BANNER_REASONS",
+    "LockInfo",
+    "Override",
+    "SettingsCache",
+    "SettingsSnapshot",
+    "clear_lock_override",
+    "get_banner_text",
+    "get_lock_override",
+    "get_policy_settings",
+    "list_locks",
+    "set_banner_text",
+    "set_lock_override",
+    "set_policy_settings",
+]
+
+log = logging.getLogger("flask_patronlock.settings")
+
+#: The reasons a banner is shown for (every reason that denies).
+BANNER_REASONS: frozenset[str] = frozenset(REASONS - ALLOWING_REASONS)
+
+POLICY_KEY = "policy"
+BANNER_PREFIX = "banner:"
+
+_warned_tiers: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A creator's override of a named lock's rule."""
+
+    rule: LockRule
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """A declared lock with its default rule, the creator's override (if any) and the rule in effect."""
+
+    name: str
+    description: str
+    default: LockRule
+    override: Override | None
+    #: the rule in force, tier titles resolved to tier ids.
+    effective: LockRule
+    #: ``"override"`` or ``"default"``.
+    source: Literal["default", "override"]
+
+
+@dataclass
+class SettingsSnapshot:
+    """Everything a lock decision needs besides the viewer, as of one settings version. Treat it as read-only."""
+
+    version: int
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    overrides: dict[str, Override] = field(default_factory=dict)
+    banner_texts: dict[str, str] = field(default_factory=dict)
+    #: the campaign's tiers by id.
+    tiers: dict[str, TierSnapshot] = field(default_factory=dict)
+    #: lower-cased tier title -> the ids of the tiers with that title.
+    tier_ids_by_title: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _rules: dict[Any, LockRule] = field(default_factory=dict, repr=False)
+
+    def rule_for(self, lock: Lock) -> LockRule:
+        """The rule in force for ``lock``: the creator's override of a named lock, else its default; tier titles
+        resolved to tier ids. Computed once per lock and settings version."""
+        key = lock.name if lock.name is not None else lock
+        rule = self._rules.get(key)
+        if rule is None:
+            override = self.overrides.get(lock.name) if lock.name is not None else None
+            rule = self.resolve(override.rule if override is not None else lock.rule)
+            self._rules[key] = rule
+        return rule
+
+    def resolve(self, rule: LockRule) -> LockRule:
+        """``rule`` with each entry of ``tier_ids`` that is not a known tier id but a known tier title (compared
+        case-insensitively) replaced by the ids of the tiers with that title. An unknown entry is kept as it is:
+        :func:`~flask_patronlock.policy.decide` denies it with ``amount_too_low`` and says why; a warning is logged
+        once per process."""
+        if not rule.tier_ids:
+            return rule
+        ids: list[str] = []
+        for ref in rule.tier_ids:
+            if ref in self.tiers:
+                found: tuple[str, ...] = (ref,)
+            else:
+                found = self.tier_ids_by_title.get(ref.strip().casefold(), ())
+                if not found:
+                    _warn_unknown_tier(ref)
+                    found = (ref,)
+            ids.extend(t for t in found if t not in ids)
+        if tuple(ids) == rule.tier_ids:
+            return rule
+        return LockRule(
+            min_cents=rule.min_cents,
+            tier_ids=tuple(ids),
+            lifetime_cents=rule.lifetime_cents,
+            patron_since_before=rule.patron_since_before,
+            drip_months=rule.drip_months,
+            enabled=rule.enabled,
+            combine=rule.combine,
+        )
+
+
+def _warn_unknown_tier(ref: str) -> None:
+    with _warned_lock:
+        if ref in _warned_tiers:
+            return
+        _warned_tiers.add(ref)
+    log.warning(
+        "a lock asks for tier %r, which is neither the id nor the title of a known tier of the campaign; it denies "
+        "everyone who does not hold exactly that tier id. Sync the tiers, or fix the lock's tier name.",
+        ref,
+    )
+
+
+class SettingsCache:
+    """One app's cached :class:`SettingsSnapshot`, re-read only when the settings version changed.
+
+    :param store: the app's store.
+    :param interval: seconds between version checks (read each time, so a config change applies at once).
+    :param clock: a monotonic clock in seconds (tests pass a controlled one).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        interval: Callable[[], float],
+        *,
+        campaign_id: Callable[[], str | None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._interval = interval
+        self._campaign_id = campaign_id
+        self.clock = clock
+        self._snapshot: SettingsSnapshot | None = None
+        self._next_check = float("-inf")
+        self._lock = threading.Lock()
+        #: how many times the snapshot was loaded from the database (for tests and the benchmark).
+        self.loads = 0
+
+    def current(self) -> SettingsSnapshot:
+        """The snapshot, checking the version first if the interval has passed since the last check."""
+        snapshot = self._snapshot
+        if snapshot is not None and self.clock() < self._next_check:
+            return snapshot
+        with self._lock:
+            now = self.clock()
+            snapshot = self._snapshot
+            if snapshot is not None and now < self._next_check:
+                return snapshot
+            version = self.store.settings_version()
+            if snapshot is None or snapshot.version != version:
+                snapshot = self._load(version)
+                self._snapshot = snapshot
+            self._next_check = now + max(float(self._interval()), 0.0)
+            return snapshot
+
+    def invalidate(self) -> None:
+        """Check the version on the next :meth:`current` (after this process wrote a setting)."""
+        self._next_check = float("-inf")
+
+    def _load(self, version: int) -> SettingsSnapshot:
+        # The version was read before the data: a write in between makes the data newer than its label, and the next
+        # check reloads; the other order could label old data with a new version and keep it forever.
+        tables = self.store.tables
+        s, o = tables.settings, tables.lock_overrides
+        policy = PolicySettings()
+        banners: dict[str, str] = {}
+        overrides: dict[str, Override] = {}
+        with self.store.engine.connect() as conn:
+            for row in conn.execute(select(s.c.key, s.c.value)).mappings():
+                key, value = row["key"], row["value"]
+                if key == POLICY_KEY and value is not None:
+                    try:
+                        policy = PolicySettings.from_dict(value)
+                    except ValueError:
+                        log.exception("the stored access policy is invalid; using the defaults until it is fixed")
+                elif key.startswith(BANNER_PREFIX) and isinstance(value, str):
+                    banners[key[len(BANNER_PREFIX) :]] = value
+            for row in conn.execute(select(o)).mappings():
+                try:
+                    rule = LockRule.from_dict(row["rule"])
+                except (ValueError, TypeError):
+                    log.exception("the stored override of lock %r is invalid; using the lock's default", row["name"])
+                    continue
+                overrides[row["name"]] = Override(rule, row["updated_by"], row["updated_at"])
+        tiers = {t.id: t for t in self.store.tiers(self._campaign_id())}
+        by_title: dict[str, tuple[str, ...]] = {}
+        for tier in tiers.values():
+            title = tier.title.strip().casefold()
+            if title:
+                by_title[title] = (*by_title.get(title, ()), tier.id)
+        self.loads += 1
+        return SettingsSnapshot(
+            version=version,
+            policy=policy,
+            overrides=overrides,
+            banner_texts=banners,
+            tiers=tiers,
+            tier_ids_by_title=by_title,
+        )
+
+
+# -- the Python API ---------------------------------------------------------------------------------------------------
+
+
+def _state() -> Any:
+    from .extension import get_state
+
+    return get_state()
+
+
+def _snapshot() -> SettingsSnapshot:
+    snapshot: SettingsSnapshot = _state().settings.current()
+    return snapshot
+
+
+def _declared(name: str) -> Lock:
+    lock: Lock = _state().extension.locks.get(name)
+    return lock
+
+
+def _write(kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable[[Any, int], None]) -> int:
+    """Run ``apply(conn, new_version)`` in a write transaction with a version bump and an audit row."""
+    state = _state()
+    store = state.store
+    with store.transaction() as conn:
+        version = store.bump_settings_version(conn, by=by)
+        apply(conn, version)
+        store.record_event(conn, kind, source="admin", user_id=by, detail={**detail, "version": version})
+    state.settings.invalidate()
+    return version
+
+
+def _upsert_setting(conn: Any, key: str, value: Any, version: int, by: str | None) -> None:
+    s = _state().tables.settings
+    now = _state().store.clock()
+    values = {"value": value, "version": version, "updated_by": by, "updated_at": now}
+    if not conn.execute(update(s).where(s.c.key == key).values(**values)).rowcount:
+        conn.execute(insert(s).values(key=key, **values))
+
+
+def get_lock_override(name: str) -> Override | None:
+    """The creator's override of the declared lock ``name``, or ``None``.
+
+    :raises UnknownLockError: if no lock of that name is declared.
+    """
+    _declared(name)
+    return _snapshot().overrides.get(name)
+
+
+def set_lock_override(name: str, rule: LockRule | Mapping[str, Any], *, by: str | None = None) -> None:
+    """Override the rule of the declared lock ``name`` (only named locks are editable). Every worker applies it
+    within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
+
+    :param rule: a :class:`~flask_patronlock.policy.LockRule`, or its :meth:`~flask_patronlock.policy.LockRule.to_dict`
+        form; ``tier_ids`` may hold tier ids or titles.
+    :param by: who made the change (recorded with it and in the audit row).
+    :raises UnknownLockError: if no lock of that name is declared.
+    :raises ValueError: if ``rule`` is not a valid rule.
+    """
+    _declared(name)
+    checked = rule if isinstance(rule, LockRule) else LockRule.from_dict(rule)
+    data = checked.to_dict()
+    o = _state().tables.lock_overrides
+
+    def apply(conn: Any, version: int) -> None:
+        now = _state().store.clock()
+        if not conn.execute(
+            update(o).where(o.c.name == name).values(rule=data, updated_by=by, updated_at=now)
+        ).rowcount:
+            conn.execute(insert(o).values(name=name, rule=data, updated_by=by, updated_at=now))
+
+    _write("lock_override_set", by, {"lock": name, "rule": data}, apply)
+
+
+def clear_lock_override(name: str, *, by: str | None = None) -> bool:
+    """Remove the override of ``name`` (its default rule applies again). Returns whether there was one.
+
+    :raises UnknownLockError: if no lock of that name is declared.
+    """
+    _declared(name)
+    o = _state().tables.lock_overrides
+    removed: list[int] = []
+
+    def apply(conn: Any, version: int) -> None:
+        removed.append(conn.execute(delete(o).where(o.c.name == name)).rowcount)
+
+    _write("lock_override_cleared", by, {"lock": name}, apply)
+    return bool(removed and removed[0])
+
+
+def list_locks() -> list[LockInfo]:
+    """Every declared lock, sorted by name, with its default, override and effective rule."""
+    snapshot = _snapshot()
+    out = []
+    for lock in sorted(_state().extension.locks, key=lambda lk: lk.name):
+        override = snapshot.overrides.get(lock.name)
+        out.append(
+            LockInfo(
+                name=lock.name,
+                description=lock.description,
+                default=lock.rule,
+                override=override,
+                effective=snapshot.rule_for(lock),
+                source="override" if override is not None else "default",
+            )
+        )
+    return out
+
+
+def get_policy_settings() -> PolicySettings:
+    """The creator's access policies (the defaults until set)."""
+    return _snapshot().policy
+
+
+def set_policy_settings(settings: PolicySettings | Mapping[str, Any], *, by: str | None = None) -> PolicySettings:
+    """Store the access policies (a mapping takes the defaults for missing keys).
+
+    :raises ValueError: on an unknown key or a bad value, naming it.
+    """
+    checked = settings if isinstance(settings, PolicySettings) else PolicySettings.from_dict(settings)
+    data = checked.to_dict()
+    _write(
+        "policy_settings_set",
+        by,
+        {"settings": data},
+        lambda conn, version: _upsert_setting(conn, POLICY_KEY, data, version, by),
+    )
+    return checked
+
+
+def get_banner_text(reason: str) -> str:
+    """The banner text of ``reason``: the creator's, else the built-in default (placeholders unfilled).
+
+    :raises ValueError: if ``reason`` is not one that shows a banner.
+    """
+    from .banners import DEFAULT_TEXTS
+
+    _check_reason(reason)
+    return _snapshot().banner_texts.get(reason) or DEFAULT_TEXTS[reason]
+
+
+def set_banner_text(reason: str, text: str | None, *, by: str | None = None) -> None:
+    """Set the creator's text of the banner for ``reason``; ``None`` or an empty text restores the default.
+
+    The text may use the placeholders ``{tier}``, ``{amount}``, ``{creator}``, ``{pledge_url}``, ``{connect_url}``,
+    ``{login_url}``, ``{billing_url}``, ``{date}`` and ``{months}``; it is plain text (HTML is escaped).
+
+    :raises ValueError: if ``reason`` is not one that shows a banner, or ``text`` names an unknown placeholder.
+    """
+    from .banners import check_text
+
+    _check_reason(reason)
+    value = text.strip() if text else None
+    if value:
+        check_text(value)
+    _write(
+        "banner_text_set",
+        by,
+        {"reason": reason, "text": value},
+        lambda conn, version: _upsert_setting(conn, BANNER_PREFIX + reason, value, version, by),
+    )
+
+
+def _check_reason(reason: str) -> None:
+    if reason not in BANNER_REASONS:
+        raise ValueError(f"{reason!r} is not a reason that shows a banner; one of {', '.join(sorted(BANNER_REASONS))}")
+
