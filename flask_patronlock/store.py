@@ -111,6 +111,9 @@ def _pledging(patron: Patron | None) -> bool:
     return patron is not None and patron.patron_status in ("active_patron", "declined_patron")
 
 
+_ALL_FIELDS = tuple(f.name for f in fields(Patron))
+
+
 def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: datetime, source: str) -> Patron:
     """The state after ``snapshot``: Patreon's fields copied, the inferred ones carried forward or recomputed."""
     base = Patron(
@@ -181,7 +184,8 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
         last_cents, last_tiers = 0, ()
 
     # Being seen at all ends "missing" and any held revocation of this member.
-    return base.replace(
+    return _replace(
+        base,
         last_entitled_cents=last_cents,
         last_entitled_tier_ids=last_tiers,
         paid_through=paid_through,
@@ -209,6 +213,60 @@ def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]
 
 
 _EMPTY_PATRON = Patron(member_id="")
+_SET = object.__setattr__
+
+
+def _replace(patron: Patron, **changes: Any) -> Patron:
+    """``patron.replace(**changes)`` without dataclasses.replace's per-call field introspection (the write path
+    makes two per member of a 100,000-member run). Only for names that are Patron fields."""
+    new = object.__new__(Patron)
+    for name in _ALL_FIELDS:
+        _SET(new, name, changes[name] if name in changes else getattr(patron, name))
+    return new
+
+
+# -- bulk inserts without per-row statement overhead (issue 5: a first run writes 100,000 rows) ------------------------
+
+_SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], tuple[str, list[Any]]] = {}
+
+
+def _executemany_sqlite(
+    conn: Connection, table: Any, rows: list[dict[str, Any]], *, skip_conflicts_on: str | None = None
+) -> None:
+    """``INSERT`` ``rows`` (dicts with the same keys) through the DBAPI's executemany on SQLite: the columns' own bind
+    processors convert the values (so what is stored is exactly what SQLAlchemy would store), but no statement is
+    compiled and no parameter dict is built per row."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    key = (id(table), names, skip_conflicts_on)
+    cached = _SQLITE_INSERTS.get(key)
+    if cached is None:
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer.quote
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+        )
+        if skip_conflicts_on is not None:
+            sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
+        processors = [table.c[n].type._cached_bind_processor(dialect) for n in names]
+        cached = (sql, processors)
+        _SQLITE_INSERTS[key] = cached
+    sql, processors = cached
+    pairs = list(zip(names, processors, strict=True))
+    params = [
+        tuple(proc(row[name]) if proc is not None else row[name] for name, proc in pairs) for row in rows
+    ]
+    conn.exec_driver_sql(sql, params)
+
+
+def _executemany(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """A plain multi-row ``INSERT`` (the fast path on SQLite)."""
+    if conn.dialect.name == "sqlite":
+        _executemany_sqlite(conn, table, rows)
+    else:
+        conn.execute(insert(table), rows)
 
 
 def infer_events(previous: Patron | None, current: Patron, *, observed_at: datetime) -> tuple[str, ...]:
@@ -290,7 +348,7 @@ class _AccessContext:
         ent = entitlement(current, self.settings, self.now)
         until = ent.until if ent.entitled else None
         if current.access is not ent.entitled or current.access_until != until:
-            current = current.replace(access=ent.entitled, access_until=until)
+            current = _replace(current, access=ent.entitled, access_until=until)
         events = access_events(previous, current, observed_at=observed_at)
         if "access_revoked" in events and ent.basis == "missing":
             events = ("pledge_cancelled", *events)  # gone from complete runs: the pledge ended as far as we can tell
@@ -513,8 +571,9 @@ class Store:
         changed = [r for r in results.values() if r.changed]
         if changed:
             now = self.clock()
-            conn.execute(
-                insert(self.tables.events),
+            _executemany(
+                conn,
+                self.tables.events,
                 [
                     {
                         "created_at": now,
@@ -621,7 +680,7 @@ class Store:
         if dialect == "sqlite":
             # SQLite holds the write lock (BEGIN IMMEDIATE): nothing can have raced us, and executemany without
             # RETURNING is the fastest path for a first sync of 100,000 members.
-            conn.execute(stmt, rows)
+            _executemany_sqlite(conn, table, rows, skip_conflicts_on="member_id")
             return {p.member_id for p in patrons}
         inserted = conn.execute(stmt.returning(table.c.member_id), rows).scalars().all()
         return set(inserted)
