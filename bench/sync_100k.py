@@ -3,8 +3,9 @@
 The sandbox runs as its own process (``python -m flask_patronlock.sandbox``) serving API v2 on loopback, so the peak
 RSS printed is this process's alone: the run, its client and SQLite. Steps:
 
-1. warm the sandbox (it renders member documents once and caches them), then time the floor: paging the same
-   100,000 members through :class:`~flask_patronlock.patreon.client.PatreonClient` and parsing them, nothing stored;
+1. warm the sandbox (it renders member documents once and caches them), then time the floor with
+   ``bench/fetch_floor.py``'s ``measure_floor``: paging the same 100,000 members through the client and parsing
+   them, nothing stored;
 2. time a first run into an empty SQLite database in a temporary directory (100,000 rows created);
 3. time a second, unchanged run (it must write 0 member rows).
 
@@ -22,10 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fetch_floor import client_for, measure_floor  # noqa: E402
 
 MEMBERS = int(os.environ.get("BENCH_MEMBERS", "100000"))
 
@@ -48,29 +53,26 @@ def start_sandbox(members: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     return proc, json.loads(line)
 
 
-def make_client(creds: dict[str, Any]) -> Any:
-    from flask_patronlock.patreon.client import PatreonClient
-    from flask_patronlock.patreon.ratelimit import RateLimiter
-
-    return PatreonClient(
+def _sandbox_view(creds: dict[str, Any]) -> Any:
+    """What bench/fetch_floor.py's functions read from a Sandbox, for the sandbox served by another process."""
+    return SimpleNamespace(
+        url=creds["api_base"],
         client_id=creds["client_id"],
         client_secret=creds["client_secret"],
-        access_token=creds["creator_access_token"],
-        api_base=creds["api_base"],
-        oauth_base=creds["oauth_base"],
-        timeout=(5.0, 60.0),
-        rate_limiter=RateLimiter(max_calls=100_000, period=1.0),
+        creator_access_token=creds["creator_access_token"],
+        campaign=SimpleNamespace(id=creds["campaign_id"]),
     )
 
 
+def make_client(creds: dict[str, Any]) -> Any:
+    """The same client as the floor's (bench/fetch_floor.py), so the two are measured alike."""
+    return client_for(_sandbox_view(creds))
+
+
 def fetch_floor(creds: dict[str, Any]) -> tuple[float, int, int]:
-    """Seconds to page and parse every member (nothing stored), members seen, requests made."""
-    with make_client(creds) as client:
-        started = time.perf_counter()
-        seen = 0
-        for page in client.iter_member_pages(creds["campaign_id"], page_size=1000):
-            seen += len(page.members)
-        return time.perf_counter() - started, seen, client.request_count
+    """bench/fetch_floor.py's measurement: seconds to page and parse every member, members seen, requests made."""
+    floor = measure_floor(_sandbox_view(creds))
+    return floor.seconds, floor.members, floor.requests
 
 
 def make_app(db_path: Path, creds: dict[str, Any]) -> Any:

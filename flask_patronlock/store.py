@@ -199,11 +199,10 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
 def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]:
     """Fields whose value changed, as ``{name: (old, new)}``; every set field when there was no previous state."""
     if previous is None:
-        empty = _EMPTY_PATRON
         return {
-            name: (None, getattr(current, name))
-            for name in STATE_FIELDS
-            if getattr(current, name) != getattr(empty, name)
+            name: (None, value)
+            for name, default in _EMPTY_STATE
+            if (value := getattr(current, name)) != default
         } or {"patron_status": (None, current.patron_status)}
     return {
         name: (getattr(previous, name), getattr(current, name))
@@ -214,6 +213,7 @@ def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]
 
 _EMPTY_PATRON = Patron(member_id="")
 _SET = object.__setattr__
+_EMPTY_STATE: tuple[tuple[str, Any], ...] = tuple((name, getattr(_EMPTY_PATRON, name)) for name in STATE_FIELDS)
 
 
 def _replace(patron: Patron, **changes: Any) -> Patron:
@@ -306,6 +306,9 @@ def infer_events(previous: Patron | None, current: Patron, *, observed_at: datet
 
 
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # the common cases first (audit rows)
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, tuple):
@@ -585,7 +588,9 @@ class Store:
                         "source": source,
                         "run_id": run_id,
                         "events": ",".join(r.events),
-                        "changes": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()},
+                        "changes": {
+                            k: [None if a is None else _jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()
+                        },
                         "detail": None,
                     }
                     for r in changed
@@ -644,7 +649,7 @@ class Store:
             )
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update(of=p)
-            for row in conn.execute(stmt):
+            for row in conn.execute(stmt).all():  # fetchall: one call, not one per row
                 out[row[0]] = Patron(*row)
         return out
 
