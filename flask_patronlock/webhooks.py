@@ -170,6 +170,42 @@ def _insert_statement(table: Any, dialect: str) -> Any:
     return stmt
 
 
+_SQLITE_SQL: dict[int, tuple[str, list[Any]]] = {}
+
+
+def _store_delivery_sqlite(engine: Any, table: Any, values: dict[str, Any]) -> int | None:
+    """The dedupe insert straight through a pooled DBAPI connection: the acknowledgement's one write, without the
+    per-call statement, transaction and result objects (each column's own converter still prepares its value)."""
+    cached = _SQLITE_SQL.get(id(table))
+    if cached is None:
+        names = list(values)
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+        )
+        processors = [table.c[n].type._cached_bind_processor(engine.dialect) for n in names]
+        cached = (sql, processors)
+        _SQLITE_SQL[id(table)] = cached
+    sql, processors = cached
+    params = tuple(
+        proc(value) if proc is not None else value for proc, value in zip(processors, values.values(), strict=True)
+    )
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            row = cursor.execute(sql, params).fetchone()
+        finally:
+            cursor.close()
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()  # back to the pool
+    return None if row is None else int(row[0])
+
+
 def _store_delivery(state: PatronLockState, event: str, member_id: str, body: bytes) -> int | None:
     """Insert the delivery unless its dedupe key exists; its id, or ``None`` for a duplicate."""
     table = state.tables.webhook_deliveries
@@ -183,9 +219,12 @@ def _store_delivery(state: PatronLockState, event: str, member_id: str, body: by
         "body": body,
         "received_at": state.store.clock(),
     }
-    with state.store.engine.begin() as conn:
+    engine = state.store.engine
+    if engine.dialect.name == "sqlite":
+        return _store_delivery_sqlite(engine, table, values)
+    with engine.begin() as conn:
         dialect = conn.dialect.name
-        if dialect in ("postgresql", "sqlite"):
+        if dialect == "postgresql":
             inserted = conn.execute(_insert_statement(table, dialect), values).scalar()
             return None if inserted is None else int(inserted)
         exists = conn.execute(select(table.c.id).where(table.c.dedupe_key == key)).first()  # pragma: no cover
