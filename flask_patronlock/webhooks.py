@@ -411,6 +411,9 @@ def process_delivery(app: Flask | None, delivery_id: int) -> ProcessOutcome:
     observed_at = store.clock()
     try:
         with state.creator_client("processing webhooks") as client:
+            # One quick retry at most: a failed delivery is retried later anyway, and a worker that sat out the
+            # client's full backoff on every delivery during an outage would fall far behind.
+            client.max_retries = min(client.max_retries, 1)
             fetched = client.member(member_id)
     except NotFound:
         fetched = None  # the member is gone from Patreon (members:delete): the payload is the last word
