@@ -35,6 +35,7 @@ from markupsafe import Markup
 from sqlalchemy import Column, MetaData, String, Table, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.routing import BuildError
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from flask_patronlock import Addon, AddonHooks, Decision, get_state, signals
 from flask_patronlock.models import UTCDateTime
@@ -204,7 +205,7 @@ def wall() -> Response:
 
 
 @blueprint.post("/me")
-def me() -> Response:
+def me() -> WerkzeugResponse:
     """Opt the signed-in user in (``listed=1`` and a ``display_name``) or out (``listed=0``)."""
     user = _user()
     if user is None:
