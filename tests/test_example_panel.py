@@ -115,3 +115,26 @@ def test_change_tier_and_sync_now(site: tuple[str, Any]) -> None:
     text = press(visitor, base, "flush")
     assert re.search(r'id="site-status">former_patron', text)  # (what was paid for stays readable to its end)
     assert "clock moved a month" in press(visitor, base, "advance")
+
+
+def test_with_real_credentials_there_is_no_sandbox_and_no_panel(tmp_path: Path) -> None:
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'real.db'}",
+            "TESTING": True,
+            "PATRONLOCK_CLIENT_ID": "real-client",
+            "PATRONLOCK_CLIENT_SECRET": "real-secret",
+            "PATRONLOCK_CAMPAIGN_ID": "1",
+            "PATRONLOCK_CREATOR_ACCESS_TOKEN": "creator-token",
+            "PATRONLOCK_WEBHOOK_SECRETS": ["hook-secret"],
+        }
+    )
+    try:  # (no request is made: the first one would read the campaign's tiers from the real Patreon)
+        assert "example_sandbox" not in app.extensions and "panel" not in app.blueprints
+        assert not any(rule.rule.startswith(("/panel", "/_patreon")) for rule in app.url_map.iter_rules())
+        assert app.config["PATRONLOCK_API_BASE_URL"] == "https://www.patreon.com"
+    finally:
+        with app.app_context():
+            from example_site.app import db
+
+            db.engine.dispose()
