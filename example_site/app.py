@@ -107,6 +107,10 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
     with app.app_context():
         db.create_all()
+    if "example_sandbox" in app.extensions:  # the visitor's control panel, and webhooks from the sandbox to here
+        from .panel import init_panel
+
+        init_panel(app, app.extensions["example_sandbox"], base_url=base_url)
 
     tiers_read = False
 
