@@ -71,13 +71,41 @@ class PatronLockState:
         )
 
     def creator_client(self, purpose: str = "reading the campaign") -> PatreonClient:
-        """A client with the creator's access token (campaign members, webhooks)."""
-        token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
+        """A client with the creator's access token (campaign members, webhooks): the one the creator connected on
+        the settings page (refreshed when it expires soon), else ``PATRONLOCK_CREATOR_ACCESS_TOKEN``.
+
+        :raises ConfigurationError: neither is there, or the stored connection needs connecting again and no token
+            is configured.
+        """
+        from .creator import CreatorNeedsReauthorization, creator_access_token
+
+        try:
+            token = creator_access_token(self, purpose=purpose)
+        except CreatorNeedsReauthorization as exc:
+            if not self.app.config.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"):
+                raise ConfigurationError(
+                    f"{exc}; {purpose} needs it. Connect the creator's Patreon account again on the settings page "
+                    "(Setup), or set PATRONLOCK_CREATOR_ACCESS_TOKEN."
+                ) from None
+            token = None
+        if token is None:
+            token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
         return self.client(access_token=token, purpose=purpose)
 
     def campaign_id(self, purpose: str = "matching members to this site") -> str:
-        """The configured campaign id."""
+        """The campaign chosen on the settings page, else ``PATRONLOCK_CAMPAIGN_ID``.
+
+        :raises ConfigurationError: neither is set.
+        """
+        stored = self.settings.current().campaign_id
+        if stored:
+            return stored
         return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
+
+    def campaign_id_or_none(self) -> str | None:
+        """:meth:`campaign_id`, or ``None`` when neither the settings page nor the configuration set one. Cached per
+        process with the settings (no query per call)."""
+        return self.settings.current().campaign_id or self.app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
 
 
 class PatronLock(LockDeclarations):
@@ -142,6 +170,12 @@ class PatronLock(LockDeclarations):
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
+
+        # -- the creators' settings page (issue 7): PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
+        if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:
+            from .admin import init_admin
+
+            init_admin(app)
 
     # -- host callbacks for Log in with Patreon (docs/connect.rst) ----------------------------------------------------
 

@@ -277,7 +277,7 @@ def viewer_for(user: Any, state: PatronLockState, *, is_admin: bool | None = Non
     user_id = user.get_id()
     if user_id is None:
         return Viewer(authenticated=False, linked=False)
-    linked, patron = state.store.viewer_record(str(user_id), state.app.config["PATRONLOCK_CAMPAIGN_ID"])
+    linked, patron = state.store.viewer_record(str(user_id), state.campaign_id_or_none())
     if is_admin is None:
         loader = state.extension._admin_loader
         is_admin = bool(loader(user)) if loader is not None else False
@@ -563,6 +563,9 @@ def _before_request() -> None:
     app = current_app
     config = app.config
     site, paths = config["PATRONLOCK_SITE_LOCK"], config["PATRONLOCK_PATH_LOCKS"]
+    routing = _state().settings.current().routing  # set on the settings page: wins over the configuration
+    if routing is not None:
+        site, paths = routing.site_lock, routing.path_locks
     if not site and not paths:
         return
     endpoint = request.endpoint
