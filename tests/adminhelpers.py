@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_login import LoginManager, UserMixin
+from sqlalchemy import insert
 
 from flask_patronlock import MemberSnapshot, PatronLock, TierSnapshot
 from flask_patronlock.extension import PatronLockState, get_state
@@ -72,6 +73,15 @@ class AdminSite:
         if csrf:
             payload.setdefault("csrf_token", self.csrf(user))
         return self.client(user).post(path, data=payload, **kwargs)
+
+    def link(self, user_id: str, patreon_user_id: str) -> None:
+        """Link a local user to a Patreon user (what the OAuth connect flow does)."""
+        with self.state.store.engine.begin() as conn:
+            conn.execute(
+                insert(self.state.tables.accounts).values(
+                    user_id=user_id, patreon_user_id=patreon_user_id, scope="identity", created_at=NOW, updated_at=NOW
+                )
+            )
 
     def apply(self, member_id: str, **fields: Any) -> Any:
         observed_at = fields.pop("observed_at", None) or self.state.store.clock()
