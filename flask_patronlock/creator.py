@@ -10,7 +10,8 @@ rest under ``PATRONLOCK_TOKEN_KEYS`` like patrons' tokens, and :meth:`PatronLock
   minutes. Patreon's refresh tokens are single-use, so a refresh is serialized: the row is locked (``SELECT … FOR
   UPDATE`` on PostgreSQL; the write transaction holds SQLite's lock) and read again, and if another worker rotated the
   pair meanwhile its token is used. ``invalid_grant`` marks the connection as needing re-authorization (audited);
-* :func:`disconnect_creator` forgets the tokens.
+* :func:`disconnect_creator` forgets the tokens;
+* :func:`rotate_creator_tokens` re-encrypts them under the first key (``flask patronlock rotate-keys`` calls it).
 
 Tokens never leave this module except as the bearer string handed to the Patreon client; :class:`CreatorConnection`
 carries none, and nothing here logs one.
@@ -40,6 +41,7 @@ __all__ = [
     "creator_access_token",
     "disconnect_creator",
     "get_creator_connection",
+    "rotate_creator_tokens",
     "save_creator_tokens",
 ]
 
@@ -247,3 +249,24 @@ def _refresh(state: PatronLockState, *, seen: str, purpose: str) -> str:
         raise failure
     assert tokens is not None
     return tokens.access_token
+
+
+def rotate_creator_tokens(state: PatronLockState) -> int:
+    """Re-encrypt the creator's stored tokens under the first key of ``PATRONLOCK_TOKEN_KEYS``; returns how many
+    tokens were re-encrypted (0 when the creator never connected here).
+
+    :raises flask_patronlock.TokenDecryptionError: no configured key opens them (nothing is changed).
+    """
+    cipher = state.token_cipher()
+    with state.store.transaction() as conn:
+        value = _read(conn, state, lock=True)
+        if value is None:
+            return 0
+        rotated = dict(value)
+        count = 0
+        for name in ("access_token", "refresh_token"):
+            if value.get(name):
+                rotated[name] = cipher.rotate(value[name].encode()).decode()
+                count += 1
+        _write(conn, state, rotated, value.get("connected_by"))
+    return count

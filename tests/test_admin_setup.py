@@ -220,3 +220,17 @@ def test_missing_credentials_say_exactly_what_to_set(make_app: Callable[..., Fla
     response = site.post(ADMIN_PREFIX + "/setup/connect")
     assert response.status_code == 302
     assert "PATRONLOCK_CREATOR_REDIRECT_URI is not set" in site.get(ADMIN_PREFIX + "/setup").get_data(as_text=True)
+
+
+def test_rotate_keys_re_encrypts_the_creators_tokens(site: AdminSite) -> None:
+    from cryptography.fernet import Fernet
+
+    connect_creator(site)
+    token = creator_access_token(site.state)
+    old_key = site.app.config["PATRONLOCK_TOKEN_KEYS"][0]
+    new_key = Fernet.generate_key().decode()
+    site.app.config["PATRONLOCK_TOKEN_KEYS"] = [new_key, old_key]
+    result = site.app.test_cli_runner().invoke(args=["patronlock", "rotate-keys"])
+    assert result.exit_code == 0 and "the creator's 2 token(s)" in result.output
+    site.app.config["PATRONLOCK_TOKEN_KEYS"] = [new_key]
+    assert creator_access_token(site.state) == token

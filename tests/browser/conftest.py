@@ -10,32 +10,15 @@ Screenshots of each page go to ``tests/browser/screenshots/<test>/`` (gitignored
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browserhelpers import CHROMIUM, CHROMIUM_ARGS, SAVED, SCREENSHOTS, TIMEOUT_MS, Shots
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
-
-CHROMIUM = os.environ.get("PATRONLOCK_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-#: every wait in the browser tests is bounded by this (milliseconds).
-TIMEOUT_MS = 20_000
-SCREENSHOTS = Path(os.environ.get("PATRONLOCK_SCREENSHOTS") or Path(__file__).parent / "screenshots")
-
-_saved: list[Path] = []
 
 
 @pytest.fixture(scope="session")
@@ -53,24 +36,6 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-
-
-class Shots:
-    """Saves numbered screenshots of a test's pages into its own directory."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.count = 0
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
-
-    def __call__(self, page: Any, name: str) -> Path:
-        self.count += 1
-        path = self.directory / f"{self.count:02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=True, timeout=TIMEOUT_MS)
-        _saved.append(path)
-        return path
 
 
 @pytest.fixture
@@ -129,7 +94,7 @@ def _drop_example_tables(url: str) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """List the screenshots this run saved."""
-    if _saved:
+    if SAVED:
         terminalreporter.section("browser screenshots")
-        for path in _saved:
+        for path in SAVED:
             terminalreporter.write_line(str(path))

@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import pytest
-from conftest import TIMEOUT_MS, Shots
+from browserhelpers import TIMEOUT_MS, Shots
 
 pytestmark = pytest.mark.slow
 
