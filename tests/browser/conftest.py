@@ -21,9 +21,11 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (each test opens its own contexts)."""
+    """One headless Chromium per test module (each test opens its own contexts). Not per session: Playwright's sync
+    API keeps an event loop running in the main thread while it is open, which would break later tests of async
+    views (asgiref refuses to run inside a running loop)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set PATRONLOCK_CHROMIUM)")
     try:
