@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .accounts import Accounts, LinkedAccount, get_accounts
+from .addons import Addon, AddonHooks
 from .banners import render_banner
 from .errors import ConfigurationError, PatronLockError, TokenDecryptionError
 from .explain import Explanation, explain
@@ -30,6 +31,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Accounts",
+    "Addon",
+    "AddonHooks",
     "ApplyResult",
     "CampaignSnapshot",
     "ConfigurationError",

@@ -18,7 +18,8 @@ the same path in its own ``templates/`` folder), and a text the creator may edit
     when a drip lock opens and after how many months, or the cut-off date of a "patrons before" lock.
 
 The context of each banner goes through the ``banner-context`` filter (:data:`flask_patronlock.signals.banner_context`)
-before rendering.
+before rendering, and the rendered HTML through the ``banner-html`` filter
+(:data:`flask_patronlock.signals.banner_html`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from urllib.parse import urlencode, urljoin
 
 from flask import current_app, has_request_context, jsonify, render_template, request, url_for
 from jinja2 import Template
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from werkzeug.routing import BuildError
 
 from . import signals
@@ -145,11 +146,17 @@ def _target_tier(rule_tier_ids: tuple[str, ...], cents: int | None, snapshot: Se
     return min(offered, key=lambda t: (t.amount_cents, t.id)) if offered else None
 
 
-def pledge_link(tier: TierSnapshot | None, cents: int | None = None) -> str:
+def pledge_link(
+    tier: TierSnapshot | None,
+    cents: int | None = None,
+    *,
+    lock: str | None = None,
+    decision: Decision | None = None,
+) -> str:
     """An absolute Patreon checkout link for ``tier``: the tier's own ``url`` (like ``/checkout/<campaign>?rid=<tier>``,
     which preselects it) against ``PATRONLOCK_OAUTH_BASE_URL``; without one, ``/checkout/<campaign>?rid=<tier>``;
     without a tier, the campaign's checkout page ``/checkout/<campaign>``; without a campaign id, the Patreon home
-    page. Then the ``pledge-url`` filter may change it."""
+    page. Then the ``pledge-url`` filter may change it (``lock``, the lock name, and ``decision`` are passed to it)."""
     from .extension import get_state
 
     campaign = get_state().campaign_id_or_none()
@@ -168,6 +175,8 @@ def pledge_link(tier: TierSnapshot | None, cents: int | None = None) -> str:
             strict=bool(current_app.config["PATRONLOCK_STRICT_SIGNALS"]),
             tier=tier,
             cents=cents,
+            lock=lock,
+            decision=decision,
         )
     return str(url)
 
@@ -256,7 +265,7 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
         "tier": tier_text,
         "amount": money(cents) if cents else money(tier.amount_cents) if tier is not None else "",
         "creator": config["PATRONLOCK_CREATOR_NAME"] or "the creator",
-        "pledge_url": pledge_link(tier, cents),
+        "pledge_url": pledge_link(tier, cents, lock=lock.name, decision=decision),
         "connect_url": connect_url(),
         "login_url": login_url(),
         "billing_url": _patreon_url(config["PATRONLOCK_BILLING_URL"] or "/"),
@@ -301,7 +310,24 @@ def render_banner(lock: Lock | str | None = None, decision: Decision | None = No
     if decision.allowed:
         return Markup("")
     context = banner_context(target, decision)
-    return Markup(render_template(_banner_templates(decision.reason), **context))
+    return _banner_html(target, decision, context)
+
+
+def _banner_html(lock: Lock, decision: Decision, context: dict[str, Any]) -> Markup:
+    """The banner's template rendered with ``context``, then folded through the ``banner-html`` filter."""
+    html = Markup(render_template(_banner_templates(decision.reason), **context))
+    if signals.banner_html.receivers:
+        folded = signals.apply_filter(
+            signals.banner_html,
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            html,
+            strict=bool(current_app.config["PATRONLOCK_STRICT_SIGNALS"]),
+            lock=lock.name,
+            decision=decision,
+            context=context,
+        )
+        html = escape(folded)  # Markup stays as it is; a plain str is text, not HTML
+    return html
 
 
 def _banner_templates(reason: str) -> list[str | Template]:
@@ -326,7 +352,7 @@ def locked_response(error: LockedError) -> Response:
             action_url=context["action_url"],
         )
     else:
-        banner = Markup(render_template(_banner_templates(error.decision.reason), **context))
+        banner = _banner_html(error.lock, error.decision, context)
         response = current_app.make_response(
             render_template(
                 "patronlock/locked.html",

@@ -101,3 +101,53 @@ def rotate_keys_command() -> None:
         + (f", and the creator's {creator} token(s)" if creator else "")
         + ". The other keys can now be removed."
     )
+
+
+# -- add-ons (issue 6) -----------------------------------------------------------------------------------------------
+
+addons_cli = AppGroup("addons", help="Installed add-ons: list them, switch them on or off.")
+patronlock_cli.add_command(addons_cli)
+
+
+@addons_cli.command("list")
+def addons_list_command() -> None:
+    """List the add-ons found for this app: name, version, on/off, where from, and why a broken one failed."""
+    from .settings import list_addons
+
+    found = list_addons()
+    if not found:
+        click.echo("No add-ons installed (entry point group flask_patronlock.addons).")
+        return
+    for info in found:
+        status = "BROKEN" if not info.loaded else "on" if info.enabled else "off"
+        click.echo(f"{info.name:<24} {info.version or '-':<12} {status:<6} {info.description}")
+        click.echo(f"{'':<24} from {info.origin}")
+        if info.error:
+            click.echo(f"{'':<24} error: {info.error}")
+
+
+def _switch(name: str, enabled: bool, by: str | None) -> None:
+    from .settings import set_addon_enabled
+
+    try:
+        set_addon_enabled(name, enabled, by=by)
+    except LookupError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+    click.echo(f"Add-on {name} is now {'on' if enabled else 'off'} (every worker within "
+               "PATRONLOCK_SETTINGS_CHECK_SECONDS).")
+
+
+@addons_cli.command("enable")
+@click.argument("name")
+@click.option("--by", default="cli", show_default=True, help="Who made the change (recorded in the audit log).")
+def addons_enable_command(name: str, by: str) -> None:
+    """Switch the add-on NAME on."""
+    _switch(name, True, by)
+
+
+@addons_cli.command("disable")
+@click.argument("name")
+@click.option("--by", default="cli", show_default=True, help="Who made the change (recorded in the audit log).")
+def addons_disable_command(name: str, by: str) -> None:
+    """Switch the add-on NAME off: its receivers stop running and its pages answer 404."""
+    _switch(name, False, by)

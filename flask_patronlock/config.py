@@ -78,6 +78,11 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("PATRONLOCK_CREATOR_REDIRECT_URI", None,
         "The creator connect's callback URL (default: the settings page's, on PATRONLOCK_REDIRECT_URI's origin)."),
+    # -- add-ons (issue 6) --
+    Key("PATRONLOCK_ADDONS_AUTOLOAD", True, "Install the add-ons found in the flask_patronlock.addons entry points."),
+    Key("PATRONLOCK_ADDONS_DENYLIST", [], "Names of add-ons never loaded (not even imported) on this app."),
+    Key("PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT", True,
+        "Whether an installed add-on the creator never switched runs (False: only those switched on)."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

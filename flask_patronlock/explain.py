@@ -102,8 +102,9 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
 
     override = snapshot.overrides.get(target.name) if target.name is not None else None
     rule = snapshot.rule_for(target)
+    base = snapshot.base_rule_for(target)
     source: Literal["default", "override", "one-off"]
-    described = describe_rule(rule, snapshot.tiers)
+    described = describe_rule(base, snapshot.tiers)
     if target.name is None:
         source = "one-off"
         steps.append(f"Lock: a one-off rule: {described}.")
@@ -115,6 +116,8 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
     else:
         source = "default"
         steps.append(f"Lock {target.name!r}: the default rule declared in code applies: {described}.")
+    if rule != base:
+        steps.append(f"Filter: a lock-rule receiver changed the rule to: {describe_rule(rule, snapshot.tiers)}.")
 
     authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
     if not authenticated:

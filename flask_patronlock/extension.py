@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flask import Flask, current_app
 
 from . import config as _config
+from .addons import AddonDeclarations, AddonRegistry
 from .crypto import TokenCipher
 from .errors import ConfigurationError
 from .locks import LockDeclarations
@@ -39,13 +40,18 @@ class PatronLockState:
     store: Store
     #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
     settings: SettingsCache = field(init=False, repr=False)
+    #: the add-ons installed on the app, loaded or broken (issue 6).
+    addons: AddonRegistry = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings = SettingsCache(
             self.store,
             lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
             campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+            sender=self.app,
+            strict=lambda: bool(self.app.config["PATRONLOCK_STRICT_SIGNALS"]),
         )
+        self.addons = AddonRegistry(self)
 
     def token_cipher(self) -> TokenCipher:
         """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
@@ -108,7 +114,7 @@ class PatronLockState:
         return self.settings.current().campaign_id or self.app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
 
 
-class PatronLock(LockDeclarations):
+class PatronLock(LockDeclarations, AddonDeclarations):
     """Lock a Flask site's content to Patreon patrons by tier.
 
     ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
@@ -122,6 +128,7 @@ class PatronLock(LockDeclarations):
 
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
+        self._init_addons()
         self._init_locks()
         # Host callbacks for Log in with Patreon (functions, never an app): see user_creator and user_by_email.
         self._user_creator: Callable[[UserSnapshot], Any] | None = None
@@ -176,6 +183,10 @@ class PatronLock(LockDeclarations):
             from .admin import init_admin
 
             init_admin(app)
+        # Add-ons (issue 6) last, so they find everything above in place: entry points, then register_addon.
+        from .addons import init_app as init_addons
+
+        init_addons(app)
 
     # -- host callbacks for Log in with Patreon (docs/connect.rst) ----------------------------------------------------
 

@@ -15,6 +15,7 @@ The Python API (used by the settings page and by the CLI) works on the current a
 * :func:`get_banner_text`, :func:`set_banner_text`
 * :func:`get_campaign_id`, :func:`set_campaign_id`, :func:`set_routing`, :func:`clear_routing` (the settings page's
   choice of campaign and of site-wide / path locks, which win over the configuration)
+* :func:`list_addons`, :func:`set_addon_enabled`, :func:`is_addon_enabled` (issue 6)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import delete, insert, select, update
 
+from . import signals
 from .patreon.types import TierSnapshot
 from .policy import ALLOWING_REASONS, REASONS, LockRule, PolicySettings
 
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BANNER_REASONS",
+    "AddonInfo",
+    "AddonSwitch",
     "LockInfo",
     "Override",
     "Routing",
@@ -49,7 +53,10 @@ __all__ = [
     "get_campaign_id",
     "get_lock_override",
     "get_policy_settings",
+    "is_addon_enabled",
+    "list_addons",
     "list_locks",
+    "set_addon_enabled",
     "set_banner_text",
     "set_campaign_id",
     "set_lock_override",
@@ -67,6 +74,7 @@ BANNER_PREFIX = "banner:"
 #: the settings page's choice of campaign, and of site-wide / path locks (issue 7).
 CAMPAIGN_KEY = "patronlock.campaign_id"
 ROUTING_KEY = "patronlock.routing"
+ADDON_PREFIX = "addon:"
 
 _warned_tiers: set[str] = set()
 _warned_lock = threading.Lock()
@@ -77,6 +85,15 @@ class Override:
     """A creator's override of a named lock's rule."""
 
     rule: LockRule
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddonSwitch:
+    """The creator's switch of one add-on."""
+
+    enabled: bool
     updated_by: str | None = None
     updated_at: datetime | None = None
 
@@ -147,18 +164,65 @@ class SettingsSnapshot:
     campaign_id: str | None = None
     #: the site-wide and path locks set on the settings page (win over the configuration), or ``None``; issue 7.
     routing: Routing | None = None
+    #: the creator's add-on switches by add-on name (add-ons never switched are absent).
+    addon_switches: dict[str, AddonSwitch] = field(default_factory=dict)
+    #: the app, sent as the sender of the ``lock-rule`` filter.
+    sender: Any = field(default=None, repr=False, compare=False)
+    #: strict mode of the ``lock-rule`` filter (read when it is folded).
+    strict: Callable[[], bool] = field(default=lambda: False, repr=False, compare=False)
     _rules: dict[Any, LockRule] = field(default_factory=dict, repr=False)
+    #: the ``lock-rule`` receivers the cached rules were folded with.
+    _filtered_with: tuple[Any, ...] | None = field(default=None, repr=False)
 
     def rule_for(self, lock: Lock) -> LockRule:
         """The rule in force for ``lock``: the creator's override of a named lock, else its default; tier titles
-        resolved to tier ids. Computed once per lock and settings version."""
+        resolved to tier ids; then folded through the ``lock-rule`` filter. Computed once per lock and settings version
+        (and again when ``lock-rule`` receivers are connected or disconnected)."""
         key = lock.name if lock.name is not None else lock
+        receivers = signals.lock_rule.receivers
+        if receivers or self._filtered_with is not None:
+            filtered_with = tuple(receivers) if receivers else None
+            if filtered_with != self._filtered_with:
+                self._rules.clear()
+                self._filtered_with = filtered_with
         rule = self._rules.get(key)
         if rule is None:
-            override = self.overrides.get(lock.name) if lock.name is not None else None
-            rule = self.resolve(override.rule if override is not None else lock.rule)
+            rule = self.base_rule_for(lock)
+            if receivers:
+                rule = self._filter_rule(lock, rule)
             self._rules[key] = rule
         return rule
+
+    def rule_source(self, lock: Lock) -> Literal["default", "override", "one-off"]:
+        """Where ``lock``'s rule comes from: declared in code, the creator's override, or a one-off rule."""
+        if lock.name is None:
+            return "one-off"
+        return "override" if lock.name in self.overrides else "default"
+
+    def base_rule_for(self, lock: Lock) -> LockRule:
+        """The rule of ``lock`` before the ``lock-rule`` filter: the override, else the default, tiers resolved."""
+        override = self.overrides.get(lock.name) if lock.name is not None else None
+        return self.resolve(override.rule if override is not None else lock.rule)
+
+    def _filter_rule(self, lock: Lock, rule: LockRule) -> LockRule:
+        strict = bool(self.strict())
+        folded = signals.apply_filter(
+            signals.lock_rule, self.sender, rule, strict=strict, lock=lock.name, source=self.rule_source(lock)
+        )
+        if folded is rule:
+            return rule
+        if not isinstance(folded, LockRule):
+            message = f"a lock-rule receiver returned {type(folded).__name__}, not a LockRule; ignored"
+            if strict:
+                raise TypeError(message)
+            log.error(message)
+            return rule
+        return self.resolve(folded)
+
+    def addon_enabled(self, name: str, *, default: bool = True) -> bool:
+        """Whether the add-on ``name`` is switched on (``default`` when the creator never switched it)."""
+        switch = self.addon_switches.get(name)
+        return default if switch is None else switch.enabled
 
     def resolve(self, rule: LockRule) -> LockRule:
         """``rule`` with each entry of ``tier_ids`` that is not a known tier id but a known tier title (compared
@@ -217,8 +281,13 @@ class SettingsCache:
         *,
         campaign_id: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        sender: Any = None,
+        strict: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
+        #: the sender and strict mode of the ``lock-rule`` filter folded in :meth:`SettingsSnapshot.rule_for`.
+        self.sender = sender
+        self.strict = strict
         self._interval = interval
         self._campaign_id = campaign_id
         self.clock = clock
@@ -259,8 +328,9 @@ class SettingsCache:
         overrides: dict[str, Override] = {}
         campaign_id: str | None = None
         routing: Routing | None = None
+        switches: dict[str, AddonSwitch] = {}
         with self.store.engine.connect() as conn:
-            for row in conn.execute(select(s.c.key, s.c.value)).mappings():
+            for row in conn.execute(select(s.c.key, s.c.value, s.c.updated_by, s.c.updated_at)).mappings():
                 key, value = row["key"], row["value"]
                 if key == CAMPAIGN_KEY:
                     campaign_id = str(value) if value else None
@@ -276,6 +346,10 @@ class SettingsCache:
                         log.exception("the stored access policy is invalid; using the defaults until it is fixed")
                 elif key.startswith(BANNER_PREFIX) and isinstance(value, str):
                     banners[key[len(BANNER_PREFIX) :]] = value
+                elif key.startswith(ADDON_PREFIX) and isinstance(value, dict):
+                    switches[key[len(ADDON_PREFIX) :]] = AddonSwitch(
+                        bool(value.get("enabled", True)), row["updated_by"], row["updated_at"]
+                    )
             for row in conn.execute(select(o)).mappings():
                 try:
                     rule = LockRule.from_dict(row["rule"])
@@ -299,6 +373,9 @@ class SettingsCache:
             tier_ids_by_title=by_title,
             campaign_id=campaign_id,
             routing=routing,
+            addon_switches=switches,
+            sender=self.sender,
+            strict=self.strict,
         )
 
 
@@ -525,3 +602,75 @@ def clear_routing(*, by: str | None = None) -> None:
         conn.execute(delete(s).where(s.c.key == ROUTING_KEY))
 
     _write("routing_cleared", by, {}, apply)
+# -- add-ons (issue 6) -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddonInfo:
+    """An installed add-on as the settings page lists it."""
+
+    name: str
+    version: str
+    description: str
+    #: whether its receivers run: the creator's switch, else ``PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT``.
+    enabled: bool
+    #: where it came from (its entry point and distribution, or ``"code"``).
+    origin: str
+    #: why it could not be installed, or ``None`` when it is installed.
+    error: str | None = None
+    #: who last switched it, and when (``None`` if never).
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the add-on is installed and working (it may still be switched off)."""
+        return self.error is None
+
+
+def list_addons() -> list[AddonInfo]:
+    """Every add-on found for the current app, sorted by name: installed ones and broken ones (with ``error``)."""
+    state = _state()
+    snapshot = _snapshot()
+    default = bool(state.app.config["PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT"])
+    out = []
+    for found in sorted(state.addons, key=lambda a: a.name):
+        switch = snapshot.addon_switches.get(found.name)
+        out.append(
+            AddonInfo(
+                name=found.name,
+                version=found.version,
+                description=found.description,
+                enabled=snapshot.addon_enabled(found.name, default=default),
+                origin=found.origin,
+                error=found.error,
+                updated_by=switch.updated_by if switch else None,
+                updated_at=switch.updated_at if switch else None,
+            )
+        )
+    return out
+
+
+def is_addon_enabled(name: str) -> bool:
+    """Whether the add-on ``name`` is switched on (for any name: one never switched follows the default)."""
+    state = _state()
+    return _snapshot().addon_enabled(name, default=bool(state.app.config["PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT"]))
+
+
+def set_addon_enabled(name: str, enabled: bool, *, by: str | None = None) -> None:
+    """Switch the add-on ``name`` on or off. Every worker applies it within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``: a
+    disabled add-on's receivers are not called and its blueprints answer 404. Audited like every settings write.
+
+    :raises LookupError: if no add-on of that name was found for this app (installed or broken).
+    """
+    state = _state()
+    if name not in state.addons:
+        known = ", ".join(sorted(a.name for a in state.addons)) or "none"
+        raise LookupError(f"no add-on named {name!r} is installed (installed: {known})")
+    value = {"enabled": bool(enabled)}
+    _write(
+        "addon_switched",
+        by,
+        {"addon": name, "enabled": bool(enabled)},
+        lambda conn, version: _upsert_setting(conn, ADDON_PREFIX + name, value, version, by),
+    )

@@ -186,3 +186,26 @@ banner_context: Signal = patronlock_signals.signal("banner-context")
 #: kwargs: ``value``, ``tier`` (:class:`~flask_patronlock.patreon.types.TierSnapshot` or ``None``), ``cents`` (the
 #: amount asked for, or ``None``), ``lock``, ``decision``.
 pledge_url: Signal = patronlock_signals.signal("pledge-url")
+
+
+# -- filters of banner HTML and lock rules, for add-ons (issue 6) ------------------------------------------------------
+
+#: Filter: the HTML of a rendered banner (a :class:`markupsafe.Markup`), wherever one is shown: the ``{% patronlock %}``
+#: tag, ``patronlock_banner()``, :func:`~flask_patronlock.banners.render_banner` and the locked page of a
+#: :class:`~flask_patronlock.locks.LockedError`. Folded once per banner rendered, after its template was rendered
+#: with the (filtered) banner context. Same fold order as :data:`access_decision`; return the new HTML, or ``None``
+#: to keep it. Return :class:`~markupsafe.Markup` for HTML: a plain ``str`` is escaped, like any string in a template.
+#: kwargs: ``value``, ``lock`` (the lock name, or ``None`` for a one-off rule), ``decision``
+#: (:class:`~flask_patronlock.policy.Decision`), ``context`` (the banner context dict the template got).
+banner_html: Signal = patronlock_signals.signal("banner-html")
+
+#: Filter: the :class:`~flask_patronlock.policy.LockRule` in force for a lock, before anything is decided with it
+#: (decisions, banners, the explainer and the settings page all see the filtered rule). Folded once per lock and
+#: settings version, then cached: again only after a setting changes (an override, an add-on switched on or off ...)
+#: or a ``lock-rule`` receiver is connected or disconnected. So a receiver must depend only on its arguments; for
+#: anything that depends on the viewer or the time, use :data:`access_decision`. Same fold order as
+#: :data:`access_decision`; return a LockRule (tier titles are resolved to ids, as in a declared rule) or ``None``
+#: to keep it. kwargs: ``value`` (the rule, tier titles already resolved to ids), ``lock`` (the lock name, or
+#: ``None`` for a one-off rule), ``source`` (``"default"``: declared in code; ``"override"``: the creator's;
+#: ``"one-off"``).
+lock_rule: Signal = patronlock_signals.signal("lock-rule")

@@ -67,11 +67,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     _drop_patronlock_tables(url)
 
 
+#: Tables a test may create: ours, tests' own, and the example add-ons' (example_site/addons).
+_TEST_TABLE_PREFIXES = ("patronlock_", "test_", "welcome_outbox_", "supporters_wall_")
+
+
 def _drop_patronlock_tables(url: str) -> None:
     engine = create_engine(url)
     meta = MetaData()
     meta.reflect(engine)  # reflects the schema on the search_path only
-    tables = [t for t in meta.sorted_tables if t.name.startswith("patronlock_") or t.name.startswith("test_")]
+    tables = [t for t in meta.sorted_tables if t.name.startswith(_TEST_TABLE_PREFIXES)]
     with engine.begin() as conn:
         for table in reversed(tables):
             table.drop(conn)
