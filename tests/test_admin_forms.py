@@ -327,3 +327,33 @@ def test_the_admin_is_the_current_user(site: AdminSite) -> None:
 
     assert site.get("/who").get_data(as_text=True) == "admin"
     assert CAMPAIGN == "c1" and NOW.year == 2026
+
+
+# -- add-ons --------------------------------------------------------------------------------------------------------
+
+
+def test_an_add_on_is_switched_off_and_on(site: AdminSite) -> None:
+    from flask_patronlock import signals
+    from flask_patronlock.addons import Addon
+
+    heard: list[str] = []
+
+    class Echo(Addon):
+        name = "echo"
+        version = "1.0"
+        description = "Hears every patron change"
+
+        def init_app(self, app: Flask, hooks: Any) -> None:
+            hooks.connect(signals.patron_changed, lambda sender, patron, **kw: heard.append(patron.member_id))
+
+    site.state.extension.register_addon(Echo(), app=site.app)
+    html = html_of(site.get(ADMIN_PREFIX + "/addons"))
+    assert 'data-addon="echo"' in html and "Hears every patron change" in html
+    assert site.post(ADMIN_PREFIX + "/addons/echo", {"enabled": "0"}).status_code == 302
+    site.apply("m-a", full_name="A")
+    assert heard == []
+    assert audit(site, "addon_switched")[-1]["user_id"] == "admin"
+    site.post(ADMIN_PREFIX + "/addons/echo", {"enabled": "1"})
+    site.apply("m-b", full_name="B")
+    assert heard == ["m-b"]
+    assert site.post(ADMIN_PREFIX + "/addons/nope", {"enabled": "1"}).status_code == 404

@@ -66,6 +66,7 @@ GET_PAGES = [
     "/patrons?status=declined",
     "/patrons/m1",
     "/patrons/m2?lock=supporters",
+    "/addons",
 ]
 
 

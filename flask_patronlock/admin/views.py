@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from ..banners import ACTIONS, DEFAULT_TEXTS, PLACEHOLDERS, banner_context, fill
-from ..banners import _banner_templates as banner_templates
+from ..banners import _banner_html as banner_html
 from ..dates import add_months
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..explain import describe_rule, explain
@@ -29,7 +29,9 @@ from ..settings import (
     clear_routing,
     get_banner_text,
     get_policy_settings,
+    list_addons,
     list_locks,
+    set_addon_enabled,
     set_banner_text,
     set_lock_override,
     set_policy_settings,
@@ -51,6 +53,7 @@ for _endpoint, _label in (
     ("banners", "Banners"),
     ("policies", "Policies"),
     ("patrons", "Patrons"),
+    ("addons", "Add-ons"),
 ):
     nav(f"patronlock_admin.{_endpoint}", _label)
 
@@ -317,9 +320,8 @@ def _preview(lock: Lock) -> dict[str, Any] | None:
     snapshot = st.settings.current()
     steps = explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers)
     banner = Markup("")
-    if not decision.allowed:
-        context = banner_context(lock, decision, state=st)
-        banner = Markup(render_template(banner_templates(decision.reason), **context))
+    if not decision.allowed:  # exactly what a page shows: the real template, then the banner-html filter
+        banner = banner_html(lock, decision, banner_context(lock, decision, state=st))
     return {"label": label, "decision": decision, "banner": banner, "steps": steps, "choice": choice,
             "months": months}
 
@@ -355,10 +357,11 @@ def _sample_decision(reason: str, lock: Lock) -> Decision:
 
 def render_preview(reason: str, text: str, lock: Lock) -> Markup:
     """The banner of ``reason`` for ``lock`` with ``text`` (saved or not), rendered by the real banner template."""
-    context = banner_context(lock, _sample_decision(reason, lock), state=state())
+    decision = _sample_decision(reason, lock)
+    context = banner_context(lock, decision, state=state())
     values = {key: context.get(key) for key in PLACEHOLDERS}
     context["message"] = fill(text.strip() or DEFAULT_TEXTS[reason], values)
-    return Markup(render_template(banner_templates(reason), **context))
+    return banner_html(lock, decision, context)
 
 
 @route("/banners")
@@ -634,3 +637,24 @@ def dashboard() -> ResponseReturnValue:
         by_tier_rows=by_tier,
         steps=checklist(),
     )
+
+
+# -- add-ons --------------------------------------------------------------------------------------------------------
+
+
+@route("/addons")
+def addons() -> ResponseReturnValue:
+    """The installed add-ons (and those that failed to load), each with its on/off switch."""
+    return render_template("patronlock/admin/addons.html", addons=list_addons())
+
+
+@route("/addons/<name>", methods=("POST",))
+def switch_addon(name: str) -> ResponseReturnValue:
+    """Switch an add-on on or off; every worker follows within a few seconds."""
+    on = request.form.get("enabled") == "1"
+    try:
+        set_addon_enabled(name, on, by=admin_user_id())
+    except LookupError:
+        abort(404)
+    flash(f"Add-on {name!r} is {'on' if on else 'off'}. Every page follows within a few seconds.", "success")
+    return redirect(url_for(".addons"))
