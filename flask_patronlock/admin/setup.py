@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, flash, redirect, render_template, request, url_for
@@ -25,7 +26,7 @@ from ..settings import set_campaign_id
 from .blueprint import admin_user_id, nav, route, state
 from .data import last_complete_run
 
-__all__ = ["Step", "checklist", "creator_redirect_uri"]
+__all__ = ["Step", "checklist", "creator_redirect_uri", "site_url"]
 
 log = logging.getLogger("flask_patronlock.admin")
 
@@ -49,16 +50,13 @@ class Step:
     actions: bool = True
 
 
-def creator_redirect_uri(app: Flask) -> str:
-    """Where Patreon sends the creator back: ``PATRONLOCK_CREATOR_REDIRECT_URI``; else the settings page's callback
-    on the origin of ``PATRONLOCK_REDIRECT_URI``; else built from ``SERVER_NAME``. Never from the request's headers.
+def site_url(app: Flask, endpoint: str, **values: Any) -> str:
+    """An absolute URL of this site for Patreon to call back: on the origin (scheme and host) of
+    ``PATRONLOCK_REDIRECT_URI``, else built from ``SERVER_NAME``. Never from the request's ``Host`` header.
 
-    :raises ConfigurationError: none of the three is set.
+    :raises ConfigurationError: neither is set.
     """
     cfg = app.config
-    configured = cfg.get("PATRONLOCK_CREATOR_REDIRECT_URI")
-    if configured:
-        return str(configured)
     patrons = cfg.get("PATRONLOCK_REDIRECT_URI")
     server: str | None
     if patrons:
@@ -70,11 +68,24 @@ def creator_redirect_uri(app: Flask) -> str:
         root = cfg.get("APPLICATION_ROOT") or "/"
     if not server:
         raise ConfigurationError(
-            "PATRONLOCK_CREATOR_REDIRECT_URI is not set, and neither PATRONLOCK_REDIRECT_URI nor SERVER_NAME is, but "
-            "connecting the creator's Patreon account needs the URL Patreon sends the creator back to. Set one of them."
+            "Neither PATRONLOCK_REDIRECT_URI nor SERVER_NAME is set, but Patreon needs this site's address to call it "
+            "back. Set one of them (PATRONLOCK_CREATOR_REDIRECT_URI sets the creator connect's callback alone)."
         )
     adapter = app.url_map.bind(server, script_name=root, url_scheme=scheme)
-    return adapter.build(CALLBACK_ENDPOINT, force_external=True)
+    return adapter.build(endpoint, values, force_external=True)
+
+
+def creator_redirect_uri(app: Flask) -> str:
+    """Where Patreon sends the creator back: ``PATRONLOCK_CREATOR_REDIRECT_URI``; else the settings page's callback
+    on the site's origin (:func:`site_url`).
+
+    :raises ConfigurationError: none of ``PATRONLOCK_CREATOR_REDIRECT_URI``, ``PATRONLOCK_REDIRECT_URI`` and
+        ``SERVER_NAME`` is set.
+    """
+    configured = app.config.get("PATRONLOCK_CREATOR_REDIRECT_URI")
+    if configured:
+        return str(configured)
+    return site_url(app, CALLBACK_ENDPOINT)
 
 
 def _missing_scopes(scope: str) -> list[str]:

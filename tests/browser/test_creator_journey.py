@@ -77,10 +77,10 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner")
 
         # -- the other pages, for the record
-        for name in ("Banners", "Policies", "Patrons", "Dashboard", "Setup"):
+        for name in ("Banners", "Policies", "Patrons", "Dashboard", "Add-ons", "Setup"):
             page.click(f"nav >> text={name}")
             expect(page.locator("h1")).to_be_visible()
-            shots(page, name.lower())
+            shots(page, name.lower().replace("-", ""))
     finally:
         creator.close()
 
