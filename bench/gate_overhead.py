@@ -7,7 +7,13 @@ request so drift (CPU frequency, caches, other processes) hits both alike; each 
 rounds of the per-round median request time. Prints those medians and, on its last line,
 ``ratio=<locked / plain>``; the target is <= 1.10.
 
-    python bench/gate_overhead.py [--rounds 20] [--requests 500]
+Every locked request makes a real decision (``policy.decide`` with the current time, the ``access-decision`` filter
+check, ``Cache-Control: private`` and ``Vary: Cookie``). The viewer's link and stored membership are read from the
+database on the user's first request and then, as on a real site, from the worker's viewer cache, read again every
+``PATRONLOCK_VIEWER_CACHE_SECONDS`` (2 s by default: one locked request in a couple of thousand here, so the medians
+measure the cached steady state; ``--viewer-cache-seconds 0`` measures one query per request instead).
+
+    python bench/gate_overhead.py [--rounds 20] [--requests 500] [--viewer-cache-seconds S]
 """
 
 from __future__ import annotations
@@ -51,13 +57,15 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
 PAGE = "<html><body><h1>Post</h1><p>" + "Lorem ipsum dolor sit amet. " * 40 + "</p></body></html>"
 
 
-def build(path: Path) -> Flask:
+def build(path: Path, viewer_cache_seconds: float | None = None) -> Flask:
     app = Flask("gate_overhead")
     app.config.update(
         SECRET_KEY="bench",
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}",
         PATRONLOCK_CAMPAIGN_ID="c1",
     )
+    if viewer_cache_seconds is not None:
+        app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"] = viewer_cache_seconds
     db.init_app(app)
     patronlock.init_app(app)
     manager = LoginManager(app)
@@ -106,15 +114,19 @@ def build(path: Path) -> Flask:
     return app
 
 
-def run(rounds: int, requests: int) -> float:
+def run(rounds: int, requests: int, viewer_cache_seconds: float | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        app = build(Path(tmp) / "bench.db")
+        app = build(Path(tmp) / "bench.db", viewer_cache_seconds)
         client = app.test_client()
         assert client.get("/login").status_code == 200
+        viewers = app.extensions["patronlock"].viewers
+        assert "1" not in viewers  # the user's first locked page reads the database
         for path in ("/plain", "/locked"):
             response = client.get(path)
             assert response.status_code == 200 and response.get_data(as_text=True) == PAGE, (path, response.status)
-        assert client.get("/locked").headers["Cache-Control"] == "private"
+        assert ("1" in viewers) is (app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"] > 0)
+        locked_response = client.get("/locked")
+        assert locked_response.headers["Cache-Control"] == "private" and locked_response.headers["Vary"] == "Cookie"
         for _ in range(200):  # warm up both paths
             client.get("/plain")
             client.get("/locked")
@@ -142,7 +154,8 @@ def run(rounds: int, requests: int) -> float:
     per_request = per_round
     plain = statistics.median(per_request["/plain"])
     locked_ = statistics.median(per_request["/locked"])
-    print(f"rounds={rounds} requests/round={requests}")
+    ttl = app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"]
+    print(f"rounds={rounds} requests/round={requests} PATRONLOCK_VIEWER_CACHE_SECONDS={ttl}")
     print(f"login_required           median {plain * 1e6:8.1f} us/request")
     print(f"login_required + @locked median {locked_ * 1e6:8.1f} us/request  (+{(locked_ - plain) * 1e6:.1f} us)")
     ratio = locked_ / plain
@@ -154,8 +167,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--viewer-cache-seconds", type=float, default=None,
+                        help="PATRONLOCK_VIEWER_CACHE_SECONDS (default: the extension's default; 0: no viewer cache)")
     args = parser.parse_args()
-    run(args.rounds, args.requests)
+    run(args.rounds, args.requests, args.viewer_cache_seconds)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from .locks import (
     current_patron,
     current_viewer,
     decision_for,
+    forget_viewer,
     lock_exempt,
     locked,
     require,
     send_locked_file,
+    viewer_changed,
 )
 from .patreon.types import CampaignSnapshot, MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
@@ -61,6 +63,7 @@ __all__ = [
     "current_viewer",
     "decision_for",
     "explain",
+    "forget_viewer",
     "get_accounts",
     "get_state",
     "lock_exempt",
@@ -68,4 +71,5 @@ __all__ = [
     "render_banner",
     "require",
     "send_locked_file",
+    "viewer_changed",
 ]

@@ -41,6 +41,9 @@ KEYS: tuple[Key, ...] = (
     # -- locks, templates and banners (issue 4) --
     Key("PATRONLOCK_SETTINGS_CHECK_SECONDS", 2.0,
         "How often (seconds) a worker checks the settings version; overrides reach every worker within it."),
+    Key("PATRONLOCK_VIEWER_CACHE_SECONDS", 2.0,
+        "How long (seconds) a worker reuses a viewer's link and stored membership; 0 reads them on every request."),
+    Key("PATRONLOCK_VIEWER_CACHE_SIZE", 10_000, "The most viewers each worker keeps in that cache (least recent go)."),
     Key("PATRONLOCK_SITE_LOCK", None, "A named lock every request must pass (except static, login, exempt views)."),
     Key("PATRONLOCK_PATH_LOCKS", None, "A mapping of URL path prefix to lock name, checked before the view."),
     Key("PATRONLOCK_EXEMPT_ENDPOINTS", [], "Endpoints the site-wide and path locks never apply to."),

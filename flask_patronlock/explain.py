@@ -132,7 +132,7 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
         else:
             steps.append(f"Viewer: user {user_id}, signed in, linked to Patreon user {patreon_user_id}.")
     bare_id = isinstance(user, _UserId)
-    viewer = viewer_for(user, state, is_admin=False if bare_id else None)
+    viewer = viewer_for(user, state, is_admin=False if bare_id else None, cached=False)  # the stored truth
     if viewer.linked:
         campaign = state.campaign_id_or_none()
         of_campaign = f" of campaign {campaign}" if campaign else ""

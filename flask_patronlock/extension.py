@@ -16,6 +16,7 @@ from .locks import LockDeclarations
 from .models import Tables, tables_for
 from .settings import SettingsCache
 from .store import Store
+from .viewers import ViewerCache
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -42,14 +43,22 @@ class PatronLockState:
     settings: SettingsCache = field(init=False, repr=False)
     #: the add-ons installed on the app, loaded or broken (issue 6).
     addons: AddonRegistry = field(init=False, repr=False)
+    #: this worker's viewer records (link + stored patron) by local user id, kept for at most
+    #: ``PATRONLOCK_VIEWER_CACHE_SECONDS``.
+    viewers: ViewerCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        config = self.app.config
         self.settings = SettingsCache(
             self.store,
-            lambda: float(self.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
-            campaign_id=lambda: self.app.config["PATRONLOCK_CAMPAIGN_ID"],
+            lambda: float(config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
+            campaign_id=lambda: config["PATRONLOCK_CAMPAIGN_ID"],
             sender=self.app,
-            strict=lambda: bool(self.app.config["PATRONLOCK_STRICT_SIGNALS"]),
+            strict=lambda: bool(config["PATRONLOCK_STRICT_SIGNALS"]),
+        )
+        self.viewers = ViewerCache(
+            lambda: float(config["PATRONLOCK_VIEWER_CACHE_SECONDS"]),
+            max_entries=lambda: int(config["PATRONLOCK_VIEWER_CACHE_SIZE"]),
         )
         self.addons = AddonRegistry(self)
 

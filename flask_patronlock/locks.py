@@ -3,7 +3,9 @@
 Every decision goes through :func:`flask_patronlock.policy.decide`, fed with
 
 * the viewer: Flask-Login's ``current_user``, whether that user linked a Patreon account, and the stored patron,
-  read in ONE indexed query per request and cached in ``g._patronlock_viewer``;
+  read in ONE indexed query, kept in the worker's :class:`~flask_patronlock.viewers.ViewerCache` for at most
+  ``PATRONLOCK_VIEWER_CACHE_SECONDS`` (see :func:`viewer_changed`, :func:`forget_viewer`) and in
+  ``g._patronlock_viewer`` for the request;
 * the rule: the creator's override of a named lock, else its default, tier titles resolved to ids, from the
   per-process :class:`~flask_patronlock.settings.SettingsCache` (no query per request);
 * the creator's :class:`~flask_patronlock.policy.PolicySettings` and the tier catalogue, from the same cache.
@@ -22,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import (
@@ -35,7 +38,9 @@ from flask import (
     request,
     send_file,
     send_from_directory,
+    session,
 )
+from flask.sessions import NullSession
 from flask_login import current_user
 from werkzeug.exceptions import Forbidden
 from werkzeug.local import LocalProxy
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
 
     from .extension import PatronLockState
     from .settings import SettingsSnapshot
+    from .store import Store
 
 __all__ = [
     "Lock",
@@ -62,11 +68,13 @@ __all__ = [
     "current_patron",
     "current_viewer",
     "decision_for",
+    "forget_viewer",
     "lock_exempt",
     "locked",
     "make_rule",
     "require",
     "send_locked_file",
+    "viewer_changed",
 ]
 
 log = logging.getLogger("flask_patronlock.locks")
@@ -252,9 +260,18 @@ class LockDeclarations:
 # -- the viewer ------------------------------------------------------------------------------------------------------
 
 
+# The proxies' own getters, bound once: the page-view path resolves each context object once and then uses the real
+# object, instead of paying for a proxy lookup (about a microsecond) at every attribute access.
+_app_now: Callable[[], Flask] = current_app._get_current_object  # type: ignore[attr-defined]
+_g_now: Callable[[], Any] = g._get_current_object
+_request_now: Callable[[], Any] = request._get_current_object  # type: ignore[attr-defined]
+_session_now: Callable[[], Any] = session._get_current_object  # type: ignore[attr-defined]
+_user_now: Callable[[], Any] = current_user._get_current_object
+
+
 def _state() -> PatronLockState:
     try:  # get_state() without an import per call: this is on every page view
-        state: PatronLockState = current_app.extensions["patronlock"]
+        state: PatronLockState = _app_now().extensions["patronlock"]
     except KeyError:
         from .extension import get_state
 
@@ -266,35 +283,81 @@ def _current_user(app: Flask) -> Any:
     """Flask-Login's current user, or ``None`` outside a request or when the app has no LoginManager."""
     if not has_request_context() or getattr(app, "login_manager", None) is None:
         return None
-    return current_user._get_current_object()
+    user = vars(_g_now()).get("_login_user")  # where Flask-Login keeps current_user once loaded
+    return user if user is not None else _user_now()
 
 
-def viewer_for(user: Any, state: PatronLockState, *, is_admin: bool | None = None) -> Viewer:
+#: The viewer of everyone not signed in (viewers are immutable, so one will do).
+_ANONYMOUS = Viewer(authenticated=False, linked=False)
+
+
+def viewer_for(
+    user: Any,
+    state: PatronLockState,
+    *,
+    is_admin: bool | None = None,
+    cached: bool = True,
+    not_before: float | None = None,
+) -> Viewer:
     """The :class:`~flask_patronlock.policy.Viewer` for a host user object (``None`` or an anonymous user: an
-    anonymous viewer). Makes one database query for a signed-in user. ``is_admin`` given skips the admin callback."""
+    anonymous viewer). ``is_admin`` given skips the admin callback.
+
+    For a signed-in user the link and stored patron come from the worker's viewer cache (at most
+    ``PATRONLOCK_VIEWER_CACHE_SECONDS`` old, and read at or after ``not_before``, a ``time.time()`` stamp), else from
+    one database query; ``cached=False`` always queries (and leaves the cache alone).
+    """
     if user is None or not getattr(user, "is_authenticated", False):
-        return Viewer(authenticated=False, linked=False)
+        return _ANONYMOUS
+    return _signed_in_viewer(user, state, is_admin=is_admin, cached=cached, not_before=not_before)
+
+
+def _signed_in_viewer(
+    user: Any, state: PatronLockState, *, is_admin: bool | None, cached: bool, not_before: float | None
+) -> Viewer:
+    """:func:`viewer_for` once ``user`` is known to be authenticated."""
     user_id = user.get_id()
     if user_id is None:
-        return Viewer(authenticated=False, linked=False)
-    linked, patron = state.store.viewer_record(str(user_id), state.campaign_id_or_none())
+        return _ANONYMOUS
+    user_id = str(user_id)
+    store = state.store
+    campaign_id = state.campaign_id_or_none()
+    if cached:
+        viewer = state.viewers.get(user_id, lambda: _read_viewer(store, user_id, campaign_id), not_before=not_before)
+    else:
+        viewer = _read_viewer(store, user_id, campaign_id)
     if is_admin is None:
         loader = state.extension._admin_loader
         is_admin = bool(loader(user)) if loader is not None else False
-    return Viewer(authenticated=True, linked=linked, is_admin=is_admin, patron=patron)
+    if is_admin:
+        return Viewer(authenticated=True, linked=viewer.linked, is_admin=True, patron=viewer.patron)
+    return viewer
+
+
+def _read_viewer(store: Store, user_id: str, campaign_id: str | None) -> Viewer:
+    """The viewer record of a signed-in user, from the database: linked? the stored patron (never an admin)."""
+    linked, patron = store.viewer_record(user_id, campaign_id)
+    return Viewer(authenticated=True, linked=linked, patron=patron)
 
 
 def current_viewer(state: PatronLockState | None = None) -> Viewer:
-    """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request."""
-    viewer: Viewer | None = g.get(_G_VIEWER)
+    """The current request's viewer (signed in? linked? admin? the stored patron), loaded once per request, from the
+    worker's viewer cache when it holds a record young enough (see :func:`viewer_changed`)."""
+    request_values = vars(_g_now())
+    viewer: Viewer | None = request_values.get(_G_VIEWER)
     if viewer is None:
-        if state is None:
-            state = _state()
-        user = _current_user(state.app)
-        viewer = viewer_for(user, state)
-        if has_app_context():
-            setattr(g, _G_USER, user)
-            setattr(g, _G_VIEWER, viewer)
+        viewer = _load_viewer(state if state is not None else _state(), request_values)
+    return viewer
+
+
+def _load_viewer(state: PatronLockState, request_values: dict[str, Any]) -> Viewer:
+    """Load the request's viewer into ``g`` (``request_values`` is ``vars(g)``), with the user it is for."""
+    user = _current_user(state.app)
+    if user is None or not getattr(user, "is_authenticated", False):
+        viewer = _ANONYMOUS
+    else:
+        viewer = _signed_in_viewer(user, state, is_admin=None, cached=True, not_before=_session_stamp())
+    request_values[_G_USER] = user
+    request_values[_G_VIEWER] = viewer
     return viewer
 
 
@@ -308,11 +371,114 @@ def _get_current_patron() -> Patron | None:
 current_patron: Patron | None = cast("Patron | None", LocalProxy(_get_current_patron))
 
 
-def _forget_viewer(*args: Any, **kwargs: Any) -> None:
-    """Flask-Login logged a user in or out during the request: the cached viewer and decisions are stale."""
+def _forget_request_viewer(*args: Any, **kwargs: Any) -> None:
+    """Flask-Login logged a user in or out during the request: the request's viewer and decisions are stale."""
     if has_app_context():
         for name in (_G_VIEWER, _G_USER, _G_DECISIONS):
             g.pop(name, None)
+
+
+# -- the viewer cache: forgetting and session stamps -------------------------------------------------------------------
+
+#: The session key of the viewer-changed stamp (a ``time.time()`` float): entries of the viewer cache read before it
+#: are not used for this session, on any worker.
+SESSION_STAMP_KEY = "_patronlock_vstamp"
+
+
+def _session_stamp() -> float | None:
+    if not has_request_context():
+        return None
+    stamp = _session_now().get(SESSION_STAMP_KEY)
+    return float(stamp) if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) else None
+
+
+def _request_user_id(app: Flask) -> str | None:
+    """The id of the user signed in to the current request of ``app``, if Flask-Login loaded one (never loads it)."""
+    if not has_request_context() or current_app._get_current_object() is not app:  # type: ignore[attr-defined]
+        return None
+    user = g.get(_G_USER)
+    if user is None:
+        user = g.get("_login_user")  # Flask-Login's per-request user, set once current_user was used
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    user_id = user.get_id()
+    return str(user_id) if user_id is not None else None
+
+
+def forget_viewer(user_id: str | None = None, *, app: Flask | None = None) -> None:
+    """Drop this worker's cached viewer record of the local user ``user_id`` (``None``: of every user) in ``app``
+    (default: the current app), so the next page view of that user in this worker reads the database. In a request of
+    that app for that user (or with ``None``), the request's loaded viewer and decisions are dropped too.
+
+    flask-patronlock calls it after every change it commits (``patron-changed``, ``patron-linked``,
+    ``patron-unlinked``); call it after changing ``patronlock_accounts`` or ``patronlock_patrons`` any other way.
+    Other workers see the change within ``PATRONLOCK_VIEWER_CACHE_SECONDS``; for the viewer's own actions use
+    :func:`viewer_changed`, which reaches every worker at once.
+    """
+    target: Any = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    state: PatronLockState | None = target.extensions.get("patronlock")
+    if state is None:
+        raise RuntimeError("flask-patronlock is not registered on this app")
+    key = str(user_id) if user_id is not None else None
+    state.viewers.forget(key)
+    in_request = has_request_context() and current_app._get_current_object() is target  # type: ignore[attr-defined]
+    if in_request and (key is None or _request_user_id(target) == key):
+        _forget_request_viewer()
+
+
+def viewer_changed() -> None:
+    """The signed-in viewer's own link or membership just changed (they connected Patreon, refreshed their status, or
+    unlinked): call it in that request, after the change is committed.
+
+    It forgets this worker's cached record of the viewer (:func:`forget_viewer`) and stamps the viewer's session, so
+    that on every worker a record read before now is not used for this session: their very next page is fresh,
+    wherever it is served. (A ``patron-changed``, ``patron-linked`` or ``patron-unlinked`` signal about the user
+    signed in to the current request also stamps the session, but a refresh that finds nothing new sends none: call
+    this anyway.) Without a session (no ``SECRET_KEY``) only this worker's record is forgotten.
+
+    :raises RuntimeError: outside a request (use :func:`forget_viewer` there).
+    """
+    if not has_request_context():
+        raise RuntimeError("viewer_changed() stamps the session of a request; outside a request use forget_viewer()")
+    state = _state()
+    user = _current_user(state.app)
+    user_id = user.get_id() if user is not None and getattr(user, "is_authenticated", False) else None
+    _stamp_session(state)
+    if user_id is not None:
+        forget_viewer(str(user_id), app=state.app)
+    else:
+        _forget_request_viewer()
+
+
+def _stamp_session(state: PatronLockState) -> None:
+    if isinstance(session._get_current_object(), NullSession):  # type: ignore[attr-defined]
+        return  # no session (no SECRET_KEY): other workers see the change within PATRONLOCK_VIEWER_CACHE_SECONDS
+    # A stamp never moves backwards (two workers' clocks may differ slightly).
+    stamp = state.viewers.wall_clock()
+    previous = _session_stamp()
+    session[SESSION_STAMP_KEY] = stamp if previous is None else max(stamp, previous)
+
+
+def _on_user_changed(app: Any, user_ids: tuple[str | None, ...]) -> None:
+    state: PatronLockState | None = getattr(app, "extensions", {}).get("patronlock")
+    if state is None:
+        return
+    current = _request_user_id(app)
+    for user_id in {str(u) for u in user_ids if u is not None}:
+        forget_viewer(user_id, app=app)
+        if user_id == current:
+            _stamp_session(state)
+
+
+def _on_patron_changed(sender: Any, *, patron: Patron | None = None, previous: Patron | None = None,
+                       **kwargs: Any) -> None:
+    """``patron-changed`` (sent after commit): the stored patron of its linked local user (before and after) moved."""
+    _on_user_changed(sender, (getattr(patron, "local_user_id", None), getattr(previous, "local_user_id", None)))
+
+
+def _on_link_changed(sender: Any, *, user_id: Any = None, **kwargs: Any) -> None:
+    """``patron-linked`` / ``patron-unlinked`` (sent after commit): the local user's link moved."""
+    _on_user_changed(sender, (str(user_id) if user_id is not None else None,))
 
 
 # -- deciding --------------------------------------------------------------------------------------------------------
@@ -384,17 +550,25 @@ def decision_for(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
     arguments) for the current viewer; made once per request and lock. Marks the response ``Cache-Control:
     private``."""
     state = _state()
-    target = as_lock(lock, rule_kwargs, state=state)
+    return _decision(state, as_lock(lock, rule_kwargs, state=state))
+
+
+def _decision(state: PatronLockState, target: Lock) -> Decision:
+    """``decision_for`` once the lock is resolved: the request's decision of ``target``, made at most once."""
+    # g's attributes are its __dict__ (Flask's _AppCtxGlobals): reading and writing them there skips a Python-level
+    # __getattr__ (which raises for a missing name) and __setattr__ per access.
+    request_values = vars(_g_now())
     key: Any = target.name if target.name is not None else target
-    cache: dict[Any, Decision] | None = g.get(_G_DECISIONS)
+    cache: dict[Any, Decision] | None = request_values.get(_G_DECISIONS)
     if cache is None:
-        cache = {}
-        setattr(g, _G_DECISIONS, cache)
-        setattr(g, _G_PRIVATE, True)
+        cache = request_values[_G_DECISIONS] = {}
+        request_values[_G_PRIVATE] = True
     decision = cache.get(key)
     if decision is None:
-        viewer = current_viewer(state)
-        decision = evaluate(target, viewer, user=g.get(_G_USER), state=state)[2]
+        viewer = request_values.get(_G_VIEWER)
+        if viewer is None:
+            viewer = _load_viewer(state, request_values)
+        decision = evaluate(target, viewer, user=request_values.get(_G_USER), state=state)[2]
         cache[key] = decision
     return decision
 
@@ -410,8 +584,9 @@ def require(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
 
     :raises LockedError: when the viewer may not see it.
     """
-    target = as_lock(lock, rule_kwargs)
-    decision = decision_for(target)
+    state = _state()
+    target = as_lock(lock, rule_kwargs, state=state)
+    decision = _decision(state, target)
     if not decision.allowed:
         raise LockedError(target, decision)
     return decision
@@ -485,11 +660,19 @@ def locked(lock: LockLike | Callable[..., Any] = None, /, **rule_kwargs: Any) ->
 
 
 def _decorate(target: str | Lock, func: F) -> F:
+    is_async = iscoroutinefunction(func)  # decided once, as Flask's ensure_sync would decide on every call
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if request.method not in EXEMPT_METHODS:
-            require(target)
-        return current_app.ensure_sync(func)(*args, **kwargs)
+        if _request_now().method not in EXEMPT_METHODS:
+            state = _state()
+            lock = target if isinstance(target, Lock) else state.extension.locks.get(target)
+            decision = _decision(state, lock)
+            if not decision.allowed:
+                raise LockedError(lock, decision)
+        if is_async:
+            return _app_now().ensure_sync(func)(*args, **kwargs)
+        return func(*args, **kwargs)
 
     wrapper.patronlock_lock = target  # type: ignore[attr-defined]
     return cast(F, wrapper)
@@ -560,43 +743,55 @@ def _path_lock(prefixes: Mapping[str, str], path: str) -> str | None:
 
 
 def _before_request() -> None:
-    app = current_app
+    app = _app_now()
     config = app.config
     site, paths = config["PATRONLOCK_SITE_LOCK"], config["PATRONLOCK_PATH_LOCKS"]
-    routing = _state().settings.current().routing  # set on the settings page: wins over the configuration
+    routing = app.extensions["patronlock"].settings.current().routing  # the settings page's: wins over the config
     if routing is not None:
         site, paths = routing.site_lock, routing.path_locks
     if not site and not paths:
         return
-    endpoint = request.endpoint
-    if request.method in EXEMPT_METHODS or endpoint is None:
+    req = _request_now()
+    endpoint = req.endpoint
+    if req.method in EXEMPT_METHODS or endpoint is None:
         return  # a 404/405 leaks nothing and is not ours to lock
-    real = cast(Flask, app._get_current_object())  # type: ignore[attr-defined]
-    if _exempt_endpoint(real, endpoint):
+    if _exempt_endpoint(app, endpoint):
         return
     if site:
         require(site)
     if paths:
-        name = _path_lock(paths, request.path)
+        name = _path_lock(paths, req.path)
         if name is not None:
             require(name)
 
 
 def _after_request(response: Response) -> Response:
-    if g.get(_G_PRIVATE):
-        headers = response.headers
-        if "Cache-Control" in headers:
-            cache_control = response.cache_control
-            cache_control.public = False
-            cache_control.s_maxage = None
-            cache_control.private = True
-        else:
-            headers["Cache-Control"] = "private"
-        if "Vary" in headers:
-            response.vary.add("Cookie")
-        else:
-            headers["Vary"] = "Cookie"
+    if vars(_g_now()).get(_G_PRIVATE):
+        _make_private(response)
     return response
+
+
+def _make_private(response: Response) -> None:
+    """``Cache-Control: private`` (replacing ``public`` and ``s-maxage``) and ``Vary: Cookie``."""
+    headers = response.headers
+    has_cache_control = has_vary = False
+    for name, _value in headers:  # one pass; "in headers" raises and catches a KeyError per missing header
+        lowered = name.lower()
+        if lowered == "cache-control":
+            has_cache_control = True
+        elif lowered == "vary":
+            has_vary = True
+    if has_cache_control:
+        cache_control = response.cache_control
+        cache_control.public = False
+        cache_control.s_maxage = None
+        cache_control.private = True
+    else:
+        headers.add("Cache-Control", "private")
+    if has_vary:
+        response.vary.add("Cookie")
+    else:
+        headers.add("Vary", "Cookie")
 
 
 #: Holds flask-patronlock's templates (``templates/patronlock/...``); registered without routes. App templates of the
@@ -615,8 +810,13 @@ def init_app(app: Flask) -> None:
     except ImportError:  # pragma: no cover - flask-login is a dependency
         pass
     else:
-        user_logged_in.connect(_forget_viewer, weak=False)
-        user_logged_out.connect(_forget_viewer, weak=False)
+        user_logged_in.connect(_forget_request_viewer, weak=False)
+        user_logged_out.connect(_forget_request_viewer, weak=False)
+    # One receiver for every app (it finds the app's cache from the sender); connecting again is a no-op. The link
+    # signals are looked up by name: the connect views send them.
+    signals.patron_changed.connect(_on_patron_changed, weak=False)
+    for name in ("patron-linked", "patron-unlinked"):
+        signals.patronlock_signals.signal(name).connect(_on_link_changed, weak=False)
     from .templating import init_app as init_templating
 
     init_templating(app)

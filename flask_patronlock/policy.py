@@ -457,7 +457,8 @@ def _entitlement(
     if patron is None:
         return _NO_PATRON
     base = _before_missing(patron, settings, now)
-    if not base.entitled or (patron.missing_since is None and patron.missing_runs <= 0):
+    entitled = base.state == "active" or base.state == "grace"  # base.entitled, without the property call
+    if not entitled or (patron.missing_since is None and patron.missing_runs <= 0):
         return base
     if patron.held_run_id is not None:
         if steps is not None:
@@ -638,8 +639,11 @@ _CHECKS: Final = (_check_min_cents, _check_tiers, _check_since, _check_lifetime,
 
 
 def _required_cents(rule: LockRule, tiers: Mapping[str, TierSnapshot]) -> int | None:
-    amounts = [tiers[t].amount_cents for t in rule.tier_ids if t in tiers]
-    cheapest = min(amounts) if amounts else None
+    cheapest: int | None = None
+    for tier_id in rule.tier_ids:
+        tier = tiers.get(tier_id)
+        if tier is not None and (cheapest is None or tier.amount_cents < cheapest):
+            cheapest = tier.amount_cents
     if rule.min_cents is None or cheapest is None:
         return rule.min_cents if cheapest is None else cheapest
     return max(rule.min_cents, cheapest) if rule.combine == "all" else min(rule.min_cents, cheapest)
@@ -759,7 +763,20 @@ def _decide_inner(
     any_mode = rule.combine == "any"
     failed: _Outcome | None = None
     conditions = 0
-    for check in _CHECKS:
+    # The checks of the conditions the rule sets, in _CHECKS order (each check also returns None for an unset one; not
+    # calling those is what a page view saves).
+    checks = []
+    if rule.min_cents is not None:
+        checks.append(_check_min_cents)
+    if rule.tier_ids:
+        checks.append(_check_tiers)
+    if rule.patron_since_before is not None:
+        checks.append(_check_since)
+    if rule.lifetime_cents is not None:
+        checks.append(_check_lifetime)
+    if rule.drip_months is not None:
+        checks.append(_check_drip)
+    for check in checks:
         result = check(rule, ent, known, now, steps)
         if result is None:
             continue
@@ -821,7 +838,7 @@ def decide(
     without a known tier are cents compared, and then an annual pledge's monthly equivalent (often discounted) may fall
     below a tier's monthly price.
     """
-    return _decide(rule, viewer, settings, now, tiers, None)
+    return _decide_inner(rule, viewer, settings, now, tiers, None)  # _decide without steps, one call less
 
 
 def explain_steps(

@@ -46,6 +46,7 @@ from .accounts import (
 )
 from .errors import ConfigurationError, TokenDecryptionError
 from .extension import PatronLockState, get_state
+from .locks import viewer_changed
 from .patreon.errors import InvalidGrant, PatreonError, RateLimited, TokenError
 from .patreon.types import Identity, MemberSnapshot, TierSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
@@ -514,6 +515,7 @@ def _finish_connect(
         ) from None
     member, patron = accounts.apply_identity(identity, observed_at=observed_at)
     _signal_link(result, user, identity, patron, "connect")
+    viewer_changed()  # every worker reads this viewer afresh on their next page
     label = _account_label(identity.user)
     verb = "Reconnected" if result.outcome == "reauthorized" else "Connected"
     described = _describe(patron, member, observed_at)
@@ -643,6 +645,7 @@ def _finish_login(
         _send(signals.user_created_from_patreon, user=user, user_id=user_id, patreon_user=patreon_user)
     _signal_link(result, user, identity, patron, via)
     _send(signals.patron_logged_in, user=user, user_id=user_id, patreon_user=patreon_user, patron=patron)
+    viewer_changed()
     described = _describe(patron, member, observed_at)
     label = _account_label(patreon_user)
     first = "Welcome! Your account was created from" if created else "Logged in with"
@@ -684,6 +687,7 @@ def unlink() -> ResponseReturnValue:
         flash("No Patreon account was connected.", "patronlock")
     else:
         _send(signals.patron_unlinked, user_id=removed.user_id, patreon_user_id=removed.patreon_user_id, reason="user")
+        viewer_changed()
         flash(
             "Disconnected your Patreon account. Patron posts are locked for this account until you connect Patreon "
             "again.",
@@ -736,6 +740,7 @@ def refresh() -> ResponseReturnValue:
         raise _patreon_problem(exc, "refresh", None) from None
     now = _now()
     member, patron = accounts.apply_identity(identity, observed_at=now)
+    viewer_changed()  # also when nothing changed: no signal then, but the viewer asked to see the fresh state
     described = _describe(patron, member, now)
     flash(f"Refreshed your Patreon status. {described}", "patronlock")
     return redirect(back)

@@ -292,3 +292,18 @@ def test_the_creators_policy_decides_the_wording(site: Site, patreon_sandbox: An
     oauth_flow(client, "dee@patreon.example")
     (message,) = flashes(site, client)
     assert "Patreon could not charge your payment, so patron posts are locked for now" in message
+
+
+def test_connect_and_an_unchanged_refresh_stamp_the_session(site: Site, patreon_sandbox: Any) -> None:
+    """A viewer's own connect / refresh must be seen on their next page on every worker (the viewer cache)."""
+    patreon_sandbox.add_patron("same@patreon.example", tier="Bronze")
+    user = site.add_user("same@site.example")
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, "same@patreon.example")
+    with client.session_transaction() as sess:
+        assert "_patronlock_vstamp" in sess
+        del sess["_patronlock_vstamp"]
+    client.post("/patreon/refresh", data={"csrf_token": csrf_token(client)})  # nothing changed: no signal sent
+    with client.session_transaction() as sess:
+        assert "_patronlock_vstamp" in sess

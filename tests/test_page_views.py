@@ -1,4 +1,5 @@
-"""A page view never calls Patreon, and reads the database once: the viewer's link and patron in one query."""
+"""A page view never calls Patreon, and reads the database at most once: the viewer's link and patron in one query,
+none while the worker's viewer cache holds them."""
 
 from __future__ import annotations
 
@@ -82,9 +83,33 @@ def test_a_page_view_never_calls_patreon(site: Site, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize(("user", "expected"), [(None, 0), ("stranger", 1), ("linked-only", 1), ("gold", 1)])
 def test_at_most_one_query_per_page_view(site: Site, user: str | None, expected: int) -> None:
-    site.get("/page", "gold")  # the first request loads the settings cache
+    site.get("/page", "admin-warmup")  # the first request loads the settings cache
     with count_queries(site.app) as queries:
-        site.get("/page", user)
+        site.get("/page", user)  # the user's first page view in this worker: its viewer record is read
     assert len(queries) == expected, queries
     if expected:
         assert "patronlock_accounts" in queries[0] and "patronlock_patrons" in queries[0]
+
+
+@pytest.mark.parametrize("user", [None, "stranger", "linked-only", "gold"])
+def test_no_query_for_a_page_view_within_the_viewer_cache_ttl(site: Site, user: str | None) -> None:
+    site.get("/page", user)
+    statuses = []
+    with count_queries(site.app) as queries:
+        for path in ("/page", "/teaser", "/file", "/page"):
+            with site.get(path, user) as response:
+                statuses.append(response.status_code)
+    assert queries == []
+    assert statuses == ([200, 200, 200, 200] if user == "gold" else [403, 200, 403, 403])
+
+
+@pytest.mark.parametrize("user", ["stranger", "linked-only", "gold"])
+def test_with_the_viewer_cache_off_every_page_view_makes_one_query(site: Site, user: str) -> None:
+    site.app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"] = 0
+    site.get("/page", user)
+    for _ in range(3):
+        with count_queries(site.app) as queries:
+            site.get("/page", user)
+        assert len(queries) == 1, queries
+        assert "patronlock_accounts" in queries[0] and "patronlock_patrons" in queries[0]
+    assert len(site.state.viewers) == 0
