@@ -47,6 +47,156 @@ def check_command() -> None:
         raise SystemExit(1)
 
 
+# -- reconcile runs and webhooks (issue 5) -----------------------------------------------------------------------------
+
+
+@patronlock_cli.group("sync", invoke_without_command=True)
+@click.option("--trigger", default="cron", show_default=True, help="Recorded on the run (cron, manual ...).")
+@click.option("--quiet", is_flag=True, help="No progress bar; print only the summary.")
+@click.pass_context
+def sync_command(ctx: click.Context, trigger: str, quiet: bool) -> None:
+    """Run one reconcile pass now (for cron), with progress and a summary.
+
+    Exit status: 0 complete (or held), 1 incomplete or failed, 2 another run is already running.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .sync import AlreadyRunning, Progress, run_sync
+
+    def show(p: Progress) -> None:
+        if not quiet:
+            total = p.total if p.total is not None else "?"
+            click.echo(f"\r  pages {p.pages}  members {p.members}/{total}", nl=False, err=True)
+
+    try:
+        result = run_sync(trigger=trigger, progress=show)
+    except AlreadyRunning as exc:
+        click.echo(f"already running: {exc}", err=True)
+        raise SystemExit(2) from None
+    if not quiet:
+        click.echo("", err=True)
+    click.echo(result.summary())
+    if result.status == "held":
+        click.echo(
+            f"revocations held: review with `flask patronlock sync held {result.run_id}`, then "
+            f"`flask patronlock sync approve {result.run_id}` or `reject {result.run_id}`"
+        )
+    if not result.complete:
+        raise SystemExit(1)
+
+
+@sync_command.command("runs")
+@click.option("--limit", default=10, show_default=True)
+def sync_runs_command(limit: int) -> None:
+    """List the latest runs."""
+    from .sync import list_runs
+
+    for run in list_runs(limit=limit):
+        started = run.started_at.isoformat(timespec="seconds") if run.started_at else "?"
+        click.echo(f"{started}  {run.summary()}")
+
+
+@sync_command.command("held")
+@click.argument("run_id", type=int)
+def sync_held_command(run_id: int) -> None:
+    """Show the revocations a held run waits to make."""
+    held = get_state().store.held_revocations(run_id)
+    if not held:
+        click.echo(f"run {run_id} holds no revocations")
+    for row in held:
+        why = "missing from the run" if row["kind"] == "missing" else "Patreon's new state ends the entitlement"
+        click.echo(f"{row['member_id']}  {row['full_name'] or '-'}  {row['email'] or '-'}  ({why})")
+
+
+def _decide(run_id: int, approve: bool, by: str | None) -> None:
+    store = get_state().store
+    try:
+        results = store.approve_run(run_id, by=by) if approve else store.reject_run(run_id, by=by)
+    except (LookupError, ValueError) as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(1) from None
+    revoked = sum(1 for r in results if "access_revoked" in r.events)
+    verb = "approved" if approve else "rejected"
+    click.echo(f"run {run_id} {verb}: {revoked} revoked, {sum(1 for r in results if r.changed)} patron(s) changed")
+
+
+@sync_command.command("approve")
+@click.argument("run_id", type=int)
+@click.option("--by", default=None, help="Who decided (recorded in the audit log).")
+def sync_approve_command(run_id: int, by: str | None) -> None:
+    """Apply the revocations a held run is waiting to make."""
+    _decide(run_id, True, by)
+
+
+@sync_command.command("reject")
+@click.argument("run_id", type=int)
+@click.option("--by", default=None, help="Who decided (recorded in the audit log).")
+def sync_reject_command(run_id: int, by: str | None) -> None:
+    """Discard a held run's revocations: everyone keeps access."""
+    _decide(run_id, False, by)
+
+
+@patronlock_cli.group("webhooks")
+def webhooks_command() -> None:
+    """The campaign's Patreon webhook."""
+
+
+@webhooks_command.command("register")
+@click.option("--url", required=True, help="The public URL of this site's webhook route (…/patreon/webhook).")
+def webhooks_register_command(url: str) -> None:
+    """Create (or update) the campaign webhook with every members:* trigger, and store its secret."""
+    from .patreon.errors import PatreonError
+    from .webhooks import register_webhook
+
+    try:
+        webhook, action, encrypted = register_webhook(get_state(), url)
+    except PatreonError as exc:
+        click.echo(f"Patreon refused: {exc}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"webhook {webhook.id} {action}: {webhook.uri}")
+    click.echo(f"triggers: {', '.join(webhook.triggers)}")
+    if webhook.secret:
+        click.echo(
+            "secret stored " + ("(encrypted with PATRONLOCK_TOKEN_KEYS)" if encrypted else
+                                "in plain text: set PATRONLOCK_TOKEN_KEYS to encrypt it at rest")
+        )
+
+
+@webhooks_command.command("status")
+def webhooks_status_command() -> None:
+    """Show the campaign's webhooks as Patreon sees them (paused? failures) and the local delivery counts."""
+    from .patreon.errors import PatreonError
+    from .webhooks import delivery_counts, stored_webhook
+
+    state = get_state()
+    stored = stored_webhook(state) or {}
+    try:
+        with state.creator_client("reading the webhooks") as client:
+            hooks = client.webhooks()
+    except PatreonError as exc:
+        click.echo(f"could not ask Patreon: {exc}", err=True)
+        hooks = []
+    if not hooks:
+        click.echo("no webhook registered: run `flask patronlock webhooks register --url URL`")
+    for hook in hooks:
+        mark = "  (registered here)" if hook.id == stored.get("id") else ""
+        last = hook.last_attempted_at.isoformat(timespec="seconds") if hook.last_attempted_at else "never"
+        click.echo(
+            f"webhook {hook.id}: {hook.uri}{mark}\n  paused: {'YES' if hook.paused else 'no'}; "
+            f"consecutive failures: {hook.num_consecutive_times_failed}; last attempt: {last}"
+        )
+    counts = delivery_counts(state)
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
+    click.echo(f"deliveries received: {summary}")
+
+
+@webhooks_command.command("retry")
+def webhooks_retry_command() -> None:
+    """Process, now, the deliveries that are pending or due for a retry."""
+    tried = get_state().jobs.retry_due(limit=10_000)
+    click.echo(f"{tried} deliver{'y' if tried == 1 else 'ies'} processed")
+
+
 # -- locks (issue 4) -------------------------------------------------------------------------------------------------
 
 

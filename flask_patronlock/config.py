@@ -38,6 +38,15 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_HTTP_TIMEOUT", 10.0, "Seconds to wait for Patreon on any single request."),
     Key("PATRONLOCK_USER_AGENT", None, "User-Agent sent to Patreon; defaults to flask-patronlock/<version>."),
     Key("PATRONLOCK_STRICT_SIGNALS", False, "Re-raise signal receivers' exceptions (for tests) instead of logging."),
+    # -- reconcile runs, webhooks and jobs (issue 5) --
+    Key("PATRONLOCK_WEBHOOK_MAX_BYTES", 1_048_576, "Largest webhook body accepted; larger ones get 413."),
+    Key("PATRONLOCK_WEBHOOK_RETRY_SECONDS", 60, "First wait before retrying a failed re-fetch (doubles)."),
+    Key("PATRONLOCK_WEBHOOK_MAX_ATTEMPTS", 8, "Attempts at re-fetching a webhook's member before giving up."),
+    Key("PATRONLOCK_JOBS", "thread", "How background work runs: 'thread' (default), 'inline' or 'celery'."),
+    Key("PATRONLOCK_SCHEDULER", None, "Run the embedded scheduler: None = on unless testing or Celery; True; False."),
+    Key("PATRONLOCK_SYNC_LEASE_SECONDS", 300, "Seconds a run's lease lasts without renewal (a crashed run's lock)."),
+    Key("PATRONLOCK_SYNC_PAGE_SIZE", 1000, "Members per page when a run reads the campaign (Patreon's maximum)."),
+    Key("PATRONLOCK_SYNC_MATCH_EMAILS", True, "Link unlinked patrons to local users with the same verified e-mail."),
     # -- locks, templates and banners (issue 4) --
     Key("PATRONLOCK_SETTINGS_CHECK_SECONDS", 2.0,
         "How often (seconds) a worker checks the settings version; overrides reach every worker within it."),
@@ -55,7 +64,7 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_CREATOR_NAME", None, "The creator's name in banners ({creator}); default: 'the creator'."),
     Key("PATRONLOCK_CURRENCY_SYMBOL", "$", "The symbol banners put before amounts ({amount})."),
     # -- Connect / log in with Patreon (views.py, accounts.py, oauth.py) --
-    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the patronlock blueprint lives (None: not registered); init_app."),
+    Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the routes live (webhook: PREFIX/webhook; None: no views)."),
     Key("PATRONLOCK_REDIRECT_URI", None, "The OAuth callback URL as registered with Patreon (or: from SERVER_NAME)."),
     Key("PATRONLOCK_SCOPES", ["identity", "identity[email]", "identity.memberships"], "OAuth scopes to ask for."),
     Key("PATRONLOCK_USE_PKCE", True, "Send a PKCE S256 challenge with every authorization request."),

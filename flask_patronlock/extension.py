@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,6 +39,8 @@ class PatronLockState:
     db: SQLAlchemy
     tables: Tables
     store: Store
+    #: how background work runs (:class:`flask_patronlock.jobs.Jobs`); set by ``init_app``.
+    jobs: Any = None
     #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
     settings: SettingsCache = field(init=False, repr=False)
     #: the add-ons installed on the app, loaded or broken (issue 6).
@@ -138,6 +140,7 @@ class PatronLock(LockDeclarations, AddonDeclarations):
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
         self._init_addons()
+        self._users_by_email: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
         self._init_locks()
         # Host callbacks for Log in with Patreon (functions, never an app): see user_creator and user_by_email.
         self._user_creator: Callable[[UserSnapshot], Any] | None = None
@@ -187,11 +190,22 @@ class PatronLock(LockDeclarations, AddonDeclarations):
 
             app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
 
+        # -- reconcile runs, webhooks and jobs (issue 5) --
+        from .jobs import init_jobs
+        from .webhooks import init_webhooks
+
+        init_webhooks(app)
+        init_jobs(app)
+        state = app.extensions[EXTENSION_KEY]
+        # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
+        store.policy_settings = lambda: state.settings.current().policy
+
         # -- the creators' settings page (issue 7): PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
         if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:
             from .admin import init_admin
 
             init_admin(app)
+
         # Add-ons (issue 6) last, so they find everything above in place: entry points, then register_addon.
         from .addons import init_app as init_addons
 
@@ -230,6 +244,39 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         """
         self._user_by_email = func
         return func
+
+    # -- e-mail matching (issue 5) ------------------------------------------------------------------------------------
+
+    def users_by_email(
+        self, callback: Callable[[Sequence[str]], Mapping[str, Any]]
+    ) -> Callable[[Sequence[str]], Mapping[str, Any]]:
+        """Register how to find local users by e-mail, many at once (preferred: one query per page of patrons)::
+
+            @patronlock.users_by_email
+            def find(emails):  # lowercased addresses
+                rows = User.query.filter(func.lower(User.email).in_(emails))
+                return {u.email.lower(): u.id for u in rows}
+
+        Reconcile runs then link unlinked patrons whose verified Patreon e-mail matches
+        (:data:`PATRONLOCK_SYNC_MATCH_EMAILS`). Returns ``callback`` (use it as a decorator).
+        """
+        self._users_by_email = callback
+        return callback
+
+    def email_finder(self) -> Callable[[Sequence[str]], Mapping[str, Any]] | None:
+        """The registered e-mail lookup as a batch function, or ``None`` when the app registered none."""
+        if self._users_by_email is not None:
+            return self._users_by_email
+        single = self._user_by_email
+        if single is None:
+            return None
+
+        def by_one(emails: Sequence[str]) -> Mapping[str, Any]:
+            # user_by_email returns the user object (Log in with Patreon needs it); matching needs its id
+            found = {email: single(email) for email in emails}
+            return {email: user.get_id() for email, user in found.items() if user is not None}
+
+        return by_one
 
     # Everything below reaches the current app's state, never a stored app.
 

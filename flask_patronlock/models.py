@@ -86,6 +86,8 @@ class Tables:
     webhook_deliveries: Table
     sync_runs: Table
     leases: Table
+    # -- reconcile runs and webhooks (issue 5) --
+    held_revocations: Table
 
     def all(self) -> list[Table]:
         """Every table, in creation order."""
@@ -161,12 +163,16 @@ def _define(metadata: MetaData) -> Tables:
         Column("missing_since", UTCDateTime, nullable=True),
         Column("missing_runs", Integer, nullable=False, default=0),
         Column("held_run_id", BigInteger, nullable=True),
+        # -- reconcile runs and webhooks (issue 5): the entitlement last announced, and when it next may change --
+        Column("access", Boolean, nullable=True),
+        Column("access_until", UTCDateTime, nullable=True),
         Column("updated_at", UTCDateTime, nullable=False),
         # a page view: local user -> account -> patron by (patreon_user_id, campaign_id)
         Index("ix_patronlock_patrons_user_campaign", "patreon_user_id", "campaign_id"),
         Index("ix_patronlock_patrons_status", "patron_status"),
         # a plain index: an expression index (lower(email)) makes Flask-Migrate warn on every autogenerate on SQLite
         Index("ix_patronlock_patrons_email", "email"),
+        Index("ix_patronlock_patrons_access_until", "access", "access_until"),
     )
     tiers = Table(
         "patronlock_tiers",
@@ -253,6 +259,8 @@ def _define(metadata: MetaData) -> Tables:
         Column("finished_at", UTCDateTime, nullable=True),
         Column("decided_at", UTCDateTime, nullable=True),
         Column("decided_by", String(64), nullable=True),
+        # -- issue 5: counts that explain the run (API requests, deferred, dropped, missing marks ...) --
+        Column("detail", JSON, nullable=True),
         Index("ix_patronlock_sync_runs_status", "status"),
     )
     leases = Table(
@@ -262,6 +270,20 @@ def _define(metadata: MetaData) -> Tables:
         Column("holder", String(128), nullable=False),
         Column("acquired_at", UTCDateTime, nullable=False),
         Column("expires_at", UTCDateTime, nullable=False),
+    )
+    # -- reconcile runs and webhooks (issue 5) ------------------------------------------------------------------------
+    held_revocations = Table(
+        "patronlock_held_revocations",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        Column("run_id", BigInteger, nullable=False),
+        Column("member_id", String(64), nullable=False),
+        # "snapshot": a member snapshot whose application would take access away (``snapshot`` holds it);
+        # "missing": a missing-from-sync mark of an entitled patron.
+        Column("kind", String(16), nullable=False),
+        Column("snapshot", JSON, nullable=True),
+        Column("observed_at", UTCDateTime, nullable=False),
+        Index("ix_patronlock_held_revocations_run", "run_id", "member_id", unique=True),
     )
     return Tables(
         accounts=accounts,
@@ -273,4 +295,5 @@ def _define(metadata: MetaData) -> Tables:
         webhook_deliveries=webhook_deliveries,
         sync_runs=sync_runs,
         leases=leases,
+        held_revocations=held_revocations,
     )

@@ -53,6 +53,12 @@ class Patron:
     missing_runs: int = 0
     #: a sync run whose revocation of this patron waits for the creator's approval.
     held_run_id: int | None = None
+    #: the entitlement last announced (``access-granted`` / ``access-revoked``): whether
+    #: :func:`flask_patronlock.policy.entitlement` said ``active`` or ``grace``; ``None`` before the first evaluation.
+    access: bool | None = None
+    #: when that entitlement may change by time alone (a grace period's end, a paid period's end, the missing limit);
+    #: :meth:`flask_patronlock.store.Store.refresh_access` re-evaluates patrons whose moment has come.
+    access_until: datetime | None = None
     #: the local user this member is linked to, if any (from the linked-accounts table).
     local_user_id: str | None = None
 

@@ -86,6 +86,44 @@ patron_logged_in: Signal = patronlock_signals.signal("patron-logged-in")
 user_created_from_patreon: Signal = patronlock_signals.signal("user-created-from-patreon")
 
 
+# -- reconcile runs and webhooks (issue 5) ----------------------------------------------------------------------------
+
+#: The patron's entitlement became ``active`` or ``grace`` (:attr:`Patron.access` flipped to true), from any source:
+#: a snapshot, a decision on a held run, or time (sent once per flip). kwargs: ``patron``, ``previous``, ``source``,
+#: ``run_id``.
+access_granted: Signal = patronlock_signals.signal("access-granted")
+
+#: The patron's entitlement ended (:attr:`Patron.access` flipped to false): cancelled past the paid period, declined
+#: past grace, missing from complete runs past the limit ... Sent once per flip. kwargs: ``patron``, ``previous``,
+#: ``source``, ``run_id``.
+access_revoked: Signal = patronlock_signals.signal("access-revoked")
+
+EVENT_SIGNALS.update({"access_granted": access_granted, "access_revoked": access_revoked})
+
+#: A complete sync run would have revoked more patrons than the breaker allows, so its revocations wait for the
+#: creator's approval (``flask patronlock sync approve RUN`` / ``reject RUN``). Sent after the hold is committed.
+#: kwargs: ``run_id``, ``revoking`` (how many patrons would lose or start losing access), ``total`` (entitled patrons
+#: before the run), ``member_ids`` (tuple of the held members).
+revocations_held: Signal = patronlock_signals.signal("revocations-held")
+
+#: A sync run started: its row (status ``running``) is committed and it holds the lease. kwargs: ``run_id``,
+#: ``trigger`` (``manual``, ``cron``, ``schedule``, ``celery`` ...), ``started_at``.
+sync_started: Signal = patronlock_signals.signal("sync-started")
+
+#: A sync run finished (complete, incomplete, held or failed). Sent after its row is final.
+#: kwargs: ``run`` (a :class:`flask_patronlock.sync.RunResult`).
+sync_finished: Signal = patronlock_signals.signal("sync-finished")
+
+#: A signed webhook was received and stored (a duplicate delivery is not sent again). Sent after the delivery row is
+#: committed, before the answer to Patreon; the work happens later (``webhook-processed``). kwargs: ``delivery_id``,
+#: ``event`` (``X-Patreon-Event``), ``member_id``.
+webhook_received: Signal = patronlock_signals.signal("webhook-received")
+
+#: A webhook delivery was processed (applied, ignored or given up). kwargs: ``delivery_id``, ``event``, ``member_id``,
+#: ``outcome`` (``applied`` — re-fetched from the API or from the payload — ``ignored``, ``failed``), ``result``
+#: (the :class:`flask_patronlock.store.ApplyResult`, or ``None``).
+webhook_processed: Signal = patronlock_signals.signal("webhook-processed")
+
 def _receiver_name(receiver: Any) -> str:
     module = getattr(receiver, "__module__", None) or "?"
     name = getattr(receiver, "__qualname__", None) or repr(receiver)

@@ -26,14 +26,15 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import signals
 from .dates import add_months
 from .models import Tables
-from .patreon.types import MemberSnapshot, TierSnapshot
+from .patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
+from .policy import PolicySettings, entitlement
 
 log = logging.getLogger("flask_patronlock.store")
 
@@ -64,7 +65,9 @@ SNAPSHOT_FIELDS: tuple[str, ...] = (
 INFERRED_FIELDS: tuple[str, ...] = (
     "last_entitled_cents",
     "last_entitled_tier_ids",
-    "paid_through", "declined_since", "missing_since", "missing_runs", "held_run_id")
+    "paid_through", "declined_since", "missing_since", "missing_runs", "held_run_id",
+    # issue 5: the entitlement last announced and when it may change by time alone
+    "access", "access_until")
 #: Fields whose change is a change of state (observed_at and source only say when and how we learned it).
 STATE_FIELDS: tuple[str, ...] = SNAPSHOT_FIELDS + INFERRED_FIELDS
 #: Columns of patronlock_patrons written from a Patron.
@@ -83,7 +86,8 @@ class ApplyResult:
     """What :meth:`Store.apply` did with one snapshot."""
 
     member_id: str
-    #: ``created``, ``updated``, ``unchanged`` (nothing differed) or ``stale`` (older than what is stored).
+    #: ``created``, ``updated``, ``unchanged`` (nothing differed), ``stale`` (older than what is stored) or
+    #: ``deferred`` (it would take access away and ``defer_revocations`` was asked: nothing was written).
     outcome: str
     patron: Patron | None
     previous: Patron | None
@@ -105,6 +109,9 @@ def is_declined(patron: Patron) -> bool:
 
 def _pledging(patron: Patron | None) -> bool:
     return patron is not None and patron.patron_status in ("active_patron", "declined_patron")
+
+
+_ALL_FIELDS = tuple(f.name for f in fields(Patron))
 
 
 def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: datetime, source: str) -> Patron:
@@ -177,7 +184,8 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
         last_cents, last_tiers = 0, ()
 
     # Being seen at all ends "missing" and any held revocation of this member.
-    return base.replace(
+    return _replace(
+        base,
         last_entitled_cents=last_cents,
         last_entitled_tier_ids=last_tiers,
         paid_through=paid_through,
@@ -191,17 +199,74 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
 def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]:
     """Fields whose value changed, as ``{name: (old, new)}``; every set field when there was no previous state."""
     if previous is None:
-        empty = Patron(member_id=current.member_id)
         return {
-            name: (None, getattr(current, name))
-            for name in STATE_FIELDS
-            if getattr(current, name) != getattr(empty, name)
+            name: (None, value)
+            for name, default in _EMPTY_STATE
+            if (value := getattr(current, name)) != default
         } or {"patron_status": (None, current.patron_status)}
     return {
         name: (getattr(previous, name), getattr(current, name))
         for name in STATE_FIELDS
         if getattr(previous, name) != getattr(current, name)
     }
+
+
+_EMPTY_PATRON = Patron(member_id="")
+_SET = object.__setattr__
+_EMPTY_STATE: tuple[tuple[str, Any], ...] = tuple((name, getattr(_EMPTY_PATRON, name)) for name in STATE_FIELDS)
+
+
+def _replace(patron: Patron, **changes: Any) -> Patron:
+    """``patron.replace(**changes)`` without dataclasses.replace's per-call field introspection (the write path
+    makes two per member of a 100,000-member run). Only for names that are Patron fields."""
+    new = object.__new__(Patron)
+    for name in _ALL_FIELDS:
+        _SET(new, name, changes[name] if name in changes else getattr(patron, name))
+    return new
+
+
+# -- bulk inserts without per-row statement overhead (issue 5: a first run writes 100,000 rows) ------------------------
+
+_SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], tuple[str, list[Any]]] = {}
+
+
+def _executemany_sqlite(
+    conn: Connection, table: Any, rows: list[dict[str, Any]], *, skip_conflicts_on: str | None = None
+) -> None:
+    """``INSERT`` ``rows`` (dicts with the same keys) through the DBAPI's executemany on SQLite: the columns' own bind
+    processors convert the values (so what is stored is exactly what SQLAlchemy would store), but no statement is
+    compiled and no parameter dict is built per row."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    key = (id(table), names, skip_conflicts_on)
+    cached = _SQLITE_INSERTS.get(key)
+    if cached is None:
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer.quote
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+        )
+        if skip_conflicts_on is not None:
+            sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
+        processors = [table.c[n].type._cached_bind_processor(dialect) for n in names]
+        cached = (sql, processors)
+        _SQLITE_INSERTS[key] = cached
+    sql, processors = cached
+    pairs = list(zip(names, processors, strict=True))
+    params = [
+        tuple(proc(row[name]) if proc is not None else row[name] for name, proc in pairs) for row in rows
+    ]
+    conn.exec_driver_sql(sql, params)
+
+
+def _executemany(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """A plain multi-row ``INSERT`` (the fast path on SQLite)."""
+    if conn.dialect.name == "sqlite":
+        _executemany_sqlite(conn, table, rows)
+    else:
+        conn.execute(insert(table), rows)
 
 
 def infer_events(previous: Patron | None, current: Patron, *, observed_at: datetime) -> tuple[str, ...]:
@@ -241,6 +306,9 @@ def infer_events(previous: Patron | None, current: Patron, *, observed_at: datet
 
 
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # the common cases first (audit rows)
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, tuple):
@@ -248,7 +316,90 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# -- access: the entitlement last announced (issue 5) ------------------------------------------------------------------
+
+
+def access_events(previous: Patron | None, current: Patron, *, observed_at: datetime) -> tuple[str, ...]:
+    """``access_granted`` / ``access_revoked`` when :attr:`Patron.access` flips between ``previous`` and ``current``.
+
+    A first sighting announces a grant only when the pledge is news (began within :data:`NEW_PLEDGE_WINDOW`), like
+    :func:`infer_events`; a row never evaluated before (``access`` is ``None``) is evaluated silently.
+    """
+    if current.access is None:
+        return ()
+    if previous is None:
+        start = current.pledge_start
+        if current.access and start is not None and observed_at - start <= NEW_PLEDGE_WINDOW:
+            return ("access_granted",)
+        return ()
+    if previous.access is None or previous.access == current.access:
+        return ()
+    return ("access_granted",) if current.access else ("access_revoked",)
+
+
+@dataclass(slots=True)
+class _AccessContext:
+    """The settings and the moment one write transaction evaluates :attr:`Patron.access` under."""
+
+    settings: PolicySettings
+    now: datetime
+    defer: bool = False
+
+    def evaluate(
+        self, previous: Patron | None, current: Patron, *, observed_at: datetime
+    ) -> tuple[Patron, tuple[str, ...]]:
+        ent = entitlement(current, self.settings, self.now)
+        until = ent.until if ent.entitled else None
+        if current.access is not ent.entitled or current.access_until != until:
+            current = _replace(current, access=ent.entitled, access_until=until)
+        events = access_events(previous, current, observed_at=observed_at)
+        if "access_revoked" in events and ent.basis == "missing":
+            events = ("pledge_cancelled", *events)  # gone from complete runs: the pledge ended as far as we can tell
+        return current, events
+
+    def unchanged(self, patron: Patron) -> bool:
+        """Whether evaluating ``patron`` now would leave its ``access`` and ``access_until`` as stored."""
+        ent = entitlement(patron, self.settings, self.now)
+        return patron.access is ent.entitled and patron.access_until == (ent.until if ent.entitled else None)
+
+    def entitled_now(self, patron: Patron | None) -> bool:
+        return patron is not None and entitlement(patron, self.settings, self.now).entitled
+
+
 _PATRON_FIELDS = tuple(f.name for f in fields(Patron))
+assert _PATRON_FIELDS[-1] == "local_user_id"  # _load_for_update builds Patrons positionally
+
+
+def _same_as_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:
+    """Whether applying ``snapshot`` to ``stored`` would change nothing (see :func:`merge`): same Patreon fields, and
+    no missing mark or held revocation for being seen to clear."""
+    if stored.missing_since is not None or stored.missing_runs or stored.held_run_id is not None:
+        return False
+    user = snapshot.user
+    email = snapshot.email if snapshot.email is not None else (user.email if user else None)
+    verified = snapshot.email_verified if snapshot.email_verified is not None else (
+        user.email_verified if user else None
+    )
+    return (
+        snapshot.patron_status == stored.patron_status
+        and snapshot.last_charge_date == stored.last_charge_date
+        and snapshot.entitled_cents == stored.entitled_cents
+        and snapshot.last_charge_status == stored.last_charge_status
+        and snapshot.next_charge_date == stored.next_charge_date
+        and tuple(snapshot.entitled_tier_ids) == stored.entitled_tier_ids
+        and snapshot.will_pay_cents == stored.will_pay_cents
+        and snapshot.lifetime_cents == stored.lifetime_cents
+        and snapshot.pledge_start == stored.pledge_start
+        and snapshot.pledge_cadence == stored.pledge_cadence
+        and snapshot.is_free_trial == stored.is_free_trial
+        and snapshot.is_gifted == stored.is_gifted
+        and snapshot.is_follower == stored.is_follower
+        and snapshot.full_name == stored.full_name
+        and (snapshot.campaign_id is None or snapshot.campaign_id == stored.campaign_id)
+        and (snapshot.user_id is None or snapshot.user_id == stored.patreon_user_id)
+        and (email is None or email == stored.email)
+        and (verified is None or verified == stored.email_verified)
+    )
 
 
 def row_to_patron(row: Mapping[Any, Any], local_user_id: str | None = None) -> Patron:
@@ -267,6 +418,8 @@ class Store:
     :param sender: the object signals are sent with (the Flask application).
     :param strict_signals: re-raise exceptions from signal receivers instead of logging them.
     :param clock: the current time (tests pass a controlled clock).
+    :param policy_settings: the creator's current :class:`~flask_patronlock.policy.PolicySettings` (called when
+        needed; the settings page's store is wired here). Default: ``PolicySettings()``.
     """
 
     def __init__(
@@ -277,13 +430,16 @@ class Store:
         sender: Any = None,
         strict_signals: Callable[[], bool] = lambda: False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        policy_settings: Callable[[], PolicySettings] = PolicySettings,
     ) -> None:
         self._engine = engine
+        #: returns the creator's current policy settings; :attr:`Patron.access` is evaluated under them.
+        self.policy_settings = policy_settings
+        self._viewer_statements: dict[bool, Any] = {}
         self.tables = tables
         self.sender = sender
         self._strict_signals = strict_signals
         self.clock = clock
-        self._viewer_statements: dict[bool, Any] = {}
 
     @property
     def engine(self) -> Engine:
@@ -311,10 +467,18 @@ class Store:
     # -- the single write path --------------------------------------------------------------------------------------
 
     def apply(
-        self, snapshot: MemberSnapshot, *, source: str, observed_at: datetime, run_id: int | None = None
+        self,
+        snapshot: MemberSnapshot,
+        *,
+        source: str,
+        observed_at: datetime,
+        run_id: int | None = None,
+        defer_revocations: bool = False,
     ) -> ApplyResult:
         """Apply one member snapshot. See :meth:`apply_many`."""
-        return self.apply_many([snapshot], source=source, observed_at=observed_at, run_id=run_id)[0]
+        return self.apply_many(
+            [snapshot], source=source, observed_at=observed_at, run_id=run_id, defer_revocations=defer_revocations
+        )[0]
 
     def apply_many(
         self,
@@ -323,12 +487,16 @@ class Store:
         source: str,
         observed_at: datetime,
         run_id: int | None = None,
+        defer_revocations: bool = False,
     ) -> list[ApplyResult]:
         """Apply snapshots in one transaction, then send signals for what changed.
 
         :param source: ``oauth``, ``webhook``, ``sync`` or ``admin``; recorded on the row and its audit entry.
         :param observed_at: when Patreon said this (timezone-aware). A snapshot older than the stored one is skipped.
         :param run_id: the sync run, when ``source`` is ``sync``.
+        :param defer_revocations: write nothing for a snapshot that would take access away from a patron who is
+            entitled now (under :attr:`policy_settings` at the store's clock); its result has ``outcome="deferred"``
+            and the caller decides later (a sync run defers them until it knows whether the breaker trips).
         :raises ValueError: an unknown source, a naive ``observed_at``, or the same member twice in one call.
         :returns: one :class:`ApplyResult` per snapshot, in order.
         """
@@ -343,7 +511,14 @@ class Store:
         if not snapshots:
             return []
         with self.transaction() as conn:
-            results = self._apply_locked(conn, snapshots, source=source, observed_at=observed_at, run_id=run_id)
+            results = self._apply_locked(
+                conn,
+                snapshots,
+                source=source,
+                observed_at=observed_at,
+                run_id=run_id,
+                defer_revocations=defer_revocations,
+            )
         self._send(results, source=source, run_id=run_id)
         return results
 
@@ -355,7 +530,9 @@ class Store:
         source: str,
         observed_at: datetime,
         run_id: int | None,
+        defer_revocations: bool = False,
     ) -> list[ApplyResult]:
+        access = _AccessContext(self.policy_settings(), self.clock(), defer_revocations)
         stored = self._load_for_update(conn, [s.member_id for s in snapshots])
         new_user_ids = {
             s.user_id for s in snapshots if s.member_id not in stored and s.user_id is not None
@@ -366,7 +543,7 @@ class Store:
         creates: list[Patron] = []
         for snapshot in snapshots:
             previous = stored.get(snapshot.member_id)
-            result = self._transition(snapshot, previous, links, observed_at=observed_at, source=source)
+            result = self._transition(snapshot, previous, links, observed_at=observed_at, source=source, access=access)
             results[snapshot.member_id] = result
             if result.outcome == "created":
                 assert result.patron is not None
@@ -382,7 +559,12 @@ class Store:
                 for snapshot in snapshots:
                     if snapshot.member_id in stored_now:
                         results[snapshot.member_id] = self._transition(
-                            snapshot, stored_now[snapshot.member_id], links, observed_at=observed_at, source=source
+                            snapshot,
+                            stored_now[snapshot.member_id],
+                            links,
+                            observed_at=observed_at,
+                            source=source,
+                            access=access,
                         )
 
         updates = [r.patron for r in results.values() if r.outcome == "updated" and r.patron is not None]
@@ -392,8 +574,9 @@ class Store:
         changed = [r for r in results.values() if r.changed]
         if changed:
             now = self.clock()
-            conn.execute(
-                insert(self.tables.events),
+            _executemany(
+                conn,
+                self.tables.events,
                 [
                     {
                         "created_at": now,
@@ -405,7 +588,9 @@ class Store:
                         "source": source,
                         "run_id": run_id,
                         "events": ",".join(r.events),
-                        "changes": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()},
+                        "changes": {
+                            k: [None if a is None else _jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()
+                        },
                         "detail": None,
                     }
                     for r in changed
@@ -421,16 +606,30 @@ class Store:
         *,
         observed_at: datetime,
         source: str,
+        access: _AccessContext | None = None,
     ) -> ApplyResult:
         if previous is not None and previous.observed_at is not None and previous.observed_at > observed_at:
             return ApplyResult(snapshot.member_id, "stale", previous, previous)
+        if (
+            previous is not None
+            and _same_as_stored(snapshot, previous)
+            and (access is None or access.unchanged(previous))
+        ):
+            # The common case of every sync run: Patreon says what we stored and time changed nothing. merge() would
+            # return the stored state, so skip building it.
+            return ApplyResult(snapshot.member_id, "unchanged", previous, previous)
         current = merge(previous, snapshot, observed_at=observed_at, source=source)
         if previous is None and current.patreon_user_id is not None and current.patreon_user_id in links:
             current = current.replace(local_user_id=links[current.patreon_user_id])
+        access_events: tuple[str, ...] = ()
+        if access is not None:
+            current, access_events = access.evaluate(previous, current, observed_at=observed_at)
+            if access.defer and current.access is False and access.entitled_now(previous):
+                return ApplyResult(snapshot.member_id, "deferred", current, previous, diff(previous, current))
         changes = diff(previous, current)
         if previous is not None and not changes:
             return ApplyResult(snapshot.member_id, "unchanged", previous, previous)
-        events = infer_events(previous, current, observed_at=observed_at)
+        events = infer_events(previous, current, observed_at=observed_at) + access_events
         return ApplyResult(
             snapshot.member_id, "created" if previous is None else "updated", current, previous, changes, events
         )
@@ -438,18 +637,20 @@ class Store:
     def _load_for_update(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, Patron]:
         p, a = self.tables.patrons, self.tables.accounts
         out: dict[str, Patron] = {}
+        # Columns in Patron's field order, so each row becomes a Patron positionally (a sync loads 1,000 a page).
+        columns = [p.c[name] for name in _PATRON_FIELDS[:-1]] + [a.c.user_id.label("local_user_id")]
         for start in range(0, len(member_ids), _CHUNK):
             chunk = sorted(member_ids[start : start + _CHUNK])  # one lock order for every writer: no deadlocks
             stmt = (
-                select(p, a.c.user_id.label("local_user_id"))
+                select(*columns)
                 .outerjoin(a, a.c.patreon_user_id == p.c.patreon_user_id)
                 .where(p.c.member_id.in_(chunk))
                 .order_by(p.c.member_id)
             )
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update(of=p)
-            for row in conn.execute(stmt).mappings():
-                out[row["member_id"]] = row_to_patron(row)
+            for row in conn.execute(stmt).all():  # fetchall: one call, not one per row
+                out[row[0]] = Patron(*row)
         return out
 
     def _local_users(self, conn: Connection, patreon_user_ids: Iterable[str]) -> dict[str, str]:
@@ -484,7 +685,7 @@ class Store:
         if dialect == "sqlite":
             # SQLite holds the write lock (BEGIN IMMEDIATE): nothing can have raced us, and executemany without
             # RETURNING is the fastest path for a first sync of 100,000 members.
-            conn.execute(stmt, rows)
+            _executemany_sqlite(conn, table, rows, skip_conflicts_on="member_id")
             return {p.member_id for p in patrons}
         inserted = conn.execute(stmt.returning(table.c.member_id), rows).scalars().all()
         return set(inserted)
@@ -604,6 +805,388 @@ class Store:
                 detail={k: _jsonable(v) for k, v in (detail or {}).items()},
             )
         )
+
+    # -- reconcile runs: missing marks, held revocations, access by time, tiers, e-mail links (issue 5) ---------------
+    #
+    # Each method below is patron state (or the campaign's catalogue) and, like apply(), writes in one transaction with
+    # the members locked, an audit row per changed patron, and signals only after the commit.
+
+    def _write_transitions(
+        self,
+        conn: Connection,
+        pairs: Iterable[tuple[Patron, Patron]],
+        access: _AccessContext,
+        *,
+        kind: str,
+        source: str,
+        run_id: int | None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> list[ApplyResult]:
+        """Write each ``(previous, current)`` pair that changed (access re-evaluated), with an audit row of ``kind``."""
+        results: list[ApplyResult] = []
+        for previous, proposed in pairs:
+            current, events = access.evaluate(previous, proposed, observed_at=access.now)
+            changes = diff(previous, current)
+            if not changes:
+                results.append(ApplyResult(previous.member_id, "unchanged", previous, previous))
+                continue
+            results.append(ApplyResult(previous.member_id, "updated", current, previous, changes, events))
+        changed = [r for r in results if r.changed]
+        if changed:
+            self._update_not_newer(conn, [r.patron for r in changed if r.patron is not None])
+            now = self.clock()
+            conn.execute(
+                insert(self.tables.events),
+                [
+                    {
+                        "created_at": now,
+                        "observed_at": r.patron.observed_at if r.patron else None,
+                        "member_id": r.member_id,
+                        "patreon_user_id": r.patron.patreon_user_id if r.patron else None,
+                        "user_id": r.patron.local_user_id if r.patron else None,
+                        "kind": kind,
+                        "source": source,
+                        "run_id": run_id,
+                        "events": ",".join(r.events),
+                        "changes": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()},
+                        "detail": {k: _jsonable(v) for k, v in detail.items()} if detail else None,
+                    }
+                    for r in changed
+                ],
+            )
+        return results
+
+    def apply_if_not_older(self, snapshot: MemberSnapshot, *, source: str, observed_at: datetime) -> ApplyResult:
+        """Apply a snapshot of unknown age (a webhook payload while the API is unreachable) only where it is not older
+        than the stored state by its own dates: a later last charge, more lifetime support or a later pledge start
+        stored means the payload is older (``outcome="stale"``). Then as :meth:`apply` with ``observed_at``."""
+        if observed_at.tzinfo is None:
+            raise ValueError("observed_at must be timezone-aware")
+        with self.transaction() as conn:
+            stored = self._load_for_update(conn, [snapshot.member_id]).get(snapshot.member_id)
+            if stored is not None and _older_than_stored(snapshot, stored):
+                return ApplyResult(snapshot.member_id, "stale", stored, stored)
+            results = self._apply_locked(
+                conn, [snapshot], source=source, observed_at=observed_at.astimezone(UTC), run_id=None
+            )
+        self._send(results, source=source, run_id=None)
+        return results[0]
+
+    def member_ids(self, campaign_id: str) -> set[str]:
+        """The member ids stored for ``campaign_id``."""
+        p = self.tables.patrons
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(p.c.member_id).where(p.c.campaign_id == campaign_id)).scalars())
+
+    def count_entitled(self, campaign_id: str) -> int:
+        """How many stored patrons of ``campaign_id`` have access (as last evaluated)."""
+        p = self.tables.patrons
+        with self.engine.connect() as conn:
+            stmt = select(func.count()).where(p.c.campaign_id == campaign_id, p.c.access.is_(True))
+            return int(conn.execute(stmt).scalar_one())
+
+    def entitled_among(self, member_ids: Sequence[str], *, now: datetime | None = None) -> set[str]:
+        """Which of ``member_ids`` are entitled at ``now`` (default: the clock) under the current settings."""
+        access = _AccessContext(self.policy_settings(), now or self.clock())
+        out: set[str] = set()
+        for start in range(0, len(member_ids), _CHUNK):
+            with self.engine.connect() as conn:
+                for patron in self._load(conn, member_ids[start : start + _CHUNK]).values():
+                    if access.entitled_now(patron):
+                        out.add(patron.member_id)
+        return out
+
+    def _load(self, conn: Connection, member_ids: Sequence[str], *, for_update: bool = False) -> dict[str, Patron]:
+        if for_update:
+            return self._load_for_update(conn, member_ids)
+        p, a = self.tables.patrons, self.tables.accounts
+        out: dict[str, Patron] = {}
+        for start in range(0, len(member_ids), _CHUNK):
+            stmt = (
+                select(p, a.c.user_id.label("local_user_id"))
+                .outerjoin(a, a.c.patreon_user_id == p.c.patreon_user_id)
+                .where(p.c.member_id.in_(list(member_ids[start : start + _CHUNK])))
+            )
+            for row in conn.execute(stmt).mappings():
+                out[row["member_id"]] = row_to_patron(row)
+        return out
+
+    def mark_missing(
+        self, run_id: int, member_ids: Sequence[str], *, seen_before: datetime, now: datetime | None = None
+    ) -> list[ApplyResult]:
+        """A complete run did not see ``member_ids``: count one more missed run for each (up to the policy's
+        ``missing_runs``) and start the missing clock (``missing_since``); access follows the policy.
+
+        A member whose stored state was observed after ``seen_before`` (the run's start) is skipped: something (a
+        webhook) saw them during the run, so they are not missing.
+        """
+        now = now or self.clock()
+        settings = self.policy_settings()
+        access = _AccessContext(settings, now)
+        results: list[ApplyResult] = []
+        with self.transaction() as conn:
+            stored = self._load_for_update(conn, list(member_ids))
+            pairs = []
+            for patron in stored.values():
+                if patron.observed_at is not None and patron.observed_at > seen_before:
+                    continue
+                runs = patron.missing_runs + 1 if patron.missing_runs < settings.missing_runs else patron.missing_runs
+                pairs.append((patron, patron.replace(missing_since=patron.missing_since or now, missing_runs=runs)))
+            results = self._write_transitions(conn, pairs, access, kind="patron_missing", source="sync", run_id=run_id)
+        self._send(results, source="sync", run_id=run_id)
+        return results
+
+    def hold_revocations(
+        self,
+        run_id: int,
+        snapshots: Sequence[tuple[MemberSnapshot, datetime]],
+        missing_ids: Sequence[str],
+        *,
+        total: int,
+        missed_at: datetime | None = None,
+    ) -> list[ApplyResult]:
+        """Hold a run's revocations for the creator's approval (the breaker tripped).
+
+        ``snapshots`` (each with its ``observed_at``) would take access away; ``missing_ids`` are entitled patrons the
+        run did not see. They are stored in ``patronlock_held_revocations`` and each patron's ``held_run_id`` is set
+        (an audit row each); nothing is revoked. Sends ``revocations-held`` after the commit.
+        """
+        missed_at = missed_at or self.clock()
+        access = _AccessContext(self.policy_settings(), self.clock())
+        held = self.tables.held_revocations
+        rows = [
+            {
+                "run_id": run_id,
+                "member_id": snap.member_id,
+                "kind": "snapshot",
+                "snapshot": snapshot_to_json(snap),
+                "observed_at": observed,
+            }
+            for snap, observed in snapshots
+        ]
+        rows += [
+            {"run_id": run_id, "member_id": member_id, "kind": "missing", "snapshot": None, "observed_at": missed_at}
+            for member_id in missing_ids
+            if member_id not in {snap.member_id for snap, _ in snapshots}
+        ]
+        with self.transaction() as conn:
+            if rows:
+                conn.execute(insert(held), rows)
+            stored = self._load_for_update(conn, [str(r["member_id"]) for r in rows])
+            pairs = [(p, p.replace(held_run_id=run_id)) for p in stored.values()]
+            results = self._write_transitions(
+                conn, pairs, access, kind="revocation_held", source="sync", run_id=run_id
+            )
+            self.record_event(
+                conn, "run_held", source="sync", run_id=run_id, detail={"revoking": len(rows), "total": total}
+            )
+        self._send(results, source="sync", run_id=run_id)
+        signals.send_action(
+            signals.revocations_held,
+            self.sender,
+            strict=self._strict_signals(),
+            run_id=run_id,
+            revoking=len(rows),
+            total=total,
+            member_ids=tuple(r["member_id"] for r in rows),
+        )
+        return results
+
+    def held_revocations(self, run_id: int) -> list[dict[str, Any]]:
+        """The revocations a held run waits to make: ``member_id``, ``kind`` (``snapshot`` or ``missing``),
+        ``observed_at`` and the stored patron's name and e-mail (for the settings page)."""
+        h, p = self.tables.held_revocations, self.tables.patrons
+        stmt = (
+            select(h.c.member_id, h.c.kind, h.c.observed_at, p.c.full_name, p.c.email)
+            .outerjoin(p, p.c.member_id == h.c.member_id)
+            .where(h.c.run_id == run_id)
+            .order_by(h.c.member_id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(stmt).mappings()]
+
+    def _decide_run(self, run_id: int, status: str, by: str | None) -> None:
+        """Claim a held run for one decision (a second approve or reject of the same run fails)."""
+        r = self.tables.sync_runs
+        with self.transaction() as conn:
+            claimed = conn.execute(
+                update(r)
+                .where(r.c.id == run_id, r.c.status == "held")
+                .values(status=status, decided_at=self.clock(), decided_by=by)
+            ).rowcount
+            if not claimed:
+                current = conn.execute(select(r.c.status).where(r.c.id == run_id)).scalar()
+                if current is None:
+                    raise LookupError(f"there is no sync run {run_id}")
+                raise ValueError(f"sync run {run_id} is {current}, not held: there is nothing to decide")
+
+    def approve_run(self, run_id: int, *, by: str | None = None) -> list[ApplyResult]:
+        """Apply a held run's revocations: its snapshots through :meth:`apply_many` with their original
+        ``observed_at`` (so anything newer, e.g. a later webhook, still wins), and its missing marks for the patrons
+        it still holds.
+
+        :raises LookupError: no such run. :raises ValueError: the run is not held (already decided, or never held).
+        """
+        self._decide_run(run_id, "approved", by)
+        h = self.tables.held_revocations
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(h).where(h.c.run_id == run_id).order_by(h.c.observed_at)).mappings().all()
+        results: list[ApplyResult] = []
+        by_time: dict[datetime, list[MemberSnapshot]] = {}
+        missing: list[tuple[str, datetime]] = []
+        for row in rows:
+            if row["kind"] == "snapshot" and row["snapshot"] is not None:
+                by_time.setdefault(row["observed_at"], []).append(snapshot_from_json(row["snapshot"]))
+            else:
+                missing.append((row["member_id"], row["observed_at"]))
+        for observed, snaps in sorted(by_time.items()):
+            for start in range(0, len(snaps), _CHUNK):
+                results += self.apply_many(
+                    snaps[start : start + _CHUNK], source="sync", observed_at=observed, run_id=run_id
+                )
+        if missing:
+            settings = self.policy_settings()
+            access = _AccessContext(settings, self.clock())
+            missed_at = dict(missing)
+            with self.transaction() as conn:
+                stored = self._load_for_update(conn, list(missed_at))
+                pairs = []
+                for patron in stored.values():
+                    if patron.held_run_id != run_id:
+                        continue  # seen since, or held again by a later run
+                    runs = min(patron.missing_runs + 1, max(settings.missing_runs, patron.missing_runs))
+                    pairs.append(
+                        (
+                            patron,
+                            patron.replace(
+                                missing_since=patron.missing_since or missed_at[patron.member_id],
+                                missing_runs=runs,
+                                held_run_id=None,
+                            ),
+                        )
+                    )
+                marked = self._write_transitions(
+                    conn, pairs, access, kind="revocation_approved", source="admin", run_id=run_id
+                )
+            self._send(marked, source="admin", run_id=run_id)
+            results += marked
+        self._finish_decision(run_id, "run_approved", by, len(rows))
+        return results
+
+    def reject_run(self, run_id: int, *, by: str | None = None) -> list[ApplyResult]:
+        """Discard a held run's revocations: its patrons keep access (their ``held_run_id`` is cleared).
+
+        :raises LookupError: no such run. :raises ValueError: the run is not held.
+        """
+        self._decide_run(run_id, "rejected", by)
+        p = self.tables.patrons
+        access = _AccessContext(self.policy_settings(), self.clock())
+        with self.transaction() as conn:
+            ids = list(conn.execute(select(p.c.member_id).where(p.c.held_run_id == run_id)).scalars())
+            stored = self._load_for_update(conn, ids)
+            pairs = [(patron, patron.replace(held_run_id=None)) for patron in stored.values()]
+            results = self._write_transitions(
+                conn, pairs, access, kind="revocation_rejected", source="admin", run_id=run_id
+            )
+        self._send(results, source="admin", run_id=run_id)
+        self._finish_decision(run_id, "run_rejected", by, len(ids))
+        return results
+
+    def _finish_decision(self, run_id: int, kind: str, by: str | None, count: int) -> None:
+        h = self.tables.held_revocations
+        with self.transaction() as conn:
+            conn.execute(h.delete().where(h.c.run_id == run_id))
+            self.record_event(conn, kind, source="admin", user_id=by, run_id=run_id, detail={"held": count})
+
+    def refresh_access(
+        self, *, now: datetime | None = None, full: bool = False, member_ids: Sequence[str] | None = None
+    ) -> list[ApplyResult]:
+        """Re-evaluate :attr:`Patron.access` where time alone may have changed it (a grace period or paid period
+        ended, the missing limit passed), announcing each flip once (``access-granted`` / ``access-revoked``, an
+        audit row ``access_changed``).
+
+        :param full: re-evaluate every patron (after the policy settings changed), not only the due ones.
+        :param member_ids: re-evaluate just these.
+        """
+        now = now or self.clock()
+        access = _AccessContext(self.policy_settings(), now)
+        p = self.tables.patrons
+        if member_ids is None:
+            stmt = select(p.c.member_id)
+            if not full:
+                stmt = stmt.where(
+                    or_(p.c.access.is_(None), and_(p.c.access_until.is_not(None), p.c.access_until <= now))
+                )
+            with self.engine.connect() as conn:
+                member_ids = list(conn.execute(stmt).scalars())
+        results: list[ApplyResult] = []
+        for start in range(0, len(member_ids), _CHUNK):
+            with self.transaction() as conn:
+                stored = self._load_for_update(conn, member_ids[start : start + _CHUNK])
+                chunk = self._write_transitions(
+                    conn, [(patron, patron) for patron in stored.values()], access,
+                    kind="access_changed", source="sync", run_id=None,
+                )
+            self._send(chunk, source="sync", run_id=None)
+            results += [r for r in chunk if r.changed]
+        return results
+
+    def unlinked_verified_emails(self, member_ids: Sequence[str]) -> dict[str, str]:
+        """``{patreon_user_id: email}`` of those members whose e-mail Patreon verified and who are not linked to a
+        local user yet."""
+        p, a = self.tables.patrons, self.tables.accounts
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(member_ids), _CHUNK):
+                stmt = (
+                    select(p.c.patreon_user_id, p.c.email)
+                    .outerjoin(a, a.c.patreon_user_id == p.c.patreon_user_id)
+                    .where(
+                        p.c.member_id.in_(list(member_ids[start : start + _CHUNK])),
+                        p.c.email_verified.is_(True),
+                        p.c.email.is_not(None),
+                        p.c.patreon_user_id.is_not(None),
+                        a.c.id.is_(None),
+                    )
+                )
+                out.update({row.patreon_user_id: row.email for row in conn.execute(stmt)})
+        return out
+
+    def link_accounts(
+        self, links: Mapping[str, str], *, source: str, run_id: int | None = None, how: str = "email"
+    ) -> list[tuple[str, str]]:
+        """Link Patreon users to local users (``{patreon_user_id: user_id}``) where neither is linked yet, with an
+        audit row ``account_linked`` each; returns the ``(patreon_user_id, user_id)`` pairs linked."""
+        a = self.tables.accounts
+        linked: list[tuple[str, str]] = []
+        with self.transaction() as conn:
+            ins: Any = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(a)
+            now = self.clock()
+            for patreon_user_id, user_id in links.items():
+                result = conn.execute(
+                    ins.values(
+                        user_id=str(user_id),
+                        patreon_user_id=patreon_user_id,
+                        scope="",
+                        needs_reauth=False,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(a.c.id)
+                ).first()
+                if result is not None:
+                    linked.append((patreon_user_id, str(user_id)))
+                    self.record_event(
+                        conn,
+                        "account_linked",
+                        source=source,
+                        patreon_user_id=patreon_user_id,
+                        user_id=str(user_id),
+                        run_id=run_id,
+                        detail={"how": how},
+                    )
+        return linked
 
     # -- locks: the page-view read, the tier catalogue and the settings version (issue 4) ------------------------------
     #
@@ -744,3 +1327,50 @@ def _row_to_tier(row: Mapping[Any, Any]) -> TierSnapshot:
         url=row["url"],
         patron_count=row["patron_count"],
     )
+
+
+def _older_than_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:
+    """Whether ``snapshot`` says less than ``stored`` about things that only move forward."""
+    if stored.last_charge_date is not None and (
+        snapshot.last_charge_date is None or snapshot.last_charge_date < stored.last_charge_date
+    ):
+        return True
+    if snapshot.lifetime_cents < stored.lifetime_cents:
+        return True
+    return (
+        stored.pledge_start is not None
+        and snapshot.pledge_start is not None
+        and snapshot.pledge_start < stored.pledge_start
+    )
+
+
+# -- snapshots kept for later (held revocations, webhook retries) ----------------------------------------------------
+
+
+def snapshot_to_json(snapshot: MemberSnapshot) -> dict[str, Any]:
+    """``snapshot`` as JSON-ready values (without the page's tier catalogue); :func:`snapshot_from_json` reads it."""
+    out: dict[str, Any] = {}
+    for f in fields(MemberSnapshot):
+        if f.name == "tiers":
+            continue
+        value = getattr(snapshot, f.name)
+        if f.name == "user" and value is not None:
+            value = {uf.name: getattr(value, uf.name) for uf in fields(UserSnapshot)}
+        out[f.name] = _jsonable(value)
+    return out
+
+
+_SNAPSHOT_DATES = ("last_charge_date", "next_charge_date", "pledge_start")
+
+
+def snapshot_from_json(data: Mapping[str, Any]) -> MemberSnapshot:
+    """The snapshot :func:`snapshot_to_json` stored."""
+    values = {k: v for k, v in data.items() if k in {f.name for f in fields(MemberSnapshot)}}
+    for name in _SNAPSHOT_DATES:
+        if values.get(name) is not None:
+            values[name] = datetime.fromisoformat(values[name])
+    values["entitled_tier_ids"] = tuple(values.get("entitled_tier_ids") or ())
+    user = values.get("user")
+    if user is not None:
+        values["user"] = UserSnapshot(**user)
+    return MemberSnapshot(**values)

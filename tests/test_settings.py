@@ -136,6 +136,7 @@ def test_overrides_reach_another_worker_within_the_check_interval(make_app: Call
     clock = Clock()
     cache = reader.state.settings
     cache.clock = clock
+    cache.invalidate()  # store.apply read the policy through this cache (issue 5) while it had the real clock
     assert reader.app.config["PATRONLOCK_SETTINGS_CHECK_SECONDS"] == 2.0  # well inside the promised 5 s
 
     def allowed() -> bool:

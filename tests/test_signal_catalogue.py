@@ -17,6 +17,7 @@ from typing import Any
 import connect_site
 import lockhelpers
 import pytest
+import sync_helpers
 from blinker import Signal
 from flask import Flask, g, has_request_context, render_template_string
 from sphinx.pycode import ModuleAnalyzer
@@ -25,7 +26,10 @@ from sqlalchemy.pool import NullPool
 
 from flask_patronlock import signals
 from flask_patronlock.extension import get_state
+from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.patron import Patron
+from flask_patronlock.sandbox import render_webhook_member
+from flask_patronlock.sync import run_sync
 
 Site = lockhelpers.Site
 NOW = lockhelpers.NOW
@@ -124,6 +128,47 @@ def _log_in_with_patreon(world: ConnectWorld) -> None:
     assert connect_site.oauth_flow(browser, PATREON_EMAIL, path="/patreon/login").status_code == 302
 
 
+@dataclass
+class SyncWorld:
+    """An app pointed at a live sandbox, its work inline (reconcile runs and webhooks, issue 5)."""
+
+    app: Flask
+    sandbox: Any
+
+
+def _patrons_in_sandbox(world: SyncWorld) -> None:
+    world.sandbox.generate_members(60)
+    assert run_sync(world.app).status == "complete"
+
+
+def _run(world: SyncWorld) -> None:
+    run_sync(world.app)
+
+
+def _everyone_gone(world: SyncWorld) -> None:
+    """The API suddenly lists nobody: a complete run that would revoke every patron is held by the breaker."""
+    for member in list(world.sandbox.members):
+        world.sandbox.delete_member(member)
+    assert run_sync(world.app).status == "held"
+
+
+def _post_webhook(world: SyncWorld) -> None:
+    member = world.sandbox.add_patron("hook@patreon.example", tier="Gold")
+    body = render_webhook_member(world.sandbox, member)
+    secret = world.app.config["PATRONLOCK_WEBHOOK_SECRETS"][0]
+    response = world.app.test_client().post(
+        "/patreon/webhook",
+        data=body,
+        headers={"X-Patreon-Event": "members:pledge:create", "X-Patreon-Signature": sign(body, secret),
+                 "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200
+
+
+def _revocable(site: Site) -> None:
+    _old_patron(site)
+
+
 # -- the moments -------------------------------------------------------------------------------------------------------
 
 
@@ -168,6 +213,41 @@ def _before_the_decision(site: Site, kwargs: dict[str, Any]) -> bool:
     return has_request_context() and "gold" not in (g.get("_patronlock_decisions") or {})
 
 
+def _run_row(world: SyncWorld, run_id: int) -> Any:
+    runs = get_state(world.app).tables.sync_runs
+    return _read_elsewhere(world.app, select(runs.c.status).where(runs.c.id == run_id))
+
+
+def _run_started(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent once the run's row is committed as running."""
+    row = _run_row(world, kwargs["run_id"])
+    return row is not None and row.status == "running"
+
+
+def _run_final(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the run's row is final."""
+    row = _run_row(world, kwargs["run"].run_id)
+    return row is not None and row.status == kwargs["run"].status != "running"
+
+
+def _hold_committed(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    held = get_state(world.app).tables.held_revocations
+    return _read_elsewhere(world.app, select(held.c.run_id).where(held.c.run_id == kwargs["run_id"])) is not None
+
+
+def _delivery_stored(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the delivery row is committed."""
+    d = get_state(world.app).tables.webhook_deliveries
+    return _read_elsewhere(world.app, select(d.c.id).where(d.c.id == kwargs["delivery_id"])) is not None
+
+
+def _delivery_done(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the delivery's processing is committed (applied from the API: the patron row exists)."""
+    p = get_state(world.app).tables.patrons
+    found = _read_elsewhere(world.app, select(p.c.member_id).where(p.c.member_id == kwargs["member_id"]))
+    return kwargs["outcome"] == "applied" and found is not None
+
+
 @dataclass(frozen=True)
 class Entry:
     """One signal: how to make it fire once, and what a receiver then gets."""
@@ -179,7 +259,8 @@ class Entry:
     act: Callable[[Any], None]
     #: asserted inside the receiver: it fires at the documented moment.
     moment: Callable[[Any, dict[str, Any]], bool]
-    #: the fixture the scenario runs in: ``locks_world`` (a lockhelpers.Site) or ``connect_world`` (a ConnectWorld).
+    #: the fixture the scenario runs in: ``locks_world`` (a lockhelpers.Site), ``connect_world`` (a ConnectWorld) or
+    #: ``sync_world`` (a SyncWorld).
     world: str = "locks_world"
 
     @property
@@ -223,6 +304,20 @@ CATALOGUE: tuple[Entry, ...] = (
           _log_in_with_patreon, _linked, "connect_world"),
     Entry(signals.user_created_from_patreon, frozenset({"user", "user_id", "patreon_user"}), _ready_to_sign_up,
           _log_in_with_patreon, _linked, "connect_world"),
+    # reconcile runs and webhooks (issue 5)
+    Entry(signals.access_granted, ACTION, _nothing, _new_patron, _committed),
+    Entry(signals.access_revoked, ACTION, _revocable,
+          _update(patron_status="former_patron", last_charge_status="Refunded", entitled_cents=0,
+                  entitled_tier_ids=()), _committed),
+    Entry(signals.sync_started, frozenset({"run_id", "trigger", "started_at"}), _nothing, _run, _run_started,
+          "sync_world"),
+    Entry(signals.sync_finished, frozenset({"run"}), _nothing, _run, _run_final, "sync_world"),
+    Entry(signals.revocations_held, frozenset({"run_id", "revoking", "total", "member_ids"}), _patrons_in_sandbox,
+          _everyone_gone, _hold_committed, "sync_world"),
+    Entry(signals.webhook_received, frozenset({"delivery_id", "event", "member_id"}), _nothing, _post_webhook,
+          _delivery_stored, "sync_world"),
+    Entry(signals.webhook_processed, frozenset({"delivery_id", "event", "member_id", "outcome", "result"}), _nothing,
+          _post_webhook, _delivery_done, "sync_world"),
 )
 
 
@@ -283,6 +378,11 @@ def locks_world(make_app: Callable[..., Flask]) -> Iterator[Site]:
 def connect_world(make_app: Callable[..., Flask], patreon_sandbox: Any) -> ConnectWorld:
     site = connect_site.sandbox_site(make_app, patreon_sandbox)
     return ConnectWorld(site=site, sandbox=patreon_sandbox, client=site.app.test_client())
+
+
+@pytest.fixture
+def sync_world(make_app: Callable[..., Flask], patreon_sandbox: Any) -> SyncWorld:
+    return SyncWorld(app=sync_helpers.sandbox_app(make_app, patreon_sandbox), sandbox=patreon_sandbox)
 
 
 @pytest.mark.parametrize("entry", CATALOGUE, ids=lambda e: e.signal.name)

@@ -1,0 +1,514 @@
+"""Reconcile runs: read every member of the campaign from Patreon and make the stored state agree.
+
+A run, in order:
+
+1. takes the ``sync`` lease (one run at a time across every process and machine; a second start raises
+   :class:`AlreadyRunning`) and records a ``patronlock_sync_runs`` row;
+2. refreshes the campaign's tiers;
+3. pages through the campaign's members (1,000 a page) and applies each page through
+   :meth:`~flask_patronlock.store.Store.apply_many` with ``source="sync"`` and ``defer_revocations=True``: grants,
+   updates and no-ops are written at once; snapshots that would take access away from an entitled patron are kept
+   aside, so nothing is revoked before the whole run has been seen;
+4. decides whether the run is **complete**: every page read and parsed, the last page without a next cursor, no
+   cursor or member repeated, and as many members as Patreon's ``total``. Anything else makes it **incomplete**: the
+   updates and grants stay, the deferred revocations are dropped (counted in ``detail``), nobody is marked missing,
+   and ``reason`` says why;
+5. after a complete run, stored members the run did not see are *missing*. Together with the deferred revocations
+   they are what the run would revoke (an entitled patron's first missing mark counts too: it starts the countdown).
+   If that trips the breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons
+   entitled now), they are **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``) and the
+   ``revocations-held`` signal fires; otherwise the deferred snapshots are applied and the missing marks made;
+6. re-evaluates access that time alone changed, links patrons to local users by verified e-mail, finishes the run
+   row, releases the lease and sends ``sync-finished``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+from sqlalchemy import insert, select, update
+
+from . import signals
+from .errors import PatronLockError
+from .extension import PatronLockState, get_state
+from .leases import Lease
+from .patreon.errors import PatreonError
+from .patreon.types import MemberPage, MemberSnapshot
+
+if TYPE_CHECKING:
+    from .patreon.client import PatreonClient
+
+__all__ = ["SYNC_LEASE", "AlreadyRunning", "Progress", "RunResult", "last_run", "list_runs", "run_sync"]
+
+log = logging.getLogger("flask_patronlock.sync")
+
+#: the name of the lease that makes runs one at a time.
+SYNC_LEASE = "sync"
+
+
+class AlreadyRunning(PatronLockError):
+    """Another run holds the sync lease."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a run is, sent to the ``progress`` callback after each page."""
+
+    run_id: int
+    pages: int
+    members: int
+    #: Patreon's ``total`` as last reported (``None`` before the first page or when Patreon did not say).
+    total: int | None
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run did (also stored on its ``patronlock_sync_runs`` row)."""
+
+    run_id: int
+    #: ``complete``, ``incomplete``, ``held`` (complete, revocations wait for approval), ``failed`` (an unexpected
+    #: error, re-raised) or ``skipped`` (a scheduled run found a recent one).
+    status: str
+    complete: bool = False
+    reason: str | None = None
+    pages: int = 0
+    members_seen: int = 0
+    total_reported: int | None = None
+    #: member rows written by the run (created or updated), including applied revocations.
+    changed: int = 0
+    #: patrons whose access the run took away.
+    revoked: int = 0
+    #: revocations held for approval.
+    held: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: the rest: ``api_requests``, ``deferred``, ``dropped``, ``missing_marked``, ``created``, ``updated``,
+    #: ``unchanged``, ``stale``, ``access_refreshed``, ``linked``, ``tiers``.
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        words = {True: "complete", False: "INCOMPLETE"}[self.complete] if self.status != "held" else "complete, HELD"
+        if self.status == "failed":
+            words = "FAILED"
+        line = (
+            f"run {self.run_id}: {words}; {self.pages} page(s), {self.members_seen} member(s) of "
+            f"{self.total_reported if self.total_reported is not None else '?'}; {self.changed} changed, "
+            f"{self.revoked} revoked, {self.held} held"
+        )
+        if self.reason:
+            line += f"; reason: {self.reason}"
+        return line
+
+
+def _now(state: PatronLockState) -> datetime:
+    return state.store.clock().astimezone(UTC)
+
+
+def run_sync(
+    app: Flask | None = None,
+    *,
+    trigger: str = "manual",
+    client: PatreonClient | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    min_interval: float | None = None,
+) -> RunResult:
+    """Run one reconcile pass now (see the module docs). Needs the app (default ``current_app``), not a request.
+
+    :param trigger: recorded on the run: ``manual``, ``cron``, ``schedule``, ``celery`` ...
+    :param client: the Patreon client (default: the creator's, from the configuration).
+    :param progress: called after each page.
+    :param min_interval: skip (``status="skipped"``) when a run started less than this many seconds ago: how several
+        schedulers (one per gunicorn worker) make one run per interval between them.
+    :raises AlreadyRunning: another run holds the lease.
+    :raises ConfigurationError: the campaign id or creator token is not configured.
+    """
+    state = get_state(app)
+    store = state.store
+    cfg = state.app.config
+    campaign_id = state.campaign_id("a reconcile run")
+    own_client = client is None
+    lease = Lease(store, SYNC_LEASE, ttl=float(cfg["PATRONLOCK_SYNC_LEASE_SECONDS"]))
+    if not lease.acquire():
+        held = lease.current()
+        raise AlreadyRunning(f"a sync run is already running ({held[0] if held else 'another worker'})")
+    try:
+        if min_interval is not None:
+            last = last_run(state.app)
+            started = last.started_at if last is not None else None
+            if last is not None and started is not None and _now(state) - started < timedelta(seconds=min_interval):
+                return RunResult(run_id=last.run_id, status="skipped", started_at=started)
+        if client is None:
+            client = state.creator_client("a reconcile run")
+        try:
+            return _Run(state, campaign_id, client, lease, trigger, progress).run()
+        finally:
+            if own_client:
+                client.close()
+    finally:
+        lease.release()
+
+
+class _Run:
+    def __init__(
+        self,
+        state: PatronLockState,
+        campaign_id: str,
+        client: PatreonClient,
+        lease: Lease,
+        trigger: str,
+        progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.state, self.store = state, state.store
+        self.campaign_id, self.client, self.lease = campaign_id, client, lease
+        self.progress = progress
+        self.trigger = trigger[:16]
+        self.page_size = int(state.app.config["PATRONLOCK_SYNC_PAGE_SIZE"])
+        self.started_at = _now(state)
+        self.requests_before = client.request_count
+        runs = self.store.tables.sync_runs
+        with self.store.transaction() as conn:
+            run_id = conn.execute(
+                insert(runs).values(trigger=trigger[:16], status="running", started_at=self.started_at)
+            ).inserted_primary_key
+        assert run_id is not None
+        self.result = RunResult(run_id=int(run_id[0]), status="running", started_at=self.started_at)
+        self.seen: set[str] = set()
+        self.deferred: list[tuple[MemberSnapshot, datetime]] = []
+        self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
+        self.last_renew = time.monotonic()
+
+    # -- the run ------------------------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        result = self.result
+        signals.send_action(
+            signals.sync_started,
+            self.state.app,
+            strict=self.store._strict_signals(),
+            run_id=result.run_id,
+            trigger=self.trigger,
+            started_at=result.started_at,
+        )
+        try:
+            self._refresh_tiers()
+            reason = self._read_pages()
+            if reason is None:
+                reason = self._check_complete()
+            if reason is None:
+                self._finish_complete()
+            else:
+                result.status, result.complete, result.reason = "incomplete", False, reason
+                result.detail["dropped"] = len(self.deferred)
+                if self.deferred:
+                    log.warning(
+                        "sync run %d is incomplete (%s): %d revocation(s) it saw were not applied",
+                        result.run_id,
+                        reason,
+                        len(self.deferred),
+                    )
+            self._after()
+        except BaseException as exc:
+            result.status, result.complete = "failed", False
+            result.reason = f"{type(exc).__name__}: {exc}"[:500]
+            self._save()
+            raise
+        self._save()
+        signals.send_action(
+            signals.sync_finished, self.state.app, strict=self.store._strict_signals(), run=result
+        )
+        log.info("%s", result.summary())
+        return result
+
+    def _refresh_tiers(self) -> None:
+        try:
+            campaign = self.client.campaign(self.campaign_id)
+        except PatreonError as exc:
+            self.result.detail["tiers"] = f"not refreshed: {type(exc).__name__}"
+            log.warning("sync run %d could not refresh the tiers: %s", self.result.run_id, exc)
+            return
+        changed = self.store.replace_tiers(self.campaign_id, campaign.tiers)
+        self.result.detail["tiers"] = "changed" if changed else "unchanged"
+
+    def _read_pages(self) -> str | None:
+        """Apply every page; the reason the run is incomplete, or ``None`` when every page was read.
+
+        The next page is fetched and parsed in a helper thread while this one is applied (Patreon's side of a page
+        and our writes overlap); pages are still applied one at a time, in order.
+        """
+        pages = self.client.iter_member_pages(self.campaign_id, page_size=self.page_size)
+        prefetch = _Prefetch(pages, lambda: _now(self.state), self.campaign_id)
+        try:
+            return self._apply_pages(prefetch)
+        finally:
+            prefetch.close()
+
+    def _apply_pages(self, prefetch: _Prefetch) -> str | None:
+        result = self.result
+        number = 0
+        while True:
+            number += 1
+            try:
+                page, observed_at = prefetch.next()
+            except PatreonError as exc:
+                return f"page {number}: {type(exc).__name__}: {exc}"[:500]
+            if page is None:
+                return None
+            if page.total is not None:
+                result.total_reported = page.total
+            if page.raw_count != len(page.members):
+                return f"page {number}: {page.raw_count - len(page.members)} member(s) could not be parsed"
+            members = [m for m in page.members if m.campaign_id in (None, self.campaign_id)]
+            self._apply_page(members, observed_at)
+            result.pages += 1
+            result.members_seen = len(self.seen)
+            if self.progress is not None:
+                self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
+            if not self._renew():
+                return "the sync lease was lost (the run took longer than PATRONLOCK_SYNC_LEASE_SECONDS per page)"
+
+    def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime) -> None:
+        fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
+        self.seen.update(m.member_id for m in fresh)
+        if not fresh:
+            return
+        outcomes = self.store.apply_many(
+            fresh, source="sync", observed_at=observed_at, run_id=self.result.run_id, defer_revocations=True
+        )
+        for snapshot, outcome in zip(fresh, outcomes, strict=True):
+            self.counts[outcome.outcome] += 1
+            if outcome.outcome == "deferred":
+                self.deferred.append((snapshot, observed_at))
+            elif outcome.changed:
+                self.result.changed += 1
+
+    def _renew(self) -> bool:
+        if time.monotonic() - self.last_renew < 5:
+            return True
+        self.last_renew = time.monotonic()
+        return self.lease.renew()
+
+    def _check_complete(self) -> str | None:
+        total = self.result.total_reported
+        if total is None:
+            return "Patreon did not report a member total, so the run cannot know it saw everyone"
+        if len(self.seen) != total:
+            return f"saw {len(self.seen)} member(s) but Patreon reported a total of {total}"
+        return None
+
+    def _finish_complete(self) -> None:
+        result, store = self.result, self.store
+        result.complete = True
+        unseen = sorted(store.member_ids(self.campaign_id) - self.seen)
+        entitled_unseen = store.entitled_among(unseen) if unseen else set()
+        revoking = len(self.deferred) + len(entitled_unseen)
+        total = store.count_entitled(self.campaign_id)
+        settings = store.policy_settings()
+        result.detail.update(unseen=len(unseen), revoking=revoking, entitled=total)
+        if revoking and settings.breaker_trips(revoking, total):
+            result.status = "held"
+            result.reason = (
+                f"the run would revoke {revoking} of {total} entitled patron(s), more than the breaker allows "
+                f"(max({settings.breaker_min_patrons}, {settings.breaker_fraction:.0%})); approve or reject it"
+            )
+            store.hold_revocations(
+                result.run_id, self.deferred, sorted(entitled_unseen), total=total, missed_at=_now(self.state)
+            )
+            result.held = revoking
+            others = [m for m in unseen if m not in entitled_unseen]
+            if others:
+                marked = store.mark_missing(result.run_id, others, seen_before=self.started_at)
+                result.detail["missing_marked"] = sum(1 for r in marked if r.changed)
+            return
+        result.status = "complete"
+        applied = []
+        by_time: dict[datetime, list[MemberSnapshot]] = {}
+        for snapshot, observed_at in self.deferred:
+            by_time.setdefault(observed_at, []).append(snapshot)
+        for observed_at, snaps in sorted(by_time.items()):
+            applied += store.apply_many(snaps, source="sync", observed_at=observed_at, run_id=result.run_id)
+        marked = store.mark_missing(result.run_id, unseen, seen_before=self.started_at) if unseen else []
+        result.detail["missing_marked"] = sum(1 for r in marked if r.changed)
+        for r in [*applied, *marked]:
+            if r.changed:
+                result.changed += 1
+            if "access_revoked" in r.events:
+                result.revoked += 1
+
+    def _after(self) -> None:
+        result, store = self.result, self.store
+        if result.complete:  # an incomplete run revokes nobody, not even by time (the scheduler's tick does that)
+            refreshed = store.refresh_access()
+            result.detail["access_refreshed"] = len(refreshed)
+            result.revoked += sum(1 for r in refreshed if "access_revoked" in r.events)
+        if self.state.app.config["PATRONLOCK_SYNC_MATCH_EMAILS"] and self.seen:
+            result.detail["linked"] = len(match_emails(self.state, sorted(self.seen), run_id=result.run_id))
+
+    def _save(self) -> None:
+        result = self.result
+        result.finished_at = _now(self.state)
+        result.detail.update(self.counts)
+        result.detail["api_requests"] = self.client.request_count - self.requests_before
+        runs = self.store.tables.sync_runs
+        with self.store.transaction() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == result.run_id)
+                .values(
+                    status=result.status,
+                    complete=result.complete,
+                    reason=result.reason,
+                    pages=result.pages,
+                    members_seen=result.members_seen,
+                    total_reported=result.total_reported,
+                    changed=result.changed,
+                    revoked=result.revoked,
+                    held=result.held,
+                    finished_at=result.finished_at,
+                    detail=dict(result.detail),
+                )
+            )
+
+
+_set_attr = object.__setattr__
+
+
+class _Prefetch:
+    """Fetch the next item of ``pages`` in a daemon thread while the caller works on the current one."""
+
+    _END = object()
+
+    def __init__(self, pages: Iterator[MemberPage], clock: Callable[[], datetime], campaign_id: str) -> None:
+        self._pages, self._clock, self._campaign_id = pages, clock, campaign_id
+        self._queue: queue.Queue[tuple[Any, datetime | None, BaseException | None]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fetch, name="patronlock-sync-fetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[Any, datetime | None, BaseException | None]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fetch(self) -> None:
+        while not self._stop.is_set():
+            observed_at = self._clock()  # the state is at least this new: it was asked for after this moment
+            try:
+                page = next(self._pages, self._END)
+            except BaseException as exc:
+                self._put((None, None, exc))
+                return
+            if page is self._END:
+                self._put((self._END, None, None))
+                return
+            assert isinstance(page, MemberPage)
+            for member in page.members:
+                if member.campaign_id is None:
+                    # The campaign's members listing does not repeat the campaign on each member. These snapshots
+                    # were parsed a moment ago and nobody else holds them: fill it in place (a replace() per member
+                    # costs more than the rest of a no-op apply).
+                    _set_attr(member, "campaign_id", self._campaign_id)
+            if not self._put((page, observed_at, None)):
+                return
+
+    def next(self) -> tuple[MemberPage | None, datetime]:
+        """The next page and when it was asked for; ``(None, …)`` after the last; raises what fetching raised."""
+        item, observed_at, error = self._queue.get()
+        if error is not None:
+            raise error
+        if item is self._END:
+            return None, self._clock()
+        assert observed_at is not None
+        return item, observed_at
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def match_emails(state: PatronLockState, member_ids: list[str], *, run_id: int | None = None) -> list[tuple[str, str]]:
+    """Link the unlinked, e-mail-verified patrons among ``member_ids`` to local users with the same e-mail (compared
+    case-insensitively), using the app's ``users_by_email`` / ``user_by_email`` callback. Returns the links made."""
+    finder = state.extension.email_finder()
+    if finder is None:
+        return []
+    candidates = state.store.unlinked_verified_emails(member_ids)
+    if not candidates:
+        return []
+    by_email: dict[str, list[str]] = {}
+    for patreon_user_id, email in candidates.items():
+        by_email.setdefault(email.strip().lower(), []).append(patreon_user_id)
+    found = finder(sorted(by_email))
+    links: dict[str, str] = {}
+    for email, user_id in found.items():
+        owners = by_email.get(email.strip().lower(), [])
+        if user_id is not None and len(owners) == 1:  # two Patreon users with one address: link neither
+            links[owners[0]] = str(user_id)
+    if not links:
+        return []
+    return state.store.link_accounts(links, source="sync", run_id=run_id, how="email")
+
+
+def _row_to_result(row: Mapping[Any, Any]) -> RunResult:
+    return RunResult(
+        run_id=int(row["id"]),
+        status=row["status"],
+        complete=bool(row["complete"]),
+        reason=row["reason"],
+        pages=row["pages"],
+        members_seen=row["members_seen"],
+        total_reported=row["total_reported"],
+        changed=row["changed"],
+        revoked=row["revoked"],
+        held=row["held"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        detail=dict(row["detail"] or {}),
+    )
+
+
+def list_runs(app: Flask | None = None, *, limit: int = 20, status: str | None = None) -> list[RunResult]:
+    """The most recent runs, newest first (``status="held"`` for the ones waiting for a decision)."""
+    state = get_state(app)
+    runs = state.tables.sync_runs
+    stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(runs.c.status == status)
+    with state.store.engine.connect() as conn:
+        return [_row_to_result(row) for row in conn.execute(stmt).mappings()]
+
+
+def last_run(app: Flask | None = None) -> RunResult | None:
+    """The most recent run, if any."""
+    runs = list_runs(app, limit=1)
+    return runs[0] if runs else None
+
+
+def get_run(app: Flask | None, run_id: int) -> RunResult | None:
+    """One run by id."""
+    state = get_state(app)
+    runs = state.tables.sync_runs
+    with state.store.engine.connect() as conn:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+    return _row_to_result(row) if row else None
+
+
+def result_dict(result: RunResult) -> dict[str, Any]:
+    """``result`` as JSON-ready values (for Celery task results and logs)."""
+    out = asdict(result)
+    for key in ("started_at", "finished_at"):
+        if out[key] is not None:
+            out[key] = out[key].isoformat()
+    return out
