@@ -23,6 +23,6 @@ __all__ = ["blueprint", "init_admin"]
 
 def init_admin(app: Flask) -> None:
     """Register the settings page's blueprint under ``PATRONLOCK_ADMIN_URL_PREFIX``."""
-    from . import setup, views  # noqa: F401  (the modules attach their routes to the blueprint)
+    from . import setup, syncpages, views  # noqa: F401  (the modules attach their routes to the blueprint)
 
     app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_ADMIN_URL_PREFIX"])

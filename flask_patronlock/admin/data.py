@@ -41,7 +41,6 @@ __all__ = [
     "STATUS_FILTERS",
     "History",
     "PatronPage",
-    "last_complete_run",
     "patron_timeline",
     "search_patrons",
     "status_history",
@@ -279,12 +278,3 @@ def status_history(state: PatronLockState, now: datetime, *, months: int = 12) -
         history.declined.append(end[1] if end is not None else None)
     return history
 
-
-def last_complete_run(state: PatronLockState) -> dict[str, Any] | None:
-    """The newest complete reconcile run (a ``patronlock_sync_runs`` row), or ``None``."""
-    r = state.tables.sync_runs
-    with state.store.engine.connect() as conn:
-        row = (
-            conn.execute(select(r).where(r.c.complete.is_(True)).order_by(r.c.id.desc()).limit(1)).mappings().first()
-        )
-    return dict(row) if row else None

@@ -24,7 +24,6 @@ from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
 from ..settings import set_campaign_id
 from .blueprint import admin_user_id, nav, route, state
-from .data import last_complete_run
 
 __all__ = ["Step", "checklist", "creator_redirect_uri", "site_url"]
 
@@ -94,8 +93,9 @@ def _missing_scopes(scope: str) -> list[str]:
     return [s for s in wanted if s not in have]
 
 
-def checklist() -> list[Step]:
-    """The setup checklist, in order, from the configuration and the stored settings (no call to Patreon)."""
+def checklist(*, live: bool = False) -> list[Step]:
+    """The setup checklist, in order, from the configuration and the stored settings; ``live`` also asks Patreon
+    about the webhook's health (cached for a minute per process)."""
     st = state()
     cfg = current_app.config
     steps: list[Step] = []
@@ -195,32 +195,21 @@ def checklist() -> list[Step]:
             )
         )
 
-    steps.extend(_sync_steps())
+    steps.extend(_sync_steps(live))
     return steps
 
 
-def _sync_steps() -> list[Step]:
-    """The webhook and last-sync steps (filled in by the sync pages once reconcile runs exist)."""
-    run = last_complete_run(state())
-    when = run["finished_at"] or run["started_at"] if run else None
-    return [
-        Step(
-            "sync",
-            "Last complete sync",
-            run is not None,
-            f"Run {run['id']} read every member ({run['members_seen']}) on {when:%Y-%m-%d %H:%M} UTC."
-            if run and when
-            else "No complete sync yet: patrons are only known as they connect.",
-            "" if run else "Run a sync: it reads every member of the campaign.",
-            actions=False,
-        )
-    ]
+def _sync_steps(live: bool) -> list[Step]:
+    """The webhook and last-sync steps (:mod:`flask_patronlock.admin.syncpages`)."""
+    from .syncpages import webhook_steps
+
+    return webhook_steps(live=live)
 
 
 @route("/setup")
 def setup() -> ResponseReturnValue:
     """The setup checklist."""
-    steps = checklist()
+    steps = checklist(live=True)
     return render_template(
         "patronlock/admin/setup.html",
         steps=steps,

@@ -21,6 +21,7 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
 ) -> None:
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=TIMEOUT_MS)  # every assertion waits at most this long, as every action does
     base, _app = live_site
     creator = browser.new_context(base_url=base, viewport={"width": 1200, "height": 900})
     creator.set_default_timeout(TIMEOUT_MS)
@@ -51,6 +52,17 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(page.locator('[data-step="campaign"]')).to_contain_text("done")
         shots(page, "setup-connected")
 
+        # -- register the webhook, run a first sync (the page follows its progress), and the checklist is complete
+        page.click('[data-step="webhook"] >> button:has-text("Register the webhook")')
+        expect(page.locator('[data-step="webhook"]')).to_contain_text("done")
+        page.click('[data-step="sync"] >> button:has-text("Sync now")')
+        expect(page).to_have_url(re.compile(r"/patronlock/admin/sync"))
+        expect(page.locator('[data-runs] tr[data-status="complete"]').first).to_be_visible(timeout=TIMEOUT_MS)
+        shots(page, "sync")
+        page.click("nav >> text=Setup")
+        expect(page.locator(".pl-lead").first).to_contain_text("5 of 5 steps done")
+        shots(page, "setup-complete")
+
         # -- lock "premium" to Gold
         page.click("nav >> text=Locks")
         shots(page, "locks")
@@ -77,10 +89,21 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner")
 
         # -- the other pages, for the record
-        for name in ("Banners", "Policies", "Patrons", "Dashboard", "Add-ons", "Setup"):
+        for name in ("Banners", "Policies", "Patrons", "Dashboard", "Add-ons"):
             page.click(f"nav >> text={name}")
             expect(page.locator("h1")).to_be_visible()
             shots(page, name.lower().replace("-", ""))
+        page.click("nav >> text=Patrons")
+        page.fill("input[name=q]", "ada")
+        page.click("button:has-text('Search')")
+        page.click("table[data-patrons] >> text=Ada")
+        expect(page.locator("h1")).to_contain_text("Ada")
+        page.select_option("select[name=lock]", "premium")
+        page.click("button:has-text('Explain')")
+        expect(page.locator("[data-explain]")).to_be_visible()
+        page.click("button:has-text('Sync this patron now')")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Synced")
+        shots(page, "patron-ada")
     finally:
         creator.close()
 
