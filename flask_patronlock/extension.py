@@ -58,6 +58,7 @@ class PatronLockState:
             sender=self.app,
             strict=lambda: bool(config["PATRONLOCK_STRICT_SIGNALS"]),
         )
+        self.store.settings_changed = self.settings.invalidate  # a tier refresh here is seen here at once
         self.viewers = ViewerCache(
             lambda: float(config["PATRONLOCK_VIEWER_CACHE_SECONDS"]),
             max_entries=lambda: int(config["PATRONLOCK_VIEWER_CACHE_SIZE"]),
