@@ -16,7 +16,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask_patronlock import PatronLock, get_state, locked, send_locked_file
+from flask_patronlock import ConfigurationError, PatronLock, get_state, locked, send_locked_file
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -32,6 +32,7 @@ patronlock.lock("silver", tier="Silver", description="Silver patrons and up")
 patronlock.lock("gold", tier="Gold", description="Gold patrons only")
 patronlock.lock("founders", patron_since_before="2027-01-01", description="Patrons who joined before 2027")
 patronlock.lock("downloads", tier="Bronze", description="Downloadable files, Bronze and up")
+patronlock.lock("premium", min_cents=100, description="Premium posts: choose their tier in the settings page")
 
 
 class User(UserMixin, db.Model):  # type: ignore[name-defined]
@@ -64,6 +65,8 @@ POSTS = [
          "The full masterclass video and the layered source files."),
     Post("founders-letter", "A letter to the founding patrons", "founders", "To the people who were here first.",
          "You believed in this before anyone else did. Here is what your support built..."),
+    Post("premium-archive", "The premium archive", "premium", "Ten years of studies, sorted by theme.",
+         "The whole archive: every study, with its reference photos and notes."),
 ]
 
 
@@ -125,6 +128,8 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
                 state = get_state()
                 campaign = state.creator_client().campaign(state.campaign_id())
                 state.store.replace_tiers(campaign.id, campaign.tiers)
+            except ConfigurationError:
+                tiers_read = False  # not set up yet: the creator connects Patreon in the settings page
             except Exception:
                 tiers_read = False
                 log.exception("could not read the campaign's tiers; will try again on the next request")

@@ -18,7 +18,8 @@ def mount_sandbox(app: Flask, *, base_url: str) -> Sandbox:
     sandbox.add_patron("ada@example.com", tier="Gold", full_name="Ada")
     sandbox.add_patron("bo@example.com", tier="Bronze", full_name="Bo")
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {PREFIX: create_sandbox_app(sandbox)})  # type: ignore[method-assign]
-    app.config.update(sandbox.config)
+    for key, value in sandbox.config.items():  # keys the site set itself win (None: "let the creator set it up")
+        app.config.setdefault(key, value)
     app.config.setdefault("PATRONLOCK_REDIRECT_URI", base_url.rstrip("/") + "/patreon/callback")
     app.extensions["example_sandbox"] = sandbox
     return sandbox

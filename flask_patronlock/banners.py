@@ -157,7 +157,9 @@ def pledge_link(
     which preselects it) against ``PATRONLOCK_OAUTH_BASE_URL``; without one, ``/checkout/<campaign>?rid=<tier>``;
     without a tier, the campaign's checkout page ``/checkout/<campaign>``; without a campaign id, the Patreon home
     page. Then the ``pledge-url`` filter may change it (``lock``, the lock name, and ``decision`` are passed to it)."""
-    campaign = current_app.config["PATRONLOCK_CAMPAIGN_ID"]
+    from .extension import get_state
+
+    campaign = get_state().campaign_id_or_none()
     if tier is not None and tier.url:
         url = _patreon_url(tier.url)
     elif campaign:

@@ -237,15 +237,19 @@ def rotate_keys_command() -> None:
     Put the new key first in the list (keep the old ones after it), run this, then remove the old keys.
     """
     from .accounts import get_accounts
+    from .creator import rotate_creator_tokens
     from .errors import TokenDecryptionError
 
     try:
         report = get_accounts().rotate_keys()
+        creator = rotate_creator_tokens(get_state())  # the creator's, connected on the settings page (issue 7)
     except (TokenDecryptionError, ConfigurationError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"Re-encrypted {report.tokens} token(s) of {report.accounts} linked account(s) under the first key of "
-        "PATRONLOCK_TOKEN_KEYS. The other keys can now be removed."
+        "PATRONLOCK_TOKEN_KEYS"
+        + (f", and the creator's {creator} token(s)" if creator else "")
+        + ". The other keys can now be removed."
     )
 
 

@@ -77,6 +77,19 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_LOGIN_REMEMBER", False, "Log in with Patreon sets Flask-Login's remember-me cookie."),
     Key("PATRONLOCK_DEFAULT_NEXT", "/", "Where users land after connecting or logging in without a safe next."),
     Key("PATRONLOCK_STATUS_REFRESH_INTERVAL", 300, "Seconds a user must wait between two Refresh my status."),
+    # -- the creators' settings page (issue 7: flask_patronlock/admin) --
+    Key("PATRONLOCK_ADMIN_URL_PREFIX", "/patronlock/admin",
+        "Where the settings page lives (None: not registered); read once, in init_app."),
+    Key(
+        "PATRONLOCK_CREATOR_SCOPES",
+        [
+            "identity", "identity[email]", "campaigns", "campaigns.members", "campaigns.members[email]",
+            "campaigns.members.address", "w:campaigns.webhook",
+        ],
+        "OAuth scopes the settings page asks for when the creator connects their account.",
+    ),
+    Key("PATRONLOCK_CREATOR_REDIRECT_URI", None,
+        "The creator connect's callback URL (default: the settings page's, on PATRONLOCK_REDIRECT_URI's origin)."),
     # -- add-ons (issue 6) --
     Key("PATRONLOCK_ADDONS_AUTOLOAD", True, "Install the add-ons found in the flask_patronlock.addons entry points."),
     Key("PATRONLOCK_ADDONS_DENYLIST", [], "Names of add-ons never loaded (not even imported) on this app."),

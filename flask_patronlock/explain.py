@@ -134,7 +134,7 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
     bare_id = isinstance(user, _UserId)
     viewer = viewer_for(user, state, is_admin=False if bare_id else None, cached=False)  # the stored truth
     if viewer.linked:
-        campaign = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
+        campaign = state.campaign_id_or_none()
         of_campaign = f" of campaign {campaign}" if campaign else ""
         patron = viewer.patron
         if patron is None:

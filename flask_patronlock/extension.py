@@ -58,6 +58,7 @@ class PatronLockState:
             sender=self.app,
             strict=lambda: bool(config["PATRONLOCK_STRICT_SIGNALS"]),
         )
+        self.store.settings_changed = self.settings.invalidate  # a tier refresh here is seen here at once
         self.viewers = ViewerCache(
             lambda: float(config["PATRONLOCK_VIEWER_CACHE_SECONDS"]),
             max_entries=lambda: int(config["PATRONLOCK_VIEWER_CACHE_SIZE"]),
@@ -88,13 +89,41 @@ class PatronLockState:
         )
 
     def creator_client(self, purpose: str = "reading the campaign") -> PatreonClient:
-        """A client with the creator's access token (campaign members, webhooks)."""
-        token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
+        """A client with the creator's access token (campaign members, webhooks): the one the creator connected on
+        the settings page (refreshed when it expires soon), else ``PATRONLOCK_CREATOR_ACCESS_TOKEN``.
+
+        :raises ConfigurationError: neither is there, or the stored connection needs connecting again and no token
+            is configured.
+        """
+        from .creator import CreatorNeedsReauthorization, creator_access_token
+
+        try:
+            token = creator_access_token(self, purpose=purpose)
+        except CreatorNeedsReauthorization as exc:
+            if not self.app.config.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"):
+                raise ConfigurationError(
+                    f"{exc}; {purpose} needs it. Connect the creator's Patreon account again on the settings page "
+                    "(Setup), or set PATRONLOCK_CREATOR_ACCESS_TOKEN."
+                ) from None
+            token = None
+        if token is None:
+            token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
         return self.client(access_token=token, purpose=purpose)
 
     def campaign_id(self, purpose: str = "matching members to this site") -> str:
-        """The configured campaign id."""
+        """The campaign chosen on the settings page, else ``PATRONLOCK_CAMPAIGN_ID``.
+
+        :raises ConfigurationError: neither is set.
+        """
+        stored = self.settings.current().campaign_id
+        if stored:
+            return stored
         return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
+
+    def campaign_id_or_none(self) -> str | None:
+        """:meth:`campaign_id`, or ``None`` when neither the settings page nor the configuration set one. Cached per
+        process with the settings (no query per call)."""
+        return self.settings.current().campaign_id or self.app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
 
 
 class PatronLock(LockDeclarations, AddonDeclarations):
@@ -171,6 +200,12 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         state = app.extensions[EXTENSION_KEY]
         # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
         store.policy_settings = lambda: state.settings.current().policy
+
+        # -- the creators' settings page (issue 7): PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
+        if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:
+            from .admin import init_admin
+
+            init_admin(app)
 
         # Add-ons (issue 6) last, so they find everything above in place: entry points, then register_addon.
         from .addons import init_app as init_addons

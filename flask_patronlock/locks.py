@@ -320,7 +320,7 @@ def _signed_in_viewer(
         return _ANONYMOUS
     user_id = str(user_id)
     store = state.store
-    campaign_id = state.app.config["PATRONLOCK_CAMPAIGN_ID"]
+    campaign_id = state.campaign_id_or_none()
     if cached:
         viewer = state.viewers.get(user_id, lambda: _read_viewer(store, user_id, campaign_id), not_before=not_before)
     else:
@@ -746,6 +746,9 @@ def _before_request() -> None:
     app = _app_now()
     config = app.config
     site, paths = config["PATRONLOCK_SITE_LOCK"], config["PATRONLOCK_PATH_LOCKS"]
+    routing = app.extensions["patronlock"].settings.current().routing  # the settings page's: wins over the config
+    if routing is not None:
+        site, paths = routing.site_lock, routing.path_locks
     if not site and not paths:
         return
     req = _request_now()

@@ -52,7 +52,8 @@ MAX_PENDING = 3
 MAX_NEXT_LENGTH = 512
 _MAX_USED = 5
 
-Flow = Literal["connect", "login"]
+#: ``creator`` is the settings page's connect of the creator's own account (issue 7).
+Flow = Literal["connect", "login", "creator"]
 StateProblemKind = Literal["missing", "no_session", "mismatch", "reused", "expired"]
 
 
@@ -74,7 +75,8 @@ class PendingFlow:
     """One started OAuth flow, as remembered in the session."""
 
     state: str
-    #: ``connect`` (a logged-in user links Patreon) or ``login`` (log in with Patreon).
+    #: ``connect`` (a logged-in user links Patreon), ``login`` (log in with Patreon) or ``creator`` (the settings
+    #: page connects the creator's account).
     flow: Flow
     #: the safe relative path to land on afterwards, or ``None`` for the default page.
     next_url: str | None
@@ -125,10 +127,15 @@ def begin_flow(
     return state, challenge
 
 
-def take_flow(state: str | None, *, now: datetime) -> PendingFlow:
+def take_flow(
+    state: str | None, *, now: datetime, flows: tuple[Flow, ...] = ("connect", "login")
+) -> PendingFlow:
     """Check and consume the ``state`` of an OAuth callback.
 
     The state is removed from the session on the first look, so a second use of the same callback URL fails.
+
+    :param flows: the flows this callback finishes; a state of another flow (e.g. the settings page's ``creator``
+        flow arriving at the patrons' callback) is a ``mismatch``.
 
     :raises StateProblem: see its ``kind``.
     """
@@ -148,7 +155,7 @@ def take_flow(state: str | None, *, now: datetime) -> PendingFlow:
     if not timedelta(0) <= now - started < STATE_TTL:
         raise StateProblem("expired")
     flow = entry.get("flow")
-    if flow not in ("connect", "login"):
+    if flow not in flows:
         raise StateProblem("mismatch")
     return PendingFlow(
         state=state,

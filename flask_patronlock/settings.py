@@ -13,6 +13,8 @@ The Python API (used by the settings page and by the CLI) works on the current a
 * :func:`get_lock_override`, :func:`set_lock_override`, :func:`clear_lock_override`, :func:`list_locks`
 * :func:`get_policy_settings`, :func:`set_policy_settings`
 * :func:`get_banner_text`, :func:`set_banner_text`
+* :func:`get_campaign_id`, :func:`set_campaign_id`, :func:`set_routing`, :func:`clear_routing` (the settings page's
+  choice of campaign and of site-wide / path locks, which win over the configuration)
 * :func:`list_addons`, :func:`set_addon_enabled`, :func:`is_addon_enabled` (issue 6)
 """
 
@@ -42,10 +44,13 @@ __all__ = [
     "AddonSwitch",
     "LockInfo",
     "Override",
+    "Routing",
     "SettingsCache",
     "SettingsSnapshot",
     "clear_lock_override",
+    "clear_routing",
     "get_banner_text",
+    "get_campaign_id",
     "get_lock_override",
     "get_policy_settings",
     "is_addon_enabled",
@@ -53,8 +58,10 @@ __all__ = [
     "list_locks",
     "set_addon_enabled",
     "set_banner_text",
+    "set_campaign_id",
     "set_lock_override",
     "set_policy_settings",
+    "set_routing",
 ]
 
 log = logging.getLogger("flask_patronlock.settings")
@@ -64,6 +71,9 @@ BANNER_REASONS: frozenset[str] = frozenset(REASONS - ALLOWING_REASONS)
 
 POLICY_KEY = "policy"
 BANNER_PREFIX = "banner:"
+#: the settings page's choice of campaign, and of site-wide / path locks (issue 7).
+CAMPAIGN_KEY = "patronlock.campaign_id"
+ROUTING_KEY = "patronlock.routing"
 ADDON_PREFIX = "addon:"
 
 _warned_tiers: set[str] = set()
@@ -102,6 +112,42 @@ class LockInfo:
     source: Literal["default", "override"]
 
 
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The site-wide lock and the URL-prefix locks as set on the settings page; they replace
+    ``PATRONLOCK_SITE_LOCK`` and ``PATRONLOCK_PATH_LOCKS`` while stored (:func:`clear_routing` goes back to them)."""
+
+    site_lock: str | None = None
+    #: URL path prefix -> lock name.
+    path_locks: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return {"site_lock": self.site_lock, "path_locks": dict(self.path_locks)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Routing:
+        """From :meth:`to_dict` output.
+
+        :raises ValueError: on an unknown key, a prefix that does not start with ``/``, or an empty lock name.
+        """
+        unknown = sorted(str(k) for k in data if k not in ("site_lock", "path_locks"))
+        if unknown:
+            raise ValueError(f"Routing has unknown key(s): {', '.join(unknown)}")
+        site = data.get("site_lock") or None
+        if site is not None and not isinstance(site, str):
+            raise ValueError(f"Routing.site_lock must be a lock name or None, not {site!r}")
+        paths = data.get("path_locks") or {}
+        if not isinstance(paths, Mapping):
+            raise ValueError("Routing.path_locks must be a mapping of URL path prefix to lock name")
+        for prefix, name in paths.items():
+            if not isinstance(prefix, str) or not prefix.startswith("/") or any(c.isspace() for c in prefix):
+                raise ValueError(f"a path lock's prefix must be a URL path starting with '/', not {prefix!r}")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"the path lock of {prefix!r} needs a lock name")
+        return cls(site_lock=site, path_locks=dict(paths))
+
+
 @dataclass
 class SettingsSnapshot:
     """Everything a lock decision needs besides the viewer, as of one settings version. Treat it as read-only."""
@@ -114,6 +160,10 @@ class SettingsSnapshot:
     tiers: dict[str, TierSnapshot] = field(default_factory=dict)
     #: lower-cased tier title -> the ids of the tiers with that title.
     tier_ids_by_title: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the campaign the creator chose on the settings page (wins over ``PATRONLOCK_CAMPAIGN_ID``); issue 7.
+    campaign_id: str | None = None
+    #: the site-wide and path locks set on the settings page (win over the configuration), or ``None``; issue 7.
+    routing: Routing | None = None
     #: the creator's add-on switches by add-on name (add-ons never switched are absent).
     addon_switches: dict[str, AddonSwitch] = field(default_factory=dict)
     #: the app, sent as the sender of the ``lock-rule`` filter.
@@ -276,11 +326,20 @@ class SettingsCache:
         policy = PolicySettings()
         banners: dict[str, str] = {}
         overrides: dict[str, Override] = {}
+        campaign_id: str | None = None
+        routing: Routing | None = None
         switches: dict[str, AddonSwitch] = {}
         with self.store.engine.connect() as conn:
             for row in conn.execute(select(s.c.key, s.c.value, s.c.updated_by, s.c.updated_at)).mappings():
                 key, value = row["key"], row["value"]
-                if key == POLICY_KEY and value is not None:
+                if key == CAMPAIGN_KEY:
+                    campaign_id = str(value) if value else None
+                elif key == ROUTING_KEY and value is not None:
+                    try:
+                        routing = Routing.from_dict(value)
+                    except (ValueError, TypeError):
+                        log.exception("the stored site-wide and path locks are invalid; using the configuration's")
+                elif key == POLICY_KEY and value is not None:
                     try:
                         policy = PolicySettings.from_dict(value)
                     except ValueError:
@@ -298,7 +357,7 @@ class SettingsCache:
                     log.exception("the stored override of lock %r is invalid; using the lock's default", row["name"])
                     continue
                 overrides[row["name"]] = Override(rule, row["updated_by"], row["updated_at"])
-        tiers = {t.id: t for t in self.store.tiers(self._campaign_id())}
+        tiers = {t.id: t for t in self.store.tiers(campaign_id or self._campaign_id())}
         by_title: dict[str, tuple[str, ...]] = {}
         for tier in tiers.values():
             title = tier.title.strip().casefold()
@@ -312,6 +371,8 @@ class SettingsCache:
             banner_texts=banners,
             tiers=tiers,
             tier_ids_by_title=by_title,
+            campaign_id=campaign_id,
+            routing=routing,
             addon_switches=switches,
             sender=self.sender,
             strict=self.strict,
@@ -486,6 +547,61 @@ def _check_reason(reason: str) -> None:
 
 
 
+# -- the settings page's campaign and site-wide / path locks (issue 7) -------------------------------------------------
+
+
+def get_campaign_id() -> str | None:
+    """The campaign chosen on the settings page, else ``PATRONLOCK_CAMPAIGN_ID``, else ``None``."""
+    stored = _snapshot().campaign_id
+    return stored or _state().app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
+
+
+def set_campaign_id(campaign_id: str | None, *, by: str | None = None) -> None:
+    """Choose the campaign whose patrons unlock this site; it wins over ``PATRONLOCK_CAMPAIGN_ID`` on every worker
+    within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``. ``None`` goes back to the configuration.
+
+    :raises ValueError: if ``campaign_id`` is not a short id without spaces or commas.
+    """
+    value = str(campaign_id).strip() if campaign_id is not None else None
+    if value is not None and (not value or len(value) > 64 or any(c.isspace() or c == "," for c in value)):
+        raise ValueError(f"{campaign_id!r} is not a Patreon campaign id")
+    _write(
+        "campaign_set",
+        by,
+        {"campaign_id": value},
+        lambda conn, version: _upsert_setting(conn, CAMPAIGN_KEY, value, version, by),
+    )
+
+
+def set_routing(routing: Routing | Mapping[str, Any], *, by: str | None = None) -> Routing:
+    """Store the site-wide lock and the URL-prefix locks; they replace ``PATRONLOCK_SITE_LOCK`` and
+    ``PATRONLOCK_PATH_LOCKS`` on every worker within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
+
+    :raises ValueError: on a bad prefix or value.
+    :raises UnknownLockError: when a lock name is not declared.
+    """
+    checked = routing if isinstance(routing, Routing) else Routing.from_dict(routing)
+    for name in [checked.site_lock, *checked.path_locks.values()]:
+        if name is not None:
+            _declared(name)
+    data = checked.to_dict()
+    _write(
+        "routing_set",
+        by,
+        {"routing": data},
+        lambda conn, version: _upsert_setting(conn, ROUTING_KEY, data, version, by),
+    )
+    return checked
+
+
+def clear_routing(*, by: str | None = None) -> None:
+    """Forget the stored site-wide and path locks: ``PATRONLOCK_SITE_LOCK`` and ``PATRONLOCK_PATH_LOCKS`` apply."""
+    s = _state().tables.settings
+
+    def apply(conn: Any, version: int) -> None:
+        conn.execute(delete(s).where(s.c.key == ROUTING_KEY))
+
+    _write("routing_cleared", by, {}, apply)
 # -- add-ons (issue 6) -------------------------------------------------------------------------------------------------
 
 

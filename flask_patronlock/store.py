@@ -440,6 +440,9 @@ class Store:
         self.sender = sender
         self._strict_signals = strict_signals
         self.clock = clock
+        #: called after this store committed a settings-version bump of its own (the tier catalogue), so this
+        #: process's settings cache re-reads at once instead of after its check interval (issue 7).
+        self.settings_changed: Callable[[], None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -1303,6 +1306,8 @@ class Store:
                     conn.execute(update(t).where(t.c.id == tier.id).values(updated_at=now, **values))
             if changed:
                 self.bump_settings_version(conn, by="sync")
+        if changed and self.settings_changed is not None:
+            self.settings_changed()
         return changed
 
 

@@ -272,6 +272,7 @@ class _Run:
             result.members_seen = len(self.seen)
             if self.progress is not None:
                 self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
+            self._save_progress()
             if not self._renew():
                 return "the sync lease was lost (the run took longer than PATRONLOCK_SYNC_LEASE_SECONDS per page)"
 
@@ -351,6 +352,16 @@ class _Run:
             result.revoked += sum(1 for r in refreshed if "access_revoked" in r.events)
         if self.state.app.config["PATRONLOCK_SYNC_MATCH_EMAILS"] and self.seen:
             result.detail["linked"] = len(match_emails(self.state, sorted(self.seen), run_id=result.run_id))
+
+    def _save_progress(self) -> None:
+        """Record how far the run got on its row after each page (the settings page shows it while it runs)."""
+        result, runs = self.result, self.store.tables.sync_runs
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == result.run_id)
+                .values(pages=result.pages, members_seen=result.members_seen, total_reported=result.total_reported)
+            )
 
     def _save(self) -> None:
         result = self.result

@@ -760,7 +760,7 @@ def status() -> ResponseReturnValue:
     account = accounts.get(user_id)
     patron = described = label = None
     if account is not None:
-        patron = state.store.patron_for_user(user_id, state.app.config.get("PATRONLOCK_CAMPAIGN_ID"))
+        patron = state.store.patron_for_user(user_id, state.campaign_id_or_none())
         now = _now()
         described = _describe(patron, None, now)
         label = (

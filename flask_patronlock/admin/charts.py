@@ -1,0 +1,169 @@
+"""Charts for the dashboard, drawn on the server as inline SVG: no JavaScript, no library, nothing fetched.
+
+Each function takes plain numbers and returns :class:`~markupsafe.Markup` holding one ``<svg>`` element with a
+``<title>`` and ``<desc>`` (screen readers), every label escaped, and a ``data-chart`` attribute for tests. Sizes are
+in SVG user units; the stylesheet makes them scale to the page width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+__all__ = ["Series", "bar_chart", "line_chart"]
+
+_PALETTE = ("#c2410c", "#1d4ed8", "#15803d", "#7e22ce", "#b45309", "#0f766e")
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One line of a line chart: a name, a colour, and one value per x label (``None``: no data there)."""
+
+    name: str
+    values: Sequence[float | None]
+    color: str = ""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _nice_max(value: float) -> float:
+    """A round axis maximum at or above ``value`` (1, 2, 2.5 or 5 times a power of ten)."""
+    if value <= 0:
+        return 1.0
+    power = 1.0
+    while power * 10 <= value:
+        power *= 10
+    while power > value:
+        power /= 10
+    for step in (1, 2, 2.5, 5, 10):
+        if step * power >= value:
+            return step * power
+    return 10 * power  # pragma: no cover - the loop always returns
+
+
+def _value_label(value: float, unit: str) -> str:
+    return f"{_fmt(value)}{unit}"
+
+
+def bar_chart(
+    items: Sequence[tuple[str, float]], *, title: str, unit: str = "", empty: str = "Nothing to show yet."
+) -> Markup:
+    """Horizontal bars, one per ``(label, value)``, with the value written at the end of each bar."""
+    if not items:
+        return Markup('<p class="pl-empty" data-chart="bar">{}</p>').format(empty)
+    row, label_w, bar_w, pad = 28, 190, 360, 8
+    width = label_w + bar_w + 80
+    height = pad * 2 + row * len(items)
+    top = max((v for _, v in items), default=0) or 1
+    parts = [
+        f'<svg class="pl-chart" data-chart="bar" viewBox="0 0 {width} {height}" role="img" '
+        f'preserveAspectRatio="xMinYMin meet" width="100%">',
+        f"<title>{escape(title)}</title>",
+        "<desc>" + escape("; ".join(f"{label}: {_value_label(v, unit)}" for label, v in items)) + "</desc>",
+    ]
+    for i, (label, value) in enumerate(items):
+        y = pad + i * row
+        length = 0 if value <= 0 else max(2.0, bar_w * value / top)
+        color = _PALETTE[i % len(_PALETTE)]
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + row / 2 + 5}" text-anchor="end" class="pl-label">{escape(label)}</text>'
+        )
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 4}" width="{length:.1f}" height="{row - 8}" rx="3" fill="{color}">'
+            f"<title>{escape(label)}: {escape(_value_label(value, unit))}</title></rect>"
+        )
+        parts.append(
+            f'<text x="{label_w + length + 6:.1f}" y="{y + row / 2 + 5}" class="pl-value">'
+            f"{escape(_value_label(value, unit))}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def line_chart(
+    labels: Sequence[str],
+    series: Sequence[Series],
+    *,
+    title: str,
+    unit: str = "",
+    y_max: float | None = None,
+    empty: str = "Nothing to show yet.",
+) -> Markup:
+    """Lines over ``labels`` (e.g. months), one per :class:`Series`, with a y axis from 0, a legend, and a dot and
+    a tooltip per point."""
+    points_known = [v for s in series for v in s.values if v is not None]
+    if not labels or not points_known:
+        return Markup('<p class="pl-empty" data-chart="line">{}</p>').format(empty)
+    left, right, top_pad, bottom, legend = 56, 16, 16, 44, 22
+    plot_w = max(120, 56 * len(labels))
+    plot_h = 200
+    width = left + plot_w + right
+    height = top_pad + plot_h + bottom + legend * ((len(series) + 2) // 3)
+    top = _nice_max(y_max if y_max is not None else max(points_known))
+    step = plot_w / max(len(labels) - 1, 1)
+
+    def x(i: int) -> float:
+        return left + (i * step if len(labels) > 1 else plot_w / 2)
+
+    def y(v: float) -> float:
+        return top_pad + plot_h - plot_h * (v / top)
+
+    desc = "; ".join(
+        f"{s.name}: "
+        + ", ".join(f"{labels[i]} {_value_label(v, unit)}" for i, v in enumerate(s.values) if v is not None)
+        for s in series
+    )
+    parts = [
+        f'<svg class="pl-chart" data-chart="line" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+        f'preserveAspectRatio="xMinYMin meet" width="100%">',
+        f"<title>{escape(title)}</title><desc>{escape(desc)}</desc>",
+    ]
+    for k in range(5):  # grid lines and y labels
+        value = top * k / 4
+        yy = y(value)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{yy:.1f}" y2="{yy:.1f}" class="pl-grid"/>')
+        parts.append(
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="pl-axis">'
+            f"{escape(_value_label(value, unit))}</text>"
+        )
+    every = max(1, (len(labels) + 11) // 12)
+    for i, label in enumerate(labels):
+        if i % every == 0 or i == len(labels) - 1:
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{top_pad + plot_h + 18}" text-anchor="middle" class="pl-axis">'
+                f"{escape(label)}</text>"
+            )
+    for n, s in enumerate(series):
+        color = s.color or _PALETTE[n % len(_PALETTE)]
+        run: list[str] = []
+        runs: list[list[str]] = []
+        for i, v in enumerate(s.values):
+            if v is None:
+                if run:
+                    runs.append(run)
+                run = []
+                continue
+            run.append(f"{x(i):.1f},{y(v):.1f}")
+        if run:
+            runs.append(run)
+        for points in runs:
+            if len(points) > 1:
+                parts.append(
+                    f'<polyline fill="none" stroke="{color}" stroke-width="2.5" points="{" ".join(points)}"/>'
+                )
+        for i, v in enumerate(s.values):
+            if v is not None:
+                parts.append(
+                    f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3.5" fill="{color}">'
+                    f"<title>{escape(s.name)}, {escape(labels[i])}: {escape(_value_label(v, unit))}</title></circle>"
+                )
+        lx = left + (n % 3) * 200
+        ly = top_pad + plot_h + bottom + (n // 3) * legend
+        parts.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="4" fill="{color}"/>')
+        parts.append(f'<text x="{lx + 20}" y="{ly - 4}" class="pl-label">{escape(s.name)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -1,0 +1,354 @@
+"""The settings page's forms (Flask-WTF, CSRF-protected).
+
+Each form only turns what the creator typed into the values of the real validators -- :meth:`LockRule.from_dict
+<flask_patronlock.policy.LockRule.from_dict>`, :meth:`PolicySettings.from_dict
+<flask_patronlock.policy.PolicySettings.from_dict>`, :func:`flask_patronlock.banners.check_text`,
+:meth:`Routing.from_dict <flask_patronlock.settings.Routing>` -- and shows their :class:`ValueError` next to the field
+it names. A form that does not validate is shown again with what was typed: nothing is lost, nothing is saved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateField,
+    Field,
+    FieldList,
+    Form,
+    FormField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import NumberRange, Optional, ValidationError
+
+from ..patreon.types import TierSnapshot
+from ..policy import LockRule, PolicySettings
+
+__all__ = [
+    "BannerForm",
+    "LockForm",
+    "PolicyForm",
+    "RoutingForm",
+    "attach_error",
+    "cents_from_text",
+    "money_text",
+]
+
+try:  # wtforms 3.3 deprecates (value, label) tuples for SelectChoice; older versions only know tuples
+    from wtforms import SelectChoice as _SelectChoice
+except ImportError:  # pragma: no cover - wtforms < 3.3
+    _SelectChoice = None
+
+
+def choice(value: str, label: str) -> Any:
+    """One option of a select or radio field, in the form the installed wtforms prefers."""
+    return _SelectChoice(value, label) if _SelectChoice is not None else (value, label)
+
+
+def choices(pairs: Iterable[tuple[str, str]]) -> list[Any]:
+    """:func:`choice` for each ``(value, label)``."""
+    return [choice(value, label) for value, label in pairs]
+
+
+_AMOUNT = re.compile(r"^\s*[^\d\s.,-]{0,3}\s*(\d{1,7})(?:[.,](\d{1,2}))?\s*$")
+
+
+def cents_from_text(text: str | None) -> int | None:
+    """``"5"``, ``"5.00"``, ``"$5,5"`` -> cents; empty -> ``None``.
+
+    :raises ValueError: anything else (negative amounts, letters, more than two decimals).
+    """
+    if text is None or not text.strip():
+        return None
+    match = _AMOUNT.match(text)
+    if match is None:
+        raise ValueError(f"{text.strip()!r} is not an amount: write it like 5 or 5.00")
+    whole, frac = match.group(1), match.group(2) or "0"
+    return int(whole) * 100 + int(frac.ljust(2, "0"))
+
+
+def money_text(cents: int | None) -> str:
+    """``500`` -> ``"5.00"`` (for a form field); ``None`` -> ``""``."""
+    return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
+
+
+class AmountField(StringField):
+    """An amount of money typed in the currency's units; ``.cents`` holds the parsed value after validation."""
+
+    cents: int | None = None
+
+    def pre_validate(self, form: Any) -> None:
+        try:
+            self.cents = cents_from_text(self.data)
+        except ValueError as exc:
+            self.cents = None
+            raise ValidationError(str(exc)) from None
+
+
+def attach_error(form: FlaskForm, message: str, fields: Mapping[str, str]) -> None:
+    """Show a validator's ``message`` next to the field whose key it names (``LockRule.min_cents must be ...``),
+    else on the form as a whole (``form.form_errors``)."""
+    for key, field_name in fields.items():
+        if re.search(rf"\b{re.escape(key)}\b", message):
+            field: Field = getattr(form, field_name)
+            field.errors = [*list(field.errors or []), message]
+            return
+    form.form_errors.append(message)
+
+
+# -- locks ------------------------------------------------------------------------------------------------------------
+
+
+class LockForm(FlaskForm):
+    """One named lock's rule."""
+
+    enabled = BooleanField("On (off: everyone may see what this lock guards)")
+    tiers = SelectMultipleField("Tier (this tier or higher)", choices=[], validate_choice=False)
+    min_amount = AmountField("…or at least this much a month")
+    lifetime_amount = AmountField("Lifetime support of at least")
+    patron_since_before = DateField("Patrons since before", validators=[Optional()])
+    drip_months = IntegerField(
+        "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
+    )
+    combine = RadioField(
+        "Combine the conditions",
+        choices=choices([("all", "All conditions must hold"), ("any", "Any one condition is enough")]),
+        default="all",
+    )
+
+    #: ValueError key -> field, to show a rule's validation error where it belongs.
+    ERROR_FIELDS = {
+        "min_cents": "min_amount",
+        "tier_ids": "tiers",
+        "lifetime_cents": "lifetime_amount",
+        "patron_since_before": "patron_since_before",
+        "drip_months": "drip_months",
+        "combine": "combine",
+        "enabled": "enabled",
+    }
+
+    def set_tier_choices(self, tiers: Iterable[TierSnapshot], keep: Sequence[str] = ()) -> None:
+        """Offer the campaign's real tiers (cheapest first), plus any tier the rule names that is not (or no longer)
+        among them, so saving the form never drops it silently."""
+        pairs = [(t.id, f"{t.title or t.id} ({money_text(t.amount_cents)} a month)") for t in tiers]
+        known = {value for value, _ in pairs}
+        for ref in keep:
+            if ref not in known:
+                pairs.append((ref, f"{ref} (not a tier of the campaign)"))
+                known.add(ref)
+        self.tiers.choices = choices(pairs)
+
+    def fill_from(self, rule: LockRule) -> None:
+        """Show ``rule`` in the form (a GET)."""
+        self.enabled.data = rule.enabled
+        self.tiers.data = list(rule.tier_ids)
+        self.min_amount.data = money_text(rule.min_cents)
+        self.lifetime_amount.data = money_text(rule.lifetime_cents)
+        self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
+        self.drip_months.data = rule.drip_months
+        self.combine.data = rule.combine
+
+    def rule(self) -> LockRule | None:
+        """The rule typed in, validated by :meth:`LockRule.from_dict`; ``None`` (and errors on the form) if not."""
+        if not self.validate():
+            return None
+        since: date | None = self.patron_since_before.data
+        try:
+            return LockRule.from_dict(
+                {
+                    "enabled": bool(self.enabled.data),
+                    "tier_ids": [t for t in (self.tiers.data or []) if t],
+                    "min_cents": self.min_amount.cents,
+                    "lifetime_cents": self.lifetime_amount.cents,
+                    "patron_since_before": since.isoformat() if since else None,
+                    "drip_months": self.drip_months.data,
+                    "combine": self.combine.data or "all",
+                }
+            )
+        except (ValueError, TypeError) as exc:
+            attach_error(self, str(exc), self.ERROR_FIELDS)
+            return None
+
+
+class PathLockForm(Form):
+    """One row of the URL-prefix locks (no CSRF of its own: it lives inside :class:`RoutingForm`)."""
+
+    prefix = StringField("URL starts with")
+    lock = SelectField("Lock", choices=[], validate_choice=False)
+
+
+class RoutingForm(FlaskForm):
+    """The site-wide lock and the URL-prefix locks."""
+
+    site_lock = SelectField("Site-wide lock", choices=[], validate_choice=False)
+    paths = FieldList(FormField(PathLockForm), min_entries=0)
+
+    def set_lock_choices(self, names: Iterable[str]) -> None:
+        """Offer the declared locks."""
+        options = [(name, name) for name in names]
+        self.site_lock.choices = choices([("", "None: the whole site is open"), *options])
+        for entry in self.paths:
+            entry.form.lock.choices = choices([("", "(none: remove this row)"), *options])
+
+    def routing(self, declared: Iterable[str]) -> dict[str, Any] | None:
+        """``{"site_lock": ..., "path_locks": {...}}``, or ``None`` with errors on the form."""
+        if not self.validate():
+            return None
+        known = set(declared)
+        ok = True
+        site = self.site_lock.data or None
+        if site is not None and site not in known:
+            self.site_lock.errors = [f"No lock named {site!r} is declared."]
+            ok = False
+        paths: dict[str, str] = {}
+        for entry in self.paths:
+            prefix = (entry.form.prefix.data or "").strip()
+            name = entry.form.lock.data or ""
+            if not prefix and not name:
+                continue
+            if not prefix.startswith("/") or any(c.isspace() for c in prefix):
+                entry.form.prefix.errors = ["Write a URL path that starts with /, like /members"]
+                ok = False
+            elif not name:
+                entry.form.lock.errors = ["Choose the lock for this URL (or clear the URL to remove the row)."]
+                ok = False
+            elif name not in known:
+                entry.form.lock.errors = [f"No lock named {name!r} is declared."]
+                ok = False
+            elif prefix in paths:
+                entry.form.prefix.errors = ["This URL is already listed above."]
+                ok = False
+            else:
+                paths[prefix] = name
+        return {"site_lock": site, "path_locks": paths} if ok else None
+
+
+# -- banners ----------------------------------------------------------------------------------------------------------
+
+
+class BannerForm(FlaskForm):
+    """One reason's banner text."""
+
+    text = TextAreaField("Text")
+    lock = SelectField("Preview with the lock", choices=[], validate_choice=False)
+
+
+# -- policies ---------------------------------------------------------------------------------------------------------
+
+
+class PolicyForm(FlaskForm):
+    """The creator's access policies (:class:`~flask_patronlock.policy.PolicySettings`)."""
+
+    declined = RadioField(
+        "When a payment is declined",
+        choices=choices([
+            ("restrict", "Lock patron content at once"),
+            ("grace", "Keep access for a grace period"),
+            ("until_patreon_gives_up", "Keep access while Patreon keeps retrying the payment"),
+        ]),
+    )
+    declined_grace_days = IntegerField("Grace period (days)", validators=[NumberRange(min=0, max=3650)])
+    cancelled = RadioField(
+        "When a patron cancels",
+        choices=choices([
+            ("paid_period", "Keep access until the end of the period they paid for"),
+            ("at_once", "Lock patron content at once"),
+        ]),
+    )
+    first_charge = RadioField(
+        "A new pledge whose first payment has not gone through yet",
+        choices=choices([
+            ("entitled_at_once", "Unlock at once (generous)"),
+            ("after_first_charge", "Unlock after the first successful payment"),
+        ]),
+    )
+    count_free_trials = BooleanField("Free trials unlock their tier")
+    count_gifted = BooleanField("Gifted memberships unlock their tier")
+    missing_runs = IntegerField(
+        "A patron missing from this many complete syncs in a row loses access", validators=[NumberRange(min=1)]
+    )
+    missing_hours = IntegerField(
+        "…or this many hours after the first sync that missed them (empty: the count alone decides)",
+        validators=[Optional(), NumberRange(min=1, max=87600)],
+    )
+    breaker_min_patrons = IntegerField(
+        "Hold a sync for my approval when it would take access from more than this many patrons…",
+        validators=[NumberRange(min=0)],
+    )
+    breaker_percent = StringField("…and more than this percentage of all patrons")
+
+    ERROR_FIELDS = {
+        "declined_grace_days": "declined_grace_days",
+        "declined": "declined",
+        "cancelled": "cancelled",
+        "first_charge": "first_charge",
+        "count_free_trials": "count_free_trials",
+        "count_gifted": "count_gifted",
+        "missing_runs": "missing_runs",
+        "missing_hours": "missing_hours",
+        "breaker_min_patrons": "breaker_min_patrons",
+        "breaker_fraction": "breaker_percent",
+    }
+
+    def fill_from(self, settings: PolicySettings) -> None:
+        """Show ``settings`` in the form (a GET)."""
+        for name in (
+            "declined",
+            "declined_grace_days",
+            "cancelled",
+            "first_charge",
+            "count_free_trials",
+            "count_gifted",
+            "missing_runs",
+            "missing_hours",
+            "breaker_min_patrons",
+        ):
+            getattr(self, name).data = getattr(settings, name)
+        self.breaker_percent.data = _percent_text(settings.breaker_fraction)
+
+    def settings(self) -> PolicySettings | None:
+        """The settings typed in, validated by :class:`PolicySettings`; ``None`` (and errors on the form) if not."""
+        if not self.validate():
+            return None
+        try:
+            fraction = Decimal((self.breaker_percent.data or "").strip().rstrip("%").strip()) / 100
+        except InvalidOperation:
+            self.breaker_percent.errors = ["Write a percentage, like 10"]
+            return None
+        try:
+            return PolicySettings.from_dict(
+                {
+                    "declined": self.declined.data,
+                    "declined_grace_days": self.declined_grace_days.data,
+                    "cancelled": self.cancelled.data,
+                    "first_charge": self.first_charge.data,
+                    "count_free_trials": bool(self.count_free_trials.data),
+                    "count_gifted": bool(self.count_gifted.data),
+                    "missing_runs": self.missing_runs.data,
+                    "missing_hours": self.missing_hours.data,
+                    "breaker_min_patrons": self.breaker_min_patrons.data,
+                    "breaker_fraction": float(fraction),
+                }
+            )
+        except (ValueError, TypeError) as exc:
+            message = str(exc).replace("breaker_fraction must be a number in (0, 1]", "percentage must be above 0 "
+                                       "and at most 100")
+            attach_error(self, message, self.ERROR_FIELDS)
+            return None
+
+
+def _percent_text(fraction: float) -> str:
+    text = f"{fraction * 100:.2f}".rstrip("0").rstrip(".")
+    return text or "0"
+

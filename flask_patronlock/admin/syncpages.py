@@ -1,0 +1,260 @@
+"""The Sync page: reconcile runs (complete, incomplete and why, held), approving or rejecting held revocations,
+"Sync now" with its progress, and the webhook's health; plus the checklist's webhook and last-sync steps.
+
+Built on issue 5's interfaces: :meth:`Jobs.start_run <flask_patronlock.jobs.Jobs.start_run>` starts a run the way
+the app runs background work (a thread, inline, or Celery), :func:`flask_patronlock.sync.list_runs` /
+:func:`~flask_patronlock.sync.get_run` read ``patronlock_sync_runs``, :meth:`Store.approve_run
+<flask_patronlock.store.Store.approve_run>` / :meth:`~flask_patronlock.store.Store.reject_run` decide a held run,
+and :func:`flask_patronlock.webhooks.register_webhook` registers the site's webhook. While a run is running the page
+refreshes itself every two seconds (``<meta http-equiv="refresh">``: no JavaScript).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import Flask, abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from ..errors import ConfigurationError, TokenDecryptionError
+from ..patreon.errors import PatreonError
+from ..patreon.types import WebhookSnapshot
+from ..sync import AlreadyRunning, get_run, list_runs
+from ..webhooks import delivery_counts, register_webhook, stored_webhook
+from .blueprint import admin_user_id, nav, route, state
+from .setup import Step, site_url
+
+__all__ = ["webhook_health", "webhook_steps"]
+
+log = logging.getLogger("flask_patronlock.admin")
+
+nav("patronlock_admin.sync", "Sync")
+
+WEBHOOK_ENDPOINT = "patronlock_webhooks.receive"
+#: seconds a process remembers what Patreon said about the webhook (the Setup and Sync pages ask it).
+HEALTH_TTL = 60.0
+_health_cache: dict[int, tuple[float, list[WebhookSnapshot] | None, str | None]] = {}
+_health_lock = threading.Lock()
+
+
+def webhook_url(app: Flask) -> str:
+    """The public URL of this site's webhook route, on the site's configured origin (never the request's Host)."""
+    return site_url(app, WEBHOOK_ENDPOINT)
+
+
+def webhook_health(*, refresh: bool = False) -> tuple[list[WebhookSnapshot] | None, str | None]:
+    """The campaign's webhooks as Patreon reports them (paused? consecutive failures?), cached for
+    :data:`HEALTH_TTL` seconds per process; ``(None, why)`` when Patreon could not be asked."""
+    st = state()
+    key = id(st)
+    with _health_lock:
+        cached = _health_cache.get(key)
+    if cached is not None and not refresh and time.monotonic() - cached[0] < HEALTH_TTL:
+        return cached[1], cached[2]
+    hooks: list[WebhookSnapshot] | None
+    try:
+        client = st.creator_client("reading the webhook's health")
+        client.max_retries = 1
+        try:
+            hooks = client.webhooks()
+            problem = None
+        finally:
+            client.close()
+    except (ConfigurationError, TokenDecryptionError) as exc:
+        hooks, problem = None, str(exc)
+    except PatreonError as exc:
+        log.warning("reading the webhooks failed: %s: %s", type(exc).__name__, exc)
+        hooks, problem = None, "Patreon did not answer just now."
+    with _health_lock:
+        _health_cache[key] = (time.monotonic(), hooks, problem)
+    return hooks, problem
+
+
+def _forget_health() -> None:
+    with _health_lock:
+        _health_cache.pop(id(state()), None)
+
+
+def _ours(hooks: list[WebhookSnapshot] | None) -> WebhookSnapshot | None:
+    stored = stored_webhook(state()) or {}
+    for hook in hooks or ():
+        if hook.id == stored.get("id"):
+            return hook
+    return None
+
+
+def webhook_steps(*, live: bool) -> list[Step]:
+    """The checklist's webhook step (asking Patreon when ``live``) and its last-complete-sync step."""
+    st = state()
+    stored = stored_webhook(st)
+    if stored is None:
+        webhook = Step(
+            "webhook",
+            "Webhook registered and healthy",
+            False,
+            "No webhook is registered: changes on Patreon reach this site only with the next sync.",
+            "Register the webhook, so Patreon tells this site about every pledge change at once.",
+        )
+    elif not live:
+        webhook = Step("webhook", "Webhook registered and healthy", True, f"Registered at {stored.get('uri')}.")
+    else:
+        hooks, problem = webhook_health()
+        ours = _ours(hooks)
+        if problem is not None:
+            webhook = Step("webhook", "Webhook registered and healthy", False,
+                           f"Registered at {stored.get('uri')}, but its health is unknown: {problem}",
+                           "Try again in a minute.")
+        elif ours is None:
+            webhook = Step("webhook", "Webhook registered and healthy", False,
+                           "Patreon no longer lists the webhook registered here.", "Register the webhook again.")
+        elif ours.paused or ours.num_consecutive_times_failed:
+            webhook = Step(
+                "webhook",
+                "Webhook registered and healthy",
+                False,
+                f"Patreon {'paused the webhook' if ours.paused else 'is retrying the webhook'} after "
+                f"{ours.num_consecutive_times_failed} failed deliveries in a row.",
+                "Check that the site answers at " + ours.uri + ", then register the webhook again (it unpauses "
+                "it, and Patreon sends what it missed).",
+            )
+        else:
+            webhook = Step("webhook", "Webhook registered and healthy", True,
+                           f"Registered at {ours.uri}; Patreon reports no failed delivery.")
+    runs = list_runs(st.app, limit=50)
+    complete = next((r for r in runs if r.complete), None)
+    when = complete.finished_at or complete.started_at if complete is not None else None
+    last = Step(
+        "sync",
+        "Last complete sync",
+        complete is not None,
+        f"Run {complete.run_id} read every member ({complete.members_seen}) on {when:%Y-%m-%d %H:%M} UTC."
+        if complete is not None and when is not None
+        else "No complete sync yet: patrons are only known as they connect.",
+        "" if complete is not None else "Run a sync: it reads every member of the campaign.",
+    )
+    return [webhook, last]
+
+
+@route("/sync")
+def sync() -> ResponseReturnValue:
+    """Runs, held revocations, Sync now, and the webhook's health."""
+    st = state()
+    runs = list_runs(st.app, limit=30)
+    running = any(r.status == "running" for r in runs)
+    # Just started in a thread or on Celery: the run's row may not exist yet. Keep refreshing until a run newer than
+    # the one before the click appears (at most a minute: a worker that never picks it up is not waited for).
+    starting = False
+    after, since = request.args.get("after", type=int), request.args.get("since", type=float)
+    if after is not None and since is not None and time.time() - since < 60:
+        starting = not any(r.run_id > after for r in runs)
+    hooks, problem = webhook_health(refresh=request.args.get("check") == "1")
+    try:
+        url = webhook_url(st.app)
+    except ConfigurationError:
+        url = None
+    return render_template(
+        "patronlock/admin/sync.html",
+        runs=runs,
+        running=running,
+        starting=starting,
+        held=[r for r in runs if r.status == "held"],
+        stored=stored_webhook(st),
+        hooks=hooks,
+        ours=_ours(hooks),
+        problem=problem,
+        counts=delivery_counts(st),
+        webhook_url=url,
+        jobs_mode=st.app.config.get("PATRONLOCK_JOBS"),
+    )
+
+
+@route("/sync/start", methods=("POST",))
+def start_sync() -> ResponseReturnValue:
+    """Start a reconcile run the way this app runs background work; the page follows its progress."""
+    st = state()
+    try:
+        st.campaign_id("a sync")
+        st.creator_client("a sync").close()
+    except (ConfigurationError, TokenDecryptionError) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".sync"))
+    before = list_runs(st.app, limit=1)
+    follow = url_for(".sync", after=before[0].run_id if before else 0, since=f"{time.time():.0f}")
+    try:
+        st.jobs.start_run(trigger="admin")
+    except AlreadyRunning:
+        flash("A sync is already running; its progress is below.", "info")
+    except PatreonError as exc:  # inline mode runs it here
+        log.warning("a sync started from the settings page failed: %s: %s", type(exc).__name__, exc)
+        flash("The sync could not read Patreon; the run below says why. Nothing was revoked.", "error")
+    else:
+        flash("Sync started: reading every member of the campaign.", "success")
+        return redirect(follow)
+    return redirect(url_for(".sync"))
+
+
+@route("/sync/runs/<int:run_id>")
+def run_detail(run_id: int) -> ResponseReturnValue:
+    """One run: its counts, why it is incomplete, and the revocations it holds."""
+    st = state()
+    run = get_run(st.app, run_id)
+    if run is None:
+        abort(404)
+    held = st.store.held_revocations(run_id) if run.status == "held" else []
+    return render_template("patronlock/admin/run.html", run=run, held=held)
+
+
+def _decide(run_id: int, approve: bool) -> ResponseReturnValue:
+    st = state()
+    try:
+        results = (st.store.approve_run if approve else st.store.reject_run)(run_id, by=admin_user_id())
+    except LookupError:
+        abort(404)
+    except ValueError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".run_detail", run_id=run_id))
+    if approve:
+        revoked = sum(1 for r in results if "access_revoked" in r.events)
+        changed = sum(1 for r in results if r.changed)
+        flash(
+            f"Approved run {run_id}: {changed} held change(s) applied; {revoked} patron(s) lost access now. Patrons "
+            "missing from syncs lose access when the missing-patrons policy says so.",
+            "success",
+        )
+    else:
+        flash(f"Rejected run {run_id}: everyone it held keeps access.", "success")
+    return redirect(url_for(".run_detail", run_id=run_id))
+
+
+@route("/sync/runs/<int:run_id>/approve", methods=("POST",))
+def approve_run(run_id: int) -> ResponseReturnValue:
+    """Apply the revocations a held run waits to make."""
+    return _decide(run_id, True)
+
+
+@route("/sync/runs/<int:run_id>/reject", methods=("POST",))
+def reject_run(run_id: int) -> ResponseReturnValue:
+    """Discard a held run's revocations: everyone keeps access."""
+    return _decide(run_id, False)
+
+
+@route("/sync/webhook", methods=("POST",))
+def register() -> ResponseReturnValue:
+    """Register (or re-register, which unpauses) the campaign's webhook at this site's webhook URL."""
+    st = state()
+    try:
+        url = webhook_url(st.app)
+        webhook, action, _encrypted = register_webhook(st, url)
+    except (ConfigurationError, TokenDecryptionError) as exc:
+        flash(str(exc), "error")
+    except PatreonError as exc:
+        log.warning("registering the webhook failed: %s: %s", type(exc).__name__, exc)
+        flash("Patreon did not accept the webhook just now. Nothing was changed; try again in a minute.", "error")
+    else:
+        flash(f"Webhook {action}: Patreon now tells {webhook.uri} about every pledge change.", "success")
+    _forget_health()
+    back = request.form.get("back")
+    return redirect(url_for(".setup") if back == "setup" else url_for(".sync"))
+

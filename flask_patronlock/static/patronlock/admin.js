@@ -1,0 +1,25 @@
+// flask-patronlock settings page: the one enhancement. Without JavaScript the "Preview without saving" button does
+// the same; with it, the banner preview follows the text as it is typed. No libraries, nothing loaded from outside.
+(function () {
+  "use strict";
+  var form = document.getElementById("banner-form");
+  var target = document.getElementById("banner-preview");
+  if (!form || !target || !window.fetch) { return; }
+  var timer = null;
+  function refresh() {
+    var body = new FormData(form);
+    fetch(form.getAttribute("data-preview-url"), {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "X-CSRFToken": body.get("csrf_token") || "" }
+    }).then(function (response) {
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (html !== null) { target.innerHTML = html; }
+    }).catch(function () { /* the Preview button still works */ });
+  }
+  form.addEventListener("input", function () {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(refresh, 250);
+  });
+  form.addEventListener("change", refresh);
+}());

@@ -1,0 +1,129 @@
+"""The creator's journey in a real browser: register on the example site (the first user is the admin), complete the
+setup checklist against the sandbox, set lock "premium" to a tier, edit the banner a patron below it sees, and -- in
+a second browser context -- a Bronze patron logs in with Patreon and sees that new banner. Screenshots of each page
+are saved (see conftest.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from browserhelpers import TIMEOUT_MS, Shots
+
+pytestmark = pytest.mark.slow
+
+NEW_BANNER = "The premium archive is for {tier} patrons. Upgrade for {amount} a month!"
+
+
+def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
+    browser: Any, live_site: tuple[str, Any], shots: Shots
+) -> None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)  # every assertion waits at most this long, as every action does
+    base, _app = live_site
+    creator = browser.new_context(base_url=base, viewport={"width": 1200, "height": 900})
+    creator.set_default_timeout(TIMEOUT_MS)
+    page = creator.new_page()
+    try:
+        # -- the creator registers: the first account of the site is its admin
+        page.goto("/register")
+        page.fill("input[name=name]", "Kopi")
+        page.fill("input[name=email]", "kopi@example.com")
+        page.fill("input[name=password]", "correct horse battery")
+        page.click("button:has-text('Create account')")
+        page.click("header >> text=Settings")
+        expect(page).to_have_url(re.compile(r"/patronlock/admin/setup$"))
+        expect(page.locator('[data-step="creator"]')).to_contain_text("to do")
+        shots(page, "setup-start")
+
+        # -- connect the creator's own Patreon account (the sandbox's consent page) and choose the campaign
+        page.click("button:has-text('Connect your Patreon creator account')")
+        expect(page).to_have_url(re.compile(r"/_patreon/oauth2/authorize"))
+        page.check("label:has-text('creator@example.com') input[type=radio]")
+        shots(page, "patreon-consent")
+        page.click("button:has-text('Approve')")
+        expect(page).to_have_url(re.compile(r"/patronlock/admin/setup/campaign$"))
+        shots(page, "choose-campaign")
+        page.click("button:has-text('Use this campaign')")
+        expect(page.locator('[data-step="creator"]')).to_contain_text("done")
+        expect(page.locator('[data-step="campaign"]')).to_contain_text("Gold")
+        expect(page.locator('[data-step="campaign"]')).to_contain_text("done")
+        shots(page, "setup-connected")
+
+        # -- register the webhook, run a first sync (the page follows its progress), and the checklist is complete
+        page.click('[data-step="webhook"] >> button:has-text("Register the webhook")')
+        expect(page.locator('[data-step="webhook"]')).to_contain_text("done")
+        page.click('[data-step="sync"] >> button:has-text("Sync now")')
+        expect(page).to_have_url(re.compile(r"/patronlock/admin/sync"))
+        expect(page.locator('[data-runs] tr[data-status="complete"]').first).to_be_visible(timeout=TIMEOUT_MS)
+        shots(page, "sync")
+        page.click("nav >> text=Setup")
+        expect(page.locator(".pl-lead").first).to_contain_text("5 of 5 steps done")
+        shots(page, "setup-complete")
+
+        # -- lock "premium" to Gold
+        page.click("nav >> text=Locks")
+        shots(page, "locks")
+        page.click("tr[data-lock=premium] >> text=Edit")
+        page.check("label:has-text('Gold') input[type=checkbox]")
+        page.fill("input[name=min_amount]", "")
+        page.click("button:has-text('Save the lock')")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Saved lock 'premium'")
+        expect(page.locator("[data-rule]")).to_contain_text("Gold")
+        page.select_option("select[name=as]", label="a patron of Bronze")
+        page.click("button:has-text('Preview')")
+        expect(page.locator('[data-preview="amount_too_low"]')).to_be_visible()
+        shots(page, "lock-premium-preview-bronze")
+
+        # -- edit the banner a patron below the tier sees; the live preview follows the typing
+        page.click("text=Edit this banner's text")
+        expect(page).to_have_url(re.compile(r"/banners/amount_too_low"))
+        page.fill("textarea[name=text]", NEW_BANNER)
+        expect(page.locator("#banner-preview")).to_contain_text(
+            "The premium archive is for Gold patrons. Upgrade for $10.00 a month!"
+        )
+        shots(page, "banner-live-preview")
+        page.click("button:has-text('Save the banner')")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner")
+
+        # -- the other pages, for the record
+        for name in ("Banners", "Policies", "Patrons", "Dashboard", "Add-ons"):
+            page.click(f"nav >> text={name}")
+            expect(page.locator("h1")).to_be_visible()
+            shots(page, name.lower().replace("-", ""))
+        page.click("nav >> text=Patrons")
+        page.fill("input[name=q]", "ada")
+        page.click("button:has-text('Search')")
+        page.click("table[data-patrons] >> text=Ada")
+        expect(page.locator("h1")).to_contain_text("Ada")
+        page.select_option("select[name=lock]", "premium")
+        page.click("button:has-text('Explain')")
+        expect(page.locator("[data-explain]")).to_be_visible()
+        page.click("button:has-text('Sync this patron now')")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Synced")
+        shots(page, "patron-ada")
+    finally:
+        creator.close()
+
+    # -- a Bronze patron, in a second browser context, logs in with Patreon and opens the premium post
+    patron = browser.new_context(base_url=base, viewport={"width": 1000, "height": 800})
+    patron.set_default_timeout(TIMEOUT_MS)
+    page = patron.new_page()
+    try:
+        page.goto("/posts/premium-archive")
+        page.click("header >> text=Log in with Patreon")
+        page.check("label:has-text('bo@example.com') input[type=radio]")
+        page.click("button:has-text('Approve')")
+        expect(page).to_have_url(re.compile(r"/posts/premium-archive$"))
+        banner = page.locator('[data-patronlock-reason="amount_too_low"]')
+        expect(banner).to_contain_text("The premium archive is for Gold patrons. Upgrade for $10.00 a month!")
+        expect(page.locator("body")).not_to_contain_text("every study, with its reference photos")
+        shots(page, "patron-bronze-sees-new-banner")
+        # the settings page is not theirs
+        response = page.goto("/patronlock/admin/locks")
+        assert response is not None and response.status == 403
+        shots(page, "patron-forbidden")
+    finally:
+        patron.close()
