@@ -4,14 +4,13 @@ through its real webhook endpoint (sandbox -> /patreon/webhook -> thread job -> 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
+from example_server import serve_example_site
 
 from example_site import create_app
 
@@ -20,24 +19,9 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    holder: dict[str, Any] = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    app = create_app(
-        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}", "PATRONLOCK_STRICT_SIGNALS": True},
-        base_url=base,
-    )
-    holder["app"] = app
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield base, app
-    server.shutdown()
-    thread.join(5)
-    app.extensions["patronlock"].jobs.stop(5)
-    with app.app_context():
-        from example_site.app import db
-
-        db.engine.dispose()
+    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}", "PATRONLOCK_STRICT_SIGNALS": True}
+    with serve_example_site(config) as served:
+        yield served
 
 
 def press(http: requests.Session, base: str, action: str, **form: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_args
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -22,7 +22,7 @@ from ..explain import describe_rule, explain
 from ..locks import Lock, UnknownLockError, evaluate
 from ..patreon.errors import NotFound, PatreonError
 from ..patron import Patron
-from ..policy import Decision, LockRule, Viewer, _required_cents, explain_steps
+from ..policy import ALLOWING_REASONS, Decision, LockRule, Reason, Viewer, _required_cents, explain_steps
 from ..settings import (
     BANNER_REASONS,
     clear_lock_override,
@@ -58,17 +58,7 @@ for _endpoint, _label in (
     nav(f"patronlock_admin.{_endpoint}", _label)
 
 #: the banner reasons in the order a visitor meets them.
-REASON_ORDER = (
-    "anonymous",
-    "not_linked",
-    "not_a_patron",
-    "amount_too_low",
-    "payment_declined",
-    "former_patron",
-    "not_patron_at_date",
-    "drip_not_reached",
-    "lifetime_too_low",
-)
+REASON_ORDER = tuple(r for r in get_args(Reason) if r not in ALLOWING_REASONS)
 REASON_TITLES = {
     "anonymous": "Not signed in",
     "not_linked": "Signed in, Patreon not connected",

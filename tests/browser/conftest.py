@@ -10,15 +10,14 @@ Screenshots of each page go to ``tests/browser/screenshots/<test>/`` (gitignored
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from browserhelpers import CHROMIUM, CHROMIUM_ARGS, SAVED, SCREENSHOTS, TIMEOUT_MS, Shots
+from example_server import serve_example_site
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
 
 
 @pytest.fixture(scope="module")
@@ -53,36 +52,15 @@ def live_site(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Any]]:
 
     The creator's token and the campaign are left unset, so the creator sets them up in the settings page."""
     _drop_example_tables(db_url)
-    holder: dict[str, Any] = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    from example_site import create_app
-
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": db_url,
-            "PATRONLOCK_STRICT_SIGNALS": True,
-            "PATRONLOCK_CREATOR_ACCESS_TOKEN": None,
-            "PATRONLOCK_CAMPAIGN_ID": None,
-        },
-        base_url=base,
-    )
-    holder["app"] = app
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield base, app
-    finally:
-        server.shutdown()
-        thread.join(5)
-        sandbox = app.extensions.get("example_sandbox")
-        if sandbox is not None:
-            sandbox.stop_webhook_worker()
-        with app.app_context():
-            from example_site.app import db
-
-            db.engine.dispose()
-        _drop_example_tables(db_url)
+    config = {
+        "SQLALCHEMY_DATABASE_URI": db_url,
+        "PATRONLOCK_STRICT_SIGNALS": True,
+        "PATRONLOCK_CREATOR_ACCESS_TOKEN": None,
+        "PATRONLOCK_CAMPAIGN_ID": None,
+    }
+    with serve_example_site(config) as served:
+        yield served
+    _drop_example_tables(db_url)
 
 
 def _drop_example_tables(url: str) -> None:

@@ -5,16 +5,13 @@ get declined (the payment banner), recover, read again. Screenshots go to pytest
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
-
-from example_site import create_app
+from example_server import serve_example_site
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -30,21 +27,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    holder: dict[str, Any] = {}
-    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
-    base = f"http://127.0.0.1:{server.server_port}"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}"}, base_url=base)
-    holder["app"] = app
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield base, app
-    server.shutdown()
-    thread.join(5)
-    app.extensions["patronlock"].jobs.stop(5)
-    with app.app_context():
-        from example_site.app import db
-
-        db.engine.dispose()
+    with serve_example_site({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}"}) as served:
+        yield served
 
 
 @pytest.fixture

@@ -1,0 +1,39 @@
+"""Serve the example site for real (threaded, on a free loopback port): the site calls the sandbox mounted inside it
+over HTTP, so a test client alone cannot drive it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask
+from werkzeug.serving import make_server
+
+
+@contextmanager
+def serve_example_site(config: dict[str, Any]) -> Iterator[tuple[str, Flask]]:
+    """``(base_url, app)`` of the example site built with ``config``; stops the server, the background jobs and the
+    sandbox's webhook worker, and closes the database connections afterwards."""
+    from example_site import create_app
+    from example_site.app import db
+
+    holder: dict[str, Any] = {}
+    server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
+    base = f"http://127.0.0.1:{server.server_port}"
+    app = create_app(config, base_url=base)
+    holder["app"] = app
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield base, app
+    finally:
+        server.shutdown()
+        thread.join(5)
+        app.extensions["patronlock"].jobs.stop(5)
+        sandbox = app.extensions.get("example_sandbox")
+        if sandbox is not None:
+            sandbox.stop_webhook_worker()
+        with app.app_context():
+            db.engine.dispose()
