@@ -1306,9 +1306,29 @@ class Store:
                     conn.execute(update(t).where(t.c.id == tier.id).values(updated_at=now, **values))
             if changed:
                 self.bump_settings_version(conn, by="sync")
+            self._record_tiers_checked(conn, campaign_id, now)
         if changed and self.settings_changed is not None:
             self.settings_changed()
         return changed
+
+    #: the ``patronlock_settings`` key prefix whose row's ``updated_at`` says when a campaign's tiers were last read
+    #: from Patreon (whether or not they changed). Not a setting: writing it does not bump the settings version.
+    TIERS_CHECKED_PREFIX = "tiers-checked:"
+
+    def _record_tiers_checked(self, conn: Connection, campaign_id: str, now: datetime) -> None:
+        s = self.tables.settings
+        key = (self.TIERS_CHECKED_PREFIX + campaign_id)[:100]
+        if not conn.execute(update(s).where(s.c.key == key).values(updated_at=now, updated_by="sync")).rowcount:
+            conn.execute(insert(s).values(key=key, value=None, version=0, updated_by="sync", updated_at=now))
+
+    def tiers_checked(self, campaign_id: str) -> tuple[datetime | None, set[str]]:
+        """When the tiers of ``campaign_id`` were last read from Patreon (``None``: never) and the stored tier ids."""
+        s, t = self.tables.settings, self.tables.tiers
+        key = (self.TIERS_CHECKED_PREFIX + campaign_id)[:100]
+        with self.engine.connect() as conn:
+            at = conn.execute(select(s.c.updated_at).where(s.c.key == key)).scalar()
+            ids = set(conn.execute(select(t.c.id).where(t.c.campaign_id == campaign_id)).scalars())
+        return at, ids
 
 
 def _tier_values(tier: TierSnapshot) -> dict[str, Any]:

@@ -4,20 +4,23 @@ A run, in order:
 
 1. takes the ``sync`` lease (one run at a time across every process and machine; a second start raises
    :class:`AlreadyRunning`) and records a ``patronlock_sync_runs`` row;
-2. refreshes the campaign's tiers;
-3. pages through the campaign's members (1,000 a page) and applies each page through
+2. pages through the campaign's members (1,000 a page) and applies each page through
    :meth:`~flask_patronlock.store.Store.apply_many` with ``source="sync"`` and ``defer_revocations=True``: grants,
    updates and no-ops are written at once; snapshots that would take access away from an entitled patron are kept
    aside, so nothing is revoked before the whole run has been seen;
-4. decides whether the run is **complete**: every page read and parsed, the last page without a next cursor, no
+3. decides whether the run is **complete**: every page read and parsed, the last page without a next cursor, no
    cursor or member repeated, and as many members as Patreon's ``total``. Anything else makes it **incomplete**: the
    updates and grants stay, the deferred revocations are dropped (counted in ``detail``), nobody is marked missing,
    and ``reason`` says why;
-5. after a complete run, stored members the run did not see are *missing*. Together with the deferred revocations
+4. after a complete run, stored members the run did not see are *missing*. Together with the deferred revocations
    they are what the run would revoke (an entitled patron's first missing mark counts too: it starts the countdown).
    If that trips the breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons
    entitled now), they are **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``) and the
    ``revocations-held`` signal fires; otherwise the deferred snapshots are applied and the missing marks made;
+5. refreshes the campaign's tier catalogue (one more request) only when the stored one is older than
+   ``PATRONLOCK_TIERS_MAX_AGE`` seconds, was never read, or a page named a tier id it does not know. This comes after
+   the pages and the revocation decisions: access never depends on the catalogue (entitlement reads each member's own
+   amounts and tier ids), so a run over a fresh catalogue makes only its member page requests;
 6. re-evaluates access that time alone changed, links patrons to local users by verified e-mail, finishes the run
    row, releases the lease and sends ``sync-finished``.
 """
@@ -185,6 +188,8 @@ class _Run:
         self.deferred: list[tuple[MemberSnapshot, datetime]] = []
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
+        self.tiers_checked_at, self.known_tiers = self.store.tiers_checked(campaign_id)
+        self.unknown_tiers: set[str] = set()
 
     # -- the run ------------------------------------------------------------------------------------------------
 
@@ -199,7 +204,6 @@ class _Run:
             started_at=result.started_at,
         )
         try:
-            self._refresh_tiers()
             reason = self._read_pages()
             if reason is None:
                 reason = self._check_complete()
@@ -215,6 +219,7 @@ class _Run:
                         reason,
                         len(self.deferred),
                     )
+            self._refresh_tiers()
             self._after()
         except BaseException as exc:
             result.status, result.complete = "failed", False
@@ -228,7 +233,22 @@ class _Run:
         log.info("%s", result.summary())
         return result
 
+    def _tiers_stale(self) -> str | None:
+        """Why the stored tier catalogue must be read again, or ``None`` when it is fresh enough."""
+        if self.tiers_checked_at is None:
+            return "never read"
+        if self.unknown_tiers:
+            return "unknown tier"
+        max_age = float(self.state.app.config["PATRONLOCK_TIERS_MAX_AGE"])
+        if _now(self.state) - self.tiers_checked_at.astimezone(UTC) >= timedelta(seconds=max_age):
+            return "stale"
+        return None
+
     def _refresh_tiers(self) -> None:
+        why = self._tiers_stale()
+        if why is None:
+            self.result.detail["tiers"] = "fresh"
+            return
         try:
             campaign = self.client.campaign(self.campaign_id)
         except PatreonError as exc:
@@ -236,7 +256,7 @@ class _Run:
             log.warning("sync run %d could not refresh the tiers: %s", self.result.run_id, exc)
             return
         changed = self.store.replace_tiers(self.campaign_id, campaign.tiers)
-        self.result.detail["tiers"] = "changed" if changed else "unchanged"
+        self.result.detail["tiers"] = f"{'changed' if changed else 'unchanged'} ({why})"
 
     def _read_pages(self) -> str | None:
         """Apply every page; the reason the run is incomplete, or ``None`` when every page was read.
@@ -281,6 +301,11 @@ class _Run:
         self.seen.update(m.member_id for m in fresh)
         if not fresh:
             return
+        known = self.known_tiers
+        for m in fresh:
+            for tier_id in m.entitled_tier_ids:
+                if tier_id not in known:
+                    self.unknown_tiers.add(tier_id)
         outcomes = self.store.apply_many(
             fresh, source="sync", observed_at=observed_at, run_id=self.result.run_id, defer_revocations=True
         )

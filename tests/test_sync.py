@@ -39,10 +39,50 @@ def test_complete_run_then_unchanged_run_writes_nothing(sb_app: Flask, patreon_s
     audit = count(sb_app, "events")
     second = sync(sb_app, patreon_sandbox)
     assert second.complete and second.changed == 0 and second.revoked == 0
-    assert second.detail["unchanged"] == 230 and second.detail["api_requests"] == 6  # 5 pages + the campaign
+    assert first.detail["api_requests"] == 6 and first.detail["tiers"] == "changed (never read)"  # 5 pages + tiers
+    # the catalogue is fresh (PATRONLOCK_TIERS_MAX_AGE): the run reads member pages only
+    assert second.detail["unchanged"] == 230 and second.detail["api_requests"] == 5
+    assert second.detail["tiers"] == "fresh"
     assert count(sb_app, "events") == audit  # no audit row for a no-op
     runs = list_runs(sb_app)
     assert [r.run_id for r in runs] == [second.run_id, first.run_id] and runs[0].detail["unchanged"] == 230
+
+
+@pytest.mark.patreon_sandbox(members=60)
+def test_tiers_are_read_again_when_stale(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    sandbox = patreon_sandbox
+    assert sync(sb_app, sandbox).detail["tiers"] == "changed (never read)"
+    sandbox.add_tier("Platinum", 5000)  # nobody pledges to it yet: only its age makes the run read it
+    sandbox.advance(seconds=3599)
+    fresh = sync(sb_app, sandbox)
+    assert fresh.detail["tiers"] == "fresh" and fresh.detail["api_requests"] == 2
+    assert "Platinum" not in [t.title for t in get_state(sb_app).store.tiers()]
+    sandbox.advance(seconds=1)
+    stale = sync(sb_app, sandbox)
+    assert stale.detail["tiers"] == "changed (stale)" and stale.detail["api_requests"] == 3
+    assert "Platinum" in [t.title for t in get_state(sb_app).store.tiers()]
+    again = sync(sb_app, sandbox)
+    assert again.detail["tiers"] == "fresh" and again.detail["api_requests"] == 2
+
+
+@pytest.mark.patreon_sandbox(members=60)
+def test_tiers_are_read_again_when_a_member_names_an_unknown_tier(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    sandbox = patreon_sandbox
+    sync(sb_app, sandbox)
+    diamond = sandbox.add_tier("Diamond", 7000)
+    member = sandbox.add_patron("diamond@example.com", tier="Diamond")
+    run = sync(sb_app, sandbox)
+    assert run.complete and run.detail["tiers"] == "changed (unknown tier)" and run.detail["api_requests"] == 3
+    assert diamond.id in {t.id for t in get_state(sb_app).store.tiers()}
+    assert get_state(sb_app).store.get_patron(member.id).entitled_tier_ids == (diamond.id,)
+    assert sync(sb_app, sandbox).detail["tiers"] == "fresh"
+
+
+@pytest.mark.patreon_sandbox(members=60)
+def test_tiers_max_age_is_configurable(make_app: Callable[..., Flask], patreon_sandbox: Sandbox) -> None:
+    app = sandbox_app(make_app, patreon_sandbox, PATRONLOCK_TIERS_MAX_AGE=0)
+    sync(app, patreon_sandbox)
+    assert sync(app, patreon_sandbox).detail["tiers"] == "unchanged (stale)"
 
 
 FAULTS: list[Any] = [
