@@ -80,6 +80,7 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         # -- edit the banner a patron below the tier sees; the live preview follows the typing
         page.click("text=Edit this banner's text")
         expect(page).to_have_url(re.compile(r"/banners/amount_too_low"))
+        page.wait_for_load_state("load")  # the preview script is attached; typing now fires its input listener
         page.fill("textarea[name=text]", NEW_BANNER)
         expect(page.locator("#banner-preview")).to_contain_text(
             "The premium archive is for Gold patrons. Upgrade for $10.00 a month!"

@@ -22,4 +22,6 @@
     timer = window.setTimeout(refresh, 250);
   });
   form.addEventListener("change", refresh);
+  // text typed (or restored by the browser) before this script ran gets its preview too
+  refresh();
 }());
