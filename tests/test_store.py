@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from blinker import Signal
+from connect_site import capture
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -40,21 +38,6 @@ def snap(member_id: str = "m1", **kw: Any) -> MemberSnapshot:
     defaults.update(kw)
     return MemberSnapshot(member_id=member_id, **defaults)
 
-
-@contextmanager
-def capture(*sigs: Signal) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    seen: list[tuple[str, dict[str, Any]]] = []
-    receivers = []
-    for sig in sigs:
-        def receiver(sender: Any, _name: str = sig.name, **kw: Any) -> None:
-            seen.append((_name, kw))
-        receivers.append(receiver)
-        sig.connect(receiver)
-    try:
-        yield seen
-    finally:
-        for sig, receiver in zip(sigs, receivers, strict=True):
-            sig.disconnect(receiver)
 
 
 def count(app: Flask, table: str) -> int:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import MalformedDocument
@@ -32,6 +32,8 @@ from .types import (
     UserSnapshot,
     WebhookSnapshot,
 )
+
+_T = TypeVar("_T")
 
 __all__ = [
     "load_json",
@@ -319,34 +321,27 @@ class _Included:
         """The included user ``user_id``, parsed once; ``None`` when not included."""
         if user_id is None:
             return None
-        try:
-            return self._users[user_id]
-        except KeyError:
-            pass
-        resource = self.resources.get(("user", user_id))
-        snapshot = None
-        if resource is not None:
-            try:
-                snapshot = _user(resource, user_id)
-            except MalformedDocument as exc:
-                raise _in(f"included user {user_id!r}", exc) from None
-        self._users[user_id] = snapshot
-        return snapshot
+        return self._included(self._users, "user", user_id, _user)
 
     def tier(self, tier_id: str) -> TierSnapshot | None:
         """The included tier ``tier_id``, parsed once; ``None`` when not included."""
+        return self._included(self._tiers, "tier", tier_id, _tier)
+
+    def _included(
+        self, cache: dict[str, _T | None], kind: str, rid: str, parse: Callable[[dict[str, Any], str], _T]
+    ) -> _T | None:
         try:
-            return self._tiers[tier_id]
+            return cache[rid]
         except KeyError:
             pass
-        resource = self.resources.get(("tier", tier_id))
+        resource = self.resources.get((kind, rid))
         snapshot = None
         if resource is not None:
             try:
-                snapshot = _tier(resource, tier_id)
+                snapshot = parse(resource, rid)
             except MalformedDocument as exc:
-                raise _in(f"included tier {tier_id!r}", exc) from None
-        self._tiers[tier_id] = snapshot
+                raise _in(f"included {kind} {rid!r}", exc) from None
+        cache[rid] = snapshot
         return snapshot
 
     def tiers(self, tier_ids: Iterable[str]) -> tuple[TierSnapshot, ...]:
