@@ -16,7 +16,8 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask_patronlock import ConfigurationError, PatronLock, get_state, locked, send_locked_file
+from flask_patronlock import ConfigurationError, PatronLock, locked, send_locked_file
+from flask_patronlock.sync import refresh_tiers
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -119,15 +120,13 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
     @app.before_request
     def read_tiers_once() -> None:
-        # What a reconcile run does first: read the campaign's tiers, so locks can name them. Done on the first
-        # request because the sandbox mounted here only answers once the server runs.
+        # Read the campaign's tiers now rather than at the first reconcile run, so locks can name them at once. Done
+        # on the first request because the sandbox mounted here only answers once the server runs.
         nonlocal tiers_read
         if not tiers_read and not request.path.startswith("/_patreon"):
             tiers_read = True
             try:
-                state = get_state()
-                campaign = state.creator_client().campaign(state.campaign_id())
-                state.store.replace_tiers(campaign.id, campaign.tiers)
+                refresh_tiers()
             except ConfigurationError:
                 tiers_read = False  # not set up yet: the creator connects Patreon in the settings page
             except Exception:

@@ -250,12 +250,11 @@ class _Run:
             self.result.detail["tiers"] = "fresh"
             return
         try:
-            campaign = self.client.campaign(self.campaign_id)
+            changed = refresh_tiers(self.state.app, client=self.client, campaign_id=self.campaign_id)
         except PatreonError as exc:
             self.result.detail["tiers"] = f"not refreshed: {type(exc).__name__}"
             log.warning("sync run %d could not refresh the tiers: %s", self.result.run_id, exc)
             return
-        changed = self.store.replace_tiers(self.campaign_id, campaign.tiers)
         self.result.detail["tiers"] = f"{'changed' if changed else 'unchanged'} ({why})"
 
     def _read_pages(self) -> str | None:
@@ -513,6 +512,31 @@ def _row_to_result(row: Mapping[Any, Any]) -> RunResult:
         finished_at=row["finished_at"],
         detail=dict(row["detail"] or {}),
     )
+
+
+def refresh_tiers(
+    app: Flask | None = None, *, client: PatreonClient | None = None, campaign_id: str | None = None
+) -> bool:
+    """Read the campaign's tiers from Patreon and store them (one request), so locks can name tiers at once: what a
+    run does when the catalogue is stale, for a site that wants its tiers now (at start-up, after setup).
+
+    :param client: the Patreon client (default: the creator's, from the configuration).
+    :param campaign_id: default: the configured campaign.
+    :returns: whether the stored catalogue changed.
+    :raises ConfigurationError: the campaign or the creator's token is not configured.
+    :raises PatreonError: Patreon could not be read.
+    """
+    state = get_state(app)
+    campaign_id = campaign_id or state.campaign_id("reading the campaign's tiers")
+    own_client = client is None
+    if client is None:
+        client = state.creator_client("reading the campaign's tiers")
+    try:
+        campaign = client.campaign(campaign_id)
+    finally:
+        if own_client:
+            client.close()
+    return state.store.replace_tiers(campaign_id, campaign.tiers)
 
 
 def list_runs(app: Flask | None = None, *, limit: int = 20, status: str | None = None) -> list[RunResult]:

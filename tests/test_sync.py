@@ -14,7 +14,7 @@ from flask_patronlock import signals
 from flask_patronlock.extension import get_state
 from flask_patronlock.leases import Lease
 from flask_patronlock.sandbox import Sandbox
-from flask_patronlock.sync import SYNC_LEASE, AlreadyRunning, list_runs, run_sync
+from flask_patronlock.sync import SYNC_LEASE, AlreadyRunning, list_runs, refresh_tiers, run_sync
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,6 +63,17 @@ def test_tiers_are_read_again_when_stale(sb_app: Flask, patreon_sandbox: Sandbox
     assert "Platinum" in [t.title for t in get_state(sb_app).store.tiers()]
     again = sync(sb_app, sandbox)
     assert again.detail["tiers"] == "fresh" and again.detail["api_requests"] == 2
+
+
+def test_refresh_tiers_reads_the_catalogue_now(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    with sb_app.app_context():
+        assert get_state().store.tiers() == []
+        assert refresh_tiers() is True
+        assert [t.title for t in get_state().store.tiers()] == ["Free", "Bronze", "Silver", "Gold"]
+        assert refresh_tiers() is False  # nothing changed
+        patreon_sandbox.add_tier("Platinum", 5000)
+        assert refresh_tiers() is True
+        assert "Platinum" in [t.title for t in get_state().store.tiers()]
 
 
 @pytest.mark.patreon_sandbox(members=60)
