@@ -19,15 +19,21 @@ engine, the tables, and a sender for signals.
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import JSON
 
 from . import signals
 from .dates import add_months
@@ -70,8 +76,15 @@ INFERRED_FIELDS: tuple[str, ...] = (
     "access", "access_until")
 #: Fields whose change is a change of state (observed_at and source only say when and how we learned it).
 STATE_FIELDS: tuple[str, ...] = SNAPSHOT_FIELDS + INFERRED_FIELDS
+#: Columns of an audit row written by Store._write_events, in its order.
+_EVENT_COLUMNS: tuple[str, ...] = (
+    "created_at", "observed_at", "member_id", "patreon_user_id", "user_id", "kind", "source", "run_id", "events",
+    "changes", "detail",
+)
 #: Columns of patronlock_patrons written from a Patron.
 _COLUMNS: tuple[str, ...] = ("member_id", *STATE_FIELDS, "observed_at", "source")
+_columns_of = attrgetter(*_COLUMNS)
+_INSERT_COLUMNS: tuple[str, ...] = (*_COLUMNS, "updated_at")
 
 #: A first sighting counts as a pledge *start* (and sends its events) only if the pledge began this recently; older
 #: pledges seen for the first time (the first sync after installing) are existing patrons, not news.
@@ -115,105 +128,129 @@ _ALL_FIELDS = tuple(f.name for f in fields(Patron))
 
 
 def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: datetime, source: str) -> Patron:
-    """The state after ``snapshot``: Patreon's fields copied, the inferred ones carried forward or recomputed."""
-    base = Patron(
-        member_id=snapshot.member_id,
-        campaign_id=snapshot.campaign_id,
-        patreon_user_id=snapshot.user_id,
-        email=snapshot.email if snapshot.email is not None else (snapshot.user.email if snapshot.user else None),
-        email_verified=snapshot.email_verified
-        if snapshot.email_verified is not None
-        else (snapshot.user.email_verified if snapshot.user else None),
-        full_name=snapshot.full_name,
-        patron_status=snapshot.patron_status,
-        last_charge_status=snapshot.last_charge_status,
-        last_charge_date=snapshot.last_charge_date,
-        next_charge_date=snapshot.next_charge_date,
-        entitled_cents=snapshot.entitled_cents,
-        entitled_tier_ids=tuple(snapshot.entitled_tier_ids),
-        will_pay_cents=snapshot.will_pay_cents,
-        lifetime_cents=snapshot.lifetime_cents,
-        pledge_start=snapshot.pledge_start,
-        pledge_cadence=snapshot.pledge_cadence,
-        is_free_trial=snapshot.is_free_trial,
-        is_gifted=snapshot.is_gifted,
-        is_follower=snapshot.is_follower,
-        observed_at=observed_at,
-        source=source,
-        local_user_id=previous.local_user_id if previous else None,
+    """The state after ``snapshot``: Patreon's fields copied, the inferred ones carried forward or recomputed.
+
+    Built in one construction (the write path merges every new member of a 100,000-member first run); ``access`` and
+    ``access_until`` are left as they were: :class:`_AccessContext` evaluates them.
+    """
+    user = snapshot.user
+    campaign_id, patreon_user_id = snapshot.campaign_id, snapshot.user_id
+    email = snapshot.email if snapshot.email is not None else (user.email if user else None)
+    email_verified = snapshot.email_verified if snapshot.email_verified is not None else (
+        user.email_verified if user else None
     )
-    # The identity fields Patreon may omit from a sparse document keep what we knew.
     if previous is not None:
-        keep = {
-            name: getattr(previous, name)
-            for name in ("campaign_id", "patreon_user_id", "email", "email_verified")
-            if getattr(base, name) is None and getattr(previous, name) is not None
-        }
-        if keep:
-            base = base.replace(**keep)
+        # The identity fields Patreon may omit from a sparse document keep what we knew.
+        if campaign_id is None:
+            campaign_id = previous.campaign_id
+        if patreon_user_id is None:
+            patreon_user_id = previous.patreon_user_id
+        if email is None:
+            email = previous.email
+        if email_verified is None:
+            email_verified = previous.email_verified
+    status, charge_status = snapshot.patron_status, snapshot.last_charge_status
+    charge_date, next_charge = snapshot.last_charge_date, snapshot.next_charge_date
+    cadence = snapshot.pledge_cadence
 
     # paid_through: the end of the period the last successful charge paid for. Never moves backwards on a later
     # snapshot, survives cancellation (cancelled-but-paid keeps access), and is cleared by a refund or fraud.
     paid_through = previous.paid_through if previous else None
-    if base.last_charge_status == "Paid" and base.last_charge_date is not None:
-        if base.next_charge_date is not None and base.next_charge_date > base.last_charge_date:
-            period_end = base.next_charge_date
+    if charge_status == "Paid" and charge_date is not None:
+        if next_charge is not None and next_charge > charge_date:
+            period_end = next_charge
         else:
-            period_end = add_months(base.last_charge_date, base.pledge_cadence or 1)
+            period_end = add_months(charge_date, cadence or 1)
         paid_through = period_end if paid_through is None else max(paid_through, period_end)
-    elif base.last_charge_status in ("Refunded", "Refunded by Patreon", "Fraud"):
+    elif charge_status in ("Refunded", "Refunded by Patreon", "Fraud"):
         paid_through = None
 
-    # declined_since: when the current run of declines began (Patreon retries through the month).
+    # declined_since: when the current run of declines began (Patreon retries through the month); see is_declined().
     declined_since = None
-    if is_declined(base):
+    if status == "declined_patron" or (status == "active_patron" and charge_status == "Declined"):
         if previous is not None and previous.declined_since is not None:
             declined_since = previous.declined_since
-        elif base.last_charge_status == "Declined" and base.last_charge_date is not None:
-            declined_since = base.last_charge_date
+        elif charge_status == "Declined" and charge_date is not None:
+            declined_since = charge_date
         else:
             declined_since = observed_at
 
     # What the patron last was entitled to: Patreon zeroes the entitlement on cancellation, but a grace period (paid
     # period, declined grace) grants what they had.
-    if base.entitled_cents > 0 or base.entitled_tier_ids:
-        last_cents, last_tiers = base.entitled_cents, base.entitled_tier_ids
+    cents, tier_ids = snapshot.entitled_cents, tuple(snapshot.entitled_tier_ids)
+    if cents > 0 or tier_ids:
+        last_cents, last_tiers = cents, tier_ids
     elif previous is not None:
         last_cents, last_tiers = previous.last_entitled_cents, previous.last_entitled_tier_ids
     else:
         last_cents, last_tiers = 0, ()
 
-    # Being seen at all ends "missing" and any held revocation of this member.
-    return _replace(
-        base,
-        last_entitled_cents=last_cents,
-        last_entitled_tier_ids=last_tiers,
-        paid_through=paid_through,
-        declined_since=declined_since,
-        missing_since=None,
-        missing_runs=0,
-        held_run_id=None,
+    # Being seen at all ends "missing" and any held revocation of this member (missing_since, missing_runs and
+    # held_run_id take their defaults); access is evaluated by _AccessContext.
+    return Patron(
+        snapshot.member_id,
+        campaign_id,
+        patreon_user_id,
+        email,
+        email_verified,
+        snapshot.full_name,
+        status,
+        charge_status,
+        charge_date,
+        next_charge,
+        cents,
+        tier_ids,
+        snapshot.will_pay_cents,
+        snapshot.lifetime_cents,
+        snapshot.pledge_start,
+        cadence,
+        snapshot.is_free_trial,
+        snapshot.is_gifted,
+        snapshot.is_follower,
+        observed_at,
+        source,
+        last_cents,
+        last_tiers,
+        paid_through,
+        declined_since,
+        None,
+        0,
+        None,
+        None,
+        None,
+        previous.local_user_id if previous else None,
     )
+
+
+# merge() builds Patrons positionally, in this order:
+assert tuple(f.name for f in fields(Patron)) == (
+    "member_id", "campaign_id", "patreon_user_id", "email", "email_verified", "full_name", "patron_status",
+    "last_charge_status", "last_charge_date", "next_charge_date", "entitled_cents", "entitled_tier_ids",
+    "will_pay_cents", "lifetime_cents", "pledge_start", "pledge_cadence", "is_free_trial", "is_gifted", "is_follower",
+    "observed_at", "source", "last_entitled_cents", "last_entitled_tier_ids", "paid_through", "declined_since",
+    "missing_since", "missing_runs", "held_run_id", "access", "access_until", "local_user_id",
+), "Patron's fields changed: update merge()"
 
 
 def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]:
     """Fields whose value changed, as ``{name: (old, new)}``; every set field when there was no previous state."""
+    values = _state_of(current)
     if previous is None:
         return {
-            name: (None, value)
-            for name, default in _EMPTY_STATE
-            if (value := getattr(current, name)) != default
+            name: (None, value) for name, default, value in zip(STATE_FIELDS, _EMPTY_STATE, values, strict=True)
+            if value != default
         } or {"patron_status": (None, current.patron_status)}
-    return {
-        name: (getattr(previous, name), getattr(current, name))
-        for name in STATE_FIELDS
-        if getattr(previous, name) != getattr(current, name)
-    }
+    old = _state_of(previous)
+    if old == values:
+        return {}
+    return {name: (a, b) for name, a, b in zip(STATE_FIELDS, old, values, strict=True) if a != b}
 
 
+#: a patron's STATE_FIELDS as one tuple (read in C: diff() runs for every written member).
+_state_of = attrgetter(*STATE_FIELDS)
 _EMPTY_PATRON = Patron(member_id="")
 _SET = object.__setattr__
-_EMPTY_STATE: tuple[tuple[str, Any], ...] = tuple((name, getattr(_EMPTY_PATRON, name)) for name in STATE_FIELDS)
+_EMPTY_STATE: tuple[Any, ...] = _state_of(_EMPTY_PATRON)
 
 
 def _replace(patron: Patron, **changes: Any) -> Patron:
@@ -227,18 +264,34 @@ def _replace(patron: Patron, **changes: Any) -> Patron:
 
 # -- bulk inserts without per-row statement overhead (issue 5: a first run writes 100,000 rows) ------------------------
 
-_SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], tuple[str, list[Any]]] = {}
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _executemany_sqlite(
-    conn: Connection, table: Any, rows: list[dict[str, Any]], *, skip_conflicts_on: str | None = None
-) -> None:
-    """``INSERT`` ``rows`` (dicts with the same keys) through the DBAPI's executemany on SQLite: the columns' own bind
-    processors convert the values (so what is stored is exactly what SQLAlchemy would store), but no statement is
-    compiled and no parameter dict is built per row."""
-    if not rows:
-        return
-    names = tuple(rows[0])
+def json_ready(value: Any) -> Any:
+    """``value`` with datetimes as ISO 8601 strings and tuples as lists, all the way down: what any database's JSON
+    column takes (the audit rows' ``changes`` hold datetimes and tuples of tier ids)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {k: json_ready(v) for k, v in value.items()}
+    if kind is tuple or kind is list:
+        return [json_ready(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+_SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], tuple[str, list[tuple[int, Any]]]] = {}
+
+
+def _sqlite_insert_plan(
+    conn: Connection, table: Any, names: tuple[str, ...], skip_conflicts_on: str | None
+) -> tuple[str, list[tuple[int, Any]]]:
+    """The ``INSERT`` for ``names`` and, by position, the bind processors of the columns that have one."""
     key = (id(table), names, skip_conflicts_on)
     cached = _SQLITE_INSERTS.get(key)
     if cached is None:
@@ -250,23 +303,64 @@ def _executemany_sqlite(
         )
         if skip_conflicts_on is not None:
             sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
-        processors = [table.c[n].type._cached_bind_processor(dialect) for n in names]
+        processors: list[tuple[int, Any]] = []
+        for index, name in enumerate(names):
+            column_type = table.c[name].type
+            if isinstance(column_type, JSON) and getattr(dialect, "_json_serializer", None) is None:
+                # What the JSON type stores (json.dumps, None as 'null'), in one C-level call that also writes the
+                # datetimes and tuples json_ready() would have converted first.
+                processors.append((index, _dumps_json))
+                continue
+            process = column_type._cached_bind_processor(dialect)
+            if process is not None:
+                processors.append((index, process))
         cached = (sql, processors)
         _SQLITE_INSERTS[key] = cached
-    sql, processors = cached
-    pairs = list(zip(names, processors, strict=True))
-    params = [
-        tuple(proc(row[name]) if proc is not None else row[name] for name, proc in pairs) for row in rows
-    ]
-    conn.exec_driver_sql(sql, params)
+    return cached
 
 
-def _executemany(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """A plain multi-row ``INSERT`` (the fast path on SQLite)."""
+_encode_json = json.JSONEncoder(default=_json_default).encode  # one encoder: json.dumps(default=...) makes one per call
+
+
+def _dumps_json(value: Any) -> str:
+    return "null" if value is None else _encode_json(value)
+
+
+def _executemany_sqlite(
+    conn: Connection,
+    table: Any,
+    names: tuple[str, ...],
+    rows: Iterable[Sequence[Any]],
+    *,
+    skip_conflicts_on: str | None = None,
+) -> None:
+    """``INSERT`` ``rows`` (value sequences in the order of ``names``) through the DBAPI's executemany on SQLite: the
+    columns' own bind processors convert the values (so what is stored is exactly what SQLAlchemy would store), but
+    no statement is compiled and no parameter dict is built per row."""
+    sql, processors = _sqlite_insert_plan(conn, table, names, skip_conflicts_on)
+    params = []
+    for row in rows:
+        values = list(row)
+        for index, process in processors:
+            values[index] = process(values[index])
+        params.append(tuple(values))
+    if params:
+        conn.exec_driver_sql(sql, params)
+
+
+def _executemany(conn: Connection, table: Any, names: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain multi-row ``INSERT`` of value sequences in the order of ``names`` (JSON columns' values may hold
+    datetimes and tuples)."""
+    if not rows:
+        return
     if conn.dialect.name == "sqlite":
-        _executemany_sqlite(conn, table, rows)
-    else:
-        conn.execute(insert(table), rows)
+        _executemany_sqlite(conn, table, names, rows)
+        return
+    json_columns = {n for n in names if isinstance(table.c[n].type, JSON)}
+    conn.execute(
+        insert(table),
+        [{n: json_ready(v) if n in json_columns else v for n, v in zip(names, row, strict=True)} for row in rows],
+    )
 
 
 def infer_events(previous: Patron | None, current: Patron, *, observed_at: datetime) -> tuple[str, ...]:
@@ -305,17 +399,6 @@ def infer_events(previous: Patron | None, current: Patron, *, observed_at: datet
     return tuple(events)
 
 
-def _jsonable(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:  # the common cases first (audit rows)
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
 # -- access: the entitlement last announced (issue 5) ------------------------------------------------------------------
 
 
@@ -346,12 +429,21 @@ class _AccessContext:
     defer: bool = False
 
     def evaluate(
-        self, previous: Patron | None, current: Patron, *, observed_at: datetime
+        self, previous: Patron | None, current: Patron, *, observed_at: datetime, owned: bool = False
     ) -> tuple[Patron, tuple[str, ...]]:
+        """``current`` with its access evaluated now, and the access events of ``previous`` -> that.
+
+        :param owned: ``current`` was built for this call and nobody else holds it (what :func:`merge` returns): its
+            two access fields are filled in place instead of copying all the others.
+        """
         ent = entitlement(current, self.settings, self.now)
         until = ent.until if ent.entitled else None
         if current.access is not ent.entitled or current.access_until != until:
-            current = _replace(current, access=ent.entitled, access_until=until)
+            if owned:
+                _SET(current, "access", ent.entitled)
+                _SET(current, "access_until", until)
+            else:
+                current = _replace(current, access=ent.entitled, access_until=until)
         events = access_events(previous, current, observed_at=observed_at)
         if "access_revoked" in events and ent.basis == "missing":
             events = ("pledge_cancelled", *events)  # gone from complete runs: the pledge ended as far as we can tell
@@ -409,6 +501,54 @@ def row_to_patron(row: Mapping[Any, Any], local_user_id: str | None = None) -> P
     return Patron(**values)
 
 
+# -- SQLite's one writer (issue 5: webhook acknowledgements and runs share it) ----------------------------------------
+#
+# SQLite lets one connection write at a time. A writer that finds the lock taken is put to sleep by SQLite's busy
+# handler -- 1 ms, then 2, 5, 10 ... 100 ms between tries -- although a write here holds it for well under a
+# millisecond: under a burst of webhooks most of an acknowledgement's time went to those sleeps. So writers of one
+# process queue on a lock of their own (handed over at once), and a writer waiting for another process retries every
+# fraction of a millisecond instead.
+
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+#: how long a writer waits for SQLite's write lock before "database is locked" (SQLite's own busy timeout, as before).
+SQLITE_BUSY_SECONDS = 30.0
+
+
+def sqlite_write_lock(engine: Engine) -> threading.RLock:
+    """The lock this process's writers to ``engine``'s SQLite database take before SQLite's own (re-entrant, so a
+    nested write on the same thread fails as SQLite would instead of waiting on itself)."""
+    key = str(engine.url)
+    lock = _WRITE_LOCKS.get(key)
+    if lock is None:
+        with _WRITE_LOCKS_GUARD:
+            lock = _WRITE_LOCKS.setdefault(key, threading.RLock())
+    return lock
+
+
+def begin_immediate(dbapi_connection: Any, *, timeout: float = SQLITE_BUSY_SECONDS) -> None:
+    """``BEGIN IMMEDIATE`` on a DBAPI sqlite3 connection, retrying every fraction of a millisecond (up to 5 ms apart)
+    while another process writes, for up to ``timeout`` seconds; then "database is locked" as SQLite would say it.
+    Statements inside the transaction keep a ``timeout`` busy timeout (a commit in rollback-journal mode waits for
+    readers)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 0")
+        deadline, pause = time.monotonic() + timeout, 0.0002
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+        cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    finally:
+        cursor.close()
+
+
 class Store:
     """Reads and writes flask-patronlock's state on one engine.
 
@@ -454,12 +594,14 @@ class Store:
         """A write transaction that takes SQLite's write lock up front (``BEGIN IMMEDIATE``).
 
         A deferred SQLite transaction that reads and then writes fails at once with "database is locked" when another
-        connection wrote in between; taking the lock first makes it wait (up to the busy timeout) instead.
+        connection wrote in between; taking the lock first makes it wait instead (see :func:`sqlite_write_lock`).
         """
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("PRAGMA busy_timeout = 30000")
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        engine = self.engine
+        on_sqlite = engine.dialect.name == "sqlite"
+        with sqlite_write_lock(engine) if on_sqlite else nullcontext(), engine.connect() as conn:
+            if on_sqlite:
+                conn.begin()  # SQLAlchemy's side of the transaction (pysqlite sends nothing for it) ...
+                begin_immediate(conn.connection.dbapi_connection)  # ... and SQLite's, with the write lock
             try:
                 yield conn
             except BaseException:
@@ -576,30 +718,50 @@ class Store:
 
         changed = [r for r in results.values() if r.changed]
         if changed:
-            now = self.clock()
-            _executemany(
+            kinds = {"created": "patron_created", "updated": "patron_updated"}
+            self._write_events(
                 conn,
-                self.tables.events,
                 [
-                    {
-                        "created_at": now,
-                        "observed_at": observed_at,
-                        "member_id": r.member_id,
-                        "patreon_user_id": r.patron.patreon_user_id if r.patron else None,
-                        "user_id": r.patron.local_user_id if r.patron else None,
-                        "kind": f"patron_{r.outcome}",
-                        "source": source,
-                        "run_id": run_id,
-                        "events": ",".join(r.events),
-                        "changes": {
-                            k: [None if a is None else _jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()
-                        },
-                        "detail": None,
-                    }
+                    (observed_at, r.member_id, r.patron, kinds[r.outcome], source, run_id, r.events, r.changes, None)
                     for r in changed
                 ],
             )
         return [results[s.member_id] for s in snapshots]
+
+    def _write_events(
+        self,
+        conn: Connection,
+        entries: Sequence[
+            tuple[
+                datetime | None, str, Patron | None, str, str, int | None, tuple[str, ...],
+                Mapping[str, tuple[Any, Any]], Mapping[str, Any] | None,
+            ]
+        ],
+    ) -> None:
+        """One audit row per ``(observed_at, member_id, patron, kind, source, run_id, events, changes, detail)``: the
+        changes as ``{field: [old, new]}`` and the patron's user ids, all created now."""
+        now = self.clock()
+        _executemany(
+            conn,
+            self.tables.events,
+            _EVENT_COLUMNS,
+            [
+                (
+                    now,
+                    observed_at,
+                    member_id,
+                    patron.patreon_user_id if patron else None,
+                    patron.local_user_id if patron else None,
+                    kind,
+                    source,
+                    run_id,
+                    ",".join(events),
+                    changes,  # {name: (old, new)}: JSON arrays, datetimes in ISO 8601 (see _executemany)
+                    detail or None,
+                )
+                for observed_at, member_id, patron, kind, source, run_id, events, changes, detail in entries
+            ],
+        )
 
     def _transition(
         self,
@@ -626,7 +788,7 @@ class Store:
             current = current.replace(local_user_id=links[current.patreon_user_id])
         access_events: tuple[str, ...] = ()
         if access is not None:
-            current, access_events = access.evaluate(previous, current, observed_at=observed_at)
+            current, access_events = access.evaluate(previous, current, observed_at=observed_at, owned=True)
             if access.defer and current.access is False and access.entitled_now(previous):
                 return ApplyResult(snapshot.member_id, "deferred", current, previous, diff(previous, current))
         changes = diff(previous, current)
@@ -675,21 +837,23 @@ class Store:
     def _insert_absent(self, conn: Connection, patrons: list[Patron]) -> set[str]:
         """Insert rows that do not exist yet; returns the member ids this statement inserted."""
         table, now = self.tables.patrons, self.clock()
-        rows = [self._row(p, now) for p in patrons]
         dialect = conn.dialect.name
-        stmt: Any
-        if dialect == "postgresql":
-            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["member_id"])
-        elif dialect == "sqlite":
-            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["member_id"])
-        else:  # other databases: a plain insert (a concurrent insert then fails loudly instead of racing silently)
-            conn.execute(insert(table), rows)
-            return {p.member_id for p in patrons}
         if dialect == "sqlite":
             # SQLite holds the write lock (BEGIN IMMEDIATE): nothing can have raced us, and executemany without
             # RETURNING is the fastest path for a first sync of 100,000 members.
-            _executemany_sqlite(conn, table, rows, skip_conflicts_on="member_id")
+            _executemany_sqlite(
+                conn,
+                table,
+                _INSERT_COLUMNS,
+                [(*_columns_of(p), now) for p in patrons],
+                skip_conflicts_on="member_id",
+            )
             return {p.member_id for p in patrons}
+        rows = [self._row(p, now) for p in patrons]
+        if dialect != "postgresql":  # a plain insert (a concurrent insert then fails loudly instead of racing silently)
+            conn.execute(insert(table), rows)
+            return {p.member_id for p in patrons}
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["member_id"])
         inserted = conn.execute(stmt.returning(table.c.member_id), rows).scalars().all()
         return set(inserted)
 
@@ -805,7 +969,7 @@ class Store:
                 run_id=run_id,
                 events="",
                 changes=None,
-                detail={k: _jsonable(v) for k, v in (detail or {}).items()},
+                detail={k: json_ready(v) for k, v in (detail or {}).items()},
             )
         )
 
@@ -837,23 +1001,11 @@ class Store:
         changed = [r for r in results if r.changed]
         if changed:
             self._update_not_newer(conn, [r.patron for r in changed if r.patron is not None])
-            now = self.clock()
-            conn.execute(
-                insert(self.tables.events),
+            self._write_events(
+                conn,
                 [
-                    {
-                        "created_at": now,
-                        "observed_at": r.patron.observed_at if r.patron else None,
-                        "member_id": r.member_id,
-                        "patreon_user_id": r.patron.patreon_user_id if r.patron else None,
-                        "user_id": r.patron.local_user_id if r.patron else None,
-                        "kind": kind,
-                        "source": source,
-                        "run_id": run_id,
-                        "events": ",".join(r.events),
-                        "changes": {k: [_jsonable(a), _jsonable(b)] for k, (a, b) in r.changes.items()},
-                        "detail": {k: _jsonable(v) for k, v in detail.items()} if detail else None,
-                    }
+                    (r.patron.observed_at if r.patron else None, r.member_id, r.patron, kind, source, run_id, r.events,
+                     r.changes, detail)
                     for r in changed
                 ],
             )
@@ -1381,7 +1533,7 @@ def snapshot_to_json(snapshot: MemberSnapshot) -> dict[str, Any]:
         value = getattr(snapshot, f.name)
         if f.name == "user" and value is not None:
             value = {uf.name: getattr(value, uf.name) for uf in fields(UserSnapshot)}
-        out[f.name] = _jsonable(value)
+        out[f.name] = json_ready(value)
     return out
 
 

@@ -39,7 +39,7 @@ from .patreon.errors import MalformedDocument, NotFound, PatreonAPIError, Patreo
 from .patreon.jsonapi import parse_member_document
 from .patreon.signatures import SIGNATURE_HEADER, verify_signature
 from .patreon.types import MemberSnapshot, WebhookSnapshot
-from .store import ApplyResult
+from .store import ApplyResult, begin_immediate, sqlite_write_lock
 
 __all__ = [
     "EVENT_HEADER",
@@ -198,19 +198,21 @@ def _store_delivery_sqlite(engine: Any, table: Any, values: dict[str, Any]) -> i
     params = tuple(
         proc(value) if proc is not None else value for proc, value in zip(processors, values.values(), strict=True)
     )
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+    with sqlite_write_lock(engine):  # queue behind this process's other writers, not in SQLite's busy handler
+        raw = engine.raw_connection()
         try:
-            row = cursor.execute(sql, params).fetchone()
+            begin_immediate(raw.dbapi_connection)
+            cursor = raw.cursor()
+            try:
+                row = cursor.execute(sql, params).fetchone()
+            finally:
+                cursor.close()
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
         finally:
-            cursor.close()
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()  # back to the pool
+            raw.close()  # back to the pool
     return None if row is None else int(row[0])
 
 
