@@ -1,14 +1,18 @@
 """Benchmark: webhook acknowledgement under load, against a bare Flask route on the same gunicorn server.
 
 gunicorn serves one app on 127.0.0.1 with 2 workers (gthread, 4 threads each): ``POST /bare`` reads the body and
-answers 200; ``POST /patreon/webhook`` is flask-patronlock's route (verify, dedupe, store in SQLite, hand to the
-worker thread, answer). A Patreon sandbox (its own process) answers the re-fetches the processing makes.
+answers 200; ``POST /patreon/webhook`` is flask-patronlock's route (verify, dedupe, store -- in SQLite by default --
+hand to the worker thread, answer). A Patreon sandbox (its own process) answers the re-fetches the processing makes.
 
 32 concurrent senders post the same number of requests to each route (bounded). Every member's signed webhook is
 sent twice (the second must be recognised as a duplicate). Prints requests/s of both routes and their ratio (target
 >= 0.5), the p99 acknowledgement latency of the webhook route (target <= 50 ms), and, once processing has drained,
 lost deliveries (acknowledged but not stored, or never processed) and double-applied ones (processed more than
 once, or stored twice). The last line is ``ratio=<x>``.
+
+``BENCH_DB_URL=postgresql+psycopg://...`` measures on PostgreSQL instead (in a schema of its own, dropped afterwards);
+``BENCH_MEMBERS`` sets the number of members (default 4,000: 8,000 webhook requests, enough to steady the ratio on a
+shared machine); ``BENCH_NO_PROCESSING=1`` measures the acknowledgement alone.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SENDERS = 32
-MEMBERS = int(os.environ.get("BENCH_MEMBERS", "1500"))  # webhook requests = 2 x MEMBERS (each sent twice)
+MEMBERS = int(os.environ.get("BENCH_MEMBERS", "4000"))  # webhook requests = 2 x MEMBERS (each sent twice)
 
 
 def create_app() -> Any:
@@ -149,9 +153,10 @@ def main() -> int:
     assert sandbox.stdout is not None
     creds = json.loads(sandbox.stdout.readline())
     server = None
+    schema: str | None = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            db_url = os.environ.get("BENCH_DB_URL") or f"sqlite:///{Path(tmp) / 'ack.db'}"
+            db_url, schema = _database(tmp)
             env.update(BENCH_CREDS=json.dumps(creds), BENCH_DB=db_url)
             # create the tables once, before the workers start
             subprocess.run([sys.executable, "-c", "import webhook_ack as w; a = w.create_app(); "
@@ -213,7 +218,36 @@ def main() -> int:
             server.wait(15)
         sandbox.terminate()
         sandbox.wait(15)
+        if schema is not None:
+            _drop_schema(schema)
     return 0
+
+
+def _database(tmp: str) -> tuple[str, str | None]:
+    """The database URL to measure on: SQLite in ``tmp``, or ``BENCH_DB_URL`` (PostgreSQL, as deployed), where the
+    run gets a schema of its own that is dropped afterwards (nothing is left in the database's own tables)."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get("BENCH_DB_URL")
+    if not url:
+        return f"sqlite:///{Path(tmp) / 'ack.db'}", None
+    if not url.startswith("postgresql"):
+        raise SystemExit("BENCH_DB_URL: only PostgreSQL URLs are supported (SQLite is the default)")
+    schema = f"patronlock_bench_{os.getpid()}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}", schema
+
+
+def _drop_schema(schema: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(os.environ["BENCH_DB_URL"])
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
 
 
 def _member_bodies(creds: dict[str, Any]) -> list[bytes]:
