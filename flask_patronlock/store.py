@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -518,7 +519,9 @@ SQLITE_BUSY_SECONDS = 30.0
 def sqlite_write_lock(engine: Engine) -> threading.RLock:
     """The lock this process's writers to ``engine``'s SQLite database take before SQLite's own (re-entrant, so a
     nested write on the same thread fails as SQLite would instead of waiting on itself)."""
-    key = str(engine.url)
+    database = engine.url.database
+    # one lock per database file however the URL names it (in-memory databases share one: harmless, writes are short)
+    key = os.path.realpath(database) if database and database != ":memory:" else str(engine.url)
     lock = _WRITE_LOCKS.get(key)
     if lock is None:
         with _WRITE_LOCKS_GUARD:
@@ -534,17 +537,19 @@ def begin_immediate(dbapi_connection: Any, *, timeout: float = SQLITE_BUSY_SECON
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout = 0")
-        deadline, pause = time.monotonic() + timeout, 0.0002
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.005)
-        cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        try:
+            deadline, pause = time.monotonic() + timeout, 0.0002
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+        finally:  # also when giving up: the pooled connection's other users keep waiting as SQLite does
+            cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     finally:
         cursor.close()
 

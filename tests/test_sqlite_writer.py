@@ -60,6 +60,7 @@ def test_gives_up_after_the_timeout_with_sqlites_own_error(tmp_path: Path) -> No
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         begin_immediate(conn, timeout=0.1)
     assert not conn.in_transaction
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 100  # restored: the connection goes back to a pool
     holder.join()
     conn.close()
 
@@ -74,7 +75,7 @@ def test_other_errors_are_not_retried(tmp_path: Path) -> None:
 
 def test_one_lock_per_database_and_reentrant(tmp_path: Path) -> None:
     a = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
-    a_again = create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    a_again = create_engine(f"sqlite:///{tmp_path / 'sub' / '..' / 'a.db'}")  # the same file, named otherwise
     b = create_engine(f"sqlite:///{tmp_path / 'b.db'}")
     assert sqlite_write_lock(a) is sqlite_write_lock(a_again)
     assert sqlite_write_lock(a) is not sqlite_write_lock(b)
