@@ -46,6 +46,7 @@ __all__ = [
     "decide",
     "entitlement",
     "explain_steps",
+    "payment_declined",
 ]
 
 Reason = Literal[
@@ -402,6 +403,15 @@ def _unpaid(patron: Patron, settings: PolicySettings, basis: str) -> Entitlement
     return _state(patron, "active" if settings.first_charge == "entitled_at_once" else "none", basis)
 
 
+def payment_declined(patron_status: str | None, last_charge_status: str | None) -> bool:
+    """Whether Patreon currently has a declined payment: a ``declined_patron``, or an ``active_patron`` whose last
+    charge was ``Declined`` (Patreon keeps retrying through the month). The one definition the policy, the store's
+    inferred events and the settings page's charts share."""
+    return patron_status == "declined_patron" or (
+        patron_status == "active_patron" and last_charge_status == "Declined"
+    )
+
+
 def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> Entitlement:
     """The entitlement from Patreon's statuses and the policies, before the missing-from-sync rule."""
     status, charge = patron.patron_status, patron.last_charge_status
@@ -417,7 +427,7 @@ def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> 
         return _state(patron, "none", "unknown_status")
     if charge == "Fraud" and status is not None:
         return _state(patron, "restricted", "fraud")
-    if status == "declined_patron" or (status == "active_patron" and charge == "Declined"):
+    if payment_declined(status, charge):
         if settings.declined == "until_patreon_gives_up":
             return _state(patron, "grace", "declined_until_patreon_gives_up")
         if settings.declined == "grace":

@@ -41,7 +41,7 @@ from .dates import add_months
 from .models import Tables
 from .patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
-from .policy import PolicySettings, entitlement
+from .policy import PolicySettings, entitlement, payment_declined
 
 log = logging.getLogger("flask_patronlock.store")
 
@@ -116,9 +116,7 @@ class ApplyResult:
 
 def is_declined(patron: Patron) -> bool:
     """Whether Patreon currently has a declined payment for this patron."""
-    return patron.patron_status == "declined_patron" or (
-        patron.patron_status == "active_patron" and patron.last_charge_status == "Declined"
-    )
+    return payment_declined(patron.patron_status, patron.last_charge_status)
 
 
 def _pledging(patron: Patron | None) -> bool:
@@ -166,9 +164,9 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
     elif charge_status in ("Refunded", "Refunded by Patreon", "Fraud"):
         paid_through = None
 
-    # declined_since: when the current run of declines began (Patreon retries through the month); see is_declined().
+    # declined_since: when the current run of declines began (Patreon retries through the month).
     declined_since = None
-    if status == "declined_patron" or (status == "active_patron" and charge_status == "Declined"):
+    if payment_declined(status, charge_status):
         if previous is not None and previous.declined_since is not None:
             declined_since = previous.declined_since
         elif charge_status == "Declined" and charge_date is not None:

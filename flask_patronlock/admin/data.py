@@ -35,6 +35,7 @@ from sqlalchemy import String, Text, and_, cast, func, literal, or_, select, typ
 from ..dates import add_months
 from ..extension import PatronLockState
 from ..patron import Patron
+from ..policy import payment_declined
 from ..store import row_to_patron
 
 __all__ = [
@@ -203,7 +204,7 @@ def _month_start(moment: datetime) -> datetime:
 
 
 def _kind_of(status: str | None, charge: str | None) -> str:
-    if status == "declined_patron" or (status == "active_patron" and charge == "Declined"):
+    if payment_declined(status, charge):
         return "declined"
     if status == "active_patron":
         return "active"
