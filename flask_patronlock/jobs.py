@@ -75,7 +75,6 @@ class Jobs:
         self._runs: list[threading.Thread] = []
         self._scheduler_checked = False
         self._next_run = 0.0
-        self._settings_version: int | None = None
         _all_jobs.add(self)
 
     @property
@@ -253,11 +252,9 @@ class Jobs:
             return
         self.retry_due()
         with self.app.app_context():
-            store = get_state(self.app).store
-            version = store.settings_version()
-            # A policy change (settings page) may flip anyone's access: re-evaluate everyone once, else the due ones.
-            store.refresh_access(full=self._settings_version is not None and version != self._settings_version)
-            self._settings_version = version
+            # The due ones: time passed their access_until, or a policy change (the settings page, any process) left
+            # their access evaluated under other settings.
+            get_state(self.app).store.refresh_access()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the scheduler and the webhook worker (queued deliveries stay stored and are picked up later)."""

@@ -208,6 +208,7 @@ def _define(metadata: MetaData) -> Tables:
         # -- reconcile runs and webhooks (issue 5): the entitlement last announced, and when it next may change --
         Column("access", Boolean, nullable=True),
         Column("access_until", UTCDateTime, nullable=True),
+        Column("access_policy", String(32), nullable=True),
         Column("updated_at", UTCDateTime, nullable=False),
         # a page view: local user -> account -> patron by (patreon_user_id, campaign_id)
         Index("ix_patronlock_patrons_user_campaign", "patreon_user_id", "campaign_id"),

@@ -59,6 +59,9 @@ class Patron:
     #: when that entitlement may change by time alone (a grace period's end, a paid period's end, the missing limit);
     #: :meth:`flask_patronlock.store.Store.refresh_access` re-evaluates patrons whose moment has come.
     access_until: datetime | None = None
+    #: which policy settings ``access`` was evaluated under (:func:`flask_patronlock.policy.settings_fingerprint`):
+    #: a creator's policy change leaves every stored ``access`` to be re-evaluated, and this finds them.
+    access_policy: str | None = None
     #: the local user this member is linked to, if any (from the linked-accounts table).
     local_user_id: str | None = None
 

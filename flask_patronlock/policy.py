@@ -13,9 +13,12 @@ Everything that decides access goes through :func:`decide`; nothing else reads t
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from .dates import FAR_FUTURE, add_months
@@ -24,6 +27,7 @@ from .patron import Patron
 
 __all__ = [
     "ALLOWING_REASONS",
+    "ENTITLEMENT_SETTINGS",
     "REASONS",
     "REASON_ADMIN_BYPASS",
     "REASON_ALLOWED",
@@ -47,6 +51,7 @@ __all__ = [
     "entitlement",
     "explain_steps",
     "payment_declined",
+    "settings_fingerprint",
 ]
 
 Reason = Literal[
@@ -223,6 +228,22 @@ class PolicySettings:
 
 
 _SETTINGS_KEYS: Final = frozenset(f.name for f in fields(PolicySettings))
+
+#: The settings :func:`entitlement` reads; the others (the breaker's) only decide whether a sync run is held.
+ENTITLEMENT_SETTINGS: Final = (
+    "declined", "declined_grace_days", "cancelled", "first_charge", "count_free_trials", "count_gifted",
+    "missing_runs", "missing_hours",
+)
+
+
+@lru_cache(maxsize=32)
+def settings_fingerprint(settings: PolicySettings) -> str:
+    """A short digest of the settings :func:`entitlement` reads (:data:`ENTITLEMENT_SETTINGS`), the same in every
+    process. The store keeps it beside each patron's evaluated access (:attr:`Patron.access_policy`), so a policy
+    change finds every access evaluated under the old one, and an unchanged member whose access was evaluated under
+    the current one needs no evaluation at all."""
+    values = {name: getattr(settings, name) for name in ENTITLEMENT_SETTINGS}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _parse_datetime(owner: str, key: str, value: object) -> datetime | None:

@@ -41,7 +41,7 @@ from .dates import add_months
 from .models import Tables
 from .patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
-from .policy import PolicySettings, entitlement, payment_declined
+from .policy import PolicySettings, entitlement, payment_declined, settings_fingerprint
 
 log = logging.getLogger("flask_patronlock.store")
 
@@ -83,7 +83,7 @@ _EVENT_COLUMNS: tuple[str, ...] = (
     "changes", "detail",
 )
 #: Columns of patronlock_patrons written from a Patron.
-_COLUMNS: tuple[str, ...] = ("member_id", *STATE_FIELDS, "observed_at", "source")
+_COLUMNS: tuple[str, ...] = ("member_id", *STATE_FIELDS, "access_policy", "observed_at", "source")
 _columns_of = attrgetter(*_COLUMNS)
 _INSERT_COLUMNS: tuple[str, ...] = (*_COLUMNS, "updated_at")
 
@@ -217,6 +217,7 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
         None,
         None,
         None,
+        None,
         previous.local_user_id if previous else None,
     )
 
@@ -227,7 +228,7 @@ assert tuple(f.name for f in fields(Patron)) == (
     "last_charge_status", "last_charge_date", "next_charge_date", "entitled_cents", "entitled_tier_ids",
     "will_pay_cents", "lifetime_cents", "pledge_start", "pledge_cadence", "is_free_trial", "is_gifted", "is_follower",
     "observed_at", "source", "last_entitled_cents", "last_entitled_tier_ids", "paid_through", "declined_since",
-    "missing_since", "missing_runs", "held_run_id", "access", "access_until", "local_user_id",
+    "missing_since", "missing_runs", "held_run_id", "access", "access_until", "access_policy", "local_user_id",
 ), "Patron's fields changed: update merge()"
 
 
@@ -426,6 +427,11 @@ class _AccessContext:
     settings: PolicySettings
     now: datetime
     defer: bool = False
+    #: :func:`~flask_patronlock.policy.settings_fingerprint` of :attr:`settings`, stored as Patron.access_policy.
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = settings_fingerprint(self.settings)
 
     def evaluate(
         self, previous: Patron | None, current: Patron, *, observed_at: datetime, owned: bool = False
@@ -437,12 +443,13 @@ class _AccessContext:
         """
         ent = entitlement(current, self.settings, self.now)
         until = ent.until if ent.entitled else None
-        if current.access is not ent.entitled or current.access_until != until:
+        if current.access is not ent.entitled or current.access_until != until or current.access_policy != self.key:
             if owned:
                 _SET(current, "access", ent.entitled)
                 _SET(current, "access_until", until)
+                _SET(current, "access_policy", self.key)
             else:
-                current = _replace(current, access=ent.entitled, access_until=until)
+                current = _replace(current, access=ent.entitled, access_until=until, access_policy=self.key)
         events = access_events(previous, current, observed_at=observed_at)
         if "access_revoked" in events and ent.basis == "missing":
             events = ("pledge_cancelled", *events)  # gone from complete runs: the pledge ended as far as we can tell
@@ -461,35 +468,44 @@ _PATRON_FIELDS = tuple(f.name for f in fields(Patron))
 assert _PATRON_FIELDS[-1] == "local_user_id"  # _load_for_update builds Patrons positionally
 
 
-def _same_as_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:
-    """Whether applying ``snapshot`` to ``stored`` would change nothing (see :func:`merge`): same Patreon fields, and
-    no missing mark or held revocation for being seen to clear."""
-    if stored.missing_since is not None or stored.missing_runs or stored.held_run_id is not None:
-        return False
+#: The fields a snapshot and a stored Patron share by name and must agree on for the snapshot to change nothing.
+_COMPARED: tuple[str, ...] = (
+    "patron_status", "last_charge_date", "entitled_cents", "last_charge_status", "next_charge_date",
+    "entitled_tier_ids", "will_pay_cents", "lifetime_cents", "pledge_start", "pledge_cadence", "is_free_trial",
+    "is_gifted", "is_follower", "full_name",
+)
+_compared_of = attrgetter(*_COMPARED)  # of a MemberSnapshot or a Patron, as one tuple
+
+
+def _optional_agree(
+    snapshot: MemberSnapshot,
+    campaign_id: str | None,
+    patreon_user_id: str | None,
+    email: str | None,
+    email_verified: bool | None,
+) -> bool:
+    """Whether what ``snapshot`` says of the fields Patreon may leave out (campaign, user, e-mail: ``None`` when not
+    sent, so merge() keeps the stored value) agrees with the stored values."""
     user = snapshot.user
-    email = snapshot.email if snapshot.email is not None else (user.email if user else None)
+    new_email = snapshot.email if snapshot.email is not None else (user.email if user else None)
     verified = snapshot.email_verified if snapshot.email_verified is not None else (
         user.email_verified if user else None
     )
     return (
-        snapshot.patron_status == stored.patron_status
-        and snapshot.last_charge_date == stored.last_charge_date
-        and snapshot.entitled_cents == stored.entitled_cents
-        and snapshot.last_charge_status == stored.last_charge_status
-        and snapshot.next_charge_date == stored.next_charge_date
-        and tuple(snapshot.entitled_tier_ids) == stored.entitled_tier_ids
-        and snapshot.will_pay_cents == stored.will_pay_cents
-        and snapshot.lifetime_cents == stored.lifetime_cents
-        and snapshot.pledge_start == stored.pledge_start
-        and snapshot.pledge_cadence == stored.pledge_cadence
-        and snapshot.is_free_trial == stored.is_free_trial
-        and snapshot.is_gifted == stored.is_gifted
-        and snapshot.is_follower == stored.is_follower
-        and snapshot.full_name == stored.full_name
-        and (snapshot.campaign_id is None or snapshot.campaign_id == stored.campaign_id)
-        and (snapshot.user_id is None or snapshot.user_id == stored.patreon_user_id)
-        and (email is None or email == stored.email)
-        and (verified is None or verified == stored.email_verified)
+        (snapshot.campaign_id is None or snapshot.campaign_id == campaign_id)
+        and (snapshot.user_id is None or snapshot.user_id == patreon_user_id)
+        and (new_email is None or new_email == email)
+        and (verified is None or verified == email_verified)
+    )
+
+
+def _same_as_stored(snapshot: MemberSnapshot, stored: Patron) -> bool:
+    """Whether applying ``snapshot`` to ``stored`` would change nothing (see :func:`merge`): same Patreon fields, and
+    no missing mark or held revocation for being seen to clear. (:meth:`Store._settled` asks the same in SQL.)"""
+    if stored.missing_since is not None or stored.missing_runs or stored.held_run_id is not None:
+        return False
+    return _compared_of(snapshot) == _compared_of(stored) and _optional_agree(
+        snapshot, stored.campaign_id, stored.patreon_user_id, stored.email, stored.email_verified
     )
 
 
@@ -636,6 +652,7 @@ class Store:
         observed_at: datetime,
         run_id: int | None = None,
         defer_revocations: bool = False,
+        load_unchanged: bool = True,
     ) -> list[ApplyResult]:
         """Apply snapshots in one transaction, then send signals for what changed.
 
@@ -645,6 +662,9 @@ class Store:
         :param defer_revocations: write nothing for a snapshot that would take access away from a patron who is
             entitled now (under :attr:`policy_settings` at the store's clock); its result has ``outcome="deferred"``
             and the caller decides later (a sync run defers them until it knows whether the breaker trips).
+        :param load_unchanged: ``False`` lets the store answer for members it can tell are unchanged without reading
+            their whole stored state (see :meth:`_settled`): their results are ``unchanged`` with ``patron`` and
+            ``previous`` ``None``. A sync run asks for this: nearly every member of nearly every run is unchanged.
         :raises ValueError: an unknown source, a naive ``observed_at``, or the same member twice in one call.
         :returns: one :class:`ApplyResult` per snapshot, in order.
         """
@@ -666,6 +686,7 @@ class Store:
                 observed_at=observed_at,
                 run_id=run_id,
                 defer_revocations=defer_revocations,
+                load_unchanged=load_unchanged,
             )
         self._send(results, source=source, run_id=run_id)
         return results
@@ -679,17 +700,25 @@ class Store:
         observed_at: datetime,
         run_id: int | None,
         defer_revocations: bool = False,
+        load_unchanged: bool = True,
     ) -> list[ApplyResult]:
         access = _AccessContext(self.policy_settings(), self.clock(), defer_revocations)
-        stored = self._load_for_update(conn, [s.member_id for s in snapshots])
+        results: dict[str, ApplyResult] = {}
+        snapshots_left = list(snapshots)
+        if not load_unchanged:
+            settled = self._settled(conn, snapshots, access, observed_at)
+            if settled:
+                for member_id in settled:
+                    results[member_id] = ApplyResult(member_id, "unchanged", None, None)
+                snapshots_left = [s for s in snapshots if s.member_id not in settled]
+        stored = self._load_for_update(conn, [s.member_id for s in snapshots_left])
         new_user_ids = {
-            s.user_id for s in snapshots if s.member_id not in stored and s.user_id is not None
+            s.user_id for s in snapshots_left if s.member_id not in stored and s.user_id is not None
         }
         links = self._local_users(conn, new_user_ids) if new_user_ids else {}
 
-        results: dict[str, ApplyResult] = {}
         creates: list[Patron] = []
-        for snapshot in snapshots:
+        for snapshot in snapshots_left:
             previous = stored.get(snapshot.member_id)
             result = self._transition(snapshot, previous, links, observed_at=observed_at, source=source, access=access)
             results[snapshot.member_id] = result
@@ -704,7 +733,7 @@ class Store:
                 # Another transaction inserted these members after we looked (PostgreSQL only: SQLite holds the write
                 # lock). Their rows are committed now; lock them and redo the transition against them.
                 stored_now = self._load_for_update(conn, raced)
-                for snapshot in snapshots:
+                for snapshot in snapshots_left:
                     if snapshot.member_id in stored_now:
                         results[snapshot.member_id] = self._transition(
                             snapshot,
@@ -718,6 +747,7 @@ class Store:
         updates = [r.patron for r in results.values() if r.outcome == "updated" and r.patron is not None]
         if updates:
             self._update_not_newer(conn, updates)
+        self._note_evaluated(conn, results.values(), access)
 
         changed = [r for r in results.values() if r.changed]
         if changed:
@@ -820,6 +850,59 @@ class Store:
             for row in conn.execute(stmt).all():  # fetchall: one call, not one per row
                 out[row[0]] = Patron(*row)
         return out
+
+    def _settled(
+        self, conn: Connection, snapshots: Sequence[MemberSnapshot], access: _AccessContext, observed_at: datetime
+    ) -> set[str]:
+        """The members among ``snapshots`` for whom applying would change nothing, found without reading whole rows:
+        what :meth:`_transition` decides from :func:`_same_as_stored` and :meth:`_AccessContext.unchanged`, asked of
+        the database. A member is settled when its row
+
+        * is not newer than ``observed_at`` (else the snapshot is stale, which :meth:`_transition` reports),
+        * has no missing mark or held revocation for being seen to clear,
+        * has its access evaluated under the current policy settings (``access_policy``) and not due to change by
+          time (``access_until`` unset or after now: :func:`~flask_patronlock.policy.entitlement` only ever ends an
+          entitlement as time passes, at ``until``),
+
+        and its Patreon fields equal the snapshot's (compared here, on just those columns).
+        """
+        p = self.tables.patrons
+        by_id = {s.member_id: s for s in snapshots}
+        columns = [p.c[name] for name in _COMPARED]
+        columns += [p.c.member_id, p.c.campaign_id, p.c.patreon_user_id, p.c.email, p.c.email_verified]
+        width = len(_COMPARED)
+        settled: set[str] = set()
+        ids = list(by_id)
+        for start in range(0, len(ids), _CHUNK):
+            stmt = select(*columns).where(
+                p.c.member_id.in_(ids[start : start + _CHUNK]),
+                p.c.observed_at <= observed_at,
+                p.c.missing_since.is_(None),
+                p.c.missing_runs == 0,
+                p.c.held_run_id.is_(None),
+                p.c.access.is_not(None),
+                p.c.access_policy == access.key,
+                or_(p.c.access_until.is_(None), p.c.access_until > access.now),
+            )
+            for row in conn.execute(stmt).all():
+                values = tuple(row)
+                snapshot = by_id[values[width]]
+                if _compared_of(snapshot) == values[:width] and _optional_agree(snapshot, *values[width + 1 :]):
+                    settled.add(snapshot.member_id)
+        return settled
+
+    def _note_evaluated(self, conn: Connection, results: Iterable[ApplyResult], access: _AccessContext) -> None:
+        """Record that the unchanged members among ``results`` had their access evaluated under ``access``'s settings
+        (a silent write: not a change of state, so no audit row or signal), where it was another policy's."""
+        stale = [
+            r.member_id for r in results
+            if r.outcome == "unchanged" and r.previous is not None and r.previous.access_policy != access.key
+        ]
+        p = self.tables.patrons
+        for start in range(0, len(stale), _CHUNK):
+            conn.execute(
+                update(p).where(p.c.member_id.in_(stale[start : start + _CHUNK])).values(access_policy=access.key)
+            )
 
     def _local_users(self, conn: Connection, patreon_user_ids: Iterable[str]) -> dict[str, str]:
         a = self.tables.accounts
@@ -1001,6 +1084,7 @@ class Store:
                 results.append(ApplyResult(previous.member_id, "unchanged", previous, previous))
                 continue
             results.append(ApplyResult(previous.member_id, "updated", current, previous, changes, events))
+        self._note_evaluated(conn, results, access)
         changed = [r for r in results if r.changed]
         if changed:
             self._update_not_newer(conn, [r.patron for r in changed if r.patron is not None])
@@ -1260,10 +1344,11 @@ class Store:
         self, *, now: datetime | None = None, full: bool = False, member_ids: Sequence[str] | None = None
     ) -> list[ApplyResult]:
         """Re-evaluate :attr:`Patron.access` where time alone may have changed it (a grace period or paid period
-        ended, the missing limit passed), announcing each flip once (``access-granted`` / ``access-revoked``, an
-        audit row ``access_changed``).
+        ended, the missing limit passed) or the creator changed the policy settings since it was evaluated
+        (:attr:`Patron.access_policy`), announcing each flip once (``access-granted`` / ``access-revoked``, an audit
+        row ``access_changed``). Whichever process calls this first after a policy change re-evaluates everyone.
 
-        :param full: re-evaluate every patron (after the policy settings changed), not only the due ones.
+        :param full: re-evaluate every patron, not only the due ones.
         :param member_ids: re-evaluate just these.
         """
         now = now or self.clock()
@@ -1273,7 +1358,12 @@ class Store:
             stmt = select(p.c.member_id)
             if not full:
                 stmt = stmt.where(
-                    or_(p.c.access.is_(None), and_(p.c.access_until.is_not(None), p.c.access_until <= now))
+                    or_(
+                        p.c.access.is_(None),
+                        and_(p.c.access_until.is_not(None), p.c.access_until <= now),
+                        p.c.access_policy.is_(None),
+                        p.c.access_policy != access.key,
+                    )
                 )
             with self.engine.connect() as conn:
                 member_ids = list(conn.execute(stmt).scalars())

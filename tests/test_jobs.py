@@ -82,3 +82,29 @@ def test_scheduler_starts_lazily_on_first_request_and_stops(make_app: Callable[.
     finally:
         jobs.stop(timeout=10)
     assert jobs._scheduler is None
+
+
+@pytest.mark.patreon_sandbox(members=0)
+def test_a_policy_change_is_re_evaluated_by_any_worker_s_tick(
+    make_app: Callable[..., Flask], patreon_sandbox: Sandbox
+) -> None:
+    """A worker that started after the creator changed the policy (so never saw the old settings) still re-evaluates
+    the accesses evaluated under the old policy: the rows say which policy they were evaluated under."""
+    from flask_patronlock.settings import set_policy_settings
+    from flask_patronlock.sync import run_sync
+
+    first = sandbox_app(make_app, patreon_sandbox, PATRONLOCK_SYNC_INTERVAL=0)
+    member = patreon_sandbox.add_patron("ann@example.com", tier="Gold")
+    with first.app_context():
+        run_sync(first)
+        patreon_sandbox.cancel(member)  # cancelled, but paid: entitled until the period's end under "paid_period"
+        run_sync(first)
+        assert get_state(first).store.get_patron(member.id).access is True  # type: ignore[union-attr]
+        set_policy_settings({"cancelled": "at_once"}, by="test")
+    later = sandbox_app(make_app, patreon_sandbox, PATRONLOCK_SYNC_INTERVAL=0)  # no run: the tick alone
+    get_state(later).jobs.tick()
+    with later.app_context():
+        patron = get_state(later).store.get_patron(member.id)
+        assert patron is not None and patron.access is False
+        history = get_state(later).store.history(member.id)
+    assert history[0]["kind"] == "access_changed"  # newest first
