@@ -32,7 +32,20 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import JSON
 
@@ -594,7 +607,7 @@ class Store:
         self._engine = engine
         #: returns the creator's current policy settings; :attr:`Patron.access` is evaluated under them.
         self.policy_settings = policy_settings
-        self._viewer_statements: dict[bool, Any] = {}
+        self._statements: dict[Any, Any] = {}  # selects built once per store (building costs more than running)
         self.tables = tables
         self.sender = sender
         self._strict_signals = strict_signals
@@ -866,30 +879,43 @@ class Store:
 
         and its Patreon fields equal the snapshot's (compared here, on just those columns).
         """
-        p = self.tables.patrons
         by_id = {s.member_id: s for s in snapshots}
-        columns = [p.c[name] for name in _COMPARED]
-        columns += [p.c.member_id, p.c.campaign_id, p.c.patreon_user_id, p.c.email, p.c.email_verified]
+        stmt = self._settled_statement()
         width = len(_COMPARED)
         settled: set[str] = set()
         ids = list(by_id)
         for start in range(0, len(ids), _CHUNK):
-            stmt = select(*columns).where(
-                p.c.member_id.in_(ids[start : start + _CHUNK]),
-                p.c.observed_at <= observed_at,
-                p.c.missing_since.is_(None),
-                p.c.missing_runs == 0,
-                p.c.held_run_id.is_(None),
-                p.c.access.is_not(None),
-                p.c.access_policy == access.key,
-                or_(p.c.access_until.is_(None), p.c.access_until > access.now),
-            )
-            for row in conn.execute(stmt).all():
+            chunk = ids[start : start + _CHUNK]
+            params = {"ids": chunk, "observed_at": observed_at, "key": access.key, "now": access.now}
+            for row in conn.execute(stmt, params).all():
                 values = tuple(row)
                 snapshot = by_id[values[width]]
                 if _compared_of(snapshot) == values[:width] and _optional_agree(snapshot, *values[width + 1 :]):
                     settled.add(snapshot.member_id)
         return settled
+
+    def _settled_statement(self) -> Any:
+        # Built once: constructing the select costs more than a page's worth of comparing. Booleans come back as
+        # SQLite's 0/1 (equal to False/True in a comparison) instead of through a processor each.
+        stmt = self._statements.get("settled")
+        if stmt is None:
+            p = self.tables.patrons
+            columns = [
+                type_coerce(p.c[name], Integer) if isinstance(p.c[name].type, Boolean) else p.c[name]
+                for name in (*_COMPARED, "member_id", "campaign_id", "patreon_user_id", "email", "email_verified")
+            ]
+            stmt = select(*columns).where(
+                p.c.member_id.in_(bindparam("ids", expanding=True)),
+                p.c.observed_at <= bindparam("observed_at", type_=p.c.observed_at.type),
+                p.c.missing_since.is_(None),
+                p.c.missing_runs == 0,
+                p.c.held_run_id.is_(None),
+                p.c.access.is_not(None),
+                p.c.access_policy == bindparam("key", type_=p.c.access_policy.type),
+                or_(p.c.access_until.is_(None), p.c.access_until > bindparam("now", type_=p.c.access_until.type)),
+            )
+            self._statements["settled"] = stmt
+        return stmt
 
     def _note_evaluated(self, conn: Connection, results: Iterable[ApplyResult], access: _AccessContext) -> None:
         """Record that the unchanged members among ``results`` had their access evaluated under ``access``'s settings
@@ -1448,9 +1474,9 @@ class Store:
         """Whether the local user ``user_id`` has linked a Patreon account, and the stored patron of that account (of
         ``campaign_id`` when given): the one indexed query a page view makes."""
         by_campaign = campaign_id is not None
-        stmt = self._viewer_statements.get(by_campaign)
+        stmt = self._statements.get(("viewer", by_campaign))
         if stmt is None:
-            stmt = self._viewer_statements[by_campaign] = self._viewer_statement(by_campaign)
+            stmt = self._statements[("viewer", by_campaign)] = self._viewer_statement(by_campaign)
         with self.engine.connect() as conn:
             row = conn.execute(stmt, {"pl_user_id": str(user_id), "pl_campaign_id": campaign_id}).first()
         if row is None:
