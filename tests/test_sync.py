@@ -30,15 +30,22 @@ def active_ids(sandbox: Sandbox, n: int) -> list[str]:
 
 
 @pytest.mark.patreon_sandbox(members=230)
-def test_complete_run_then_unchanged_run_writes_nothing(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+def test_complete_run_then_unchanged_run_writes_nothing(
+    sb_app: Flask, patreon_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = sync(sb_app, patreon_sandbox)
     assert first.status == "complete" and first.complete and first.reason is None
     assert first.pages == 5 and first.members_seen == 230 == first.total_reported
     assert count(sb_app, "patrons") == 230 and first.changed == 230
     assert count(sb_app, "tiers") == len(patreon_sandbox.tiers)
     audit = count(sb_app, "events")
+    store = get_state(sb_app).store
+    read_whole: list[str] = []
+    load = store._load_for_update
+    monkeypatch.setattr(store, "_load_for_update", lambda conn, ids: read_whole.extend(ids) or load(conn, ids))
     second = sync(sb_app, patreon_sandbox)
     assert second.complete and second.changed == 0 and second.revoked == 0
+    assert read_whole == []  # every member was found settled by the database; no row was read whole
     assert first.detail["api_requests"] == 6 and first.detail["tiers"] == "changed (never read)"  # 5 pages + tiers
     # the catalogue is fresh (PATRONLOCK_TIERS_MAX_AGE): the run reads member pages only
     assert second.detail["unchanged"] == 230 and second.detail["api_requests"] == 5
