@@ -79,6 +79,30 @@ REAL_PATREON_KEYS = (
 )
 
 
+def _replace_outdated_demo_database(app: Flask) -> None:
+    """A demo database an earlier version made lacks the columns added since. Its contents are the sandbox's demo
+    data, made again on the next start, so it is moved aside (never deleted) and a new one made, with a message."""
+    from flask_patronlock.extension import get_state
+    from flask_patronlock.models import schema_gaps
+
+    state = get_state(app)
+    _, columns = schema_gaps(state.store.engine, state.tables)
+    database = db.engine.url.database
+    if not columns or db.engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    db.engine.dispose()
+    old = Path(database)
+    kept = old.with_name(f"{old.name}.{datetime.now(UTC):%Y%m%d%H%M%S}.old")
+    old.rename(kept)
+    app.logger.warning(
+        "The example's database was made by an earlier version (it lacks %s); moved it to %s and made a new one.",
+        ", ".join(columns),
+        kept,
+    )
+    print(f"Moved the outdated demo database to {kept}; starting with a new one.")
+    db.create_all()
+
+
 def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://127.0.0.1:5000") -> Flask:
     """The example site. ``base_url`` is where it is served (the sandbox's links and the OAuth redirect need it)."""
     app = Flask(__name__, instance_relative_config=True)
@@ -111,6 +135,7 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
     with app.app_context():
         db.create_all()
+        _replace_outdated_demo_database(app)
     if "example_sandbox" in app.extensions:  # the visitor's control panel, and webhooks from the sandbox to here
         from .panel import init_panel
 

@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 from . import config as _config
 from .errors import ConfigurationError
 from .extension import get_state
+from .models import schema_gaps
 
 patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
 
@@ -32,16 +33,19 @@ def check_command() -> None:
         except ConfigurationError:
             problems += 1
             click.echo(f"missing  {key}  (needed for {purpose})")
-    from sqlalchemy import inspect
-
-    existing = set(inspect(state.store.engine).get_table_names())
-    missing = [t.name for t in state.tables.all() if t.name not in existing]
+    missing, columns = schema_gaps(state.store.engine, state.tables)
     if missing:
         problems += 1
         click.echo(
             f"missing  tables {', '.join(missing)}: run db.create_all() or `flask db migrate && flask db upgrade`"
         )
-    else:
+    if columns:
+        problems += 1
+        click.echo(
+            f"missing  columns {', '.join(columns)} (tables made by an earlier version): "
+            "run `flask db migrate && flask db upgrade`"
+        )
+    if not missing and not columns:
         click.echo("ok       tables")
     if problems:
         raise SystemExit(1)

@@ -27,8 +27,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.types import JSON, TypeDecorator
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -113,6 +114,20 @@ class IdList(TypeDecorator[tuple[str, ...]]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> tuple[str, ...]:
         return tuple(value.split(",")) if value else ()
+
+
+def schema_gaps(engine: Engine, tables: Tables) -> tuple[list[str], list[str]]:
+    """What the database lacks of ``tables``: the missing tables' names, and ``table.column`` for each column missing
+    from a table that exists (one an earlier version created: ``db.create_all()`` leaves existing tables be)."""
+    inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
+    missing = [t.name for t in tables.all() if t.name not in existing]
+    columns = []
+    for table in tables.all():
+        if table.name in existing:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            columns += [f"{table.name}.{c.name}" for c in table.columns if c.name not in present]
+    return missing, columns
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,22 @@ def test_connect_and_log_in_with_patreon_on_the_live_site(site: tuple[str, Any])
     )
     assert "Logged in with your Patreon account" in page.text and "full masterclass video" in page.text
     assert fresh.get(base + "/whoami", timeout=10).json() == visitor.get(base + "/whoami", timeout=10).json()
+
+
+def test_a_demo_database_from_an_earlier_version_is_moved_aside(tmp_path: Path) -> None:
+    from example_site.app import create_app
+    from flask_patronlock.extension import get_state
+
+    database = tmp_path / "site.db"
+    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"}
+    app = create_app(config)
+    with app.app_context(), get_state(app).store.engine.begin() as conn:  # what an earlier version made
+        conn.exec_driver_sql("ALTER TABLE patronlock_patrons DROP COLUMN access_policy")
+        get_state(app).store.engine.dispose()
+    app = create_app(config)
+    [kept] = tmp_path.glob("site.db.*.old")  # nothing deleted
+    with app.app_context():
+        from flask_patronlock.models import schema_gaps
+
+        assert schema_gaps(get_state(app).store.engine, get_state(app).tables) == ([], [])
+    assert database.exists() and kept.stat().st_size > 0

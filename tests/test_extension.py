@@ -116,6 +116,16 @@ def test_check_command(make_app: Callable[..., Flask]) -> None:
     assert "ok       tables" in result.output
 
 
+def test_check_command_names_columns_an_earlier_version_did_not_make(make_app: Callable[..., Flask]) -> None:
+    app = make_app(PATRONLOCK_CLIENT_ID="id")
+    with app.app_context(), get_state(app).store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE patronlock_patrons DROP COLUMN access_policy")
+    result = app.test_cli_runner().invoke(args=["patronlock", "check"])
+    assert result.exit_code == 1
+    assert "missing  columns patronlock_patrons.access_policy" in result.output
+    assert "ok       tables" not in result.output
+
+
 def test_migrate_autogenerate_sees_the_tables(tmp_path: Path) -> None:
     """Flask-Migrate's autogenerate compares db.metadata with the database: our tables must show up as new."""
     from alembic.autogenerate import compare_metadata
