@@ -236,23 +236,27 @@ def explain_command(user: str, lock: str) -> None:
 
 @patronlock_cli.command("rotate-keys")
 def rotate_keys_command() -> None:
-    """Re-encrypt every stored Patreon token under the first key of PATRONLOCK_TOKEN_KEYS.
+    """Re-encrypt every stored Patreon token and the registered webhook's secret under the first key of
+    PATRONLOCK_TOKEN_KEYS.
 
     Put the new key first in the list (keep the old ones after it), run this, then remove the old keys.
     """
     from .accounts import get_accounts
     from .creator import rotate_creator_tokens
     from .errors import TokenDecryptionError
+    from .webhooks import rotate_webhook_secret
 
     try:
         report = get_accounts().rotate_keys()
         creator = rotate_creator_tokens(get_state())  # the creator's, connected on the settings page (issue 7)
+        webhook = rotate_webhook_secret(get_state())  # what `webhooks register` stored
     except (TokenDecryptionError, ConfigurationError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"Re-encrypted {report.tokens} token(s) of {report.accounts} linked account(s) under the first key of "
         "PATRONLOCK_TOKEN_KEYS"
-        + (f", and the creator's {creator} token(s)" if creator else "")
+        + (f", the creator's {creator} token(s)" if creator else "")
+        + (", the webhook's secret" if webhook else "")
         + ". The other keys can now be removed."
     )
 

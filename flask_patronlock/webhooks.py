@@ -307,6 +307,31 @@ def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
     return encrypted
 
 
+def rotate_webhook_secret(state: PatronLockState) -> bool:
+    """Re-encrypt the registered webhook's stored secret under the first key of ``PATRONLOCK_TOKEN_KEYS`` (a secret
+    stored in the clear before any key was configured is encrypted now). ``flask patronlock rotate-keys`` calls this
+    with the token rotations: otherwise, once the old key is removed, no signature would verify and every webhook would
+    be answered 403. Returns whether a secret was rewritten.
+
+    :raises flask_patronlock.TokenDecryptionError: no configured key opens it (nothing is changed).
+    """
+    table = state.tables.settings
+    cipher = state.token_cipher()
+    with state.store.transaction() as conn:
+        value = conn.execute(select(table.c.value).where(table.c.key == WEBHOOK_SETTING_KEY)).scalar()
+        if not isinstance(value, dict) or not (value.get("secret_encrypted") or value.get("secret")):
+            return False
+        rotated = dict(value)
+        if value.get("secret_encrypted"):
+            rotated["secret_encrypted"] = cipher.rotate(value["secret_encrypted"].encode()).decode()
+        else:
+            rotated["secret_encrypted"] = cipher.encrypt(rotated.pop("secret")).decode()
+        now = state.store.clock()
+        conn.execute(update(table).where(table.c.key == WEBHOOK_SETTING_KEY).values(value=rotated, updated_at=now))
+    _secret_cache.pop(id(state), None)
+    return True
+
+
 def register_webhook(state: PatronLockState, url: str) -> tuple[WebhookSnapshot, str, bool]:
     """Create the campaign's webhook for ``url`` with every ``members:*`` trigger, or update the one this client
     registered before (same URI, or the one ``register`` stored), and store its secret.

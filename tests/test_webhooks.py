@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 from sync_helpers import access_of, count, sandbox_app, set_policy, sync
 
 from flask_patronlock.extension import get_state
@@ -257,3 +258,40 @@ def test_webhook_cancel_revokes_directly(sb_app: Flask, patreon_sandbox: Sandbox
     patreon_sandbox.flush_webhooks()
     assert access_of(sb_app, member.id) is False
     assert timedelta(0) == timedelta(0)
+
+
+@pytest.mark.patreon_sandbox(members=0)
+@pytest.mark.parametrize("keys_at_register", [True, False], ids=["encrypted", "stored-in-the-clear"])
+def test_rotate_keys_re_encrypts_the_registered_webhook_secret(
+    make_app: Callable[..., Flask], patreon_sandbox: Sandbox, keys_at_register: bool
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from flask_patronlock.webhooks import WEBHOOK_SETTING_KEY, _secret_cache, stored_webhook, webhook_secrets
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    keys = [old] if keys_at_register else []
+    app = sandbox_app(make_app, patreon_sandbox, PATRONLOCK_WEBHOOK_SECRETS=[], PATRONLOCK_TOKEN_KEYS=keys)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["patronlock", "webhooks", "register", "--url", "https://site.test/patreon/webhook"])
+    assert result.exit_code == 0, result.output
+    state = get_state(app)
+    with app.app_context():
+        secret = stored_webhook(state)["secret"]  # type: ignore[index]
+    assert secret
+    if keys_at_register:  # without rotating, removing the old key would lose the secret: every webhook a 403
+        app.config["PATRONLOCK_TOKEN_KEYS"] = [new]
+        _secret_cache.clear()
+        with app.app_context():
+            assert webhook_secrets(state) == []
+    app.config["PATRONLOCK_TOKEN_KEYS"] = [new, old] if keys_at_register else [new]
+    result = runner.invoke(args=["patronlock", "rotate-keys"])
+    assert result.exit_code == 0 and "the webhook's secret" in result.output, result.output
+    app.config["PATRONLOCK_TOKEN_KEYS"] = [new]
+    with app.app_context():
+        assert webhook_secrets(state) == [secret]
+        with state.store.engine.connect() as conn:
+            table = state.tables.settings
+            stored = conn.execute(select(table.c.value).where(table.c.key == WEBHOOK_SETTING_KEY)).scalar_one()
+    assert "secret_encrypted" in stored and "secret" not in stored  # never in the clear once keys exist
+    assert post(app, b'{"data": {}}', secret=secret).status_code != 403
