@@ -179,6 +179,18 @@ class _Run:
         self.requests_before = client.request_count
         runs = self.store.tables.sync_runs
         with self.store.transaction() as conn:
+            # Whoever holds the lease is the only run alive: a row still "running" is one whose process stopped
+            # (killed, a crash, a deploy) before it could say how it ended.
+            conn.execute(
+                update(runs)
+                .where(runs.c.status == "running")
+                .values(
+                    status="failed",
+                    complete=False,
+                    reason="interrupted: the process running it stopped before it finished",
+                    finished_at=self.started_at,
+                )
+            )
             run_id = conn.execute(
                 insert(runs).values(trigger=trigger[:16], status="running", started_at=self.started_at)
             ).inserted_primary_key

@@ -309,3 +309,17 @@ def test_run_needs_configuration(app: Flask) -> None:
 
     with pytest.raises(ConfigurationError, match="PATRONLOCK_CAMPAIGN_ID"):
         run_sync(app)
+
+
+@pytest.mark.patreon_sandbox(members=3)
+def test_a_run_whose_process_stopped_is_marked_failed_by_the_next(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    state = get_state(sb_app)
+    runs = state.tables.sync_runs
+    with state.store.engine.begin() as conn:  # what a run killed mid-way leaves behind (its lease long expired)
+        conn.execute(runs.insert().values(trigger="schedule", status="running", started_at=patreon_sandbox.now))
+    result = sync(sb_app, patreon_sandbox)
+    assert result.status == "complete"
+    listed = list_runs(sb_app)
+    assert [r.status for r in listed] == ["complete", "failed"]
+    assert listed[1].reason is not None and listed[1].reason.startswith("interrupted")
+    assert listed[1].finished_at is not None and not listed[1].complete
