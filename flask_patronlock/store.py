@@ -1146,6 +1146,12 @@ class Store:
         with self.engine.connect() as conn:
             return set(conn.execute(select(p.c.member_id).where(p.c.campaign_id == campaign_id)).scalars())
 
+    def count_members(self, campaign_id: str) -> int:
+        """How many members are stored for ``campaign_id``."""
+        p = self.tables.patrons
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(p.c.campaign_id == campaign_id)).scalar_one())
+
     def count_entitled(self, campaign_id: str) -> int:
         """How many stored patrons of ``campaign_id`` have access (as last evaluated)."""
         p = self.tables.patrons
