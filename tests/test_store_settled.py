@@ -5,8 +5,8 @@ path finds unchanged, and a creator's policy change must never leave an access e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,40 +24,25 @@ from flask_patronlock.store import ApplyResult, Store
 MEMBERS = [f"m{i}" for i in range(5)]
 
 
-@dataclass
 class World:
     """Two stores on separate databases under one clock and one policy: ``full`` always reads whole rows, ``fast``
     asks the database which members are settled first (as a sync run does)."""
 
-    now: datetime
-    policy: PolicySettings
-    full: Store
-    fast: Store
-    run_id: int = 0
+    def __init__(self, policy: PolicySettings | None = None) -> None:
+        self.now = T0
+        self.policy = policy or PolicySettings()
+        self.run_id = 0
+        self.full, self.fast = self._store(), self._store()
+
+    def _store(self) -> Store:
+        engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        metadata = MetaData()
+        tables = tables_for(metadata)
+        metadata.create_all(engine)
+        return Store(lambda: engine, tables, clock=lambda: self.now, policy_settings=lambda: self.policy)
 
     def stores(self) -> tuple[Store, Store]:
         return self.full, self.fast
-
-
-def make_store(world_ref: list[World]) -> Store:
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-    metadata = MetaData()
-    tables = tables_for(metadata)
-    metadata.create_all(engine)
-    return Store(
-        lambda: engine,
-        tables,
-        clock=lambda: world_ref[0].now,
-        policy_settings=lambda: world_ref[0].policy,
-    )
-
-
-def new_world(policy: PolicySettings | None = None) -> World:
-    ref: list[World] = []
-    world = World(T0, policy or PolicySettings(), None, None)  # type: ignore[arg-type]
-    ref.append(world)
-    world.full, world.fast = make_store(ref), make_store(ref)
-    return world
 
 
 def rows(store: Store) -> list[dict[str, Any]]:
@@ -143,7 +128,7 @@ _steps = st.lists(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=_steps)
 def test_settled_path_agrees_with_the_full_path(steps: list[tuple[Any, ...]]) -> None:
-    world = new_world()
+    world = World()
     for step in steps:
         kind = step[0]
         if kind == "apply":
@@ -177,7 +162,7 @@ def test_settled_path_agrees_with_the_full_path(steps: list[tuple[Any, ...]]) ->
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    yield new_world(PolicySettings(declined="until_patreon_gives_up"))
+    yield World(PolicySettings(declined="until_patreon_gives_up"))
 
 
 def marker(store: Store, member_id: str) -> str | None:
