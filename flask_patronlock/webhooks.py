@@ -38,7 +38,7 @@ from .extension import PatronLockState, get_state
 from .patreon.errors import MalformedDocument, NotFound, PatreonAPIError, PatreonError
 from .patreon.jsonapi import parse_member_document
 from .patreon.signatures import SIGNATURE_HEADER, verify_signature
-from .patreon.types import MemberSnapshot, WebhookSnapshot
+from .patreon.types import MEMBER_TRIGGERS, MemberSnapshot, WebhookSnapshot
 from .store import ApplyResult, begin_immediate, sqlite_write_lock
 
 __all__ = [
@@ -58,15 +58,6 @@ log = logging.getLogger("flask_patronlock.webhooks")
 
 #: the header naming the trigger.
 EVENT_HEADER = "X-Patreon-Event"
-#: every ``members:*`` trigger Patreon sends; ``register`` subscribes to all of them.
-MEMBER_TRIGGERS: tuple[str, ...] = (
-    "members:create",
-    "members:update",
-    "members:delete",
-    "members:pledge:create",
-    "members:pledge:update",
-    "members:pledge:delete",
-)
 #: the ``patronlock_settings`` key under which ``register`` keeps the webhook's id, URI and (encrypted) secret.
 WEBHOOK_SETTING_KEY = "patronlock.webhook"
 _MAX_BACKOFF = timedelta(hours=6)

@@ -37,6 +37,7 @@ from .ratelimit import RateLimiter, shared_rate_limiter
 from .signatures import SIGNATURE_HEADER, sign, verify_signature
 from .types import (
     CHARGE_STATUSES,
+    MEMBER_TRIGGERS,
     PATRON_STATUSES,
     CampaignSnapshot,
     Identity,
@@ -52,6 +53,7 @@ __all__ = [
     "CHARGE_STATUSES",
     "MAX_PAGE_SIZE",
     "MEMBER_FIELDS",
+    "MEMBER_TRIGGERS",
     "PATRON_STATUSES",
     "SIGNATURE_HEADER",
     "CampaignSnapshot",

@@ -15,6 +15,17 @@ from datetime import datetime
 #: ``patron_status`` values Patreon documents; ``None`` means the user never pledged (a follower, or a free member).
 PATRON_STATUSES = ("active_patron", "declined_patron", "former_patron")
 
+#: the six ``members:*`` webhook triggers Patreon documents (what ``webhooks register`` subscribes to, and what the
+#: sandbox fires).
+MEMBER_TRIGGERS: tuple[str, ...] = (
+    "members:create",
+    "members:update",
+    "members:delete",
+    "members:pledge:create",
+    "members:pledge:update",
+    "members:pledge:delete",
+)
+
 #: ``last_charge_status`` values Patreon documents.
 CHARGE_STATUSES = (
     "Paid",

@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from ..dates import add_months
+from ..patreon.types import MEMBER_TRIGGERS
 from .documents import iso as _iso
 from .webhooks import Delivery, QueuedEvent, Transport, WebhookDispatcher, default_transport
 
@@ -66,15 +67,8 @@ __all__ = [
     "add_months",
 ]
 
-#: the six ``members:*`` webhook triggers Patreon documents.
-ALL_MEMBER_TRIGGERS: tuple[str, ...] = (
-    "members:create",
-    "members:update",
-    "members:delete",
-    "members:pledge:create",
-    "members:pledge:update",
-    "members:pledge:delete",
-)
+#: the six ``members:*`` webhook triggers Patreon documents (one definition, with Patreon's other documented values).
+ALL_MEMBER_TRIGGERS: tuple[str, ...] = MEMBER_TRIGGERS
 #: every trigger a webhook may be registered for (``posts:*`` are accepted but never fired by the sandbox).
 KNOWN_TRIGGERS: tuple[str, ...] = (*ALL_MEMBER_TRIGGERS, "posts:publish", "posts:update", "posts:delete")
 
