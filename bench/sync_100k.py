@@ -92,16 +92,12 @@ def make_app(db_path: Path, creds: dict[str, Any]) -> Any:
     from flask_sqlalchemy import SQLAlchemy
 
     from flask_patronlock import PatronLock
+    from flask_patronlock.sandbox import config_from_credentials
 
     app = Flask("bench_sync")
     app.config.update(
+        config_from_credentials(creds),
         SQLALCHEMY_DATABASE_URI=f"sqlite:///{db_path}",
-        PATRONLOCK_CLIENT_ID=creds["client_id"],
-        PATRONLOCK_CLIENT_SECRET=creds["client_secret"],
-        PATRONLOCK_CREATOR_ACCESS_TOKEN=creds["creator_access_token"],
-        PATRONLOCK_CAMPAIGN_ID=creds["campaign_id"],
-        PATRONLOCK_API_BASE_URL=creds["api_base"],
-        PATRONLOCK_OAUTH_BASE_URL=creds["oauth_base"],
         PATRONLOCK_SCHEDULER=False,
         PATRONLOCK_JOBS="inline",
     )

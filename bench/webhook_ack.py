@@ -43,18 +43,13 @@ def create_app() -> Any:
     from sqlalchemy import event
 
     from flask_patronlock import PatronLock
+    from flask_patronlock.sandbox import config_from_credentials
 
     creds = json.loads(os.environ["BENCH_CREDS"])
     app = Flask("bench_webhook_ack")
     app.config.update(
+        config_from_credentials(creds),
         SQLALCHEMY_DATABASE_URI=os.environ["BENCH_DB"],
-        PATRONLOCK_CLIENT_ID=creds["client_id"],
-        PATRONLOCK_CLIENT_SECRET=creds["client_secret"],
-        PATRONLOCK_CREATOR_ACCESS_TOKEN=creds["creator_access_token"],
-        PATRONLOCK_CAMPAIGN_ID=creds["campaign_id"],
-        PATRONLOCK_API_BASE_URL=creds["api_base"],
-        PATRONLOCK_OAUTH_BASE_URL=creds["oauth_base"],
-        PATRONLOCK_WEBHOOK_SECRETS=[creds["webhook_secret"]],
         PATRONLOCK_SCHEDULER=False,
     )
     db = SQLAlchemy()

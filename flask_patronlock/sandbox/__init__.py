@@ -32,6 +32,7 @@ from .state import (
     Token,
     User,
     Webhook,
+    config_from_credentials,
 )
 from .webhooks import Delivery, Transport, sign
 
@@ -55,6 +56,7 @@ __all__ = [
     "Transport",
     "User",
     "Webhook",
+    "config_from_credentials",
     "create_sandbox_app",
     "get_sandbox",
     "render_webhook_member",

@@ -33,7 +33,7 @@ import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -65,7 +65,22 @@ __all__ = [
     "User",
     "Webhook",
     "add_months",
+    "config_from_credentials",
 ]
+
+def config_from_credentials(credentials: Mapping[str, str]) -> dict[str, Any]:
+    """The host-app config keys for a sandbox known by its :meth:`Sandbox.credentials` (what
+    ``python -m flask_patronlock.sandbox`` prints first), e.g. one served by another process."""
+    return {
+        "PATRONLOCK_CLIENT_ID": credentials["client_id"],
+        "PATRONLOCK_CLIENT_SECRET": credentials["client_secret"],
+        "PATRONLOCK_CREATOR_ACCESS_TOKEN": credentials["creator_access_token"],
+        "PATRONLOCK_CAMPAIGN_ID": credentials["campaign_id"],
+        "PATRONLOCK_WEBHOOK_SECRETS": [credentials["webhook_secret"]],
+        "PATRONLOCK_API_BASE_URL": credentials["api_base"],
+        "PATRONLOCK_OAUTH_BASE_URL": credentials["oauth_base"],
+    }
+
 
 #: the six ``members:*`` webhook triggers Patreon documents (one definition, with Patreon's other documented values).
 ALL_MEMBER_TRIGGERS: tuple[str, ...] = MEMBER_TRIGGERS
@@ -683,18 +698,9 @@ class Sandbox:
         :raises RuntimeError: if the sandbox has no URL yet (serve it with :class:`~.server.SandboxServer`, or set
             :attr:`url`).
         """
-        url = self._url or self._learned_url
-        if url is None:
+        if (self._url or self._learned_url) is None:
             raise RuntimeError("the sandbox has no URL yet: serve it with SandboxServer(sandbox).start() or set .url")
-        return {
-            "PATRONLOCK_CLIENT_ID": self.client_id,
-            "PATRONLOCK_CLIENT_SECRET": self.client_secret,
-            "PATRONLOCK_CREATOR_ACCESS_TOKEN": self.creator_access_token,
-            "PATRONLOCK_CAMPAIGN_ID": self.campaign.id,
-            "PATRONLOCK_WEBHOOK_SECRETS": [self.webhook_secret],
-            "PATRONLOCK_API_BASE_URL": url,
-            "PATRONLOCK_OAUTH_BASE_URL": url,
-        }
+        return config_from_credentials(self.credentials())
 
     def credentials(self) -> dict[str, str]:
         """The CLI's first line: ``api_base``, ``oauth_base``, campaign id, client credentials, tokens, secret."""
