@@ -420,24 +420,9 @@ class _Run:
         result.detail.update(self.counts)
         result.detail["api_requests"] = self.client.request_count - self.requests_before
         runs = self.store.tables.sync_runs
+        values = {name: getattr(result, name) for name in _RUN_COLUMNS}
         with self.store.transaction() as conn:
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == result.run_id)
-                .values(
-                    status=result.status,
-                    complete=result.complete,
-                    reason=result.reason,
-                    pages=result.pages,
-                    members_seen=result.members_seen,
-                    total_reported=result.total_reported,
-                    changed=result.changed,
-                    revoked=result.revoked,
-                    held=result.held,
-                    finished_at=result.finished_at,
-                    detail=dict(result.detail),
-                )
-            )
+            conn.execute(update(runs).where(runs.c.id == result.run_id).values(detail=dict(result.detail), **values))
 
 
 _set_attr = object.__setattr__
@@ -523,21 +508,18 @@ def match_emails(state: PatronLockState, member_ids: list[str], *, run_id: int |
     return state.store.link_accounts(links, source="sync", run_id=run_id, how="email")
 
 
+#: RunResult fields stored as patronlock_sync_runs columns of the same name (besides id, started_at and detail).
+_RUN_COLUMNS = (
+    "status", "complete", "reason", "pages", "members_seen", "total_reported", "changed", "revoked", "held",
+    "finished_at",
+)
+
+
 def _row_to_result(row: Mapping[Any, Any]) -> RunResult:
+    values = {name: row[name] for name in _RUN_COLUMNS}
+    values["complete"] = bool(values["complete"])
     return RunResult(
-        run_id=int(row["id"]),
-        status=row["status"],
-        complete=bool(row["complete"]),
-        reason=row["reason"],
-        pages=row["pages"],
-        members_seen=row["members_seen"],
-        total_reported=row["total_reported"],
-        changed=row["changed"],
-        revoked=row["revoked"],
-        held=row["held"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        detail=dict(row["detail"] or {}),
+        run_id=int(row["id"]), started_at=row["started_at"], detail=dict(row["detail"] or {}), **values
     )
 
 
