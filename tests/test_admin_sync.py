@@ -63,7 +63,8 @@ def test_an_incomplete_run_says_why_and_revokes_nobody(site: AdminSite, patreon_
     assert last["reason"][:20] in html(site, "/sync").replace("&#39;", "'")
 
 
-def test_a_held_run_is_reviewed_then_approved(site: AdminSite, patreon_sandbox: Any) -> None:
+def hold_a_run(site: AdminSite, patreon_sandbox: Any) -> dict[str, Any]:
+    """A run the breaker holds: 3 patrons gone from Patreon, more than it allows."""
     with site.app.app_context():
         set_policy_settings({"breaker_min_patrons": 1, "breaker_fraction": 0.1}, by="test")
     site.post(ADMIN_PREFIX + "/sync/start")
@@ -71,6 +72,11 @@ def test_a_held_run_is_reviewed_then_approved(site: AdminSite, patreon_sandbox: 
         patreon_sandbox.delete_member(patreon_sandbox.member(f"p{i}@example.com"))
     site.post(ADMIN_PREFIX + "/sync/start")
     held = runs(site)[-1]
+    return held
+
+
+def test_a_held_run_is_reviewed_then_approved(site: AdminSite, patreon_sandbox: Any) -> None:
+    held = hold_a_run(site, patreon_sandbox)
     assert held["status"] == "held" and held["held"] == 3
     assert "Waiting for your approval" in html(site, "/sync")
     page = html(site, f"/sync/runs/{held['id']}")
@@ -85,13 +91,7 @@ def test_a_held_run_is_reviewed_then_approved(site: AdminSite, patreon_sandbox: 
 
 
 def test_a_held_run_is_rejected_and_everyone_keeps_access(site: AdminSite, patreon_sandbox: Any) -> None:
-    with site.app.app_context():
-        set_policy_settings({"breaker_min_patrons": 1, "breaker_fraction": 0.1}, by="test")
-    site.post(ADMIN_PREFIX + "/sync/start")
-    for i in range(3):
-        patreon_sandbox.delete_member(patreon_sandbox.member(f"p{i}@example.com"))
-    site.post(ADMIN_PREFIX + "/sync/start")
-    held = runs(site)[-1]
+    held = hold_a_run(site, patreon_sandbox)
     assert site.post(f"{ADMIN_PREFIX}/sync/runs/{held['id']}/reject").status_code == 302
     p = site.state.tables.patrons
     with site.state.store.engine.connect() as conn:
