@@ -21,6 +21,7 @@ from flask_patronlock.policy import (
     decide,
     entitlement,
     explain_steps,
+    settings_fingerprint,
 )
 
 TIERS = {
@@ -199,6 +200,19 @@ def test_access_only_ever_ends_as_time_passes(
         assert later.state == "restricted"
     if earlier.state == "grace" and earlier.until is not None and now + timedelta(seconds=seconds) >= earlier.until:
         assert later.state in ("restricted", "former")
+    # What the store's settled path relies on: before ``until`` nothing about access changes with time.
+    if earlier.entitled and (earlier.until is None or now + timedelta(seconds=seconds) < earlier.until):
+        assert later.entitled and later.until == earlier.until
+
+
+@given(patrons, policies, moments, st.integers(min_value=0, max_value=10**6), st.floats(min_value=0.01, max_value=1))
+def test_only_the_fingerprinted_settings_change_an_entitlement(
+    patron: Patron, settings: PolicySettings, now: datetime, min_patrons: int, fraction: float
+) -> None:
+    """Patron.access_policy records settings_fingerprint(); the settings it leaves out must not matter."""
+    other = dataclasses.replace(settings, breaker_min_patrons=min_patrons, breaker_fraction=fraction)
+    assert settings_fingerprint(other) == settings_fingerprint(settings)
+    assert entitlement(patron, other, now) == entitlement(patron, settings, now)
 
 
 @given(rules, patrons, policies, moments, tier_maps, st.integers(min_value=1, max_value=10**8))
