@@ -1373,30 +1373,27 @@ class Store:
             self.record_event(conn, kind, source="admin", user_id=by, run_id=run_id, detail={"held": count})
 
     def refresh_access(
-        self, *, now: datetime | None = None, full: bool = False, member_ids: Sequence[str] | None = None
+        self, *, now: datetime | None = None, member_ids: Sequence[str] | None = None
     ) -> list[ApplyResult]:
         """Re-evaluate :attr:`Patron.access` where time alone may have changed it (a grace period or paid period
         ended, the missing limit passed) or the creator changed the policy settings since it was evaluated
         (:attr:`Patron.access_policy`), announcing each flip once (``access-granted`` / ``access-revoked``, an audit
         row ``access_changed``). Whichever process calls this first after a policy change re-evaluates everyone.
 
-        :param full: re-evaluate every patron, not only the due ones.
-        :param member_ids: re-evaluate just these.
+        :param member_ids: re-evaluate just these, due or not.
         """
         now = now or self.clock()
         access = _AccessContext(self.policy_settings(), now)
         p = self.tables.patrons
         if member_ids is None:
-            stmt = select(p.c.member_id)
-            if not full:
-                stmt = stmt.where(
-                    or_(
-                        p.c.access.is_(None),
-                        and_(p.c.access_until.is_not(None), p.c.access_until <= now),
-                        p.c.access_policy.is_(None),
-                        p.c.access_policy != access.key,
-                    )
+            stmt = select(p.c.member_id).where(
+                or_(
+                    p.c.access.is_(None),
+                    and_(p.c.access_until.is_not(None), p.c.access_until <= now),
+                    p.c.access_policy.is_(None),
+                    p.c.access_policy != access.key,
                 )
+            )
             with self.engine.connect() as conn:
                 member_ids = list(conn.execute(stmt).scalars())
         results: list[ApplyResult] = []
