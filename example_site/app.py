@@ -85,12 +85,12 @@ def _replace_outdated_demo_database(app: Flask) -> None:
     from flask_patronlock.extension import get_state
     from flask_patronlock.models import schema_gaps
 
-    state = get_state(app)
-    _, columns = schema_gaps(state.store.engine, state.tables)
-    database = db.engine.url.database
-    if not columns or db.engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+    engine = db.engine
+    _, columns = schema_gaps(engine, get_state(app).tables)
+    database = engine.url.database
+    if not columns or engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return
-    db.engine.dispose()
+    engine.dispose()
     old = Path(database)
     kept = old.with_name(f"{old.name}.{datetime.now(UTC):%Y%m%d%H%M%S}.old")
     old.rename(kept)
