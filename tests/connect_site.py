@@ -155,6 +155,14 @@ def log_in(client: FlaskClient, user: User) -> None:
     assert client.post(f"/_test/login/{user.id}").status_code == 200
 
 
+def logged_in(site: Site, email: str) -> tuple[FlaskClient, User]:
+    """A test client logged in as a new local user with ``email``, and that user."""
+    user = site.add_user(email)
+    client = site.app.test_client()
+    log_in(client, user)
+    return client, user
+
+
 def whoami(client: FlaskClient) -> dict[str, Any]:
     data: dict[str, Any] = client.get("/_test/session").get_json()
     return data

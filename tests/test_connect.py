@@ -12,6 +12,7 @@ from connect_site import (
     capture,
     csrf_token,
     log_in,
+    logged_in,
     oauth_flow,
     problem_kind,
     sandbox_site,
@@ -37,9 +38,7 @@ def flashes(site: Site, client: Any) -> list[str]:
 def test_connect_links_and_unlocks_at_once_even_with_another_email(site: Site, patreon_sandbox: Any) -> None:
     """The patron pledged as gold@patreon.example; the local account is local@site.example."""
     patreon_sandbox.add_patron("gold@patreon.example", tier="Gold", full_name="Gold Patron")
-    user = site.add_user("local@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "local@site.example")
     with capture(signals.patron_linked, signals.patron_logged_in, signals.pledge_started) as seen:
         response = oauth_flow(client, "gold@patreon.example", next="/posts/7")
     assert response.status_code == 302 and response.location == "/posts/7"
@@ -73,9 +72,7 @@ def test_connect_links_and_unlocks_at_once_even_with_another_email(site: Site, p
 
 def test_non_patron_is_told_the_next_step_then_refresh_unlocks(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("fan@patreon.example")
-    user = site.add_user("fan@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "fan@site.example")
     oauth_flow(client, "fan@patreon.example")
     (message,) = flashes(site, client)
     assert message.startswith("Connected your Patreon account (fan@…). We found no pledge to this creator")
@@ -109,9 +106,7 @@ def test_non_patron_is_told_the_next_step_then_refresh_unlocks(site: Site, patre
 def test_declined_payment_is_described(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("dee@patreon.example", tier="Bronze")
     patreon_sandbox.decline("dee@patreon.example")
-    user = site.add_user("dee@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, _ = logged_in(site, "dee@site.example")
     oauth_flow(client, "dee@patreon.example")
     (message,) = flashes(site, client)
     assert "Patreon could not charge your last payment. You're still a Bronze patron for now" in message
@@ -171,9 +166,7 @@ def test_a_patreon_account_linked_elsewhere_is_refused(site: Site, patreon_sandb
 def test_connecting_another_patreon_account_moves_the_link(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("old@patreon.example")
     patreon_sandbox.add_patron("new@patreon.example", tier="Bronze")
-    user = site.add_user("me@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "me@site.example")
     oauth_flow(client, "old@patreon.example")
     with capture(signals.patron_unlinked, signals.patron_linked) as seen:
         oauth_flow(client, "new@patreon.example")
@@ -186,9 +179,7 @@ def test_connecting_another_patreon_account_moves_the_link(site: Site, patreon_s
 
 def test_needs_reauth_is_shown_and_connecting_again_clears_it(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("re@patreon.example", tier="Gold")
-    user = site.add_user("re@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "re@site.example")
     oauth_flow(client, "re@patreon.example")
     with site.app.app_context():
         get_accounts().mark_needs_reauth(user.id, why="test")
@@ -233,9 +224,7 @@ def test_prefix_is_configurable(make_app: Callable[..., Flask], patreon_sandbox:
 
 def test_cancelled_on_patreon(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("no@patreon.example")
-    user = site.add_user("no@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "no@site.example")
     response = oauth_flow(client, "no@patreon.example", decision="deny")
     html = response.get_data(as_text=True)
     assert response.status_code == 403 and problem_kind(html) == "access_denied"
@@ -252,9 +241,7 @@ def test_responses_are_not_cached(site: Site) -> None:
 
 def test_refresh_during_an_outage_is_a_clear_page_and_costs_no_try(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("out@patreon.example", tier="Gold")
-    user = site.add_user("out@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, _ = logged_in(site, "out@site.example")
     oauth_flow(client, "out@patreon.example")
     flashes(site, client)
     token = csrf_token(client)
@@ -271,9 +258,7 @@ def test_refresh_during_an_outage_is_a_clear_page_and_costs_no_try(site: Site, p
 def test_amounts_use_the_sites_currency_symbol(make_app: Callable[..., Flask], patreon_sandbox: Any) -> None:
     site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_CURRENCY_SYMBOL="€")
     patreon_sandbox.add_patron("eu@patreon.example", amount_cents=750)
-    user = site.add_user("eu@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, _ = logged_in(site, "eu@site.example")
     oauth_flow(client, "eu@patreon.example")
     assert "posts for Silver and below" in flashes(site, client)[0]  # the identity names the tier
     assert "patron at €7.50 a month" in client.get("/patreon/").get_data(as_text=True)  # no synced tiers yet
@@ -286,9 +271,7 @@ def test_the_creators_policy_decides_the_wording(site: Site, patreon_sandbox: An
         set_policy_settings({"declined": "restrict"}, by="test")
     patreon_sandbox.add_patron("dee@patreon.example", tier="Bronze")
     patreon_sandbox.decline("dee@patreon.example")
-    user = site.add_user("dee@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, _ = logged_in(site, "dee@site.example")
     oauth_flow(client, "dee@patreon.example")
     (message,) = flashes(site, client)
     assert "Patreon could not charge your payment, so patron posts are locked for now" in message
@@ -297,9 +280,7 @@ def test_the_creators_policy_decides_the_wording(site: Site, patreon_sandbox: An
 def test_connect_and_an_unchanged_refresh_stamp_the_session(site: Site, patreon_sandbox: Any) -> None:
     """A viewer's own connect / refresh must be seen on their next page on every worker (the viewer cache)."""
     patreon_sandbox.add_patron("same@patreon.example", tier="Bronze")
-    user = site.add_user("same@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, _ = logged_in(site, "same@site.example")
     oauth_flow(client, "same@patreon.example")
     with client.session_transaction() as sess:
         assert "_patronlock_vstamp" in sess

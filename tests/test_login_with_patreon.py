@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from connect_site import Site, capture, log_in, oauth_flow, problem_kind, sandbox_site, whoami
+from connect_site import Site, capture, log_in, logged_in, oauth_flow, problem_kind, sandbox_site, whoami
 from flask import Flask
 
 from flask_patronlock import signals
@@ -151,9 +151,7 @@ def test_a_creator_may_refuse(site: Site, patreon_sandbox: Any) -> None:
 
 def test_an_inactive_user_is_not_logged_in(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("off@patreon.example", tier="Gold")
-    user = site.add_user("off@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "off@site.example")
     oauth_flow(client, "off@patreon.example")
     user.active = False
     fresh = site.app.test_client()
@@ -164,9 +162,7 @@ def test_an_inactive_user_is_not_logged_in(site: Site, patreon_sandbox: Any) -> 
 
 def test_a_deleted_local_user_loses_the_stale_link(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("gone@patreon.example", tier="Gold")
-    user = site.add_user("gone@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "gone@site.example")
     oauth_flow(client, "gone@patreon.example")
     del site.users[user.id]
     site.allow_signup()
@@ -180,9 +176,7 @@ def test_a_deleted_local_user_loses_the_stale_link(site: Site, patreon_sandbox: 
 
 def test_a_logged_in_user_connects_instead(site: Site, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("both@patreon.example", tier="Gold")
-    user = site.add_user("both@site.example")
-    client = site.app.test_client()
-    log_in(client, user)
+    client, user = logged_in(site, "both@site.example")
     oauth_flow(client, "both@patreon.example", path=LOGIN)
     assert whoami(client)["flashes"][0].startswith("Connected your Patreon account")
     with site.app.app_context():
