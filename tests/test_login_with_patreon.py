@@ -185,10 +185,15 @@ def test_a_link_made_by_email_matching_does_not_log_in(
         link = get_accounts().get(owner.id)
         assert link is not None and link.origin == "email"  # nothing changed
 
-    # the owner, logged in with their password, connects with a fresh consent on Patreon
+    # the owner, logged in with their password, is asked to confirm on Patreon, and connects with a fresh consent
     owner_client = site.app.test_client()
     log_in(owner_client, owner)
+    status = owner_client.get("/patreon/").get_data(as_text=True)
+    assert 'data-patronlock-consented="no"' in status and 'href="/patreon/connect"' in status
+    assert "Refresh my status" not in status
     assert oauth_flow(owner_client, "grace@example.com").status_code == 302
+    status = owner_client.get("/patreon/").get_data(as_text=True)
+    assert "data-patronlock-consented" not in status and "Refresh my status" in status
     with site.app.app_context():
         link = get_accounts().get(owner.id)
         assert link is not None and link.origin == "oauth"
