@@ -105,6 +105,15 @@ class LinkedAccount:
     last_status_refresh_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: how the link was made: ``oauth`` (the Patreon account's owner consented on Patreon, by connecting or by
+    #: Log in with Patreon) or ``email`` (a reconcile run matched an address the host vouched for: no consent, no
+    #: tokens). Only an ``oauth`` link lets Log in with Patreon into the local account.
+    origin: str = "oauth"
+
+    @property
+    def consented(self) -> bool:
+        """Whether the Patreon account's owner made this link on Patreon's consent page (``origin == "oauth"``)."""
+        return self.origin == "oauth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +121,14 @@ class LinkResult:
     """What :meth:`Accounts.link` did."""
 
     account: LinkedAccount
-    #: ``linked`` (a new link), ``relinked`` (the user's link now points at another Patreon account) or
-    #: ``reauthorized`` (the same link, with new tokens).
+    #: ``linked`` (a new link, or one a reconcile run made by email that the owner now consented to), ``relinked``
+    #: (the user's link now points at another Patreon account) or ``reauthorized`` (the same link, with new tokens).
     outcome: str
     #: the Patreon user the local user was linked to before, when ``relinked``.
     replaced_patreon_user_id: str | None = None
+    #: the local user who lost the Patreon account: a reconcile run had linked it to them by email, and its owner
+    #: has now consented to this link instead.
+    claimed_from_user_id: str | None = None
 
     @property
     def new_link(self) -> bool:
@@ -132,6 +144,15 @@ class RotationReport:
     tokens: int
 
 
+def _origin(row: Mapping[Any, Any]) -> str:
+    """The row's origin; a row made before origins were recorded is ``oauth`` when it holds tokens (only an OAuth
+    consent stores them) and ``email`` (a run's match) when it holds none."""
+    origin = row["origin"]
+    if origin is not None:
+        return str(origin)
+    return "oauth" if row["access_token"] is not None else "email"
+
+
 def _account(row: Mapping[Any, Any]) -> LinkedAccount:
     return LinkedAccount(
         id=int(row["id"]),
@@ -143,6 +164,7 @@ def _account(row: Mapping[Any, Any]) -> LinkedAccount:
         last_status_refresh_at=row["last_status_refresh_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        origin=_origin(row),
     )
 
 
@@ -186,10 +208,14 @@ class Accounts:
     def link(self, user_id: str, patreon_user: UserSnapshot, tokens: TokenSet) -> LinkResult:
         """Link local user ``user_id`` to ``patreon_user`` with these tokens (encrypted), and write an audit row.
 
-        A user already linked to this Patreon account gets the new tokens (and loses ``needs_reauth``); a user linked
-        to another Patreon account is re-linked to this one.
+        Call it only with the tokens of an OAuth consent the Patreon account's owner just gave: the link is recorded
+        as ``origin="oauth"``, the kind Log in with Patreon accepts. A user already linked to this Patreon account
+        gets the new tokens (and loses ``needs_reauth``; a link a run made by email becomes an ``oauth`` one); a user
+        linked to another Patreon account is re-linked to this one. A link a reconcile run made by email from this
+        Patreon account to *another* local user gives way (``claimed_from_user_id``): the account's owner has
+        consented to this one.
 
-        :raises AlreadyLinked: the Patreon account is linked to another local user.
+        :raises AlreadyLinked: the Patreon account is linked to another local user with its owner's consent.
         """
         user_id = str(user_id)
         cipher = self.state.token_cipher()  # before the transaction: a missing key fails without writing anything
@@ -200,6 +226,7 @@ class Accounts:
             "token_expires_at": tokens.expires_at,
             "scope": " ".join(tokens.scope)[:255],
             "needs_reauth": False,
+            "origin": "oauth",
         }
         detail = {"full_name": patreon_user.full_name, "email": patreon_user.email}
         for attempt in range(2):
@@ -219,8 +246,13 @@ class Accounts:
             rows = self._locked(conn, (t.c.user_id == user_id) | (t.c.patreon_user_id == patreon_user_id))
             by_patreon = next((r for r in rows if r["patreon_user_id"] == patreon_user_id), None)
             by_user = next((r for r in rows if r["user_id"] == user_id), None)
+            claimed = None
             if by_patreon is not None and by_patreon["user_id"] != user_id:
-                raise AlreadyLinked(patreon_user_id, by_patreon["user_id"])
+                if _origin(by_patreon) == "oauth":
+                    raise AlreadyLinked(patreon_user_id, by_patreon["user_id"])
+                claimed = by_patreon["user_id"]
+                conn.execute(delete(t).where(t.c.id == by_patreon["id"]))
+                self._record_moved(conn, patreon_user_id, claimed, "claimed")
             replaced = None
             if by_user is None:
                 conn.execute(insert(t).values(user_id=user_id, created_at=now, updated_at=now, **values))
@@ -230,14 +262,9 @@ class Accounts:
                 if by_user["patreon_user_id"] != patreon_user_id:
                     replaced = by_user["patreon_user_id"]
                     outcome = "relinked"
-                    self.store.record_event(
-                        conn,
-                        "account_unlinked",
-                        source="oauth",
-                        patreon_user_id=replaced,
-                        user_id=user_id,
-                        detail={"reason": "relinked"},
-                    )
+                    self._record_moved(conn, replaced, user_id, "relinked")
+                elif _origin(by_user) != "oauth":
+                    outcome = "linked"  # the run's email match, consented to now: the first link its owner made
                 else:
                     outcome = "reauthorized"
             self.store.record_event(
@@ -249,7 +276,19 @@ class Accounts:
                 detail=detail,
             )
             row = conn.execute(select(t).where(t.c.user_id == user_id)).mappings().one()
-        return LinkResult(_account(row), outcome, replaced)
+        return LinkResult(_account(row), outcome, replaced, claimed)
+
+    def _record_moved(self, conn: Connection, patreon_user_id: str, user_id: str, reason: str) -> None:
+        """The audit row of a link that a consent on Patreon moved: to another Patreon account (``relinked``), or
+        away from the user a run had linked it to by e-mail (``claimed``)."""
+        self.store.record_event(
+            conn,
+            "account_unlinked",
+            source="oauth",
+            patreon_user_id=patreon_user_id,
+            user_id=user_id,
+            detail={"reason": reason},
+        )
 
     def unlink(self, user_id: str, *, reason: str = "user") -> LinkedAccount | None:
         """Remove local user ``user_id``'s link and tokens, with an audit row. The patron's stored state stays (it

@@ -47,7 +47,8 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_SYNC_LEASE_SECONDS", 300, "Seconds a run's lease lasts without renewal (a crashed run's lock)."),
     Key("PATRONLOCK_SYNC_PAGE_SIZE", 1000, "Members per page when a run reads the campaign (Patreon's maximum)."),
     Key("PATRONLOCK_TIERS_MAX_AGE", 3600, "Seconds a run trusts the stored tier catalogue before reading it again."),
-    Key("PATRONLOCK_SYNC_MATCH_EMAILS", True, "Link unlinked patrons to local users with the same verified e-mail."),
+    Key("PATRONLOCK_SYNC_MATCH_EMAILS", False,
+        "Link unlinked patrons to local users whose e-mail the host verified (@patronlock.verified_users_by_email)."),
     # -- locks, templates and banners (issue 4) --
     Key("PATRONLOCK_SETTINGS_CHECK_SECONDS", 2.0,
         "How often (seconds) a worker checks the settings version; overrides reach every worker within it."),

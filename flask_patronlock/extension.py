@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -141,7 +142,9 @@ class PatronLock(LockDeclarations, AddonDeclarations):
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
         self._init_addons()
-        self._users_by_email: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
+        # Only this callback ever lets an e-mail address link a patron to a local user (sync matching, auto-linking
+        # at Log in with Patreon): it answers with the users whose address the host itself verified.
+        self._verified_users_by_email: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
         self._init_locks()
         # Host callbacks for Log in with Patreon (functions, never an app): see user_creator and user_by_email.
         self._user_creator: Callable[[UserSnapshot], Any] | None = None
@@ -239,45 +242,66 @@ class PatronLock(LockDeclarations, AddonDeclarations):
             def find_user(email):
                 return User.query.filter(func.lower(User.email) == email.lower()).first()
 
-        When it finds a user who is not linked yet, the visitor is asked to log in first and connect (or, with
-        ``PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL`` and an email Patreon verified, linked and logged in). An unverified
-        email never links.
+        When it finds a user who is not linked yet, the visitor is asked to log in first and connect. This lookup
+        never links anything by itself, whether the address was verified or not: auto-linking
+        (``PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL``) also needs :meth:`verified_users_by_email` to vouch for the local
+        user, and reconcile runs never use this callback.
         """
         self._user_by_email = func
         return func
 
-    # -- e-mail matching (issue 5) ------------------------------------------------------------------------------------
+    # -- e-mail matching: only for addresses the host verified (docs/security.rst) ------------------------------------
+
+    def verified_users_by_email(
+        self, callback: Callable[[Sequence[str]], Mapping[str, Any]]
+    ) -> Callable[[Sequence[str]], Mapping[str, Any]]:
+        """Register how to find local users whose e-mail address *this site verified*, many at once::
+
+            @patronlock.verified_users_by_email
+            def verified_users(emails):          # lowercased addresses, a page of patrons at a time
+                rows = User.query.filter(func.lower(User.email).in_(emails), User.email_confirmed_at.is_not(None))
+                return {u.email.lower(): u.id for u in rows}
+
+        Return ``{address: user id}`` only for users who proved they receive mail at that address (they followed a
+        link or typed a code this site mailed to it, after the last change of the address). A user whose address
+        nobody confirmed must be left out: anyone can register someone else's address.
+
+        It is the only way an e-mail address links a patron to a local user: reconcile runs match with it when
+        :data:`PATRONLOCK_SYNC_MATCH_EMAILS` is on, and Log in with Patreon auto-links with it when
+        :data:`PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL` is on. A run's link gives the patron's access to the user, but
+        never lets Log in with Patreon into the account; the user connects Patreon once, logged in, for that.
+        Returns ``callback`` (use it as a decorator).
+        """
+        self._verified_users_by_email = callback
+        return callback
 
     def users_by_email(
         self, callback: Callable[[Sequence[str]], Mapping[str, Any]]
     ) -> Callable[[Sequence[str]], Mapping[str, Any]]:
-        """Register how to find local users by e-mail, many at once (preferred: one query per page of patrons)::
-
-            @patronlock.users_by_email
-            def find(emails):  # lowercased addresses
-                rows = User.query.filter(func.lower(User.email).in_(emails))
-                return {u.email.lower(): u.id for u in rows}
-
-        Reconcile runs then link unlinked patrons whose verified Patreon e-mail matches
-        (:data:`PATRONLOCK_SYNC_MATCH_EMAILS`). Returns ``callback`` (use it as a decorator).
-        """
-        self._users_by_email = callback
+        """Deprecated, and no longer used: it made reconcile runs link patrons to local users by an address nobody
+        had verified on this site. Register :meth:`verified_users_by_email` instead, answering only with users whose
+        address the site verified. Warns (``DeprecationWarning``) and returns ``callback`` unchanged."""
+        warnings.warn(
+            "PatronLock.users_by_email is deprecated and no longer links anyone: reconcile runs match e-mail "
+            "addresses only through @patronlock.verified_users_by_email, which must return only users whose address "
+            "your site verified (see flask-patronlock's security notes).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return callback
 
-    def email_finder(self) -> Callable[[Sequence[str]], Mapping[str, Any]] | None:
-        """The registered e-mail lookup as a batch function, or ``None`` when the app registered none."""
-        if self._users_by_email is not None:
-            return self._users_by_email
-        single = self._user_by_email
-        if single is None:
-            return None
+    def verified_email_finder(self) -> Callable[[Sequence[str]], Mapping[str, Any]] | None:
+        """The registered :meth:`verified_users_by_email` callback, or ``None`` when the app registered none."""
+        return self._verified_users_by_email
 
-        def by_one(emails: Sequence[str]) -> Mapping[str, Any]:
-            # user_by_email returns the user object (Log in with Patreon needs it); matching needs its id
-            found = {email: single(email) for email in emails}
-            return {email: user.get_id() for email, user in found.items() if user is not None}
-
-        return by_one
+    def vouches_for(self, email: str, user_id: str) -> bool:
+        """Whether the host's :meth:`verified_users_by_email` says local user ``user_id`` verified ``email``."""
+        finder = self._verified_users_by_email
+        if finder is None or not email:
+            return False
+        key = email.strip().lower()
+        found = finder([key])
+        return any(k.strip().lower() == key and v is not None and str(v) == str(user_id) for k, v in found.items())
 
     # Everything below reaches the current app's state, never a stored app.
 

@@ -187,6 +187,10 @@ def _define(metadata: MetaData) -> Tables:
         Column("scope", String(255), nullable=False, default=""),
         Column("needs_reauth", Boolean, nullable=False, default=False),
         Column("last_status_refresh_at", UTCDateTime, nullable=True),
+        # How the link was made: "oauth" (the Patreon account's owner consented on Patreon: connect, or log in with
+        # Patreon) or "email" (a reconcile run matched an address the host vouched for; no consent, no tokens). Only
+        # an "oauth" link lets Log in with Patreon into the account. NULL: made before origins were recorded.
+        Column("origin", String(16), nullable=True),
         *_timestamps(),
     )
     patrons = Table(

@@ -74,7 +74,8 @@ patron_linked: Signal = patronlock_signals.signal("patron-linked")
 
 #: A local user's link to a Patreon account was removed. kwargs: ``user_id``, ``patreon_user_id``, ``reason``
 #: (``"user"``: they unlinked; ``"relinked"``: they connected another Patreon account; ``"user_missing"``: the local
-#: user no longer exists).
+#: user no longer exists; ``"claimed"``: a reconcile run had linked it by e-mail, and the Patreon account's owner
+#: connected it to another local user).
 patron_unlinked: Signal = patronlock_signals.signal("patron-unlinked")
 
 #: A visitor logged in with Patreon (after the session was renewed). kwargs: ``user``, ``user_id``,

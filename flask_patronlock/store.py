@@ -1433,7 +1433,13 @@ class Store:
         self, links: Mapping[str, str], *, source: str, run_id: int | None = None, how: str = "email"
     ) -> list[tuple[str, str]]:
         """Link Patreon users to local users (``{patreon_user_id: user_id}``) where neither is linked yet, with an
-        audit row ``account_linked`` each; returns the ``(patreon_user_id, user_id)`` pairs linked."""
+        audit row ``account_linked`` each; returns the ``(patreon_user_id, user_id)`` pairs linked.
+
+        These links are made without the Patreon account's owner (no consent, no tokens): they are stored with
+        ``origin=how`` (``email``), which gives access to the patron's content but never lets Log in with Patreon
+        into the local account (:attr:`~flask_patronlock.accounts.LinkedAccount.consented`)."""
+        if how == "oauth":
+            raise ValueError("link_accounts links without the owner's consent; OAuth links go through Accounts.link")
         a = self.tables.accounts
         linked: list[tuple[str, str]] = []
         with self.transaction() as conn:
@@ -1446,6 +1452,7 @@ class Store:
                         patreon_user_id=patreon_user_id,
                         scope="",
                         needs_reauth=False,
+                        origin=how,
                         created_at=now,
                         updated_at=now,
                     )

@@ -21,8 +21,9 @@ A run, in order:
    ``PATRONLOCK_TIERS_MAX_AGE`` seconds, was never read, or a page named a tier id it does not know. This comes after
    the pages and the revocation decisions: access never depends on the catalogue (entitlement reads each member's own
    amounts and tier ids), so a run over a fresh catalogue makes only its member page requests;
-6. re-evaluates access that time alone changed, links patrons to local users by verified e-mail, finishes the run
-   row, releases the lease and sends ``sync-finished``.
+6. re-evaluates access that time alone changed, links patrons to local users by e-mail when matching is on and the
+   host vouches for the local address (:func:`match_emails`), finishes the run row, releases the lease and sends
+   ``sync-finished``.
 """
 
 from __future__ import annotations
@@ -402,6 +403,12 @@ class _Run:
             result.detail["access_refreshed"] = len(refreshed)
             result.revoked += sum(1 for r in refreshed if "access_revoked" in r.events)
         if self.state.app.config["PATRONLOCK_SYNC_MATCH_EMAILS"] and self.seen:
+            if self.state.extension.verified_email_finder() is None:
+                log.warning(
+                    "PATRONLOCK_SYNC_MATCH_EMAILS is on but no @patronlock.verified_users_by_email is registered: "
+                    "sync run %d linked nobody by e-mail",
+                    result.run_id,
+                )
             result.detail["linked"] = len(match_emails(self.state, sorted(self.seen), run_id=result.run_id))
 
     def _save_progress(self) -> None:
@@ -486,9 +493,12 @@ class _Prefetch:
 
 
 def match_emails(state: PatronLockState, member_ids: list[str], *, run_id: int | None = None) -> list[tuple[str, str]]:
-    """Link the unlinked, e-mail-verified patrons among ``member_ids`` to local users with the same e-mail (compared
-    case-insensitively), using the app's ``users_by_email`` / ``user_by_email`` callback. Returns the links made."""
-    finder = state.extension.email_finder()
+    """Link the unlinked patrons among ``member_ids`` whose e-mail Patreon verified to the local users the host's
+    :meth:`~flask_patronlock.PatronLock.verified_users_by_email` returns for that address (compared
+    case-insensitively): only users whose address the host itself verified. Nothing else (``user_by_email``, the
+    deprecated ``users_by_email``) ever makes a run link. The links are ``origin="email"``: the patron's access, never
+    a way to log in with Patreon. Returns the links made."""
+    finder = state.extension.verified_email_finder()
     if finder is None:
         return []
     candidates = state.store.unlinked_verified_emails(member_ids)

@@ -351,6 +351,13 @@ def _send(signal: Any, **kwargs: Any) -> None:
 
 def _signal_link(result: LinkResult, user: Any, identity: Identity, patron: Patron | None, via: str) -> None:
     user_id = result.account.user_id
+    if result.claimed_from_user_id is not None:
+        _send(
+            signals.patron_unlinked,
+            user_id=result.claimed_from_user_id,
+            patreon_user_id=result.account.patreon_user_id,
+            reason="claimed",
+        )
     if result.replaced_patreon_user_id is not None:
         _send(
             signals.patron_unlinked,
@@ -575,6 +582,20 @@ def _finish_login(
                 patreon_user_id=existing.patreon_user_id,
                 reason="user_missing",
             )
+        elif not existing.consented:
+            # A run linked it by e-mail: an address comparison, never a way into the account, whatever the
+            # settings. Its owner logs in the usual way and connects once (with Patreon's consent); then this works.
+            raise ConnectProblem(
+                "linked_by_email",
+                "Please log in first",
+                "Your Patreon account was connected to an account here because they share an email address. For "
+                "your safety, Log in with Patreon opens that account only after you have connected Patreon from it "
+                "yourself.",
+                "Log in to your account here the usual way, then connect Patreon from your account; after that, "
+                "Log in with Patreon works directly.",
+                code=409,
+                actions=_login_first_actions(flow.next_url),
+            )
     if user is None:
         email, verified = patreon_user.email, patreon_user.email_verified is True
         by_email = extension._user_by_email
@@ -591,7 +612,10 @@ def _finish_login(
                     code=409,
                     actions=_login_first_actions(flow.next_url),
                 )
-            if not current_app.config["PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL"]:
+            auto_link = bool(current_app.config["PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL"])
+            if not auto_link or not extension.vouches_for(email or "", _user_id(local)):
+                # Auto-linking needs both addresses verified: Patreon's, and the local one by this site (anyone can
+                # register someone else's address here and wait for them to log in with Patreon).
                 raise ConnectProblem(
                     "email_exists",
                     "You already have an account here",

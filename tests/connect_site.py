@@ -69,11 +69,15 @@ MOCK_CONFIG: dict[str, Any] = {
 class User(UserMixin):
     """A local user of the host site."""
 
-    def __init__(self, user_id: str, email: str, name: str = "", active: bool = True) -> None:
+    def __init__(
+        self, user_id: str, email: str, name: str = "", active: bool = True, email_verified: bool = False
+    ) -> None:
         self.id = user_id
         self.email = email
         self.name = name
         self.active = active
+        #: the site sent a confirmation mail to ``email`` and its link was followed
+        self.email_verified = email_verified
 
     @property
     def is_active(self) -> bool:
@@ -89,8 +93,8 @@ class Site:
     users: dict[str, User] = field(default_factory=dict)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    def add_user(self, email: str, name: str = "", *, active: bool = True) -> User:
-        user = User(str(next(self.ids)), email, name, active)
+    def add_user(self, email: str, name: str = "", *, active: bool = True, email_verified: bool = False) -> User:
+        user = User(str(next(self.ids)), email, name, active, email_verified)
         self.users[user.id] = user
         return user
 
@@ -110,6 +114,19 @@ class Site:
 
     def find_by_email(self) -> None:
         self.patronlock.user_by_email(self.by_email)
+
+    def vouch_for_verified_emails(self) -> list[list[str]]:
+        """Register verified_users_by_email answering with the users whose address this site verified; returns the
+        list of address batches it was asked about."""
+        asked: list[list[str]] = []
+
+        @self.patronlock.verified_users_by_email
+        def verified(emails: Any) -> dict[str, str]:
+            asked.append(list(emails))
+            found = {email: self.by_email(email) for email in emails}
+            return {email: user.id for email, user in found.items() if user is not None and user.email_verified}
+
+        return asked
 
 
 def make_site(make_app: Callable[..., Flask], **config: Any) -> Site:

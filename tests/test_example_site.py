@@ -99,3 +99,45 @@ def test_a_demo_database_from_an_earlier_version_is_moved_aside(tmp_path: Path) 
 
         assert schema_gaps(get_state(app).store.engine, get_state(app).tables) == ([], [])
     assert database.exists() and kept.stat().st_size > 0
+
+
+@pytest.mark.parametrize("match_flag", [None, True], ids=["defaults", "match-emails-on"])
+def test_registering_a_patrons_email_does_not_take_over_her_patreon(tmp_path: Path, match_flag: bool | None) -> None:
+    """The attack: someone registers Ada's address (this site never verifies it), the creator syncs. Ada (a Gold
+    patron who never registered) must not end up linked to the attacker's account, neither by the run nor when she
+    later logs in with Patreon; the configuration flag alone changes nothing (the site vouches for no address)."""
+    from test_example_panel import press
+
+    from flask_patronlock.accounts import get_accounts
+    from flask_patronlock.extension import get_state
+
+    config: dict[str, Any] = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}"}
+    if match_flag is not None:
+        config["PATRONLOCK_SYNC_MATCH_EMAILS"] = match_flag
+    with serve_example_site(config) as (base, app):
+        creator = requests.Session()
+        creator.post(base + "/register", data={"email": "kopi@example.com", "password": "correct horse"}, timeout=10)
+        attacker = requests.Session()
+        attacker.post(base + "/register", data={"email": "ada@example.com", "password": "attacker's"}, timeout=10)
+        attacker_id = attacker.get(base + "/whoami", timeout=10).json()["user"]
+        assert attacker_id is not None
+
+        assert "Reconcile run complete" in press(creator, base, "sync")  # the creator presses "sync now"
+        ada = app.extensions["example_sandbox"].user("ada@example.com")
+        with app.app_context():
+            assert get_accounts().for_patreon_user(ada.id) is None
+            assert get_accounts().get(attacker_id) is None
+            assert get_state().store.patron_for_user(attacker_id) is None
+        page = attacker.get(base + "/posts/masterclass", timeout=10)
+        assert 'data-patronlock-reason="not_linked"' in page.text and "full masterclass video" not in page.text
+
+        real_ada = requests.Session()
+        start = real_ada.get(base + "/patreon/login?next=/posts/masterclass", allow_redirects=False, timeout=10)
+        page = real_ada.get(
+            start.headers["Location"], params={"sandbox_user": "ada@example.com", "sandbox_decision": "approve"},
+            timeout=10,
+        )
+        assert page.status_code == 409 and 'data-patronlock-problem="email_exists"' in page.text
+        assert real_ada.get(base + "/whoami", timeout=10).json() == {"user": None}
+        with app.app_context():
+            assert get_accounts().for_patreon_user(ada.id) is None

@@ -108,8 +108,9 @@ def test_existing_verified_email_is_not_linked_silently(site: Site, patreon_sand
 def test_verified_email_auto_links_when_allowed(make_app: Callable[..., Flask], patreon_sandbox: Any) -> None:
     site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL=True)
     patreon_sandbox.add_patron("auto@example.com", tier="Gold")
-    existing = site.add_user("auto@example.com")
+    existing = site.add_user("auto@example.com", email_verified=True)
     site.find_by_email()
+    site.vouch_for_verified_emails()
     client = site.app.test_client()
     with capture(signals.patron_linked) as seen:
         oauth_flow(client, "auto@example.com", path=LOGIN)
@@ -117,6 +118,132 @@ def test_verified_email_auto_links_when_allowed(make_app: Callable[..., Flask], 
     assert seen[0][1]["via"] == "email"
     with site.app.app_context():
         assert get_accounts().get(existing.id) is not None
+
+
+def refused_login(site: Site, sandbox_user: str, kind: str, **query: str) -> str:
+    """Log in with Patreon as ``sandbox_user`` from a fresh client; assert it was refused with a ``kind`` problem,
+    nobody was logged in or linked, and no user was created; returns the page."""
+    client = site.app.test_client()
+    users = len(site.users)
+    with capture(signals.patron_linked, signals.patron_logged_in) as seen:
+        response = oauth_flow(client, sandbox_user, path=LOGIN, **query)
+    html: str = response.get_data(as_text=True)
+    assert response.status_code == 409 and problem_kind(html) == kind
+    assert seen == [] and whoami(client)["user_id"] is None and len(site.users) == users
+    return html
+
+
+@pytest.mark.parametrize("vouching", [False, True], ids=["no-verified-callback", "site-did-not-verify"])
+def test_auto_link_never_opens_an_account_whose_address_the_site_did_not_verify(
+    make_app: Callable[..., Flask], patreon_sandbox: Any, vouching: bool
+) -> None:
+    """The attack: register the patron's address here (nobody checks it), wait for her to log in with Patreon. She
+    must not be logged in to (or linked to) the attacker's account, even with auto-linking on."""
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL=True)
+    patreon_sandbox.add_patron("ada@example.com", tier="Gold")
+    attacker = site.add_user("ada@example.com")  # never verified: the site sent no mail, or it was not followed
+    site.allow_signup()
+    site.find_by_email()
+    if vouching:
+        site.vouch_for_verified_emails()
+    refused_login(site, "ada@example.com", "email_exists")
+    with site.app.app_context():
+        assert get_accounts().get(attacker.id) is None
+
+
+def sync_linked(site: Site, sandbox: Any, email: str) -> tuple[Any, Any]:
+    """A Gold patron with ``email`` and a local user with that address the site verified, linked by a reconcile run
+    (matching on, the site vouching); returns the local user and the patron's sandbox user."""
+    from sync_helpers import sync
+
+    member = sandbox.add_patron(email, tier="Gold")
+    owner = site.add_user(email, email_verified=True)
+    site.vouch_for_verified_emails()
+    assert sync(site.app, sandbox).detail["linked"] == 1
+    with site.app.app_context():
+        link = get_accounts().get(owner.id)
+        assert link is not None and link.patreon_user_id == member.user_id and link.origin == "email"
+    return owner, sandbox.user(email)
+
+
+@pytest.mark.parametrize("auto_link", [False, True])
+def test_a_link_made_by_email_matching_does_not_log_in(
+    make_app: Callable[..., Flask], patreon_sandbox: Any, auto_link: bool
+) -> None:
+    """Whoever completes Log in with Patreon for a Patreon account a run linked by email is not let into the local
+    account (not even with auto-linking: the run's link is no consent); the owner logs in and connects once, and from
+    then on Log in with Patreon opens their account."""
+    site = sandbox_site(
+        make_app, patreon_sandbox, PATRONLOCK_SYNC_MATCH_EMAILS=True, PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL=auto_link
+    )
+    site.allow_signup()
+    site.find_by_email()
+    owner, _ = sync_linked(site, patreon_sandbox, "grace@example.com")
+    html = refused_login(site, "grace@example.com", "linked_by_email", next="/posts/1")
+    assert 'href="/_test/login?next=%2Fpatreon%2Fconnect%3Fnext%3D%2Fposts%2F1"' in html
+    with site.app.app_context():
+        link = get_accounts().get(owner.id)
+        assert link is not None and link.origin == "email"  # nothing changed
+
+    # the owner, logged in with their password, is asked to confirm on Patreon, and connects with a fresh consent
+    owner_client = site.app.test_client()
+    log_in(owner_client, owner)
+    status = owner_client.get("/patreon/").get_data(as_text=True)
+    assert 'data-patronlock-consented="no"' in status and 'href="/patreon/connect"' in status
+    assert "Refresh my status" not in status
+    assert oauth_flow(owner_client, "grace@example.com").status_code == 302
+    status = owner_client.get("/patreon/").get_data(as_text=True)
+    assert "data-patronlock-consented" not in status and "Refresh my status" in status
+    with site.app.app_context():
+        link = get_accounts().get(owner.id)
+        assert link is not None and link.origin == "oauth"
+    fresh = site.app.test_client()
+    oauth_flow(fresh, "grace@example.com", path=LOGIN)
+    assert whoami(fresh)["user_id"] == owner.id
+
+
+def test_the_patreon_account_owner_takes_an_email_link_to_the_account_they_connect(
+    make_app: Callable[..., Flask], patreon_sandbox: Any
+) -> None:
+    """A link a run made by email gives way to the Patreon account's owner connecting it, with a fresh consent, to
+    the account they are logged in to (a link that was only an address comparison cannot keep its owner out)."""
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_SYNC_MATCH_EMAILS=True)
+    matched, patreon_user = sync_linked(site, patreon_sandbox, "hopper@example.com")
+    client, own = logged_in(site, "grace.hopper@elsewhere.example")
+    with capture(signals.patron_unlinked, signals.patron_linked) as seen:
+        response = oauth_flow(client, "hopper@example.com")
+    assert response.status_code == 302
+    assert [(name, kw["user_id"]) for name, kw in seen] == [("patron-unlinked", matched.id), ("patron-linked", own.id)]
+    assert seen[0][1]["reason"] == "claimed"
+    with site.app.app_context():
+        assert get_accounts().get(matched.id) is None
+        link = get_accounts().get(own.id)
+        assert link is not None and link.patreon_user_id == patreon_user.id and link.origin == "oauth"
+        assert get_state().store.patron_for_user(own.id) is not None
+        assert get_state().store.patron_for_user(matched.id) is None
+
+    # a link made with consent is not taken the same way
+    other, _ = logged_in(site, "someone@elsewhere.example")
+    response = oauth_flow(other, "hopper@example.com")
+    assert response.status_code == 409 and problem_kind(response.get_data(as_text=True)) == "linked_elsewhere"
+
+
+def test_a_link_from_before_origins_were_recorded_counts_as_email_without_tokens(
+    make_app: Callable[..., Flask], patreon_sandbox: Any
+) -> None:
+    """Rows an earlier version made have no origin: one without tokens came from a run's email match (OAuth always
+    stores tokens), and must not log in either."""
+    from sqlalchemy import update
+
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_SYNC_MATCH_EMAILS=True)
+    owner, _ = sync_linked(site, patreon_sandbox, "legacy@example.com")
+    with site.app.app_context():
+        accounts = get_state().tables.accounts
+        with get_state().store.engine.begin() as conn:
+            conn.execute(update(accounts).values(origin=None))
+        link = get_accounts().get(owner.id)
+        assert link is not None and link.origin == "email"
+    refused_login(site, "legacy@example.com", "linked_by_email")
 
 
 @pytest.mark.parametrize("auto_link", [False, True])

@@ -278,30 +278,61 @@ def test_one_run_at_a_time_and_a_crashed_lease_expires(sb_app: Flask, patreon_sa
 
 
 @pytest.mark.patreon_sandbox(members=0)
-def test_email_matching_links_verified_addresses_only(
+def test_email_matching_links_addresses_verified_on_both_sides_only(
     make_app: Callable[..., Flask], patreon_sandbox: Sandbox
 ) -> None:
-    app = sandbox_app(make_app, patreon_sandbox)
-    local_users = {"ann@example.com": "1", "bob@example.com": "2"}
+    app = sandbox_app(make_app, patreon_sandbox, PATRONLOCK_SYNC_MATCH_EMAILS=True)
+    verified_here = {"ann@example.com": "1", "bob@example.com": "2"}  # what the site's confirmation mails proved
     asked: list[list[str]] = []
 
-    @get_state(app).extension.users_by_email
+    @get_state(app).extension.verified_users_by_email
     def find(emails: Any) -> dict[str, str]:
         asked.append(list(emails))
-        return {e: local_users[e] for e in emails if e in local_users}
+        return {e: verified_here[e] for e in emails if e in verified_here}
 
     ann = patreon_sandbox.add_patron("Ann@Example.com", tier="Gold")
     patreon_sandbox.add_patron("bob@example.com", tier="Gold", email_verified=False)
+    patreon_sandbox.add_patron("cy@example.com", tier="Gold")  # a local Cy exists, but never confirmed the address
     run = sync(app, patreon_sandbox)
-    assert run.detail["linked"] == 1 and asked == [["ann@example.com"]]
+    assert run.detail["linked"] == 1 and asked == [["ann@example.com", "cy@example.com"]]
     store = get_state(app).store
     patron = store.get_patron(ann.id)
     assert patron is not None and patron.local_user_id == "1"
-    linked = [e for e in store.history(ann.id, limit=10)]  # member rows; the link row has no member id
-    assert linked
     e = get_state(app).tables.events
     assert count(app, "events", e.c.kind == "account_linked", e.c.user_id == "1") == 1
+    a = get_state(app).tables.accounts
+    assert count(app, "accounts", a.c.user_id == "1", a.c.origin == "email", a.c.access_token.is_(None)) == 1
     assert sync(app, patreon_sandbox).detail["linked"] == 0
+
+
+@pytest.mark.patreon_sandbox(members=0)
+@pytest.mark.parametrize("lookup", ["user_by_email", "users_by_email", "verified-but-flag-off"])
+def test_nothing_but_the_verified_callback_and_the_flag_makes_a_run_link(
+    make_app: Callable[..., Flask], patreon_sandbox: Sandbox, lookup: str
+) -> None:
+    """An address anyone can register here (the Log in with Patreon lookup, the old batch lookup) never links a
+    patron; the host's vouching callback links only with PATRONLOCK_SYNC_MATCH_EMAILS on (default off)."""
+    flag = {"PATRONLOCK_SYNC_MATCH_EMAILS": True} if lookup != "verified-but-flag-off" else {}
+    app = sandbox_app(make_app, patreon_sandbox, **flag)
+    extension = get_state(app).extension
+    if lookup == "user_by_email":
+
+        class Attacker:
+            def get_id(self) -> str:
+                return "666"
+
+        extension.user_by_email(lambda email: Attacker())
+    elif lookup == "users_by_email":
+        with pytest.warns(DeprecationWarning, match="verified_users_by_email"):
+            extension.users_by_email(lambda emails: {e: "666" for e in emails})
+    else:
+        extension.verified_users_by_email(lambda emails: {e: "666" for e in emails})
+    ada = patreon_sandbox.add_patron("ada@example.com", tier="Gold")
+    run = sync(app, patreon_sandbox)
+    assert run.complete and run.detail.get("linked", 0) == 0
+    assert count(app, "accounts") == 0
+    patron = get_state(app).store.get_patron(ada.id)
+    assert patron is not None and patron.local_user_id is None
 
 
 def test_run_needs_configuration(app: Flask) -> None:
