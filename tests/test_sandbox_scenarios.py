@@ -382,3 +382,73 @@ def test_the_pytest_marker_plays_scenarios(patreon_sandbox: Sandbox) -> None:
     (member,) = patreon_sandbox.members
     assert member.entitled_cents == 6000
     assert patreon_sandbox.blanked_attributes == {"last_charge_date"}
+
+
+# -- every scenario's documents agree with the real payloads -----------------------------------------------------------
+
+STATUSES = {"active_patron", "declined_patron", "former_patron", None}
+CHARGE_STATUSES = {"Paid", "Declined", "Deleted", "Pending", "Refunded", "Fraud", "Other", None}  # Patreon's docs
+
+
+def _real_date_format(value: str) -> bool:
+    """Patreon's own format, as in every fixture: ``2023-12-29T05:26:19.000+00:00``."""
+    return len(value) == 29 and value.endswith("+00:00") and value[19] == "." and bool(datetime.fromisoformat(value))
+
+
+def agrees_with_fixtures(body: dict[str, Any]) -> None:
+    """Keys per part exactly as in the real payloads; values within Patreon's documented domains and formats."""
+    fixtures = [fixture_json(name) for name in ("members_pledge_create.json", "members_pledge_update.json",
+                                                 "members_pledge_delete.json", "members_update_free_trial.json")]
+    same_shape_as_fixture(body, "members_pledge_create.json")
+    included_keys: dict[str, set[str]] = {}
+    for real in fixtures:
+        for resource in real["included"]:
+            included_keys.setdefault(resource["type"], set()).update(resource["attributes"])
+    for resource in body["included"]:
+        assert set(resource["attributes"]) == included_keys[resource["type"]], resource["type"]
+    attrs = body["data"]["attributes"]
+    real_attrs = fixtures[0]["data"]["attributes"]
+    for key, value in attrs.items():
+        if value is not None and real_attrs[key] is not None:
+            assert type(value) is type(real_attrs[key]), key
+    assert attrs["patron_status"] in STATUSES and attrs["last_charge_status"] in CHARGE_STATUSES
+    assert attrs["pledge_cadence"] in (1, 12, None)
+    for key in ("last_charge_date", "next_charge_date", "pledge_relationship_start"):
+        assert attrs[key] is None or _real_date_format(attrs[key]), (key, attrs[key])
+    assert attrs["currently_entitled_amount_cents"] >= 0 and attrs["will_pay_amount_cents"] >= 0
+    tiers = body["data"]["relationships"]["currently_entitled_tiers"]["data"]
+    included_tiers = {r["id"] for r in body["included"] if r["type"] == "tier"}
+    assert {t["id"] for t in tiers} <= included_tiers
+
+
+@pytest.mark.parametrize("name", SCENARIO_NAMES)
+def test_every_scenario_serves_documents_like_patreons(name: str) -> None:
+    sb = Sandbox(now=NOW, seed=23)
+    api = create_sandbox_app(sb).test_client()
+    hooks = Hooks(sb)
+    sb.generate_members(40)
+    paid = sb.add_patron("paid@example.com", tier="Gold")
+    declined = sb.add_patron("declined@example.com", tier="Silver")
+    sb.decline(declined)
+    hooks.take()
+    params: dict[str, Any] = {"members": [paid.id]} if name in ("start_of_month", "declined_for_months",
+                                                               "cancel_then_rejoin", "amount_moves",
+                                                               "charge_refunded", "charge_fraud") else {}
+    if name in ("pending_after_decline", "cancel_after_decline"):
+        params = {"members": [declined.id]}
+    if name == "pending_after_decline":
+        params["settles"] = "Paid"
+    played = sb.scenario(name, **params)
+    assert played
+    sb.advance(days=2)
+    bodies = hooks.take()
+    if name != "charge_dates_missing":  # an outage of a field changes no member: no webhook
+        assert bodies
+    for _event, body in bodies:
+        agrees_with_fixtures(body)
+    for member in played:
+        if member in sb.members:  # delete_never_paid removes its member
+            attrs, _ = served(api, sb, member)
+            assert attrs["patron_status"] in STATUSES and attrs["last_charge_status"] in CHARGE_STATUSES
+    listing = listed(api, sb)
+    assert len(listing) == len(sb.members)
