@@ -60,9 +60,7 @@ def _declined(member: Member) -> bool:
     return member.patron_status == "declined_patron" and not member.pledge_deleted
 
 
-def _targets(
-    sandbox: Sandbox, members: MemberRefs, applies: Callable[[Member], bool], what: str
-) -> list[Member]:
+def _targets(sandbox: Sandbox, members: MemberRefs, applies: Callable[[Member], bool], what: str) -> list[Member]:
     """The members named (each must satisfy ``applies``), or every member that does."""
     if members is None:
         return [m for m in sandbox.iter_members() if applies(m)]
@@ -289,7 +287,7 @@ def amount_moves(
 def pending_after_decline(
     sandbox: Sandbox, *, settles: str | None = None, hours: float = 24, members: MemberRefs = None
 ) -> list[Member]:
-    """"Decline recovered" without a payment: ``declined_patron``/``Declined``, then ``active_patron``/``Pending``.
+    """ "Decline recovered" without a payment: ``declined_patron``/``Declined``, then ``active_patron``/``Pending``.
 
     Patreon: a charge shows ``Pending`` while it is processed, with ``patron_status`` ``active_patron`` (Patreon
     developer forum, "last_charge_status is delayed": up to 30 minutes; "Better status message when payment is
