@@ -125,11 +125,12 @@ def declined_for_months(sandbox: Sandbox, *, months: int = 3, members: MemberRef
     and they are "restricted from viewing patron-only content until they pay" (Patreon Help Center, "Why are my
     patrons' payments declined?").
 
-    Every targeted patron's card starts failing (default: every paid-up patron); the clock then moves ``months``
-    months. Each is declined at its next charge (``declined_patron``, ``Declined``), retried every
-    :data:`~.state.DECLINE_RETRY_INTERVAL` up to :data:`~.state.DECLINE_RETRIES` times within that calendar month
-    (each retry moves ``last_charge_date`` and fires ``members:update``), then left alone: still ``declined_patron``
-    months later, entitled amount and tiers unchanged, lifetime support not increased, never charged again.
+    Every targeted patron's card starts failing (default: every paying patron); the clock then moves ``months``
+    months. Each whose charge falls due meanwhile (an annual pledge only if it renews then) is declined at it
+    (``declined_patron``, ``Declined``), retried every :data:`~.state.DECLINE_RETRY_INTERVAL` up to
+    :data:`~.state.DECLINE_RETRIES` times within that calendar month (each retry moves ``last_charge_date`` and fires
+    ``members:update``), then left alone: still ``declined_patron`` months later, entitled amount and tiers
+    unchanged, lifetime support not increased, never charged again.
     """
     count = int(_number(months, "months", minimum=1, maximum=60))
     targets = _targets(sandbox, members, _paying, "a paying patron")
@@ -358,7 +359,7 @@ def charge_fraud(sandbox: Sandbox, *, members: MemberRefs = None) -> list[Member
     potentially fraudulent, we will not automatically retry the payment. While a patron's payment is marked as
     fraud, they will not have access" (Patreon Help Center, "Relationship Manager billing statuses").
 
-    Each targeted patron (default: every paid-up patron) gets ``patron_status`` ``declined_patron``,
+    Each targeted patron (default: every paying patron) gets ``patron_status`` ``declined_patron``,
     ``last_charge_status`` ``Fraud``, ``last_charge_date`` now and a failing card, with no retries
     (``members:update``); :meth:`~.state.Sandbox.recover` clears it.
     """
