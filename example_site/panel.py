@@ -1,12 +1,14 @@
 """The visitor's control panel: play Patreon with the sandbox mounted in the same process.
 
-"Make me a patron of tier X", decline my payment, recover it, cancel, advance the sandbox's clock a month, send the
+"Make me a patron of tier X", decline my payment, recover it, cancel, play one of Patreon's documented behaviours
+(a sandbox scenario, e.g. the start-of-month zeroing) on my membership, advance the sandbox's clock a month, send the
 queued webhooks (the site's real ``/patreon/webhook`` endpoint receives them), and run a reconcile pass now. Only
 there when the sandbox is mounted (no real Patreon credentials in the environment).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,14 +21,15 @@ from wtforms.validators import ValidationError
 
 from flask_patronlock import forget_viewer, get_accounts, get_state
 from flask_patronlock.policy import PolicySettings
-from flask_patronlock.sandbox import Sandbox, SandboxError
+from flask_patronlock.sandbox import SCENARIOS, Sandbox, SandboxError
+from flask_patronlock.sandbox.scenarios import describe as describe_scenarios
 from flask_patronlock.sandbox.webhooks import default_transport
 from flask_patronlock.settings import get_policy_settings, set_policy_settings
 from flask_patronlock.sync import run_sync
 
 blueprint = Blueprint("panel", __name__, url_prefix="/panel")
 
-ACTIONS = ("pledge", "decline", "recover", "cancel", "advance", "flush", "sync")
+ACTIONS = ("pledge", "decline", "recover", "cancel", "scenario", "advance", "flush", "sync")
 
 
 def init_panel(app: Flask, sandbox: Sandbox, *, base_url: str) -> None:
@@ -105,6 +108,7 @@ def panel() -> str:
         link=get_accounts().get(current_user.get_id()),
         patron=state.store.patron_for_user(current_user.get_id()),
         tiers=[t for t in sandbox.tiers if t.amount_cents > 0],
+        scenarios=describe_scenarios(),
         pending=sandbox.pending_deliveries(),
         recent=list(sandbox.deliveries)[-5:][::-1],
     )
@@ -144,6 +148,8 @@ def _do(action: str, sandbox: Sandbox) -> str:
         return f"The sandbox's clock moved a month, to {sandbox.now:%Y-%m-%d}: renewals were charged."
     user = _my_sandbox_user(sandbox)
     member = _my_member(sandbox, user)
+    if action == "scenario":
+        return _play(sandbox, request.form.get("scenario", ""), user, member)
     if action == "pledge":
         tier = request.form.get("tier", "")
         if member is not None and member.patron_status in ("active_patron", "declined_patron"):
@@ -164,3 +170,21 @@ def _do(action: str, sandbox: Sandbox) -> str:
         return "Your payment went through on Patreon."
     sandbox.cancel(member)
     return "You cancelled your pledge on Patreon."
+
+
+def _play(sandbox: Sandbox, name: str, user: Any, member: Any) -> str:
+    """Play scenario ``name`` on the visitor's own membership (or, for those that make one, as the visitor)."""
+    func = SCENARIOS.get(name)
+    if func is None:
+        raise SandboxError("choose one of the listed behaviours")
+    takes = inspect.signature(func).parameters
+    params: dict[str, Any] = {}
+    if "email" in takes and (member is None or "members" not in takes):
+        params["email"] = user.email if user is not None else current_user.email
+    elif "members" in takes:
+        if member is None:
+            raise SandboxError("you are not a member of the campaign yet: become a patron first")
+        params["members"] = [member.id]
+    sandbox.scenario(name, **params)
+    summary = (inspect.getdoc(func) or name).split("\n", 1)[0].rstrip(".")
+    return f"Played on Patreon: {summary}. (The webhooks are queued: send them, or run a sync.)"

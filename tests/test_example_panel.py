@@ -101,6 +101,19 @@ def test_change_tier_and_sync_now(site: tuple[str, Any]) -> None:
     assert "clock moved a month" in press(visitor, base, "advance")
 
 
+def test_a_scenario_played_from_the_panel_reaches_the_site(site: tuple[str, Any]) -> None:
+    base, app = site
+    visitor = connected_visitor(base)
+    press(visitor, base, "pledge", tier="Silver")
+    text = press(visitor, base, "scenario", scenario="start_of_month")
+    assert "Played on Patreon: Start of month" in text
+    member = app.extensions["example_sandbox"].member("reader@example.com")
+    assert member.entitled_cents == 0 and member.tier_ids == () and member.last_charge_status == "Paid"
+    assert re.search(r'id="site-status">active_patron, entitled\s+0', press(visitor, base, "flush"))
+    text = press(visitor, base, "scenario", scenario="leap_year")
+    assert "choose one of the listed behaviours" in text
+
+
 def test_with_real_credentials_there_is_no_sandbox_and_no_panel(tmp_path: Path) -> None:
     app = create_app(
         {

@@ -137,7 +137,7 @@ def test_add_patron_by_id_amount_and_cadence(sb: Sandbox) -> None:
     assert by_amount.tier_ids == (sb.tier("Silver").id,)  # the highest tier at or below the amount
     assert by_amount.entitled_cents == 700
     annual = sb.add_patron(tier="Bronze", cadence=12)
-    assert annual.entitled_cents == 300
+    assert annual.entitled_cents == 3600  # Patreon reports an annual pledge's annual total
     assert annual.will_pay_cents == annual.lifetime_cents == 3600
     assert annual.next_charge_date == datetime(2025, 1, 15, tzinfo=UTC)
     free = sb.add_patron(tier="Free")
@@ -248,8 +248,9 @@ def test_monthly_charging(sb: Sandbox) -> None:
     assert monthly.next_charge_date == datetime(2024, 5, 15, tzinfo=UTC)
     assert annual.lifetime_cents == 12000 and annual.next_charge_date == datetime(2025, 1, 15, tzinfo=UTC)
     assert failing.patron_status == "declined_patron" and failing.last_charge_status == "Declined"
-    assert failing.last_charge_date == datetime(2024, 2, 15, tzinfo=UTC)  # declined at the first due date ...
-    assert failing.lifetime_cents == 300  # ... and not retried by the clock
+    # declined at the first due date, retried every 4 days within February (19th, 23rd, 27th), then left declined
+    assert failing.last_charge_date == datetime(2024, 2, 27, tzinfo=UTC) and failing.retries_done == 3
+    assert failing.next_retry_date is None and failing.lifetime_cents == 300
     sb.recover(failing)
     assert failing.patron_status == "active_patron" and failing.lifetime_cents == 600 and not failing.fail_charges
 
@@ -410,7 +411,7 @@ def test_webhook_document_parses(sb: Sandbox) -> None:
     snapshot = parse_member_document(json.loads(render_webhook_member(sb, member)))
     assert snapshot.member_id == member.id and snapshot.campaign_id == sb.campaign.id
     assert snapshot.user_id == member.user_id and snapshot.email == "par@example.com"
-    assert snapshot.entitled_cents == 1000 and snapshot.will_pay_cents == 12000 and snapshot.pledge_cadence == 12
+    assert snapshot.entitled_cents == 12000 and snapshot.will_pay_cents == 12000 and snapshot.pledge_cadence == 12
     assert snapshot.entitled_tier_ids == (sb.tier("Gold").id,)
     assert snapshot.last_charge_date == NOW and snapshot.patron_status == "active_patron"
 

@@ -177,6 +177,7 @@ def test_cli_help() -> None:
         [sys.executable, "-m", "flask_patronlock.sandbox", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "--members" in result.stdout and "--port" in result.stdout
+    assert "--billing {anniversary,first_of_month}" in result.stdout
 
 
 # -- the pytest plugin ------------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_pytest_plugin(pytester: pytest.Pytester) -> None:
 
 def test_pytest_plugin_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*_plugin_args(), "--markers")
-    result.stdout.fnmatch_lines(["*patreon_sandbox(members=0, **sandbox_kwargs)*"])
+    result.stdout.fnmatch_lines(["*patreon_sandbox(members=0, scenarios=(), **sandbox_kwargs)*"])
 
 
 # -- 100,000 members --------------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """An offline Patreon for tests and local development.
 
 :class:`Sandbox` holds the state (a campaign with tiers, users, members, an OAuth client, tokens, webhooks, a
-controllable clock, injectable faults) and the scenario controls; :func:`create_sandbox_app` serves it as Patreon's
-OAuth and API v2 (plus ``/_sandbox`` JSON controls); :class:`SandboxServer` runs that app live in a thread;
-``python -m flask_patronlock.sandbox`` runs it standalone; the ``patreon_sandbox`` pytest fixture
-(:mod:`.pytest_plugin`) gives each test a live one.
+controllable clock, injectable faults) and the scenario controls, with billing that follows Patreon's;
+:mod:`.scenarios` replays Patreon's rarer documented behaviours by name (``sandbox.scenario("start_of_month")``);
+:func:`create_sandbox_app` serves it as Patreon's OAuth and API v2 (plus ``/_sandbox`` JSON controls);
+:class:`SandboxServer` runs that app live in a thread; ``python -m flask_patronlock.sandbox`` runs it standalone; the
+``patreon_sandbox`` pytest fixture (:mod:`.pytest_plugin`) gives each test a live one.
 
 A client written against Patreon's documentation works against it unchanged: point its API and OAuth base URLs at
 ``sandbox.url`` (``app.config.update(sandbox.config)`` for flask-patronlock).
@@ -14,10 +15,14 @@ from __future__ import annotations
 
 from .app import create_sandbox_app, get_sandbox
 from .documents import render_webhook_member
+from .scenarios import SCENARIO_NAMES, SCENARIOS
 from .server import SandboxServer
 from .state import (
     ALL_MEMBER_TRIGGERS,
     ALL_SCOPES,
+    BILLING_MODES,
+    DECLINE_RETRIES,
+    DECLINE_RETRY_INTERVAL,
     DEFAULT_USER_SCOPES,
     FAULT_KINDS,
     Campaign,
@@ -39,8 +44,13 @@ from .webhooks import Delivery, Transport, sign
 __all__ = [
     "ALL_MEMBER_TRIGGERS",
     "ALL_SCOPES",
+    "BILLING_MODES",
+    "DECLINE_RETRIES",
+    "DECLINE_RETRY_INTERVAL",
     "DEFAULT_USER_SCOPES",
     "FAULT_KINDS",
+    "SCENARIOS",
+    "SCENARIO_NAMES",
     "Campaign",
     "Delivery",
     "Fault",

@@ -20,7 +20,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from .app import create_sandbox_app
 from .server import QuietRequestHandler
-from .state import Sandbox
+from .state import BILLING_MODES, Sandbox
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=5055, help="port to bind; 0 picks a free one (default 5055)")
     parser.add_argument("--members", type=int, default=0, help="generate this many members (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and generated members (default 0)")
+    parser.add_argument(
+        "--billing", choices=BILLING_MODES, default="anniversary", help="how monthly pledges are billed"
+    )
     parser.add_argument("--campaign-id", help="the campaign id (default: derived from the seed)")
     parser.add_argument("--client-id", help="the OAuth client id (default: random)")
     parser.add_argument("--client-secret", help="the OAuth client secret (default: random)")
@@ -57,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         creator_access_token=args.creator_access_token,
         webhook_secret=args.webhook_secret,
         seed=args.seed,
+        billing=args.billing,
     )
     if args.members:
         sandbox.generate_members(args.members)

@@ -33,6 +33,8 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from werkzeug.exceptions import HTTPException
 
 from .documents import WEBHOOK_ATTRIBUTES, QueryError, Renderer, parse_fields, parse_include
+from .scenarios import SCENARIOS
+from .scenarios import describe as describe_scenarios
 from .state import (
     ALL_MEMBER_TRIGGERS,
     ALL_SCOPES,
@@ -798,6 +800,33 @@ def control_member_action(ref: str, action: str) -> Response:
     if action not in actions:
         return _json({"error": f"unknown action {action!r}; one of {', '.join(actions)}"}, 404)
     return _control(lambda: _member_json(sandbox, actions[action]()))
+
+
+@blueprint.route("/_sandbox/scenarios", methods=["GET"])
+def control_scenarios() -> Response:
+    """The named scenarios: ``[{name, summary, description, params}]``."""
+    return _json(describe_scenarios())
+
+
+@blueprint.route("/_sandbox/scenarios/<name>", methods=["POST"])
+def control_scenario(name: str) -> Response:
+    """Play scenario ``name``; the JSON body holds its params -> ``{scenario, now, members: [member]}``."""
+    sandbox, body = get_sandbox(), _body()
+    if name not in SCENARIOS:
+        return _json({"error": f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}"}, 404)
+
+    def run() -> Response:
+        with sandbox.lock:
+            played = sandbox.scenario(name, **body)
+            return _json(
+                {
+                    "scenario": name,
+                    "now": sandbox.now.isoformat(),
+                    "members": [member.to_dict() for member in played],
+                }
+            )
+
+    return _control(run)
 
 
 @blueprint.route("/_sandbox/generate", methods=["POST"])

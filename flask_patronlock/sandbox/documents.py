@@ -307,6 +307,8 @@ def member_attributes(sandbox: Sandbox, member: Member, store: bool = True) -> d
         "pledge_relationship_start": iso(member.pledge_start),
         "will_pay_amount_cents": member.will_pay_cents,
     }
+    for name in sandbox.blanked_attributes:  # a known outage of a field (the charge_dates_missing scenario)
+        attrs[name] = None
     if store:
         member.cache = attrs
     return attrs

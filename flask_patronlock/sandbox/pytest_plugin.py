@@ -29,6 +29,12 @@ except ``members=N`` which generates N members::
 
     @pytest.mark.patreon_sandbox(members=2500, seed=7, max_webhook_failures=3)
     def test_sync_reads_every_page(patreon_sandbox): ...
+
+``scenarios=[...]`` then plays named scenarios of Patreon's behaviour (:mod:`.scenarios`), in order, each a name or
+a ``(name, {params})`` pair; a test can also call ``patreon_sandbox.scenario(name, **params)`` when it is ready::
+
+    @pytest.mark.patreon_sandbox(members=50, scenarios=["start_of_month", ("declined_for_months", {"months": 2})])
+    def test_nobody_loses_access_on_the_first(patreon_sandbox): ...
 """
 
 from __future__ import annotations
@@ -48,8 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the ``patreon_sandbox`` marker."""
     config.addinivalue_line(
         "markers",
-        "patreon_sandbox(members=0, **sandbox_kwargs): configure the patreon_sandbox fixture "
-        "(keyword arguments of flask_patronlock.sandbox.Sandbox; members=N generates N members)",
+        "patreon_sandbox(members=0, scenarios=(), **sandbox_kwargs): configure the patreon_sandbox fixture "
+        "(keyword arguments of flask_patronlock.sandbox.Sandbox; members=N generates N members; scenarios plays "
+        "named scenarios, each a name or a (name, params) pair)",
     )
 
 
@@ -65,9 +72,13 @@ def patreon_sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     if marker is not None:
         kwargs.update(marker.kwargs)
     members = int(kwargs.pop("members", 0))
+    scenarios = list(kwargs.pop("scenarios", ()))
     sandbox = Sandbox(**kwargs)
     if members:
         sandbox.generate_members(members)
+    for entry in scenarios:
+        name, params = (entry, {}) if isinstance(entry, str) else entry
+        sandbox.scenario(name, **params)
     server = SandboxServer(sandbox).start()
     try:
         yield sandbox

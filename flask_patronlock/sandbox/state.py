@@ -7,16 +7,20 @@ never in real time, so tests are deterministic.
 
 Money is integer cents; every datetime is timezone-aware UTC.
 
-Choices where Patreon is vague or where a sandbox has to pick (each is documented on the method that does it):
+Billing follows Patreon's (each behaviour, with its public source, is in ``docs/patreon-behaviour.rst``; the named
+scenarios that replay the rarer ones are in :mod:`.scenarios`):
 
-* Annual pledges (``cadence=12``): ``currently_entitled_amount_cents`` is the tier's monthly amount, while
-  ``will_pay_amount_cents`` and each charge are twelve times that amount.
-* A new paid pledge is charged at once (the default campaign has ``is_charged_immediately`` true), and the next
-  charge falls on the same day of the month, at midnight UTC, ``cadence`` months later (like the fixtures).
-* A decline keeps the entitled amount and tiers (Patreon keeps retrying); the clock does not retry declined
-  members on its own: :meth:`Sandbox.recover` does.
+* Annual pledges (``cadence=12``): ``currently_entitled_amount_cents``, ``will_pay_amount_cents`` and each charge
+  are the annual total, twelve times the monthly amount (Patreon reports the annual total).
+* A new paid pledge is charged at once (the default campaign has ``is_charged_immediately`` true). The next charge
+  falls at midnight UTC on the same day of the month ``cadence`` months later (``billing="anniversary"``, like the
+  fixtures), or on the 1st of the next month for monthly pledges of a ``billing="first_of_month"`` campaign.
+* A declined charge is retried by the clock every :data:`DECLINE_RETRY_INTERVAL`, at most :data:`DECLINE_RETRIES`
+  times, within the calendar month of the decline; after that the member stays ``declined_patron`` and is never
+  charged again until they pay (:meth:`Sandbox.recover`). The entitled amount and tiers are kept meanwhile.
 * Cancelling sets ``former_patron``, ``last_charge_status`` "Deleted", entitled 0, no tiers and keeps
-  ``next_charge_date``, exactly like the ``members:pledge:delete`` fixture.
+  ``next_charge_date``, exactly like the ``members:pledge:delete`` fixture; a declined member who cancels stays
+  listed as ``declined_patron`` ("Declined"), with nothing entitled and nothing to pay.
 * Tier changes take effect at once and charge nothing.
 * The creator's access token does not expire (real ones do, monthly; a sandbox whose clock jumps months would
   otherwise lock its own tests out). Users' tokens expire after ``access_token_ttl`` seconds of sandbox time.
@@ -27,13 +31,14 @@ from __future__ import annotations
 import base64
 import bisect
 import hashlib
+import heapq
 import itertools
 import random
 import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -46,7 +51,10 @@ from .webhooks import Delivery, QueuedEvent, Transport, WebhookDispatcher, defau
 __all__ = [
     "ALL_MEMBER_TRIGGERS",
     "ALL_SCOPES",
+    "BILLING_MODES",
     "CREATOR_SCOPES",
+    "DECLINE_RETRIES",
+    "DECLINE_RETRY_INTERVAL",
     "DEFAULT_USER_SCOPES",
     "FAULT_KINDS",
     "KNOWN_TRIGGERS",
@@ -108,6 +116,14 @@ FaultKind = Literal["error", "rate_limit", "slow", "truncate", "repeat_cursor", 
 FAULT_KINDS: tuple[str, ...] = ("error", "rate_limit", "slow", "truncate", "repeat_cursor", "drop")
 
 _CURSOR_PREFIX = "plsb1"
+
+#: how a campaign bills monthly pledges: on each patron's anniversary day (Patreon's "subscription billing", the
+#: default for campaigns since 2023 and what the fixtures show) or on the 1st of every month (the older billing).
+BILLING_MODES: tuple[str, ...] = ("anniversary", "first_of_month")
+#: Patreon retries a declined charge "up to six times within the month they are declined".
+DECLINE_RETRIES = 6
+#: the sandbox's spacing of those retries (Patreon does not publish one; six 4-day steps fit in any month).
+DECLINE_RETRY_INTERVAL = timedelta(days=4)
 
 
 class SandboxError(ValueError):
@@ -221,7 +237,8 @@ class Address:
 class Member:
     """One member of the campaign: a compact record, rendered lazily and cached until it changes.
 
-    ``amount_cents`` is the monthly pledge; a charge takes ``amount_cents * cadence``.
+    ``amount_cents`` is the monthly pledge; a charge (and an annual pledge's entitled amount) is
+    :attr:`period_cents`, ``amount_cents * cadence``.
     """
 
     id: str
@@ -249,6 +266,14 @@ class Member:
     trial_ends_at: datetime | None = None
     gift_ends_at: datetime | None = None
     address: Address | None = None
+    #: when the charge now declined was first declined (the retries count from it); None when not declined.
+    declined_at: datetime | None = None
+    #: retries of that charge made so far.
+    retries_done: int = 0
+    #: the member deleted their pledge while declined: still listed ``declined_patron``, but nothing is owed.
+    pledge_deleted: bool = False
+    #: tiers held back while the start-of-month charge run is pending (see the ``start_of_month`` scenario).
+    held_tier_ids: tuple[str, ...] | None = None
     #: bumped on every change.
     version: int = 0
     #: the tiers this member is counted under in the patron counts (None: not counted as an active patron).
@@ -259,11 +284,34 @@ class Member:
     fragment: tuple[int, str] | None = field(default=None, repr=False)
 
     @property
-    def will_pay_cents(self) -> int:
-        """``will_pay_amount_cents``: what the next charge takes (0 for former, free, trial and gifted members)."""
-        if self.patron_status not in ("active_patron", "declined_patron") or self.is_free_trial or self.is_gifted:
-            return 0
+    def period_cents(self) -> int:
+        """What one billing period costs: the monthly amount times the cadence (an annual pledge's annual total)."""
         return self.amount_cents * (self.cadence or 1)
+
+    @property
+    def will_pay_cents(self) -> int:
+        """``will_pay_amount_cents``: what the next charge takes (0 for former, free, trial, gifted and cancelled
+        members)."""
+        if (
+            self.patron_status not in ("active_patron", "declined_patron")
+            or self.is_free_trial
+            or self.is_gifted
+            or self.pledge_deleted
+        ):
+            return 0
+        return self.period_cents
+
+    @property
+    def next_retry_date(self) -> datetime | None:
+        """When the clock next retries a declined charge (None: not declined, cancelled, or retries exhausted)."""
+        if self.patron_status != "declined_patron" or self.pledge_deleted or self.declined_at is None:
+            return None
+        if self.retries_done >= DECLINE_RETRIES:
+            return None
+        at = self.declined_at + DECLINE_RETRY_INTERVAL * (self.retries_done + 1)
+        if (at.year, at.month) != (self.declined_at.year, self.declined_at.month):
+            return None
+        return at
 
     def to_dict(self) -> dict[str, Any]:
         """A plain summary for the ``/_sandbox`` endpoints (not a JSON:API document)."""
@@ -286,6 +334,8 @@ class Member:
             "fail_charges": self.fail_charges,
             "trial_ends_at": _iso(self.trial_ends_at),
             "gift_ends_at": _iso(self.gift_ends_at),
+            "next_retry_date": _iso(self.next_retry_date),
+            "pledge_deleted": self.pledge_deleted,
         }
 
 
@@ -307,6 +357,8 @@ class Campaign:
     is_nsfw: bool = False
     discord_server_id: str | None = None
     google_analytics_id: str | None = None
+    #: one of :data:`BILLING_MODES` (not an API attribute: Patreon does not expose it).
+    billing: str = "anniversary"
 
     @property
     def pledge_url(self) -> str:
@@ -456,6 +508,7 @@ class Sandbox:
     :param webhook_retry_delay: the background worker's first retry delay in seconds (doubles, capped at 60).
     :param redirect_uris: allowed redirect URIs for the authorize endpoint; ``None`` allows any.
     :param default_tiers: create Free 0, Bronze 300, Silver 500 and Gold 1000 cents.
+    :param billing: ``"anniversary"`` (default) or ``"first_of_month"``; see :data:`BILLING_MODES`.
     """
 
     def __init__(
@@ -475,7 +528,10 @@ class Sandbox:
         webhook_retry_delay: float = 1.0,
         redirect_uris: Iterable[str] | None = None,
         default_tiers: bool = True,
+        billing: str = "anniversary",
     ) -> None:
+        if billing not in BILLING_MODES:
+            raise SandboxError(f"billing must be one of {', '.join(BILLING_MODES)}")
         #: the one lock guarding all state; hold it to read several things consistently.
         self.lock = threading.RLock()
         self.seed = seed
@@ -518,6 +574,12 @@ class Sandbox:
         #: the faults in force, oldest first.
         self.faults: list[Fault] = []
         self._api_down = False
+        #: what the clock does at a set time, beside the members' own billing (scenarios schedule these):
+        #: a heap of (when, order, action); an action gets the time and returns the members it changed.
+        self._timers: list[tuple[datetime, int, Callable[[datetime], list[Member]]]] = []
+        self._timer_order = itertools.count()
+        #: member attributes every served document shows as null for now (see ``charge_dates_missing``).
+        self.blanked_attributes: frozenset[str] = frozenset()
         #: bumped on every member change.
         self.revision = 0
         #: active patrons per tier id and of the campaign, kept up to date on every change.
@@ -546,6 +608,7 @@ class Sandbox:
             vanity="sandboxcreator",
             created_at=created,
             published_at=created + timedelta(hours=1),
+            billing=billing,
         )
         self.creator = creator
         self.creator_access_token = creator_access_token or secrets.token_urlsafe(32)
@@ -608,6 +671,24 @@ class Sandbox:
 
     def _run_clock(self, target: datetime) -> list[Member]:
         changed: list[Member] = []
+        while self._timers and self._timers[0][0] <= target:
+            at, _, action = heapq.heappop(self._timers)
+            changed += self._run_members(max(at, self._now))
+            self._now = max(at, self._now)
+            changed += action(self._now)
+        changed += self._run_members(target)
+        self._now = target
+        return list(dict.fromkeys(changed))
+
+    def schedule(self, at: datetime, action: Callable[[datetime], list[Member]]) -> None:
+        """Have the clock call ``action(at)`` when it passes ``at`` (after the members' own billing up to then);
+        the action returns the members it changed. Scenarios use it for what Patreon does later on its own."""
+        with self.lock:
+            heapq.heappush(self._timers, (_aware(at), next(self._timer_order), action))
+
+    def _run_members(self, target: datetime) -> list[Member]:
+        """Everything the members' billing does up to ``target``, in time order per member."""
+        changed: list[Member] = []
         for member in list(self._order):
             touched = False
             if member.is_free_trial and member.trial_ends_at is not None and member.trial_ends_at <= target:
@@ -616,36 +697,59 @@ class Sandbox:
             if member.is_gifted and member.gift_ends_at is not None and member.gift_ends_at <= target:
                 self._end_gift(member, member.gift_ends_at)
                 touched = True
-            while (
-                member.patron_status == "active_patron"
-                and not member.is_free_trial
-                and not member.is_gifted
-                and member.amount_cents > 0
-                and member.next_charge_date is not None
-                and member.next_charge_date <= target
-            ):
-                touched = True
-                if not self._charge(member, member.next_charge_date):
-                    break
+            while True:
+                if (
+                    member.patron_status == "active_patron"
+                    and not member.is_free_trial
+                    and not member.is_gifted
+                    and member.amount_cents > 0
+                    and member.next_charge_date is not None
+                    and member.next_charge_date <= target
+                ):
+                    self._charge(member, member.next_charge_date)
+                    touched = True
+                    continue
+                retry = member.next_retry_date
+                if retry is not None and retry <= target:
+                    member.retries_done += 1
+                    self._charge(member, retry)
+                    touched = True
+                    continue
+                break
             if touched:
                 changed.append(member)
-        self._now = target
         return changed
 
+    def _next_charge_after(self, member: Member, at: datetime) -> datetime:
+        """The charge after one made at ``at``: the 1st of next month (monthly pledges of a first-of-month
+        campaign), else the same day of the month ``cadence`` months on; midnight UTC."""
+        cadence = member.cadence or 1
+        if cadence == 1 and self.campaign.billing == "first_of_month":
+            return _midnight(add_months(at, 1, 1))
+        return _midnight(add_months(at, cadence, member.anchor_day))
+
     def _charge(self, member: Member, at: datetime) -> bool:
-        """Charge one billing period at ``at``; fires ``members:update``. False when declined."""
+        """Charge one billing period at ``at``; fires ``members:update``. False when declined (a first decline
+        starts the retries; a failed retry counts one)."""
         member.last_charge_date = at
         if member.fail_charges:
+            if member.patron_status != "declined_patron" or member.declined_at is None:
+                member.declined_at = at
+                member.retries_done = 0
             member.last_charge_status = "Declined"
             member.patron_status = "declined_patron"
             self._changed(member, "members:update")
             return False
-        cadence = member.cadence or 1
         member.last_charge_status = "Paid"
         member.patron_status = "active_patron"
-        member.lifetime_cents += member.amount_cents * cadence
-        member.entitled_cents = member.amount_cents
-        member.next_charge_date = _midnight(add_months(at, cadence, member.anchor_day))
+        member.declined_at = None
+        member.retries_done = 0
+        member.lifetime_cents += member.period_cents
+        member.entitled_cents = member.period_cents
+        if member.held_tier_ids is not None:
+            member.tier_ids = member.held_tier_ids
+            member.held_tier_ids = None
+        member.next_charge_date = self._next_charge_after(member, at)
         self._changed(member, "members:update")
         return True
 
@@ -1029,11 +1133,12 @@ class Sandbox:
             ``patron<N>@example.com``).
         :param tier: tier object, id or title. Without it, ``amount_cents`` picks the highest tier at or below it.
         :param amount_cents: the monthly pledge (default: the tier's amount).
-        :param cadence: 1 (monthly) or 12 (annual: entitled is the monthly amount, each charge and
-            ``will_pay_amount_cents`` twelve times it).
+        :param cadence: 1 (monthly) or 12 (annual: ``currently_entitled_amount_cents``, each charge and
+            ``will_pay_amount_cents`` are the annual total, twelve times the monthly amount, as Patreon reports).
         :param user: an existing user (object, id or email) instead of ``email``.
         :param charge: charge at once (Patreon's ``is_charged_immediately``). If false the pledge is unpaid:
-            ``last_charge_*`` null and the first charge falls due a month from now.
+            ``last_charge_*`` null and the first charge falls due when the next one would (a month from now, or
+            the 1st of next month for a first-of-month campaign).
         :param fail_charges: the first and every later charge is declined (until :meth:`recover`).
         :param address: shipping address fields (``line_1``, ``city``, ``country``...).
         :returns: the member. A pledge at a $0 tier makes a free member (``patron_status`` null).
@@ -1049,11 +1154,12 @@ class Sandbox:
             resolved, amount = self._resolve_amount(tier, amount_cents)
             the_user = self._resolve_user(user, email, full_name, email_verified)
             member = self._members_by_user.get(the_user.id)
-            if member is not None and member.patron_status in ("active_patron", "declined_patron"):
+            if member is not None and self._pledges(member):
                 raise SandboxError(f"user {the_user.id} already pledges; use change_tier()")
             is_new = member is None
             if member is None:
                 member = self._new_member(the_user)
+            self._reset_billing(member)
             member.note = note
             if address is not None:
                 member.address = Address(id=str(next(self._address_ids)), created_at=self._now, **address)
@@ -1070,15 +1176,15 @@ class Sandbox:
                 self._changed(member, "members:create" if is_new else "members:update")
                 return member
             member.amount_cents = amount
-            member.entitled_cents = amount
             member.cadence = cadence
+            member.entitled_cents = member.period_cents
             member.patron_status = "active_patron"
             member.pledge_start = self._now
             member.anchor_day = self._now.day
             member.fail_charges = fail_charges
             if not charge:
                 member.last_charge_status = member.last_charge_date = None
-                member.next_charge_date = _midnight(add_months(self._now, 1))
+                member.next_charge_date = self._next_charge_after(member, self._now)
             self._changed(member, "members:create" if is_new else "members:update", "members:pledge:create")
             if charge:
                 self._charge(member, self._now)
@@ -1095,29 +1201,35 @@ class Sandbox:
         """
         with self.lock:
             member = self.member(ref)
-            if member.patron_status not in ("active_patron", "declined_patron"):
+            if not self._pledges(member):
                 raise SandboxError(f"member {member.id} does not pledge; use add_patron()")
             resolved, amount = self._resolve_amount(tier, amount_cents)
             if amount <= 0:
                 raise SandboxError("a pledge of 0 is a cancellation; use cancel()")
             member.amount_cents = amount
-            member.entitled_cents = amount
+            member.entitled_cents = member.period_cents
             member.tier_ids = (resolved.id,) if resolved is not None else ()
             self._changed(member, "members:pledge:update", "members:update")
             return member
 
     def cancel(self, ref: Member | User | str) -> Member:
         """The member deletes their pledge: ``former_patron``, ``last_charge_status`` "Deleted", entitled 0, no
-        tiers, ``next_charge_date`` kept (like the ``members:pledge:delete`` fixture).
+        tiers, ``next_charge_date`` kept (like the ``members:pledge:delete`` fixture). A declined member who cancels
+        stays listed as ``declined_patron`` with ``last_charge_status`` "Declined" (Patreon keeps listing them so
+        for months), with nothing entitled, ``will_pay_amount_cents`` 0 and no more retries.
 
         Fires ``members:pledge:delete`` and ``members:update``.
         """
         with self.lock:
             member = self.member(ref)
-            if member.patron_status == "former_patron":
+            if member.patron_status == "former_patron" or member.pledge_deleted:
                 raise SandboxError(f"member {member.id} already cancelled")
-            member.patron_status = "former_patron"
-            member.last_charge_status = "Deleted"
+            if member.patron_status == "declined_patron":
+                member.pledge_deleted = True
+            else:
+                member.patron_status = "former_patron"
+                member.last_charge_status = "Deleted"
+            member.held_tier_ids = None
             member.entitled_cents = 0
             member.tier_ids = ()
             member.is_free_trial = False
@@ -1128,18 +1240,19 @@ class Sandbox:
 
     def decline(self, ref: Member | User | str) -> Member:
         """A charge is declined now: ``declined_patron``, ``last_charge_status`` "Declined", ``last_charge_date``
-        now. Entitled amount and tiers are kept; the clock will not retry (use :meth:`recover`).
+        now. Entitled amount and tiers are kept. The member's card keeps failing (``fail_charges``), so the clock's
+        retries through the rest of the month fail too, until :meth:`recover` (or ``set_fail_charges(m, False)``
+        before a retry).
 
         Fires ``members:update``.
         """
         with self.lock:
             member = self.member(ref)
-            if member.patron_status not in ("active_patron", "declined_patron"):
+            if not self._pledges(member):
                 raise SandboxError(f"member {member.id} does not pledge")
-            member.patron_status = "declined_patron"
-            member.last_charge_status = "Declined"
-            member.last_charge_date = self._now
-            self._changed(member, "members:update")
+            member.fail_charges = True
+            member.declined_at = None
+            self._charge(member, self._now)
             return member
 
     def recover(self, ref: Member | User | str) -> Member:
@@ -1150,15 +1263,15 @@ class Sandbox:
         """
         with self.lock:
             member = self.member(ref)
-            if member.patron_status != "declined_patron":
-                raise SandboxError(f"member {member.id} is not declined")
+            if member.patron_status != "declined_patron" or member.pledge_deleted:
+                raise SandboxError(f"member {member.id} is not declined (or cancelled)")
             member.fail_charges = False
             member.anchor_day = self._now.day
             self._charge(member, self._now)
             return member
 
     def set_fail_charges(self, ref: Member | User | str, fail: bool = True) -> Member:
-        """Mark a member's future charges to be declined (or not). Fires nothing by itself."""
+        """Mark a member's future charges (and retries) to be declined (or not). Fires nothing by itself."""
         with self.lock:
             member = self.member(ref)
             member.fail_charges = fail
@@ -1177,13 +1290,27 @@ class Sandbox:
         resolved = self.tier(tier)
         the_user = self._resolve_user(user, email, full_name, email_verified)
         member = self._members_by_user.get(the_user.id)
-        if member is not None and member.patron_status in ("active_patron", "declined_patron"):
+        if member is not None and self._pledges(member):
             raise SandboxError(f"user {the_user.id} already pledges")
         is_new = member is None
         if member is None:
             member = self._new_member(the_user)
+        self._reset_billing(member)
         member.patron_status = "active_patron"
         return resolved, member, is_new
+
+    @staticmethod
+    def _pledges(member: Member) -> bool:
+        """The member has a live pledge (active or declined, not deleted)."""
+        return member.patron_status in ("active_patron", "declined_patron") and not member.pledge_deleted
+
+    @staticmethod
+    def _reset_billing(member: Member) -> None:
+        """Forget a previous pledge's decline, cancellation and held tiers (the member pledges anew)."""
+        member.declined_at = None
+        member.retries_done = 0
+        member.pledge_deleted = False
+        member.held_tier_ids = None
 
     def start_free_trial(
         self,
@@ -1278,6 +1405,7 @@ class Sandbox:
             weights = [0.5, 0.3, 0.2] if len(tiers) == 3 else [1.0 / len(tiers)] * len(tiers)
             cumulative = list(itertools.accumulate(weights))
             now = self._now
+            first_of_month = self.campaign.billing == "first_of_month"
             created: list[Member] = []
             new_member = Member
             new_user = User
@@ -1332,12 +1460,16 @@ class Sandbox:
                     member.amount_cents = tier.amount_cents
                     member.last_charge_date = add_months(start, k * cadence)
                     member.next_charge_date = _midnight(add_months(start, periods * cadence))
+                    if cadence == 1 and first_of_month and start < _midnight(now.replace(day=1)):
+                        # charged up front, then on every 1st since
+                        member.last_charge_date = _midnight(now.replace(day=1))
+                        member.next_charge_date = _midnight(add_months(now, 1, 1))
                     if member.next_charge_date <= now:  # the midnight of today: keep it in the future
                         member.next_charge_date = _midnight(now + timedelta(days=1))
                     if roll < 0.80:
                         member.patron_status = "active_patron"
                         member.last_charge_status = "Paid"
-                        member.entitled_cents = tier.amount_cents
+                        member.entitled_cents = tier.amount_cents * cadence
                         member.tier_ids = (tier.id,)
                         member.lifetime_cents = periods * cadence * tier.amount_cents
                         extra = rng.random()
@@ -1355,7 +1487,7 @@ class Sandbox:
                     elif roll < 0.87:
                         member.patron_status = "declined_patron"
                         member.last_charge_status = "Declined"
-                        member.entitled_cents = tier.amount_cents
+                        member.entitled_cents = tier.amount_cents * cadence
                         member.tier_ids = (tier.id,)
                         member.lifetime_cents = (periods - 1) * cadence * tier.amount_cents
                         member.fail_charges = True
@@ -1799,4 +1931,21 @@ class Sandbox:
                 "events": len(self.events),
                 "faults": [f.to_dict() for f in self.faults],
                 "api_down": self._api_down,
+                "billing": self.campaign.billing,
+                "blanked_attributes": sorted(self.blanked_attributes),
+                "scheduled": len(self._timers),
             }
+
+    # -- scenarios --------------------------------------------------------------------------------------------------
+
+    def scenario(self, name: str, **params: Any) -> list[Member]:
+        """Play one of Patreon's documented behaviours (see :data:`.scenarios.SCENARIOS` and
+        ``docs/patreon-behaviour.rst``) on this sandbox's members.
+
+        :returns: the members it acted on.
+        :raises SandboxError: an unknown scenario or a bad parameter.
+        """
+        from .scenarios import play
+
+        with self.lock:
+            return play(self, name, **params)
