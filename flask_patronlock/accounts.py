@@ -9,8 +9,8 @@ bearer string handed to the Patreon client: :class:`LinkedAccount` carries no to
   tokens are single-use, so a refresh is serialized per account: the row is locked (``SELECT … FOR UPDATE`` on
   PostgreSQL; :meth:`Store.transaction <flask_patronlock.store.Store.transaction>` takes SQLite's write lock) and
   re-read, and if another worker rotated the pair meanwhile, its new token is used instead of spending the old
-  refresh token a second time. ``invalid_grant`` marks the link as needing re-authorization and changes nothing
-  else: no entitlement is touched.
+  refresh token a second time (:func:`refresh_serialized`, which the creator's token uses too). ``invalid_grant``
+  marks the link as needing re-authorization and changes nothing else: no entitlement is touched.
 * :meth:`Accounts.apply_identity` hands the membership to this campaign to
   :meth:`Store.apply <flask_patronlock.store.Store.apply>` (``source="oauth"``), the only writer of patron state.
 * :meth:`Accounts.rotate_keys` re-encrypts every stored token under the first key.
@@ -19,7 +19,7 @@ bearer string handed to the Patreon client: :class:`LinkedAccount` carries no to
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,8 +45,10 @@ __all__ = [
     "NotLinked",
     "RefreshTooSoon",
     "RotationReport",
+    "StoredPair",
     "get_accounts",
     "interactive_client",
+    "refresh_serialized",
 ]
 
 log = logging.getLogger("flask_patronlock.accounts")
@@ -348,49 +350,47 @@ class Accounts:
         """Spend the refresh token, holding the account row's lock, unless another worker already did."""
         t = self.table
         cipher = self.state.token_cipher()
-        failure: Exception | None = None
-        with self.store.transaction() as conn:
+        locked: list[Mapping[Any, Any]] = []
+
+        def lock(conn: Connection) -> StoredPair:
             rows = self._locked(conn, t.c.user_id == user_id)
             if not rows:
                 raise NotLinked(f"local user {user_id} has no linked Patreon account")
             row = rows[0]
             if row["needs_reauth"]:
                 raise NeedsReauthorization("the Patreon link needs re-authorization")
-            current = cipher.decrypt(row["access_token"]) if row["access_token"] is not None else None
-            if current is not None and current != seen:
-                return current  # another worker rotated the pair while we waited for the lock: use theirs
-            refresh_token = cipher.decrypt(row["refresh_token"]) if row["refresh_token"] is not None else None
-            tokens: TokenSet | None = None
-            if refresh_token is None:
-                failure = NeedsReauthorization("no refresh token is stored for this link")
-            else:
-                client = interactive_client(self.state, "refreshing a patron's Patreon token")
-                try:
-                    tokens = client.refresh(refresh_token)
-                except InvalidGrant:
-                    failure = NeedsReauthorization("Patreon refused the refresh token (invalid_grant)")
-                finally:
-                    client.close()
-            if tokens is None:
-                self._mark_needs_reauth(conn, row, why="invalid_grant" if refresh_token else "no_refresh_token")
-            else:
-                conn.execute(
-                    update(t)
-                    .where(t.c.id == row["id"])
-                    .values(
-                        access_token=cipher.encrypt(tokens.access_token),
-                        # Patreon always rotates; if an answer ever lacks a new refresh token, keep the one we have
-                        refresh_token=cipher.encrypt(tokens.refresh_token) if tokens.refresh_token else
-                        row["refresh_token"],
-                        token_expires_at=tokens.expires_at,
-                        scope=" ".join(tokens.scope)[:255] if tokens.scope else row["scope"],
-                        updated_at=self.store.clock(),
-                    )
+            locked.append(row)
+            return StoredPair(
+                cipher.decrypt(row["access_token"]) if row["access_token"] is not None else None,
+                cipher.decrypt(row["refresh_token"]) if row["refresh_token"] is not None else None,
+            )
+
+        def save(conn: Connection, tokens: TokenSet) -> None:
+            row = locked[0]
+            conn.execute(
+                update(t)
+                .where(t.c.id == row["id"])
+                .values(
+                    access_token=cipher.encrypt(tokens.access_token),
+                    # Patreon always rotates; if an answer ever lacks a new refresh token, keep the one we have
+                    refresh_token=cipher.encrypt(tokens.refresh_token)
+                    if tokens.refresh_token
+                    else row["refresh_token"],
+                    token_expires_at=tokens.expires_at,
+                    scope=" ".join(tokens.scope)[:255] if tokens.scope else row["scope"],
+                    updated_at=self.store.clock(),
                 )
-        if failure is not None:
-            raise failure
-        assert tokens is not None
-        return tokens.access_token
+            )
+
+        def fail(conn: Connection, why: str) -> Exception:
+            self._mark_needs_reauth(conn, locked[0], why=why)
+            if why == "invalid_grant":
+                return NeedsReauthorization("Patreon refused the refresh token (invalid_grant)")
+            return NeedsReauthorization("no refresh token is stored for this link")
+
+        return refresh_serialized(
+            self.state, seen=seen, purpose="refreshing a patron's Patreon token", lock=lock, save=save, fail=fail
+        )
 
     def _mark_needs_reauth(self, conn: Connection, row: Mapping[Any, Any], *, why: str) -> None:
         t = self.table
@@ -539,6 +539,62 @@ class Accounts:
                 accounts += 1
                 tokens += len(values)
         return RotationReport(accounts=accounts, tokens=tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPair:
+    """A stored token pair, decrypted, as read under its row's lock by :func:`refresh_serialized`."""
+
+    access_token: str | None
+    refresh_token: str | None
+
+
+def refresh_serialized(
+    state: PatronLockState,
+    *,
+    seen: str | None,
+    purpose: str,
+    lock: Callable[[Connection], StoredPair],
+    save: Callable[[Connection, TokenSet], None],
+    fail: Callable[[Connection, str], Exception],
+) -> str:
+    """Spend a stored, single-use refresh token once however many workers ask at the same moment: the one routine
+    behind :meth:`Accounts.access_token` (patrons' tokens) and :mod:`flask_patronlock.creator` (the creator's).
+
+    In one write transaction, ``lock`` reads the pair while holding its row's lock (``SELECT … FOR UPDATE`` on
+    PostgreSQL; :meth:`Store.transaction <flask_patronlock.store.Store.transaction>` holds SQLite's write lock), and
+    raises when there is nothing to refresh any more. When its access token is no longer ``seen``, another worker
+    refreshed while we waited: its token is returned and nothing is spent. Otherwise the refresh token is spent and
+    ``save`` stores the new pair; or, when Patreon refuses it (``invalid_grant``) or there is none, ``fail`` records
+    that (its second argument says why: ``"invalid_grant"`` or ``"no_refresh_token"``) and returns the exception to
+    raise once the transaction has committed.
+
+    :returns: the usable access token.
+    :raises PatreonError: the refresh failed otherwise (Patreon down, rate limited ...): nothing was changed.
+    """
+    failure: Exception | None = None
+    tokens: TokenSet | None = None
+    with state.store.transaction() as conn:
+        pair = lock(conn)
+        if pair.access_token is not None and pair.access_token != seen:
+            return pair.access_token  # another worker rotated the pair while we waited for the lock: use theirs
+        if pair.refresh_token is None:
+            failure = fail(conn, "no_refresh_token")
+        else:
+            # a token call is paced in this process only: it must not wait on the database while holding this row
+            client = interactive_client(state, purpose)
+            try:
+                tokens = client.refresh(pair.refresh_token)
+            except InvalidGrant:
+                failure = fail(conn, "invalid_grant")
+            finally:
+                client.close()
+            if tokens is not None:
+                save(conn, tokens)
+    if failure is not None:
+        raise failure
+    assert tokens is not None
+    return tokens.access_token
 
 
 def interactive_client(state: PatronLockState, purpose: str) -> PatreonClient:

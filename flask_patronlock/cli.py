@@ -7,7 +7,7 @@ from flask.cli import AppGroup
 
 from . import config as _config
 from .errors import ConfigurationError
-from .extension import get_state
+from .extension import PatronLockState, get_state
 from .models import schema_gaps
 
 patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
@@ -15,7 +15,8 @@ patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons,
 
 @patronlock_cli.command("check")
 def check_command() -> None:
-    """Say which configuration is missing and whether the tables exist."""
+    """Say which configuration is missing, whether the tables exist, and whether Patreon still accepts the creator's
+    token. Exit status 1 when anything needs fixing (a degraded creator token included)."""
     state = get_state()
     cfg = state.app.config
     problems = 0
@@ -23,7 +24,6 @@ def check_command() -> None:
         ("PATRONLOCK_CLIENT_ID", "Log in / connect with Patreon"),
         ("PATRONLOCK_CLIENT_SECRET", "Log in / connect with Patreon"),
         ("PATRONLOCK_CAMPAIGN_ID", "matching members to this site"),
-        ("PATRONLOCK_CREATOR_ACCESS_TOKEN", "reconcile runs and webhooks"),
         ("PATRONLOCK_TOKEN_KEYS", "storing patrons' tokens"),
         ("PATRONLOCK_WEBHOOK_SECRETS", "verifying webhooks"),
     ):
@@ -34,6 +34,8 @@ def check_command() -> None:
             problems += 1
             click.echo(f"missing  {key}  (needed for {purpose})")
     missing, columns = schema_gaps(state.store.engine, state.tables)
+    if not missing:
+        problems += _check_creator_token(state)
     if missing:
         problems += 1
         click.echo(
@@ -49,6 +51,46 @@ def check_command() -> None:
         click.echo("ok       tables")
     if problems:
         raise SystemExit(1)
+
+
+def _check_creator_token(state: PatronLockState) -> int:
+    """Print the creator token's line(s) of ``check``; returns the number of problems."""
+    from .creator import get_creator_connection
+
+    cfg = state.app.config
+    connection = get_creator_connection(state)
+    problems = 0
+    if connection is not None and connection.needs_reauth:
+        when = f" on {connection.failed_at:%Y-%m-%d %H:%M} UTC" if connection.failed_at else ""
+        fix = (
+            "set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and PATRONLOCK_CREATOR_REFRESH_TOKEN, or connect the "
+            "creator account on the settings page (Setup)"
+            if connection.origin == "config"
+            else "connect the creator account again on the settings page (Setup)"
+        )
+        click.echo(
+            f"DEGRADED creator token: Patreon stopped accepting it{when} ({connection.failure or 'refused'}); "
+            f"runs cannot complete until you {fix}"
+        )
+        problems += 1
+    elif connection is not None:
+        where = "from the configuration" if connection.origin == "config" else "connected on the settings page"
+        click.echo(f"ok       creator token (stored, {where})")
+    elif cfg.get("PATRONLOCK_CREATOR_ACCESS_TOKEN") or cfg.get("PATRONLOCK_CREATOR_REFRESH_TOKEN"):
+        click.echo("ok       PATRONLOCK_CREATOR_ACCESS_TOKEN / PATRONLOCK_CREATOR_REFRESH_TOKEN")
+    else:
+        click.echo(
+            "missing  PATRONLOCK_CREATOR_ACCESS_TOKEN  (needed for reconcile runs and webhooks; or connect the "
+            "creator account on the settings page)"
+        )
+        problems += 1
+    if cfg.get("PATRONLOCK_CREATOR_REFRESH_TOKEN") and not cfg.get("PATRONLOCK_TOKEN_KEYS"):
+        click.echo(
+            "missing  PATRONLOCK_TOKEN_KEYS  (PATRONLOCK_CREATOR_REFRESH_TOKEN is set, but without a key the creator's "
+            "token cannot be stored, so it is never refreshed)"
+        )
+        problems += 1
+    return problems
 
 
 # -- reconcile runs and webhooks (issue 5) -----------------------------------------------------------------------------

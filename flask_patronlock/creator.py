@@ -1,20 +1,32 @@
-"""The creator's own Patreon connection, made on the settings page (issue 7).
+"""The creator's own Patreon connection: the token syncs and webhook re-fetches read the campaign with.
 
-The settings page lets the creator connect their Patreon account with the campaign scopes instead of pasting a token
-into the configuration. The tokens are kept in one ``patronlock_settings`` row (:data:`CREATOR_KEY`), encrypted at
-rest under ``PATRONLOCK_TOKEN_KEYS`` like patrons' tokens, and :meth:`PatronLockState.creator_client
-<flask_patronlock.PatronLockState.creator_client>` prefers them over ``PATRONLOCK_CREATOR_ACCESS_TOKEN``.
+It comes from one of two places, and is kept in one ``patronlock_settings`` row (:data:`CREATOR_KEY`), encrypted at
+rest under ``PATRONLOCK_TOKEN_KEYS`` like patrons' tokens:
 
-* :func:`save_creator_tokens` stores a fresh pair (and audits who connected which Patreon account);
-* :func:`creator_access_token` returns a usable access token, refreshing it first when it expires within five
-  minutes. Patreon's refresh tokens are single-use, so a refresh is serialized: the row is locked (``SELECT … FOR
-  UPDATE`` on PostgreSQL; the write transaction holds SQLite's lock) and read again, and if another worker rotated the
-  pair meanwhile its token is used. ``invalid_grant`` marks the connection as needing re-authorization (audited);
-* :func:`disconnect_creator` forgets the tokens;
-* :func:`rotate_creator_tokens` re-encrypts them under the first key (``flask patronlock rotate-keys`` calls it).
+* the settings page, where the creator connects their Patreon account with the campaign scopes
+  (:func:`save_creator_tokens`; ``origin="connect"``); it wins over the configuration;
+* the configuration: on first use, when ``PATRONLOCK_CREATOR_REFRESH_TOKEN`` is set and nothing is stored, the
+  configured pair (with ``PATRONLOCK_CREATOR_ACCESS_TOKEN``, if set) is stored (``origin="config"``). From then on the
+  stored pair wins, because Patreon rotates the refresh token on every refresh and the configured one is spent. A
+  configuration that changes its refresh token (new tokens pasted from Patreon's portal) is stored again.
 
-Tokens never leave this module except as the bearer string handed to the Patreon client; :class:`CreatorConnection`
-carries none, and nothing here logs one.
+:meth:`PatronLockState.creator_client <flask_patronlock.PatronLockState.creator_client>` hands every client of the
+creator's token :func:`refresh_creator_token`, so that:
+
+* a token expiring within five minutes is refreshed before use (:func:`creator_access_token`);
+* a 401 -- tokens die early -- is answered by one refresh and the request is sent again. Patreon's refresh tokens are
+  single-use, so a refresh is serialized (:func:`flask_patronlock.accounts.refresh_serialized`): the row is locked and
+  read again, and if another worker rotated the pair meanwhile its token is used, whatever the number of threads and
+  processes that saw the 401;
+* when Patreon refuses the refresh token (``invalid_grant``), or there is none (only
+  ``PATRONLOCK_CREATOR_ACCESS_TOKEN`` is configured), the connection is marked as needing re-authorization, with the
+  time and the reason: the site is **degraded**. It is audited, logged, sent as the ``creator-token-failed`` signal,
+  shown on the settings page's Setup checklist and by ``flask patronlock check``; runs stop being complete (so they
+  revoke nobody) until the creator connects again, which clears it.
+
+:func:`disconnect_creator` forgets the tokens; :func:`rotate_creator_tokens` re-encrypts them under the first key
+(``flask patronlock rotate-keys`` calls it). Tokens never leave this module except as the bearer string handed to the
+Patreon client; :class:`CreatorConnection` carries none, and nothing here logs one.
 """
 
 from __future__ import annotations
@@ -26,11 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 
-from .patreon.errors import InvalidGrant
+from . import signals
+from .errors import ConfigurationError
+from .patreon.errors import ReauthorizationRequired
+from .patreon.ratelimit import token_key
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from .accounts import StoredPair
     from .extension import PatronLockState
     from .patreon.types import TokenSet, UserSnapshot
 
@@ -41,6 +57,7 @@ __all__ = [
     "creator_access_token",
     "disconnect_creator",
     "get_creator_connection",
+    "refresh_creator_token",
     "rotate_creator_tokens",
     "save_creator_tokens",
 ]
@@ -53,8 +70,19 @@ CREATOR_KEY = "patronlock.creator"
 REFRESH_MARGIN = timedelta(minutes=5)
 
 
-class CreatorNeedsReauthorization(Exception):
-    """Patreon no longer accepts the stored creator tokens: the creator must connect again on the settings page."""
+class CreatorNeedsReauthorization(ReauthorizationRequired):
+    """Patreon no longer accepts the creator's tokens: the creator must connect again on the settings page (or, for
+    tokens from the configuration, configure new ones).
+
+    A :class:`~flask_patronlock.patreon.errors.PatreonError` (a 401 no refresh can fix), so a run or a webhook
+    re-fetch that meets it mid-way treats it like any answer it could not use.
+
+    :ivar origin: ``"connect"`` (the settings page's connection) or ``"config"``.
+    """
+
+    def __init__(self, message: str, *, origin: str = "connect") -> None:
+        super().__init__(message)
+        self.origin = origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +97,14 @@ class CreatorConnection:
     connected_at: datetime | None
     #: the local user (an admin) who connected it.
     connected_by: str | None
-    #: Patreon refused the refresh token: connect again.
+    #: Patreon refused the refresh token (or there is none): connect again. The site is degraded meanwhile.
     needs_reauth: bool
+    #: ``"connect"``: connected on the settings page; ``"config"``: stored from ``PATRONLOCK_CREATOR_*_TOKEN``.
+    origin: str = "connect"
+    #: when Patreon stopped accepting the connection (``None`` while it works).
+    failed_at: datetime | None = None
+    #: why: ``"invalid_grant"`` (the refresh token was refused) or ``"no_refresh_token"``.
+    failure: str | None = None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -78,7 +112,9 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _connection(value: Any) -> CreatorConnection | None:
-    if not isinstance(value, dict) or not value.get("access_token"):
+    if not isinstance(value, dict) or not (
+        value.get("access_token") or value.get("refresh_token") or value.get("needs_reauth")
+    ):
         return None
     return CreatorConnection(
         patreon_user_id=str(value.get("patreon_user_id") or ""),
@@ -89,6 +125,9 @@ def _connection(value: Any) -> CreatorConnection | None:
         connected_at=_parse_time(value.get("connected_at")),
         connected_by=value.get("connected_by") or None,
         needs_reauth=bool(value.get("needs_reauth")),
+        origin=str(value.get("origin") or "connect"),
+        failed_at=_parse_time(value.get("failed_at")),
+        failure=value.get("failure") or None,
     )
 
 
@@ -137,6 +176,7 @@ def save_creator_tokens(
         "connected_at": now.isoformat(),
         "connected_by": by,
         "needs_reauth": False,
+        "origin": "connect",
     }
     with state.store.transaction() as conn:
         _write(conn, state, value, by)
@@ -173,82 +213,193 @@ def disconnect_creator(state: PatronLockState, *, by: str | None) -> bool:
     return True
 
 
-def creator_access_token(state: PatronLockState, *, purpose: str = "reading the campaign") -> str | None:
-    """A usable access token from the creator's stored connection, refreshed first if it expires soon; ``None``
-    when the creator never connected on the settings page.
+def _configured(state: PatronLockState) -> tuple[str | None, str | None]:
+    cfg = state.app.config
+    return cfg.get("PATRONLOCK_CREATOR_ACCESS_TOKEN") or None, cfg.get("PATRONLOCK_CREATOR_REFRESH_TOKEN") or None
 
+
+def _current(state: PatronLockState) -> dict[str, Any] | None:
+    """The stored connection; first stored from the configuration when that holds a pair the store has not seen."""
+    with state.store.engine.connect() as conn:
+        value = _read(conn, state)
+    if value is not None and value.get("origin", "connect") != "config":
+        return value  # connected on the settings page: it wins over the configuration
+    access, refresh = _configured(state)
+    configured = refresh or access
+    if configured is None or (value is not None and value.get("seed") == token_key(configured)):
+        return value  # stored from this configuration before: the stored (rotated) pair wins
+    if refresh is None:
+        if value is not None:  # the configuration's access token changed: forget what the old one left
+            with state.store.transaction() as conn:
+                conn.execute(delete(state.tables.settings).where(state.tables.settings.c.key == CREATOR_KEY))
+        return None
+    try:
+        cipher = state.token_cipher()
+    except ConfigurationError:
+        log.warning("PATRONLOCK_CREATOR_REFRESH_TOKEN is set but PATRONLOCK_TOKEN_KEYS is not: the creator's token "
+                    "cannot be stored, so it is never refreshed")
+        return value
+    now = state.store.clock()
+    seeded = {
+        "patreon_user_id": "",
+        "full_name": "",
+        "email": None,
+        "access_token": cipher.encrypt(access).decode() if access else None,
+        "refresh_token": cipher.encrypt(refresh).decode(),
+        "token_expires_at": None,
+        "scope": "",
+        "connected_at": now.isoformat(),
+        "connected_by": None,
+        "needs_reauth": False,
+        "origin": "config",
+        "seed": token_key(refresh),
+    }
+    with state.store.transaction() as conn:
+        again = _read(conn, state, lock=True)
+        if again is not None and (again.get("origin", "connect") != "config" or again.get("seed") == seeded["seed"]):
+            return again  # another worker stored it (or the creator connected) meanwhile
+        _write(conn, state, seeded, None)
+        state.store.record_event(conn, "creator_connected", source="admin", detail={"origin": "config"})
+    return seeded
+
+
+def _needs_reauth(value: dict[str, Any]) -> CreatorNeedsReauthorization:
+    origin = str(value.get("origin") or "connect")
+    if origin == "config":
+        return CreatorNeedsReauthorization(
+            "Patreon no longer accepts the creator's token from PATRONLOCK_CREATOR_ACCESS_TOKEN / "
+            "PATRONLOCK_CREATOR_REFRESH_TOKEN",
+            origin=origin,
+        )
+    return CreatorNeedsReauthorization("the creator's Patreon connection needs to be connected again", origin=origin)
+
+
+def creator_access_token(
+    state: PatronLockState, *, purpose: str = "reading the campaign", rejected: str | None = None
+) -> str | None:
+    """A usable access token from the creator's stored connection, refreshed first if it expires soon; ``None``
+    when nothing is stored (then ``PATRONLOCK_CREATOR_ACCESS_TOKEN`` is the token, as it is).
+
+    :param rejected: a token Patreon just answered 401 to: refresh, unless the stored token is already another.
     :raises CreatorNeedsReauthorization: Patreon refused the stored refresh token (now or before).
     :raises flask_patronlock.TokenDecryptionError: no key of ``PATRONLOCK_TOKEN_KEYS`` opens the stored token.
     :raises PatreonError: the refresh failed for another reason (nothing was changed).
     """
-    with state.store.engine.connect() as conn:
-        value = _read(conn, state)
-    if value is None or not value.get("access_token"):
+    value = _current(state)
+    if value is None:
         return None
     if value.get("needs_reauth"):
-        raise CreatorNeedsReauthorization("the creator's Patreon connection needs to be connected again")
+        raise _needs_reauth(value)
+    if not (value.get("access_token") or value.get("refresh_token")):
+        return None
     cipher = state.token_cipher()
-    current = cipher.decrypt(value["access_token"].encode())
-    expires = _parse_time(value.get("token_expires_at"))
-    if expires is None or expires - state.store.clock() > REFRESH_MARGIN:
-        return current
+    current = cipher.decrypt(value["access_token"].encode()) if value.get("access_token") else None
+    if current is not None:
+        if rejected is not None and current != rejected:
+            return current  # someone already replaced the rejected token
+        expires = _parse_time(value.get("token_expires_at"))
+        if rejected is None and (expires is None or expires - state.store.clock() > REFRESH_MARGIN):
+            return current
     return _refresh(state, seen=current, purpose=purpose)
 
 
-def _refresh(state: PatronLockState, *, seen: str, purpose: str) -> str:
-    cipher = state.token_cipher()
-    failure: Exception | None = None
-    with state.store.transaction() as conn:
-        value = _read(conn, state, lock=True)
-        if value is None or not value.get("access_token"):
-            raise CreatorNeedsReauthorization("the creator's Patreon connection was removed meanwhile")
-        current = cipher.decrypt(value["access_token"].encode())
-        if current != seen:
-            return current  # another worker rotated the pair while we waited for the lock
-        refresh_token = cipher.decrypt(value["refresh_token"].encode()) if value.get("refresh_token") else None
-        tokens = None
-        if refresh_token is None:
-            failure = CreatorNeedsReauthorization("no refresh token is stored for the creator's connection")
-        else:
-            from .accounts import interactive_client
+def refresh_creator_token(state: PatronLockState, rejected: str, *, purpose: str = "reading the campaign") -> str:
+    """What a creator client does when Patreon answers 401 to ``rejected``: one serialized refresh (or the token
+    another worker refreshed meanwhile). A configured access token without a refresh token cannot be renewed: the
+    site is marked degraded.
 
-            client = interactive_client(state, purpose)
-            try:
-                tokens = client.refresh(refresh_token)
-            except InvalidGrant:
-                failure = CreatorNeedsReauthorization("Patreon refused the creator's refresh token (invalid_grant)")
-            finally:
-                client.close()
-        if tokens is None:
-            _write(conn, state, {**value, "needs_reauth": True}, value.get("connected_by"))
-            state.store.record_event(
-                conn,
-                "creator_needs_reauth",
-                source="admin",
-                patreon_user_id=value.get("patreon_user_id"),
-                detail={"reason": "invalid_grant" if refresh_token else "no_refresh_token"},
-            )
-            log.warning("the creator's Patreon connection needs to be connected again on the settings page")
+    :raises CreatorNeedsReauthorization: Patreon refused the refresh token, or there is none.
+    :raises PatreonError: the refresh failed for another reason (nothing was changed; the next call tries again).
+    """
+    token = creator_access_token(state, purpose=purpose, rejected=rejected)
+    if token is not None:
+        return token
+    # only PATRONLOCK_CREATOR_ACCESS_TOKEN, and Patreon refused it: remember that, until the configuration changes
+    value = {"origin": "config", "seed": token_key(rejected), "needs_reauth": True}
+    with state.store.transaction() as conn:
+        if _read(conn, state, lock=True) is None:
+            _mark_failed(conn, state, value, "no_refresh_token")
+            failed = True
         else:
-            _write(
-                conn,
-                state,
-                {
-                    **value,
-                    "access_token": cipher.encrypt(tokens.access_token).decode(),
-                    # Patreon always rotates; if an answer ever lacks a new refresh token, keep the one we have
-                    "refresh_token": cipher.encrypt(tokens.refresh_token).decode()
-                    if tokens.refresh_token
-                    else value.get("refresh_token"),
-                    "token_expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
-                    "scope": " ".join(tokens.scope) if tokens.scope else value.get("scope", ""),
-                },
-                value.get("connected_by"),
-            )
-    if failure is not None:
-        raise failure
-    assert tokens is not None
-    return tokens.access_token
+            failed = False
+    if failed:
+        _failed_signal(state, value)
+    raise _needs_reauth(value)
+
+
+def _mark_failed(conn: Connection, state: PatronLockState, value: dict[str, Any], why: str) -> None:
+    """Record in ``conn`` that Patreon stopped accepting the creator's connection (``value`` is updated)."""
+    value.update(needs_reauth=True, failed_at=state.store.clock().isoformat(), failure=why)
+    _write(conn, state, value, value.get("connected_by"))
+    state.store.record_event(
+        conn,
+        "creator_needs_reauth",
+        source="admin",
+        patreon_user_id=value.get("patreon_user_id") or None,
+        detail={"reason": why, "origin": value.get("origin", "connect")},
+    )
+    log.warning(
+        "Patreon stopped accepting the creator's token (%s): runs cannot complete until the creator connects again "
+        "on the settings page",
+        why,
+    )
+
+
+def _failed_signal(state: PatronLockState, value: dict[str, Any]) -> None:
+    signals.send_action(
+        signals.creator_token_failed,
+        state.app,
+        strict=state.store._strict_signals(),
+        reason=value["failure"],
+        failed_at=_parse_time(value["failed_at"]),
+        origin=value.get("origin", "connect"),
+    )
+
+
+def _refresh(state: PatronLockState, *, seen: str | None, purpose: str) -> str:
+    from .accounts import StoredPair, refresh_serialized
+
+    cipher = state.token_cipher()
+    locked: list[dict[str, Any]] = []
+    marked: list[bool] = []
+
+    def lock(conn: Connection) -> StoredPair:
+        value = _read(conn, state, lock=True)
+        if value is None or not (value.get("access_token") or value.get("refresh_token")):
+            raise CreatorNeedsReauthorization("the creator's Patreon connection was removed meanwhile")
+        if value.get("needs_reauth"):
+            raise _needs_reauth(value)  # another worker found it refused while we waited
+        locked.append(value)
+        return StoredPair(
+            cipher.decrypt(value["access_token"].encode()) if value.get("access_token") else None,
+            cipher.decrypt(value["refresh_token"].encode()) if value.get("refresh_token") else None,
+        )
+
+    def save(conn: Connection, tokens: TokenSet) -> None:
+        value = locked[0]
+        fresh = {
+            **value,
+            "access_token": cipher.encrypt(tokens.access_token).decode(),
+            # Patreon always rotates; if an answer ever lacks a new refresh token, keep the one we have
+            "refresh_token": cipher.encrypt(tokens.refresh_token).decode()
+            if tokens.refresh_token
+            else value.get("refresh_token"),
+            "token_expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
+            "scope": " ".join(tokens.scope) if tokens.scope else value.get("scope", ""),
+        }
+        _write(conn, state, fresh, value.get("connected_by"))
+
+    def fail(conn: Connection, why: str) -> Exception:
+        _mark_failed(conn, state, locked[0], why)
+        marked.append(True)
+        return _needs_reauth(locked[0])
+
+    try:
+        return refresh_serialized(state, seen=seen, purpose=purpose, lock=lock, save=save, fail=fail)
+    except CreatorNeedsReauthorization:
+        if marked:
+            _failed_signal(state, locked[0])  # this call found it refused: after the commit
+        raise
 
 
 def rotate_creator_tokens(state: PatronLockState) -> int:

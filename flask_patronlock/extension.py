@@ -15,6 +15,7 @@ from .crypto import TokenCipher
 from .errors import ConfigurationError
 from .locks import LockDeclarations
 from .models import Tables, tables_for
+from .pacing import Pacing
 from .settings import SettingsCache
 from .store import Store
 from .viewers import ViewerCache
@@ -49,9 +50,16 @@ class PatronLockState:
     #: this worker's viewer records (link + stored patron) by local user id, kept for at most
     #: ``PATRONLOCK_VIEWER_CACHE_SECONDS``.
     viewers: ViewerCache = field(init=False, repr=False)
+    #: how this app's Patreon calls are paced under Patreon's rate limits, across processes (:mod:`.pacing`).
+    pacing: Pacing = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         config = self.app.config
+        self.pacing = Pacing(
+            self.store,
+            shared=lambda: bool(config["PATRONLOCK_SHARED_RATE_LIMIT"]),
+            token_limit=lambda: int(config["PATRONLOCK_TOKEN_RATE_LIMIT"]),
+        )
         self.settings = SettingsCache(
             self.store,
             lambda: float(config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
@@ -72,7 +80,8 @@ class PatronLockState:
         return TokenCipher(keys)
 
     def client(self, *, access_token: str | None = None, purpose: str = "talking to Patreon") -> PatreonClient:
-        """A Patreon API client configured from the app's ``PATRONLOCK_*`` keys."""
+        """A Patreon API client configured from the app's ``PATRONLOCK_*`` keys, paced under the client limit
+        (:attr:`pacing`)."""
         cfg = self.app.config
         client_id = _config.require(cfg, "PATRONLOCK_CLIENT_ID", purpose)
         client_secret = _config.require(cfg, "PATRONLOCK_CLIENT_SECRET", purpose)
@@ -87,29 +96,38 @@ class PatronLockState:
             oauth_base=cfg["PATRONLOCK_OAUTH_BASE_URL"],
             timeout=(min(5.0, timeout), timeout),
             user_agent=cfg.get("PATRONLOCK_USER_AGENT"),
+            sleep=lambda seconds: self.pacing.sleep(seconds),
+            pacer=self.pacing.pacer(per_token=False),
         )
 
     def creator_client(self, purpose: str = "reading the campaign") -> PatreonClient:
-        """A client with the creator's access token (campaign members, webhooks): the one the creator connected on
-        the settings page (refreshed when it expires soon), else ``PATRONLOCK_CREATOR_ACCESS_TOKEN``.
+        """A client with the creator's access token (campaign members, webhooks): the stored one (connected on the
+        settings page, or stored from ``PATRONLOCK_CREATOR_REFRESH_TOKEN``), refreshed when it expires soon, else
+        ``PATRONLOCK_CREATOR_ACCESS_TOKEN``. A 401 is answered by one serialized refresh and the request sent again
+        (:func:`~flask_patronlock.creator.refresh_creator_token`); calls are paced under the per-token limit too.
 
-        :raises ConfigurationError: neither is there, or the stored connection needs connecting again and no token
-            is configured.
+        :raises ConfigurationError: neither is there, or Patreon no longer accepts the creator's tokens and no other
+            token is configured.
         """
-        from .creator import CreatorNeedsReauthorization, creator_access_token
+        from .creator import CreatorNeedsReauthorization, creator_access_token, refresh_creator_token
 
         try:
             token = creator_access_token(self, purpose=purpose)
         except CreatorNeedsReauthorization as exc:
-            if not self.app.config.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"):
+            # the configured token is a fallback for a refused settings-page connection, not for itself
+            if exc.origin == "config" or not self.app.config.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"):
                 raise ConfigurationError(
                     f"{exc}; {purpose} needs it. Connect the creator's Patreon account again on the settings page "
-                    "(Setup), or set PATRONLOCK_CREATOR_ACCESS_TOKEN."
+                    "(Setup), or set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and "
+                    "PATRONLOCK_CREATOR_REFRESH_TOKEN."
                 ) from None
             token = None
         if token is None:
             token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
-        return self.client(access_token=token, purpose=purpose)
+        client = self.client(access_token=token, purpose=purpose)
+        client.pacer = self.pacing.pacer(per_token=True)
+        client.token_refresher = lambda rejected: refresh_creator_token(self, rejected, purpose=purpose)
+        return client
 
     def campaign_id(self, purpose: str = "matching members to this site") -> str:
         """The campaign chosen on the settings page, else ``PATRONLOCK_CAMPAIGN_ID``.

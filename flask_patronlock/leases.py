@@ -17,13 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .errors import PatronLockError
 from .store import Store
 
-__all__ = ["Lease", "LeaseHeld", "default_holder"]
+__all__ = ["Lease", "LeaseHeld", "default_holder", "insert_if_absent"]
 
 
 class LeaseHeld(PatronLockError):
@@ -33,6 +33,19 @@ class LeaseHeld(PatronLockError):
         self.name, self.holder, self.expires_at = name, holder, expires_at
         until = f" until {expires_at.isoformat()}" if expires_at else ""
         super().__init__(f"lease {name!r} is held by {holder or 'another worker'}{until}")
+
+
+def insert_if_absent(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert the lease row ``values`` unless a row of that name exists, in one statement; whether it was inserted."""
+    dialect = conn.dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING
+        stmt = ins.values(**values).on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name)
+        return conn.execute(stmt).first() is not None
+    # other databases: insert only when absent, inside the transaction
+    exists = conn.execute(select(table.c.name).where(table.c.name == values["name"])).first()  # pragma: no cover
+    return not exists and bool(conn.execute(insert(table).values(**values)).rowcount)  # pragma: no cover
 
 
 def default_holder() -> str:
@@ -74,16 +87,7 @@ class Lease:
         now = self._now()
         values = {"name": self.name, "holder": self.holder, "acquired_at": now, "expires_at": now + self.ttl}
         with self.store.transaction() as conn:
-            dialect = conn.dialect.name
-            if dialect in ("postgresql", "sqlite"):
-                ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-                # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING
-                stmt = ins.values(**values).on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name)
-                inserted = int(conn.execute(stmt).first() is not None)
-            else:  # pragma: no cover - other databases: insert only when absent, inside the transaction
-                exists = conn.execute(select(table.c.name).where(table.c.name == self.name)).first()
-                inserted = 0 if exists else conn.execute(insert(table).values(**values)).rowcount
-            if inserted:
+            if insert_if_absent(conn, table, values):
                 return True
             taken = conn.execute(
                 update(table)

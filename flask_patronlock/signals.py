@@ -125,6 +125,16 @@ webhook_received: Signal = patronlock_signals.signal("webhook-received")
 #: (the :class:`flask_patronlock.store.ApplyResult`, or ``None``).
 webhook_processed: Signal = patronlock_signals.signal("webhook-processed")
 
+# -- the creator's token ---------------------------------------------------------------------------------------------
+
+#: Patreon stopped accepting the creator's token: a refresh was refused (``invalid_grant``), or a 401 came with no
+#: refresh token to renew it. Runs stop being complete (so they revoke nobody) and webhook deliveries wait for a
+#: working token until the creator connects again. Sent once, after the degraded state is committed.
+#: kwargs: ``reason`` (``"invalid_grant"`` or ``"no_refresh_token"``), ``failed_at`` (a datetime), ``origin``
+#: (``"connect"``: the settings page's connection; ``"config"``: the ``PATRONLOCK_CREATOR_*_TOKEN`` pair).
+creator_token_failed: Signal = patronlock_signals.signal("creator-token-failed")
+
+
 def _receiver_name(receiver: Any) -> str:
     module = getattr(receiver, "__module__", None) or "?"
     name = getattr(receiver, "__qualname__", None) or repr(receiver)

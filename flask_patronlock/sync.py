@@ -45,6 +45,7 @@ from .errors import PatronLockError
 from .extension import PatronLockState, get_state
 from .leases import Lease
 from .patreon.errors import PatreonError
+from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
 
 if TYPE_CHECKING:
@@ -152,6 +153,8 @@ def run_sync(
                 return RunResult(run_id=last.run_id, status="skipped", started_at=started)
         if client is None:
             client = state.creator_client("a reconcile run")
+            # a run has time: wait out a 429 of the per-token limit (at most its minute) rather than give up the run
+            client.max_backoff = max(client.max_backoff, TOKEN_LIMIT[1])
         try:
             return _Run(state, campaign_id, client, lease, trigger, progress).run()
         finally:

@@ -169,7 +169,7 @@ def test_a_refused_refresh_asks_the_creator_to_connect_again(site: AdminSite, pa
     again = get_creator_connection(site.state)
     assert again is not None and again.needs_reauth
     html = site.get(ADMIN_PREFIX + "/setup").get_data(as_text=True)
-    assert "no longer accepts the stored connection" in html and "Connect again" in html
+    assert "Patreon stopped accepting the site&#39;s connection on " in html and "Connect again" in html
 
 
 def test_sync_this_patron_now(site: AdminSite, patreon_sandbox: Any) -> None:

@@ -165,6 +165,12 @@ def _post_webhook(world: SyncWorld) -> None:
     assert response.status_code == 200
 
 
+def _run_with_a_dead_creator_token(world: SyncWorld) -> None:
+    """Patreon kills the configured creator token, and no refresh token is configured to renew it."""
+    world.sandbox.expire_creator_token()
+    assert run_sync(world.app).status == "incomplete"
+
+
 def _revocable(site: Site) -> None:
     _old_patron(site)
 
@@ -248,6 +254,15 @@ def _delivery_done(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
     return kwargs["outcome"] == "applied" and found is not None
 
 
+def _degraded_committed(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the degraded state is committed: a connection of its own reads it."""
+    from flask_patronlock.creator import CREATOR_KEY
+
+    s = get_state(world.app).tables.settings
+    row = _read_elsewhere(world.app, select(s.c.value).where(s.c.key == CREATOR_KEY))
+    return row is not None and row.value["needs_reauth"] and row.value["failure"] == kwargs["reason"]
+
+
 @dataclass(frozen=True)
 class Entry:
     """One signal: how to make it fire once, and what a receiver then gets."""
@@ -318,6 +333,9 @@ CATALOGUE: tuple[Entry, ...] = (
           _delivery_stored, "sync_world"),
     Entry(signals.webhook_processed, frozenset({"delivery_id", "event", "member_id", "outcome", "result"}), _nothing,
           _post_webhook, _delivery_done, "sync_world"),
+    # the creator's token
+    Entry(signals.creator_token_failed, frozenset({"reason", "failed_at", "origin"}), _nothing,
+          _run_with_a_dead_creator_token, _degraded_committed, "sync_world"),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,6 +94,13 @@ def _missing_scopes(scope: str) -> list[str]:
     return [s for s in wanted if s not in have]
 
 
+def _on_day(when: datetime | None, now: datetime) -> str:
+    """`` on 4 December`` (with the year when it is not this year's), or nothing without a date."""
+    if when is None:
+        return ""
+    return f" on {when.day} {when:%B}" + (f" {when.year}" if when.year != now.year else "")
+
+
 def checklist(*, live: bool = False) -> list[Step]:
     """The setup checklist, in order, from the configuration and the stored settings; ``live`` also asks Patreon
     about the webhook's health (cached for a minute per process)."""
@@ -126,7 +134,17 @@ def checklist(*, live: bool = False) -> list[Step]:
 
     connection = get_creator_connection(st)
     config_token = bool(cfg.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"))
-    if connection is not None and not connection.needs_reauth:
+    if connection is not None and not connection.needs_reauth and connection.origin == "config":
+        steps.append(
+            Step(
+                "creator",
+                "Creator account connected",
+                True,
+                "Using the creator's token from the app's configuration; the site renews it when Patreon asks.",
+                "Optional: connect your account here instead.",
+            )
+        )
+    elif connection is not None and not connection.needs_reauth:
         gaps = _missing_scopes(connection.scope)
         who = connection.full_name or connection.email or f"Patreon user {connection.patreon_user_id}"
         steps.append(
@@ -140,14 +158,25 @@ def checklist(*, live: bool = False) -> list[Step]:
             )
         )
     elif connection is not None:
+        fallback = config_token and connection.origin != "config"
         steps.append(
             Step(
                 "creator",
                 "Creator account connected",
                 False,
-                "Patreon no longer accepts the stored connection"
-                + (" (the configured PATRONLOCK_CREATOR_ACCESS_TOKEN is used meanwhile)." if config_token else "."),
-                "Connect your Patreon creator account again.",
+                f"Patreon stopped accepting the site's connection{_on_day(connection.failed_at, st.store.clock())}"
+                + (
+                    "; the token in PATRONLOCK_CREATOR_ACCESS_TOKEN is used meanwhile."
+                    if fallback
+                    else ". Until you reconnect, changes on Patreon do not reach this site, and nobody loses access "
+                    "because of it."
+                ),
+                "Reconnect the creator account here"
+                + (
+                    ", or set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and PATRONLOCK_CREATOR_REFRESH_TOKEN."
+                    if connection.origin == "config"
+                    else "."
+                ),
             )
         )
     else:

@@ -14,6 +14,13 @@ Behaviour worth knowing:
 * Requests that must not run twice (creating a webhook, exchanging a single-use code, spending a single-use refresh
   token) are retried only when Patreon surely did not process them: a 429, or a connection that was never made.
   Otherwise the error is raised and the caller decides (a refresh token is still usable if Patreon never saw it).
+* A 401 on a call made with the client's own token (no ``access_token=`` argument) is answered, when the client has
+  a ``token_refresher``, by asking it once for a fresh token and sending the request again with it; the client keeps
+  the fresh token for its next calls. What the refresher raises (:class:`ReauthorizationRequired` when the refresh
+  token is refused) is raised instead.
+* A ``pacer``, when given, is called with the bearer token before every API request (each attempt): how an app
+  paces its calls under Patreon's per-token limit (100 a minute) across processes. Token endpoint calls are paced by
+  ``rate_limiter`` only.
 * Nothing logs or raises tokens or secrets: debug logs carry method, path, status and elapsed time only, and error
   messages are scrubbed of every secret the client knows.
 """
@@ -47,6 +54,7 @@ from .errors import (
     PatreonAPIError,
     PatreonError,
     RateLimited,
+    ReauthorizationRequired,
     ServerError,
     TokenError,
     TransportError,
@@ -261,6 +269,9 @@ class PatreonClient:
     :param session: the ``requests.Session`` to send through (its adapters also carry the token calls). The client
         closes a session it created itself, never one passed in.
     :param sleep: how to wait between retries (inject a fake in tests).
+    :param token_refresher: called with the client's token when the API answers 401 to it; returns a fresh token to
+        send the request again with (once), or raises (see the module notes).
+    :param pacer: called with the bearer token before every API request (see the module notes).
     """
 
     def __init__(
@@ -279,6 +290,8 @@ class PatreonClient:
         rate_limiter: RateLimiter | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], object] = time.sleep,
+        token_refresher: Callable[[str], str] | None = None,
+        pacer: Callable[[str], object] | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -297,6 +310,8 @@ class PatreonClient:
         self._own_session = session is None
         self.session = session if session is not None else requests.Session()
         self._sleep = sleep
+        self.token_refresher = token_refresher
+        self.pacer = pacer
         #: HTTP requests sent by this client (every attempt counts, retries included).
         self.request_count = 0
         self._count_lock = threading.Lock()
@@ -477,11 +492,15 @@ class PatreonClient:
         *,
         idempotent: bool,
         secrets: tuple[str | None, ...],
+        pace: Callable[[], object] | None = None,
     ) -> T:
-        """Run ``attempt`` (one HTTP request) under the rate limiter, retrying as the module docstring says."""
+        """Run ``attempt`` (one HTTP request) under the rate limiter (and ``pace``), retrying as the module docstring
+        says."""
         retry = 0
         while True:
             self.rate_limiter.acquire()
+            if pace is not None:
+                pace()
             self._count()
             started = time.monotonic()
             cause: BaseException | None = None
@@ -577,6 +596,26 @@ class PatreonClient:
         token = access_token or self.access_token
         if not token:
             raise ValueError("no access token: pass access_token= to PatreonClient or to the call")
+        try:
+            return self._api_with(token, method, path, params, json_body)
+        except Unauthorized as exc:
+            if self.token_refresher is None or access_token is not None or isinstance(exc, ReauthorizationRequired):
+                raise
+            fresh = self.token_refresher(token)
+            if not fresh or fresh == token:
+                raise
+        if self.access_token == token:
+            self.access_token = fresh
+        return self._api_with(fresh, method, path, params, json_body)
+
+    def _api_with(
+        self,
+        token: str,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        json_body: Mapping[str, Any] | None,
+    ) -> Any:
         url = self.api_root + path
         headers = {"Authorization": f"Bearer {token}", "User-Agent": self.user_agent, "Accept": "application/json"}
         secrets = (token, self._client_secret)
@@ -593,7 +632,9 @@ class PatreonClient:
                 return None
             return load_json(content)
 
-        return self._call(method, url, attempt, idempotent=method != "POST", secrets=secrets)
+        pacer = self.pacer
+        pace = (lambda: pacer(token)) if pacer is not None else None
+        return self._call(method, url, attempt, idempotent=method != "POST", secrets=secrets, pace=pace)
 
     # -- API v2 --------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Everything the client or the parsers raise on purpose is a :class:`PatreonError`
         ├── TokenError            the OAuth token endpoint refused (``{"error": ...}``)
         │   └── InvalidGrant      the code or refresh token is dead: the user must connect again
         ├── Unauthorized          401 from the API: the access token is expired or revoked
+        │   └── ReauthorizationRequired  a 401 a refresh could not fix: someone must connect the account again
         ├── Forbidden             403: the token lacks a scope, or may not see this resource
         ├── NotFound              404
         ├── RateLimited           429, with ``retry_after`` seconds
@@ -33,6 +34,7 @@ __all__ = [
     "PatreonAPIError",
     "PatreonError",
     "RateLimited",
+    "ReauthorizationRequired",
     "ServerError",
     "TokenError",
     "TransportError",
@@ -162,6 +164,14 @@ class InvalidGrant(TokenError):
 
 class Unauthorized(PatreonAPIError):
     """401 from the API: the access token is expired or revoked (refresh it, or ask the user to connect again)."""
+
+
+class ReauthorizationRequired(Unauthorized):
+    """A 401 that refreshing the token could not fix: Patreon refused the refresh token (``invalid_grant``), or there
+    is none to spend. Nothing retries this away; a person must connect the Patreon account again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(401, message=message)
 
 
 class Forbidden(PatreonAPIError):

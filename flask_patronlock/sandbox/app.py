@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -176,6 +177,13 @@ def _before() -> Response | None:
     return None
 
 
+@blueprint.after_app_request
+def _after(response: Response) -> Response:
+    if request.path.startswith("/api/"):
+        get_sandbox().log_api(request.method, request.path, response.status_code)
+    return response
+
+
 def _bearer() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -185,9 +193,21 @@ def _bearer() -> str | None:
 
 
 def _auth(*scopes: str) -> Token:
-    token = get_sandbox().authenticate(_bearer())
+    sandbox = get_sandbox()
+    token = sandbox.authenticate(_bearer())
     if token is None:
         _abort(api_error(401, _UNAUTHORIZED_DETAIL))
+    wait = sandbox.take_token_call(token.access_token)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        _abort(
+            api_error(
+                429,
+                "You have made too many attempts. Please try again later.",
+                extra={"retry_after_seconds": seconds},
+                headers={"Retry-After": str(seconds)},
+            )
+        )
     missing = [s for s in scopes if s not in token.scopes]
     if missing:
         _abort(api_error(401, f"This token lacks the scope(s): {', '.join(missing)}."))

@@ -23,7 +23,10 @@ scenarios that replay the rarer ones are in :mod:`.scenarios`):
   listed as ``declined_patron`` ("Declined"), with nothing entitled and nothing to pay.
 * Tier changes take effect at once and charge nothing.
 * The creator's access token does not expire (real ones do, monthly; a sandbox whose clock jumps months would
-  otherwise lock its own tests out). Users' tokens expire after ``access_token_ttl`` seconds of sandbox time.
+  otherwise lock its own tests out), unless a test kills it early (:meth:`Sandbox.expire_creator_token`). Users'
+  tokens expire after ``access_token_ttl`` seconds of sandbox time.
+* Patreon's per-token limit (100 requests a minute) is off unless :meth:`Sandbox.limit_tokens` turns it on: tests
+  that make many requests fast would otherwise wait on real time.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import itertools
 import random
 import secrets
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -585,8 +589,15 @@ class Sandbox:
         #: active patrons per tier id and of the campaign, kept up to date on every change.
         self._tier_counts: dict[str, int] = {}
         self._patron_count = 0
-        #: :attr:`events` and :attr:`deliveries` keep the latest ``log_limit`` entries.
+        #: :attr:`events`, :attr:`deliveries` and :attr:`api_log` keep the latest ``log_limit`` entries.
         self.log_limit = 100_000
+        #: every ``/api/...`` request answered, in order: ``(method, path, status)`` (token calls included).
+        self.api_log: list[tuple[str, str, int]] = []
+        #: the per-token limit in force (:meth:`limit_tokens`): ``(max_calls, period)``, or ``None``: no limit.
+        self.token_rate_limit: tuple[int, float] | None = None
+        #: the clock of :meth:`limit_tokens` (seconds; real time unless a test injects its own).
+        self.rate_clock: Callable[[], float] = time.monotonic
+        self._token_calls: dict[str, deque[float]] = {}
 
         #: every ``members:*`` event fired, in order (also when no webhook listens).
         self.events: list[MemberEvent] = []
@@ -1699,6 +1710,58 @@ class Sandbox:
             token = self._tokens.pop(access_token, None)
             if token is not None:
                 self._refresh_tokens.pop(token.refresh_token, None)
+
+    def expire_creator_token(self) -> str:
+        """The creator's access token dies now, early (as real ones sometimes do): the API answers 401 to it, while
+        its refresh token still works. Returns the dead token."""
+        with self.lock:
+            self._tokens.pop(self.creator_access_token, None)
+            return self.creator_access_token
+
+    def revoke_creator_refresh_token(self) -> None:
+        """Patreon stops accepting the creator's refresh token: refreshing it answers ``invalid_grant``."""
+        with self.lock:
+            self._refresh_tokens.pop(self.creator_refresh_token, None)
+
+    def limit_tokens(
+        self, max_calls: int = 100, period: float = 60.0, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        """Limit every access token to ``max_calls`` API requests per ``period`` seconds, as Patreon does (100 a
+        minute): a request over the limit answers 429 with ``retry_after_seconds`` and ``Retry-After`` saying when
+        the token's oldest counted request leaves the window. Off by default.
+
+        :param clock: seconds, for the window (default real time; tests pass the fake clock their client sleeps on).
+        """
+        if max_calls < 1 or period <= 0:
+            raise SandboxError("max_calls must be >= 1 and period positive")
+        with self.lock:
+            self.token_rate_limit = (max_calls, period)
+            if clock is not None:
+                self.rate_clock = clock
+            self._token_calls.clear()
+
+    def take_token_call(self, access_token: str) -> float:
+        """Count one API request of ``access_token`` against :meth:`limit_tokens`: ``0.0`` when it may go, else the
+        seconds until it may (nothing counted)."""
+        with self.lock:
+            if self.token_rate_limit is None:
+                return 0.0
+            max_calls, period = self.token_rate_limit
+            now = self.rate_clock()
+            calls = self._token_calls.setdefault(access_token, deque())
+            while calls and calls[0] + period <= now:
+                calls.popleft()
+            if len(calls) >= max_calls:
+                return calls[0] + period - now
+            calls.append(now)
+            return 0.0
+
+    def log_api(self, method: str, path: str, status: int) -> None:
+        """Record an answered ``/api/...`` request in :attr:`api_log`."""
+        with self.lock:
+            self.api_log.append((method, path, status))
+            if len(self.api_log) > self.log_limit:
+                del self.api_log[: len(self.api_log) - self.log_limit]
 
     def create_code(
         self,
