@@ -7,14 +7,13 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
-from sync_helpers import access_of, count, sandbox_app, set_policy, sync
+from sync_helpers import access_of, count, sandbox_app, set_policy, sync, webhook_app
 
 from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.signatures import sign
@@ -26,13 +25,7 @@ URL = "/patreon/webhook"
 
 @pytest.fixture
 def sb_app(make_app: Callable[..., Flask], patreon_sandbox: Sandbox) -> Flask:
-    app = sandbox_app(make_app, patreon_sandbox)
-    client = app.test_client()
-    patreon_sandbox.add_webhook("http://site.test" + URL)
-    patreon_sandbox.transport = lambda uri, headers, body: client.post(
-        urlsplit(uri).path, data=body, headers=headers
-    ).status_code
-    return app
+    return webhook_app(make_app, patreon_sandbox, URL)
 
 
 def post(app: Flask, body: bytes, event: str = "members:update", secret: str | None = None, **headers: str) -> Any:
