@@ -7,7 +7,7 @@ from flask.cli import AppGroup
 
 from . import config as _config
 from .errors import ConfigurationError
-from .extension import get_state
+from .extension import PatronLockState, get_state
 from .models import schema_gaps
 
 patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
@@ -15,7 +15,10 @@ patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons,
 
 @patronlock_cli.command("check")
 def check_command() -> None:
-    """Say which configuration is missing and whether the tables exist."""
+    """Say which configuration is missing or invalid, whether the tables exist, and whether a secret is stored in the
+    clear."""
+    from .webhooks import webhook_secret_in_clear
+
     state = get_state()
     cfg = state.app.config
     problems = 0
@@ -24,7 +27,6 @@ def check_command() -> None:
         ("PATRONLOCK_CLIENT_SECRET", "Log in / connect with Patreon"),
         ("PATRONLOCK_CAMPAIGN_ID", "matching members to this site"),
         ("PATRONLOCK_CREATOR_ACCESS_TOKEN", "reconcile runs and webhooks"),
-        ("PATRONLOCK_TOKEN_KEYS", "storing patrons' tokens"),
         ("PATRONLOCK_WEBHOOK_SECRETS", "verifying webhooks"),
     ):
         try:
@@ -33,6 +35,7 @@ def check_command() -> None:
         except ConfigurationError:
             problems += 1
             click.echo(f"missing  {key}  (needed for {purpose})")
+    problems += _check_token_keys(state)
     missing, columns = schema_gaps(state.store.engine, state.tables)
     if missing:
         problems += 1
@@ -47,8 +50,33 @@ def check_command() -> None:
         )
     if not missing and not columns:
         click.echo("ok       tables")
+        if webhook_secret_in_clear(state):
+            problems += 1
+            click.echo(
+                "clear    the registered webhook's secret is stored in the clear (registered before any key was "
+                "set): run `flask patronlock rotate-keys` to encrypt it"
+            )
     if problems:
         raise SystemExit(1)
+
+
+def _check_token_keys(state: PatronLockState) -> int:
+    """Report ``PATRONLOCK_TOKEN_KEYS``: missing, invalid or ok; how many problems."""
+    from .crypto import NEW_KEY_COMMAND
+
+    problems = 0
+    purpose = "encrypting patrons' and the creator's Patreon tokens and the webhook's secret"
+    if not state.app.config.get("PATRONLOCK_TOKEN_KEYS"):
+        problems += 1
+        click.echo(f"missing  PATRONLOCK_TOKEN_KEYS  (needed for {purpose}; make a key with `{NEW_KEY_COMMAND}`)")
+    else:
+        try:
+            state.token_cipher()
+            click.echo("ok       PATRONLOCK_TOKEN_KEYS")
+        except ConfigurationError as exc:
+            problems += 1
+            click.echo(f"invalid  PATRONLOCK_TOKEN_KEYS  ({exc})")
+    return problems
 
 
 # -- reconcile runs and webhooks (issue 5) -----------------------------------------------------------------------------
@@ -153,17 +181,17 @@ def webhooks_register_command(url: str) -> None:
     from .webhooks import register_webhook
 
     try:
-        webhook, action, encrypted = register_webhook(get_state(), url)
+        webhook, action, secret_stored = register_webhook(get_state(), url)
+    except ConfigurationError as exc:
+        click.echo(f"{exc} Nothing was registered.", err=True)
+        raise SystemExit(1) from None
     except PatreonError as exc:
         click.echo(f"Patreon refused: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"webhook {webhook.id} {action}: {webhook.uri}")
     click.echo(f"triggers: {', '.join(webhook.triggers)}")
-    if webhook.secret:
-        click.echo(
-            "secret stored " + ("(encrypted with PATRONLOCK_TOKEN_KEYS)" if encrypted else
-                                "in plain text: set PATRONLOCK_TOKEN_KEYS to encrypt it at rest")
-        )
+    if secret_stored:
+        click.echo("secret stored (encrypted with PATRONLOCK_TOKEN_KEYS)")
 
 
 @webhooks_command.command("status")

@@ -56,6 +56,7 @@ __all__ = [
     "process_delivery",
     "register_webhook",
     "stored_webhook",
+    "webhook_secret_in_clear",
     "webhook_secrets",
 ]
 
@@ -281,16 +282,19 @@ def webhook_secrets(state: PatronLockState) -> list[str]:
     return [s for s in secrets if s]
 
 
+#: what needs a token key when a webhook is registered (named by the error when none is set).
+_STORING_THE_SECRET = "registering the webhook (its secret is stored)"
+
+
 def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
-    """Store the webhook's id, URI and secret (encrypted when token keys are configured); whether it is encrypted."""
+    """Store the webhook's id, URI and secret, encrypted; whether there was a secret to store.
+
+    :raises ConfigurationError: ``PATRONLOCK_TOKEN_KEYS`` is empty or invalid (nothing is stored: a secret is never
+        kept in the clear).
+    """
     value: dict[str, Any] = {"id": webhook.id, "uri": webhook.uri}
-    encrypted = False
     if webhook.secret:
-        if _config.as_list(state.app.config.get("PATRONLOCK_TOKEN_KEYS"), "PATRONLOCK_TOKEN_KEYS"):
-            value["secret_encrypted"] = state.token_cipher().encrypt(webhook.secret).decode()
-            encrypted = True
-        else:
-            value["secret"] = webhook.secret
+        value["secret_encrypted"] = state.token_cipher(_STORING_THE_SECRET).encrypt(webhook.secret).decode()
     table = state.tables.settings
     now = state.store.clock()
     with state.store.transaction() as conn:
@@ -300,7 +304,16 @@ def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
         if not updated:
             conn.execute(insert(table).values(key=WEBHOOK_SETTING_KEY, value=value, version=0, updated_at=now))
     _secret_cache.pop(id(state), None)
-    return encrypted
+    return "secret_encrypted" in value
+
+
+def webhook_secret_in_clear(state: PatronLockState) -> bool:
+    """Whether the registered webhook's secret is stored in the clear (an earlier version did so when no token key
+    was set); ``flask patronlock rotate-keys`` encrypts it, and ``flask patronlock check`` reports it."""
+    table = state.tables.settings
+    with state.store.engine.connect() as conn:
+        value = conn.execute(select(table.c.value).where(table.c.key == WEBHOOK_SETTING_KEY)).scalar()
+    return isinstance(value, dict) and bool(value.get("secret"))
 
 
 def rotate_webhook_secret(state: PatronLockState) -> bool:
@@ -330,10 +343,14 @@ def rotate_webhook_secret(state: PatronLockState) -> bool:
 
 def register_webhook(state: PatronLockState, url: str) -> tuple[WebhookSnapshot, str, bool]:
     """Create the campaign's webhook for ``url`` with every ``members:*`` trigger, or update the one this client
-    registered before (same URI, or the one ``register`` stored), and store its secret.
+    registered before (same URI, or the one ``register`` stored), and store its secret, encrypted.
 
-    :returns: ``(webhook, "created" | "updated", secret_encrypted)``.
+    :returns: ``(webhook, "created" | "updated", secret_stored)``; ``secret_stored`` is false only when Patreon
+        returned no secret.
+    :raises ConfigurationError: ``PATRONLOCK_TOKEN_KEYS`` is empty or invalid, or the campaign or the creator's token
+        is not configured; raised before Patreon is asked, so nothing is registered and nothing stored.
     """
+    state.token_cipher(_STORING_THE_SECRET)  # the secret is only ever stored encrypted: refuse before Patreon
     campaign_id = state.campaign_id("registering the webhook")
     with state.creator_client("registering the webhook") as client:
         existing = [w for w in client.webhooks() if w.campaign_id in (None, campaign_id)]
