@@ -15,8 +15,11 @@ patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons,
 
 @patronlock_cli.command("check")
 def check_command() -> None:
-    """Say which configuration is missing, whether the tables exist, and whether Patreon still accepts the creator's
-    token. Exit status 1 when anything needs fixing (a degraded creator token included)."""
+    """Say which configuration is missing or invalid, whether the tables exist, whether a secret is stored in the
+    clear, and whether Patreon still accepts the creator's token. Exit status 1 when anything needs fixing (a degraded
+    creator token included)."""
+    from .webhooks import webhook_secret_in_clear
+
     state = get_state()
     cfg = state.app.config
     problems = 0
@@ -24,7 +27,6 @@ def check_command() -> None:
         ("PATRONLOCK_CLIENT_ID", "Log in / connect with Patreon"),
         ("PATRONLOCK_CLIENT_SECRET", "Log in / connect with Patreon"),
         ("PATRONLOCK_CAMPAIGN_ID", "matching members to this site"),
-        ("PATRONLOCK_TOKEN_KEYS", "storing patrons' tokens"),
         ("PATRONLOCK_WEBHOOK_SECRETS", "verifying webhooks"),
     ):
         try:
@@ -33,6 +35,7 @@ def check_command() -> None:
         except ConfigurationError:
             problems += 1
             click.echo(f"missing  {key}  (needed for {purpose})")
+    problems += _check_token_keys(state)
     missing, columns = schema_gaps(state.store.engine, state.tables)
     if not missing:
         problems += _check_creator_token(state)
@@ -49,6 +52,12 @@ def check_command() -> None:
         )
     if not missing and not columns:
         click.echo("ok       tables")
+        if webhook_secret_in_clear(state):
+            problems += 1
+            click.echo(
+                "clear    the registered webhook's secret is stored in the clear (registered before any key was "
+                "set): run `flask patronlock rotate-keys` to encrypt it"
+            )
     if problems:
         raise SystemExit(1)
 
@@ -84,12 +93,27 @@ def _check_creator_token(state: PatronLockState) -> int:
             "creator account on the settings page)"
         )
         problems += 1
-    if cfg.get("PATRONLOCK_CREATOR_REFRESH_TOKEN") and not cfg.get("PATRONLOCK_TOKEN_KEYS"):
-        click.echo(
-            "missing  PATRONLOCK_TOKEN_KEYS  (PATRONLOCK_CREATOR_REFRESH_TOKEN is set, but without a key the creator's "
-            "token cannot be stored, so it is never refreshed)"
-        )
+    # a missing PATRONLOCK_TOKEN_KEYS (without which a configured refresh token is never stored, so never used) is
+    # reported once, by _check_token_keys
+    return problems
+
+
+def _check_token_keys(state: PatronLockState) -> int:
+    """Report ``PATRONLOCK_TOKEN_KEYS``: missing, invalid or ok; how many problems."""
+    from .crypto import NEW_KEY_COMMAND
+
+    problems = 0
+    purpose = "encrypting patrons' and the creator's Patreon tokens and the webhook's secret"
+    if not state.app.config.get("PATRONLOCK_TOKEN_KEYS"):
         problems += 1
+        click.echo(f"missing  PATRONLOCK_TOKEN_KEYS  (needed for {purpose}; make a key with `{NEW_KEY_COMMAND}`)")
+    else:
+        try:
+            state.token_cipher()
+            click.echo("ok       PATRONLOCK_TOKEN_KEYS")
+        except ConfigurationError as exc:
+            problems += 1
+            click.echo(f"invalid  PATRONLOCK_TOKEN_KEYS  ({exc})")
     return problems
 
 
@@ -195,17 +219,17 @@ def webhooks_register_command(url: str) -> None:
     from .webhooks import register_webhook
 
     try:
-        webhook, action, encrypted = register_webhook(get_state(), url)
+        webhook, action, secret_stored = register_webhook(get_state(), url)
+    except ConfigurationError as exc:
+        click.echo(f"{exc} Nothing was registered.", err=True)
+        raise SystemExit(1) from None
     except PatreonError as exc:
         click.echo(f"Patreon refused: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"webhook {webhook.id} {action}: {webhook.uri}")
     click.echo(f"triggers: {', '.join(webhook.triggers)}")
-    if webhook.secret:
-        click.echo(
-            "secret stored " + ("(encrypted with PATRONLOCK_TOKEN_KEYS)" if encrypted else
-                                "in plain text: set PATRONLOCK_TOKEN_KEYS to encrypt it at rest")
-        )
+    if secret_stored:
+        click.echo("secret stored (encrypted with PATRONLOCK_TOKEN_KEYS)")
 
 
 @webhooks_command.command("status")

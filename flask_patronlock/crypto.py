@@ -8,25 +8,31 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from .errors import ConfigurationError, TokenDecryptionError
 
+#: the shell command that prints a new key for ``PATRONLOCK_TOKEN_KEYS``.
+NEW_KEY_COMMAND = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+
 
 class TokenCipher:
-    """Encrypts and decrypts OAuth tokens. Add a new key at the *front* of the list, run
+    """Encrypts and decrypts OAuth tokens and the webhook's secret. Add a new key at the *front* of the list, run
     ``flask patronlock rotate-keys``, then drop the old key.
 
+    :param purpose: what needs the key, for the error's message ("storing Patreon tokens").
     :raises ConfigurationError: when no key is configured or a key is not a valid Fernet key.
     """
 
-    def __init__(self, keys: Sequence[str | bytes]) -> None:
+    def __init__(self, keys: Sequence[str | bytes], *, purpose: str = "storing Patreon tokens") -> None:
         if not keys:
             raise ConfigurationError(
-                "PATRONLOCK_TOKEN_KEYS is empty, but storing Patreon tokens needs at least one key. Generate one with "
-                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+                f"PATRONLOCK_TOKEN_KEYS is empty, but {purpose} needs a key: secrets are only ever stored encrypted. "
+                f"Make a key with `{NEW_KEY_COMMAND}`, set PATRONLOCK_TOKEN_KEYS to a list holding it, and restart "
+                "the app."
             )
         try:
             self._fernet = MultiFernet([Fernet(k) for k in keys])
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(
-                "PATRONLOCK_TOKEN_KEYS holds a value that is not a Fernet key (32 url-safe base64-encoded bytes)"
+                "PATRONLOCK_TOKEN_KEYS holds a value that is not a Fernet key (32 url-safe base64-encoded bytes); "
+                f"make one with `{NEW_KEY_COMMAND}`"
             ) from exc
 
     def encrypt(self, token: str) -> bytes:

@@ -74,10 +74,14 @@ class PatronLockState:
         )
         self.addons = AddonRegistry(self)
 
-    def token_cipher(self) -> TokenCipher:
-        """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart)."""
+    def token_cipher(self, purpose: str = "storing Patreon tokens") -> TokenCipher:
+        """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart).
+
+        :param purpose: what needs it, named by the error when no key is set.
+        :raises ConfigurationError: no key is set, or one is not a Fernet key.
+        """
         keys = _config.as_list(self.app.config.get("PATRONLOCK_TOKEN_KEYS"), "PATRONLOCK_TOKEN_KEYS")
-        return TokenCipher(keys)
+        return TokenCipher(keys, purpose=purpose)
 
     def client(self, *, access_token: str | None = None, purpose: str = "talking to Patreon") -> PatreonClient:
         """A Patreon API client configured from the app's ``PATRONLOCK_*`` keys, paced under the client limit

@@ -1124,10 +1124,13 @@ class Store:
             )
         return results
 
-    def apply_if_not_older(self, snapshot: MemberSnapshot, *, source: str, observed_at: datetime) -> ApplyResult:
+    def apply_if_not_older(
+        self, snapshot: MemberSnapshot, *, source: str, observed_at: datetime, defer_revocations: bool = False
+    ) -> ApplyResult:
         """Apply a snapshot of unknown age (a webhook payload while the API is unreachable) only where it is not older
         than the stored state by its own dates: a later last charge, more lifetime support or a later pledge start
-        stored means the payload is older (``outcome="stale"``). Then as :meth:`apply` with ``observed_at``."""
+        stored means the payload is older (``outcome="stale"``). Then as :meth:`apply` with ``observed_at`` (and
+        ``defer_revocations``: a payload that would take access away writes nothing, ``outcome="deferred"``)."""
         if observed_at.tzinfo is None:
             raise ValueError("observed_at must be timezone-aware")
         with self.transaction() as conn:
@@ -1135,7 +1138,12 @@ class Store:
             if stored is not None and _older_than_stored(snapshot, stored):
                 return ApplyResult(snapshot.member_id, "stale", stored, stored)
             results = self._apply_locked(
-                conn, [snapshot], source=source, observed_at=observed_at.astimezone(UTC), run_id=None
+                conn,
+                [snapshot],
+                source=source,
+                observed_at=observed_at.astimezone(UTC),
+                run_id=None,
+                defer_revocations=defer_revocations,
             )
         self._send(results, source=source, run_id=None)
         return results[0]

@@ -59,6 +59,8 @@ log = logging.getLogger("flask_patronlock.views")
 blueprint = Blueprint("patronlock", __name__, template_folder="templates")
 
 PROBLEM_TEMPLATE = "patronlock/connect/problem.html"
+#: what needs a token key when a patron connects (named by the error when none is set).
+_STORING_TOKENS = "storing a patron's Patreon connection"
 STATUS_TEMPLATE = "patronlock/connect/status.html"
 
 
@@ -74,6 +76,8 @@ class ConnectProblem(HTTPException):
     :ivar next_steps: what the visitor can do now.
     :ivar actions: ``(label, url)`` links to offer (try again, log in, ...).
     :ivar retry_after: seconds, sent as ``Retry-After`` when set.
+    :ivar owner_details: what the site's owner must fix, shown folded away under "For the site's owner" (never a
+        secret or a trace).
     """
 
     code = 400
@@ -88,6 +92,7 @@ class ConnectProblem(HTTPException):
         code: int | None = None,
         actions: tuple[tuple[str, str], ...] = (),
         retry_after: float | None = None,
+        owner_details: str = "",
     ) -> None:
         super().__init__(description)
         if code is not None:
@@ -97,6 +102,7 @@ class ConnectProblem(HTTPException):
         self.next_steps = next_steps
         self.actions = actions
         self.retry_after = retry_after
+        self.owner_details = owner_details
 
     @property
     def name(self) -> str:
@@ -137,6 +143,22 @@ def _state_problem(kind: str) -> ConnectProblem:
         "Start again from this site (allow cookies for it), and finish on Patreon within 10 minutes.",
         actions=(("Start again", url_for("patronlock.status")),),
     )
+
+
+@blueprint.errorhandler(ConfigurationError)
+def _not_configured(exc: ConfigurationError) -> Response:
+    """A setting the views need is missing or invalid (no token keys, no redirect URI, no client id ...): a page that
+    tells the visitor nothing was changed and whom to tell, the fix folded away for the owner, and the log says it
+    too. Not a bare 500."""
+    log.error("connecting with Patreon is not configured: %s", exc)
+    return ConnectProblem(
+        "not_configured",
+        "Connecting Patreon isn't set up on this site yet",
+        "This site can't connect Patreon accounts until its owner finishes setting it up. Nothing was changed.",
+        "Please tell the site's owner; connecting with Patreon will work once they have.",
+        code=500,
+        owner_details=str(exc) + " Run `flask patronlock check` to see everything that is missing.",
+    ).get_response()
 
 
 def _patreon_problem(exc: PatreonError, flow: str, next_url: str | None) -> ConnectProblem:
@@ -389,8 +411,10 @@ def _template_globals() -> dict[str, Any]:
 def _authorize(flow: oauth.Flow, next_url: str | None, user_id: str | None) -> ResponseReturnValue:
     state = _state()
     cfg = state.app.config
-    # configuration errors (no redirect URI, no client id) surface before anything is remembered in the session
+    # configuration errors (no redirect URI, no client id, no key to store the tokens with) surface before anything is
+    # remembered in the session, and before the visitor is sent to Patreon for nothing
     redirect_uri = oauth.redirect_uri(state.app)
+    state.token_cipher(_STORING_TOKENS)
     client = state.client(purpose="connecting with Patreon")
     oauth_state, challenge = oauth.begin_flow(
         flow, next_url=next_url, user_id=user_id, now=_now(), pkce=bool(cfg["PATRONLOCK_USE_PKCE"])
@@ -489,6 +513,7 @@ def callback() -> ResponseReturnValue:
                 actions=(("Connect Patreon", url_for("patronlock.connect")),),
             )
 
+    state.token_cipher(_STORING_TOKENS)  # the keys may have gone since the start: refuse before the code is spent
     client = interactive_client(state, "connecting with Patreon")
     try:
         tokens = client.exchange_code(code, oauth.redirect_uri(state.app), flow.code_verifier)

@@ -14,8 +14,11 @@ The route (``POST {PATRONLOCK_URL_PREFIX}/webhook``, blueprint ``patronlock_webh
 
 Processing (:func:`process_delivery`) treats the delivery as a hint: it re-fetches the member from the API and
 applies *that* (``source="webhook"``), so a replayed, duplicated or out-of-order delivery cannot roll anyone back.
-When the API cannot be reached, the payload is applied only where it is not older than what is stored
-(:meth:`~flask_patronlock.store.Store.apply_if_not_older`) and the delivery is retried later with a growing wait.
+A delete (``members:pledge:delete``, ``members:delete``) for a patron the API no longer returns, or no longer lists as
+pledging, ends the pledge (``former_patron``; the cancel policy says how access ends), whatever the payload still
+says. When the API cannot be reached, the payload is applied only where it is not older than what is stored
+(:meth:`~flask_patronlock.store.Store.apply_if_not_older`) and never to take access away, and the delivery is retried
+later with a growing wait.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from .patreon.errors import MalformedDocument, NotFound, PatreonAPIError, Patreo
 from .patreon.jsonapi import parse_member_document
 from .patreon.signatures import SIGNATURE_HEADER, verify_signature
 from .patreon.types import MEMBER_TRIGGERS, MemberSnapshot, WebhookSnapshot
-from .store import ApplyResult, begin_immediate, sqlite_write_lock
+from .patron import Patron
+from .store import ApplyResult, _older_than_stored, begin_immediate, sqlite_write_lock
 
 __all__ = [
+    "DELETE_TRIGGERS",
     "EVENT_HEADER",
     "MEMBER_TRIGGERS",
     "ProcessOutcome",
@@ -51,6 +56,7 @@ __all__ = [
     "process_delivery",
     "register_webhook",
     "stored_webhook",
+    "webhook_secret_in_clear",
     "webhook_secrets",
 ]
 
@@ -276,16 +282,19 @@ def webhook_secrets(state: PatronLockState) -> list[str]:
     return [s for s in secrets if s]
 
 
+#: what needs a token key when a webhook is registered (named by the error when none is set).
+_STORING_THE_SECRET = "registering the webhook (its secret is stored)"
+
+
 def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
-    """Store the webhook's id, URI and secret (encrypted when token keys are configured); whether it is encrypted."""
+    """Store the webhook's id, URI and secret, encrypted; whether there was a secret to store.
+
+    :raises ConfigurationError: ``PATRONLOCK_TOKEN_KEYS`` is empty or invalid (nothing is stored: a secret is never
+        kept in the clear).
+    """
     value: dict[str, Any] = {"id": webhook.id, "uri": webhook.uri}
-    encrypted = False
     if webhook.secret:
-        if _config.as_list(state.app.config.get("PATRONLOCK_TOKEN_KEYS"), "PATRONLOCK_TOKEN_KEYS"):
-            value["secret_encrypted"] = state.token_cipher().encrypt(webhook.secret).decode()
-            encrypted = True
-        else:
-            value["secret"] = webhook.secret
+        value["secret_encrypted"] = state.token_cipher(_STORING_THE_SECRET).encrypt(webhook.secret).decode()
     table = state.tables.settings
     now = state.store.clock()
     with state.store.transaction() as conn:
@@ -295,7 +304,16 @@ def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
         if not updated:
             conn.execute(insert(table).values(key=WEBHOOK_SETTING_KEY, value=value, version=0, updated_at=now))
     _secret_cache.pop(id(state), None)
-    return encrypted
+    return "secret_encrypted" in value
+
+
+def webhook_secret_in_clear(state: PatronLockState) -> bool:
+    """Whether the registered webhook's secret is stored in the clear (an earlier version did so when no token key
+    was set); ``flask patronlock rotate-keys`` encrypts it, and ``flask patronlock check`` reports it."""
+    table = state.tables.settings
+    with state.store.engine.connect() as conn:
+        value = conn.execute(select(table.c.value).where(table.c.key == WEBHOOK_SETTING_KEY)).scalar()
+    return isinstance(value, dict) and bool(value.get("secret"))
 
 
 def rotate_webhook_secret(state: PatronLockState) -> bool:
@@ -325,10 +343,14 @@ def rotate_webhook_secret(state: PatronLockState) -> bool:
 
 def register_webhook(state: PatronLockState, url: str) -> tuple[WebhookSnapshot, str, bool]:
     """Create the campaign's webhook for ``url`` with every ``members:*`` trigger, or update the one this client
-    registered before (same URI, or the one ``register`` stored), and store its secret.
+    registered before (same URI, or the one ``register`` stored), and store its secret, encrypted.
 
-    :returns: ``(webhook, "created" | "updated", secret_encrypted)``.
+    :returns: ``(webhook, "created" | "updated", secret_stored)``; ``secret_stored`` is false only when Patreon
+        returned no secret.
+    :raises ConfigurationError: ``PATRONLOCK_TOKEN_KEYS`` is empty or invalid, or the campaign or the creator's token
+        is not configured; raised before Patreon is asked, so nothing is registered and nothing stored.
     """
+    state.token_cipher(_STORING_THE_SECRET)  # the secret is only ever stored encrypted: refuse before Patreon
     campaign_id = state.campaign_id("registering the webhook")
     with state.creator_client("registering the webhook") as client:
         existing = [w for w in client.webhooks() if w.campaign_id in (None, campaign_id)]
@@ -369,9 +391,10 @@ class ProcessOutcome:
     """What :func:`process_delivery` did."""
 
     delivery_id: int
-    #: ``applied`` (re-fetched, or the member is gone and the payload was applied), ``fallback`` (the API was
-    #: unreachable: payload applied where not older; retry scheduled), ``failed`` (gave up), ``skipped`` (already
-    #: processed or claimed by another worker).
+    #: ``applied`` (re-fetched and applied, or a deleted patron's pledge ended), ``ignored`` (another campaign's
+    #: member, or one the API does not know and no delete of a stored patron), ``fallback`` (the API was unreachable:
+    #: payload applied where not older and granting, never revoking; retry scheduled), ``failed`` (gave up),
+    #: ``skipped`` (already processed or claimed by another worker).
     outcome: str
     result: ApplyResult | None = None
 
@@ -417,6 +440,77 @@ def _payload(body: bytes) -> MemberSnapshot | None:
         return None
 
 
+#: the triggers Patreon sends when a pledge ends (``members:pledge:delete``) or a membership is removed
+#: (``members:delete``, sent for members who never paid).
+DELETE_TRIGGERS: tuple[str, ...] = ("members:pledge:delete", "members:delete")
+
+
+def _pledging(member: MemberSnapshot | Patron) -> bool:
+    """Whether Patreon lists ``member`` as pledging: active or declined, or on a free trial or a gift."""
+    return member.patron_status in ("active_patron", "declined_patron") or member.is_free_trial or member.is_gifted
+
+
+def _after_delete(
+    state: PatronLockState, event: str, member_id: str, fetched: MemberSnapshot | None, body: bytes
+) -> MemberSnapshot | None:
+    """What to apply once the API answered: its member, or ``None`` (the API does not know the member: apply nothing).
+
+    The API's answer wins over the payload, which only says what the member *was* (often still ``active_patron``):
+
+    * the API returns the member: that, except that after a delete a member it no longer lists as pledging whom we
+      stored as pledging is ``former_patron`` (the pledge ended; the cancel policy decides how access ends) -- and a
+      member it lists as pledging again (a re-pledge raced the delete) is applied as it is;
+    * the API answers 404 to a delete of a stored patron: the pledge ended. The stored state (or the payload's, where
+      it is not older: it may know of a later paid charge) with ``former_patron`` and nothing entitled, so the cancel
+      policy keeps access to the end of the paid period, or ends it at once; a member who never paid (the one
+      ``members:delete`` is sent for) has no paid period and loses access at once;
+    * the API answers 404 to any other trigger, or to a delete of a member never stored: nothing (a stale payload
+      must not grant, or grant back, access the API does not confirm; the sync's missing rule sees the rest).
+    """
+    if event not in DELETE_TRIGGERS or (fetched is not None and _pledging(fetched)):
+        return fetched
+    stored = state.store.get_patron(member_id)
+    if stored is None or not _pledging(stored):
+        return fetched
+    if fetched is not None:
+        return fetched.replace(patron_status="former_patron")
+    payload = _payload(body)
+    base = (
+        payload
+        if payload is not None
+        and payload.member_id == member_id
+        and payload.campaign_id in (None, stored.campaign_id)
+        and not _older_than_stored(payload, stored)
+        else _last_seen(stored)
+    )
+    return base.replace(patron_status="former_patron", entitled_cents=0, entitled_tier_ids=(), will_pay_cents=0)
+
+
+def _last_seen(patron: Patron) -> MemberSnapshot:
+    """The snapshot ``patron`` was stored from (its Patreon fields)."""
+    return MemberSnapshot(
+        member_id=patron.member_id,
+        campaign_id=patron.campaign_id,
+        user_id=patron.patreon_user_id,
+        email=patron.email,
+        email_verified=patron.email_verified,
+        full_name=patron.full_name,
+        patron_status=patron.patron_status,
+        last_charge_status=patron.last_charge_status,
+        last_charge_date=patron.last_charge_date,
+        next_charge_date=patron.next_charge_date,
+        entitled_cents=patron.entitled_cents,
+        entitled_tier_ids=patron.entitled_tier_ids,
+        will_pay_cents=patron.will_pay_cents,
+        lifetime_cents=patron.lifetime_cents,
+        pledge_start=patron.pledge_start,
+        pledge_cadence=patron.pledge_cadence,
+        is_free_trial=patron.is_free_trial,
+        is_gifted=patron.is_gifted,
+        is_follower=patron.is_follower,
+    )
+
+
 def process_delivery(app: Flask | None, delivery_id: int) -> ProcessOutcome:
     """Process one stored delivery: re-fetch its member and apply that; see the module docs for the fallback.
 
@@ -432,7 +526,7 @@ def process_delivery(app: Flask | None, delivery_id: int) -> ProcessOutcome:
         return ProcessOutcome(delivery_id, "skipped")
     member_id, event = row["member_id"], row["event"]
     strict = store._strict_signals()
-    fetched: MemberSnapshot | None = None
+    fetched: MemberSnapshot | None = None  # None after a 404: the API no longer returns the member
     error: PatreonError | None = None
     observed_at = store.clock()
     try:
@@ -442,29 +536,29 @@ def process_delivery(app: Flask | None, delivery_id: int) -> ProcessOutcome:
             client.max_retries = min(client.max_retries, 1)
             fetched = client.member(member_id)
     except NotFound:
-        fetched = None  # the member is gone from Patreon (members:delete): the payload is the last word
+        pass  # gone from Patreon: _after_delete says what that means for this trigger
     except PatreonError as exc:
         error = exc
     outcome: str
     result: ApplyResult | None = None
-    if fetched is not None:
-        if fetched.campaign_id not in (None, state.campaign_id()):
+    if error is None:
+        snapshot = _after_delete(state, event, member_id, fetched, row["body"])
+        if snapshot is None or snapshot.campaign_id not in (None, state.campaign_id()):
             outcome = "ignored"
         else:
-            snapshot = fetched if fetched.campaign_id else fetched.replace(campaign_id=state.campaign_id())
+            snapshot = snapshot if snapshot.campaign_id else snapshot.replace(campaign_id=state.campaign_id())
             result = store.apply(snapshot, source="webhook", observed_at=observed_at)
             outcome = "applied"
         _finish(state, delivery_id, status="done", processed_at=store.clock(), next_attempt_at=None, error=None)
     else:
         payload = _payload(row["body"])
-        usable = payload is not None and payload.campaign_id in (None, state.campaign_id())
-        if usable and payload is not None:
+        if payload is not None and payload.campaign_id in (None, state.campaign_id()):
             snapshot = payload if payload.campaign_id else payload.replace(campaign_id=state.campaign_id())
-            result = store.apply_if_not_older(snapshot, source="webhook", observed_at=row["received_at"])
-        if error is None:  # NotFound: nothing to retry
-            outcome = "applied" if usable else "ignored"
-            _finish(state, delivery_id, status="done", processed_at=store.clock(), next_attempt_at=None, error=None)
-        elif _permanent(error) or row["attempts"] >= int(cfg["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"]):
+            # the payload may grant (a new pledge shows at once) but never takes access away: that waits for the API
+            result = store.apply_if_not_older(
+                snapshot, source="webhook", observed_at=row["received_at"], defer_revocations=True
+            )
+        if _permanent(error) or row["attempts"] >= int(cfg["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"]):
             outcome = "failed"
             log.error("webhook delivery %d (%s %s) failed for good: %s", delivery_id, event, member_id, error)
             _finish(state, delivery_id, status="failed", processed_at=store.clock(), error=str(error)[:500])

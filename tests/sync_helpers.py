@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
 from sqlalchemy import func, select
@@ -22,6 +23,17 @@ def sandbox_app(make_app: Callable[..., Flask], sandbox: Sandbox, **config: Any)
     settings.update(config)
     app = make_app(**settings)
     get_state(app).store.clock = lambda: sandbox.now
+    return app
+
+
+def webhook_app(make_app: Callable[..., Flask], sandbox: Sandbox, path: str = "/patreon/webhook") -> Flask:
+    """:func:`sandbox_app` with a sandbox webhook that delivers into the app's own webhook route at ``path``."""
+    app = sandbox_app(make_app, sandbox)
+    client = app.test_client()
+    sandbox.add_webhook("http://site.test" + path)
+    sandbox.transport = lambda uri, headers, body: client.post(
+        urlsplit(uri).path, data=body, headers=headers
+    ).status_code
     return app
 
 

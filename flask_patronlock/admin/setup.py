@@ -257,7 +257,7 @@ def creator_connect() -> ResponseReturnValue:
     cfg = current_app.config
     try:
         redirect_uri = creator_redirect_uri(st.app)
-        st.token_cipher()  # fail here, before Patreon, when no key can store the tokens
+        st.token_cipher("storing your Patreon connection")  # fail here, before Patreon, when no key can store it
         client = st.client(purpose="connecting the creator's Patreon account")
     except ConfigurationError as exc:
         flash(str(exc), "error")
@@ -305,6 +305,11 @@ def creator_callback() -> ResponseReturnValue:
         else:
             log.warning("the creator's Patreon authorization answered error=%.64s", error or "(no code)")
             flash("Patreon did not complete the connection. Nothing was changed; try again.", "error")
+        return redirect(url_for(".setup"))
+    try:  # the keys may have gone since the connect started: refuse before the code is spent
+        st.token_cipher("storing your Patreon connection")
+    except ConfigurationError as exc:
+        flash(f"{exc} Nothing was connected; connect again once it is set.", "error")
         return redirect(url_for(".setup"))
     client = st.client(purpose="connecting the creator's Patreon account")
     client.max_retries = 1

@@ -248,7 +248,7 @@ def register() -> ResponseReturnValue:
         url = webhook_url(st.app)
         webhook, action, _encrypted = register_webhook(st, url)
     except (ConfigurationError, TokenDecryptionError) as exc:
-        flash(str(exc), "error")
+        flash(f"{exc} Nothing was registered.", "error")
     except PatreonError as exc:
         log.warning("registering the webhook failed: %s: %s", type(exc).__name__, exc)
         flash("Patreon did not accept the webhook just now. Nothing was changed; try again in a minute.", "error")
