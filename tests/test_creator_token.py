@@ -187,7 +187,9 @@ def test_a_refused_refresh_degrades_the_site_visibly_and_revokes_nobody(
     everyone = first_complete_run(site)
     patreon_sandbox.revoke_creator_refresh_token()
     patreon_sandbox.expire_creator_token()
-    patreon_sandbox.cancel(patreon_sandbox.members[0])  # a real change the dead token cannot see
+    # a real change the dead token cannot see (an active patron: Patreon keeps a declined one declined_patron)
+    leaving = next(m for m in patreon_sandbox.members if m.patron_status == "active_patron")
+    patreon_sandbox.cancel(leaving)
     failures: list[dict[str, Any]] = []
 
     def heard(sender: Any, **kwargs: Any) -> None:
@@ -229,7 +231,7 @@ def test_a_refused_refresh_degrades_the_site_visibly_and_revokes_nobody(
     )
     recovered = run_sync(site.app)
     assert recovered.status == "complete", recovered.reason
-    cancelled = site.state.store.get_patron(patreon_sandbox.members[0].id)
+    cancelled = site.state.store.get_patron(leaving.id)
     assert cancelled is not None and cancelled.patron_status == "former_patron"  # Patreon is read again
     connection = get_creator_connection(site.state)
     assert connection is not None and not connection.needs_reauth
