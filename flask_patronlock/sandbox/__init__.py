@@ -2,9 +2,9 @@
 
 :class:`Sandbox` holds the state (a campaign with tiers, users, members, an OAuth client, tokens, webhooks, a
 controllable clock, injectable faults) and the scenario controls; :func:`create_sandbox_app` serves it as Patreon's
-OAuth and API v2 (plus ``/_sandbox`` JSON controls); :class:`SandboxServer` runs that app live in a thread;
-``python -m flask_patronlock.sandbox`` runs it standalone; the ``patreon_sandbox`` pytest fixture
-(:mod:`.pytest_plugin`) gives each test a live one.
+OAuth and API v2 (plus ``/_sandbox`` JSON controls, behind a guard of the app's choosing); :class:`SandboxServer`
+runs that app live in a thread; ``python -m flask_patronlock.sandbox`` runs it standalone (its controls behind a
+token it prints); the ``patreon_sandbox`` pytest fixture (:mod:`.pytest_plugin`) gives each test a live one.
 
 A client written against Patreon's documentation works against it unchanged: point its API and OAuth base URLs at
 ``sandbox.url`` (``app.config.update(sandbox.config)`` for flask-patronlock).
@@ -12,7 +12,7 @@ A client written against Patreon's documentation works against it unchanged: poi
 
 from __future__ import annotations
 
-from .app import create_sandbox_app, get_sandbox
+from .app import CONTROL_TOKEN_HEADER, ControlGuard, create_sandbox_app, get_sandbox, token_guard
 from .documents import render_webhook_member
 from .server import SandboxServer
 from .state import (
@@ -39,9 +39,11 @@ from .webhooks import Delivery, Transport, sign
 __all__ = [
     "ALL_MEMBER_TRIGGERS",
     "ALL_SCOPES",
+    "CONTROL_TOKEN_HEADER",
     "DEFAULT_USER_SCOPES",
     "FAULT_KINDS",
     "Campaign",
+    "ControlGuard",
     "Delivery",
     "Fault",
     "Member",
@@ -61,4 +63,5 @@ __all__ = [
     "get_sandbox",
     "render_webhook_member",
     "sign",
+    "token_guard",
 ]
