@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from flask_patronlock import ConfigurationError
+
 from .app import create_app
 
 
@@ -14,7 +16,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
-    app = create_app(base_url=f"http://{args.host}:{args.port}")
+    try:
+        app = create_app(base_url=f"http://{args.host}:{args.port}")
+    except ConfigurationError as exc:  # e.g. real credentials without the site's own secrets: say what to do
+        parser.exit(2, f"{exc}\n")
     print(f" * flask-patronlock example site: http://{args.host}:{args.port}/  (Patreon sandbox at /_patreon)")
     app.run(host=args.host, port=args.port, threaded=True, debug=args.debug, use_reloader=False)
 

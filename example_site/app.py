@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, flash, redirect, render_template, request, url_for
+from cryptography.fernet import Fernet
+from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import generate_csrf, validate_csrf
 from sqlalchemy import String
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
+from wtforms.validators import ValidationError
 
 from flask_patronlock import ConfigurationError, PatronLock, locked, send_locked_file
-from flask_patronlock.sync import refresh_tiers
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -79,6 +85,98 @@ REAL_PATREON_KEYS = (
 )
 
 
+#: the offline demo's own secrets, made on its first start, beside its database (or in ``instance/``).
+SECRETS_FILE = "example-secrets.json"
+#: how to make each secret, for the message that stops a site with real credentials and no secrets of its own.
+HOW_TO_MAKE = {
+    "SECRET_KEY": "export EXAMPLE_SECRET_KEY=\"$(python -c 'import secrets; print(secrets.token_hex(32))')\"",
+    "PATRONLOCK_TOKEN_KEYS": (
+        "export PATRONLOCK_TOKEN_KEYS=\"$(python -c "
+        "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')\""
+    ),
+}
+
+
+def _secrets_path(app: Flask) -> Path:
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent / SECRETS_FILE
+    return Path(app.instance_path) / SECRETS_FILE
+
+
+def _kept_secrets(path: Path) -> dict[str, Any]:
+    """The secrets kept at ``path``, made now (readable by this user only) if there are none yet."""
+    if not path.exists():
+        made = {"SECRET_KEY": secrets.token_hex(32), "PATRONLOCK_TOKEN_KEYS": [Fernet.generate_key().decode()]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(made, out)
+        try:
+            os.link(draft, path)  # never over a file another process made meanwhile: theirs is the one kept
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o600)
+        log.warning("%s was readable by other users (mode %o); made it readable by its owner only", path, mode)
+    try:
+        kept = json.loads(path.read_text())
+        if not (isinstance(kept["SECRET_KEY"], str) and kept["SECRET_KEY"]):
+            raise ValueError("no SECRET_KEY")
+        Fernet(kept["PATRONLOCK_TOKEN_KEYS"][0])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigurationError(
+            f"The example site's secrets file {path} is damaged ({exc}). Look at it, or delete it to make new "
+            "secrets on the next start (everyone is logged out, and demo Patreon links must connect again)."
+        ) from exc
+    return dict(kept)
+
+
+def _use_own_secrets(app: Flask, *, real_patreon: bool) -> None:
+    """Give the site a SECRET_KEY and token keys that are its own, never a string published with the code.
+
+    Offline, missing ones are made once per install and kept in a file readable by this user only (so sessions and
+    encrypted demo tokens survive a restart). With real Patreon credentials the site does not start without them
+    and says how to make them: tokens of real patrons deserve keys that are chosen, kept and backed up on purpose.
+    """
+    missing = [key for key in ("SECRET_KEY", "PATRONLOCK_TOKEN_KEYS") if not app.config.get(key)]
+    if not missing:
+        return
+    if real_patreon:
+        steps = "\n".join(f"  {HOW_TO_MAKE[key]}" for key in missing)
+        raise ConfigurationError(
+            "The example site is set up for the real Patreon (PATRONLOCK_CLIENT_ID is set) but has no "
+            f"{' and no '.join(missing)} of its own. Make them once, keep them secret and keep them (new token "
+            f"keys cannot read the tokens stored under the old ones), then start the site again:\n{steps}"
+        )
+    kept = _kept_secrets(_secrets_path(app))
+    for key in missing:
+        app.config[key] = kept[key]
+
+
+def form_token_ok() -> bool:
+    """Whether this POST carries the visitor's CSRF token (field ``csrf_token``). ``WTF_CSRF_ENABLED = False``
+    turns the check off (tests only)."""
+    if not current_app.config.get("WTF_CSRF_ENABLED", True):
+        return True
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except ValidationError:
+        return False
+    return True
+
+
+def _form_expired(template: str) -> tuple[str, int]:
+    """A form posted without its token (a cross-site post, or a page left open past the token's life): the form
+    again, with a fresh token and a word on what happened; nothing was done."""
+    flash("That form expired or did not come from this site, so nothing was done: please try again.", "error")
+    return render_template(template), 400
+
+
 def _replace_outdated_demo_database(app: Flask) -> None:
     """A demo database an earlier version made lacks the columns added since. Its contents are the sandbox's demo
     data, made again on the next start, so it is moved aside (never deleted) and a new one made, with a message."""
@@ -108,19 +206,23 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     app = Flask(__name__, instance_relative_config=True)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(
-        SECRET_KEY=os.environ.get("EXAMPLE_SECRET_KEY", "example-site-not-secret"),
+        SECRET_KEY=os.environ.get("EXAMPLE_SECRET_KEY"),
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "EXAMPLE_DATABASE_URL", f"sqlite:///{Path(app.instance_path) / 'example.db'}"
         ),
         PATRONLOCK_BASE_TEMPLATE="base.html",
         PATRONLOCK_CREATOR_NAME="Kopi's Studio",
-        PATRONLOCK_TOKEN_KEYS=[os.environ.get("EXAMPLE_TOKEN_KEY", "Yx3mDmhQ_9FUA9pjR9d5YQ0H1dFb0cmCd8dJkgJXWdM=")],
+        PATRONLOCK_TOKEN_KEYS=[os.environ["EXAMPLE_TOKEN_KEY"]] if os.environ.get("EXAMPLE_TOKEN_KEY") else [],
+        # dev only: the sandbox's /_patreon/_sandbox controls open to every visitor, not only the site's admin
+        EXAMPLE_SANDBOX_CONTROLS_OPEN=os.environ.get("EXAMPLE_SANDBOX_CONTROLS_OPEN", "") in ("1", "true", "yes"),
     )
     app.config.update({key: os.environ[key] for key in REAL_PATREON_KEYS if os.environ.get(key)})
     if config:
         app.config.update(config)
+    real_patreon = bool(app.config.get("PATRONLOCK_CLIENT_ID"))
+    _use_own_secrets(app, real_patreon=real_patreon)
 
-    if not app.config.get("PATRONLOCK_CLIENT_ID"):  # no real credentials: the built-in sandbox, offline
+    if not real_patreon:  # no real credentials: the built-in sandbox, offline
         from .sandbox_mount import mount_sandbox
 
         mount_sandbox(app, base_url=base_url)
@@ -141,23 +243,9 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
         init_panel(app, app.extensions["example_sandbox"], base_url=base_url)
 
-    tiers_read = False
-
-    @app.before_request
-    def read_tiers_once() -> None:
-        # Read the campaign's tiers now rather than at the first reconcile run, so locks can name them at once. Done
-        # on the first request because the sandbox mounted here only answers once the server runs.
-        nonlocal tiers_read
-        if not tiers_read and not request.path.startswith("/_patreon"):
-            tiers_read = True
-            try:
-                refresh_tiers()
-            except ConfigurationError:
-                tiers_read = False  # not set up yet: the creator connects Patreon in the settings page
-            except Exception:
-                tiers_read = False
-                log.exception("could not read the campaign's tiers; will try again on the next request")
-
+    # No page view calls Patreon, not even for the tiers: the campaign's tiers come from the stored catalogue, which
+    # the first reconcile run fills (the scheduler starts one in the background on the first request, and the
+    # settings page reads them when the creator connects Patreon).
     _routes(app)
     return app
 
@@ -189,7 +277,7 @@ def user_from_patreon(patreon_user: Any) -> User | None:
 def _routes(app: Flask) -> None:
     @app.context_processor
     def site() -> dict[str, Any]:
-        return {"posts": POSTS, "now": datetime.now(UTC)}
+        return {"posts": POSTS, "now": datetime.now(UTC), "csrf_token": generate_csrf}
 
     @app.get("/")
     def index() -> str:
@@ -214,6 +302,8 @@ def _routes(app: Flask) -> None:
 
     @app.route("/register", methods=["GET", "POST"])
     def register() -> Any:
+        if request.method == "POST" and not form_token_ok():
+            return _form_expired("register.html")
         if request.method == "POST":
             email = request.form.get("email", "").strip().lower()
             password = request.form.get("password", "")
@@ -234,6 +324,8 @@ def _routes(app: Flask) -> None:
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
+        if request.method == "POST" and not form_token_ok():
+            return _form_expired("login.html")
         if request.method == "POST":
             email = request.form.get("email", "").strip().lower()
             user = db.session.execute(db.select(User).filter_by(email=email)).scalar_one_or_none()
@@ -246,6 +338,8 @@ def _routes(app: Flask) -> None:
 
     @app.post("/logout")
     def logout() -> Any:
+        if not form_token_ok():  # a cross-site post does not log anyone out
+            return _form_expired("index.html")
         logout_user()
         return redirect(url_for("index"))
 

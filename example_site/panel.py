@@ -15,9 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from flask_wtf.csrf import generate_csrf, validate_csrf
 from werkzeug.test import Client
-from wtforms.validators import ValidationError
 
 from flask_patronlock import forget_viewer, get_accounts, get_state
 from flask_patronlock.policy import PolicySettings
@@ -26,6 +24,8 @@ from flask_patronlock.sandbox.scenarios import describe as describe_scenarios
 from flask_patronlock.sandbox.webhooks import default_transport
 from flask_patronlock.settings import get_policy_settings, set_policy_settings
 from flask_patronlock.sync import run_sync
+
+from .app import form_token_ok
 
 blueprint = Blueprint("panel", __name__, url_prefix="/panel")
 
@@ -89,11 +89,6 @@ def _nav() -> dict[str, Any]:
     return {"sandbox_panel": True}
 
 
-@blueprint.context_processor
-def _csrf() -> dict[str, Any]:
-    return {"panel_csrf_token": generate_csrf}
-
-
 @blueprint.get("/")
 @login_required
 def panel() -> str:
@@ -119,12 +114,9 @@ def panel() -> str:
 def act(action: str) -> Any:
     if action not in ACTIONS:
         abort(404)
-    if current_app.config.get("WTF_CSRF_ENABLED", True):
-        try:
-            validate_csrf(request.form.get("csrf_token"))
-        except ValidationError:
-            flash("That form expired: try again.", "error")
-            return redirect(url_for(".panel"))
+    if not form_token_ok():
+        flash("That form expired: try again.", "error")
+        return redirect(url_for(".panel"))
     sandbox = _sandbox()
     try:
         flash(_do(action, sandbox), "info")

@@ -3,13 +3,35 @@ over HTTP, so a test client alone cannot drive it."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import requests
 from flask import Flask
 from werkzeug.serving import make_server
+
+#: the hidden CSRF field of the site's forms.
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def form_token(http: requests.Session, url: str) -> str:
+    """The CSRF token of the form on the page at ``url``, as a browser would read it in ``http``'s session."""
+    page = http.get(url, timeout=10)
+    found = CSRF.search(page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def register(base: str, email: str, password: str = "correct horse", http: requests.Session | None = None) -> Any:
+    """Register through the site's form (token included); returns the logged-in session. The first is the admin."""
+    http = http if http is not None else requests.Session()
+    token = form_token(http, base + "/register")
+    page = http.post(base + "/register", data={"csrf_token": token, "email": email, "password": password}, timeout=10)
+    assert page.status_code == 200, page.text
+    return http
 
 
 @contextmanager

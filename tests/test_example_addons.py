@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from flask import Flask
 from lockhelpers import NOW, Site, make_site
 from sqlalchemy import func, select
@@ -237,8 +238,10 @@ def test_the_example_site_shows_the_wall_when_installed(install: Callable[..., N
     from example_site.app import db
 
     # a client id: no sandbox mounted (the site's tier read fails fast on the missing creator token, and says so)
+    # (and, as a site with credentials must, its own secrets)
     app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}", "PATRONLOCK_STRICT_SIGNALS": True,
-                      "PATRONLOCK_CLIENT_ID": "offline"})
+                      "PATRONLOCK_CLIENT_ID": "offline", "SECRET_KEY": "k" * 64,
+                      "PATRONLOCK_TOKEN_KEYS": [Fernet.generate_key().decode()]})
     try:
         with app.app_context():
             assert {a.name for a in list_addons()} == {"supporters_wall", "welcome_outbox"}

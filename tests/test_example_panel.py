@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 import requests
-from example_server import serve_example_site
+from cryptography.fernet import Fernet
+from example_server import form_token, register, serve_example_site
 
 from example_site import create_app
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -25,18 +24,15 @@ def site(tmp_path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def press(http: requests.Session, base: str, action: str, **form: str) -> str:
-    panel = http.get(base + "/panel/", timeout=10)
-    token = CSRF.search(panel.text)
-    assert token, panel.text
-    page = http.post(base + f"/panel/{action}", data={"csrf_token": token.group(1), **form}, timeout=20)
+    token = form_token(http, base + "/panel/")
+    page = http.post(base + f"/panel/{action}", data={"csrf_token": token, **form}, timeout=20)
     assert page.status_code == 200 and page.url == base + "/panel/"
     return page.text
 
 
 def connected_visitor(base: str, email: str = "reader@example.com") -> requests.Session:
-    requests.post(base + "/register", data={"email": "kopi@example.com", "password": "correct horse"}, timeout=10)
-    visitor = requests.Session()
-    visitor.post(base + "/register", data={"email": email, "password": "correct horse"}, timeout=10)
+    register(base, "kopi@example.com")
+    visitor = register(base, email)
     start = visitor.get(base + "/patreon/connect?next=/panel/", allow_redirects=False, timeout=10)
     page = visitor.get(
         start.headers["Location"], params={"sandbox_user": email, "sandbox_decision": "approve"}, timeout=10
@@ -124,12 +120,16 @@ def test_with_real_credentials_there_is_no_sandbox_and_no_panel(tmp_path: Path) 
             "PATRONLOCK_CAMPAIGN_ID": "1",
             "PATRONLOCK_CREATOR_ACCESS_TOKEN": "creator-token",
             "PATRONLOCK_WEBHOOK_SECRETS": ["hook-secret"],
+            "SECRET_KEY": "k" * 64,
+            "PATRONLOCK_TOKEN_KEYS": [Fernet.generate_key().decode()],
         }
     )
-    try:  # (no request is made: the first one would read the campaign's tiers from the real Patreon)
+    try:
         assert "example_sandbox" not in app.extensions and "panel" not in app.blueprints
         assert not any(rule.rule.startswith(("/panel", "/_patreon")) for rule in app.url_map.iter_rules())
         assert app.config["PATRONLOCK_API_BASE_URL"] == "https://www.patreon.com"
+        page = app.test_client().get("/")  # a page view never calls Patreon (the real one is not reachable here)
+        assert page.status_code == 200 and "Sandbox" not in page.text and "Play Patreon" not in page.text
     finally:
         with app.app_context():
             from example_site.app import db

@@ -20,11 +20,13 @@ from patreon_fixtures import FIXTURE_NAMES, fixture_json
 
 from flask_patronlock.sandbox import (
     ALL_MEMBER_TRIGGERS,
+    CONTROL_TOKEN_HEADER,
     NotFoundError,
     Sandbox,
     SandboxError,
     create_sandbox_app,
     render_webhook_member,
+    token_guard,
 )
 from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
 from flask_patronlock.sandbox.state import add_months
@@ -949,7 +951,7 @@ def test_sandbox_controls(sb: Sandbox, api: FlaskClient) -> None:
     api.post("/_sandbox/api_down", json={"down": False})
 
     assert api.get("/_sandbox/events").get_json()["events"][0]["event"] == "members:create"
-    hook = api.post("/_sandbox/webhooks", json={"uri": "http://hook.test/x"}).get_json()
+    hook = api.post("/_sandbox/webhooks", json={"uri": "http://localhost/x"}).get_json()  # its own origin
     assert hook["triggers"] == list(ALL_MEMBER_TRIGGERS)
     assert api.get("/_sandbox/webhooks").get_json()["webhooks"][0]["id"] == hook["id"]
 
@@ -961,6 +963,62 @@ def test_sandbox_controls(sb: Sandbox, api: FlaskClient) -> None:
     missing = api.get("/_sandbox/nothing")
     assert missing.status_code == 404 and "error" in missing.get_json()
     assert api.get("/_sandbox/avatar/123.svg").mimetype == "image/svg+xml"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://other.example/hook",
+        "http://localhost:6379/",  # its own host, another port: a service beside it
+        "https://localhost/x",  # another scheme is another origin
+        "http://localhost@other.example/x",
+        "http://LOCALHOST.other.example/x",
+        "gopher://localhost/x",
+        "/relative",
+        "",
+    ],
+)
+def test_the_controls_refuse_a_webhook_to_another_origin(sb: Sandbox, api: FlaskClient, target: str) -> None:
+    sent: list[str] = []
+    sb.transport = lambda uri, headers, body: sent.append(uri) or 200
+    assert api.get("/_sandbox/state").status_code == 200  # served on http://localhost
+    refused = api.post("/_sandbox/webhooks", json={"uri": target})
+    assert refused.status_code == 400 and "webhook uri" in refused.get_json()["error"]
+    assert sb.webhooks == []
+    sb.add_patron("p@example.com", tier="Gold")
+    assert api.post("/_sandbox/webhooks/flush").get_json() == {"deliveries": []} and sent == []
+
+
+def test_hosts_allowed_for_webhooks_by_the_app(sb: Sandbox) -> None:
+    api = create_sandbox_app(sb, webhook_hosts=["site.test", "127.0.0.1:5000"]).test_client()
+    for uri in ("https://site.test/hook", "http://site.test:8080/hook", "http://127.0.0.1:5000/patreon/webhook"):
+        assert api.post("/_sandbox/webhooks", json={"uri": uri}).status_code == 201, uri
+    for uri in ("http://127.0.0.1:5001/x", "http://sub.site.test/x"):
+        assert api.post("/_sandbox/webhooks", json={"uri": uri}).status_code == 400, uri
+    for bad in ("site.test/path", "user@site.test", "site.test:http", ""):
+        with pytest.raises(ValueError, match="host or host:port"):
+            create_sandbox_app(sb, webhook_hosts=[bad])
+
+
+def test_a_control_guard_closes_the_controls_and_nothing_else(sb: Sandbox) -> None:
+    api = create_sandbox_app(sb, control_guard=token_guard("t0ken")).test_client()
+    for method, path in (("GET", "/_sandbox/state"), ("GET", "/"), ("POST", "/_sandbox/patrons"),
+                         ("POST", "/_sandbox/tokens"), ("POST", "/_sandbox/webhooks/flush"),
+                         ("GET", "/_sandbox/nothing")):  # fmt: skip
+        for headers in ({}, {CONTROL_TOKEN_HEADER: "wrong"}):
+            refused = api.open(path, method=method, json={"email": "x@example.com", "user": "x"}, headers=headers)
+            assert refused.status_code == 403, path
+            assert "control token" in refused.get_json()["error"] and sb.client_id not in refused.text
+    assert len(sb) == 0 and sb.users == [sb.user(sb.campaign.creator_id)]
+    assert api.get("/_sandbox/state", headers={CONTROL_TOKEN_HEADER: "t0ken"}).status_code == 200
+    assert api.get("/_sandbox/state?sandbox_token=t0ken").status_code == 200
+    # Patreon's own endpoints and the avatars are not controls
+    assert api.get("/_sandbox/avatar/1.svg").status_code == 200
+    assert api.get("/api/oauth2/v2/identity", headers=creator(sb)).status_code == 200
+    assert api.get(f"/checkout/{sb.campaign.id}").status_code == 200
+    with pytest.raises(ValueError):
+        token_guard("")
 
 
 def test_checkout_page(sb: Sandbox, api: FlaskClient) -> None:

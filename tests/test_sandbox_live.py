@@ -144,12 +144,17 @@ def test_cli_first_line() -> None:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         expected = {"api_base", "oauth_base", "campaign_id", "client_id", "client_secret", "creator_access_token",
-                    "webhook_secret"}  # fmt: skip
+                    "webhook_secret", "control_token"}  # fmt: skip
         assert expected <= set(first)
         base = first["api_base"]
         assert base == first["oauth_base"] and base.startswith("http://127.0.0.1:") and not base.endswith(":0")
         assert first["campaign_id"] == Sandbox(seed=3).campaign.id
         with requests.Session() as http:
+            # the controls answer only with the token it printed: a web page can reach a loopback port too
+            refused = http.post(f"{base}/_sandbox/tokens", json={"user": first["campaign_id"]}, timeout=10)
+            assert refused.status_code == 403 and "control token" in refused.json()["error"]
+            assert http.get(f"{base}/_sandbox/state", timeout=10).status_code == 403
+            http.headers["X-Sandbox-Token"] = first["control_token"]
             state = http.get(f"{base}/_sandbox/state", timeout=10).json()
             assert state["members"] == 50 and state["campaign_id"] == first["campaign_id"]
             doc = http.get(

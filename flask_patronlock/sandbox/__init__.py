@@ -3,9 +3,10 @@
 :class:`Sandbox` holds the state (a campaign with tiers, users, members, an OAuth client, tokens, webhooks, a
 controllable clock, injectable faults) and the scenario controls, with billing that follows Patreon's;
 :mod:`.scenarios` replays Patreon's rarer documented behaviours by name (``sandbox.scenario("start_of_month")``);
-:func:`create_sandbox_app` serves it as Patreon's OAuth and API v2 (plus ``/_sandbox`` JSON controls);
-:class:`SandboxServer` runs that app live in a thread; ``python -m flask_patronlock.sandbox`` runs it standalone; the
-``patreon_sandbox`` pytest fixture (:mod:`.pytest_plugin`) gives each test a live one.
+:func:`create_sandbox_app` serves it as Patreon's OAuth and API v2 (plus ``/_sandbox`` JSON controls, behind a guard
+of the app's choosing); :class:`SandboxServer` runs that app live in a thread; ``python -m flask_patronlock.sandbox``
+runs it standalone (its controls behind a token it prints); the ``patreon_sandbox`` pytest fixture
+(:mod:`.pytest_plugin`) gives each test a live one.
 
 A client written against Patreon's documentation works against it unchanged: point its API and OAuth base URLs at
 ``sandbox.url`` (``app.config.update(sandbox.config)`` for flask-patronlock).
@@ -13,7 +14,7 @@ A client written against Patreon's documentation works against it unchanged: poi
 
 from __future__ import annotations
 
-from .app import create_sandbox_app, get_sandbox
+from .app import CONTROL_TOKEN_HEADER, ControlGuard, create_sandbox_app, get_sandbox, token_guard
 from .documents import render_webhook_member
 from .scenarios import SCENARIO_NAMES, SCENARIOS
 from .server import SandboxServer
@@ -45,6 +46,7 @@ __all__ = [
     "ALL_MEMBER_TRIGGERS",
     "ALL_SCOPES",
     "BILLING_MODES",
+    "CONTROL_TOKEN_HEADER",
     "DECLINE_RETRIES",
     "DECLINE_RETRY_INTERVAL",
     "DEFAULT_USER_SCOPES",
@@ -52,6 +54,7 @@ __all__ = [
     "SCENARIOS",
     "SCENARIO_NAMES",
     "Campaign",
+    "ControlGuard",
     "Delivery",
     "Fault",
     "Member",
@@ -71,4 +74,5 @@ __all__ = [
     "get_sandbox",
     "render_webhook_member",
     "sign",
+    "token_guard",
 ]

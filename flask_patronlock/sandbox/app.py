@@ -13,22 +13,26 @@ Paths are Patreon's, relative to wherever the app is served (a root, or a prefix
 * ``/api/oauth2/v2/``: ``identity``, ``campaigns``, ``campaigns/<id>``, ``campaigns/<id>/members``,
   ``members/<id>``, ``webhooks`` (GET, POST), ``webhooks/<id>`` (GET, PATCH, DELETE). JSON:API with ``fields[...]``
   and ``include`` (see :mod:`.documents` for the attribute rules); errors in Patreon's format.
-* ``/_sandbox/...``: JSON controls mirroring :class:`~.state.Sandbox`'s Python API (unauthenticated: the sandbox
-  is a local test tool). ``GET /_sandbox/state`` summarises everything.
+* ``/_sandbox/...``: JSON controls mirroring :class:`~.state.Sandbox`'s Python API. ``GET /_sandbox/state`` (and
+  ``GET /``) summarises everything. Whoever may use them is the app's ``control_guard``'s decision (see
+  :func:`create_sandbox_app`); a webhook registered through them must point at the sandbox's own origin or a host
+  the app was told to allow. ``/_sandbox/avatar/...`` (images Patreon's documents link to) is always public.
 * ``GET|POST /checkout/<campaign id>``: a pledge page (the campaign's ``pledge_url``), for trying a site by hand.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -48,10 +52,26 @@ from .state import (
     User,
 )
 
-__all__ = ["EXTENSION_KEY", "blueprint", "create_sandbox_app", "get_sandbox"]
+__all__ = [
+    "CONTROL_TOKEN_HEADER",
+    "EXTENSION_KEY",
+    "ControlGuard",
+    "blueprint",
+    "create_sandbox_app",
+    "get_sandbox",
+    "token_guard",
+]
 
 #: where the app keeps its sandbox: ``app.extensions["patronlock_sandbox"]``.
 EXTENSION_KEY = "patronlock_sandbox"
+_CONTROLS_KEY = "patronlock_sandbox_controls"
+
+#: ``guard() -> None | reason``: called in the sandbox app's request context before every ``/_sandbox`` control;
+#: ``None`` lets the request through, a string refuses it with a 403 that shows the string.
+ControlGuard = Callable[[], "str | None"]
+
+#: the header (or, for a browser, the ``sandbox_token`` query parameter) carrying a :func:`token_guard`'s token.
+CONTROL_TOKEN_HEADER = "X-Sandbox-Token"
 
 JSONAPI_MIMETYPE = "application/vnd.api+json"
 DEFAULT_PAGE_COUNT = 20
@@ -97,17 +117,104 @@ def get_sandbox() -> Sandbox:
     return sandbox
 
 
-def create_sandbox_app(sandbox: Sandbox | None = None) -> Flask:
+@dataclass(frozen=True)
+class _Controls:
+    guard: ControlGuard | None
+    #: (host, port or None for any port) pairs a webhook registered through the controls may point at.
+    webhook_hosts: tuple[tuple[str, int | None], ...]
+
+
+def create_sandbox_app(
+    sandbox: Sandbox | None = None,
+    *,
+    control_guard: ControlGuard | None = None,
+    webhook_hosts: Iterable[str] = (),
+) -> Flask:
     """A Flask app serving ``sandbox`` (a new :class:`~.state.Sandbox` if None) as Patreon would.
 
     The sandbox is at ``app.extensions["patronlock_sandbox"]``. Serve it with :class:`~.server.SandboxServer`,
     mount it under a prefix with ``DispatcherMiddleware``, or drive it with ``app.test_client()``.
+
+    :param control_guard: who may use the ``/_sandbox`` controls (they can mint tokens for any user, change anyone's
+        pledge and make the sandbox POST to its webhooks). ``None`` leaves them open, for a sandbox only its own
+        test reaches (``app.test_client()``, the ``patreon_sandbox`` fixture on loopback); one served where others
+        can reach it needs a guard: :func:`token_guard` (what ``python -m flask_patronlock.sandbox`` uses), or the
+        host site's own check (the example site admits its admin).
+    :param webhook_hosts: hosts (``"host"`` for any port, ``"host:port"``) a webhook registered through the
+        controls may point at besides the sandbox's own origin (:attr:`Sandbox.url <.state.Sandbox.url>`).
+        Webhooks registered through Patreon's API (with the creator's token) or in Python are not limited.
+    :raises ValueError: a ``webhook_hosts`` entry that is not a host or ``host:port``.
     """
     app = Flask(__name__)
     app.extensions[EXTENSION_KEY] = sandbox if sandbox is not None else Sandbox()
+    app.extensions[_CONTROLS_KEY] = _Controls(control_guard, tuple(_parse_host(h) for h in webhook_hosts))
     app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def token_guard(token: str) -> ControlGuard:
+    """A :data:`ControlGuard` admitting the requests that carry ``token`` in the ``X-Sandbox-Token`` header (or,
+    to look at ``/_sandbox/state`` in a browser, the ``sandbox_token`` query parameter).
+
+    :raises ValueError: an empty token.
+    """
+    if not token:
+        raise ValueError("the control token must not be empty")
+    expected = token.encode("utf-8")
+
+    def guard() -> str | None:
+        given = request.headers.get(CONTROL_TOKEN_HEADER) or request.args.get("sandbox_token") or ""
+        if hmac.compare_digest(given.encode("utf-8"), expected):
+            return None
+        return (
+            f"This sandbox's controls need its control token (printed when it started): send it in the "
+            f"{CONTROL_TOKEN_HEADER} header, or add ?sandbox_token=... to the URL."
+        )
+
+    return guard
+
+
+def _parse_host(entry: str) -> tuple[str, int | None]:
+    parts = urlsplit(f"//{entry.strip()}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path or parts.username or parts.password:
+        raise ValueError(f"webhook_hosts takes a host or host:port, not {entry!r}")
+    return parts.hostname.lower(), port
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of an absolute http(s) URL, the port made explicit.
+
+    :raises ValueError: not an absolute http(s) URL with a host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an absolute http(s) URL")
+    port = parts.port  # ValueError for a port that is not a number
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _webhook_target_refusal(uri: str) -> str | None:
+    """Why the controls refuse a webhook to ``uri``, or None. A flush POSTs every queued event to each webhook, so
+    a webhook on any host a caller names would make the sandbox send requests wherever they like (the metadata
+    service at 169.254.169.254, a service beside the site); the controls deliver only to the sandbox's own origin
+    (the site it is mounted in) and the hosts its app was created to allow."""
+    try:
+        scheme, host, port = _origin(uri)
+    except ValueError:
+        return f"webhook uri {uri!r} is not an absolute http(s) URL"
+    own = _origin(get_sandbox().base_url)
+    allowed = current_app.extensions[_CONTROLS_KEY].webhook_hosts
+    if (scheme, host, port) == own or any(h == host and p in (None, port) for h, p in allowed):
+        return None
+    return (
+        f"webhook uri {uri!r} is not on this sandbox's own site ({own[0]}://{own[1]}:{own[2]}); the controls only "
+        "send webhooks there, or to a host the sandbox was started to allow (webhook_hosts, --webhook-host)"
+    )
 
 
 # -- responses ------------------------------------------------------------------------------------------------------
@@ -168,9 +275,18 @@ def _api_root() -> str:
     return f"{_root()}/api/oauth2/v2"
 
 
+def _is_control(path: str) -> bool:
+    return path == "/" or (path.startswith("/_sandbox/") and not path.startswith("/_sandbox/avatar/"))
+
+
 @blueprint.before_app_request
 def _before() -> Response | None:
     sandbox = get_sandbox()
+    guard = current_app.extensions[_CONTROLS_KEY].guard
+    if guard is not None and _is_control(request.path):
+        refusal = guard()
+        if refusal is not None:
+            return _json({"error": refusal}, 403)
     sandbox.learn_url(request.url_root)
     if request.path.startswith("/api/") and sandbox.api_down:
         return api_error(503, "The sandbox API is down (api_down is set).")
@@ -956,15 +1072,20 @@ def control_api_down() -> Response:
 
 @blueprint.route("/_sandbox/webhooks", methods=["GET", "POST"])
 def control_webhooks() -> Response:
-    """GET: the webhooks (with queue sizes). POST ``{uri, triggers?, secret?}``: register one without the API."""
+    """GET: the webhooks (with queue sizes). POST ``{uri, triggers?, secret?}``: register one without the API, on
+    the sandbox's own origin or an allowed host only (400 otherwise: see :func:`create_sandbox_app`)."""
     sandbox = get_sandbox()
     if request.method == "GET":
         return _json({"webhooks": [w.to_dict() for w in sandbox.webhooks]})
     body = _body()
+    uri = str(body.get("uri", ""))
+    refusal = _webhook_target_refusal(uri)
+    if refusal is not None:
+        return _json({"error": refusal}, 400)
     return _control(
         lambda: _json(
             sandbox.add_webhook(
-                str(body.get("uri", "")),
+                uri,
                 body.get("triggers") or ALL_MEMBER_TRIGGERS,
                 secret=body.get("secret"),
             ).to_dict(),

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from example_server import serve_example_site
+from example_server import register, serve_example_site
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -56,8 +55,7 @@ def test_newcomer_journey(site: tuple[str, Any], page: Any, tmp_path: Path) -> N
         print(f"screenshot: {path}")
 
     # the creator registered first (the first account is the site's admin); our newcomer is a reader
-    with requests.Session() as creator:
-        creator.post(base + "/register", data={"email": "kopi@example.com", "password": "correct horse"}, timeout=10)
+    register(base, "kopi@example.com").close()
 
     page.goto(base + "/register")
     page.fill("input[name=name]", "Newcomer")
