@@ -286,7 +286,8 @@ def _define(metadata: MetaData) -> Tables:
         "patronlock_webhook_deliveries",
         metadata,
         Column("id", _BigId, primary_key=True, autoincrement=True),
-        # sha256 of event + raw body: the same delivery twice is one row
+        # sha256 of the raw body (what the signature covers; not the unsigned event header): the same delivery twice is
+        # one row
         Column("dedupe_key", String(64), nullable=False, unique=True),
         Column("event", String(64), nullable=False),
         Column("member_id", String(64), nullable=True),
