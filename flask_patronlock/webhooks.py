@@ -385,8 +385,9 @@ class ProcessOutcome:
     """What :func:`process_delivery` did."""
 
     delivery_id: int
-    #: ``applied`` (re-fetched, or the member is gone and the payload was applied), ``fallback`` (the API was
-    #: unreachable: payload applied where not older; retry scheduled), ``ignored`` (not this campaign's member),
+    #: ``applied`` (re-fetched, or the member is gone and the payload was applied), ``fallback`` (retry scheduled: the
+    #: API was unreachable and the payload was applied where not older, or the attempt failed unexpectedly),
+    #: ``ignored`` (not this campaign's member),
     #: ``failed`` (gave up), ``skipped`` (already processed, claimed by another worker, or out of attempts).
     outcome: str
     result: ApplyResult | None = None
@@ -430,19 +431,18 @@ def _claim(state: PatronLockState, delivery_id: int, now: datetime, max_attempts
         if claimed:
             row = conn.execute(select(table).where(table.c.id == delivery_id)).mappings().first()
             return dict(row) if row else None
+        spent = (table.c.id == delivery_id, _due(table, now), table.c.attempts >= max_attempts)
         exhausted = conn.execute(
-            select(table.c.member_id, table.c.event, table.c.attempts, table.c.error).where(
-                table.c.id == delivery_id, _due(table, now), table.c.attempts >= max_attempts
-            )
+            select(table.c.member_id, table.c.event, table.c.attempts, table.c.error).where(*spent)
         ).first()
-        if exhausted is not None:
-            last = exhausted.error or "the last attempt never finished (the worker processing it stopped)"
-            reason = f"{GAVE_UP} {exhausted.attempts} attempts: {last}"[:500]
-            conn.execute(
-                update(table)
-                .where(table.c.id == delivery_id)
-                .values(status="failed", processed_at=now, next_attempt_at=None, error=reason)
-            )
+        if exhausted is None:
+            return None
+        last = exhausted.error or "the last attempt never finished (the worker processing it stopped)"
+        reason = f"{GAVE_UP} {exhausted.attempts} attempts: {last}"[:500]
+        ended = conn.execute(
+            update(table).where(*spent).values(status="failed", processed_at=now, next_attempt_at=None, error=reason)
+        ).rowcount
+        if ended:  # not already ended by another worker's sweep
             _audit(state, conn, "webhook_failed", delivery_id, exhausted.event, exhausted.member_id, reason)
             log.error("webhook delivery %d (%s %s) %s", delivery_id, exhausted.event, exhausted.member_id, reason)
     return None
