@@ -34,6 +34,14 @@ from sqlalchemy.types import JSON, TypeDecorator
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
+#: the largest row id a table holds (a BIGINT; SQLite's INTEGER is 64-bit too).
+MAX_ROW_ID = 2**63 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Whether ``value`` (a run id from a URL or the command line, say) can be a row id: bigger ones overflow the
+    database driver instead of finding nothing."""
+    return 0 < value <= MAX_ROW_ID
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -290,7 +298,8 @@ def _define(metadata: MetaData) -> Tables:
         "patronlock_webhook_deliveries",
         metadata,
         Column("id", _BigId, primary_key=True, autoincrement=True),
-        # sha256 of event + raw body: the same delivery twice is one row
+        # sha256 of the raw body (what the signature covers; not the unsigned event header): the same delivery twice is
+        # one row
         Column("dedupe_key", String(64), nullable=False, unique=True),
         Column("event", String(64), nullable=False),
         Column("member_id", String(64), nullable=True),

@@ -115,9 +115,9 @@ sync_started: Signal = patronlock_signals.signal("sync-started")
 #: kwargs: ``run`` (a :class:`flask_patronlock.sync.RunResult`).
 sync_finished: Signal = patronlock_signals.signal("sync-finished")
 
-#: A signed webhook was received and stored (a duplicate delivery is not sent again). Sent after the delivery row is
-#: committed, before the answer to Patreon; the work happens later (``webhook-processed``). kwargs: ``delivery_id``,
-#: ``event`` (``X-Patreon-Event``), ``member_id``.
+#: A signed webhook was received and stored (a duplicate delivery -- the same body, under any event -- is not sent
+#: again). Sent after the delivery row is committed, before the answer to Patreon; the work happens later
+#: (``webhook-processed``). kwargs: ``delivery_id``, ``event`` (``X-Patreon-Event``), ``member_id``.
 webhook_received: Signal = patronlock_signals.signal("webhook-received")
 
 #: A webhook delivery was processed (applied, ignored or given up). kwargs: ``delivery_id``, ``event``, ``member_id``,

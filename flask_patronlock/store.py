@@ -51,7 +51,8 @@ from sqlalchemy.types import JSON
 
 from . import signals
 from .dates import add_months
-from .models import Tables
+from .models import Tables, is_row_id
+from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
 from .policy import PolicySettings, entitlement, payment_declined, settings_fingerprint
@@ -1019,7 +1020,9 @@ class Store:
     # -- reads ------------------------------------------------------------------------------------------------------
 
     def get_patron(self, member_id: str) -> Patron | None:
-        """The stored patron with this member id."""
+        """The stored patron with this member id (``None`` for one that cannot be a Patreon id)."""
+        if not is_patreon_id(member_id):
+            return None
         p, a = self.tables.patrons, self.tables.accounts
         with self.engine.connect() as conn:
             row = (
@@ -1278,6 +1281,8 @@ class Store:
         """The revocations a held run waits to make: ``member_id``, ``kind`` (``snapshot`` or ``missing``),
         ``observed_at`` and the stored patron's name and e-mail (for the settings page)."""
         h, p = self.tables.held_revocations, self.tables.patrons
+        if not is_row_id(run_id):
+            return []
         stmt = (
             select(h.c.member_id, h.c.kind, h.c.observed_at, p.c.full_name, p.c.email)
             .outerjoin(p, p.c.member_id == h.c.member_id)
@@ -1290,6 +1295,8 @@ class Store:
     def _decide_run(self, run_id: int, status: str, by: str | None) -> None:
         """Claim a held run for one decision (a second approve or reject of the same run fails)."""
         r = self.tables.sync_runs
+        if not is_row_id(run_id):
+            raise LookupError(f"there is no sync run {run_id}")
         with self.transaction() as conn:
             claimed = conn.execute(
                 update(r)

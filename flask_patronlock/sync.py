@@ -44,6 +44,7 @@ from . import signals
 from .errors import PatronLockError
 from .extension import PatronLockState, get_state
 from .leases import Lease
+from .models import is_row_id
 from .patreon.errors import PatreonError
 from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
@@ -579,8 +580,10 @@ def last_run(app: Flask | None = None) -> RunResult | None:
 
 
 def get_run(app: Flask | None, run_id: int) -> RunResult | None:
-    """One run by id."""
+    """One run by id (``None`` for an id no run can have)."""
     state = get_state(app)
+    if not is_row_id(run_id):
+        return None
     runs = state.tables.sync_runs
     with state.store.engine.connect() as conn:
         row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()

@@ -8,17 +8,25 @@ The route (``POST {PATRONLOCK_URL_PREFIX}/webhook``, blueprint ``patronlock_webh
    anything: a missing or bad signature is ``403`` and nothing is stored;
 3. an event that is not a ``members:*`` trigger: ``200``, logged, not stored; a body that is not a JSON:API member
    document: ``400``;
-4. stores the delivery with ``dedupe_key = sha256(event + "\\n" + body)`` under a UNIQUE constraint (insert, or do
-   nothing on conflict), so the same delivery twice -- or twenty copies at once -- is one row and one piece of work;
+4. stores the delivery with ``dedupe_key = sha256(body)`` -- what the signature covers, and nothing it does not: the
+   ``X-Patreon-Event`` header is not signed, so the same body under another event is the same delivery -- under a
+   UNIQUE constraint (insert, or do nothing on conflict), so the same delivery twice -- or twenty copies at once, or
+   a captured one replayed under another event -- is one row and one piece of work;
 5. hands the new delivery to :mod:`flask_patronlock.jobs` and answers ``200``. No input makes it answer ``5xx``.
 
 Processing (:func:`process_delivery`) treats the delivery as a hint: it re-fetches the member from the API and
 applies *that* (``source="webhook"``), so a replayed, duplicated or out-of-order delivery cannot roll anyone back.
-A delete (``members:pledge:delete``, ``members:delete``) for a patron the API no longer returns, or no longer lists as
-pledging, ends the pledge (``former_patron``; the cancel policy says how access ends), whatever the payload still
+The event header only labels the delivery (logs, signals), and the same body may arrive under several triggers (it
+is stored once): what is applied never depends on it, but for one case: after a delete, a member the API returns with
+no status at all is read as the pledge having ended. A member the API no longer returns (``404``) whom we stored as
+pledging has ended the pledge (``former_patron``; the cancel policy says how access ends), whatever the payload still
 says. When the API cannot be reached, the payload is applied only where it is not older than what is stored
 (:meth:`~flask_patronlock.store.Store.apply_if_not_older`) and never to take access away, and the delivery is retried
-later with a growing wait.
+later with a growing wait. Nothing is stored for a member Patreon does not place in this campaign: the API's answer
+places it (a member the creator's token can read), or, when the API says ``404`` or cannot be reached, a body naming
+this campaign does; and a body alone never stores a pledge the API does not confirm (``404``). Every delivery ends
+``done``, ``ignored`` (not this campaign's member, audited) or ``failed`` (a body that cannot be parsed, a permanent API
+error, or :data:`PATRONLOCK_WEBHOOK_MAX_ATTEMPTS` attempts used up, however they ended).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from . import config as _config
 from . import signals
 from .extension import PatronLockState, get_state
 from .patreon.errors import MalformedDocument, NotFound, PatreonAPIError, PatreonError
-from .patreon.jsonapi import parse_member_document
+from .patreon.jsonapi import is_patreon_id, load_json, parse_member_document
 from .patreon.signatures import SIGNATURE_HEADER, verify_signature
 from .patreon.types import MEMBER_TRIGGERS, MemberSnapshot, WebhookSnapshot
 from .patron import Patron
@@ -52,6 +60,7 @@ __all__ = [
     "ProcessOutcome",
     "blueprint",
     "delivery_counts",
+    "delivery_problems",
     "init_webhooks",
     "process_delivery",
     "register_webhook",
@@ -156,7 +165,7 @@ def _member_id(body: bytes) -> str:
     if not isinstance(data, dict) or data.get("type") != "member":
         raise MalformedDocument("data: expected a member resource")
     member_id = data.get("id")
-    if not isinstance(member_id, str) or not member_id or len(member_id) > 64:
+    if not is_patreon_id(member_id):
         raise MalformedDocument("data.id: expected a member id")
     return member_id
 
@@ -213,10 +222,17 @@ def _store_delivery_sqlite(engine: Any, table: Any, values: dict[str, Any]) -> i
     return None if row is None else int(row[0])
 
 
+def dedupe_key(body: bytes) -> str:
+    """The key two deliveries are the same by: the sha256 of the raw body, exactly what the signature covers. The
+    event header is left out on purpose: it is not signed, so a captured body replayed under another event would
+    otherwise be new work."""
+    return hashlib.sha256(body).hexdigest()
+
+
 def _store_delivery(state: PatronLockState, event: str, member_id: str, body: bytes) -> int | None:
     """Insert the delivery unless its dedupe key exists; its id, or ``None`` for a duplicate."""
     table = state.tables.webhook_deliveries
-    key = hashlib.sha256(event.encode() + b"\n" + body).hexdigest()
+    key = dedupe_key(body)
     values = {
         "dedupe_key": key,
         "event": event,
@@ -374,7 +390,8 @@ def _fields(webhook: WebhookSnapshot) -> dict[str, Any]:
 
 
 def delivery_counts(state: PatronLockState) -> dict[str, int]:
-    """How many stored deliveries are in each status (``pending``, ``retry``, ``processing``, ``done``, ``failed``)."""
+    """How many stored deliveries are in each status (``pending``, ``retry``, ``processing``, ``done``, ``ignored``,
+    ``failed``)."""
     from sqlalchemy import func
 
     table = state.tables.webhook_deliveries
@@ -391,53 +408,103 @@ class ProcessOutcome:
     """What :func:`process_delivery` did."""
 
     delivery_id: int
-    #: ``applied`` (re-fetched and applied, or a deleted patron's pledge ended), ``ignored`` (another campaign's
-    #: member, or one the API does not know and no delete of a stored patron), ``fallback`` (the API was unreachable:
-    #: payload applied where not older and granting, never revoking; retry scheduled), ``failed`` (gave up),
-    #: ``skipped`` (already processed or claimed by another worker).
+    #: ``applied`` (re-fetched and applied, or a deleted patron's pledge ended), ``fallback`` (retry scheduled: the
+    #: API was unreachable and the payload was applied where not older, granting but never revoking, or the attempt
+    #: failed unexpectedly), ``ignored`` (not this campaign's member, or a pledge the API does not confirm),
+    #: ``failed`` (gave up), ``skipped`` (already processed, claimed by another worker, or out of attempts).
     outcome: str
     result: ApplyResult | None = None
 
 
-def _claim(state: PatronLockState, delivery_id: int, now: datetime) -> dict[str, Any] | None:
-    """Take the delivery for processing (one worker at a time); its row, or ``None`` when not ours to process."""
+#: the first words of a delivery's ``error`` for each way it can end other than ``done`` (the settings page reads them).
+MALFORMED = "malformed body"
+NOT_OURS = "not this campaign's member"
+GAVE_UP = "gave up after"
+REFUSED = "Patreon refused"
+
+
+def _due(table: Any, now: datetime) -> Any:
+    """Deliveries waiting for an attempt now: pending ones, due retries, and claims left by crashed workers."""
+    return or_(
+        table.c.status == "pending",
+        and_(
+            table.c.status.in_(("retry", "processing")),
+            or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        ),
+    )
+
+
+def _claim(state: PatronLockState, delivery_id: int, now: datetime, max_attempts: int) -> dict[str, Any] | None:
+    """Take the delivery for processing (one worker at a time); its row, or ``None`` when not ours to process.
+
+    A due delivery that has used up its attempts is not taken: it ends ``failed`` here. That is the cap for every way
+    an attempt can end, including a worker that died in the middle of one (its claim expires and the sweep finds it).
+    """
     table = state.tables.webhook_deliveries
     with state.store.transaction() as conn:
         claimed = conn.execute(
             update(table)
-            .where(
-                table.c.id == delivery_id,
-                or_(
-                    table.c.status == "pending",
-                    and_(
-                        table.c.status.in_(("retry", "processing")),
-                        or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
-                    ),
-                ),
-            )
+            .where(table.c.id == delivery_id, _due(table, now), table.c.attempts < max_attempts)
             .values(
                 status="processing",
                 attempts=table.c.attempts + 1,
                 next_attempt_at=now + timedelta(seconds=_CLAIM_SECONDS),
             )
         ).rowcount
-        if not claimed:
+        if claimed:
+            row = conn.execute(select(table).where(table.c.id == delivery_id)).mappings().first()
+            return dict(row) if row else None
+        spent = (table.c.id == delivery_id, _due(table, now), table.c.attempts >= max_attempts)
+        exhausted = conn.execute(
+            select(table.c.member_id, table.c.event, table.c.attempts, table.c.error).where(*spent)
+        ).first()
+        if exhausted is None:
             return None
-        row = conn.execute(select(table).where(table.c.id == delivery_id)).mappings().first()
-    return dict(row) if row else None
+        last = exhausted.error or "the last attempt never finished (the worker processing it stopped)"
+        reason = f"{GAVE_UP} {exhausted.attempts} attempts: {last}"[:500]
+        ended = conn.execute(
+            update(table).where(*spent).values(status="failed", processed_at=now, next_attempt_at=None, error=reason)
+        ).rowcount
+        if ended:  # not already ended by another worker's sweep
+            _audit(state, conn, "webhook_failed", delivery_id, exhausted.event, exhausted.member_id, reason)
+            log.error("webhook delivery %d (%s %s) %s", delivery_id, exhausted.event, exhausted.member_id, reason)
+    return None
 
 
-def _finish(state: PatronLockState, delivery_id: int, **values: Any) -> None:
+def _audit(state: PatronLockState, conn: Any, kind: str, delivery_id: int, event: str, member_id: str | None,
+           reason: str) -> None:
+    state.store.record_event(
+        conn, kind, source="webhook", member_id=member_id,
+        detail={"delivery_id": delivery_id, "event": event, "reason": reason},
+    )
+
+
+def _finish(state: PatronLockState, row: dict[str, Any], audit: str | None = None, **values: Any) -> None:
+    """Write how the delivery ended (with an audit row of kind ``audit`` for one that was ignored or failed)."""
     table = state.tables.webhook_deliveries
     with state.store.transaction() as conn:
-        conn.execute(update(table).where(table.c.id == delivery_id).values(**values))
+        conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
+        if audit is not None:
+            _audit(state, conn, audit, row["id"], row["event"], row["member_id"], values.get("error") or "")
 
 
-def _payload(body: bytes) -> MemberSnapshot | None:
-    try:
-        return parse_member_document(json.loads(body))
-    except (MalformedDocument, ValueError, RecursionError):
-        return None
+def _payload(body: bytes) -> MemberSnapshot:
+    """The delivery's own member document. :raises MalformedDocument: it cannot be parsed into one."""
+    return parse_member_document(load_json(body))
+
+
+def _this_campaigns(snapshot: MemberSnapshot, campaign_id: str, *, api_answered: bool) -> MemberSnapshot | None:
+    """``snapshot`` as this campaign's member, or ``None`` when Patreon does not place it in this campaign.
+
+    The one campaign check of processing. A snapshot naming this campaign is placed (the API's answer, or a body
+    signed with this campaign's webhook secret); one naming another campaign is not; one naming none is placed only
+    when it is the API's answer (a member the creator's token can read) -- never a body alone.
+    """
+    if snapshot.campaign_id == campaign_id:
+        return snapshot
+    if snapshot.campaign_id is None and api_answered:
+        return snapshot.replace(campaign_id=campaign_id)
+    return None
 
 
 #: the triggers Patreon sends when a pledge ends (``members:pledge:delete``) or a membership is removed
@@ -450,31 +517,33 @@ def _pledging(member: MemberSnapshot | Patron) -> bool:
     return member.patron_status in ("active_patron", "declined_patron") or member.is_free_trial or member.is_gifted
 
 
-def _after_delete(
+def _pledge_ended(
     state: PatronLockState, event: str, member_id: str, fetched: MemberSnapshot | None, body: bytes
 ) -> MemberSnapshot | None:
-    """What to apply once the API answered: its member, or ``None`` (the API does not know the member: apply nothing).
+    """The snapshot that ends a stored patron's pledge, once the API answered; ``None`` when it did not end.
 
     The API's answer wins over the payload, which only says what the member *was* (often still ``active_patron``):
 
-    * the API returns the member: that, except that after a delete a member it no longer lists as pledging whom we
-      stored as pledging is ``former_patron`` (the pledge ended; the cancel policy decides how access ends) -- and a
-      member it lists as pledging again (a re-pledge raced the delete) is applied as it is;
-    * the API answers 404 to a delete of a stored patron: the pledge ended. The stored state (or the payload's, where
-      it is not older: it may know of a later paid charge) with ``former_patron`` and nothing entitled, so the cancel
-      policy keeps access to the end of the paid period, or ends it at once; a member who never paid (the one
-      ``members:delete`` is sent for) has no paid period and loses access at once;
-    * the API answers 404 to any other trigger, or to a delete of a member never stored: nothing (a stale payload
-      must not grant, or grant back, access the API does not confirm; the sync's missing rule sees the rest).
+    * the API returns the member: its answer stands (a member it lists as pledging again after a delete -- a
+      re-pledge raced it -- keeps access), except that after a delete a member it returns with no pledge status whom
+      we stored as pledging is ``former_patron`` (the pledge ended; the cancel policy decides how access ends);
+    * the API answers 404 for a patron we stored as pledging, whatever the trigger (the header is not signed, and the
+      same body arrives under several triggers): the pledge ended. The stored state (or the payload's, where it is not
+      older: it may know of a later paid charge) with ``former_patron`` and nothing entitled, so the cancel policy
+      keeps access to the end of the paid period, or ends it at once; a member who never paid (the one
+      ``members:delete`` is sent for) has no paid period and loses access at once.
     """
-    if event not in DELETE_TRIGGERS or (fetched is not None and _pledging(fetched)):
-        return fetched
+    if fetched is not None and (event not in DELETE_TRIGGERS or _pledging(fetched)):
+        return None
     stored = state.store.get_patron(member_id)
     if stored is None or not _pledging(stored):
-        return fetched
+        return None
     if fetched is not None:
         return fetched.replace(patron_status="former_patron")
-    payload = _payload(body)
+    try:
+        payload: MemberSnapshot | None = _payload(body)
+    except MalformedDocument:
+        payload = None
     base = (
         payload
         if payload is not None
@@ -483,7 +552,13 @@ def _after_delete(
         and not _older_than_stored(payload, stored)
         else _last_seen(stored)
     )
-    return base.replace(patron_status="former_patron", entitled_cents=0, entitled_tier_ids=(), will_pay_cents=0)
+    return base.replace(
+        campaign_id=stored.campaign_id,
+        patron_status="former_patron",
+        entitled_cents=0,
+        entitled_tier_ids=(),
+        will_pay_cents=0,
+    )
 
 
 def _last_seen(patron: Patron) -> MemberSnapshot:
@@ -515,18 +590,38 @@ def process_delivery(app: Flask | None, delivery_id: int) -> ProcessOutcome:
     """Process one stored delivery: re-fetch its member and apply that; see the module docs for the fallback.
 
     Safe to call more than once and from several workers: only one claims the delivery, and a processed delivery
-    is skipped.
+    is skipped. Nothing a delivery holds makes this raise: an attempt that fails unexpectedly is retried like an
+    unreachable API, and after :data:`PATRONLOCK_WEBHOOK_MAX_ATTEMPTS` attempts the delivery ends ``failed``.
     """
     state = get_state(app)
     store = state.store
-    cfg = state.app.config
-    now = store.clock()
-    row = _claim(state, delivery_id, now)
+    max_attempts = max(1, int(state.app.config["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"]))
+    row = _claim(state, delivery_id, store.clock(), max_attempts)
     if row is None:
         return ProcessOutcome(delivery_id, "skipped")
-    member_id, event = row["member_id"], row["event"]
     strict = store._strict_signals()
-    fetched: MemberSnapshot | None = None  # None after a 404: the API no longer returns the member
+    try:
+        outcome, result = _process(state, row, max_attempts)
+    except Exception as exc:  # a bug or an outage this code did not foresee: retried, and capped like any other
+        log.exception("webhook delivery %d (%s %s) failed unexpectedly", delivery_id, row["event"], row["member_id"])
+        outcome, result = _retry_or_fail(state, row, max_attempts, f"{type(exc).__name__}: {exc}"), None
+    signals.send_action(
+        signals.webhook_processed,
+        state.app,
+        strict=strict,
+        delivery_id=delivery_id,
+        event=row["event"],
+        member_id=row["member_id"],
+        outcome=outcome,
+        result=result,
+    )
+    return ProcessOutcome(delivery_id, outcome, result)
+
+
+def _process(state: PatronLockState, row: dict[str, Any], max_attempts: int) -> tuple[str, ApplyResult | None]:
+    store = state.store
+    delivery_id, member_id, event = row["id"], row["member_id"], row["event"]
+    fetched: MemberSnapshot | None = None
     error: PatreonError | None = None
     observed_at = store.clock()
     try:
@@ -536,53 +631,73 @@ def process_delivery(app: Flask | None, delivery_id: int) -> ProcessOutcome:
             client.max_retries = min(client.max_retries, 1)
             fetched = client.member(member_id)
     except NotFound:
-        pass  # gone from Patreon: _after_delete says what that means for this trigger
+        pass  # gone from Patreon: _pledge_ended says what that means
     except PatreonError as exc:
         error = exc
-    outcome: str
+    ended = _pledge_ended(state, event, member_id, fetched, row["body"]) if error is None else None
+    snapshot = ended or fetched
+    malformed: MalformedDocument | None = None
+    if snapshot is None:
+        try:
+            snapshot = _payload(row["body"])
+        except MalformedDocument as exc:
+            malformed = exc
+    ours = _this_campaigns(snapshot, state.campaign_id(), api_answered=fetched is not None) if snapshot else None
+    unconfirmed = error is None and fetched is None and ended is None and ours is not None and _pledging(ours)
+    if unconfirmed:
+        ours = None  # a body alone never stores a pledge the API says it does not know (404)
     result: ApplyResult | None = None
-    if error is None:
-        snapshot = _after_delete(state, event, member_id, fetched, row["body"])
-        if snapshot is None or snapshot.campaign_id not in (None, state.campaign_id()):
-            outcome = "ignored"
+    if ours is not None:
+        if fetched is not None or ended is not None:  # what the API says (a 404 included)
+            result = store.apply(ours, source="webhook", observed_at=observed_at)
         else:
-            snapshot = snapshot if snapshot.campaign_id else snapshot.replace(campaign_id=state.campaign_id())
-            result = store.apply(snapshot, source="webhook", observed_at=observed_at)
-            outcome = "applied"
-        _finish(state, delivery_id, status="done", processed_at=store.clock(), next_attempt_at=None, error=None)
-    else:
-        payload = _payload(row["body"])
-        if payload is not None and payload.campaign_id in (None, state.campaign_id()):
-            snapshot = payload if payload.campaign_id else payload.replace(campaign_id=state.campaign_id())
             # the payload may grant (a new pledge shows at once) but never takes access away: that waits for the API
             result = store.apply_if_not_older(
-                snapshot, source="webhook", observed_at=row["received_at"], defer_revocations=True
+                ours, source="webhook", observed_at=row["received_at"], defer_revocations=True
             )
-        if _permanent(error) or row["attempts"] >= int(cfg["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"]):
-            outcome = "failed"
-            log.error("webhook delivery %d (%s %s) failed for good: %s", delivery_id, event, member_id, error)
-            _finish(state, delivery_id, status="failed", processed_at=store.clock(), error=str(error)[:500])
-        else:
-            outcome = "fallback"
-            wait = timedelta(seconds=float(cfg["PATRONLOCK_WEBHOOK_RETRY_SECONDS"]) * 2 ** (row["attempts"] - 1))
-            _finish(
-                state,
-                delivery_id,
-                status="retry",
-                next_attempt_at=store.clock() + min(wait, _MAX_BACKOFF),
-                error=str(error)[:500],
-            )
-    signals.send_action(
-        signals.webhook_processed,
-        state.app,
-        strict=strict,
-        delivery_id=delivery_id,
-        event=event,
-        member_id=member_id,
-        outcome=outcome,
-        result=result,
-    )
-    return ProcessOutcome(delivery_id, outcome, result)
+    if error is not None:  # the API could not say: the payload did what it could, the API decides later
+        if _permanent(error):
+            reason = f"{REFUSED}: {error}"
+            log.error("webhook delivery %d (%s %s) failed for good: %s", delivery_id, event, member_id, reason)
+            _finish(state, row, "webhook_failed", status="failed", processed_at=store.clock(), next_attempt_at=None,
+                    error=reason[:500])
+            return "failed", result
+        return _retry_or_fail(state, row, max_attempts, str(error)), result
+    done: dict[str, Any] = {"processed_at": store.clock(), "next_attempt_at": None}
+    if ours is not None:
+        _finish(state, row, status="done", error=None, **done)
+        return "applied", result
+    if malformed is not None:
+        reason = f"{MALFORMED}: {malformed}"
+        log.warning("webhook delivery %d (%s %s): %s", delivery_id, event, member_id, reason)
+        _finish(state, row, "webhook_failed", status="failed", error=reason[:500], **done)
+        return "failed", None
+    named = snapshot.campaign_id if snapshot is not None else None
+    if unconfirmed:
+        reason = f"{NOT_OURS}: the API does not know the member (404), so the pledge the body shows is not stored"
+    elif fetched is not None:
+        reason = f"{NOT_OURS}: Patreon places it in campaign {named!r}"
+    else:
+        says = f"names campaign {named!r}" if named else "names no campaign"
+        reason = f"{NOT_OURS}: the API does not know the member (404) and the body {says}"
+    log.warning("webhook delivery %d (%s %s) ignored: %s", delivery_id, event, member_id, reason)
+    _finish(state, row, "webhook_ignored", status="ignored", error=reason[:500], **done)
+    return "ignored", None
+
+
+def _retry_or_fail(state: PatronLockState, row: dict[str, Any], max_attempts: int, error: str) -> str:
+    """Schedule another attempt with a doubling wait, or end the delivery ``failed`` when its attempts are used up."""
+    store = state.store
+    attempts = int(row["attempts"])
+    if attempts >= max_attempts:
+        reason = f"{GAVE_UP} {attempts} attempts: {error}"
+        log.error("webhook delivery %d (%s %s) %s", row["id"], row["event"], row["member_id"], reason)
+        _finish(state, row, "webhook_failed", status="failed", processed_at=store.clock(), next_attempt_at=None,
+                error=reason[:500])
+        return "failed"
+    wait = timedelta(seconds=float(state.app.config["PATRONLOCK_WEBHOOK_RETRY_SECONDS"]) * 2 ** (attempts - 1))
+    _finish(state, row, status="retry", next_attempt_at=store.clock() + min(wait, _MAX_BACKOFF), error=error[:500])
+    return "fallback"
 
 
 def _permanent(error: PatreonError) -> bool:
@@ -595,20 +710,24 @@ def _permanent(error: PatreonError) -> bool:
     )
 
 
+def delivery_problems(state: PatronLockState, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest deliveries that ended ``failed`` or ``ignored``, newest first, with their ``error`` (the reason)."""
+    table = state.tables.webhook_deliveries
+    stmt = (
+        select(table.c.id, table.c.event, table.c.member_id, table.c.status, table.c.attempts, table.c.error,
+               table.c.received_at, table.c.processed_at)
+        .where(table.c.status.in_(("failed", "ignored")))
+        .order_by(table.c.id.desc())
+        .limit(limit)
+    )
+    with state.store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def due_deliveries(state: PatronLockState, *, limit: int = 100) -> list[int]:
     """Deliveries waiting for (another) attempt now: pending ones, due retries, and claims left by crashed workers."""
     table = state.tables.webhook_deliveries
     now = state.store.clock()
-    stmt = (
-        select(table.c.id)
-        .where(
-            or_(
-                table.c.status == "pending",
-                and_(table.c.status.in_(("retry", "processing")), table.c.next_attempt_at <= now),
-            )
-        )
-        .order_by(table.c.id)
-        .limit(limit)
-    )
+    stmt = select(table.c.id).where(_due(table, now)).order_by(table.c.id).limit(limit)
     with state.store.engine.connect() as conn:
         return [int(i) for i in conn.execute(stmt).scalars()]

@@ -885,3 +885,57 @@ def test_raw_junk_raises_only_malformed_document(raw: bytes | str) -> None:
     except MalformedDocument:
         return
     _only_malformed(doc)
+
+
+# -- values no column or date can hold ---------------------------------------------------------------------------------
+
+
+def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    doc = fixture("members_pledge_update.json")
+    target = doc["data"]
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return doc
+
+
+_ATTR = ("attributes",)
+
+
+@pytest.mark.parametrize(
+    ("path", "fits", "overflows"),
+    [
+        ((*_ATTR, "currently_entitled_amount_cents"), 2**31 - 1, 2**31),
+        ((*_ATTR, "will_pay_amount_cents"), -(2**31), -(2**31) - 1),
+        ((*_ATTR, "campaign_lifetime_support_cents"), 2**63 - 1, 2**63),
+        ((*_ATTR, "pledge_cadence"), 12, 2**31 - 1),
+        ((*_ATTR, "last_charge_date"), "2999-12-31T00:00:00+00:00", "9999-12-31T23:59:59+00:00"),
+        ((*_ATTR, "pledge_relationship_start"), "1900-01-01T00:00:00+00:00", "0001-01-01T00:00:00+00:00"),
+        ((*_ATTR, "full_name"), "x" * 255, "x" * 256),
+        ((*_ATTR, "email"), "kopi@pangea.com", "kopi\x00@pangea.com"),
+        (("id",), "m" * 64, "m" * 65),
+        (("id",), "38c264ba", "38c2,64ba"),
+        (("relationships", "campaign", "data", "id"), "11539233", "115\x0039233"),
+    ],
+    ids=["int32-max", "int32-min", "int64", "cadence", "year-9999", "year-1", "name-length", "nul", "id-length",
+         "id-comma", "campaign-nul"],
+)
+def test_values_no_column_or_date_holds_are_malformed(path: tuple[str, ...], fits: Any, overflows: Any) -> None:
+    parse_member_document(_with(path, fits))
+    with pytest.raises(MalformedDocument, match=path[-1] if path[-1] != "id" else "id"):
+        parse_member_document(_with(path, overflows))
+
+
+def test_the_limits_are_the_columns() -> None:
+    """The parser's limits are the tables' (a column widened or narrowed without the parser would overflow again)."""
+    from sqlalchemy import MetaData
+
+    from flask_patronlock.models import tables_for
+    from flask_patronlock.patreon import jsonapi
+
+    tables = tables_for(MetaData())
+    p, t = tables.patrons.c, tables.tiers.c
+    assert jsonapi.MAX_ID_LENGTH == p.member_id.type.length == t.id.type.length == p.campaign_id.type.length
+    for key, column in [("email", p.email), ("full_name", p.full_name), ("patron_status", p.patron_status),
+                        ("last_charge_status", p.last_charge_status), ("title", t.title), ("url", t.url)]:
+        assert jsonapi._MAX_LENGTH[key] == column.type.length, key

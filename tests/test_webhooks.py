@@ -17,7 +17,9 @@ from sync_helpers import access_of, count, sandbox_app, set_policy, sync, webhoo
 
 from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.signatures import sign
+from flask_patronlock.patreon.types import MEMBER_TRIGGERS
 from flask_patronlock.sandbox import Delivery, Sandbox
+from flask_patronlock.webhooks import dedupe_key
 
 pytestmark = pytest.mark.timeout(180)
 URL = "/patreon/webhook"
@@ -50,7 +52,8 @@ def test_a_delivery_is_verified_stored_and_applied_from_the_api(sb_app: Flask, p
     patron = get_state(sb_app).store.get_patron(member.id)
     assert patron is not None and patron.source == "webhook" and patron.access is True
     rows = deliveries(sb_app)
-    assert len(rows) == len(sent) and {r["status"] for r in rows} == {"done"}
+    # one change is one body, sent once per trigger (members:create and members:pledge:create): one delivery
+    assert len(rows) == len({d.body for d in sent}) < len(sent) and {r["status"] for r in rows} == {"done"}
 
 
 @pytest.mark.patreon_sandbox(members=0)
@@ -85,9 +88,12 @@ def test_duplicates_and_replays_cannot_roll_anyone_back(sb_app: Flask, patreon_s
     old = first[0]
     again = post(sb_app, old.body, old.event, **{"X-Patreon-Signature": old.signature})
     assert again.status_code == 200 and again.get_data() == b"duplicate\n"
-    # the same old body under another trigger is a new delivery: processed, but the API says Gold
+    # the same old body under another trigger is the same delivery (the signature covers the body only)
     other = "members:pledge:update" if old.event != "members:pledge:update" else "members:update"
-    assert post(sb_app, old.body, other, secret=sandbox.webhook_secret).status_code == 200
+    assert post(sb_app, old.body, other, secret=sandbox.webhook_secret).get_data() == b"duplicate\n"
+    # the old state in a body never seen here (other bytes: new work) is processed, but the API says Gold
+    respaced = json.dumps(json.loads(old.body), indent=1).encode()
+    assert post(sb_app, respaced, old.event, secret=sandbox.webhook_secret).get_data() == b"ok\n"
     assert store.get_patron(member.id).entitled_cents == 1000  # type: ignore[union-attr]
     assert count(sb_app, "events") == audit  # nothing changed, so no audit row
 
@@ -106,10 +112,9 @@ def test_api_down_applies_the_payload_where_not_older_and_retries(sb_app: Flask,
     assert patron is not None and patron.entitled_cents == 1000  # from the payload
     rows = deliveries(sb_app)
     assert rows[-1]["status"] == "retry" and rows[-1]["next_attempt_at"] > sandbox.now
-    # an old payload replayed under another trigger while the API is down is older than the stored state: skipped
-    stale = old[0]
-    other = "members:pledge:update" if stale.event != "members:pledge:update" else "members:update"
-    assert post(sb_app, stale.body, other, secret=sandbox.webhook_secret).status_code == 200
+    # an old payload in new bytes (not a duplicate) while the API is down is older than the stored state: skipped
+    stale = json.dumps(json.loads(old[0].body), indent=1).encode()
+    assert post(sb_app, stale, old[0].event, secret=sandbox.webhook_secret).get_data() == b"ok\n"
     assert state.store.get_patron(member.id).entitled_cents == 1000  # type: ignore[union-attr]
     sandbox.api_down = False
     sandbox.advance(minutes=2)
@@ -218,13 +223,70 @@ def _mutations() -> st.SearchStrategy[bytes]:
     return st.tuples(st.just(None), paths, value).map(mutate)
 
 
-@pytest.mark.patreon_sandbox(members=0)
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.one_of(st.binary(max_size=300), _mutations()),
-       event=st.sampled_from(["members:update", "members:pledge:delete", "posts:publish", ""]))
-def test_fuzzed_signed_bodies_never_get_a_5xx(sb_app: Flask, patreon_sandbox: Sandbox, body: bytes, event: str) -> None:
-    status = post(sb_app, body, event, secret=patreon_sandbox.webhook_secret).status_code
-    assert status in {200, 400, 413}
+#: values a hostile or broken sender could put anywhere: beyond 64 bits, wrong types, NULs, dates past the calendar.
+_EXTREMES = st.one_of(
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.sampled_from([2**31, 2**63, -(2**63) - 1, 2**70, 10**400, -1, 0, 1.5, float("inf"), True, None, "", "\x00",
+                     "a" * 400, "9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00+01:00", "2026-13-45", [], {}]),
+    st.text(max_size=12),
+)
+_ATTRIBUTES = ["patron_status", "last_charge_status", "last_charge_date", "next_charge_date",
+               "currently_entitled_amount_cents", "will_pay_amount_cents", "campaign_lifetime_support_cents",
+               "lifetime_support_cents", "pledge_relationship_start", "pledge_cadence", "is_free_trial", "is_gifted",
+               "is_follower", "email", "full_name"]
+
+
+@st.composite
+def _member_bodies(draw: st.DrawFn, campaign_id: str, member_ids: list[str]) -> bytes:
+    """A member document shaped like Patreon's, with extreme values in its attributes, ids and campaign."""
+    attributes = draw(st.dictionaries(st.sampled_from(_ATTRIBUTES), _EXTREMES, max_size=5))
+    member_id = draw(st.sampled_from([*member_ids, "new-member", "m" * 65, "a,b", "\x00", ""]) | st.text(max_size=8))
+    campaign = draw(st.sampled_from([campaign_id, None, "another-campaign", 2**70, "\x00"]))
+    tiers = draw(st.lists(st.sampled_from(["t1", "a,b", "x" * 70, 5]), max_size=2))
+    rels: dict[str, Any] = {"currently_entitled_tiers": {"data": [{"type": "tier", "id": t} for t in tiers]}}
+    if campaign is not None:
+        rels["campaign"] = {"data": {"type": "campaign", "id": campaign}}
+    included = [{"type": "tier", "id": "t1", "attributes": {"amount_cents": draw(_EXTREMES), "title": "Gold"}}]
+    return json.dumps({"data": {"type": "member", "id": member_id, "attributes": attributes, "relationships": rels},
+                       "included": included}).encode()
+
+
+def _bodies(campaign_id: str, member_ids: list[str]) -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        _member_bodies(campaign_id, member_ids),
+        _mutations(),
+        st.binary(max_size=300),  # not JSON, not UTF-8
+        st.integers(min_value=1, max_value=50_000).map(lambda depth: b'{"data":' + b"[" * depth + b"]" * depth + b"}"),
+        st.sampled_from([b"\xff\xfe{}", '{"data": {"type": "member", "id": "\u00e9"}}'.encode("utf-16")]),
+    )
+
+
+@pytest.mark.patreon_sandbox(members=2)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), event=st.sampled_from(sorted(MEMBER_TRIGGERS)) | st.sampled_from(["posts:publish", ""])
+       | st.text(max_size=20))
+def test_fuzzed_signed_bodies_never_get_a_5xx_and_every_delivery_ends(
+    sb_app: Flask, patreon_sandbox: Sandbox, data: st.DataObject, event: str
+) -> None:
+    """Any signed body under any event: the answer is never 5xx, and a stored delivery's processing ends ``done``,
+    ``ignored`` or ``failed`` (the jobs run inline: an exception escaping processing would leave it ``processing``,
+    an unforeseen one caught by the cap would leave it ``retry``)."""
+    state = get_state(sb_app)
+    body = data.draw(_bodies(state.campaign_id(), [m.id for m in patreon_sandbox.members]))
+    try:
+        header_ok = event.encode("latin-1") and "\n" not in event and "\r" not in event
+    except UnicodeEncodeError:
+        header_ok = False
+    before = len(deliveries(sb_app))
+    status = post(sb_app, body, event if header_ok else "members:update", secret=patreon_sandbox.webhook_secret)
+    assert status.status_code in {200, 400, 413}
+    t = state.tables.webhook_deliveries
+    with state.store.engine.connect() as conn:
+        row = conn.execute(select(t.c.status, t.c.error).where(t.c.dedupe_key == dedupe_key(body))).first()
+    if status.get_data() in (b"ok\n", b"duplicate\n"):
+        assert row is not None and row.status in {"done", "ignored", "failed"}, row
+    else:
+        assert len(deliveries(sb_app)) == before
 
 
 @pytest.mark.patreon_sandbox(members=0)
@@ -301,3 +363,177 @@ def test_rotate_keys_re_encrypts_the_registered_webhook_secret(
             stored = conn.execute(select(table.c.value).where(table.c.key == WEBHOOK_SETTING_KEY)).scalar_one()
     assert "secret_encrypted" in stored and "secret" not in stored  # never in the clear once keys exist
     assert post(app, b'{"data": {}}', secret=secret).status_code != 403
+
+
+# -- attacks: signed bodies written as an attacker holding a captured delivery (or the secret) would send them --------
+
+
+def member_body(member_id: str, campaign_id: str | None, **attributes: Any) -> bytes:
+    """A raw ``members:*`` body as Patreon shapes it (attributes, and the campaign relationship when named)."""
+    attrs = {"patron_status": "active_patron", "last_charge_status": "Paid",
+             "last_charge_date": "2026-01-01T00:00:00.000+00:00", "currently_entitled_amount_cents": 500,
+             "pledge_relationship_start": "2025-06-01T00:00:00.000+00:00", **attributes}
+    rels: dict[str, Any] = {"currently_entitled_tiers": {"data": []}}
+    if campaign_id is not None:
+        rels["campaign"] = {"data": {"type": "campaign", "id": campaign_id}}
+    data = {"type": "member", "id": member_id, "attributes": attrs, "relationships": rels}
+    return json.dumps({"data": data}).encode()
+
+
+@pytest.mark.patreon_sandbox(members=0)
+def test_an_integer_beyond_64_bits_ends_the_delivery_failed_not_stuck(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    """A member Patreon no longer knows (404), so the payload is the last word -- and its amount is 2**70."""
+    campaign = get_state(sb_app).campaign_id()
+    body = member_body("gone-member-1", campaign, currently_entitled_amount_cents=2**70)
+    answer = post(sb_app, body, "members:pledge:delete", secret=patreon_sandbox.webhook_secret)
+    assert answer.status_code == 200
+    (row,) = deliveries(sb_app)
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert "malformed" in row["error"] and "currently_entitled_amount_cents" in row["error"]
+    assert get_state(sb_app).store.get_patron("gone-member-1") is None
+    assert get_state(sb_app).jobs.retry_due() == 0  # never tried again
+
+
+@pytest.mark.patreon_sandbox(members=0)
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"will_pay_amount_cents": 2**31},  # an INTEGER column on PostgreSQL
+        {"campaign_lifetime_support_cents": 2**63},  # a BIGINT column
+        {"pledge_cadence": 2**31 - 1},  # months added to a date
+        {"last_charge_date": "9999-12-31T23:59:59+00:00"},  # a paid period past the end of the calendar
+        {"full_name": "a\u0000b"},  # PostgreSQL text holds no NUL
+    ],
+    ids=["int32", "int64", "cadence", "date", "nul"],
+)
+def test_values_the_database_or_the_calendar_cannot_hold_are_malformed(
+    sb_app: Flask, patreon_sandbox: Sandbox, attributes: dict[str, Any]
+) -> None:
+    campaign = get_state(sb_app).campaign_id()
+    body = member_body("gone-member-2", campaign, **attributes)
+    assert post(sb_app, body, "members:update", secret=patreon_sandbox.webhook_secret).status_code == 200
+    (row,) = deliveries(sb_app)
+    assert row["status"] == "failed" and "malformed" in row["error"], row
+    assert get_state(sb_app).store.get_patron("gone-member-2") is None
+
+
+@pytest.mark.patreon_sandbox(members=1)
+def test_a_delivery_that_keeps_failing_ends_failed_after_the_cap_and_shows_on_the_settings_page(
+    sb_app: Flask, patreon_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adminhelpers import ADMIN_PREFIX
+    from flask_login import LoginManager, UserMixin
+
+    state, sandbox = get_state(sb_app), patreon_sandbox
+    sb_app.config["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"] = 3
+    member = sandbox.members[0]
+
+    class Admin(UserMixin):
+        id = "admin"
+
+    LoginManager(sb_app).request_loader(lambda request: Admin())
+    state.extension.admin_loader(lambda user: True)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    monkeypatch.setattr(state.store, "apply", broken)  # a failure nobody foresaw, on every attempt
+    sandbox.change_tier(member, "Gold")
+    sandbox.flush_webhooks()
+    row = deliveries(sb_app)[0]
+    assert row["status"] == "retry" and row["attempts"] == 1
+    for _ in range(10):  # the sweep, long after: every claim and backoff has expired
+        sandbox.advance(days=1)
+        state.jobs.retry_due()
+    row = deliveries(sb_app)[0]
+    assert row["status"] == "failed" and row["attempts"] == 3
+    assert "OverflowError" in row["error"]
+    assert state.jobs.retry_due() == 0
+
+    page = sb_app.test_client().get(ADMIN_PREFIX + "/sync").get_data(as_text=True)
+    assert "data-failed-deliveries" in page and member.id in page
+    assert "gave up after 3 attempts" in page
+
+
+@pytest.mark.patreon_sandbox(members=0)
+def test_a_claim_left_by_a_crashed_worker_counts_against_the_cap(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    """A worker that dies mid-delivery (killed, out of memory) leaves it ``processing``: the sweep takes it over, but
+    only until the cap."""
+    state, sandbox = get_state(sb_app), patreon_sandbox
+    cap = int(sb_app.config["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"])
+    sandbox.transport = lambda uri, headers, body: 200  # capture
+    sandbox.add_patron("ann@example.com", tier="Gold")
+    (delivery, *_) = sandbox.flush_webhooks()
+    sb_app.config["PATRONLOCK_JOBS"] = "thread"
+    state.jobs.submit_webhook = lambda delivery_id: None  # type: ignore[method-assign]  # stored, never processed
+    assert sb_app.test_client().post(URL, data=delivery.body, headers=delivery.headers).status_code == 200
+    t = state.tables.webhook_deliveries
+    with state.store.engine.begin() as conn:
+        conn.execute(t.update().values(status="processing", attempts=cap, next_attempt_at=sandbox.now))
+    sandbox.advance(minutes=10)
+    state.jobs.retry_due()
+    (row,) = deliveries(sb_app)
+    assert row["status"] == "failed" and row["attempts"] == cap and "attempts" in row["error"]
+
+
+@pytest.mark.patreon_sandbox(members=0)
+def test_a_captured_delivery_replayed_under_another_event_is_a_duplicate(
+    sb_app: Flask, patreon_sandbox: Sandbox
+) -> None:
+    sandbox = patreon_sandbox
+    sandbox.transport = lambda uri, headers, body: 200  # capture
+    sandbox.add_patron("ann@example.com", tier="Gold")
+    captured = sandbox.flush_webhooks()
+    first = captured[0]
+    client = sb_app.test_client()
+    assert client.post(URL, data=first.body, headers=first.headers).get_data() == b"ok\n"
+    for event in ("members:pledge:delete", "members:delete", "members:update", "members:pledge:create"):
+        replay = {**first.headers, "X-Patreon-Event": event}  # the signature covers the body only: still valid
+        answer = client.post(URL, data=first.body, headers=replay)
+        assert answer.status_code == 200 and answer.get_data() == b"duplicate\n", event
+    assert len(deliveries(sb_app)) == 1
+
+
+@pytest.mark.patreon_sandbox(members=0)
+@pytest.mark.parametrize("campaign", [None, "another-campaign"], ids=["no-campaign", "other-campaign"])
+def test_a_member_patreon_cannot_place_in_this_campaign_is_not_stored(
+    sb_app: Flask, patreon_sandbox: Sandbox, campaign: str | None
+) -> None:
+    """Signed, a valid member document, but the API answers 404 for the member and the body names no campaign (or
+    another one): nothing says the member is this campaign's patron."""
+    state = get_state(sb_app)
+    body = member_body("stranger-1", campaign, currently_entitled_amount_cents=100_000, email="eve@example.com")
+    assert post(sb_app, body, "members:pledge:create", secret=patreon_sandbox.webhook_secret).status_code == 200
+    assert state.store.get_patron("stranger-1") is None
+    (row,) = deliveries(sb_app)
+    assert row["status"] == "ignored" and "campaign" in row["error"]
+    (audit,) = state.store.history("stranger-1")
+    assert audit["kind"] == "webhook_ignored" and audit["detail"]["delivery_id"] == row["id"]
+
+
+@pytest.mark.patreon_sandbox(members=0)
+def test_unconfirmed_member_while_the_api_is_down_waits_for_the_api(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    state, sandbox = get_state(sb_app), patreon_sandbox
+    sandbox.api_down = True
+    body = member_body("stranger-2", None, currently_entitled_amount_cents=100_000)
+    assert post(sb_app, body, "members:update", secret=sandbox.webhook_secret).status_code == 200
+    assert state.store.get_patron("stranger-2") is None
+    (row,) = deliveries(sb_app)
+    assert row["status"] == "retry"
+    sandbox.api_down = False
+    sandbox.advance(hours=1)
+    state.jobs.retry_due()  # the API answers 404 now: still nobody's member here
+    assert state.store.get_patron("stranger-2") is None
+    assert deliveries(sb_app)[0]["status"] == "ignored"
+
+
+@pytest.mark.patreon_sandbox(members=0)
+def test_a_deleted_member_naming_this_campaign_is_still_applied(sb_app: Flask, patreon_sandbox: Sandbox) -> None:
+    """Today's behaviour where Patreon vouches for the campaign: a member gone from the API (404) whose signed body
+    names this campaign is applied from the payload."""
+    state = get_state(sb_app)
+    body = member_body("gone-member-3", state.campaign_id(), patron_status="former_patron")
+    assert post(sb_app, body, "members:pledge:delete", secret=patreon_sandbox.webhook_secret).status_code == 200
+    patron = state.store.get_patron("gone-member-3")
+    assert patron is not None and patron.patron_status == "former_patron" and patron.campaign_id == state.campaign_id()
+    assert deliveries(sb_app)[0]["status"] == "done"

@@ -7,7 +7,9 @@ Every request to the blueprint (its static CSS excepted) passes :func:`_guard` f
 * not signed in: Flask-Login's ``unauthorized()`` (a redirect to its ``login_view``), or 403 without a login view;
 * signed in but the callback says no: 403;
 * a POST without a valid Flask-WTF CSRF token (form field ``csrf_token`` or header ``X-CSRFToken``): 400, nothing
-  changed. ``WTF_CSRF_ENABLED = False`` switches the check off, as it does for Flask-WTF.
+  changed. ``WTF_CSRF_ENABLED = False`` switches the check off, as it does for Flask-WTF;
+* a NUL character in the path, a query argument or a form field: 400 (no setting, id or search holds one, and
+  PostgreSQL text cannot store one).
 
 Views are exempt from the site-wide and path locks (an admin passes them anyway; a non-admin gets the admin 403).
 """
@@ -147,9 +149,18 @@ def _guard() -> ResponseReturnValue | None:
     if not loader(user):
         raise AdminForbidden("not_admin")
     setattr(g, _G_USER, user)
+    if _holds_nul():
+        raise BadRequest("A value in this request holds a NUL character.")
     if request.method not in SAFE_METHODS:
         _check_csrf()
     return None
+
+
+def _holds_nul() -> bool:
+    multis = [request.args] if request.method in SAFE_METHODS else [request.args, request.form]
+    texts = [str(v) for v in (request.view_args or {}).values()]
+    texts += [text for multi in multis for key, values in multi.lists() for text in (key, *values)]
+    return any("\x00" in text for text in texts)
 
 
 def _check_csrf() -> None:

@@ -32,6 +32,7 @@ from wtforms import (
 )
 from wtforms.validators import NumberRange, Optional, ValidationError
 
+from ..patreon.jsonapi import INT32
 from ..patreon.types import TierSnapshot
 from ..policy import LockRule, PolicySettings
 
@@ -83,6 +84,19 @@ def money_text(cents: int | None) -> str:
     return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
 
 
+class WholeNumberField(IntegerField):
+    """An ``IntegerField`` that refuses a number no ``INTEGER`` column holds before any validator sees it
+    (``NumberRange`` compares through ``float``, which overflows on a 400-digit number)."""
+
+    data: int | None
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata(valuelist)
+        if self.data is not None and not INT32[0] <= self.data <= INT32[1]:
+            self.data = None
+            raise ValueError("That number is far too large.")
+
+
 class AmountField(StringField):
     """An amount of money typed in the currency's units; ``.cents`` holds the parsed value after validation."""
 
@@ -118,7 +132,7 @@ class LockForm(FlaskForm):
     min_amount = AmountField("…or at least this much a month")
     lifetime_amount = AmountField("Lifetime support of at least")
     patron_since_before = DateField("Patrons since before", validators=[Optional()])
-    drip_months = IntegerField(
+    drip_months = WholeNumberField(
         "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
     )
     combine = RadioField(
@@ -258,7 +272,7 @@ class PolicyForm(FlaskForm):
             ("until_patreon_gives_up", "Keep access while Patreon keeps retrying the payment"),
         ]),
     )
-    declined_grace_days = IntegerField("Grace period (days)", validators=[NumberRange(min=0, max=3650)])
+    declined_grace_days = WholeNumberField("Grace period (days)", validators=[NumberRange(min=0, max=3650)])
     cancelled = RadioField(
         "When a patron cancels",
         choices=choices([
@@ -275,14 +289,14 @@ class PolicyForm(FlaskForm):
     )
     count_free_trials = BooleanField("Free trials unlock their tier")
     count_gifted = BooleanField("Gifted memberships unlock their tier")
-    missing_runs = IntegerField(
+    missing_runs = WholeNumberField(
         "A patron missing from this many complete syncs in a row loses access", validators=[NumberRange(min=1)]
     )
-    missing_hours = IntegerField(
+    missing_hours = WholeNumberField(
         "…or this many hours after the first sync that missed them (empty: the count alone decides)",
         validators=[Optional(), NumberRange(min=1, max=87600)],
     )
-    breaker_min_patrons = IntegerField(
+    breaker_min_patrons = WholeNumberField(
         "Hold a sync for my approval when it would take access from more than this many patrons…",
         validators=[NumberRange(min=0)],
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from flask import Flask, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -22,7 +23,16 @@ from ..errors import ConfigurationError, TokenDecryptionError
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
 from ..sync import AlreadyRunning, get_run, list_runs
-from ..webhooks import delivery_counts, register_webhook, stored_webhook
+from ..webhooks import (
+    GAVE_UP,
+    MALFORMED,
+    NOT_OURS,
+    REFUSED,
+    delivery_counts,
+    delivery_problems,
+    register_webhook,
+    stored_webhook,
+)
 from .blueprint import admin_user_id, nav, route, state
 from .setup import Step, site_url
 
@@ -137,6 +147,22 @@ def webhook_steps(*, live: bool) -> list[Step]:
     return [webhook, last]
 
 
+def problem_sentence(row: dict[str, Any]) -> str:
+    """What happened to a delivery that ended ``failed`` or ``ignored``, in words (its ``error`` is the detail)."""
+    error = row.get("error") or ""
+    if error.startswith(NOT_OURS):
+        return "Not applied: Patreon does not confirm this member belongs to your campaign."
+    if error.startswith(MALFORMED):
+        return ("Patreon's message could not be read (a value in it is out of range or of the wrong kind), so it "
+                "was set aside. The next sync brings this member up to date.")
+    if error.startswith(REFUSED):
+        return "Patreon would not say more about this member, so the message was set aside."
+    if error.startswith(GAVE_UP):
+        return (f"Gave up after {row.get('attempts')} attempts to process it. The next sync brings this member "
+                "up to date.")
+    return "Set aside. The next sync brings this member up to date."
+
+
 @route("/sync")
 def sync() -> ResponseReturnValue:
     """Runs, held revocations, Sync now, and the webhook's health."""
@@ -165,6 +191,7 @@ def sync() -> ResponseReturnValue:
         ours=_ours(hooks),
         problem=problem,
         counts=delivery_counts(st),
+        problems=[{**row, "sentence": problem_sentence(row)} for row in delivery_problems(st)],
         webhook_url=url,
         jobs_mode=st.app.config.get("PATRONLOCK_JOBS"),
     )

@@ -472,11 +472,13 @@ def patrons() -> ResponseReturnValue:
     if status not in STATUS_FILTERS:
         status = ""
     tier = request.args.get("tier", "")[:64]
-    try:
-        page_number = int(request.args.get("page", "1"))
-    except ValueError:
-        page_number = 1
+    raw_page = request.args.get("page", "1")
+    if not (raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 9) or int(raw_page) < 1:
+        abort(404)  # not a page number (nor one a list of patrons could reach)
+    page_number = int(raw_page)
     page = search_patrons(st, q=q, status=status, tier=tier, page=page_number)
+    if page_number > page.pages:
+        abort(404)
     snapshot = st.settings.current()
     return render_template(
         "patronlock/admin/patrons.html",

@@ -6,7 +6,11 @@ else escapes: no ``KeyError``, ``TypeError`` or ``ValueError`` from a hostile or
 
 Attributes that are absent (Patreon's sparse fieldsets) or ``null`` take the dataclass defaults. Attributes that are
 present with the wrong JSON type are errors, because a silently defaulted amount or status could grant or revoke
-access.
+access. So are values no column or date can hold, checked here rather than left to fail in the database: an integer
+outside its column's range (:data:`INT32` for amounts and counts, :data:`INT64` for lifetime support), a cadence
+outside 0-120 months, a timestamp outside the years 1900-2999 (date arithmetic on 9999-12-31 overflows), an id that
+is not 1-64 characters without control characters or commas, and a string with a NUL character (PostgreSQL text
+cannot hold one) or longer than its column.
 
 The ``included`` array is indexed once per document and each included user and tier is parsed once, so a page of a
 thousand members costs one pass over ``data`` and one over ``included``.
@@ -18,7 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import MalformedDocument
@@ -36,6 +40,10 @@ from .types import (
 _T = TypeVar("_T")
 
 __all__ = [
+    "INT32",
+    "INT64",
+    "MAX_ID_LENGTH",
+    "is_patreon_id",
     "load_json",
     "parse_campaign",
     "parse_campaigns",
@@ -74,35 +82,81 @@ def _bad(key: str, expected: str, value: object) -> MalformedDocument:
     return MalformedDocument(f"{key}: expected {expected}, got {_type_name(value)}")
 
 
+#: the range of an ``INTEGER`` column (amounts in cents, counts): wider values are malformed, not an overflow later.
+INT32 = (-(2**31), 2**31 - 1)
+#: the range of a ``BIGINT`` column (lifetime support in cents).
+INT64 = (-(2**63), 2**63 - 1)
+#: months between charges: 1 (monthly) or 12 (annual) in practice; anything beyond ten years is nonsense.
+_CADENCE = (0, 120)
+#: the longest id any ``patronlock_*`` column holds (``VARCHAR(64)``).
+MAX_ID_LENGTH = 64
+#: string attributes stored in a column of this many characters (the others are stored as text or not at all).
+_MAX_LENGTH = {"email": 320, "full_name": 255, "patron_status": 32, "last_charge_status": 32, "title": 255,
+               "url": 512}
+#: the years a timestamp may fall in: wide enough for any real date, far enough from 9999 for date arithmetic.
+_YEARS = (1900, 2999)
+_FORBIDDEN_IN_IDS = frozenset(",\x7f") | {chr(c) for c in range(32)}
+_ID_PROBLEM = f"'id' missing or not a non-empty string (an id: 1-{MAX_ID_LENGTH} characters, no commas)"
+
+
+def is_patreon_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can be a Patreon id here: a string of 1 to :data:`MAX_ID_LENGTH` characters, without
+    control characters or commas (ids are stored comma-separated in one column)."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and not any(ch in _FORBIDDEN_IN_IDS for ch in value)
+    )
+
+
+def _checked_str(key: str, value: str) -> str:
+    if "\x00" in value:
+        raise MalformedDocument(f"{key}: contains a NUL character")
+    limit = _MAX_LENGTH.get(key)
+    if limit is not None and len(value) > limit:
+        raise MalformedDocument(f"{key}: longer than {limit} characters")
+    return value
+
+
 def _str(attrs: dict[str, Any], key: str, default: str = "") -> str:
     value = attrs.get(key)
     if value is None:
         return default
     if type(value) is str:
-        return value
+        return _checked_str(key, value)
     raise _bad(key, "a string", value)
 
 
 def _opt_str(attrs: dict[str, Any], key: str) -> str | None:
     value = attrs.get(key)
-    if value is None or type(value) is str:
-        return value
+    if value is None:
+        return None
+    if type(value) is str:
+        return _checked_str(key, value)
     raise _bad(key, "a string or null", value)
 
 
-def _int(attrs: dict[str, Any], key: str, default: int = 0) -> int:
+def _in_range(key: str, value: int, bounds: tuple[int, int]) -> int:
+    if bounds[0] <= value <= bounds[1]:
+        return value
+    raise MalformedDocument(f"{key}: integer out of range ({bounds[0]} to {bounds[1]})")
+
+
+def _int(attrs: dict[str, Any], key: str, default: int = 0, bounds: tuple[int, int] = INT32) -> int:
     value = attrs.get(key)
     if value is None:
         return default
     if type(value) is int:  # not bool, not float
-        return value
+        return _in_range(key, value, bounds)
     raise _bad(key, "an integer", value)
 
 
-def _opt_int(attrs: dict[str, Any], key: str) -> int | None:
+def _opt_int(attrs: dict[str, Any], key: str, bounds: tuple[int, int] = INT32) -> int | None:
     value = attrs.get(key)
-    if value is None or type(value) is int:
-        return value
+    if value is None:
+        return None
+    if type(value) is int:
+        return _in_range(key, value, bounds)
     raise _bad(key, "an integer or null", value)
 
 
@@ -139,7 +193,7 @@ def parse_datetime(value: object, what: str = "datetime") -> datetime | None:
 
     ``None`` stays ``None``; a timestamp without an offset is taken as UTC.
 
-    :raises MalformedDocument: ``value`` is not a string, or not an ISO 8601 timestamp.
+    :raises MalformedDocument: ``value`` is not a string, not an ISO 8601 timestamp, or outside the years 1900-2999.
     """
     if value is None:
         return None
@@ -151,13 +205,15 @@ def parse_datetime(value: object, what: str = "datetime") -> datetime | None:
         raise MalformedDocument(f"{what}: not an ISO 8601 timestamp") from None
     tz = parsed.tzinfo
     if tz is None:
-        return parsed.replace(tzinfo=UTC)
-    if tz is UTC:
-        return parsed
-    try:
-        return parsed.astimezone(UTC)
-    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00
-        raise MalformedDocument(f"{what}: timestamp out of range") from None
+        parsed = parsed.replace(tzinfo=UTC)
+    elif tz is not UTC:
+        try:
+            parsed = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00
+            raise MalformedDocument(f"{what}: timestamp out of range") from None
+    if not _YEARS[0] <= parsed.year <= _YEARS[1]:
+        raise MalformedDocument(f"{what}: timestamp out of range (years {_YEARS[0]} to {_YEARS[1]})")
+    return parsed
 
 
 def _dt(attrs: dict[str, Any], key: str) -> datetime | None:
@@ -219,8 +275,8 @@ def _resource_id(resource: object, expected_type: str, where: str) -> str:
             raise MalformedDocument(f"{where}: 'type' missing or not a string")
         raise MalformedDocument(f"{where}: expected type {expected_type!r}, got {rtype!r:.40}")
     rid = resource.get("id")
-    if type(rid) is not str or not rid:
-        raise MalformedDocument(f"{where}: 'id' missing or not a non-empty string")
+    if not is_patreon_id(rid):
+        raise MalformedDocument(f"{where}: {_ID_PROBLEM}")
     return rid
 
 
@@ -260,8 +316,8 @@ def _identifier(item: object, expected_type: str, where: str) -> str:
             raise MalformedDocument(f"{where}: 'type' missing or not a string")
         raise MalformedDocument(f"{where}: expected type {expected_type!r}, got {rtype!r:.40}")
     rid = item.get("id")
-    if type(rid) is not str or not rid:
-        raise MalformedDocument(f"{where}: 'id' missing or not a non-empty string")
+    if not is_patreon_id(rid):
+        raise MalformedDocument(f"{where}: {_ID_PROBLEM}")
     return rid
 
 
@@ -308,8 +364,8 @@ class _Included:
                 raise _bad(f"included[{position}]", "a resource object", resource)
             rtype = resource.get("type")
             rid = resource.get("id")
-            if type(rtype) is not str or type(rid) is not str or not rid:
-                raise MalformedDocument(f"included[{position}]: 'type' or 'id' missing or not a string")
+            if type(rtype) is not str or not is_patreon_id(rid):
+                raise MalformedDocument(f"included[{position}]: 'type' or 'id' missing or not an id")
             key = (rtype, rid)
             if key in resources:
                 continue  # JSON:API forbids duplicates; keep the first
@@ -440,9 +496,9 @@ def _member(
         entitled_cents=_int(attrs, "currently_entitled_amount_cents"),
         entitled_tier_ids=entitled,
         will_pay_cents=_int(attrs, "will_pay_amount_cents"),
-        lifetime_cents=_int(attrs, lifetime_key),
+        lifetime_cents=_int(attrs, lifetime_key, bounds=INT64),
         pledge_start=_dt(attrs, "pledge_relationship_start"),
-        pledge_cadence=_opt_int(attrs, "pledge_cadence"),
+        pledge_cadence=_opt_int(attrs, "pledge_cadence", bounds=_CADENCE),
         is_free_trial=_bool(attrs, "is_free_trial"),
         is_gifted=_bool(attrs, "is_gifted"),
         is_follower=_bool(attrs, "is_follower"),
@@ -542,9 +598,7 @@ def _pagination(document: dict[str, Any]) -> tuple[str | None, int | None, bool]
         return None, None, False
     if type(pagination) is not dict:
         raise _bad("meta.pagination", "an object", pagination)
-    total = pagination.get("total")
-    if total is not None and type(total) is not int:
-        raise _bad("meta.pagination.total", "an integer", total)
+    total = _opt_int(pagination, "total", bounds=(0, INT32[1]))
     cursors = pagination.get("cursors")
     if cursors is None:
         return None, total, False

@@ -1388,8 +1388,9 @@ class Sandbox:
         state of the member. The user stays."""
         with self.lock:
             member = self.member(ref)
-            self._changed(member, "members:delete")
-            self._count(member, gone=True)
+            # counted out first: the body, like Patreon's, includes the campaign's patron_count without them (so it is
+            # never byte-identical to an earlier delivery, which the receiver would take for a duplicate)
+            self._changed(member, "members:delete", gone=True)
             del self._members[member.id]
             self._members_by_user.pop(member.user_id, None)
             index = bisect.bisect_left(self._order_seqs, member.seq)
@@ -1517,11 +1518,11 @@ class Sandbox:
 
     # -- change tracking and webhooks ------------------------------------------------------------------------------
 
-    def _changed(self, member: Member, *events: str) -> None:
+    def _changed(self, member: Member, *events: str, gone: bool = False) -> None:
         member.version += 1
         member.cache = member.fragment = None
         self.revision += 1
-        self._count(member)
+        self._count(member, gone=gone)
         log = self.events
         for event in events:
             log.append(MemberEvent(event=event, member_id=member.id, at=self._now, version=member.version))
