@@ -21,7 +21,7 @@ from flask.typing import ResponseReturnValue
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
-from ..sync import AlreadyRunning, get_run, list_runs
+from ..sync import AlreadyRunning, RunResult, get_run, incomplete_streak, list_runs
 from ..webhooks import delivery_counts, register_webhook, stored_webhook
 from .blueprint import admin_user_id, nav, route, state
 from .setup import Step, site_url
@@ -122,6 +122,17 @@ def webhook_steps(*, live: bool) -> list[Step]:
         else:
             webhook = Step("webhook", "Webhook registered and healthy", True,
                            f"Registered at {ours.uri}; Patreon reports no failed delivery.")
+    alert = sync_alert()
+    if alert is not None:
+        since = f" since {alert['since']}" if alert["since"] else " yet"
+        return [webhook, Step(
+            "sync",
+            "Last complete sync",
+            False,
+            f"The last {alert['streak']} syncs could not read every patron from Patreon, so nobody who stopped "
+            f"pledging has lost access{since}.",
+            "Open the Sync page to see why, and run a sync once it is fixed.",
+        )]
     runs = list_runs(st.app, limit=50)
     complete = next((r for r in runs if r.complete), None)
     when = complete.finished_at or complete.started_at if complete is not None else None
@@ -135,6 +146,25 @@ def webhook_steps(*, live: bool) -> list[Step]:
         "" if complete is not None else "Run a sync: it reads every member of the campaign.",
     )
     return [webhook, last]
+
+
+def _day(run: RunResult | None) -> str | None:
+    when = (run.finished_at or run.started_at) if run is not None else None
+    return f"{when.day} {when:%B %Y}" if when is not None else None
+
+
+def sync_alert() -> dict[str, object] | None:
+    """What the Sync page and the checklist say when :data:`PATRONLOCK_SYNC_ALERT_AFTER` runs in a row were
+    incomplete: ``streak``, ``since`` (the day of the latest complete run, in words, or ``None``) and ``reason`` (the
+    latest run's, for the details disclosure); ``None`` while runs complete."""
+    st = state()
+    after = int(st.app.config["PATRONLOCK_SYNC_ALERT_AFTER"])
+    streak, last_complete = incomplete_streak(st.app)
+    if after < 1 or streak < after:
+        return None
+    latest = list_runs(st.app, limit=5)
+    reason = next((r.reason for r in latest if r.status != "running"), None)
+    return {"streak": streak, "since": _day(last_complete), "reason": reason}
 
 
 @route("/sync")
@@ -160,6 +190,7 @@ def sync() -> ResponseReturnValue:
         running=running,
         starting=starting,
         held=[r for r in runs if r.status == "held"],
+        alert=sync_alert(),
         stored=stored_webhook(st),
         hooks=hooks,
         ours=_ours(hooks),
