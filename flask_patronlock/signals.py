@@ -115,6 +115,13 @@ sync_started: Signal = patronlock_signals.signal("sync-started")
 #: kwargs: ``run`` (a :class:`flask_patronlock.sync.RunResult`).
 sync_finished: Signal = patronlock_signals.signal("sync-finished")
 
+#: Runs keep ending incomplete (or failed): sent once, after the ``sync-finished`` of the run that made
+#: ``PATRONLOCK_SYNC_ALERT_AFTER`` incomplete runs in a row, so a receiver can tell the creator that nobody who left
+#: loses access until a run completes again (each later run of the streak logs a WARNING instead). kwargs: ``run``
+#: (the :class:`flask_patronlock.sync.RunResult` that made the streak), ``streak`` (how many in a row),
+#: ``last_complete`` (the latest complete run's :class:`~flask_patronlock.sync.RunResult`, or ``None``).
+sync_incomplete: Signal = patronlock_signals.signal("sync-incomplete")
+
 #: A signed webhook was received and stored (a duplicate delivery -- the same body, under any event -- is not sent
 #: again). Sent after the delivery row is committed, before the answer to Patreon; the work happens later
 #: (``webhook-processed``). kwargs: ``delivery_id``, ``event`` (``X-Patreon-Event``), ``member_id``.

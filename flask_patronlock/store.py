@@ -667,6 +667,7 @@ class Store:
         run_id: int | None = None,
         defer_revocations: bool = False,
         load_unchanged: bool = True,
+        also: Callable[[Connection, list[ApplyResult]], None] | None = None,
     ) -> list[ApplyResult]:
         """Apply snapshots in one transaction, then send signals for what changed.
 
@@ -679,6 +680,8 @@ class Store:
         :param load_unchanged: ``False`` lets the store answer for members it can tell are unchanged without reading
             their whole stored state (see :meth:`_settled`): their results are ``unchanged`` with ``patron`` and
             ``previous`` ``None``. A sync run asks for this: nearly every member of nearly every run is unchanged.
+        :param also: called with the open connection and the results before the commit, so what it writes commits
+            with them or not at all (a sync run records its progress on its row this way).
         :raises ValueError: an unknown source, a naive ``observed_at``, or the same member twice in one call.
         :returns: one :class:`ApplyResult` per snapshot, in order.
         """
@@ -702,6 +705,8 @@ class Store:
                 defer_revocations=defer_revocations,
                 load_unchanged=load_unchanged,
             )
+            if also is not None:
+                also(conn, results)
         self._send(results, source=source, run_id=run_id)
         return results
 
@@ -1205,19 +1210,51 @@ class Store:
         A member whose stored state was observed after ``seen_before`` (the run's start) is skipped: something (a
         webhook) saw them during the run, so they are not missing.
         """
+        with self.transaction() as conn:
+            results = self._mark_missing_locked(conn, run_id, member_ids, seen_before=seen_before, now=now)
+        self._send(results, source="sync", run_id=run_id)
+        return results
+
+    def _mark_missing_locked(
+        self, conn: Connection, run_id: int, member_ids: Sequence[str], *, seen_before: datetime, now: datetime | None
+    ) -> list[ApplyResult]:
         now = now or self.clock()
         settings = self.policy_settings()
         access = _AccessContext(settings, now)
+        stored = self._load_for_update(conn, list(member_ids))
+        pairs = []
+        for patron in stored.values():
+            if patron.observed_at is not None and patron.observed_at > seen_before:
+                continue
+            runs = patron.missing_runs + 1 if patron.missing_runs < settings.missing_runs else patron.missing_runs
+            pairs.append((patron, patron.replace(missing_since=patron.missing_since or now, missing_runs=runs)))
+        return self._write_transitions(conn, pairs, access, kind="patron_missing", source="sync", run_id=run_id)
+
+    def apply_run_revocations(
+        self,
+        run_id: int,
+        snapshots: Sequence[tuple[MemberSnapshot, datetime]],
+        missing_ids: Sequence[str],
+        *,
+        seen_before: datetime,
+        finish: Callable[[Connection, list[ApplyResult]], None],
+    ) -> list[ApplyResult]:
+        """A complete run's revocation phase in **one** transaction: apply the snapshots it set aside (each with its
+        ``observed_at``, oldest first, as :meth:`apply_many` would), mark ``missing_ids`` missing (as
+        :meth:`mark_missing`), then call ``finish(conn, results)``, where the run writes its own row. The revocations,
+        their audit rows and the run row that counts them commit together or not at all; signals are sent after.
+        ``finish`` may raise to roll everything back (a run that finds its row already final).
+        """
         results: list[ApplyResult] = []
+        by_time: dict[datetime, list[MemberSnapshot]] = {}
+        for snapshot, observed_at in snapshots:
+            by_time.setdefault(observed_at.astimezone(UTC), []).append(snapshot)
         with self.transaction() as conn:
-            stored = self._load_for_update(conn, list(member_ids))
-            pairs = []
-            for patron in stored.values():
-                if patron.observed_at is not None and patron.observed_at > seen_before:
-                    continue
-                runs = patron.missing_runs + 1 if patron.missing_runs < settings.missing_runs else patron.missing_runs
-                pairs.append((patron, patron.replace(missing_since=patron.missing_since or now, missing_runs=runs)))
-            results = self._write_transitions(conn, pairs, access, kind="patron_missing", source="sync", run_id=run_id)
+            for observed_at, snaps in sorted(by_time.items()):
+                results += self._apply_locked(conn, snaps, source="sync", observed_at=observed_at, run_id=run_id)
+            if missing_ids:
+                results += self._mark_missing_locked(conn, run_id, missing_ids, seen_before=seen_before, now=None)
+            finish(conn, results)
         self._send(results, source="sync", run_id=run_id)
         return results
 
@@ -1229,12 +1266,14 @@ class Store:
         *,
         total: int,
         missed_at: datetime | None = None,
+        finish: Callable[[Connection, list[ApplyResult]], None] | None = None,
     ) -> list[ApplyResult]:
         """Hold a run's revocations for the creator's approval (the breaker tripped).
 
         ``snapshots`` (each with its ``observed_at``) would take access away; ``missing_ids`` are entitled patrons the
         run did not see. They are stored in ``patronlock_held_revocations`` and each patron's ``held_run_id`` is set
-        (an audit row each); nothing is revoked. Sends ``revocations-held`` after the commit.
+        (an audit row each); nothing is revoked. ``finish(conn, results)``, if given, runs before the commit (the run
+        records itself held in the same transaction). Sends ``revocations-held`` after the commit.
         """
         missed_at = missed_at or self.clock()
         access = _AccessContext(self.policy_settings(), self.clock())
@@ -1265,6 +1304,8 @@ class Store:
             self.record_event(
                 conn, "run_held", source="sync", run_id=run_id, detail={"revoking": len(rows), "total": total}
             )
+            if finish is not None:
+                finish(conn, results)
         self._send(results, source="sync", run_id=run_id)
         signals.send_action(
             signals.revocations_held,

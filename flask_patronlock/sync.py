@@ -9,12 +9,14 @@ A run, in order:
    updates and no-ops are written at once; snapshots that would take access away from an entitled patron are kept
    aside, so nothing is revoked before the whole run has been seen;
 3. decides whether the run is **complete**: every page read and parsed, the last page without a next cursor, no
-   cursor or member repeated, and as many members as Patreon's ``total``. Anything else makes it **incomplete**: the
-   updates and grants stay, the deferred revocations are dropped (counted in ``detail``), nobody is marked missing,
-   and ``reason`` says why;
+   cursor or member repeated, no empty page pointing onwards, and the members seen within a slack of Patreon's
+   ``total`` (:func:`total_slack`; or no total reported). Anything else makes it **incomplete**: the updates and
+   grants stay, the deferred revocations are dropped (counted in ``detail``), nobody is marked missing, and
+   ``reason`` says why;
 4. after a complete run, stored members the run did not see are *missing*. Together with the deferred revocations
    they are what the run would revoke (an entitled patron's first missing mark counts too: it starts the countdown).
-   If that trips the breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons
+   They, their audit rows and the run row's ``complete`` and counts commit in one transaction. If that trips the
+   breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons
    entitled now), they are **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``) and the
    ``revocations-held`` signal fires; otherwise the deferred snapshots are applied and the missing marks made;
 5. refreshes the campaign's tier catalogue (one more request) only when the stored one is older than
@@ -23,11 +25,16 @@ A run, in order:
    amounts and tier ids), so a run over a fresh catalogue makes only its member page requests;
 6. re-evaluates access that time alone changed, links patrons to local users by e-mail when matching is on and the
    host vouches for the local address (:func:`match_emails`), finishes the run row, releases the lease and sends
-   ``sync-finished``.
+   ``sync-finished`` (and ``sync-incomplete`` when it made ``PATRONLOCK_SYNC_ALERT_AFTER`` incomplete runs in a row).
+
+The lease is renewed after every page and by a heartbeat thread; each database step is retried on a fresh connection
+when the connection is lost (``PATRONLOCK_SYNC_DB_ATTEMPTS``), and a run that still cannot reach the database ends
+``failed`` with the reason on its row. See docs/sync.rst, "When a run dies".
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -35,10 +42,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from . import signals
 from .errors import PatronLockError
@@ -48,11 +56,15 @@ from .models import is_row_id
 from .patreon.errors import PatreonError
 from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
+from .store import ApplyResult
 
 if TYPE_CHECKING:
     from .patreon.client import PatreonClient
 
-__all__ = ["SYNC_LEASE", "AlreadyRunning", "Progress", "RunResult", "last_run", "list_runs", "run_sync"]
+__all__ = [
+    "SYNC_LEASE", "AlreadyRunning", "DatabaseUnavailable", "Progress", "RunResult", "incomplete_streak", "last_run",
+    "list_runs", "run_sync",
+]
 
 log = logging.getLogger("flask_patronlock.sync")
 
@@ -62,6 +74,61 @@ SYNC_LEASE = "sync"
 
 class AlreadyRunning(PatronLockError):
     """Another run holds the sync lease."""
+
+
+class DatabaseUnavailable(PatronLockError):
+    """A run could not even start: the database connection was lost at every attempt (there is no run row to say
+    so; a run that started records the same loss on its row and returns ``status="failed"`` instead)."""
+
+
+class _DatabaseLost(Exception):
+    """A run's database step lost its connection at every attempt."""
+
+    def __init__(self, what: str, attempts: int, exc: DBAPIError) -> None:
+        cause = exc.orig if exc.orig is not None else exc
+        first_line = (str(cause).strip().splitlines() or [""])[0][:200]
+        self.reason = (
+            f"database connection lost ({what}: {type(cause).__name__}: {first_line}) after {attempts} attempt(s)"
+        )
+        super().__init__(self.reason)
+
+
+class _AlreadyFinal(Exception):
+    """The run's row was made final by an earlier attempt whose commit was not acknowledged (or by another run)."""
+
+
+_T = TypeVar("_T")
+
+
+def _connection_lost(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is the kind a fresh connection may not hit again (a dropped or terminated connection, a
+    server restarting, SQLite's "database is locked" or I/O errors), not a bug in a statement."""
+    return bool(exc.connection_invalidated) or isinstance(exc, (OperationalError, InterfaceError))
+
+
+def _retrying(what: str, attempts: int, step: Callable[[], _T]) -> _T:
+    """``step()``, tried again (at most ``attempts`` times in all) when it loses its database connection.
+
+    SQLAlchemy invalidates a connection that failed with a disconnect and the pool's older connections with it, so
+    the next attempt checks out a fresh one. Each step is one transaction (or reads only), so an attempt that failed
+    left nothing behind, and an attempt whose commit landed unacknowledged is caught by the step itself (the
+    revocation phase finds its row already final).
+    """
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return step()
+        except DBAPIError as exc:
+            if not _connection_lost(exc):
+                raise
+            if attempt >= attempts:
+                raise _DatabaseLost(what, attempts, exc) from exc
+            log.warning(
+                "sync: the database connection was lost while %s (%s); attempt %d of %d",
+                what, type(exc.orig or exc).__name__, attempt + 1, attempts,
+            )
+            time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +210,13 @@ def run_sync(
     campaign_id = state.campaign_id("a reconcile run")
     own_client = client is None
     lease = Lease(store, SYNC_LEASE, ttl=float(cfg["PATRONLOCK_SYNC_LEASE_SECONDS"]))
-    if not lease.acquire():
+    attempts = int(cfg["PATRONLOCK_SYNC_DB_ATTEMPTS"])
+    try:
+        acquired = _retrying("taking the sync lease", attempts, lease.acquire)
+    except _DatabaseLost as exc:
+        log.error("sync run not started: %s", exc.reason)
+        raise DatabaseUnavailable(f"the sync run could not start: {exc.reason}") from None
+    if not acquired:
         held = lease.current()
         raise AlreadyRunning(f"a sync run is already running ({held[0] if held else 'another worker'})")
     try:
@@ -157,12 +230,20 @@ def run_sync(
             # a run has time: wait out a 429 of the per-token limit (at most its minute) rather than give up the run
             client.max_backoff = max(client.max_backoff, TOKEN_LIMIT[1])
         try:
-            return _Run(state, campaign_id, client, lease, trigger, progress).run()
+            try:
+                run = _Run(state, campaign_id, client, lease, trigger, progress)
+            except _DatabaseLost as exc:
+                log.error("sync run not started: %s", exc.reason)
+                raise DatabaseUnavailable(f"the sync run could not start: {exc.reason}") from None
+            return run.run()
         finally:
             if own_client:
                 client.close()
     finally:
-        lease.release()
+        try:
+            lease.release()
+        except DBAPIError as exc:  # the lease expires by itself within its TTL
+            log.warning("sync: could not release the sync lease (%s); it expires by itself", type(exc).__name__)
 
 
 class _Run:
@@ -182,31 +263,44 @@ class _Run:
         self.page_size = int(state.app.config["PATRONLOCK_SYNC_PAGE_SIZE"])
         self.started_at = _now(state)
         self.requests_before = client.request_count
+        cfg = state.app.config
+        self.attempts = int(cfg["PATRONLOCK_SYNC_DB_ATTEMPTS"])
+        run_id = self._db("recording the run", self._start_row)
+        self.result = RunResult(run_id=run_id, status="running", started_at=self.started_at)
+        self.seen: set[str] = set()
+        self.deferred: list[tuple[MemberSnapshot, datetime]] = []
+        self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
+        self.last_renew = time.monotonic()
+        self.heartbeat = _Heartbeat(lease, run_id)
+        self.tiers_checked_at, self.known_tiers = self._db(
+            "reading the tier catalogue", lambda: self.store.tiers_checked(campaign_id)
+        )
+        self.unknown_tiers: set[str] = set()
+        self.empty_pages: list[int] = []
+
+    def _db(self, what: str, step: Callable[[], _T]) -> _T:
+        return _retrying(what, self.attempts, step)
+
+    def _start_row(self) -> int:
         runs = self.store.tables.sync_runs
         with self.store.transaction() as conn:
             # Whoever holds the lease is the only run alive: a row still "running" is one whose process stopped
-            # (killed, a crash, a deploy) before it could say how it ended.
+            # (killed, a crash, a deploy) before it could say how it ended. Its other columns stay as they are: a
+            # run stopped after its revocation phase committed still says complete, and how many it revoked.
             conn.execute(
                 update(runs)
                 .where(runs.c.status == "running")
                 .values(
                     status="failed",
-                    complete=False,
                     reason="interrupted: the process running it stopped before it finished",
                     finished_at=self.started_at,
                 )
             )
             run_id = conn.execute(
-                insert(runs).values(trigger=trigger[:16], status="running", started_at=self.started_at)
+                insert(runs).values(trigger=self.trigger, status="running", started_at=self.started_at)
             ).inserted_primary_key
         assert run_id is not None
-        self.result = RunResult(run_id=int(run_id[0]), status="running", started_at=self.started_at)
-        self.seen: set[str] = set()
-        self.deferred: list[tuple[MemberSnapshot, datetime]] = []
-        self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
-        self.last_renew = time.monotonic()
-        self.tiers_checked_at, self.known_tiers = self.store.tiers_checked(campaign_id)
-        self.unknown_tiers: set[str] = set()
+        return int(run_id[0])
 
     # -- the run ------------------------------------------------------------------------------------------------
 
@@ -221,12 +315,13 @@ class _Run:
             started_at=result.started_at,
         )
         try:
-            reason = self._read_pages()
-            if reason is None:
-                reason = self._check_complete()
-            if reason is None:
-                self._finish_complete()
-            else:
+            with self.heartbeat:
+                reason = self._read_pages()
+                if reason is None:
+                    reason = self._check_complete()
+                if reason is None:
+                    self._finish_complete()
+            if reason is not None:
                 result.status, result.complete, result.reason = "incomplete", False, reason
                 result.detail["dropped"] = len(self.deferred)
                 if self.deferred:
@@ -238,17 +333,66 @@ class _Run:
                     )
             self._refresh_tiers()
             self._after()
+        except _DatabaseLost as exc:
+            # Not a bug to re-raise: the database went away (a failover, a restart, a terminated backend) for longer
+            # than the retries. The row says so (once the database answers again), and the result is returned.
+            result.status, result.reason = "failed", exc.reason[:500]
+            log.error("sync run %d gave up: %s", result.run_id, exc.reason)
+            if self._save_final():
+                self._finished()
+            return result
         except BaseException as exc:
-            result.status, result.complete = "failed", False
+            result.status = "failed"
             result.reason = f"{type(exc).__name__}: {exc}"[:500]
-            self._save()
+            self._save_final()
             raise
-        self._save()
+        if not self._save_final():
+            result.status = "failed"
+            result.reason = "database connection lost while recording the run's end; the next run marks it interrupted"
+            return result
+        self._finished()
+        return result
+
+    def _save_final(self) -> bool:
+        """Record the run's end (with retries); ``False`` when even that lost the database (logged: the next run
+        marks the row interrupted)."""
+        try:
+            self._db("recording the run's end", self._save)
+        except _DatabaseLost as exc:
+            log.error("sync run %d ended (%s) but its row could not be written: %s", self.result.run_id,
+                      self.result.reason or self.result.status, exc.reason)
+            return False
+        return True
+
+    def _finished(self) -> None:
+        result = self.result
         signals.send_action(
             signals.sync_finished, self.state.app, strict=self.store._strict_signals(), run=result
         )
         log.info("%s", result.summary())
-        return result
+        if result.complete:
+            return
+        try:
+            streak, last_complete = self._db("counting incomplete runs", lambda: _streak(self.state))
+        except _DatabaseLost:
+            return
+        after = int(self.state.app.config["PATRONLOCK_SYNC_ALERT_AFTER"])
+        if after < 1 or streak < after:
+            return
+        since = (last_complete.finished_at or last_complete.started_at) if last_complete is not None else None
+        log.warning(
+            "%d sync runs in a row were incomplete (the latest: %s); nobody has lost access through a sync since %s",
+            streak, result.reason, since.isoformat() if since is not None else "the first run",
+        )
+        if streak == after:
+            signals.send_action(
+                signals.sync_incomplete,
+                self.state.app,
+                strict=self.store._strict_signals(),
+                run=result,
+                streak=streak,
+                last_complete=last_complete,
+            )
 
     def _tiers_stale(self) -> str | None:
         """Why the stored tier catalogue must be read again, or ``None`` when it is fresh enough."""
@@ -267,7 +411,10 @@ class _Run:
             self.result.detail["tiers"] = "fresh"
             return
         try:
-            changed = refresh_tiers(self.state.app, client=self.client, campaign_id=self.campaign_id)
+            changed = self._db(
+                "storing the tier catalogue",
+                lambda: refresh_tiers(self.state.app, client=self.client, campaign_id=self.campaign_id),
+            )
         except PatreonError as exc:
             self.result.detail["tiers"] = f"not refreshed: {type(exc).__name__}"
             log.warning("sync run %d could not refresh the tiers: %s", self.result.run_id, exc)
@@ -302,58 +449,91 @@ class _Run:
                 result.total_reported = page.total
             if page.raw_count != len(page.members):
                 return f"page {number}: {page.raw_count - len(page.members)} member(s) could not be parsed"
+            if page.raw_count == 0 and page.next_cursor is not None:
+                self.empty_pages.append(number)
             members = [m for m in page.members if m.campaign_id in (None, self.campaign_id)]
-            self._apply_page(members, observed_at)
-            result.pages += 1
-            result.members_seen = len(self.seen)
+            self._db(f"applying page {number}", functools.partial(self._apply_page, members, observed_at))
             if self.progress is not None:
                 self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
-            self._save_progress()
-            if not self._renew():
-                return "the sync lease was lost (the run took longer than PATRONLOCK_SYNC_LEASE_SECONDS per page)"
+            if self.heartbeat.lost.is_set() or not self._db("renewing the sync lease", self._renew):
+                return (
+                    "the sync lease was lost: another run took over after PATRONLOCK_SYNC_LEASE_SECONDS without "
+                    "renewal"
+                )
 
     def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime) -> None:
+        """Apply one page and record the run's progress on its row in the same transaction (so the row always counts
+        the changes its audit rows show); one attempt of a retried step, so nothing here counts until it commits."""
+        result = self.result
         fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
+        seen_after = len(self.seen | {m.member_id for m in fresh})
+        changed = [0]
+
+        def progress(conn: Connection, outcomes: list[ApplyResult]) -> None:
+            changed[0] = sum(1 for o in outcomes if o.outcome != "deferred" and o.changed)
+            self._save_progress(conn, pages=result.pages + 1, seen=seen_after, changed=result.changed + changed[0])
+
+        outcomes: list[ApplyResult] = []
+        if fresh:
+            known = self.known_tiers
+            outcomes = self.store.apply_many(
+                fresh,
+                source="sync",
+                observed_at=observed_at,
+                run_id=result.run_id,
+                defer_revocations=True,
+                load_unchanged=False,  # nearly every member of a run is unchanged: found without reading whole rows
+                also=progress,
+            )
+            for m in fresh:
+                self.unknown_tiers.update(t for t in m.entitled_tier_ids if t not in known)
+        else:
+            with self.store.transaction() as conn:
+                progress(conn, [])
         self.seen.update(m.member_id for m in fresh)
-        if not fresh:
-            return
-        known = self.known_tiers
-        for m in fresh:
-            for tier_id in m.entitled_tier_ids:
-                if tier_id not in known:
-                    self.unknown_tiers.add(tier_id)
-        outcomes = self.store.apply_many(
-            fresh,
-            source="sync",
-            observed_at=observed_at,
-            run_id=self.result.run_id,
-            defer_revocations=True,
-            load_unchanged=False,  # nearly every member of a run is unchanged: found without reading whole rows
-        )
         for snapshot, outcome in zip(fresh, outcomes, strict=True):
             self.counts[outcome.outcome] += 1
             if outcome.outcome == "deferred":
                 self.deferred.append((snapshot, observed_at))
-            elif outcome.changed:
-                self.result.changed += 1
+        result.changed += changed[0]
+        result.pages += 1
+        result.members_seen = len(self.seen)
 
     def _renew(self) -> bool:
-        if time.monotonic() - self.last_renew < 5:
+        """Renew the lease after a page (at most once a second; the heartbeat renews it between pages too)."""
+        if time.monotonic() - self.last_renew < 1:
             return True
         self.last_renew = time.monotonic()
         return self.lease.renew()
 
     def _check_complete(self) -> str | None:
+        """Why a run whose cursor chain ended cleanly is still incomplete, or ``None`` (see docs/sync.rst)."""
+        if self.empty_pages:
+            pages = ", ".join(str(n) for n in self.empty_pages[:10])
+            return f"page(s) {pages} came back empty but pointed to a next page"
         total = self.result.total_reported
         if total is None:
-            return "Patreon did not report a member total, so the run cannot know it saw everyone"
-        if len(self.seen) != total:
-            return f"saw {len(self.seen)} member(s) but Patreon reported a total of {total}"
+            return None  # Patreon did not say; the cursor chain, the breaker and the missing-twice rule decide
+        slack = total_slack(self.state.app, total)
+        if abs(len(self.seen) - total) > slack:
+            return (
+                f"saw {len(self.seen)} member(s) but Patreon reported a total of {total} "
+                f"(more than {slack} apart)"
+            )
         return None
 
     def _finish_complete(self) -> None:
+        """Decide and commit the revocation phase. The revocations (or the held ones), their audit rows and the run
+        row's counts commit in one transaction; a retried attempt that finds its row already final (the first
+        attempt's commit landed unacknowledged) reads the row back instead of revoking twice."""
+        try:
+            self._db("revoking", self._revoke)
+        except _AlreadyFinal:
+            self._reload_row()
+
+    def _revoke(self) -> None:
         result, store = self.result, self.store
-        result.complete = True
+        changed_before = result.changed
         unseen = self._unseen()
         entitled_unseen = store.entitled_among(unseen) if unseen else set()
         revoking = len(self.deferred) + len(entitled_unseen)
@@ -361,34 +541,75 @@ class _Run:
         settings = store.policy_settings()
         result.detail.update(unseen=len(unseen), revoking=revoking, entitled=total)
         if revoking and settings.breaker_trips(revoking, total):
-            result.status = "held"
-            result.reason = (
+            reason = (
                 f"the run would revoke {revoking} of {total} entitled patron(s), more than the breaker allows "
                 f"(max({settings.breaker_min_patrons}, {settings.breaker_fraction:.0%})); approve or reject it"
             )
+
+            def held(conn: Connection, _results: list[ApplyResult]) -> None:
+                self._final_row(conn, status="held", reason=reason, held=revoking, revoked=0, changed=changed_before)
+
             store.hold_revocations(
-                result.run_id, self.deferred, sorted(entitled_unseen), total=total, missed_at=_now(self.state)
+                result.run_id, self.deferred, sorted(entitled_unseen), total=total, missed_at=_now(self.state),
+                finish=held,
             )
-            result.held = revoking
+            result.status, result.complete, result.reason, result.held = "held", True, reason, revoking
             others = [m for m in unseen if m not in entitled_unseen]
-            if others:
-                marked = store.mark_missing(result.run_id, others, seen_before=self.started_at)
+            if others:  # not entitled: a mark revokes nobody; a lost connection here leaves them for the next run
+                marked = self._db(
+                    "marking missing members",
+                    lambda: store.mark_missing(result.run_id, others, seen_before=self.started_at),
+                )
                 result.detail["missing_marked"] = sum(1 for r in marked if r.changed)
             return
-        result.status = "complete"
-        applied = []
-        by_time: dict[datetime, list[MemberSnapshot]] = {}
-        for snapshot, observed_at in self.deferred:
-            by_time.setdefault(observed_at, []).append(snapshot)
-        for observed_at, snaps in sorted(by_time.items()):
-            applied += store.apply_many(snaps, source="sync", observed_at=observed_at, run_id=result.run_id)
-        marked = store.mark_missing(result.run_id, unseen, seen_before=self.started_at) if unseen else []
-        result.detail["missing_marked"] = sum(1 for r in marked if r.changed)
-        for r in [*applied, *marked]:
-            if r.changed:
-                result.changed += 1
-            if "access_revoked" in r.events:
-                result.revoked += 1
+
+        def complete(conn: Connection, applied: list[ApplyResult]) -> None:
+            self._final_row(
+                conn,
+                status="running",  # the rest of the run (tiers, time, e-mail links) follows; the row says complete
+                reason=None,
+                held=0,
+                revoked=sum(1 for r in applied if "access_revoked" in r.events),
+                changed=changed_before + sum(1 for r in applied if r.changed),
+            )
+
+        applied = store.apply_run_revocations(
+            result.run_id, self.deferred, unseen, seen_before=self.started_at, finish=complete
+        )
+        result.status, result.complete = "complete", True
+        result.detail["missing_marked"] = sum(1 for r in applied[len(self.deferred) :] if r.changed)
+        result.changed = changed_before + sum(1 for r in applied if r.changed)
+        result.revoked = sum(1 for r in applied if "access_revoked" in r.events)
+
+    def _final_row(
+        self, conn: Connection, *, status: str, reason: str | None, held: int, revoked: int, changed: int
+    ) -> None:
+        """Inside the revocation phase's transaction: the run row says complete and counts what it revoked. Only a row
+        still running and not complete is updated; otherwise the phase already committed (or another run marked this
+        one interrupted) and everything is rolled back."""
+        runs = self.store.tables.sync_runs
+        detail = {**self.result.detail, **self.counts}
+        updated = conn.execute(
+            update(runs)
+            .where(runs.c.id == self.result.run_id, runs.c.status == "running", runs.c.complete.is_(False))
+            .values(
+                status=status, complete=True, reason=reason, held=held, revoked=revoked, changed=changed,
+                pages=self.result.pages, members_seen=len(self.seen), total_reported=self.result.total_reported,
+                detail=detail,
+            )
+        ).rowcount
+        if not updated:
+            raise _AlreadyFinal(self.result.run_id)
+
+    def _reload_row(self) -> None:
+        found = get_run(self.state.app, self.result.run_id)
+        result = self.result
+        if found is None or not found.complete:
+            raise RuntimeError(f"sync run {result.run_id}: its row was changed by someone else during the run")
+        result.status = "complete" if found.status == "running" else found.status
+        result.complete, result.reason = True, found.reason
+        result.held, result.revoked, result.changed = found.held, found.revoked, found.changed
+        result.detail.update(found.detail)
 
     def _unseen(self) -> list[str]:
         """The stored members of the campaign this complete run did not see."""
@@ -403,7 +624,7 @@ class _Run:
     def _after(self) -> None:
         result, store = self.result, self.store
         if result.complete:  # an incomplete run revokes nobody, not even by time (the scheduler's tick does that)
-            refreshed = store.refresh_access()
+            refreshed = self._db("re-evaluating access", store.refresh_access)
             result.detail["access_refreshed"] = len(refreshed)
             result.revoked += sum(1 for r in refreshed if "access_revoked" in r.events)
         if self.state.app.config["PATRONLOCK_SYNC_MATCH_EMAILS"] and self.seen:
@@ -413,17 +634,21 @@ class _Run:
                     "sync run %d linked nobody by e-mail",
                     result.run_id,
                 )
-            result.detail["linked"] = len(match_emails(self.state, sorted(self.seen), run_id=result.run_id))
-
-    def _save_progress(self) -> None:
-        """Record how far the run got on its row after each page (the settings page shows it while it runs)."""
-        result, runs = self.result, self.store.tables.sync_runs
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == result.run_id)
-                .values(pages=result.pages, members_seen=result.members_seen, total_reported=result.total_reported)
+            result.detail["linked"] = len(
+                self._db(
+                    "linking by e-mail", lambda: match_emails(self.state, sorted(self.seen), run_id=result.run_id)
+                )
             )
+
+    def _save_progress(self, conn: Connection, *, pages: int, seen: int, changed: int) -> None:
+        """Record how far the run got on its row, in the page's transaction (the settings page shows it while it
+        runs, and a run that dies leaves a row that counts the changes it committed)."""
+        result, runs = self.result, self.store.tables.sync_runs
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == result.run_id)
+            .values(pages=pages, members_seen=seen, total_reported=result.total_reported, changed=changed)
+        )
 
     def _save(self) -> None:
         result = self.result
@@ -434,6 +659,42 @@ class _Run:
         values = {name: getattr(result, name) for name in _RUN_COLUMNS}
         with self.store.transaction() as conn:
             conn.execute(update(runs).where(runs.c.id == result.run_id).values(detail=dict(result.detail), **values))
+
+
+class _Heartbeat:
+    """Renews the sync lease every third of its TTL from a thread while the run reads and applies pages.
+
+    The run also renews after every page, but one page can take longer than the TTL (Patreon slow, a 429's wait, the
+    client's retries): without a heartbeat a live run would lose its lease mid-page and a second run could start. The
+    heartbeat dies with the process, so a killed run stops renewing and its lease expires within one TTL. It stops
+    with the pages and the revocation phase; the run's remaining steps are short and bounded.
+    """
+
+    def __init__(self, lease: Lease, run_id: int) -> None:
+        self.lease, self.run_id = lease, run_id
+        self.every = max(0.5, lease.ttl.total_seconds() / 3)
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not self.lease.renew():
+                    self.lost.set()
+                    return
+            except Exception as exc:  # a lost connection: the next beat (or the page's renewal) tries again
+                log.warning("sync run %d could not renew its lease: %s", self.run_id, type(exc).__name__)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread = threading.Thread(target=self._beat, name="patronlock-sync-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 _set_attr = object.__setattr__
@@ -527,6 +788,33 @@ _RUN_COLUMNS = (
     "status", "complete", "reason", "pages", "members_seen", "total_reported", "changed", "revoked", "held",
     "finished_at",
 )
+
+
+def total_slack(app: Flask | None, total: int) -> int:
+    """How far a complete run's count of members may be from Patreon's ``total``:
+    ``max(PATRONLOCK_SYNC_TOTAL_SLACK, PATRONLOCK_SYNC_TOTAL_SLACK_PERCENT % of total)`` (see docs/sync.rst)."""
+    cfg = get_state(app).app.config
+    absolute = int(cfg["PATRONLOCK_SYNC_TOTAL_SLACK"])
+    percent = float(cfg["PATRONLOCK_SYNC_TOTAL_SLACK_PERCENT"])
+    return max(absolute, int(total * percent / 100))
+
+
+def _streak(state: PatronLockState) -> tuple[int, RunResult | None]:
+    runs = state.tables.sync_runs
+    with state.store.engine.connect() as conn:
+        last_id = conn.execute(select(func.max(runs.c.id)).where(runs.c.complete.is_(True))).scalar()
+        stmt = select(func.count()).where(runs.c.status != "running", runs.c.complete.is_(False))
+        if last_id is not None:
+            stmt = stmt.where(runs.c.id > last_id)
+        streak = int(conn.execute(stmt).scalar_one())
+        row = conn.execute(select(runs).where(runs.c.id == last_id)).mappings().first() if last_id else None
+    return streak, _row_to_result(row) if row is not None else None
+
+
+def incomplete_streak(app: Flask | None = None) -> tuple[int, RunResult | None]:
+    """How many runs in a row, up to the latest finished one, were not complete (incomplete or failed), and the
+    latest complete run (``None`` if there never was one). A run still running does not count either way."""
+    return _streak(get_state(app))
 
 
 def _row_to_result(row: Mapping[Any, Any]) -> RunResult:

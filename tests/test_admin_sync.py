@@ -75,6 +75,24 @@ def hold_a_run(site: AdminSite, patreon_sandbox: Any) -> dict[str, Any]:
     return held
 
 
+def test_runs_that_keep_stopping_are_told_to_the_creator_in_plain_words(site: AdminSite, patreon_sandbox: Any) -> None:
+    site.post(ADMIN_PREFIX + "/sync/start")
+    patreon_sandbox.add_fault("error", page=2, times=None)
+    for n in range(1, 4):
+        site.post(ADMIN_PREFIX + "/sync/start")
+        page = html(site, "/sync")
+        assert ("data-sync-alert" in page) == (n == 3)
+    assert "The last 3 syncs could not read every patron from Patreon" in page
+    day = runs(site)[0]["finished_at"]
+    assert f"the last sync that could finished on {day.day} {day:%B %Y}" in page
+    assert "<details><summary>Details</summary>" in page and "page 2" in page
+    setup = html(site, "/setup")
+    assert "The last 3 syncs could not read every patron from Patreon, so nobody who stopped pledging" in setup
+    patreon_sandbox.clear_faults()
+    site.post(ADMIN_PREFIX + "/sync/start")
+    assert "data-sync-alert" not in html(site, "/sync")
+
+
 def test_a_held_run_is_reviewed_then_approved(site: AdminSite, patreon_sandbox: Any) -> None:
     held = hold_a_run(site, patreon_sandbox)
     assert held["status"] == "held" and held["held"] == 3

@@ -145,6 +145,13 @@ def _run(world: SyncWorld) -> None:
     run_sync(world.app)
 
 
+def _incomplete_once(world: SyncWorld) -> None:
+    """With the alert after one incomplete run, a run that cannot read page 1 raises it."""
+    world.app.config["PATRONLOCK_SYNC_ALERT_AFTER"] = 1
+    world.sandbox.add_fault("error", page=1, status=400, times=None)
+    assert not run_sync(world.app).complete
+
+
 def _everyone_gone(world: SyncWorld) -> None:
     """The API suddenly lists nobody: a complete run that would revoke every patron is held by the breaker."""
     for member in list(world.sandbox.members):
@@ -234,6 +241,12 @@ def _run_final(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
     """Sent after the run's row is final."""
     row = _run_row(world, kwargs["run"].run_id)
     return row is not None and row.status == kwargs["run"].status != "running"
+
+
+def _streak_final(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
+    """Sent after the row of the run that made the streak is final."""
+    row = _run_row(world, kwargs["run"].run_id)
+    return row is not None and row.status == "incomplete" and kwargs["streak"] == 1 and kwargs["last_complete"] is None
 
 
 def _hold_committed(world: SyncWorld, kwargs: dict[str, Any]) -> bool:
@@ -327,6 +340,8 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry(signals.sync_started, frozenset({"run_id", "trigger", "started_at"}), _nothing, _run, _run_started,
           "sync_world"),
     Entry(signals.sync_finished, frozenset({"run"}), _nothing, _run, _run_final, "sync_world"),
+    Entry(signals.sync_incomplete, frozenset({"run", "streak", "last_complete"}), _nothing, _incomplete_once,
+          _streak_final, "sync_world"),
     Entry(signals.revocations_held, frozenset({"run_id", "revoking", "total", "member_ids"}), _patrons_in_sandbox,
           _everyone_gone, _hold_committed, "sync_world"),
     Entry(signals.webhook_received, frozenset({"delivery_id", "event", "member_id"}), _nothing, _post_webhook,

@@ -109,7 +109,12 @@ FAULTS: list[Any] = [
     pytest.param({"kind": "slow", "seconds": 1.5, "times": None}, "TransportError", id="timeout"),
     pytest.param({"kind": "truncate"}, "MalformedDocument", id="truncated-json"),
     pytest.param({"kind": "repeat_cursor"}, "PaginationError", id="repeated-cursor"),
-    pytest.param({"kind": "drop", "count": 3}, "saw 196 member(s) but Patreon reported a total of 199", id="dropped"),
+    pytest.param(
+        {"kind": "drop", "count": 12},
+        "saw 187 member(s) but Patreon reported a total of 199 (more than 5 apart)",
+        id="dropped",
+    ),
+    pytest.param({"kind": "drop", "count": 50}, "page(s) 3 came back empty but pointed to a next page", id="emptied"),
 ]
 
 

@@ -22,7 +22,7 @@ from flask.typing import ResponseReturnValue
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
-from ..sync import AlreadyRunning, get_run, list_runs
+from ..sync import AlreadyRunning, RunResult, get_run, incomplete_streak, list_runs
 from ..webhooks import (
     GAVE_UP,
     MALFORMED,
@@ -132,6 +132,17 @@ def webhook_steps(*, live: bool) -> list[Step]:
         else:
             webhook = Step("webhook", "Webhook registered and healthy", True,
                            f"Registered at {ours.uri}; Patreon reports no failed delivery.")
+    alert = sync_alert()
+    if alert is not None:
+        since = f" since {alert['since']}" if alert["since"] else " yet"
+        return [webhook, Step(
+            "sync",
+            "Last complete sync",
+            False,
+            f"The last {alert['streak']} syncs could not read every patron from Patreon, so nobody who stopped "
+            f"pledging has lost access{since}.",
+            "Open the Sync page to see why, and run a sync once it is fixed.",
+        )]
     runs = list_runs(st.app, limit=50)
     complete = next((r for r in runs if r.complete), None)
     when = complete.finished_at or complete.started_at if complete is not None else None
@@ -163,6 +174,25 @@ def problem_sentence(row: dict[str, Any]) -> str:
     return "Set aside. The next sync brings this member up to date."
 
 
+def _day(run: RunResult | None) -> str | None:
+    when = (run.finished_at or run.started_at) if run is not None else None
+    return f"{when.day} {when:%B %Y}" if when is not None else None
+
+
+def sync_alert() -> dict[str, object] | None:
+    """What the Sync page and the checklist say when :data:`PATRONLOCK_SYNC_ALERT_AFTER` runs in a row were
+    incomplete: ``streak``, ``since`` (the day of the latest complete run, in words, or ``None``) and ``reason`` (the
+    latest run's, for the details disclosure); ``None`` while runs complete."""
+    st = state()
+    after = int(st.app.config["PATRONLOCK_SYNC_ALERT_AFTER"])
+    streak, last_complete = incomplete_streak(st.app)
+    if after < 1 or streak < after:
+        return None
+    latest = list_runs(st.app, limit=5)
+    reason = next((r.reason for r in latest if r.status != "running"), None)
+    return {"streak": streak, "since": _day(last_complete), "reason": reason}
+
+
 @route("/sync")
 def sync() -> ResponseReturnValue:
     """Runs, held revocations, Sync now, and the webhook's health."""
@@ -186,6 +216,7 @@ def sync() -> ResponseReturnValue:
         running=running,
         starting=starting,
         held=[r for r in runs if r.status == "held"],
+        alert=sync_alert(),
         stored=stored_webhook(st),
         hooks=hooks,
         ours=_ours(hooks),
