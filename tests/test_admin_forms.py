@@ -194,6 +194,8 @@ def test_site_and_path_locks_are_stored_and_win_over_the_configuration(site: Adm
     assert site.get("/", "bob").status_code == 200
     stored = audit(site, "routing_set")[-1]["detail"]["routing"]
     assert stored == {"site_lock": None, "path_locks": {"/post": "premium"}}
+    page = site.get(ADMIN_PREFIX + "/locks")  # the stored URL locks are shown, to change them
+    assert page.status_code == 200 and 'value="/post"' in html_of(page)
     site.post(ADMIN_PREFIX + "/locks/routing", {"site_lock": "supporters"})
     assert site.get("/", None).status_code == 403
     assert site.get(ADMIN_PREFIX + "/locks").status_code == 200  # the settings page itself is never locked
