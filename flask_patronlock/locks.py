@@ -47,7 +47,8 @@ from werkzeug.local import LocalProxy
 
 from . import signals
 from .config import as_list
-from .errors import PatronLockError
+from .errors import ConfigurationError, PatronLockError
+from .paths import path_locks_for
 from .patron import Patron
 from .policy import Combine, Decision, LockRule, Viewer, decide
 
@@ -733,13 +734,13 @@ def _exempt_endpoint(app: Flask, endpoint: str) -> bool:
     return bool(getattr(view, "patronlock_exempt", False))
 
 
-def _path_lock(prefixes: Mapping[str, str], path: str) -> str | None:
-    best: tuple[int, str] | None = None
-    for prefix, name in prefixes.items():
-        stem = prefix.rstrip("/")
-        if (path == stem or path.startswith(stem + "/") or stem == "") and (best is None or len(stem) > best[0]):
-            best = (len(stem), name)
-    return best[1] if best is not None else None
+def _path_locks(prefixes: Mapping[str, str], path: str, *, configured: bool) -> tuple[str, ...]:
+    try:
+        return path_locks_for(prefixes, path)
+    except ValueError as exc:  # only the configuration's can be bad: the settings page's were checked when stored
+        if not configured:
+            raise
+        raise ConfigurationError(f"PATRONLOCK_PATH_LOCKS: {exc}") from exc
 
 
 def _before_request() -> None:
@@ -760,8 +761,8 @@ def _before_request() -> None:
     if site:
         require(site)
     if paths:
-        name = _path_lock(paths, req.path)
-        if name is not None:
+        # every reading of the path (as routed, decoded, dot segments resolved...) is checked: see paths.py
+        for name in _path_locks(paths, req.path, configured=routing is None):
             require(name)
 
 
@@ -802,6 +803,8 @@ templates_blueprint = Blueprint("patronlock_templates", __name__, template_folde
 def init_app(app: Flask) -> None:
     """Install the locks on ``app``: path locks before each request, cache headers after it, the templates, the Jinja
     tag and globals. Called by :meth:`PatronLock.init_app <flask_patronlock.PatronLock.init_app>`."""
+    if app.config.get("PATRONLOCK_PATH_LOCKS"):  # a bad prefix fails at start-up, not on the first request
+        _path_locks(app.config["PATRONLOCK_PATH_LOCKS"], "/", configured=True)
     app.before_request(_before_request)
     app.after_request(_after_request)
     app.register_blueprint(templates_blueprint)

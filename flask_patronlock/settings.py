@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import delete, insert, select, update
 
 from . import signals
+from .paths import normalize_path_locks
 from .patreon.types import TierSnapshot
 from .policy import ALLOWING_REASONS, REASONS, LockRule, PolicySettings
 
@@ -118,7 +119,7 @@ class Routing:
     ``PATRONLOCK_SITE_LOCK`` and ``PATRONLOCK_PATH_LOCKS`` while stored (:func:`clear_routing` goes back to them)."""
 
     site_lock: str | None = None
-    #: URL path prefix -> lock name.
+    #: URL path prefix -> lock name; how a prefix matches a request path is in :mod:`flask_patronlock.paths`.
     path_locks: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,10 +127,16 @@ class Routing:
         return {"site_lock": self.site_lock, "path_locks": dict(self.path_locks)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Routing:
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = True) -> Routing:
         """From :meth:`to_dict` output.
 
-        :raises ValueError: on an unknown key, a prefix that does not start with ``/``, or an empty lock name.
+        Prefixes are stored in one spelling (:func:`~flask_patronlock.paths.normalize_prefix`: ``/files/./premium/``
+        is ``/files/premium``).
+
+        :param strict: refuse two spellings of one URL with different locks; ``False`` (reading stored data) keeps
+            both, and both locks apply.
+        :raises ValueError: on an unknown key, a prefix that does not start with ``/`` or has a space inside, an empty
+            lock name, or (``strict``) two spellings of one URL with different locks.
         """
         unknown = sorted(str(k) for k in data if k not in ("site_lock", "path_locks"))
         if unknown:
@@ -140,12 +147,7 @@ class Routing:
         paths = data.get("path_locks") or {}
         if not isinstance(paths, Mapping):
             raise ValueError("Routing.path_locks must be a mapping of URL path prefix to lock name")
-        for prefix, name in paths.items():
-            if not isinstance(prefix, str) or not prefix.startswith("/") or any(c.isspace() for c in prefix):
-                raise ValueError(f"a path lock's prefix must be a URL path starting with '/', not {prefix!r}")
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"the path lock of {prefix!r} needs a lock name")
-        return cls(site_lock=site, path_locks=dict(paths))
+        return cls(site_lock=site, path_locks=normalize_path_locks(paths, strict=strict))
 
 
 @dataclass
@@ -336,7 +338,7 @@ class SettingsCache:
                     campaign_id = str(value) if value else None
                 elif key == ROUTING_KEY and value is not None:
                     try:
-                        routing = Routing.from_dict(value)
+                        routing = Routing.from_dict(value, strict=False)  # never drop a stored lock for a twin
                     except (ValueError, TypeError):
                         log.exception("the stored site-wide and path locks are invalid; using the configuration's")
                 elif key == POLICY_KEY and value is not None:

@@ -3,9 +3,10 @@ over HTTP, so a test client alone cannot drive it."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +33,22 @@ def register(base: str, email: str, password: str = "correct horse", http: reque
     page = http.post(base + "/register", data={"csrf_token": token, "email": email, "password": password}, timeout=10)
     assert page.status_code == 200, page.text
     return http
+
+
+def send_raw(base: str, target: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    """``(status, body)`` of a GET of ``target`` from the server at ``base``, the request line sent byte for byte as
+    given: ``requests`` and browsers resolve dot segments first, an attacker's client does not."""
+    host, _, port = base.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("GET", target, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 @contextmanager

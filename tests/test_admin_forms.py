@@ -194,6 +194,8 @@ def test_site_and_path_locks_are_stored_and_win_over_the_configuration(site: Adm
     assert site.get("/", "bob").status_code == 200
     stored = audit(site, "routing_set")[-1]["detail"]["routing"]
     assert stored == {"site_lock": None, "path_locks": {"/post": "premium"}}
+    page = site.get(ADMIN_PREFIX + "/locks")  # the stored URL locks are shown, to change them
+    assert page.status_code == 200 and 'value="/post"' in html_of(page)
     site.post(ADMIN_PREFIX + "/locks/routing", {"site_lock": "supporters"})
     assert site.get("/", None).status_code == 403
     assert site.get(ADMIN_PREFIX + "/locks").status_code == 200  # the settings page itself is never locked
@@ -357,3 +359,23 @@ def test_an_add_on_is_switched_off_and_on(site: AdminSite) -> None:
     site.apply("m-b", full_name="B")
     assert heard == ["m-b"]
     assert site.post(ADMIN_PREFIX + "/addons/nope", {"enabled": "1"}).status_code == 404
+
+
+def test_url_locks_are_stored_in_one_spelling_and_impossible_ones_explained(site: AdminSite) -> None:
+    data = {"site_lock": "", "paths-0-prefix": " /post/./ ", "paths-0-lock": "premium",
+            "paths-1-prefix": "/files//gold//", "paths-1-lock": "premium"}
+    assert site.post(ADMIN_PREFIX + "/locks/routing", data).status_code == 302
+    stored = audit(site, "routing_set")[-1]["detail"]["routing"]
+    assert stored["path_locks"] == {"/post": "premium", "/files/gold": "premium"}
+    assert site.get("/post", "bob").status_code == 403
+    bad = {"site_lock": "", "paths-0-prefix": "/post?page=2", "paths-0-lock": "premium",
+           "paths-1-prefix": "/members#top", "paths-1-lock": "premium",
+           "paths-2-prefix": "/Files/Gold", "paths-2-lock": "premium",
+           "paths-3-prefix": "/files/./gold/", "paths-3-lock": "supporters"}
+    response = site.post(ADMIN_PREFIX + "/locks/routing", bad)
+    assert response.status_code == 422
+    html = html_of(response)
+    assert html.count("without the part from") == 2  # ? and #: a lock matches the path, not the query
+    assert "the same URL as /Files/Gold" in html  # case and dot segments do not make another URL
+    assert 'value="/post?page=2"' in html and 'value="/files/./gold/"' in html  # kept as typed to fix
+    assert len(audit(site, "routing_set")) == 1

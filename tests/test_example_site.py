@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from example_server import register, serve_example_site
+from example_server import register, send_raw, serve_example_site
 
 
 @pytest.fixture
@@ -118,9 +118,9 @@ def test_registering_a_patrons_email_does_not_take_over_her_patreon(tmp_path: Pa
         config["PATRONLOCK_SYNC_MATCH_EMAILS"] = match_flag
     with serve_example_site(config) as (base, app):
         creator = requests.Session()
-        creator.post(base + "/register", data={"email": "kopi@example.com", "password": "correct horse"}, timeout=10)
+        register(base, "kopi@example.com", "correct horse", http=creator)
         attacker = requests.Session()
-        attacker.post(base + "/register", data={"email": "ada@example.com", "password": "attacker's"}, timeout=10)
+        register(base, "ada@example.com", "attacker's", http=attacker)
         attacker_id = attacker.get(base + "/whoami", timeout=10).json()["user"]
         assert attacker_id is not None
 
@@ -143,3 +143,41 @@ def test_registering_a_patrons_email_does_not_take_over_her_patreon(tmp_path: Pa
         assert real_ada.get(base + "/whoami", timeout=10).json() == {"user": None}
         with app.app_context():
             assert get_accounts().for_patreon_user(ada.id) is None
+
+
+def test_a_bronze_patron_cannot_fetch_a_gold_download_by_another_spelling(site: tuple[str, Any]) -> None:
+    """The creator locks one download to Gold on the settings page; Bo (Bronze) asks for it under every spelling a
+    client can send byte for byte (``requests`` would resolve the dot segments first, so ``http.client`` is used)."""
+    import re
+
+    base, _ = site
+    creator = requests.Session()
+    register(base, "kopi@example.com", "correct horse", http=creator)
+    page = creator.get(base + "/patronlock/admin/locks", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token, page.text
+    saved = creator.post(base + "/patronlock/admin/locks/routing", timeout=10, data={
+        "csrf_token": token.group(1), "site_lock": "",
+        "paths-0-prefix": "/downloads/wallpaper.svg", "paths-0-lock": "gold",
+    })
+    assert saved.status_code == 200 and "/downloads/wallpaper.svg" in saved.text, saved.text
+
+    bo = requests.Session()
+    register(base, "bo@example.com", "correct horse", http=bo)
+    start = bo.get(base + "/patreon/connect?next=/", allow_redirects=False, timeout=10)
+    bo.get(start.headers["Location"], params={"sandbox_user": "bo@example.com", "sandbox_decision": "approve"},
+           timeout=10)
+    cookie = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in bo.cookies)}
+
+    def fetch(target: str) -> tuple[int, bytes]:
+        return send_raw(base, target, cookie)
+
+    wallpaper = (Path(__file__).resolve().parent.parent / "example_site" / "files" / "wallpaper.svg").read_bytes()
+    assert creator.get(base + "/downloads/./wallpaper.svg", timeout=10).content == wallpaper  # an admin passes
+    status, _ = fetch("/downloads/wallpaper.svg")
+    assert status == 403  # Bronze is not Gold
+    for target in ("/downloads/./wallpaper.svg", "/downloads/x/../wallpaper.svg", "/downloads/%2e/wallpaper.svg",
+                   "/downloads/%2E/wallpaper.svg", "/downloads/x/%2e%2e/wallpaper.svg", "/downloads/.%2fwallpaper.svg",
+                   "/downloads/wallpaper.svg/", "/downloads/WALLPAPER.SVG", "/downloads//wallpaper.svg"):
+        status, body = fetch(target)
+        assert wallpaper not in body and status in (403, 308), (target, status)

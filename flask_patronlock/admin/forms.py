@@ -32,6 +32,7 @@ from wtforms import (
 )
 from wtforms.validators import NumberRange, Optional, ValidationError
 
+from ..paths import normalize_prefix, url_key
 from ..patreon.jsonapi import INT32
 from ..patreon.types import TierSnapshot
 from ..policy import LockRule, PolicySettings
@@ -226,13 +227,15 @@ class RoutingForm(FlaskForm):
             self.site_lock.errors = [f"No lock named {site!r} is declared."]
             ok = False
         paths: dict[str, str] = {}
+        first_of: dict[str, str] = {}  # what makes two prefixes the same URL -> the first one written
         for entry in self.paths:
-            prefix = (entry.form.prefix.data or "").strip()
+            typed = (entry.form.prefix.data or "").strip()
             name = entry.form.lock.data or ""
-            if not prefix and not name:
+            if not typed and not name:
                 continue
-            if not prefix.startswith("/") or any(c.isspace() for c in prefix):
-                entry.form.prefix.errors = ["Write a URL path that starts with /, like /members"]
+            prefix, problem = _url_prefix(typed)
+            if problem:
+                entry.form.prefix.errors = [problem]
                 ok = False
             elif not name:
                 entry.form.lock.errors = ["Choose the lock for this URL (or clear the URL to remove the row)."]
@@ -240,12 +243,27 @@ class RoutingForm(FlaskForm):
             elif name not in known:
                 entry.form.lock.errors = [f"No lock named {name!r} is declared."]
                 ok = False
-            elif prefix in paths:
-                entry.form.prefix.errors = ["This URL is already listed above."]
+            elif url_key(prefix) in first_of:
+                first = first_of[url_key(prefix)]
+                entry.form.prefix.errors = [f"This is the same URL as {first} above: keep one of the two."]
                 ok = False
             else:
+                first_of[url_key(prefix)] = typed
                 paths[prefix] = name
         return {"site_lock": site, "path_locks": paths} if ok else None
+
+
+def _url_prefix(typed: str) -> tuple[str, str | None]:
+    """A URL prefix as the creator typed it -> ``(its stored spelling, None)`` or ``("", what is wrong)``."""
+    for mark, part in (("?", "query"), ("#", "anchor")):
+        if mark in typed:
+            return "", f"Write the path only, without the part from {mark} on: a URL lock never reads the {part}."
+    if not typed.startswith("/"):
+        return "", "Write a URL path that starts with /, like /members"
+    try:
+        return normalize_prefix(typed), None
+    except ValueError:
+        return "", "Write the URL without spaces (a space in an address is written %20)."
 
 
 # -- banners ----------------------------------------------------------------------------------------------------------

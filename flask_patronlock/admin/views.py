@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any, get_args
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
@@ -115,7 +116,9 @@ def _routing_form(formdata: Any = None) -> RoutingForm:
         site, paths = snapshot.routing.site_lock, dict(snapshot.routing.path_locks)
     else:
         site, paths = cfg["PATRONLOCK_SITE_LOCK"], dict(cfg["PATRONLOCK_PATH_LOCKS"] or {})
-    data = {"site_lock": site or "", "paths": [{"prefix": k, "lock": v} for k, v in sorted(paths.items())]}
+    # each row as an object: a dict would be spread into PathLockForm(**row), where "prefix" is wtforms' own argument
+    rows = [SimpleNamespace(prefix=k, lock=v) for k, v in sorted(paths.items())]
+    data = {"site_lock": site or "", "paths": rows}
     form = RoutingForm(formdata=formdata, data=None if formdata is not None else data)
     if formdata is None:
         for _ in range(2):  # two empty rows to add a prefix without JavaScript
