@@ -911,19 +911,26 @@ _ATTR = ("attributes",)
         ((*_ATTR, "pledge_cadence"), 12, 2**31 - 1),
         ((*_ATTR, "last_charge_date"), "2999-12-31T00:00:00+00:00", "9999-12-31T23:59:59+00:00"),
         ((*_ATTR, "pledge_relationship_start"), "1900-01-01T00:00:00+00:00", "0001-01-01T00:00:00+00:00"),
-        ((*_ATTR, "full_name"), "x" * 255, "x" * 256),
+        ((*_ATTR, "patron_status"), "active_patron", "x" * 33),
         ((*_ATTR, "email"), "kopi@pangea.com", "kopi\x00@pangea.com"),
         (("id",), "m" * 64, "m" * 65),
         (("id",), "38c264ba", "38c2,64ba"),
         (("relationships", "campaign", "data", "id"), "11539233", "115\x0039233"),
     ],
-    ids=["int32-max", "int32-min", "int64", "cadence", "year-9999", "year-1", "name-length", "nul", "id-length",
+    ids=["int32-max", "int32-min", "int64", "cadence", "year-9999", "year-1", "status-length", "nul", "id-length",
          "id-comma", "campaign-nul"],
 )
 def test_values_no_column_or_date_holds_are_malformed(path: tuple[str, ...], fits: Any, overflows: Any) -> None:
     parse_member_document(_with(path, fits))
     with pytest.raises(MalformedDocument, match=path[-1] if path[-1] != "id" else "id"):
         parse_member_document(_with(path, overflows))
+
+
+def test_a_patrons_long_or_odd_name_is_cut_to_its_column_not_a_malformed_page() -> None:
+    """A name is shown, never decided on: one patron's 1,000-character name with a NUL in it must not make every sync
+    page malformed (and so every run incomplete, revoking nobody ever)."""
+    member = parse_member_document(_with((*_ATTR, "full_name"), "Ada\x00" + "x" * 1000))
+    assert member.full_name == "Ada" + "x" * 252 and len(member.full_name) == 255
 
 
 def test_the_limits_are_the_columns() -> None:

@@ -402,7 +402,7 @@ def test_an_integer_beyond_64_bits_ends_the_delivery_failed_not_stuck(sb_app: Fl
         {"campaign_lifetime_support_cents": 2**63},  # a BIGINT column
         {"pledge_cadence": 2**31 - 1},  # months added to a date
         {"last_charge_date": "9999-12-31T23:59:59+00:00"},  # a paid period past the end of the calendar
-        {"full_name": "a\u0000b"},  # PostgreSQL text holds no NUL
+        {"last_charge_status": "Pa\u0000id"},  # PostgreSQL text holds no NUL
     ],
     ids=["int32", "int64", "cadence", "date", "nul"],
 )

@@ -109,10 +109,20 @@ def is_patreon_id(value: object) -> TypeGuard[str]:
     )
 
 
+#: strings shown to people and decided on by nothing: a patron's own over-long or odd name (or a creator's tier
+#: title) is cleaned and cut to its column, never a malformed page -- one patron's name must not leave every sync
+#: run incomplete, and so nobody revocable.
+_DISPLAY = frozenset({"full_name", "title", "description", "creation_name", "vanity", "image_url", "url",
+                      "pledge_url"})
+
+
 def _checked_str(key: str, value: str) -> str:
+    limit = _MAX_LENGTH.get(key)
+    if key in _DISPLAY:
+        value = value.replace("\x00", "")
+        return value[:limit] if limit is not None else value
     if "\x00" in value:
         raise MalformedDocument(f"{key}: contains a NUL character")
-    limit = _MAX_LENGTH.get(key)
     if limit is not None and len(value) > limit:
         raise MalformedDocument(f"{key}: longer than {limit} characters")
     return value
