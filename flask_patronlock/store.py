@@ -1170,6 +1170,22 @@ class Store:
                         out.add(patron.member_id)
         return out
 
+    def pledging_among(self, member_ids: Sequence[str]) -> set[str]:
+        """Which of ``member_ids`` are stored as pledging (``active_patron`` or ``declined_patron``): members Patreon
+        never lists as "never pledged" again (a sync run takes a page saying so for drift)."""
+        p = self.tables.patrons
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(member_ids), _CHUNK):
+                rows = conn.execute(
+                    select(p.c.member_id).where(
+                        p.c.member_id.in_(member_ids[start : start + _CHUNK]),
+                        p.c.patron_status.in_(("active_patron", "declined_patron")),
+                    )
+                )
+                out.update(rows.scalars())
+        return out
+
     def _load(self, conn: Connection, member_ids: Sequence[str], *, for_update: bool = False) -> dict[str, Patron]:
         if for_update:
             return self._load_for_update(conn, member_ids)

@@ -44,7 +44,7 @@ from . import signals
 from .errors import PatronLockError
 from .extension import PatronLockState, get_state
 from .leases import Lease
-from .patreon.errors import PatreonError
+from .patreon.errors import PatreonError, SchemaDrift
 from .patreon.types import MemberPage, MemberSnapshot
 
 if TYPE_CHECKING:
@@ -291,7 +291,10 @@ class _Run:
             try:
                 page, observed_at = prefetch.next()
             except PatreonError as exc:
-                return f"page {number}: {type(exc).__name__}: {exc}"[:500]
+                reason = f"page {number}: {type(exc).__name__}: {exc}"[:500]
+                if isinstance(exc, SchemaDrift):
+                    self._drifted(reason)
+                return reason
             if page is None:
                 return None
             if page.total is not None:
@@ -299,6 +302,11 @@ class _Run:
             if page.raw_count != len(page.members):
                 return f"page {number}: {page.raw_count - len(page.members)} member(s) could not be parsed"
             members = [m for m in page.members if m.campaign_id in (None, self.campaign_id)]
+            unpledged = self._unpledged(members)
+            if unpledged is not None:
+                reason = f"page {number}: SchemaDrift: {unpledged}"[:500]
+                self._drifted(reason)
+                return reason
             self._apply_page(members, observed_at)
             result.pages += 1
             result.members_seen = len(self.seen)
@@ -307,6 +315,27 @@ class _Run:
             self._save_progress()
             if not self._renew():
                 return "the sync lease was lost (the run took longer than PATRONLOCK_SYNC_LEASE_SECONDS per page)"
+
+    def _unpledged(self, members: list[MemberSnapshot]) -> str | None:
+        """Drift no single document shows: members stored as pledging whom the page lists with no ``patron_status``
+        ("never pledged"), a transition Patreon never makes (a pledge ends as ``former_patron``). ``None`` when none."""
+        nulls = [m.member_id for m in members if m.patron_status is None]
+        pledging = self.store.pledging_among(nulls) if nulls else set()
+        if not pledging:
+            return None
+        first = next(m for m in nulls if m in pledging)
+        return (
+            f"attribute 'patron_status' null ('never pledged') on {len(pledging)} of {len(members)} member(s) stored "
+            f"as pledging (first: member {first!r}), a change Patreon never makes"
+        )
+
+    def _drifted(self, reason: str) -> None:
+        log.warning(
+            "sync run %d stopped: %s. Patreon's data changed shape; the page was not applied and the run is "
+            "incomplete, so nobody loses access over it",
+            self.result.run_id,
+            reason,
+        )
 
     def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime) -> None:
         fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway

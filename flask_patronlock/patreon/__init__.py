@@ -16,6 +16,7 @@ from .errors import (
     PatreonAPIError,
     PatreonError,
     RateLimited,
+    SchemaDrift,
     ServerError,
     TokenError,
     TransportError,
@@ -32,6 +33,7 @@ from .jsonapi import (
     parse_token_response,
     parse_webhook,
     parse_webhooks,
+    schema_drift,
 )
 from .ratelimit import RateLimiter, shared_rate_limiter
 from .signatures import SIGNATURE_HEADER, sign, verify_signature
@@ -70,6 +72,7 @@ __all__ = [
     "PatreonError",
     "RateLimited",
     "RateLimiter",
+    "SchemaDrift",
     "ServerError",
     "TierSnapshot",
     "TokenError",
@@ -89,6 +92,7 @@ __all__ = [
     "parse_webhook",
     "parse_webhooks",
     "pkce_pair",
+    "schema_drift",
     "shared_rate_limiter",
     "sign",
     "verify_signature",
