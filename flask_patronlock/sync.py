@@ -6,8 +6,10 @@ A run, in order:
    :class:`AlreadyRunning`) and records a ``patronlock_sync_runs`` row;
 2. pages through the campaign's members (1,000 a page) and applies each page through
    :meth:`~flask_patronlock.store.Store.apply_many` with ``source="sync"`` and ``defer_revocations=True``: grants,
-   updates and no-ops are written at once; snapshots that would take access away from an entitled patron are kept
-   aside, so nothing is revoked before the whole run has been seen;
+   updates and no-ops are written at once; snapshots that would take access, all entitled tiers or all entitled cents
+   away from an entitled patron are kept aside, so nothing is taken away before the whole run has been seen. A page
+   whose shape drifted (:class:`~flask_patronlock.patreon.errors.SchemaDrift`, or pledging members listed as never
+   pledged) is not applied and ends the run, incomplete;
 3. decides whether the run is **complete**: every page read and parsed, the last page without a next cursor, no
    cursor or member repeated, and as many members as Patreon's ``total``. Anything else makes it **incomplete**: the
    updates and grants stay, the deferred revocations are dropped (counted in ``detail``), nobody is marked missing,
@@ -15,8 +17,9 @@ A run, in order:
 4. after a complete run, stored members the run did not see are *missing*. Together with the deferred revocations
    they are what the run would revoke (an entitled patron's first missing mark counts too: it starts the countdown).
    If that trips the breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons
-   entitled now), they are **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``) and the
-   ``revocations-held`` signal fires; otherwise the deferred snapshots are applied and the missing marks made;
+   entitled now), they are **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``), the
+   reason says what changed on which pages (logged at WARNING) and the ``revocations-held`` signal fires; otherwise
+   the deferred snapshots are applied and the missing marks made;
 5. refreshes the campaign's tier catalogue (one more request) only when the stored one is older than
    ``PATRONLOCK_TIERS_MAX_AGE`` seconds, was never read, or a page named a tier id it does not know. This comes after
    the pages and the revocation decisions: access never depends on the catalogue (entitlement reads each member's own
@@ -199,6 +202,8 @@ class _Run:
         self.result = RunResult(run_id=int(run_id[0]), status="running", started_at=self.started_at)
         self.seen: set[str] = set()
         self.deferred: list[tuple[MemberSnapshot, datetime]] = []
+        #: kind of loss (store.LOSSES) -> the page number of each deferred snapshot with it
+        self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
         self.tiers_checked_at, self.known_tiers = self.store.tiers_checked(campaign_id)
@@ -307,7 +312,7 @@ class _Run:
                 reason = f"page {number}: SchemaDrift: {unpledged}"[:500]
                 self._drifted(reason)
                 return reason
-            self._apply_page(members, observed_at)
+            self._apply_page(members, observed_at, number)
             result.pages += 1
             result.members_seen = len(self.seen)
             if self.progress is not None:
@@ -337,7 +342,7 @@ class _Run:
             reason,
         )
 
-    def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime) -> None:
+    def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime, number: int) -> None:
         fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
         self.seen.update(m.member_id for m in fresh)
         if not fresh:
@@ -359,6 +364,8 @@ class _Run:
             self.counts[outcome.outcome] += 1
             if outcome.outcome == "deferred":
                 self.deferred.append((snapshot, observed_at))
+                for kind in outcome.losses:
+                    self.losses.setdefault(kind, []).append(number)
             elif outcome.changed:
                 self.result.changed += 1
 
@@ -384,15 +391,26 @@ class _Run:
         revoking = len(self.deferred) + len(entitled_unseen)
         total = store.count_entitled(self.campaign_id)
         settings = store.policy_settings()
-        result.detail.update(unseen=len(unseen), revoking=revoking, entitled=total)
+        losses = {kind: len(pages) for kind, pages in self.losses.items()}
+        if entitled_unseen:
+            losses["missing"] = len(entitled_unseen)
+        result.detail.update(unseen=len(unseen), revoking=revoking, entitled=total, losses=losses)
         if revoking and settings.breaker_trips(revoking, total):
             result.status = "held"
             result.reason = (
-                f"the run would revoke {revoking} of {total} entitled patron(s), more than the breaker allows "
-                f"(max({settings.breaker_min_patrons}, {settings.breaker_fraction:.0%})); approve or reject it"
+                f"{self._what_changed(len(entitled_unseen))}: the run would take something away from {revoking:,} of "
+                f"{total:,} entitled patron(s), more than the breaker allows (max({settings.breaker_min_patrons}, "
+                f"{settings.breaker_fraction:.0%})); approve or reject it"
             )
+            log.warning("sync run %d is HELD: %s", result.run_id, result.reason)
             store.hold_revocations(
-                result.run_id, self.deferred, sorted(entitled_unseen), total=total, missed_at=_now(self.state)
+                result.run_id,
+                self.deferred,
+                sorted(entitled_unseen),
+                total=total,
+                missed_at=_now(self.state),
+                reason=result.reason,
+                losses=losses,
             )
             result.held = revoking
             others = [m for m in unseen if m not in entitled_unseen]
@@ -414,6 +432,22 @@ class _Run:
                 result.changed += 1
             if "access_revoked" in r.events:
                 result.revoked += 1
+
+    def _what_changed(self, missing: int) -> str:
+        """What a held run would take away, kind by kind, with the pages it saw it on."""
+        words = {
+            "access": "access ended for {n} patron(s) on {pages}",
+            "tiers": "tiers emptied for {n} patron(s) on {pages}",
+            "cents": "entitled cents fell to 0 for {n} patron(s) on {pages}",
+        }
+        parts = [
+            words[kind].format(n=f"{len(self.losses[kind]):,}", pages=_page_ranges(self.losses[kind]))
+            for kind in words
+            if kind in self.losses
+        ]
+        if missing:
+            parts.append(f"{missing:,} entitled patron(s) missing from the listing")
+        return "; ".join(parts)
 
     def _unseen(self) -> list[str]:
         """The stored members of the campaign this complete run did not see."""
@@ -459,6 +493,21 @@ class _Run:
         values = {name: getattr(result, name) for name in _RUN_COLUMNS}
         with self.store.transaction() as conn:
             conn.execute(update(runs).where(runs.c.id == result.run_id).values(detail=dict(result.detail), **values))
+
+
+def _page_ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"pages 1-3, 7"``."""
+    pages = sorted(set(numbers))
+    spans: list[str] = []
+    start = prev = pages[0]
+    for n in [*pages[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ("page " if len(pages) == 1 else "pages ") + ", ".join(spans)
 
 
 _set_attr = object.__setattr__
