@@ -174,7 +174,10 @@ def sync_held_command(run_id: int) -> None:
     if not held:
         click.echo(f"run {run_id} holds no revocations")
     for row in held:
-        why = "missing from the run" if row["kind"] == "missing" else "Patreon's new state ends the entitlement"
+        why = (
+            "missing from the run" if row["kind"] == "missing"
+            else "Patreon's new state ends the entitlement or empties its tiers or cents"
+        )
         click.echo(f"{row['member_id']}  {row['full_name'] or '-'}  {row['email'] or '-'}  ({why})")
 
 

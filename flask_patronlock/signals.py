@@ -101,10 +101,13 @@ access_revoked: Signal = patronlock_signals.signal("access-revoked")
 
 EVENT_SIGNALS.update({"access_granted": access_granted, "access_revoked": access_revoked})
 
-#: A complete sync run would have revoked more patrons than the breaker allows, so its revocations wait for the
-#: creator's approval (``flask patronlock sync approve RUN`` / ``reject RUN``). Sent after the hold is committed.
-#: kwargs: ``run_id``, ``revoking`` (how many patrons would lose or start losing access), ``total`` (entitled patrons
-#: before the run), ``member_ids`` (tuple of the held members).
+#: A complete sync run would have taken something away from more patrons than the breaker allows (access, all their
+#: entitled tiers or all their entitled cents), so those changes wait for the creator's approval (``flask patronlock
+#: sync approve RUN`` / ``reject RUN``). Sent after the hold is committed (and logged at WARNING).
+#: kwargs: ``run_id``, ``revoking`` (how many patrons would lose something or start losing access), ``total``
+#: (entitled patrons before the run), ``member_ids`` (tuple of the held members), ``reason`` (the run's reason: what
+#: changed, on which pages, e.g. "tiers emptied for 2,632 patron(s) on pages 1-30: ..."), ``losses`` (dict of kind
+#: -> patrons: ``access``, ``tiers``, ``cents``, ``missing``).
 revocations_held: Signal = patronlock_signals.signal("revocations-held")
 
 #: A sync run started: its row (status ``running``) is committed and it holds the lease. kwargs: ``run_id``,

@@ -121,6 +121,8 @@ class ApplyResult:
     previous: Patron | None
     changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     events: tuple[str, ...] = ()
+    #: what a ``deferred`` snapshot would take away (see :data:`LOSSES`); empty for every other outcome.
+    losses: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -434,6 +436,13 @@ def access_events(previous: Patron | None, current: Patron, *, observed_at: date
     return ("access_granted",) if current.access else ("access_revoked",)
 
 
+#: What a snapshot can take away from a patron who is entitled now, as the policy computes the entitlement (so what a
+#: grace keeps is no loss): ``access`` (no longer entitled), ``tiers`` (still entitled, but the entitled tiers
+#: emptied) and ``cents`` (still entitled, but the monthly entitled cents fell to 0). A sync run defers every such
+#: snapshot and the breaker counts them.
+LOSSES: tuple[str, ...] = ("access", "tiers", "cents")
+
+
 @dataclass(slots=True)
 class _AccessContext:
     """The settings and the moment one write transaction evaluates :attr:`Patron.access` under."""
@@ -476,6 +485,23 @@ class _AccessContext:
 
     def entitled_now(self, patron: Patron | None) -> bool:
         return patron is not None and entitlement(patron, self.settings, self.now).entitled
+
+    def losses(self, previous: Patron | None, current: Patron) -> tuple[str, ...]:
+        """What ``previous`` -> ``current`` (evaluated) takes away now, among :data:`LOSSES`."""
+        if previous is None:
+            return ()
+        before = entitlement(previous, self.settings, self.now)
+        if not before.entitled:
+            return ()
+        if current.access is False:
+            return ("access",)
+        after = entitlement(current, self.settings, self.now)
+        lost: tuple[str, ...] = ()
+        if before.tier_ids and not after.tier_ids:
+            lost += ("tiers",)
+        if before.monthly_cents > 0 and after.monthly_cents <= 0:
+            lost += ("cents",)
+        return lost
 
 
 _PATRON_FIELDS = tuple(f.name for f in fields(Patron))
@@ -674,9 +700,10 @@ class Store:
         :param source: ``oauth``, ``webhook``, ``sync`` or ``admin``; recorded on the row and its audit entry.
         :param observed_at: when Patreon said this (timezone-aware). A snapshot older than the stored one is skipped.
         :param run_id: the sync run, when ``source`` is ``sync``.
-        :param defer_revocations: write nothing for a snapshot that would take access away from a patron who is
-            entitled now (under :attr:`policy_settings` at the store's clock); its result has ``outcome="deferred"``
-            and the caller decides later (a sync run defers them until it knows whether the breaker trips).
+        :param defer_revocations: write nothing for a snapshot that would take something away from a patron who is
+            entitled now (under :attr:`policy_settings` at the store's clock): access, or all their entitled tiers, or
+            all their entitled cents (:data:`LOSSES`); its result has ``outcome="deferred"`` with its ``losses``, and
+            the caller decides later (a sync run defers them until it knows whether the breaker trips).
         :param load_unchanged: ``False`` lets the store answer for members it can tell are unchanged without reading
             their whole stored state (see :meth:`_settled`): their results are ``unchanged`` with ``patron`` and
             ``previous`` ``None``. A sync run asks for this: nearly every member of nearly every run is unchanged.
@@ -841,8 +868,11 @@ class Store:
         access_events: tuple[str, ...] = ()
         if access is not None:
             current, access_events = access.evaluate(previous, current, observed_at=observed_at, owned=True)
-            if access.defer and current.access is False and access.entitled_now(previous):
-                return ApplyResult(snapshot.member_id, "deferred", current, previous, diff(previous, current))
+            losses = access.losses(previous, current) if access.defer else ()
+            if losses:
+                return ApplyResult(
+                    snapshot.member_id, "deferred", current, previous, diff(previous, current), losses=losses
+                )
         changes = diff(previous, current)
         if previous is not None and not changes:
             return ApplyResult(snapshot.member_id, "unchanged", previous, previous)
@@ -1186,6 +1216,22 @@ class Store:
                         out.add(patron.member_id)
         return out
 
+    def pledging_among(self, member_ids: Sequence[str]) -> set[str]:
+        """Which of ``member_ids`` are stored as pledging (``active_patron`` or ``declined_patron``): members Patreon
+        never lists as "never pledged" again (a sync run takes a page saying so for drift)."""
+        p = self.tables.patrons
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(member_ids), _CHUNK):
+                rows = conn.execute(
+                    select(p.c.member_id).where(
+                        p.c.member_id.in_(member_ids[start : start + _CHUNK]),
+                        p.c.patron_status.in_(("active_patron", "declined_patron")),
+                    )
+                )
+                out.update(rows.scalars())
+        return out
+
     def _load(self, conn: Connection, member_ids: Sequence[str], *, for_update: bool = False) -> dict[str, Patron]:
         if for_update:
             return self._load_for_update(conn, member_ids)
@@ -1267,13 +1313,17 @@ class Store:
         total: int,
         missed_at: datetime | None = None,
         finish: Callable[[Connection, list[ApplyResult]], None] | None = None,
+        reason: str | None = None,
+        losses: Mapping[str, int] | None = None,
     ) -> list[ApplyResult]:
         """Hold a run's revocations for the creator's approval (the breaker tripped).
 
-        ``snapshots`` (each with its ``observed_at``) would take access away; ``missing_ids`` are entitled patrons the
-        run did not see. They are stored in ``patronlock_held_revocations`` and each patron's ``held_run_id`` is set
-        (an audit row each); nothing is revoked. ``finish(conn, results)``, if given, runs before the commit (the run
-        records itself held in the same transaction). Sends ``revocations-held`` after the commit.
+        ``snapshots`` (each with its ``observed_at``) would take access, tiers or cents away; ``missing_ids`` are
+        entitled patrons the run did not see; ``reason`` (what changed) and ``losses`` (patrons per kind of loss) are
+        passed on to the signal. They are stored in ``patronlock_held_revocations`` and each patron's
+        ``held_run_id`` is set (an audit row each); nothing is revoked. ``finish(conn, results)``, if given, runs
+        before the commit (the run records itself held in the same transaction). Sends ``revocations-held`` after the
+        commit.
         """
         missed_at = missed_at or self.clock()
         access = _AccessContext(self.policy_settings(), self.clock())
@@ -1315,6 +1365,8 @@ class Store:
             revoking=len(rows),
             total=total,
             member_ids=tuple(r["member_id"] for r in rows),
+            reason=reason,
+            losses=dict(losses or {}),
         )
         return results
 

@@ -6,8 +6,10 @@ A run, in order:
    :class:`AlreadyRunning`) and records a ``patronlock_sync_runs`` row;
 2. pages through the campaign's members (1,000 a page) and applies each page through
    :meth:`~flask_patronlock.store.Store.apply_many` with ``source="sync"`` and ``defer_revocations=True``: grants,
-   updates and no-ops are written at once; snapshots that would take access away from an entitled patron are kept
-   aside, so nothing is revoked before the whole run has been seen;
+   updates and no-ops are written at once; snapshots that would take access, all entitled tiers or all entitled cents
+   away from an entitled patron are kept aside, so nothing is taken away before the whole run has been seen. A page
+   whose shape drifted (:class:`~flask_patronlock.patreon.errors.SchemaDrift`, or pledging members listed as never
+   pledged) is not applied and ends the run, incomplete;
 3. decides whether the run is **complete**: every page read and parsed, the last page without a next cursor, no
    cursor or member repeated, no empty page pointing onwards, and the members seen within a slack of Patreon's
    ``total`` (:func:`total_slack`; or no total reported). Anything else makes it **incomplete**: the updates and
@@ -16,9 +18,10 @@ A run, in order:
 4. after a complete run, stored members the run did not see are *missing*. Together with the deferred revocations
    they are what the run would revoke (an entitled patron's first missing mark counts too: it starts the countdown).
    They, their audit rows and the run row's ``complete`` and counts commit in one transaction. If that trips the
-   breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons
-   entitled now), they are **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``) and the
-   ``revocations-held`` signal fires; otherwise the deferred snapshots are applied and the missing marks made;
+   breaker (:meth:`~flask_patronlock.policy.PolicySettings.breaker_trips` against the patrons entitled now), they are
+   **held** for the creator (``flask patronlock sync approve RUN`` / ``reject RUN``), the reason says what changed on
+   which pages (logged at WARNING) and the ``revocations-held`` signal fires; otherwise the deferred snapshots are
+   applied and the missing marks made;
 5. refreshes the campaign's tier catalogue (one more request) only when the stored one is older than
    ``PATRONLOCK_TIERS_MAX_AGE`` seconds, was never read, or a page named a tier id it does not know. This comes after
    the pages and the revocation decisions: access never depends on the catalogue (entitlement reads each member's own
@@ -53,7 +56,7 @@ from .errors import PatronLockError
 from .extension import PatronLockState, get_state
 from .leases import Lease
 from .models import is_row_id
-from .patreon.errors import PatreonError
+from .patreon.errors import PatreonError, SchemaDrift
 from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
 from .store import ApplyResult
@@ -269,6 +272,8 @@ class _Run:
         self.result = RunResult(run_id=run_id, status="running", started_at=self.started_at)
         self.seen: set[str] = set()
         self.deferred: list[tuple[MemberSnapshot, datetime]] = []
+        #: kind of loss (store.LOSSES) -> the page number of each deferred snapshot with it
+        self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
         self.heartbeat = _Heartbeat(lease, run_id)
@@ -442,7 +447,10 @@ class _Run:
             try:
                 page, observed_at = prefetch.next()
             except PatreonError as exc:
-                return f"page {number}: {type(exc).__name__}: {exc}"[:500]
+                reason = f"page {number}: {type(exc).__name__}: {exc}"[:500]
+                if isinstance(exc, SchemaDrift):
+                    self._drifted(reason)
+                return reason
             if page is None:
                 return None
             if page.total is not None:
@@ -452,7 +460,12 @@ class _Run:
             if page.raw_count == 0 and page.next_cursor is not None:
                 self.empty_pages.append(number)
             members = [m for m in page.members if m.campaign_id in (None, self.campaign_id)]
-            self._db(f"applying page {number}", functools.partial(self._apply_page, members, observed_at))
+            unpledged = self._db(f"checking page {number}", functools.partial(self._unpledged, members))
+            if unpledged is not None:
+                reason = f"page {number}: SchemaDrift: {unpledged}"[:500]
+                self._drifted(reason)
+                return reason
+            self._db(f"applying page {number}", functools.partial(self._apply_page, members, observed_at, number))
             if self.progress is not None:
                 self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
             if self.heartbeat.lost.is_set() or not self._db("renewing the sync lease", self._renew):
@@ -461,9 +474,31 @@ class _Run:
                     "renewal"
                 )
 
-    def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime) -> None:
-        """Apply one page and record the run's progress on its row in the same transaction (so the row always counts
-        the changes its audit rows show); one attempt of a retried step, so nothing here counts until it commits."""
+    def _unpledged(self, members: list[MemberSnapshot]) -> str | None:
+        """Drift no single document shows: members stored as pledging whom the page lists with no ``patron_status``
+        ("never pledged"), a transition Patreon never makes (a pledge ends as ``former_patron``). ``None`` when none."""
+        nulls = [m.member_id for m in members if m.patron_status is None]
+        pledging = self.store.pledging_among(nulls) if nulls else set()
+        if not pledging:
+            return None
+        first = next(m for m in nulls if m in pledging)
+        return (
+            f"attribute 'patron_status' null ('never pledged') on {len(pledging)} of {len(members)} member(s) stored "
+            f"as pledging (first: member {first!r}), a change Patreon never makes"
+        )
+
+    def _drifted(self, reason: str) -> None:
+        log.warning(
+            "sync run %d stopped: %s. Patreon's data changed shape; the page was not applied and the run is "
+            "incomplete, so nobody loses access over it",
+            self.result.run_id,
+            reason,
+        )
+
+    def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime, number: int) -> None:
+        """Apply page ``number`` and record the run's progress on its row in the same transaction (so the row always
+        counts the changes its audit rows show); one attempt of a retried step, so nothing here counts until it
+        commits."""
         result = self.result
         fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
         seen_after = len(self.seen | {m.member_id for m in fresh})
@@ -495,6 +530,8 @@ class _Run:
             self.counts[outcome.outcome] += 1
             if outcome.outcome == "deferred":
                 self.deferred.append((snapshot, observed_at))
+                for kind in outcome.losses:
+                    self.losses.setdefault(kind, []).append(number)
         result.changed += changed[0]
         result.pages += 1
         result.members_seen = len(self.seen)
@@ -539,19 +576,30 @@ class _Run:
         revoking = len(self.deferred) + len(entitled_unseen)
         total = store.count_entitled(self.campaign_id)
         settings = store.policy_settings()
-        result.detail.update(unseen=len(unseen), revoking=revoking, entitled=total)
+        losses = {kind: len(pages) for kind, pages in self.losses.items()}
+        if entitled_unseen:
+            losses["missing"] = len(entitled_unseen)
+        result.detail.update(unseen=len(unseen), revoking=revoking, entitled=total, losses=losses)
         if revoking and settings.breaker_trips(revoking, total):
             reason = (
-                f"the run would revoke {revoking} of {total} entitled patron(s), more than the breaker allows "
-                f"(max({settings.breaker_min_patrons}, {settings.breaker_fraction:.0%})); approve or reject it"
+                f"{self._what_changed(len(entitled_unseen))}: the run would take something away from {revoking:,} of "
+                f"{total:,} entitled patron(s), more than the breaker allows (max({settings.breaker_min_patrons}, "
+                f"{settings.breaker_fraction:.0%})); approve or reject it"
             )
+            log.warning("sync run %d is HELD: %s", result.run_id, reason)
 
             def held(conn: Connection, _results: list[ApplyResult]) -> None:
                 self._final_row(conn, status="held", reason=reason, held=revoking, revoked=0, changed=changed_before)
 
             store.hold_revocations(
-                result.run_id, self.deferred, sorted(entitled_unseen), total=total, missed_at=_now(self.state),
+                result.run_id,
+                self.deferred,
+                sorted(entitled_unseen),
+                total=total,
+                missed_at=_now(self.state),
                 finish=held,
+                reason=reason,
+                losses=losses,
             )
             result.status, result.complete, result.reason, result.held = "held", True, reason, revoking
             others = [m for m in unseen if m not in entitled_unseen]
@@ -610,6 +658,22 @@ class _Run:
         result.complete, result.reason = True, found.reason
         result.held, result.revoked, result.changed = found.held, found.revoked, found.changed
         result.detail.update(found.detail)
+
+    def _what_changed(self, missing: int) -> str:
+        """What a held run would take away, kind by kind, with the pages it saw it on."""
+        words = {
+            "access": "access ended for {n} patron(s) on {pages}",
+            "tiers": "tiers emptied for {n} patron(s) on {pages}",
+            "cents": "entitled cents fell to 0 for {n} patron(s) on {pages}",
+        }
+        parts = [
+            words[kind].format(n=f"{len(self.losses[kind]):,}", pages=_page_ranges(self.losses[kind]))
+            for kind in words
+            if kind in self.losses
+        ]
+        if missing:
+            parts.append(f"{missing:,} entitled patron(s) missing from the listing")
+        return "; ".join(parts)
 
     def _unseen(self) -> list[str]:
         """The stored members of the campaign this complete run did not see."""
@@ -695,6 +759,21 @@ class _Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def _page_ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"pages 1-3, 7"``."""
+    pages = sorted(set(numbers))
+    spans: list[str] = []
+    start = prev = pages[0]
+    for n in [*pages[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ("page " if len(pages) == 1 else "pages ") + ", ".join(spans)
 
 
 _set_attr = object.__setattr__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from flask_patronlock.patreon import (
     PatreonError,
     RateLimited,
     RateLimiter,
+    SchemaDrift,
     ServerError,
     TokenError,
     TransportError,
@@ -109,7 +111,18 @@ def member(member_id: str, cents: int = 500) -> dict[str, Any]:
     return {
         "type": "member",
         "id": member_id,
-        "attributes": {"currently_entitled_amount_cents": cents, "patron_status": "active_patron"},
+        "attributes": {
+            # every attribute access depends on is served (null where unknown), as Patreon serves what was asked for
+            "currently_entitled_amount_cents": cents,
+            "patron_status": "active_patron",
+            "last_charge_status": "Paid",
+            "last_charge_date": "2024-01-01T00:00:00.000+00:00",
+            "next_charge_date": None,
+            "pledge_cadence": 1,
+            "pledge_relationship_start": None,
+            "is_free_trial": False,
+            "campaign_lifetime_support_cents": cents,
+        },
         "relationships": {
             "currently_entitled_tiers": {"data": [{"type": "tier", "id": "t1"}]},
             "user": {"data": {"type": "user", "id": f"u-{member_id}"}},
@@ -370,12 +383,48 @@ def test_page_size_must_be_positive(pc: PatreonClient) -> None:
 
 def test_a_malformed_page_raises(pc: PatreonClient, requests_mock: rm.Mocker) -> None:
     bad = page(["a"], None)
-    bad["data"][0]["attributes"]["currently_entitled_amount_cents"] = "lots"
+    bad["data"][0]["attributes"]["will_pay_amount_cents"] = "lots"
     serve_pages(requests_mock, {None: bad})
     with pytest.raises(MalformedDocument):
         list(pc.iter_member_pages("c1"))
     lenient = list(pc.iter_member_pages("c1", strict=False))
     assert lenient[0].members == () and lenient[0].raw_count == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["attributes"].pop("patron_status"), "attribute 'patron_status' absent on 1 of 2"),
+        (lambda m: m["attributes"].update(patron_status="active"), "'patron_status' is a value Patreon does not"),
+        (lambda m: m["attributes"].update(last_charge_status="Settled"), "'last_charge_status' is a value"),
+        (
+            lambda m: m["attributes"].update(currently_entitled_amount_cents="500"),
+            "'currently_entitled_amount_cents' is str instead of an integer",
+        ),
+        (lambda m: m["relationships"].pop("currently_entitled_tiers"), "relationship 'currently_entitled_tiers'"),
+        (lambda m: m["relationships"].update(currently_entitled_tiers={}), "'currently_entitled_tiers' absent"),
+    ],
+)
+def test_drift_on_a_page_raises_schema_drift_even_when_lenient(
+    pc: PatreonClient, requests_mock: rm.Mocker, change: Any, message: str
+) -> None:
+    drifted = page(["a", "b"], None)
+    change(drifted["data"][1])
+    serve_pages(requests_mock, {None: drifted})
+    for strict in (True, False):
+        with pytest.raises(SchemaDrift, match=re.escape(message)) as caught:
+            list(pc.iter_member_pages("c1", strict=strict))
+        assert "(first: member 'b')" in str(caught.value)
+
+
+def test_attributes_not_asked_for_or_not_read_are_not_drift(pc: PatreonClient, requests_mock: rm.Mocker) -> None:
+    sparse = page(["a"], None)
+    for name in ("is_gifted", "lifetime_support_cents", "email", "will_pay_amount_cents"):
+        sparse["data"][0]["attributes"].pop(name, None)
+    sparse["data"][0]["attributes"]["a_new_attribute"] = {"whatever": 1}  # Patreon adding fields is not drift
+    sparse["data"][0]["relationships"].pop("user")
+    serve_pages(requests_mock, {None: sparse})
+    assert [m.member_id for m in pc.iter_members("c1")] == ["a"]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .errors import (
     PatreonError,
     RateLimited,
     ReauthorizationRequired,
+    SchemaDrift,
     ServerError,
     TokenError,
     TransportError,
@@ -33,6 +34,7 @@ from .jsonapi import (
     parse_token_response,
     parse_webhook,
     parse_webhooks,
+    schema_drift,
 )
 from .ratelimit import RateLimiter, shared_rate_limiter
 from .signatures import SIGNATURE_HEADER, sign, verify_signature
@@ -72,6 +74,7 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "ReauthorizationRequired",
+    "SchemaDrift",
     "ServerError",
     "TierSnapshot",
     "TokenError",
@@ -91,6 +94,7 @@ __all__ = [
     "parse_webhook",
     "parse_webhooks",
     "pkce_pair",
+    "schema_drift",
     "shared_rate_limiter",
     "sign",
     "verify_signature",

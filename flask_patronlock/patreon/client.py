@@ -70,6 +70,7 @@ from .jsonapi import (
     parse_token_response,
     parse_webhook,
     parse_webhooks,
+    schema_drift,
 )
 from .ratelimit import RateLimiter, shared_rate_limiter
 from .types import CampaignSnapshot, Identity, MemberPage, MemberSnapshot, TokenSet, WebhookSnapshot
@@ -685,10 +686,17 @@ class PatreonClient:
         :class:`PaginationError` (after the pages before it were yielded): a next cursor seen before, a page holding a
         member already seen, or :data:`MAX_EMPTY_PAGES` empty pages in a row that still point onwards.
 
+        A page that lacks a field access depends on and was asked for, or has a value Patreon does not document,
+        raises :class:`~flask_patronlock.patreon.errors.SchemaDrift` whatever ``strict`` says (see
+        :func:`~flask_patronlock.patreon.jsonapi.schema_drift`).
+
         :param page_size: ``page[count]``, capped at :data:`MAX_PAGE_SIZE`.
         :param cursor: resume from this cursor instead of the first page.
         :param strict: passed to :func:`~flask_patronlock.patreon.jsonapi.parse_members_page`.
-        :raises PaginationError, MalformedDocument, PatreonAPIError, TransportError: during iteration.
+        :raises PaginationError: during iteration (see above).
+        :raises MalformedDocument: a page is not the document expected (``SchemaDrift`` among them).
+        :raises PatreonAPIError: Patreon answered with an error.
+        :raises TransportError: a page got no answer.
         """
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
@@ -709,6 +717,11 @@ class PatreonClient:
             number += 1
             params = base_params if not cursor else {**base_params, "page[cursor]": cursor}
             doc = self._api("GET", path, params=params, access_token=access_token)
+            schema_drift(
+                doc,
+                attributes=base_params.get("fields[member]", "").split(","),
+                relationships=base_params.get("include", "").split(","),
+            )
             page = parse_members_page(doc, cursor=cursor, strict=strict)
             before = len(seen_ids)
             seen_ids.update([m.member_id for m in page.members])

@@ -5,6 +5,7 @@ Everything the client or the parsers raise on purpose is a :class:`PatreonError`
     PatreonError
     ├── TransportError            the request did not get an HTTP answer (after retries)
     ├── MalformedDocument         the answer was not JSON, or not the JSON:API shape we need
+    │   └── SchemaDrift           a members page lacks a field access depends on, or has a value Patreon never sends
     ├── PaginationError           member pages went round in circles
     └── PatreonAPIError           Patreon answered with an HTTP error
         ├── TokenError            the OAuth token endpoint refused (``{"error": ...}``)
@@ -35,6 +36,7 @@ __all__ = [
     "PatreonError",
     "RateLimited",
     "ReauthorizationRequired",
+    "SchemaDrift",
     "ServerError",
     "TokenError",
     "TransportError",
@@ -69,6 +71,12 @@ class MalformedDocument(PatreonError):
     The message names what was wrong (``data[3].attributes.currently_entitled_amount_cents: expected an integer,
     got str``) but never echoes attribute values, which may be personal data.
     """
+
+
+class SchemaDrift(MalformedDocument):
+    """A members page asked for a field that access depends on and did not get it, or got a type or value Patreon does
+    not document (an unknown ``patron_status``): Patreon's API changed under us. The page is not used, so nobody
+    loses access over it; the message names the field and how many members showed it, never their values."""
 
 
 class PaginationError(PatreonError):

@@ -25,8 +25,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import MalformedDocument
+from .errors import MalformedDocument, SchemaDrift
 from .types import (
+    CHARGE_STATUSES,
+    PATRON_STATUSES,
     CampaignSnapshot,
     Identity,
     MemberPage,
@@ -54,6 +56,7 @@ __all__ = [
     "parse_token_response",
     "parse_webhook",
     "parse_webhooks",
+    "schema_drift",
 ]
 
 logger = logging.getLogger("flask_patronlock.patreon")
@@ -742,6 +745,106 @@ def parse_webhooks(doc: object) -> list[WebhookSnapshot]:
         except MalformedDocument as exc:
             raise _in(f"data[{position}] (webhook {webhook_id!r})", exc) from None
     return webhooks
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# drift: Patreon's member data changing shape under us
+# --------------------------------------------------------------------------------------------------------------------
+
+#: member attributes that access depends on (what the policy reads). On a members page that asked for them in
+#: ``fields[member]``, each must be present on every member (``null`` is a value; absent is not) and of its documented
+#: type. ``is_gifted`` and the deprecated ``lifetime_support_cents`` are left out: Patreon's own payloads do not
+#: always carry them (see :doc:`patreon-behaviour`).
+MEMBER_ACCESS_ATTRIBUTES: tuple[str, ...] = (
+    "patron_status",
+    "last_charge_status",
+    "last_charge_date",
+    "next_charge_date",
+    "currently_entitled_amount_cents",
+    "pledge_cadence",
+    "pledge_relationship_start",
+    "is_free_trial",
+    "campaign_lifetime_support_cents",
+)
+#: member relationships that access depends on: on a page that asked for them in ``include``, each must be present.
+MEMBER_ACCESS_RELATIONSHIPS: tuple[str, ...] = ("currently_entitled_tiers",)
+
+_INT = "an integer or null"
+_TEXT = "a string or null"
+_FLAG = "a boolean or null"
+#: the JSON type (or closed set of values) each access attribute may have besides null.
+_ACCESS_KINDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "patron_status": (_TEXT, PATRON_STATUSES),
+    "last_charge_status": (_TEXT, CHARGE_STATUSES),
+    "last_charge_date": (_TEXT, None),
+    "next_charge_date": (_TEXT, None),
+    "currently_entitled_amount_cents": (_INT, None),
+    "pledge_cadence": (_INT, None),
+    "pledge_relationship_start": (_TEXT, None),
+    "is_free_trial": (_FLAG, None),
+    "campaign_lifetime_support_cents": (_INT, None),
+}
+_KIND_TYPES: dict[str, type] = {_INT: int, _TEXT: str, _FLAG: bool}
+
+
+def _drift_of(value: object, kind: str, allowed: tuple[str, ...] | None) -> str | None:
+    """Why ``value`` is not what the attribute documents, or ``None`` when it is."""
+    if value is None:
+        return None
+    if type(value) is not _KIND_TYPES[kind]:
+        return f"{_type_name(value)} instead of {kind}"
+    if allowed is not None and value not in allowed:
+        return "a value Patreon does not document"
+    return None
+
+
+def schema_drift(
+    doc: object, *, attributes: Iterable[str] = MEMBER_ACCESS_ATTRIBUTES, relationships: Iterable[str] = ()
+) -> None:
+    """Check a members page for drift: each of ``attributes`` (those of :data:`MEMBER_ACCESS_ATTRIBUTES` the request
+    asked for) present on every member with its documented type and, for ``patron_status`` and
+    ``last_charge_status``, one of the documented values; each of ``relationships`` (those of
+    :data:`MEMBER_ACCESS_RELATIONSHIPS` the request included) present, as an array. A page that fails says
+    Patreon's API changed, not that members left: it must not be applied.
+
+    Kept apart from :func:`parse_members_page`, which reads what is there: webhook bodies and sparse documents may
+    leave these out. Only the fields the policy reads are checked, so a new attribute or a dropped cosmetic one
+    changes nothing.
+
+    :raises SchemaDrift: naming each drifted field, how many of the page's members showed it and the first one's id.
+    :raises MalformedDocument: the document is not an array of resources at all.
+    """
+    _, data = _many(doc, "member")
+    wanted = [(name, *_ACCESS_KINDS[name]) for name in attributes if name in _ACCESS_KINDS]
+    rel_names = tuple(name for name in relationships if name in MEMBER_ACCESS_RELATIONSHIPS)
+    found: dict[str, list[str]] = {}  # "what drifted" -> member ids (or positions) showing it
+    for position, resource in enumerate(data):
+        if type(resource) is not dict:
+            continue  # the parser reports it
+        rid = resource.get("id")
+        who = f"member {rid!r:.40}" if type(rid) is str else f"data[{position}]"
+        attrs = resource.get("attributes")
+        attrs = attrs if type(attrs) is dict else _EMPTY
+        for name, kind, allowed in wanted:
+            if name not in attrs:
+                found.setdefault(f"attribute {name!r} absent", []).append(who)
+                continue
+            why = _drift_of(attrs[name], kind, allowed)
+            if why is not None:
+                found.setdefault(f"attribute {name!r} is {why}", []).append(who)
+        rels = resource.get("relationships")
+        rels = rels if type(rels) is dict else _EMPTY
+        for name in rel_names:
+            rel = rels.get(name)
+            if type(rel) is not dict or "data" not in rel:
+                found.setdefault(f"relationship {name!r} absent", []).append(who)
+            elif type(rel["data"]) is not list:
+                found.setdefault(f"relationship {name!r} is {_type_name(rel['data'])} instead of an array", []).append(
+                    who
+                )
+    if found:
+        parts = [f"{what} on {len(whom)} of {len(data)} member(s) (first: {whom[0]})" for what, whom in found.items()]
+        raise SchemaDrift("Patreon's member data changed shape: " + "; ".join(parts))
 
 
 #: longest ``expires_in`` accepted (ten years); anything longer is treated as malformed rather than overflowing.

@@ -44,6 +44,7 @@ from .state import (
     ALL_MEMBER_TRIGGERS,
     ALL_SCOPES,
     DEFAULT_USER_SCOPES,
+    Fault,
     NotFoundError,
     OAuthError,
     Sandbox,
@@ -665,9 +666,34 @@ def members(campaign_id: str) -> Response:
         body = renderer.members_page(
             page, links=links, meta={"pagination": {"cursors": {"next": next_cursor}, "total": total}}
         )
+    if "drift" in faults:
+        body = _drift(body, faults["drift"])
     if "truncate" in faults:
         body = body[: len(body) // 2]
     return Response(body, mimetype=JSONAPI_MIMETYPE)
+
+
+def _drift(body: str, fault: Fault) -> str:
+    """``body`` (a members page) with a ``drift`` fault's change made to its members."""
+    doc = json.loads(body)
+    name = fault.field or ""
+    relationship = name.startswith("relationships.")
+    for resource in doc.get("data", []):
+        attrs = resource.setdefault("attributes", {})
+        if fault.status_of is not None and attrs.get("patron_status") != fault.status_of:
+            continue
+        if relationship:
+            rels = resource.setdefault("relationships", {})
+            key = name.removeprefix("relationships.")
+            if fault.remove:
+                rels.pop(key, None)
+            else:
+                rels[key] = {"data": fault.value}
+        elif fault.remove:
+            attrs.pop(name, None)
+        else:
+            attrs[name] = fault.value
+    return json.dumps(doc)
 
 
 @blueprint.route("/api/oauth2/v2/members/<member_id>")
@@ -1024,7 +1050,8 @@ def control_token() -> Response:
 
 @blueprint.route("/_sandbox/faults", methods=["GET", "POST", "DELETE"])
 def control_faults() -> Response:
-    """GET: the faults. POST ``{kind, page?, times? (null: persistent), status?, retry_after?, seconds?, count?}``.
+    """GET: the faults. POST ``{kind, page?, times? (null: persistent), status?, retry_after?, seconds?, count?,
+    field?, value?, remove?, status_of?}``.
     DELETE: clear every fault (and ``api_down``)."""
     sandbox = get_sandbox()
     if request.method == "GET":
@@ -1044,6 +1071,10 @@ def control_faults() -> Response:
                 retry_after=int(body.get("retry_after", body.get("retry_after_seconds", 30))),
                 seconds=float(body.get("seconds", 1.0)),
                 count=int(body.get("count", 1)),
+                field=body.get("field"),
+                value=body.get("value"),
+                remove=bool(body.get("remove", False)),
+                status_of=body.get("status_of"),
             ).to_dict(),
             201,
         )

@@ -115,9 +115,9 @@ CREATOR_SCOPES = ALL_SCOPES
 #: what a user's token gets when the authorize request names no scope.
 DEFAULT_USER_SCOPES: tuple[str, ...] = ("identity", "identity[email]", "identity.memberships")
 
-FaultKind = Literal["error", "rate_limit", "slow", "truncate", "repeat_cursor", "drop"]
+FaultKind = Literal["error", "rate_limit", "slow", "truncate", "repeat_cursor", "drop", "drift"]
 #: the fault kinds :meth:`Sandbox.add_fault` accepts (all act on the members listing).
-FAULT_KINDS: tuple[str, ...] = ("error", "rate_limit", "slow", "truncate", "repeat_cursor", "drop")
+FAULT_KINDS: tuple[str, ...] = ("error", "rate_limit", "slow", "truncate", "repeat_cursor", "drop", "drift")
 
 _CURSOR_PREFIX = "plsb1"
 
@@ -471,6 +471,15 @@ class Fault:
     hits: int = 0
     #: member ids a ``drop`` fault left out, in order.
     dropped_ids: list[str] = field(default_factory=list)
+    #: what a ``drift`` fault changes on the page's members: an attribute (``"patron_status"``) or a relationship
+    #: (``"relationships.currently_entitled_tiers"``).
+    field: str | None = None
+    #: ``drift``: the value served instead (an attribute's value, or a relationship's ``data``); ``None`` is null.
+    value: Any = None
+    #: ``drift``: leave the attribute or relationship out altogether instead of serving ``value``.
+    remove: bool = False
+    #: ``drift``: change only members whose ``patron_status`` is this (``None``: every member of the page).
+    status_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain summary for the ``/_sandbox`` endpoints."""
@@ -485,6 +494,10 @@ class Fault:
             "count": self.count,
             "hits": self.hits,
             "dropped_ids": list(self.dropped_ids),
+            "field": self.field,
+            "value": self.value,
+            "remove": self.remove,
+            "status_of": self.status_of,
         }
 
 
@@ -1892,6 +1905,10 @@ class Sandbox:
         retry_after: int = 30,
         seconds: float = 1.0,
         count: int = 1,
+        field: str | None = None,
+        value: Any = None,
+        remove: bool = False,
+        status_of: str | None = None,
     ) -> Fault:
         """Inject a fault into ``GET /campaigns/<id>/members``.
 
@@ -1899,7 +1916,10 @@ class Sandbox:
             (429 with ``retry_after_seconds`` = ``retry_after`` and a ``Retry-After`` header), ``"slow"`` (sleep
             ``seconds`` then answer), ``"truncate"`` (200 with the JSON body cut in half), ``"repeat_cursor"``
             (the page's next cursor is the one that fetched it, i.e. the previous page's), ``"drop"`` (the page
-            silently omits ``count`` members while ``meta.pagination.total`` still counts them).
+            silently omits ``count`` members while ``meta.pagination.total`` still counts them), ``"drift"`` (Patreon's
+            data changes shape: every member of the page, or those whose ``patron_status`` is ``status_of``, serves
+            ``value`` for ``field`` -- an attribute name, or ``"relationships.<name>"`` for a relationship's
+            ``data`` -- or, with ``remove``, leaves it out).
         :param page: the 1-based page it hits (``None``: every page).
         :param times: how many times it fires (``None``: every time, e.g. an exhausted rate limit).
         """
@@ -1911,6 +1931,8 @@ class Sandbox:
             raise SandboxError("times must be >= 1 or None")
         if kind == "error" and not 400 <= status <= 599:
             raise SandboxError("status must be an HTTP error status")
+        if kind == "drift" and not field:
+            raise SandboxError("a drift fault needs the field it changes")
         with self.lock:
             fault = Fault(
                 id=str(next(self._fault_ids)),
@@ -1921,6 +1943,10 @@ class Sandbox:
                 retry_after=retry_after,
                 seconds=seconds,
                 count=count,
+                field=field,
+                value=value,
+                remove=remove,
+                status_of=status_of,
             )
             self.faults.append(fault)
             return fault
