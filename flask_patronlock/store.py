@@ -169,8 +169,11 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
     charge_date = reported_charge_date
     if charge_date is None and previous is not None:
         charge_date = previous.last_charge_date
-        if charge_status == "Paid" and previous.last_charge_status in ("Pending", "Declined"):
-            # a charge went through while the date is hidden: it went through by now (the one charge inferred)
+        if charge_status == "Paid" and (
+            previous.last_charge_status in ("Pending", "Declined") or snapshot.lifetime_cents > previous.lifetime_cents
+        ):
+            # a charge went through while the date is hidden (it settled a pending or declined one, or more was
+            # paid): it went through by now, and the date Patreon shows later is not a second charge
             charge_date = observed_at
 
     # paid_through: the end of the period the last successful charge paid for. Never moves backwards on a later
@@ -398,13 +401,21 @@ def effective_entitlement(patron: Patron) -> tuple[int, frozenset[str]]:
 
 def _charged(previous: Patron, current: Patron) -> bool:
     """Whether a charge went through between ``previous`` and ``current``: ``Paid`` with a later charge date, or the
-    same date that was ``Pending`` or ``Declined`` before, or a first charge date (not one Patreon hid while saying
-    ``Paid``). ``Deleted`` -> ``Paid`` on the same date is a cancelled pledge taken up again, with no charge."""
+    same date that was ``Pending`` or ``Declined`` before, or a first charge date (where Patreon hid the date of a
+    ``Paid`` charge, only with more lifetime support or a later next charge). ``Deleted`` -> ``Paid`` on the same
+    date is a cancelled pledge taken up again, with no charge."""
     if current.last_charge_status != "Paid" or current.last_charge_date is None:
         return False
     before = previous.last_charge_date
-    if before is None:  # a first charge, unless the charge was known as Paid and only its date was hidden
-        return previous.last_charge_status != "Paid"
+    if before is None:
+        if previous.last_charge_status != "Paid":
+            return True  # a first charge
+        # Paid before, its date hidden (first seen in an outage of charge dates): a charge only if more was paid
+        # or the next charge moved on, not because the date is shown again
+        after, then = current.next_charge_date, previous.next_charge_date
+        return current.lifetime_cents > previous.lifetime_cents or (
+            after is not None and then is not None and after > then
+        )
     if current.last_charge_date > before:
         return True
     return current.last_charge_date == before and previous.last_charge_status in ("Pending", "Declined")
