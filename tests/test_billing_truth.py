@@ -326,3 +326,23 @@ def test_charge_succeeded_not_inferred_for_a_cancel_then_rejoin() -> None:
     site.see(member(last_charge_status="Pending", last_charge_date=utc(2026, 4, 1, 4)), utc(2026, 4, 1, 5))
     paid = site.see(member(last_charge_date=utc(2026, 4, 1, 4), next_charge_date=utc(2026, 5, 1)), utc(2026, 4, 1, 9))
     assert paid.events == ("charge_succeeded",)
+
+
+def test_a_charge_while_charge_dates_are_missing_is_inferred_once() -> None:
+    site = Site()
+    site.see(member(), utc(2026, 3, 1, 5))
+    site.see(declined(utc(2026, 4, 1, 4)), utc(2026, 4, 1, 5))
+    # the retry of 5 April goes through while Patreon hides every charge date
+    recovered = site.see(member(last_charge_date=None, next_charge_date=utc(2026, 5, 1), lifetime_cents=4000),
+                         utc(2026, 4, 5, 5))
+    assert recovered.events[:2] == ("charge_succeeded", "payment_recovered")
+    shown = site.see(member(last_charge_date=utc(2026, 4, 5, 4), next_charge_date=utc(2026, 5, 1),
+                            lifetime_cents=4000), utc(2026, 4, 7))
+    assert shown.events == ()
+    # first seen while the dates are hidden: the date showing later is no charge, a later charge is
+    other = Site()
+    other.see(member(last_charge_date=None), utc(2026, 3, 10))
+    assert other.see(member(), utc(2026, 3, 14)).events == ()
+    charged = other.see(member(last_charge_date=utc(2026, 4, 1, 4), next_charge_date=utc(2026, 5, 1),
+                               lifetime_cents=4000), utc(2026, 4, 1, 5))
+    assert charged.events == ("charge_succeeded",)
