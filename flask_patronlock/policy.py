@@ -27,6 +27,7 @@ from .patron import Patron
 
 __all__ = [
     "ALLOWING_REASONS",
+    "ENTITLEMENT_RULES_VERSION",
     "ENTITLEMENT_SETTINGS",
     "REASONS",
     "REASON_ADMIN_BYPASS",
@@ -48,6 +49,7 @@ __all__ = [
     "PolicySettings",
     "Viewer",
     "decide",
+    "decline_outstanding",
     "entitlement",
     "explain_steps",
     "payment_declined",
@@ -69,7 +71,7 @@ Reason = Literal[
     "allowed",
 ]
 State = Literal["active", "grace", "restricted", "former", "none"]
-DeclinedPolicy = Literal["restrict", "grace", "until_patreon_gives_up"]
+DeclinedPolicy = Literal["restrict", "grace", "retry_window"]
 CancelledPolicy = Literal["paid_period", "at_once"]
 FirstChargePolicy = Literal["entitled_at_once", "after_first_charge"]
 Combine = Literal["all", "any"]
@@ -121,7 +123,10 @@ ALLOWING_REASONS: Final[frozenset[str]] = frozenset({REASON_ALLOWED, REASON_LOCK
 #: the :attr:`Entitlement.state` values; only ``active`` and ``grace`` are owed anything.
 STATES: Final[frozenset[str]] = frozenset({"active", "grace", "restricted", "former", "none"})
 
-_DECLINED: Final = ("restrict", "grace", "until_patreon_gives_up")
+_DECLINED: Final = ("restrict", "grace", "retry_window")
+#: what stored settings said before ``retry_window`` replaced it (it kept access for as long as Patreon listed the
+#: patron as declined, which is for months); :meth:`PolicySettings.from_dict` reads it as ``retry_window``.
+_LEGACY_DECLINED: Final = {"until_patreon_gives_up": "retry_window"}
 _CANCELLED: Final = ("paid_period", "at_once")
 _FIRST_CHARGE: Final = ("entitled_at_once", "after_first_charge")
 _COMBINE: Final = ("all", "any")
@@ -171,10 +176,17 @@ class PolicySettings:
     Constructing one validates every field and raises :class:`ValueError` naming the bad key and value.
     """
 
-    #: a declined payment: ``restrict`` at once, ``grace`` for :attr:`declined_grace_days`, or keep access
-    #: ``until_patreon_gives_up`` (while Patreon still lists the member as ``declined_patron``).
+    #: a declined payment: ``restrict`` at once, ``grace`` for :attr:`declined_grace_days`, or keep access through
+    #: Patreon's ``retry_window``: to the end of the calendar month (UTC) of the first decline, when Patreon stops
+    #: retrying, or for :attr:`declined_grace_days` if that ends later.
+    #:
+    #: .. versionchanged:: 0.1.0
+    #:    ``retry_window`` replaces ``until_patreon_gives_up``, which kept access for as long as Patreon listed the
+    #:    patron as declined (for months, even after they cancel); stored settings saying it are read as
+    #:    ``retry_window``.
     declined: DeclinedPolicy = "grace"
-    #: days of access after a payment is first declined, under ``declined="grace"`` (0 to 3650).
+    #: days of access after a payment is first declined, under ``declined="grace"``, and at least this long under
+    #: ``retry_window`` (0 to 3650).
     declined_grace_days: int = 7
     #: a cancelled pledge keeps access until the end of the ``paid_period``, or loses it ``at_once``.
     cancelled: CancelledPolicy = "paid_period"
@@ -196,6 +208,12 @@ class PolicySettings:
 
     def __post_init__(self) -> None:
         o = "PolicySettings"
+        if self.declined in _LEGACY_DECLINED:
+            raise _bad(
+                o, "declined", self.declined,
+                f"one of {', '.join(repr(c) for c in _DECLINED)} ({self.declined!r} was replaced by "
+                f"{_LEGACY_DECLINED[self.declined]!r}, which ends with Patreon's retries)",
+            )
         _check_choice(o, "declined", self.declined, _DECLINED)
         _check_int(o, "declined_grace_days", self.declined_grace_days, 0, _MAX_DAYS)
         _check_choice(o, "cancelled", self.cancelled, _CANCELLED)
@@ -216,11 +234,16 @@ class PolicySettings:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicySettings:
-        """Settings from :meth:`to_dict` output; missing keys take their defaults.
+        """Settings from :meth:`to_dict` output; missing keys take their defaults. A ``declined`` stored by an earlier
+        version as ``until_patreon_gives_up`` is read as ``retry_window`` (the migration of stored settings).
 
         :raises ValueError: on an unknown key or a bad value, naming it.
         """
-        return cls(**_known_keys("PolicySettings", data, _SETTINGS_KEYS))
+        values = dict(_known_keys("PolicySettings", data, _SETTINGS_KEYS))
+        declined = values.get("declined")
+        if isinstance(declined, str) and declined in _LEGACY_DECLINED:
+            values["declined"] = _LEGACY_DECLINED[declined]
+        return cls(**values)
 
     def breaker_trips(self, revoking: int, total: int) -> bool:
         """Whether a sync run that would revoke ``revoking`` of ``total`` patrons must be held for approval."""
@@ -236,13 +259,22 @@ ENTITLEMENT_SETTINGS: Final = (
 )
 
 
+#: The version of :func:`entitlement`'s rules, counted in :func:`settings_fingerprint`: a release that changes what a
+#: stored patron is owed bumps it, so every access evaluated under the old rules is evaluated again (by
+#: :meth:`~flask_patronlock.store.Store.refresh_access` or the next sync), as after a policy change.
+#: 2: Patreon's billing behaviour (start-of-month zeroing, only a ``Paid`` charge recovers a decline, the
+#: ``retry_window``, cancelled-but-paid first seen with a ``Deleted`` charge).
+ENTITLEMENT_RULES_VERSION: Final = 2
+
+
 @lru_cache(maxsize=32)
 def settings_fingerprint(settings: PolicySettings) -> str:
-    """A short digest of the settings :func:`entitlement` reads (:data:`ENTITLEMENT_SETTINGS`), the same in every
-    process. The store keeps it beside each patron's evaluated access (:attr:`Patron.access_policy`), so a policy
-    change finds every access evaluated under the old one, and an unchanged member whose access was evaluated under
-    the current one needs no evaluation at all."""
-    values = {name: getattr(settings, name) for name in ENTITLEMENT_SETTINGS}
+    """A short digest of the settings :func:`entitlement` reads (:data:`ENTITLEMENT_SETTINGS`) and of
+    :data:`ENTITLEMENT_RULES_VERSION`, the same in every process. The store keeps it beside each patron's evaluated
+    access (:attr:`Patron.access_policy`), so a policy change (or new rules) finds every access evaluated under the
+    old one, and an unchanged member whose access was evaluated under the current one needs no evaluation at all."""
+    values: dict[str, Any] = {name: getattr(settings, name) for name in ENTITLEMENT_SETTINGS}
+    values["__rules__"] = ENTITLEMENT_RULES_VERSION
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -398,16 +430,22 @@ def _plus(moment: datetime, delta: timedelta) -> datetime:
         return _FAR_FUTURE
 
 
-def _state(patron: Patron, state: State, basis: str, until: datetime | None = None) -> Entitlement:
+def _state(
+    patron: Patron, state: State, basis: str, until: datetime | None = None, *, paid: bool = False
+) -> Entitlement:
+    """An entitlement of ``state``; ``paid``: the patron paid for what the store remembers (``last_entitled_*``), so a
+    report without tiers does not take it away (always the case in ``grace``)."""
     if state != "active" and state != "grace":
         return Entitlement(
             state=state, basis=basis, lifetime_cents=patron.lifetime_cents, since=patron.pledge_start, until=None
         )
     cents, tier_ids = max(patron.entitled_cents, 0), patron.entitled_tier_ids
-    if state == "grace" and not cents and not tier_ids:
-        # Patreon reports 0 cents and no tiers once a pledge is cancelled (and may while declined); a grace period
-        # grants what the patron last paid for, which the store keeps in last_entitled_*.
-        cents, tier_ids = max(patron.last_entitled_cents, 0), patron.last_entitled_tier_ids
+    if not tier_ids and (paid or state == "grace"):
+        # Patreon reports 0 cents and no tiers once a pledge is cancelled, may while declined, and does for paid-up
+        # patrons from the 1st of a month until that month's charge runs: what was paid for is what the store
+        # remembers in last_entitled_* (the last entitlement Patreon reported, updated from every non-zero report,
+        # so equal to the report whenever the report names an amount).
+        cents, tier_ids = max(cents, patron.last_entitled_cents, 0), patron.last_entitled_tier_ids
     cadence = patron.pledge_cadence
     return Entitlement(
         state=state,
@@ -427,10 +465,45 @@ def _unpaid(patron: Patron, settings: PolicySettings, basis: str) -> Entitlement
 def payment_declined(patron_status: str | None, last_charge_status: str | None) -> bool:
     """Whether Patreon currently has a declined payment: a ``declined_patron``, or an ``active_patron`` whose last
     charge was ``Declined`` (Patreon keeps retrying through the month). The one definition the policy, the store's
-    inferred events and the settings page's charts share."""
+    inferred events and the settings page's charts share (see also :func:`decline_outstanding`)."""
     return patron_status == "declined_patron" or (
         patron_status == "active_patron" and last_charge_status == "Declined"
     )
+
+
+def decline_outstanding(patron: Patron) -> bool:
+    """Whether ``patron`` has a declined payment that no ``Paid`` charge has settled: Patreon says so
+    (:func:`payment_declined`), or it did (``declined_since`` is set) and now lists the patron as ``active_patron``
+    with a last charge other than ``Paid`` (Patreon has been seen to flip a declined patron to ``Pending`` without
+    any payment). Only a ``Paid`` charge recovers a decline."""
+    status = patron.patron_status
+    return payment_declined(status, patron.last_charge_status) or (
+        status == "active_patron" and patron.declined_since is not None and patron.last_charge_status != "Paid"
+    )
+
+
+def _month_end(moment: datetime) -> datetime:
+    """The first instant (UTC) of the calendar month after ``moment``'s."""
+    start = moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return add_months(start, 1)
+
+
+def _paid_period_end(patron: Patron) -> datetime | None:
+    """The end of the period a former patron paid for: the stored ``paid_through`` (from a ``Paid`` charge the store
+    saw) or -- the member first seen already cancelled, or after a missed webhook -- the end Patreon's report shows,
+    whichever is later. The report's end is ``next_charge_date`` (when after the last charge), else the last charge
+    plus the cadence, whatever the last charge status says, unless it says the charge failed (``Declined``; fraud
+    and refunds never reach here) or nothing says the member was ever charged (no charge date, no lifetime support).
+    """
+    end = patron.paid_through
+    charged, last = patron.last_charge_date, patron.next_charge_date
+    if patron.last_charge_status == "Declined" or (charged is None and patron.lifetime_cents <= 0):
+        return end
+    if last is None or (charged is not None and last <= charged):
+        last = None if charged is None else add_months(charged, max(patron.pledge_cadence or 1, 1))
+    if last is not None and (end is None or last > end):
+        end = last
+    return end
 
 
 def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> Entitlement:
@@ -438,9 +511,7 @@ def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> 
     status, charge = patron.patron_status, patron.last_charge_status
     if status == "former_patron":
         if settings.cancelled == "paid_period" and charge not in _REFUNDED and charge != "Fraud":
-            paid_through = patron.paid_through
-            if paid_through is None and charge == "Paid" and patron.last_charge_date is not None:
-                paid_through = add_months(patron.last_charge_date, max(patron.pledge_cadence or 1, 1))
+            paid_through = _paid_period_end(patron)
             if paid_through is not None and now < paid_through:
                 return _state(patron, "grace", "cancelled_paid_period", paid_through)
         return _state(patron, "former", "cancelled")
@@ -448,17 +519,18 @@ def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> 
         return _state(patron, "none", "unknown_status")
     if charge == "Fraud" and status is not None:
         return _state(patron, "restricted", "fraud")
-    if payment_declined(status, charge):
-        if settings.declined == "until_patreon_gives_up":
-            return _state(patron, "grace", "declined_until_patreon_gives_up")
-        if settings.declined == "grace":
-            start = patron.declined_since or patron.last_charge_date or patron.observed_at
-            if start is not None:
-                until = _plus(start, timedelta(days=settings.declined_grace_days))
-                if now < until:
-                    return _state(patron, "grace", "declined_grace", until)
-            return _state(patron, "restricted", "declined_grace_over")
-        return _state(patron, "restricted", "declined_restrict")
+    if decline_outstanding(patron):
+        if settings.declined == "restrict":
+            return _state(patron, "restricted", "declined_restrict")
+        start = patron.declined_since or patron.last_charge_date or patron.observed_at
+        if start is not None:
+            until = _plus(start, timedelta(days=settings.declined_grace_days))
+            basis = "declined_grace"
+            if settings.declined == "retry_window":
+                until, basis = max(until, _month_end(start)), "declined_retry_window"
+            if now < until:
+                return _state(patron, "grace", basis, until)
+        return _state(patron, "restricted", "declined_grace_over")
     if patron.is_free_trial:
         return (
             _state(patron, "active", "free_trial")
@@ -474,11 +546,11 @@ def _before_missing(patron: Patron, settings: PolicySettings, now: datetime) -> 
     if status is None:
         return _state(patron, "none", "not_pledged")
     if charge == "Paid":
-        return _state(patron, "active", "paid")
+        return _state(patron, "active", "paid", paid=True)
     if charge in _REFUNDED:
         return _unpaid(patron, settings, "refunded")
     if patron.paid_through is not None or patron.lifetime_cents > 0:
-        return _state(patron, "active", "charge_pending")
+        return _state(patron, "active", "charge_pending", paid=True)
     return _unpaid(patron, settings, "first_charge_pending")
 
 
@@ -511,26 +583,33 @@ def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) 
     """What ``patron`` is owed at ``now`` under ``settings``. Rules, first match wins (``basis`` in brackets):
 
     * no patron: ``none`` [``no_patron``].
-    * ``former_patron``: under ``cancelled="paid_period"``, ``grace`` until ``paid_through`` while ``now`` is before
-      it [``cancelled_paid_period``]; ``paid_through`` falls back to the last ``Paid`` charge date plus the cadence in
-      months. Otherwise, under ``at_once``, or when the last charge was refunded or fraud: ``former`` [``cancelled``].
+    * ``former_patron``: under ``cancelled="paid_period"``, ``grace`` until the end of the period paid for while
+      ``now`` is before it [``cancelled_paid_period``]: the latest of ``paid_through`` (from a ``Paid`` charge the
+      store saw), ``next_charge_date`` and the last charge date plus the cadence in months -- the last two whatever
+      the last charge status says (Patreon's cancellation says ``Deleted``), unless it is ``Declined`` or nothing
+      shows the member was ever charged (no charge date, no lifetime support). Otherwise, under ``at_once``, or when
+      the last charge was refunded or fraud: ``former`` [``cancelled``].
     * a status Patreon does not document: ``none`` [``unknown_status``].
     * a pledging member (active or declined) whose last charge is ``Fraud``: ``restricted`` at once whatever the
       declined policy [``fraud``].
-    * ``declined_patron``, or ``active_patron`` whose last charge is ``Declined``: under ``restrict``, ``restricted``
-      [``declined_restrict``]; under ``grace``, ``grace`` until N days after ``declined_since`` (falling back to
-      ``last_charge_date``, then ``observed_at``) [``declined_grace``], then ``restricted``, also when no date is
-      known [``declined_grace_over``]; under ``until_patreon_gives_up``, ``grace`` with no end, as long as Patreon
-      lists the member as declined (it moves them to former when it gives up) [``declined_until_patreon_gives_up``].
+    * a decline no ``Paid`` charge has settled (:func:`decline_outstanding`: ``declined_patron``, an ``active_patron``
+      whose last charge is ``Declined``, or one Patreon flipped back to ``active_patron`` without a ``Paid`` charge):
+      under ``restrict``, ``restricted`` [``declined_restrict``]; under ``grace``, ``grace`` until N days after
+      ``declined_since`` (falling back to ``last_charge_date``, then ``observed_at``) [``declined_grace``]; under
+      ``retry_window``, ``grace`` until the end of the calendar month (UTC) of that date -- Patreon retries within the
+      month of the decline -- or N days after it if that is later [``declined_retry_window``]; then ``restricted``,
+      also when no date is known [``declined_grace_over``]. Patreon keeps listing a declined patron as
+      ``declined_patron`` for months, even after they cancel: no policy keeps access for that long.
     * free trials and gifted memberships (status active or none): ``active`` when counted [``free_trial``,
       ``gifted``], else ``none`` [``free_trial_not_counted``, ``gifted_not_counted``].
     * no ``patron_status`` (a follower, never pledged): ``none`` [``not_pledged``].
-    * ``active_patron`` whose last charge is ``Paid``: ``active`` [``paid``].
+    * ``active_patron`` whose last charge is ``Paid``: ``active`` [``paid``], with what was paid for (below).
     * ``active_patron`` whose last charge was ``Refunded`` (or ``Refunded by Patreon``): an unpaid period, so the
       first-charge policy decides: ``active`` under ``entitled_at_once``, else ``none`` [``refunded``].
     * ``active_patron`` with no charge, or ``Pending``, ``Deleted``, ``Other``: ``active`` if they ever paid
-      (``paid_through`` set or lifetime support above 0) [``charge_pending``]; else the first-charge policy decides:
-      ``active`` under ``entitled_at_once``, ``none`` under ``after_first_charge`` [``first_charge_pending``].
+      (``paid_through`` set or lifetime support above 0) [``charge_pending``], with what was paid for (below); else the
+      first-charge policy decides: ``active`` under ``entitled_at_once``, ``none`` under ``after_first_charge``
+      [``first_charge_pending``].
 
     Then the missing-from-sync rule, for a member that would be ``active`` or ``grace`` and has ``missing_since`` set
     (or ``missing_runs`` above 0): ``former`` once ``missing_runs`` reaches ``settings.missing_runs`` or
@@ -540,8 +619,14 @@ def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) 
     revocation waits for the creator's approval and the rule is skipped: the entitlement is the one above.
 
     Cents and tiers count only in ``active`` and ``grace``; ``monthly_cents`` is ``entitled_cents`` divided (rounding
-    down) by ``pledge_cadence`` when that is above 1 (annual pledges). A declined or paid-period ``grace`` grants what
-    the stored snapshot says the member is entitled to.
+    down) by ``pledge_cadence`` when that is above 1 (Patreon reports an annual pledge as the annual total).
+
+    What was paid for: Patreon zeroes ``currently_entitled_amount_cents`` and blanks ``currently_entitled_tiers`` of
+    paid-up patrons from the 1st of a month until that month's charge runs, and of cancelled patrons at once. So a
+    report without tiers, in any ``grace`` and in ``active`` [``paid``, ``charge_pending``], grants the tiers the
+    store remembers (``last_entitled_tier_ids``, the last tiers Patreon reported) and the larger of the reported and
+    the remembered cents: the zeroing changes no decision. A patron who never paid (``first_charge_pending``, free
+    trials, gifts, refunds) is owed only what the report says.
     """
     return _entitlement(patron, settings, now, None)
 
@@ -555,20 +640,35 @@ def _money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
+def _tier_cents(ent: Entitlement, tiers: Mapping[str, TierSnapshot]) -> int | None:
+    """The price of the dearest known tier the entitlement holds, ``None`` if it holds no known tier."""
+    best: int | None = None
+    for tier_id in ent.tier_ids:
+        tier = tiers.get(tier_id)
+        if tier is not None and (best is None or tier.amount_cents > best):
+            best = tier.amount_cents
+    return best
+
+
 def _check_min_cents(
     rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
 ) -> _Outcome | None:
     if rule.min_cents is None:
         return None
-    met = ent.monthly_cents >= rule.min_cents
+    # Patreon moves the reported amount with currency rates, first-month and annual discounts: a patron entitled to
+    # a tier counts at least at that tier's price.
+    tier_cents = _tier_cents(ent, tiers) if ent.tier_ids else None
+    have = ent.monthly_cents if tier_cents is None or tier_cents <= ent.monthly_cents else tier_cents
+    met = have >= rule.min_cents
     if steps is not None:
+        counted = "" if have == ent.monthly_cents else f" (counted at its tier's {_money(have)})"
         steps.append(
             f"Condition: at least {_money(rule.min_cents)} a month; the entitlement is "
-            f"{_money(ent.monthly_cents)} a month: {'met' if met else 'not met'}."
+            f"{_money(ent.monthly_cents)} a month{counted}: {'met' if met else 'not met'}."
         )
     if met:
         return _MET
-    return (False, REASON_AMOUNT_TOO_LOW, f"{_money(rule.min_cents - ent.monthly_cents)} more a month", None)
+    return (False, REASON_AMOUNT_TOO_LOW, f"{_money(rule.min_cents - have)} more a month", None)
 
 
 def _check_tiers(
@@ -593,11 +693,7 @@ def _check_tiers(
         if steps is not None:
             steps.append(f"Condition: tier {named} or higher: not met, {why}.")
         return (False, REASON_AMOUNT_TOO_LOW, why, None)
-    best: int | None = None
-    for tier_id in ent.tier_ids:
-        tier = tiers.get(tier_id)
-        if tier is not None and (best is None or tier.amount_cents > best):
-            best = tier.amount_cents
+    best = _tier_cents(ent, tiers)
     if best is None:  # Patreon may send cents with no tier, or a tier we do not know: compare the cents
         met, have = ent.monthly_cents >= cheapest, f"no known tier but {_money(ent.monthly_cents)} a month"
     else:
@@ -690,9 +786,9 @@ _BASIS_TEXT: Final = {
     "fraud": "Patreon marked the last charge as fraud: access is restricted whatever the declined policy",
     "declined_restrict": "the payment was declined and the declined policy is 'restrict'",
     "declined_grace": "the payment was declined; the 'grace' policy keeps access for {s.declined_grace_days} day(s)",
-    "declined_grace_over": "the payment was declined and the {s.declined_grace_days}-day grace period is over",
-    "declined_until_patreon_gives_up": "the payment was declined; the 'until_patreon_gives_up' policy keeps access "
-    "while Patreon still retries",
+    "declined_grace_over": "the payment was declined, no payment has gone through since, and the grace period is over",
+    "declined_retry_window": "the payment was declined; the 'retry_window' policy keeps access while Patreon retries: "
+    "to the end of the month of the first decline, or {s.declined_grace_days} day(s) if that is later",
     "free_trial": "a free trial, and free trials count",
     "free_trial_not_counted": "a free trial, and free trials do not count",
     "gifted": "a gifted membership, and gifts count",
@@ -851,11 +947,13 @@ def decide(
     4. not linked to Patreon: ``not_linked``;
     5. the :func:`entitlement` is ``none`` (or no patron is stored): ``not_a_patron``; ``restricted``:
        ``payment_declined``; ``former``: ``former_patron``;
-    6. the rule's conditions, in this order: ``min_cents`` (monthly-equivalent cents; a $0 Free tier does not
-       satisfy a positive minimum), ``tier_ids`` (an entitled tier among them, else the best known entitled tier
-       costs at least the cheapest known required tier, else -- no entitled tier known in ``tiers`` -- the monthly
-       cents reach that amount; a required tier unknown in ``tiers`` can only be met by holding it exactly, and
-       denies ``amount_too_low`` saying why in ``missing``), all ``amount_too_low``; ``patron_since_before``
+    6. the rule's conditions, in this order: ``min_cents`` (monthly-equivalent cents, or the price of the dearest
+       known tier the patron is entitled to if that is more -- Patreon's reported amount moves with currency rates
+       and first-month and annual discounts; a $0 Free tier does not satisfy a positive minimum), ``tier_ids`` (an
+       entitled tier among them, else the best known entitled tier costs at least the cheapest known required tier,
+       else -- no entitled tier known in ``tiers`` -- the monthly cents reach that amount; a required tier unknown in
+       ``tiers`` can only be met by holding it exactly, and denies ``amount_too_low`` saying why in ``missing``), all
+       ``amount_too_low``; ``patron_since_before``
        (``not_patron_at_date``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months`` (``drip_not_reached``,
        with ``available_at``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
        met one allows, and if none is met the first unmet one's reason is given.

@@ -55,7 +55,7 @@ from .models import Tables, is_row_id
 from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
-from .policy import PolicySettings, entitlement, payment_declined, settings_fingerprint
+from .policy import PolicySettings, decline_outstanding, entitlement, payment_declined, settings_fingerprint
 
 log = logging.getLogger("flask_patronlock.store")
 
@@ -165,8 +165,19 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
         if email_verified is None:
             email_verified = previous.email_verified
     status, charge_status = snapshot.patron_status, snapshot.last_charge_status
-    charge_date, next_charge = snapshot.last_charge_date, snapshot.next_charge_date
+    reported_charge_date, next_charge = snapshot.last_charge_date, snapshot.next_charge_date
     cadence = snapshot.pledge_cadence
+    # Patreon has left last_charge_date empty for every patron for days: a member once charged is never "never
+    # charged" again, so an empty date keeps the stored one (and a charge is not inferred when it comes back).
+    charge_date = reported_charge_date
+    if charge_date is None and previous is not None:
+        charge_date = previous.last_charge_date
+        if charge_status == "Paid" and (
+            previous.last_charge_status in ("Pending", "Declined") or snapshot.lifetime_cents > previous.lifetime_cents
+        ):
+            # a charge went through while the date is hidden (it settled a pending or declined one, or more was
+            # paid): it went through by now, and the date Patreon shows later is not a second charge
+            charge_date = observed_at
 
     # paid_through: the end of the period the last successful charge paid for. Never moves backwards on a later
     # snapshot, survives cancellation (cancelled-but-paid keeps access), and is cleared by a refund or fraud.
@@ -180,15 +191,19 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
     elif charge_status in ("Refunded", "Refunded by Patreon", "Fraud"):
         paid_through = None
 
-    # declined_since: when the current run of declines began (Patreon retries through the month).
+    # declined_since: when the current run of declines began (Patreon retries through the month). Only a Paid charge
+    # ends it: Patreon has been seen to list a declined patron as active_patron with a Pending charge, unpaid.
     declined_since = None
+    outstanding = previous.declined_since if previous is not None else None
     if payment_declined(status, charge_status):
-        if previous is not None and previous.declined_since is not None:
-            declined_since = previous.declined_since
-        elif charge_status == "Declined" and charge_date is not None:
-            declined_since = charge_date
+        if outstanding is not None:
+            declined_since = outstanding
+        elif charge_status == "Declined" and reported_charge_date is not None:
+            declined_since = reported_charge_date
         else:
             declined_since = observed_at
+    elif status == "active_patron" and charge_status != "Paid":
+        declined_since = outstanding
 
     # What the patron last was entitled to: Patreon zeroes the entitlement on cancellation, but a grace period (paid
     # period, declined grace) grants what they had.
@@ -379,11 +394,44 @@ def _executemany(conn: Connection, table: Any, names: tuple[str, ...], rows: Seq
     )
 
 
+def effective_entitlement(patron: Patron) -> tuple[int, frozenset[str]]:
+    """The entitled cents and tiers ``patron`` stands for: Patreon's report, or -- when it names no tier (zeroed at
+    the start of a month, blanked on cancellation) -- what the store remembers (``last_entitled_*``)."""
+    if patron.entitled_tier_ids:
+        return patron.entitled_cents, frozenset(patron.entitled_tier_ids)
+    return max(patron.entitled_cents, patron.last_entitled_cents), frozenset(patron.last_entitled_tier_ids)
+
+
+def _charged(previous: Patron, current: Patron) -> bool:
+    """Whether a charge went through between ``previous`` and ``current``: ``Paid`` with a later charge date, or the
+    same date that was ``Pending`` or ``Declined`` before, or a first charge date (where Patreon hid the date of a
+    ``Paid`` charge, only with more lifetime support or a later next charge). ``Deleted`` -> ``Paid`` on the same
+    date is a cancelled pledge taken up again, with no charge."""
+    if current.last_charge_status != "Paid" or current.last_charge_date is None:
+        return False
+    before = previous.last_charge_date
+    if before is None:
+        if previous.last_charge_status != "Paid":
+            return True  # a first charge
+        # Paid before, its date hidden (first seen in an outage of charge dates): a charge only if more was paid
+        # or the next charge moved on, not because the date is shown again
+        after, then = current.next_charge_date, previous.next_charge_date
+        return current.lifetime_cents > previous.lifetime_cents or (
+            after is not None and then is not None and after > then
+        )
+    if current.last_charge_date > before:
+        return True
+    return current.last_charge_date == before and previous.last_charge_status in ("Pending", "Declined")
+
+
 def infer_events(previous: Patron | None, current: Patron, *, observed_at: datetime) -> tuple[str, ...]:
     """The events Patreon's API does not send, inferred from the transition ``previous`` -> ``current``.
 
     A member seen for the first time is compared with "never pledged" only when the pledge began within
     :data:`NEW_PLEDGE_WINDOW` of ``observed_at``; otherwise the first sighting is not news and infers nothing.
+    Each event is one that happened: ``tier_changed`` compares :func:`effective_entitlement` (Patreon's zeroing is
+    not a change), ``charge_succeeded`` needs a charge (:func:`_charged`), ``payment_recovered`` a ``Paid`` charge
+    settling a decline (:func:`~flask_patronlock.policy.decline_outstanding`).
     """
     if previous is None:
         start = current.pledge_start
@@ -394,21 +442,19 @@ def infer_events(previous: Patron | None, current: Patron, *, observed_at: datet
     was_pledging, is_pledging = _pledging(previous), _pledging(current)
     if current.patron_status == "active_patron" and not was_pledging:
         events.append("pledge_started")
-    if was_pledging and is_pledging and (
-        previous.entitled_cents != current.entitled_cents
-        or set(previous.entitled_tier_ids) != set(current.entitled_tier_ids)
-    ):
+    if was_pledging and is_pledging and effective_entitlement(previous) != effective_entitlement(current):
         events.append("tier_changed")
-    if (
-        current.last_charge_status == "Paid"
-        and current.last_charge_date is not None
-        and (previous.last_charge_date != current.last_charge_date or previous.last_charge_status != "Paid")
-    ):
+    if _charged(previous, current):
         events.append("charge_succeeded")
-    was_declined, now_declined = is_declined(previous), is_declined(current)
+    was_declined, now_declined = decline_outstanding(previous), decline_outstanding(current)
     if now_declined and not was_declined:
         events.append("payment_declined")
-    if was_declined and not now_declined and current.patron_status == "active_patron":
+    if (
+        was_declined
+        and not now_declined
+        and current.patron_status == "active_patron"
+        and current.last_charge_status == "Paid"
+    ):
         events.append("payment_recovered")
     if current.patron_status == "former_patron" and was_pledging:
         events.append("pledge_cancelled")
@@ -1045,8 +1091,8 @@ class Store:
             for name in result.events:
                 extra: dict[str, Any] = {}
                 if name == "tier_changed" and result.patron is not None:
-                    before = result.previous.entitled_cents if result.previous else 0
-                    after = result.patron.entitled_cents
+                    before = effective_entitlement(result.previous)[0] if result.previous else 0
+                    after = effective_entitlement(result.patron)[0]
                     extra["direction"] = "up" if after > before else "down" if after < before else "same"
                 elif name == "charge_succeeded" and result.patron is not None:
                     extra["charged_at"] = result.patron.last_charge_date

@@ -49,7 +49,8 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
      PolicySettings(declined="restrict"), "Patreon could not charge your payment, so patron posts are locked"),
     ("cancelled, paid period left", patron(patron_status="former_patron", last_charge_status="Deleted",
                                            entitled_cents=0, entitled_tier_ids=(), last_entitled_cents=500,
-                                           last_entitled_tier_ids=("t5",), paid_through=NOW + timedelta(days=10)),
+                                           last_entitled_tier_ids=("t5",), paid_through=NOW + timedelta(days=10),
+                                           next_charge_date=NOW + timedelta(days=10)),
      PolicySettings(), "Your pledge has ended, but you paid through this period: posts for Gold and below are "
      "unlocked until March 11, 2026."),
     ("cancelled", patron(patron_status="former_patron", last_charge_status="Deleted", entitled_cents=0,

@@ -65,7 +65,7 @@ DECLINED = {"patron_status": "declined_patron", "last_charge_status": "Declined"
 FORMER = {"patron_status": "former_patron"}
 UNPAID = {"last_charge_status": None, "last_charge_date": None, "paid_through": None, "lifetime_cents": 0}
 RESTRICT = {"declined": "restrict"}
-GIVES_UP = {"declined": "until_patreon_gives_up"}
+GIVES_UP = {"declined": "retry_window"}
 AFTER = {"first_charge": "after_first_charge"}
 H = timedelta(hours=1)
 
@@ -105,8 +105,16 @@ ENTITLEMENT_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, datetime
      "grace declined_grace", NOW + DAY),
     ("declined grace, no date", {**DECLINED, "declined_since": None, "last_charge_date": None, "observed_at": None},
      {}, "restricted declined_grace_over", None),
-    ("declined until Patreon gives up", {**DECLINED, "declined_since": NOW - 300 * DAY}, GIVES_UP,
-     "grace declined_until_patreon_gives_up", None),
+    ("declined long ago: the retry window is over", {**DECLINED, "declined_since": NOW - 300 * DAY}, GIVES_UP,
+     "restricted declined_grace_over", None),
+    ("retry window: to the end of the month", {**DECLINED, "declined_since": NOW - 12 * DAY}, GIVES_UP,
+     "grace declined_retry_window", datetime(2024, 7, 1, tzinfo=UTC)),
+    ("retry window: the grace days if later", {**DECLINED, "declined_since": NOW - 3 * DAY},
+     {**GIVES_UP, "declined_grace_days": 30}, "grace declined_retry_window", NOW + 27 * DAY),
+    ("declined then Pending is still declined", {"last_charge_status": "Pending", "declined_since": NOW - DAY},
+     RESTRICT, "restricted declined_restrict", None),
+    ("zeroed at the start of the month", {"entitled_cents": 0, "entitled_tier_ids": (), "last_entitled_cents": 1000,
+     "last_entitled_tier_ids": ("t10",)}, {}, "active paid", None),
     ("active_patron, Declined charge", {"last_charge_status": "Declined", "declined_since": NOW - DAY}, {},
      "grace declined_grace", NOW + 6 * DAY),
     ("given up: former", {**FORMER, "last_charge_status": "Declined", "paid_through": NOW - DAY}, GIVES_UP,
@@ -118,8 +126,18 @@ ENTITLEMENT_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, datetime
     ("former refunded: no paid period", {**FORMER, "last_charge_status": "Refunded"}, {}, "former cancelled", None),
     # cancelled x policy
     ("cancelled before paid_through", FORMER, {}, "grace cancelled_paid_period", NOW + 20 * DAY),
-    ("cancelled after paid_through", {**FORMER, "paid_through": NOW - DAY}, {}, "former cancelled", None),
-    ("cancelled at paid_through", {**FORMER, "paid_through": NOW}, {}, "former cancelled", None),
+    ("cancelled after paid_through", {**FORMER, "paid_through": NOW - DAY, "last_charge_date": NOW - 32 * DAY}, {},
+     "former cancelled", None),
+    ("cancelled at paid_through", {**FORMER, "paid_through": NOW, "last_charge_date": NOW - 31 * DAY}, {},
+     "former cancelled", None),
+    ("cancelled, first seen with a Deleted charge",
+     {**FORMER, "paid_through": None, "last_charge_status": "Deleted", "next_charge_date": NOW + 5 * DAY}, {},
+     "grace cancelled_paid_period", NOW + 5 * DAY),
+    ("cancelled, a charge missed: the report's period is later",
+     {**FORMER, "paid_through": NOW - DAY, "last_charge_status": "Deleted", "next_charge_date": NOW + 5 * DAY}, {},
+     "grace cancelled_paid_period", NOW + 5 * DAY),
+    ("cancelled, never charged", {**FORMER, **UNPAID, "last_charge_status": "Deleted", "next_charge_date": NOW + DAY},
+     {}, "former cancelled", None),
     ("cancelled at once", FORMER, {"cancelled": "at_once"}, "former cancelled", None),
     ("cancelled, paid_through from charge",
      {**FORMER, "paid_through": None, "last_charge_date": datetime(2024, 6, 1, tzinfo=UTC)}, {},
@@ -127,8 +145,7 @@ ENTITLEMENT_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, datetime
     ("cancelled annual, paid_through from charge",
      {**FORMER, "paid_through": None, "pledge_cadence": 12, "last_charge_date": datetime(2024, 1, 31, tzinfo=UTC)},
      {}, "grace cancelled_paid_period", datetime(2025, 1, 31, tzinfo=UTC)),
-    ("cancelled, nothing known", {**FORMER, "paid_through": None, "last_charge_status": None}, {},
-     "former cancelled", None),
+    ("cancelled, nothing known", {**FORMER, **UNPAID}, {}, "former cancelled", None),
     # missing from sync
     ("missing 1 run", {"missing_since": NOW - 5 * H, "missing_runs": 1}, {}, "grace missing_grace", NOW + 43 * H),
     ("missing 2 runs", {"missing_since": NOW - H, "missing_runs": 2}, {}, "former missing", None),
@@ -146,7 +163,7 @@ ENTITLEMENT_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, datetime
     ("held run keeps grace", {**FORMER, "missing_since": NOW - 10 * DAY, "missing_runs": 5, "held_run_id": 7}, {},
      "grace cancelled_paid_period", NOW + 20 * DAY),
     ("held run, base former",
-     {**FORMER, "paid_through": None, "last_charge_status": None, "missing_runs": 5, "held_run_id": 7}, {},
+     {**FORMER, **UNPAID, "missing_runs": 5, "held_run_id": 7}, {},
      "former cancelled", None),
 ]
 # fmt: on

@@ -52,6 +52,9 @@ patrons = st.builds(
     is_free_trial=rarely,
     is_gifted=rarely,
     observed_at=maybe_moment,
+    last_entitled_cents=st.just(0) | cents,
+    last_entitled_tier_ids=tier_ids,
+    next_charge_date=maybe_moment,
     paid_through=maybe_moment,
     declined_since=maybe_moment,
     missing_since=st.none() | st.none() | moments,
@@ -61,7 +64,7 @@ patrons = st.builds(
 
 policies = st.builds(
     PolicySettings,
-    declined=st.sampled_from(["restrict", "grace", "until_patreon_gives_up"]),
+    declined=st.sampled_from(["restrict", "grace", "retry_window"]),
     declined_grace_days=st.integers(min_value=0, max_value=3650),
     cancelled=st.sampled_from(["paid_period", "at_once"]),
     first_charge=st.sampled_from(["entitled_at_once", "after_first_charge"]),
@@ -116,10 +119,15 @@ def test_entitlement_amounts(patron: Patron, settings: PolicySettings, now: date
     ent = entitlement(patron, settings, now)
     assert ent.lifetime_cents == patron.lifetime_cents
     if ent.entitled:
-        assert 0 <= ent.monthly_cents <= patron.entitled_cents
-        assert ent.tier_ids == patron.entitled_tier_ids
+        if patron.entitled_tier_ids:  # the report names tiers: it is what the patron is owed
+            assert ent.tier_ids == patron.entitled_tier_ids
+            reported = patron.entitled_cents
+        else:  # no tier reported (zeroed, blanked): what was paid for, when anything was
+            assert ent.tier_ids in ((), patron.last_entitled_tier_ids)
+            reported = max(patron.entitled_cents, patron.last_entitled_cents)
+        assert 0 <= ent.monthly_cents <= reported
         if patron.pledge_cadence == 12:
-            assert ent.monthly_cents == patron.entitled_cents // 12
+            assert ent.monthly_cents in (patron.entitled_cents // 12, reported // 12)
     else:
         assert (ent.monthly_cents, ent.tier_ids, ent.until) == (0, (), None)
     assert (ent.state == "grace") or ent.until is None
@@ -138,9 +146,9 @@ def _generous(settings: PolicySettings, data: st.DataObject) -> PolicySettings:
     """A policy at least as generous as ``settings`` along one or more dimensions."""
     changes: dict[str, Any] = {}
     if settings.declined == "restrict":
-        changes["declined"] = data.draw(st.sampled_from(["restrict", "grace", "until_patreon_gives_up"]))
+        changes["declined"] = data.draw(st.sampled_from(["restrict", "grace", "retry_window"]))
     elif settings.declined == "grace":
-        changes["declined"] = data.draw(st.sampled_from(["grace", "until_patreon_gives_up"]))
+        changes["declined"] = data.draw(st.sampled_from(["grace", "retry_window"]))
     # more days, but never past the 3650 PolicySettings accepts
     changes["declined_grace_days"] = min(settings.declined_grace_days + data.draw(st.integers(0, 30)), 3650)
     if settings.cancelled == "at_once":

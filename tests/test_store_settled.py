@@ -103,7 +103,7 @@ _changes = st.fixed_dictionaries(
 _batch = st.dictionaries(st.sampled_from(MEMBERS), _changes, min_size=1, max_size=len(MEMBERS))
 _policies = st.builds(
     PolicySettings,
-    declined=st.sampled_from(["restrict", "grace", "until_patreon_gives_up"]),
+    declined=st.sampled_from(["restrict", "grace", "retry_window"]),
     declined_grace_days=st.sampled_from([0, 3, 30]),
     cancelled=st.sampled_from(["paid_period", "at_once"]),
     first_charge=st.sampled_from(["entitled_at_once", "after_first_charge"]),
@@ -162,7 +162,7 @@ def test_settled_path_agrees_with_the_full_path(steps: list[tuple[Any, ...]]) ->
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    yield World(PolicySettings(declined="until_patreon_gives_up"))
+    yield World(PolicySettings(declined="retry_window"))
 
 
 def marker(store: Store, member_id: str) -> str | None:
@@ -183,7 +183,7 @@ def test_a_settled_member_is_answered_without_its_row(world: World) -> None:
 
 
 def test_a_policy_change_is_never_settled_away(world: World) -> None:
-    """Declined, entitled under until_patreon_gives_up; the creator switches to restrict. The next run's settled
+    """Declined, entitled under retry_window; the creator switches to restrict. The next run's settled
     path must not call the member unchanged: it re-evaluates and revokes, once."""
     store = world.fast
     declined = snap("m1", patron_status="declined_patron", last_charge_status="Declined")
@@ -211,7 +211,7 @@ def test_a_policy_change_is_re_evaluated_by_refresh_and_marked_silently(world: W
     store = world.fast
     store.apply_many([snap("m1"), snap("m2", is_free_trial=True)], source="sync", observed_at=T0)
     before = audit(store)
-    world.policy = PolicySettings(declined="until_patreon_gives_up", count_free_trials=False)
+    world.policy = PolicySettings(declined="retry_window", count_free_trials=False)
     # not full=True: the marker finds every access evaluated under the old policy
     changed = store.refresh_access()
     assert [(r.member_id, r.events) for r in changed] == [("m2", ("access_revoked",))]

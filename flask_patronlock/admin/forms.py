@@ -287,7 +287,7 @@ class PolicyForm(FlaskForm):
         choices=choices([
             ("restrict", "Lock patron content at once"),
             ("grace", "Keep access for a grace period"),
-            ("until_patreon_gives_up", "Keep access while Patreon keeps retrying the payment"),
+            ("retry_window", "Keep access while Patreon retries the payment (to the end of that month)"),
         ]),
     )
     declined_grace_days = WholeNumberField("Grace period (days)", validators=[NumberRange(min=0, max=3650)])
