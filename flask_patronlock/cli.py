@@ -279,13 +279,14 @@ def webhooks_register_command(url: str) -> None:
 def webhooks_status_command() -> None:
     """Show the campaign's webhooks as Patreon sees them (paused? failures) and the local delivery counts."""
     from .patreon.errors import PatreonError
-    from .webhooks import delivery_counts, stored_webhook
+    from .webhooks import delivery_counts, note_patreon_view, stored_webhook
 
     state = get_state()
     stored = stored_webhook(state) or {}
     try:
         with state.creator_client("reading the webhooks") as client:
             hooks = client.webhooks()
+        note_patreon_view(state, hooks)
     except PatreonError as exc:
         click.echo(f"could not ask Patreon: {exc}", err=True)
         hooks = []

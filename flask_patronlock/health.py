@@ -166,12 +166,13 @@ def _incomplete(state: PatronLockState, streak: int, latest: RunResult | None) -
     data = {"streak": streak, "alert_after": alert_after, "latest_run_id": latest.run_id if latest else None,
             "latest_reason": reason}
     if streak == 0:
-        return Check("incomplete_runs", OK, "The latest sync read every patron.", "", data)
-    runs = "sync" if streak == 1 else f"{streak} syncs in a row"
-    message = (f"The last {runs} could not read every patron from Patreon; nobody loses access because of it, "
-               "and the next sync tries again." if streak == 1 else
-               f"The last {runs} could not read every patron from Patreon; nobody loses access because of it. "
-               "Open the Sync page to see why.")
+        said = "No sync has run yet." if latest is None else "The latest sync read every patron."
+        return Check("incomplete_runs", OK, said, "", data)
+    if streak == 1:
+        message = "The latest sync could not read every patron from Patreon; the next one tries again."
+    else:
+        message = (f"The last {streak} syncs in a row could not read every patron from Patreon, so nobody who stopped "
+                   "pledging loses access until one does. Open the Sync page to see why.")
     detail = f"latest run {latest.run_id} {latest.status}: {reason}" if latest is not None else ""
     status = FAILING if alert_after >= 1 and streak >= alert_after else WARNING
     return Check("incomplete_runs", status, message, detail, data)
@@ -272,21 +273,36 @@ def _webhook(state: PatronLockState, now: datetime) -> Check:
             )
         ).scalar_one())
     registered = isinstance(stored, dict) and bool(stored.get("id"))
-    data = {"registered": registered, "failed_24h": failed, "retrying": retrying, "stuck": stuck}
+    data: dict[str, Any] = {"registered": registered, "failed_24h": failed, "retrying": retrying, "stuck": stuck}
     detail = f"failed in the last 24 h: {failed}; waiting to retry: {retrying}; overdue by 15+ minutes: {stuck}"
+    # what Patreon last said about it, as the Sync page or `webhooks status` heard it (this never asks Patreon)
+    patreon = stored.get("patreon") if isinstance(stored, dict) and isinstance(stored.get("patreon"), dict) else None
+    if patreon is not None:
+        data["patreon"] = patreon
+        detail += (f"; Patreon said at {patreon.get('since')}: listed {patreon.get('listed')}, paused "
+                   f"{patreon.get('paused')}, {patreon.get('failures')} failure(s) in a row")
     if stuck:
         return Check("webhook", FAILING,
                      f"{stuck:,} message{'' if stuck == 1 else 's'} from Patreon {'has' if stuck == 1 else 'have'} "
                      "waited more than 15 minutes: nothing is processing them. Check that the site's background "
                      "worker runs.", detail, data)
-    if failed:
-        return Check("webhook", WARNING,
-                     f"{failed:,} message{'' if failed == 1 else 's'} from Patreon could not be applied in the last "
-                     "24 hours; the next sync brings those patrons up to date. The Sync page says why.", detail, data)
     if not registered:
         return Check("webhook", WARNING,
                      "No webhook is registered, so changes on Patreon reach this site only with the next sync. "
                      "Register it on the Sync page.", detail, data)
+    if patreon is not None and (not patreon.get("listed") or patreon.get("paused") or patreon.get("failures")):
+        failures = int(patreon.get("failures") or 0)
+        after = f" after {failures} failed deliveries in a row" if failures > 1 else (
+            " after a failed delivery" if failures == 1 else "")
+        said = ("Patreon no longer lists the webhook registered here" if not patreon.get("listed") else
+                f"Patreon {'paused the webhook' if patreon.get('paused') else 'is retrying the webhook'}{after}")
+        return Check("webhook", WARNING,
+                     f"{said}, so changes on Patreon reach this site only with the next sync. Check that the site "
+                     "answers, then register the webhook again on the Sync page.", detail, data)
+    if failed:
+        return Check("webhook", WARNING,
+                     f"{failed:,} message{'' if failed == 1 else 's'} from Patreon could not be applied in the last "
+                     "24 hours; the next sync brings those patrons up to date. The Sync page says why.", detail, data)
     if retrying:
         return Check("webhook", OK, f"Registered; {retrying:,} message{'' if retrying == 1 else 's'} from Patreon "
                      "will be tried again shortly.", detail, data)

@@ -88,6 +88,7 @@ def test_no_complete_run_fails_then_a_sync_and_a_webhook_make_it_ok(site: AdminS
     report = health_report(site.app)
     assert report.status == "failing" and statuses(report)["last_complete_run"] == "failing"
     assert statuses(report)["webhook"] == "warning"  # none registered
+    assert report.check("incomplete_runs").message == "No sync has run yet."
     answer = endpoint(site)
     assert answer.status_code == 503 and answer.get_json()["status"] == "failing"
     assert answer.headers["Cache-Control"] == "no-store"
@@ -147,7 +148,7 @@ def test_incomplete_runs_warn_then_fail_after_the_alert_threshold(site: AdminSit
     assert check.status == "warning" and report.status == "warning"
     assert check.data["streak"] == 1 and check.data["latest_reason"] == first.reason
     assert first.reason in check.detail and "503" in check.detail
-    assert first.reason not in check.message  # the creator reads words, the reason is the detail
+    assert first.reason not in check.message and "the next one tries again" in check.message
 
     for _ in range(2):
         assert not sync(site.app, patreon_sandbox, max_retries=0).complete
@@ -269,6 +270,28 @@ def test_deliveries_nobody_processes_fail_the_report(site: AdminSite, patreon_sa
     assert report.status == "failing" and endpoint(site).status_code == 503
     site.state.jobs.retry_due()
     assert health_report(site.app).check("webhook").status == "ok"
+
+
+@pytest.mark.patreon_sandbox
+def test_a_webhook_patreon_paused_warns_once_the_sync_page_has_heard_it(
+    site: AdminSite, patreon_sandbox: Sandbox
+) -> None:
+    healthy(site, patreon_sandbox)
+    (hook,) = [w for w in patreon_sandbox.webhooks if w.uri == "http://site.test" + WEBHOOK]
+    patreon_sandbox.update_webhook(hook.id, paused=True)
+    assert health_report(site.app).check("webhook").status == "ok"  # the report never asks Patreon
+    assert site.get(ADMIN_PREFIX + "/sync?check=1").status_code == 200  # the Sync page asks, and remembers
+    report = health_report(site.app)
+    check = report.check("webhook")
+    assert check.status == "warning" and check.data["patreon"]["paused"] is True
+    assert "Patreon paused the webhook" in check.message and report.status == "warning"
+    assert "Patreon paused the webhook" in panel(site)
+    again = cli(site, "webhooks", "register", "--url", "http://site.test" + WEBHOOK)
+    assert again.exit_code == 0, again.output
+    assert health_report(site.app).check("webhook").status == "ok"  # registering again unpauses it
+    status = cli(site, "webhooks", "status")
+    assert status.exit_code == 0 and "paused: no" in status.output
+    assert health_report(site.app).check("webhook").data["patreon"]["paused"] is False
 
 
 # -- who may read the endpoint ---------------------------------------------------------------------------------
