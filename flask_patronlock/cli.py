@@ -16,8 +16,9 @@ patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons,
 @patronlock_cli.command("check")
 def check_command() -> None:
     """Say which configuration is missing or invalid, whether the tables exist, whether a secret is stored in the
-    clear, and whether Patreon still accepts the creator's token. Exit status 1 when anything needs fixing (a degraded
-    creator token included)."""
+    clear, whether Patreon still accepts the creator's token, and the health report's checks (the last complete sync,
+    incomplete runs, drift, held runs, webhook deliveries). Exit status 1 when anything needs fixing (a degraded
+    creator token or a failing health check included; a warning alone does not)."""
     from .webhooks import webhook_secret_in_clear
 
     state = get_state()
@@ -58,7 +59,46 @@ def check_command() -> None:
                 "clear    the registered webhook's secret is stored in the clear (registered before any key was "
                 "set): run `flask patronlock rotate-keys` to encrypt it"
             )
+        problems += _check_health(state)
     if problems:
+        raise SystemExit(1)
+
+
+def _check_health(state: PatronLockState) -> int:
+    """Print the health report's lines of ``check`` (the creator token has its own line above); how many fail."""
+    from .health import health_report
+
+    problems = 0
+    for item in health_report(state.app).checks:
+        if item.name == "creator_token":
+            continue
+        label = {"ok": "ok", "warning": "WARNING", "failing": "FAILING"}[item.status]
+        click.echo(f"{label:<8} {item.name.replace('_', ' ')}: {item.message}")
+        problems += item.status == "failing"
+    return problems
+
+
+@patronlock_cli.command("health")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (what the /health endpoint answers).")
+def health_command(as_json: bool) -> None:
+    """The health report: the last complete sync, incomplete runs, drift, held runs, the creator token, the webhook.
+
+    Exit status: 0 ok or warning, 1 failing (the endpoint answers 503 then).
+    """
+    import json
+
+    from .health import health_report
+
+    health = health_report()
+    if as_json:
+        click.echo(json.dumps(health.as_dict(), indent=2))
+    else:
+        click.echo(f"health: {health.status}")
+        for item in health.checks:
+            click.echo(f"{item.status:<8} {item.name.replace('_', ' ')}: {item.message}")
+            if item.detail:
+                click.echo(f"         ({item.detail})")
+    if health.failing:
         raise SystemExit(1)
 
 
@@ -239,13 +279,14 @@ def webhooks_register_command(url: str) -> None:
 def webhooks_status_command() -> None:
     """Show the campaign's webhooks as Patreon sees them (paused? failures) and the local delivery counts."""
     from .patreon.errors import PatreonError
-    from .webhooks import delivery_counts, stored_webhook
+    from .webhooks import delivery_counts, note_patreon_view, stored_webhook
 
     state = get_state()
     stored = stored_webhook(state) or {}
     try:
         with state.creator_client("reading the webhooks") as client:
             hooks = client.webhooks()
+        note_patreon_view(state, hooks)
     except PatreonError as exc:
         click.echo(f"could not ask Patreon: {exc}", err=True)
         hooks = []

@@ -55,6 +55,8 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_SYNC_TOTAL_SLACK_PERCENT", 1.0, "The same slack as a percentage of Patreon's total."),
     Key("PATRONLOCK_SYNC_DB_ATTEMPTS", 3, "Attempts at a run's database step when the connection is lost."),
     Key("PATRONLOCK_SYNC_ALERT_AFTER", 3, "Incomplete runs in a row after which a run warns (signal, log, Sync page)."),
+    Key("PATRONLOCK_HEALTH_TOKEN", None,
+        "Bearer token that reads PREFIX/health (the health report as JSON); None: only signed-in admins may."),
     Key("PATRONLOCK_SYNC_PAGE_SIZE", 1000, "Members per page when a run reads the campaign (Patreon's maximum)."),
     Key("PATRONLOCK_TIERS_MAX_AGE", 3600, "Seconds a run trusts the stored tier catalogue before reading it again."),
     Key("PATRONLOCK_SYNC_MATCH_EMAILS", False,

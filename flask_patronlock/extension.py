@@ -222,6 +222,10 @@ class PatronLock(LockDeclarations, AddonDeclarations):
 
         init_webhooks(app)
         init_jobs(app)
+
+        from .health import init_health
+
+        init_health(app)
         state = app.extensions[EXTENSION_KEY]
         # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
         store.policy_settings = lambda: state.settings.current().policy

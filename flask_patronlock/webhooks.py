@@ -323,6 +323,30 @@ def _save_webhook(state: PatronLockState, webhook: WebhookSnapshot) -> bool:
     return "secret_encrypted" in value
 
 
+def note_patreon_view(state: PatronLockState, hooks: list[WebhookSnapshot]) -> None:
+    """Remember what Patreon last said about the registered webhook (``paused``, ``failures`` in a row, ``listed``,
+    and ``since`` when that changed) on its stored row, for the health view, which never asks Patreon itself.
+    Written only when the answer changed; registering the webhook again replaces it."""
+    table = state.tables.settings
+    with state.store.transaction() as conn:
+        value = conn.execute(
+            select(table.c.value).where(table.c.key == WEBHOOK_SETTING_KEY).with_for_update()
+        ).scalar()
+        if not isinstance(value, dict) or not value.get("id"):
+            return
+        ours = next((h for h in hooks if h.id == value["id"]), None)
+        seen = {
+            "listed": ours is not None,
+            "paused": bool(ours and ours.paused),
+            "failures": int(ours.num_consecutive_times_failed) if ours else 0,
+        }
+        before = value.get("patreon") or {}
+        if {k: before.get(k) for k in seen} == seen:
+            return
+        updated = dict(value, patreon={**seen, "since": state.store.clock().isoformat()})
+        conn.execute(update(table).where(table.c.key == WEBHOOK_SETTING_KEY).values(value=updated))
+
+
 def webhook_secret_in_clear(state: PatronLockState) -> bool:
     """Whether the registered webhook's secret is stored in the clear (an earlier version did so when no token key
     was set); ``flask patronlock rotate-keys`` encrypts it, and ``flask patronlock check`` reports it."""

@@ -108,6 +108,23 @@ def csrf_from(html: str) -> str:
     return unescape(match.group(1) or match.group(2))
 
 
+def sandbox_admin_site(make_app: Callable[..., Flask], sandbox: Any, members: int, **config: Any) -> AdminSite:
+    """:func:`make_admin_site` on a live sandbox with ``members`` generated members: the creator's token and refresh
+    token from the configuration, work inline, pages of 50, the store's clock the sandbox's."""
+    sandbox.generate_members(members)
+    settings = dict(
+        sandbox.config,
+        PATRONLOCK_CREATOR_REFRESH_TOKEN=sandbox.creator_refresh_token,
+        PATRONLOCK_TOKEN_KEYS=[Fernet.generate_key().decode()],
+        PATRONLOCK_JOBS="inline",
+        PATRONLOCK_SYNC_PAGE_SIZE=50,
+    )
+    settings.update(config)
+    site = make_admin_site(make_app, **settings)
+    site.state.store.clock = lambda: sandbox.now
+    return site
+
+
 def make_admin_site(make_app: Callable[..., Flask], *, admin_loader: bool = True, **config: Any) -> AdminSite:
     """A site with users ``admin`` (an admin), ``bob`` (not), locks ``premium`` (Gold) and ``supporters`` ($1),
     the tiers Bronze/Silver/Gold of campaign c1, and a clock pinned to :data:`NOW`."""

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 import sync_helpers
-from adminhelpers import ADMIN_PREFIX, AdminSite, make_admin_site
-from cryptography.fernet import Fernet
+from adminhelpers import ADMIN_PREFIX, AdminSite, sandbox_admin_site
 from flask import Flask
 from sqlalchemy import select
 
@@ -35,17 +34,7 @@ MEMBERS = 200  # four pages of 50
 @pytest.fixture
 def site(make_app: Callable[..., Flask], patreon_sandbox: Sandbox) -> AdminSite:
     """A site on the sandbox whose creator token comes from the configuration, with its refresh token."""
-    patreon_sandbox.generate_members(MEMBERS)
-    config = dict(
-        patreon_sandbox.config,
-        PATRONLOCK_CREATOR_REFRESH_TOKEN=patreon_sandbox.creator_refresh_token,
-        PATRONLOCK_TOKEN_KEYS=[Fernet.generate_key().decode()],
-        PATRONLOCK_JOBS="inline",
-        PATRONLOCK_SYNC_PAGE_SIZE=50,
-    )
-    site = make_admin_site(make_app, **config)
-    site.state.store.clock = lambda: patreon_sandbox.now
-    return site
+    return sandbox_admin_site(make_app, patreon_sandbox, MEMBERS)
 
 
 def token_calls(sandbox: Sandbox) -> list[tuple[str, str, int]]:

@@ -21,6 +21,7 @@ from .. import config as _config
 from .. import oauth
 from ..creator import disconnect_creator, get_creator_connection, save_creator_tokens
 from ..errors import ConfigurationError, TokenDecryptionError
+from ..health import health_report
 from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
 from ..settings import set_campaign_id
@@ -244,6 +245,7 @@ def setup() -> ResponseReturnValue:
         steps=steps,
         done=sum(1 for s in steps if s.done),
         connection=get_creator_connection(state()),
+        health=health_report(state().app),
     )
 
 

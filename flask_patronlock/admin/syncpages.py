@@ -30,6 +30,7 @@ from ..webhooks import (
     REFUSED,
     delivery_counts,
     delivery_problems,
+    note_patreon_view,
     register_webhook,
     stored_webhook,
 )
@@ -72,6 +73,7 @@ def webhook_health(*, refresh: bool = False) -> tuple[list[WebhookSnapshot] | No
             problem = None
         finally:
             client.close()
+        note_patreon_view(st, hooks)
     except (ConfigurationError, TokenDecryptionError) as exc:
         hooks, problem = None, str(exc)
     except PatreonError as exc:

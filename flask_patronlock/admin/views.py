@@ -20,6 +20,7 @@ from ..banners import _banner_html as banner_html
 from ..dates import add_months
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..explain import describe_rule, explain
+from ..health import health_report
 from ..locks import Lock, UnknownLockError, evaluate
 from ..patreon.errors import NotFound, PatreonError
 from ..patron import Patron
@@ -611,6 +612,7 @@ def dashboard() -> ResponseReturnValue:
     labels = history.months
     return render_template(
         "patronlock/admin/dashboard.html",
+        health=health_report(st.app),
         by_tier=charts.bar_chart(by_tier, title="Active patrons by tier", empty="No active patrons stored yet."),
         over_time=charts.line_chart(
             labels,
