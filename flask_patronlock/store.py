@@ -1267,15 +1267,14 @@ class Store:
         never lists as "never pledged" again (a sync run takes a page saying so for drift)."""
         p = self.tables.patrons
         out: set[str] = set()
+        pledging = ("active_patron", "declined_patron")
         with self.engine.connect() as conn:
             for start in range(0, len(member_ids), _CHUNK):
-                rows = conn.execute(
-                    select(p.c.member_id).where(
-                        p.c.member_id.in_(member_ids[start : start + _CHUNK]),
-                        p.c.patron_status.in_(("active_patron", "declined_patron")),
-                    )
-                )
-                out.update(rows.scalars())
+                # filtered here, not in SQL: with a condition on patron_status SQLite's planner walks the status index
+                # (every active patron) instead of looking the few ids up by key, 40 % of an unchanged run's time
+                chunk = member_ids[start : start + _CHUNK]
+                rows = conn.execute(select(p.c.member_id, p.c.patron_status).where(p.c.member_id.in_(chunk)))
+                out.update(member_id for member_id, status in rows if status in pledging)
         return out
 
     def _load(self, conn: Connection, member_ids: Sequence[str], *, for_update: bool = False) -> dict[str, Patron]:
