@@ -14,13 +14,30 @@ patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons,
 
 
 @patronlock_cli.command("check")
-def check_command() -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Instead: read the campaign, one members page and the webhooks from Patreon and report every difference "
+    "from what flask-patronlock expects (writes nothing).",
+)
+@click.option(
+    "--save", "save_path", default=None, metavar="PATH", help="With --live: write the findings, anonymised, as JSON."
+)
+def check_command(live: bool, save_path: str | None) -> None:
     """Say which configuration is missing or invalid, whether the tables exist, whether a secret is stored in the
     clear, whether Patreon still accepts the creator's token, and the health report's checks (the last complete sync,
     incomplete runs, drift, held runs, webhook deliveries). Exit status 1 when anything needs fixing (a degraded
-    creator token or a failing health check included; a warning alone does not)."""
+    creator token or a failing health check included; a warning alone does not).
+
+    With ``--live``: the live self-check (:func:`flask_patronlock.livecheck.live_check`); exit status 1 when a
+    finding would make a sync page drift."""
     from .webhooks import webhook_secret_in_clear
 
+    if save_path is not None and not live:
+        raise click.UsageError("--save goes with --live")
+    if live:
+        _check_live(save_path)
+        return
     state = get_state()
     cfg = state.app.config
     problems = 0
@@ -61,6 +78,24 @@ def check_command() -> None:
             )
         problems += _check_health(state)
     if problems:
+        raise SystemExit(1)
+
+
+def _check_live(save_path: str | None) -> None:
+    from .livecheck import live_check, save_findings
+
+    report = live_check()
+    if report.total is not None:
+        click.echo(f"read one members page: {report.members_read} member(s) of {report.total}")
+    for finding in report.findings:
+        click.echo(("DRIFT    " if finding.blocking else "note     ") + finding.describe())
+    if not report.findings:
+        click.echo("ok       Patreon's campaign, members page and webhooks look as expected")
+    if save_path is not None:
+        save_findings(report, save_path)
+        click.echo(f"findings saved, anonymised, to {save_path}")
+    if report.drifting:
+        click.echo(f"{len(report.blocking)} finding(s) would make a sync refuse its pages: see docs/sync.rst")
         raise SystemExit(1)
 
 

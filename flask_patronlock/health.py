@@ -126,7 +126,7 @@ def health_report(app: Flask | None = None) -> Health:
     checks = (
         _last_complete(state, now, last_complete),
         _incomplete(state, streak, latest),
-        _drift(latest, held),
+        _drift(latest, held, state),
         _held(held, now),
         _creator(state),
         _webhook(state, now),
@@ -182,7 +182,7 @@ def _incomplete(state: PatronLockState, streak: int, latest: RunResult | None) -
 _LOSS_KINDS = ("tiers", "cents")
 
 
-def _drift(latest: RunResult | None, held: list[RunResult]) -> Check:
+def _drift(latest: RunResult | None, held: list[RunResult], state: PatronLockState) -> Check:
     if latest is not None and latest.reason and "SchemaDrift" in latest.reason:
         return Check(
             "drift", FAILING,
@@ -203,6 +203,18 @@ def _drift(latest: RunResult | None, held: list[RunResult]) -> Check:
                 f"held run {run.run_id}: {run.reason}",
                 {"run_id": run.run_id, "reason": run.reason, "losses": losses},
             )
+    from .livecheck import stored_summary
+
+    live = stored_summary(state.app)
+    if live is not None and live.get("drifting"):
+        return Check(
+            "drift", WARNING,
+            "The daily check of Patreon's answers found they changed shape in a way this site does not understand: "
+            "the next sync will stop before changing anybody's access. Update flask-patronlock, or report it if you "
+            "run the latest version.",
+            f"live check at {live.get('at')}: " + "; ".join(str(f) for f in live.get("findings") or []),
+            {"run_id": None, "reason": None, "live_check": live},
+        )
     return Check("drift", OK, "Patreon's answers look as expected.", "", {"run_id": None, "reason": None})
 
 

@@ -75,6 +75,7 @@ class Jobs:
         self._runs: list[threading.Thread] = []
         self._scheduler_checked = False
         self._next_run = 0.0
+        self._next_live_check = 0.0
         _all_jobs.add(self)
 
     @property
@@ -250,11 +251,31 @@ class Jobs:
             self._run_quietly("schedule", min_interval=interval * 0.9)
         if self._stop.is_set():
             return
+        self._live_check_if_due(now)
         self.retry_due()
         with self.app.app_context():
             # The due ones: time passed their access_until, or a policy change (the settings page, any process) left
             # their access evaluated under other settings.
             get_state(self.app).store.refresh_access()
+
+    def _live_check_if_due(self, now: float) -> None:
+        """The daily live self-check (:mod:`flask_patronlock.livecheck`), every
+        :data:`PATRONLOCK_LIVE_CHECK_INTERVAL`, only where the scheduler is on; its summary goes to the health view."""
+        interval = float(self.app.config.get("PATRONLOCK_LIVE_CHECK_INTERVAL") or 0)
+        if interval <= 0 or now < self._next_live_check or not self.scheduler_enabled():
+            return
+        self._next_live_check = now + interval
+        from .livecheck import scheduled_live_check
+
+        try:
+            with self.app.app_context():
+                report = scheduled_live_check(self.app, interval)
+        except Exception:
+            log.exception("flask-patronlock live check failed")
+            return
+        if report is not None and report.drifting:
+            log.warning("live check: Patreon's answers changed shape: %s",
+                        "; ".join(f.describe() for f in report.blocking))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the scheduler and the webhook worker (queued deliveries stay stored and are picked up later)."""

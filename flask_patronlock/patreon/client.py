@@ -80,6 +80,7 @@ __all__ = [
     "DEFAULT_BASE",
     "MAX_PAGE_SIZE",
     "MEMBER_FIELDS",
+    "REQUESTED_FIELDS",
     "PatreonClient",
     "pkce_pair",
 ]
@@ -121,6 +122,12 @@ _TIER_FIELDS_FULL = ("title", "amount_cents", "published", "description", "url",
 _WEBHOOK_FIELDS = ("last_attempted_at", "num_consecutive_times_failed", "paused", "secret", "triggers", "uri")
 
 _MEMBER_FIELDS = ",".join(MEMBER_FIELDS)
+#: the attributes each read of :meth:`PatreonClient.raw_document` asks for, by the resource type it returns.
+REQUESTED_FIELDS: dict[str, tuple[str, ...]] = {
+    "campaign": CAMPAIGN_FIELDS,
+    "member": MEMBER_FIELDS,
+    "webhook": _WEBHOOK_FIELDS,
+}
 
 _IDENTITY_PARAMS = {
     "include": "memberships,memberships.currently_entitled_tiers,memberships.campaign",
@@ -762,6 +769,26 @@ class PatreonClient:
     def webhooks(self, *, access_token: str | None = None) -> list[WebhookSnapshot]:
         """``GET /webhooks``: the webhooks this client registered (with their secrets)."""
         return parse_webhooks(self._api("GET", "/webhooks", params=_WEBHOOK_PARAMS, access_token=access_token))
+
+    def raw_document(
+        self, what: str, campaign_id: str | None = None, *, page_size: int = 100, access_token: str | None = None
+    ) -> Any:
+        """The decoded JSON Patreon answers to one of the reads a sync makes, with the same fields asked for, unparsed
+        and unchecked: ``"campaign"``, ``"members"`` (the first page of ``page_size``) or ``"webhooks"``. For the
+        live check (:mod:`flask_patronlock.livecheck`), which compares the shape with :data:`REQUESTED_FIELDS`.
+
+        :raises ValueError: ``what`` is none of those, or a campaign read without ``campaign_id``.
+        :raises PatreonAPIError: Patreon answered with an error.
+        """
+        if what == "webhooks":
+            return self._api("GET", "/webhooks", params=_WEBHOOK_PARAMS, access_token=access_token)
+        if what not in ("campaign", "members") or not campaign_id:
+            raise ValueError(f"raw_document: {what!r} (with campaign_id {campaign_id!r}) is not a read the sync makes")
+        path = f"/campaigns/{_segment(campaign_id, 'campaign_id')}"
+        if what == "campaign":
+            return self._api("GET", path, params=_CAMPAIGN_PARAMS, access_token=access_token)
+        params = {**_MEMBERS_PARAMS, "page[count]": str(max(1, min(page_size, MAX_PAGE_SIZE)))}
+        return self._api("GET", path + "/members", params=params, access_token=access_token)
 
     def create_webhook(
         self, campaign_id: str, uri: str, triggers: Iterable[str], *, access_token: str | None = None

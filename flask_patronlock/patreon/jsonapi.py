@@ -47,6 +47,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "is_patreon_id",
     "load_json",
+    "member_drift",
     "parse_campaign",
     "parse_campaigns",
     "parse_datetime",
@@ -798,6 +799,47 @@ def _drift_of(value: object, kind: str, allowed: tuple[str, ...] | None) -> str 
     return None
 
 
+def member_drift(
+    doc: object, *, attributes: Iterable[str] = MEMBER_ACCESS_ATTRIBUTES, relationships: Iterable[str] = ()
+) -> dict[tuple[str, str, str], list[str]]:
+    """What :func:`schema_drift` checks, as data: ``(problem, field, why) -> the members showing it`` (their ids, or
+    ``data[i]``), where ``problem`` is ``"absent"``, ``"type"`` (``why`` names the type found) or ``"value"`` (a
+    value Patreon does not document). The live check (:mod:`flask_patronlock.livecheck`) reads it; a sync raises.
+
+    :raises MalformedDocument: the document is not an array of resources at all.
+    """
+    _, data = _many(doc, "member")
+    wanted = [(name, *_ACCESS_KINDS[name]) for name in attributes if name in _ACCESS_KINDS]
+    rel_names = tuple(name for name in relationships if name in MEMBER_ACCESS_RELATIONSHIPS)
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for position, resource in enumerate(data):
+        if type(resource) is not dict:
+            continue  # the parser reports it
+        rid = resource.get("id")
+        who = f"member {rid!r:.40}" if type(rid) is str else f"data[{position}]"
+        attrs = resource.get("attributes")
+        attrs = attrs if type(attrs) is dict else _EMPTY
+        for name, kind, allowed in wanted:
+            if name not in attrs:
+                found.setdefault(("absent", name, f"attribute {name!r} absent"), []).append(who)
+                continue
+            why = _drift_of(attrs[name], kind, allowed)
+            if why is not None:
+                problem = "value" if why.startswith("a value") else "type"
+                found.setdefault((problem, name, f"attribute {name!r} is {why}"), []).append(who)
+        rels = resource.get("relationships")
+        rels = rels if type(rels) is dict else _EMPTY
+        for name in rel_names:
+            rel = rels.get(name)
+            field = f"relationships.{name}"
+            if type(rel) is not dict or "data" not in rel:
+                found.setdefault(("absent", field, f"relationship {name!r} absent"), []).append(who)
+            elif type(rel["data"]) is not list:
+                why = f"relationship {name!r} is {_type_name(rel['data'])} instead of an array"
+                found.setdefault(("type", field, why), []).append(who)
+    return found
+
+
 def schema_drift(
     doc: object, *, attributes: Iterable[str] = MEMBER_ACCESS_ATTRIBUTES, relationships: Iterable[str] = ()
 ) -> None:
@@ -809,41 +851,15 @@ def schema_drift(
 
     Kept apart from :func:`parse_members_page`, which reads what is there: webhook bodies and sparse documents may
     leave these out. Only the fields the policy reads are checked, so a new attribute or a dropped cosmetic one
-    changes nothing.
+    changes nothing. :func:`member_drift` returns the same findings as data.
 
     :raises SchemaDrift: naming each drifted field, how many of the page's members showed it and the first one's id.
     :raises MalformedDocument: the document is not an array of resources at all.
     """
-    _, data = _many(doc, "member")
-    wanted = [(name, *_ACCESS_KINDS[name]) for name in attributes if name in _ACCESS_KINDS]
-    rel_names = tuple(name for name in relationships if name in MEMBER_ACCESS_RELATIONSHIPS)
-    found: dict[str, list[str]] = {}  # "what drifted" -> member ids (or positions) showing it
-    for position, resource in enumerate(data):
-        if type(resource) is not dict:
-            continue  # the parser reports it
-        rid = resource.get("id")
-        who = f"member {rid!r:.40}" if type(rid) is str else f"data[{position}]"
-        attrs = resource.get("attributes")
-        attrs = attrs if type(attrs) is dict else _EMPTY
-        for name, kind, allowed in wanted:
-            if name not in attrs:
-                found.setdefault(f"attribute {name!r} absent", []).append(who)
-                continue
-            why = _drift_of(attrs[name], kind, allowed)
-            if why is not None:
-                found.setdefault(f"attribute {name!r} is {why}", []).append(who)
-        rels = resource.get("relationships")
-        rels = rels if type(rels) is dict else _EMPTY
-        for name in rel_names:
-            rel = rels.get(name)
-            if type(rel) is not dict or "data" not in rel:
-                found.setdefault(f"relationship {name!r} absent", []).append(who)
-            elif type(rel["data"]) is not list:
-                found.setdefault(f"relationship {name!r} is {_type_name(rel['data'])} instead of an array", []).append(
-                    who
-                )
+    found = member_drift(doc, attributes=attributes, relationships=relationships)
     if found:
-        parts = [f"{what} on {len(whom)} of {len(data)} member(s) (first: {whom[0]})" for what, whom in found.items()]
+        total = len(_many(doc, "member")[1])
+        parts = [f"{why} on {len(whom)} of {total} member(s) (first: {whom[0]})" for (_, _, why), whom in found.items()]
         raise SchemaDrift("Patreon's member data changed shape: " + "; ".join(parts))
 
 

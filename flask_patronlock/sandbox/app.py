@@ -631,7 +631,8 @@ def members(campaign_id: str) -> Response:
         except SandboxError:
             _abort(api_error(400, f"Invalid cursor {cursor!r}.", code_name="ParameterInvalid"))
 
-    faults = {f.kind: f for f in sandbox.take_faults(page_no)}
+    fired = sandbox.take_faults(page_no)
+    faults = {f.kind: f for f in fired}
     if "error" in faults:
         fault = faults["error"]
         return api_error(fault.status, f"Injected fault: page {page_no} fails with {fault.status}.")
@@ -666,8 +667,9 @@ def members(campaign_id: str) -> Response:
         body = renderer.members_page(
             page, links=links, meta={"pagination": {"cursors": {"next": next_cursor}, "total": total}}
         )
-    if "drift" in faults:
-        body = _drift(body, faults["drift"])
+    for fault in fired:
+        if fault.kind == "drift":
+            body = _drift(body, fault)
     if "truncate" in faults:
         body = body[: len(body) // 2]
     return Response(body, mimetype=JSONAPI_MIMETYPE)

@@ -28,7 +28,7 @@ from .state import SandboxError, _midnight
 if TYPE_CHECKING:
     from .state import Member, Sandbox
 
-__all__ = ["SCENARIOS", "SCENARIO_NAMES", "describe", "play"]
+__all__ = ["REPLAYS", "SCENARIOS", "SCENARIO_NAMES", "describe", "play", "replay_live_check"]
 
 MemberRefs = str | Iterable[str] | None
 
@@ -374,6 +374,55 @@ def charge_fraud(sandbox: Sandbox, *, members: MemberRefs = None) -> list[Member
     return targets
 
 
+#: a value of each JSON type a live check names (``type_changed``, ``new_field``), served in its place on replay.
+_SAMPLES: dict[str, Any] = {
+    "str": "x", "int": 1, "float": 1.5, "bool": True, "boolean": True, "null": None, "object": {}, "array": [],
+}
+
+
+def replay_live_check(
+    sandbox: Sandbox, *, path: str | None = None, findings: dict[str, Any] | None = None
+) -> list[Member]:
+    """What Patreon answered a real site's live check, replayed: members pages with the same shape differences.
+
+    Source: a file ``flask patronlock check --live --save PATH`` wrote (``path``), or its decoded JSON
+    (``findings``). Each members-page finding becomes a standing ``drift`` fault on every page: a missing field is
+    left out, a new field or a changed type served with a value of the type seen, an unknown ``patron_status`` or
+    ``last_charge_status`` served as seen; a ``total_mismatch`` becomes a ``drop`` fault (one member left out while
+    ``meta.pagination.total`` still counts it). Campaign and webhook findings are not replayed. Clear with
+    :meth:`~.state.Sandbox.clear_faults`.
+    """
+    import json
+
+    if (path is None) == (findings is None):
+        raise SandboxError("replay_live_check needs path or findings (one of them)")
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                findings = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise SandboxError(f"replay_live_check: cannot read {path}: {type(exc).__name__}") from None
+    items = findings.get("findings") if isinstance(findings, dict) else None
+    if not isinstance(items, list):
+        raise SandboxError("replay_live_check: not a saved live check (no 'findings' list)")
+    for item in items:
+        if not isinstance(item, dict) or item.get("where") != "members page":
+            continue
+        kind, name = item.get("kind"), item.get("field")
+        if kind == "total_mismatch":
+            sandbox.add_fault("drop", page=1, times=None)
+            continue
+        if not isinstance(name, str) or not name:
+            continue
+        if kind == "missing_field":
+            sandbox.add_fault("drift", field=name, remove=True, times=None)
+        elif kind == "unknown_value" and isinstance(item.get("value"), str):
+            sandbox.add_fault("drift", field=name, value=item["value"], times=None)
+        elif kind in ("new_field", "type_changed") and item.get("value_type") in _SAMPLES:
+            sandbox.add_fault("drift", field=name, value=_SAMPLES[item["value_type"]], times=None)
+    return []
+
+
 #: every scenario by name, in the catalogue's order.
 SCENARIOS: dict[str, Callable[..., list[Member]]] = {
     func.__name__: func
@@ -393,6 +442,8 @@ SCENARIOS: dict[str, Callable[..., list[Member]]] = {
 }
 #: the scenario names.
 SCENARIO_NAMES: tuple[str, ...] = tuple(SCENARIOS)
+#: scenarios played from what a real site saw rather than from the behaviour catalogue (not listed with it).
+REPLAYS: dict[str, Callable[..., list[Member]]] = {"replay_live_check": replay_live_check}
 
 
 def describe() -> list[dict[str, Any]]:
@@ -413,7 +464,7 @@ def play(sandbox: Sandbox, name: str, **params: Any) -> list[Member]:
 
     :raises SandboxError: unknown scenario, unknown parameter or a bad value.
     """
-    func = SCENARIOS.get(name)
+    func = SCENARIOS.get(name) or REPLAYS.get(name)
     if func is None:
         raise SandboxError(f"unknown scenario {name!r}; one of {', '.join(SCENARIO_NAMES)}")
     try:

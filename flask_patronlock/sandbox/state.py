@@ -1967,13 +1967,13 @@ class Sandbox:
             self._api_down = False
 
     def take_faults(self, page: int) -> list[Fault]:
-        """The faults that fire for ``page`` of the members listing now (one per kind, oldest first), using up
-        one-shot ones."""
+        """The faults that fire for ``page`` of the members listing now (one per kind, oldest first; every ``drift``
+        fault, each changing its own field), using up one-shot ones."""
         with self.lock:
             fired: list[Fault] = []
             kinds: set[str] = set()
             for fault in list(self.faults):
-                if (fault.page is None or fault.page == page) and fault.kind not in kinds:
+                if (fault.page is None or fault.page == page) and (fault.kind not in kinds or fault.kind == "drift"):
                     kinds.add(fault.kind)
                     fault.hits += 1
                     fired.append(fault)
