@@ -1,4 +1,4 @@
-"""The scaled deployment end to end: two gunicorn instances of one site, a Celery worker and Celery beat on a real
+"""The scaled deployment end to end: two gunicorn instances of one site, a Celery worker and two Celery beats on a real
 Redis broker, all on one PostgreSQL schema, against a live sandbox.
 
 What docs/deploying.rst promises for it: one reconcile run per :data:`PATRONLOCK_SYNC_INTERVAL` and never two at
@@ -150,7 +150,9 @@ def test_two_instances_a_worker_and_beat_on_postgresql(
         worker = [*celery_cmd, "worker", "--pool=threads", "--concurrency=4", "-Q", queue, "--without-gossip",
                   "--without-mingle", "--without-heartbeat", "-l", "INFO"]
         procs.append(start("worker", worker, env))
-        procs.append(start("beat", [*celery_cmd, "beat", "-s", str(tmp_path / "beat-schedule"), "-l", "INFO"], env))
+        # beat on both machines: each sends a sync every interval, and still only one run an interval may happen
+        for i in range(2):
+            procs.append(start(f"beat{i}", [*celery_cmd, "beat", "-s", str(tmp_path / f"beat{i}"), "-l", "INFO"], env))
         for port in ports:
             _wait_for(f"gunicorn on {port}", lambda port=port: _answers(port), procs=procs)
 
@@ -215,6 +217,6 @@ def test_two_instances_a_worker_and_beat_on_postgresql(
     # (c) health
     assert report.status == "ok", [(c.name, c.status, c.summary) for c in report.checks]
 
-    for name in ("web0", "web1", "worker", "beat"):
+    for name in ("web0", "web1", "worker", "beat0", "beat1"):
         log = (tmp_path / f"{name}.log").read_text()
         assert "Traceback" not in log, f"{name}:\n{log}"
