@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from celery import Celery
 from flask import Flask
@@ -26,7 +27,20 @@ def make_site(db_url: str, patreon_config: dict[str, object], broker: str, queue
     return app, celery
 
 
-if "CELERY_SITE_DB" in os.environ:  # the worker process
+def site_env(db_url: str, patreon_config: dict[str, object], broker: str, queue: str) -> dict[str, str]:
+    """The environment a child process (worker, beat, gunicorn) needs to build the same site as :func:`make_site`."""
+    root = Path(__file__).resolve().parent.parent
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]),
+        CELERY_SITE_DB=db_url,
+        CELERY_SITE_PATREON=json.dumps(patreon_config),
+        CELERY_SITE_BROKER=broker,
+        CELERY_SITE_QUEUE=queue,
+    )
+
+
+if "CELERY_SITE_DB" in os.environ:  # a worker, beat or gunicorn process
     flask_app, celery = make_site(
         os.environ["CELERY_SITE_DB"],
         json.loads(os.environ["CELERY_SITE_PATREON"]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from celery_site import make_site
+from celery_site import make_site, site_env
 
 from flask_patronlock.extension import get_state
 from flask_patronlock.sandbox import Sandbox
@@ -24,7 +23,6 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(not REDIS_URL, reason="PATRONLOCK_TEST_REDIS_URL is not set"),
 ]
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.patreon_sandbox(members=120)
@@ -36,14 +34,7 @@ def test_runs_and_webhooks_on_a_real_worker(tmp_path: Path, patreon_sandbox: San
     app, celery = make_site(db_url, config, REDIS_URL, queue)
     with app.app_context():
         app.extensions["sqlalchemy"].create_all()
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
-        CELERY_SITE_DB=db_url,
-        CELERY_SITE_PATREON=json.dumps(config),
-        CELERY_SITE_BROKER=REDIS_URL,
-        CELERY_SITE_QUEUE=queue,
-    )
+    env = site_env(db_url, config, REDIS_URL, queue)
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "celery_site:celery", "worker", "--pool=solo", "-Q", queue,
          "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
