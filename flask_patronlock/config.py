@@ -47,6 +47,7 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_WEBHOOK_MAX_BYTES", 1_048_576, "Largest webhook body accepted; larger ones get 413."),
     Key("PATRONLOCK_WEBHOOK_RETRY_SECONDS", 60, "First wait before retrying a failed re-fetch (doubles)."),
     Key("PATRONLOCK_WEBHOOK_MAX_ATTEMPTS", 8, "Attempts at re-fetching a webhook's member before giving up."),
+    Key("PATRONLOCK_WEBHOOK_RECHECK_SECONDS", 300, "A body seen again after this long re-checks its member once."),
     Key("PATRONLOCK_JOBS", "thread", "How background work runs: 'thread' (default), 'inline' or 'celery'."),
     Key("PATRONLOCK_SCHEDULER", None, "Run the embedded scheduler: None = on unless testing or Celery; True; False."),
     Key("PATRONLOCK_SYNC_LEASE_SECONDS", 45, "Seconds a run's lease lasts without renewal (a crashed run's lock)."),

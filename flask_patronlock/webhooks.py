@@ -11,7 +11,9 @@ The route (``POST {PATRONLOCK_URL_PREFIX}/webhook``, blueprint ``patronlock_webh
 4. stores the delivery with ``dedupe_key = sha256(body)`` -- what the signature covers, and nothing it does not: the
    ``X-Patreon-Event`` header is not signed, so the same body under another event is the same delivery -- under a
    UNIQUE constraint (insert, or do nothing on conflict), so the same delivery twice -- or twenty copies at once, or
-   a captured one replayed under another event -- is one row and one piece of work;
+   a captured one replayed under another event -- is one row and one piece of work. The same body arriving when its
+   delivery was processed longer than :data:`PATRONLOCK_WEBHOOK_RECHECK_SECONDS` ago is a later change that reads
+   the same (a tier changed back): the delivery goes back to ``pending`` and its member is re-checked once more;
 5. hands the new delivery to :mod:`flask_patronlock.jobs` and answers ``200``. No input makes it answer ``5xx``.
 
 Processing (:func:`process_delivery`) treats the delivery as a hint: it re-fetches the member from the API and
@@ -138,7 +140,9 @@ def receive() -> Response:
         return _text(400, "malformed body")
     delivery_id = _store_delivery(state, event, member_id, body)
     if delivery_id is None:
-        return _text(200, "duplicate")
+        delivery_id = _recheck(state, body, float(app.config["PATRONLOCK_WEBHOOK_RECHECK_SECONDS"]))
+        if delivery_id is None:
+            return _text(200, "duplicate")
     signals.send_action(
         signals.webhook_received,
         app,
@@ -220,6 +224,30 @@ def _store_delivery_sqlite(engine: Any, table: Any, values: dict[str, Any]) -> i
         finally:
             raw.close()  # back to the pool
     return None if row is None else int(row[0])
+
+
+def _recheck(state: PatronLockState, body: bytes, window: float) -> int | None:
+    """A body already stored arrived again: when its delivery was processed (``done``) more than ``window`` seconds
+    ago, put it back to ``pending`` (attempts reset; ``received_at`` kept, so a payload fallback judges the body as of
+    when it first came) and return its id; otherwise ``None`` (a duplicate). Patreon sends a document that reads the
+    same as an earlier one for a real later change (a tier changed back); a replay costs one re-fetch per window."""
+    table = state.tables.webhook_deliveries
+    now = state.store.clock()
+    due = (
+        table.c.dedupe_key == dedupe_key(body),
+        table.c.status == "done",
+        table.c.processed_at < now - timedelta(seconds=window),
+    )
+    with state.store.transaction() as conn:
+        found = conn.execute(select(table.c.id).where(*due)).first()
+        if found is None:
+            return None
+        again = conn.execute(
+            update(table).where(table.c.id == found.id, *due[1:]).values(
+                status="pending", attempts=0, next_attempt_at=now, error=None
+            )
+        ).rowcount
+    return int(found.id) if again else None
 
 
 def dedupe_key(body: bytes) -> str:
