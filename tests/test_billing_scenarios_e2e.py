@@ -266,3 +266,24 @@ def test_a_downgrade_back_by_webhook_alone_is_applied(site: Flask, patreon_sandb
     sb.change_tier(patron, "Bronze")  # back where it was: the same document as the charge's members:update
     sb.flush_webhooks()
     assert not allowed(site, sb, patron, "Silver")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the store forgets an unpaid decline once the patron, listed Pending, cancels (former_patron, Deleted), and "
+    "the policy then reads a paid period from the next_charge_date the Pending flip moved a month on",
+)
+@pytest.mark.patreon_sandbox(now=NOW)
+def test_pending_after_decline_then_cancelled_gets_no_paid_period(site: Flask, patreon_sandbox: Sandbox) -> None:
+    sb = patreon_sandbox
+    set_policy(site, declined="restrict", cancelled="paid_period")
+    patron = sb.add_patron(tier="Silver")
+    sb.set_fail_charges(patron)
+    sb.advance(days=31)  # declined on 15 February: January's payment paid to then
+    learn(site, sb)
+    sb.scenario("pending_after_decline", members=[patron.id])  # listed Pending, nothing paid, next charge 15 March
+    learn(site, sb)
+    assert not allowed(site, sb, patron, ANY)
+    sb.cancel(patron)
+    learn(site, sb)
+    assert not allowed(site, sb, patron, ANY)
