@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -104,6 +105,20 @@ class World:
         self.sb = LedgerSandbox(now=start, seed=seed, billing=billing, campaign_id=str(70_000_000 + seed))
         self.server = SandboxServer(self.sb).start()
         self.app = webhook_app(make_app, self.sb)
+        client = self.app.test_client()
+        #: deliveries of this step the site answered "duplicate" though their body was not sent in this step: a
+        #: change back to an earlier state (one change's two events, with one body, are not counted)
+        self.duplicates = 0
+        self.bodies: set[bytes] = set()
+
+        def transport(uri: str, headers: dict[str, str], body: bytes) -> int:
+            response = client.post(urlsplit(uri).path, data=body, headers=headers)
+            if response.get_data(as_text=True) == "duplicate" and body not in self.bodies:
+                self.duplicates += 1
+            self.bodies.add(body)
+            return response.status_code
+
+        self.sb.transport = transport
         self.policy = policy
         set_policy(self.app, **policy.to_dict())
         self.tier_ids = {t.title: t.id for t in self.sb.tiers}
@@ -270,15 +285,18 @@ def test_the_site_decides_what_the_sandbox_charged_for(
         world.sb.flush_webhooks()
         world.check("after the joins")
         for n, ((kind, arg), index, learn) in enumerate(steps):
+            world.duplicates, world.bodies = 0, set()
             world.step(kind, arg, index)
             world.note_tiers()
             where = f"step {n} {kind}({arg!r}) on #{index} at {world.sb.now.isoformat()}"
             # webhooks always reach the site (they carry the moment of each change); a sync may come on top
             world.sb.flush_webhooks()
-            world.check(where + " after webhooks")
-            # a change back to an earlier state renders a body the site already stored, which its dedupe drops (see
-            # test_billing_scenarios_e2e.py::test_a_downgrade_back_by_webhook_alone_is_applied): a sync catches it up
-            if learn != "hooks" or kind == "change_tier":
+            # a change back to an earlier state renders a body the site already stored, which its dedupe drops (a
+            # known gap: test_billing_scenarios_e2e.py::test_a_downgrade_back_by_webhook_alone_is_applied); the site
+            # then learns it at the next sync, run here at once
+            if not world.duplicates:
+                world.check(where + " after webhooks")
+            if learn != "hooks" or world.duplicates:
                 assert sync(world.app, world.sb).complete
                 world.check(where + " after a sync")
     finally:
