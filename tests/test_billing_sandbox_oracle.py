@@ -188,7 +188,9 @@ class World:
             elif kind == "charge_dates_missing":
                 self.scenario("charge_dates_missing", days=arg)
             elif kind == "amount_moves":
-                self.scenario("amount_moves", percent=arg, members=[m.id] if m else [])
+                # not on a member the start of a month zeroed: the scenario would give back the cents, not the tier
+                if m is not None and m.held_tier_ids is None:
+                    self.scenario("amount_moves", percent=arg, members=[m.id])
             elif m is None:
                 return
             elif kind == "decline":  # the card fails from now: the next charge (if due within 40 days) declines
