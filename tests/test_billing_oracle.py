@@ -33,6 +33,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from paid_for import next_month, owed
 from test_billing_truth import Site
 
 from flask_patronlock.dates import add_months
@@ -54,14 +55,6 @@ MAX_RETRIES = 6
 RUN_HOUR = timedelta(hours=4)
 #: the events compared with what happened.
 CHECKED = ("charge_succeeded", "payment_declined", "payment_recovered", "pledge_cancelled")
-
-
-def month_start(moment: datetime) -> datetime:
-    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def next_month(moment: datetime) -> datetime:
-    return add_months(month_start(moment), 1)
 
 
 @dataclass
@@ -103,16 +96,14 @@ class Pledge:
 
     def owes(self, policy: PolicySettings, now: datetime) -> bool:
         """Whether this patron is owed its tier at ``now``, from what was paid for and the policy's words."""
-        if self.declined_at is not None:  # an unpaid decline, whatever Patreon lists
-            if policy.declined == "restrict":
-                return False
-            end = self.declined_at + timedelta(days=policy.declined_grace_days)
-            if policy.declined == "retry_window":
-                end = max(end, next_month(self.declined_at))  # Patreon retries within the month of the decline
-            return now < end
-        if self.status == "former":
-            return policy.cancelled == "paid_period" and self.paid_until is not None and now < self.paid_until
-        return self.charges > 0  # an active pledge that paid: its charge may be pending, it is owed its tier
+        return owed(
+            policy,
+            now,
+            declined_at=self.declined_at,
+            cancelled=self.status == "former",
+            paid_until=self.paid_until,
+            paid=self.charges > 0,
+        )
 
     def may_see(self, lock: str, policy: PolicySettings, now: datetime) -> bool:
         need = LOCKS[lock][1]
