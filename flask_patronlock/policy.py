@@ -493,10 +493,15 @@ def _paid_period_end(patron: Patron) -> datetime | None:
     saw) or -- the member first seen already cancelled, or after a missed webhook -- the end Patreon's report shows,
     whichever is later. The report's end is ``next_charge_date`` (when after the last charge), else the last charge
     plus the cadence, whatever the last charge status says, unless it says the charge failed (``Declined``; fraud
-    and refunds never reach here) or nothing says the member was ever charged (no charge date, no lifetime support).
+    and refunds never reach here), a decline no ``Paid`` charge settled was outstanding when they cancelled
+    (``declined_since``), or nothing says the member was ever charged (no charge date, no lifetime support).
     """
     end = patron.paid_through
     charged, last = patron.last_charge_date, patron.next_charge_date
+    if patron.declined_since is not None:
+        # cancelled with a decline no Paid charge settled: Patreon's dates then speak of the failed (or Pending,
+        # unpaid) charge, and only what the store saw paid counts
+        return end
     if patron.last_charge_status == "Declined" or (charged is None and patron.lifetime_cents <= 0):
         return end
     if last is None or (charged is not None and last <= charged):

@@ -202,7 +202,8 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
             declined_since = reported_charge_date
         else:
             declined_since = observed_at
-    elif status == "active_patron" and charge_status != "Paid":
+    elif status in ("active_patron", "former_patron") and charge_status != "Paid":
+        # still unsettled: listed Pending, or cancelled (Deleted) without a Paid charge since the decline
         declined_since = outstanding
 
     # What the patron last was entitled to: Patreon zeroes the entitlement on cancellation, but a grace period (paid

@@ -249,11 +249,6 @@ def test_first_of_month_billing_keeps_access_through_the_month_paid_for(site: Fl
     assert not allowed(site, sb, patron, "Silver")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the webhook dedupe key is sha256(body); Patreon's body for a change back to an earlier state is the same "
-    "bytes as an earlier delivery's, so it is answered 'duplicate' and never applied until a sync run",
-)
 @pytest.mark.patreon_sandbox(now=NOW)
 def test_a_downgrade_back_by_webhook_alone_is_applied(site: Flask, patreon_sandbox: Sandbox) -> None:
     sb = patreon_sandbox
@@ -268,11 +263,6 @@ def test_a_downgrade_back_by_webhook_alone_is_applied(site: Flask, patreon_sandb
     assert not allowed(site, sb, patron, "Silver")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store forgets an unpaid decline once the patron, listed Pending, cancels (former_patron, Deleted), and "
-    "the policy then reads a paid period from the next_charge_date the Pending flip moved a month on",
-)
 @pytest.mark.patreon_sandbox(now=NOW)
 def test_pending_after_decline_then_cancelled_gets_no_paid_period(site: Flask, patreon_sandbox: Sandbox) -> None:
     sb = patreon_sandbox
