@@ -60,7 +60,9 @@ from .policy import PolicySettings, decline_outstanding, entitlement, payment_de
 log = logging.getLogger("flask_patronlock.store")
 
 #: Where a snapshot may come from.
-SOURCES = frozenset({"oauth", "webhook", "sync", "admin"})
+#: where a change came from. ``clock``: :meth:`Store.refresh_access` re-evaluating access as time passed or a policy
+#: changed (the scheduler's tick, a run's last step), so its audit rows are never taken for a run's.
+SOURCES = frozenset({"oauth", "webhook", "sync", "admin", "clock"})
 
 #: Patron fields that are Patreon's own (copied from the snapshot); the rest are inferred or bookkeeping.
 SNAPSHOT_FIELDS: tuple[str, ...] = (
@@ -1532,7 +1534,8 @@ class Store:
         """Re-evaluate :attr:`Patron.access` where time alone may have changed it (a grace period or paid period
         ended, the missing limit passed) or the creator changed the policy settings since it was evaluated
         (:attr:`Patron.access_policy`), announcing each flip once (``access-granted`` / ``access-revoked``, an audit
-        row ``access_changed``). Whichever process calls this first after a policy change re-evaluates everyone.
+        row ``access_changed`` with source ``clock``). Whichever process calls this first after a policy change
+        re-evaluates everyone.
 
         :param member_ids: re-evaluate just these, due or not.
         """
@@ -1556,9 +1559,9 @@ class Store:
                 stored = self._load_for_update(conn, member_ids[start : start + _CHUNK])
                 chunk = self._write_transitions(
                     conn, [(patron, patron) for patron in stored.values()], access,
-                    kind="access_changed", source="sync", run_id=None,
+                    kind="access_changed", source="clock", run_id=None,
                 )
-            self._send(chunk, source="sync", run_id=None)
+            self._send(chunk, source="clock", run_id=None)
             results += [r for r in chunk if r.changed]
         return results
 

@@ -108,3 +108,5 @@ def test_a_policy_change_is_re_evaluated_by_any_worker_s_tick(
         assert patron is not None and patron.access is False
         history = get_state(later).store.history(member.id)
     assert history[0]["kind"] == "access_changed"  # newest first
+    # the tick's row says the clock did it, never a sync run (it has no run to account for it)
+    assert history[0]["source"] == "clock" and history[0]["run_id"] is None

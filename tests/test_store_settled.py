@@ -218,7 +218,7 @@ def test_a_policy_change_is_re_evaluated_by_refresh_and_marked_silently(world: W
     assert marker(store, "m1") == marker(store, "m2") == settings_fingerprint(world.policy)
     after = audit(store)
     # one audit row, m2's revocation; m1's new marker is not a change of state
-    assert len(after) == len(before) + 1 and after[-1][:4] == ("m2", "access_changed", "sync", "access_revoked")
+    assert len(after) == len(before) + 1 and after[-1][:4] == ("m2", "access_changed", "clock", "access_revoked")
     assert store.refresh_access() == []
 
 
