@@ -188,8 +188,9 @@ class World:
             elif kind == "charge_dates_missing":
                 self.scenario("charge_dates_missing", days=arg)
             elif kind == "amount_moves":
-                # not on a member the start of a month zeroed: the scenario would give back the cents, not the tier
-                if m is not None and m.held_tier_ids is None:
+                # not on a member the start of a month zeroed (nor one showing no tier at all, as a rejoin inside
+                # that window leaves): the scenario would give back the cents, not the tier
+                if m is not None and m.held_tier_ids is None and m.tier_ids:
                     self.scenario("amount_moves", percent=arg, members=[m.id])
             elif m is None:
                 return
@@ -256,6 +257,7 @@ _policies = st.builds(
 
 @settings(
     max_examples=25,
+    derandomize=True,  # the same examples on every machine: CI never meets a new one first
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
