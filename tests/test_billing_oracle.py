@@ -442,7 +442,12 @@ _starts = st.sampled_from(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same examples on every machine: CI never meets a new one first
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(
     joins=st.lists(_join, min_size=1, max_size=3),
     steps=_steps,
