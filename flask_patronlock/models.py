@@ -67,7 +67,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     # fromisoformat) instead of the decorator's call into SQLite's DATETIME processors (a %-format of a dict going
     # in, a second Python call coming out): a sync writes and reads ~10 of these per member, 100,000 members a run.
     # What is stored is byte for byte what SQLite's DATETIME stores ("YYYY-MM-DD HH:MM:SS.ffffff", in UTC), so
-    # existing rows, SQL comparisons and the other paths stay interchangeable (tests/test_models.py checks both).
+    # existing rows, SQL comparisons and the other paths stay interchangeable (tests/store/test_models.py checks both).
 
     def bind_processor(self, dialect: Dialect) -> Any:
         if dialect.name != "sqlite":

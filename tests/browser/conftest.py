@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browserhelpers import CHROMIUM, CHROMIUM_ARGS, SAVED, SCREENSHOTS, TIMEOUT_MS, Shots
-from example_server import serve_example_site
 from sqlalchemy import create_engine, text
+
+from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, SAVED, SCREENSHOTS, TIMEOUT_MS, Shots
+from tests.helpers.example_server import serve_example_site
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import re
 from typing import Any
 
 import pytest
-from browserhelpers import TIMEOUT_MS, Shots
+
+from tests.helpers.browser import TIMEOUT_MS, Shots
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from example_server import register, serve_example_site
+
+from tests.helpers.example_server import register, serve_example_site
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

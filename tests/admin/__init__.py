@@ -1,0 +1,1 @@
+"""flask_patronlock.admin: the creator's settings pages."""

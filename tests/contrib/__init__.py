@@ -1,0 +1,1 @@
+"""flask_patronlock.contrib: Celery, and the scaled deployment built on it."""

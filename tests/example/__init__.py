@@ -1,0 +1,1 @@
+"""example_site/: the example site and its add-ons."""

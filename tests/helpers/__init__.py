@@ -1,0 +1,1 @@
+"""What the tests share besides fixtures: sites, users, tiers, patrons, clocks and the sandbox wiring."""

@@ -1,0 +1,1 @@
+"""flask_patronlock.patreon: the HTTP client, JSON:API parsing and webhook signatures."""

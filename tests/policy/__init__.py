@@ -1,0 +1,1 @@
+"""policy.py: entitlement and decisions, and Patreon's billing behaviour played against them."""

@@ -1,0 +1,1 @@
+"""The project as a whole: packaging, and the docs' citations of tests."""

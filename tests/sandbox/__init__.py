@@ -1,0 +1,1 @@
+"""flask_patronlock.sandbox: the Patreon sandbox itself."""

@@ -1,0 +1,1 @@
+"""Tokens: accounts.py (a patron's), creator.py (the creator's), encryption at rest (crypto.py) and its keys."""

@@ -1,0 +1,1 @@
+"""The patron-facing views and oauth.py: connect, log in with Patreon, status messages, OAuth security."""

@@ -1,0 +1,1 @@
+"""webhooks.py: the webhook endpoint and its processing."""
