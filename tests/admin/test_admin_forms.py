@@ -15,7 +15,8 @@ from flask_patronlock import locked
 from flask_patronlock.admin.forms import cents_from_text
 from flask_patronlock.policy import LockRule
 from flask_patronlock.settings import get_lock_override, get_policy_settings, list_locks, set_lock_override
-from tests.helpers.admin import ADMIN_PREFIX, CAMPAIGN, NOW, AdminSite, make_admin_site
+from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
+from tests.helpers.constants import CAMPAIGN, NOW
 
 
 @pytest.fixture

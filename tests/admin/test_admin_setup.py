@@ -130,7 +130,7 @@ def test_a_patrons_callback_cannot_finish_the_creators_flow(site: AdminSite) -> 
 
 
 def test_another_admin_cannot_finish_someone_elses_connect(site: AdminSite) -> None:
-    from tests.helpers.admin import User
+    from tests.helpers.sites import User
 
     site.users["ann"] = User("ann", admin=True)
     started = site.post(ADMIN_PREFIX + "/setup/connect")

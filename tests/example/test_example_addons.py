@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 
 from flask_patronlock import get_state, locked
 from flask_patronlock.settings import list_addons, set_addon_enabled
-from tests.helpers.locks import NOW, Site, make_site
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, make_site
 
 ADDONS = Path(__file__).resolve().parents[2] / "example_site" / "addons"
 DISTRIBUTIONS = {"welcome_outbox": "patronlock-welcome-outbox", "supporters_wall": "patronlock-supporters-wall"}

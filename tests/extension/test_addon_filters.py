@@ -13,7 +13,7 @@ from markupsafe import Markup
 from flask_patronlock import LockRule, can_view, explain, locked, signals
 from flask_patronlock.settings import list_locks, set_lock_override
 from flask_patronlock.signals import filter_receiver
-from tests.helpers.locks import Site, count_queries, make_site
+from tests.helpers.sites import Site, count_queries, make_site
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import importlib.metadata
 import logging
 import weakref
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,23 +14,13 @@ from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import select
 
-from flask_patronlock import Addon, AddonHooks, MemberSnapshot, PatronLock, get_state, signals
+from flask_patronlock import Addon, AddonHooks, PatronLock, get_state, signals
 from flask_patronlock.addons import ENTRY_POINT_GROUP, AddonError
 from flask_patronlock.banners import pledge_link
 from flask_patronlock.settings import is_addon_enabled, list_addons, set_addon_enabled
-from tests.helpers.locks import count_queries, make_site
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def snap(member_id: str = "m1", **kw: Any) -> MemberSnapshot:
-    values: dict[str, Any] = dict(
-        campaign_id="c1", user_id=f"u-{member_id}", full_name="Kopi", patron_status="active_patron",
-        last_charge_status="Paid", last_charge_date=T0 - timedelta(days=1), entitled_cents=500,
-        entitled_tier_ids=("t5",), pledge_start=T0 - timedelta(days=1), pledge_cadence=1,
-    )
-    values.update(kw)
-    return MemberSnapshot(member_id=member_id, **values)
+from tests.helpers.constants import T0
+from tests.helpers.patrons import snap
+from tests.helpers.sites import count_queries, make_site
 
 
 class Recorder(Addon):

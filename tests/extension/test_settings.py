@@ -20,7 +20,8 @@ from flask_patronlock.settings import (
     set_lock_override,
     set_policy_settings,
 )
-from tests.helpers.locks import CAMPAIGN, NOW, TIERS, Site, count_queries, make_site
+from tests.helpers.constants import CAMPAIGN, NOW, TIERS
+from tests.helpers.sites import Site, count_queries, make_site
 
 
 class Clock:

@@ -28,18 +28,16 @@ from flask_patronlock.patron import Patron
 from flask_patronlock.sandbox import render_webhook_member
 from flask_patronlock.sync import run_sync
 from tests.helpers import connect as connect_site
-from tests.helpers import locks as lockhelpers
 from tests.helpers import sync as sync_helpers
-
-Site = lockhelpers.Site
-NOW = lockhelpers.NOW
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, make_site
 
 
 @dataclass
 class ConnectWorld:
     """A host site with Flask-Login and the patronlock views, pointed at a live sandbox; ``client`` is a browser."""
 
-    site: connect_site.Site
+    site: connect_site.ConnectSite
     sandbox: Any
     client: Any
     user: Any = None
@@ -50,7 +48,7 @@ class ConnectWorld:
 
 # -- scenarios -------------------------------------------------------------------------------------------------------
 #
-# ``setup`` brings the world (a lockhelpers.Site, or a ConnectWorld) to the state before the event (receivers are not
+# ``setup`` brings the world (a sites.Site, or a ConnectWorld) to the state before the event (receivers are not
 # connected yet); ``act`` makes the catalogued signal fire exactly once. Page views go to /page, which asks for the
 # "gold" lock twice (can_view and the template tag): a decision is made once per request and lock.
 
@@ -287,7 +285,7 @@ class Entry:
     act: Callable[[Any], None]
     #: asserted inside the receiver: it fires at the documented moment.
     moment: Callable[[Any, dict[str, Any]], bool]
-    #: the fixture the scenario runs in: ``locks_world`` (a lockhelpers.Site), ``connect_world`` (a ConnectWorld) or
+    #: the fixture the scenario runs in: ``locks_world`` (a sites.Site), ``connect_world`` (a ConnectWorld) or
     #: ``sync_world`` (a SyncWorld).
     world: str = "locks_world"
 
@@ -395,7 +393,7 @@ def test_kwargs_parser_skips_parentheses() -> None:
 
 @pytest.fixture
 def locks_world(make_app: Callable[..., Flask]) -> Iterator[Site]:
-    site = lockhelpers.make_site(make_app)
+    site = make_site(make_app)
     site.ext.lock("gold", tier="Gold")
 
     @site.app.get("/page")

@@ -1,5 +1,6 @@
-"""A tiny host site for the connect tests: Flask-Login users kept in a dict, a test-only login route, and helpers to
-walk the OAuth flow through Flask's test client (against the sandbox or requests-mock)."""
+"""The connect tests' host site (:func:`tests.helpers.sites.make_site` with users made by email, a test-only login
+route and no tiers stored), and helpers to walk the OAuth flow through Flask's test client (against the sandbox or
+requests-mock)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.fernet import Fernet
 from flask import Flask, get_flashed_messages, jsonify, session
 from flask.testing import FlaskClient
-from flask_login import LoginManager, UserMixin, login_user
+from flask_login import login_user
 
 from flask_patronlock import PatronLock, UserSnapshot
-from flask_patronlock.extension import get_state
+from tests.helpers.constants import CAMPAIGN, SILVER
+from tests.helpers.sites import Site, User, make_site
 
 KEY1 = Fernet.generate_key().decode()
 KEY2 = Fernet.generate_key().decode()
@@ -60,43 +62,24 @@ MOCK_IDENTITY_URL = f"{MOCK_BASE}/api/oauth2/v2/identity"
 MOCK_CONFIG: dict[str, Any] = {
     "PATRONLOCK_CLIENT_ID": "client-id",
     "PATRONLOCK_CLIENT_SECRET": "client-secret",
-    "PATRONLOCK_CAMPAIGN_ID": "c1",
+    "PATRONLOCK_CAMPAIGN_ID": CAMPAIGN,
     "PATRONLOCK_OAUTH_BASE_URL": MOCK_BASE,
     "PATRONLOCK_API_BASE_URL": MOCK_BASE,
 }
 
 
-class User(UserMixin):
-    """A local user of the host site."""
-
-    def __init__(
-        self, user_id: str, email: str, name: str = "", active: bool = True, email_verified: bool = False
-    ) -> None:
-        self.id = user_id
-        self.email = email
-        self.name = name
-        self.active = active
-        #: the site sent a confirmation mail to ``email`` and its link was followed
-        self.email_verified = email_verified
-
-    @property
-    def is_active(self) -> bool:
-        return self.active
-
-
 @dataclass
-class Site:
-    """The host app, its users and its PatronLock instance."""
+class ConnectSite(Site):
+    """The host app and its users, numbered as they are made."""
 
-    app: Flask
-    patronlock: PatronLock
-    users: dict[str, User] = field(default_factory=dict)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
+    @property
+    def patronlock(self) -> PatronLock:
+        return self.ext
+
     def add_user(self, email: str, name: str = "", *, active: bool = True, email_verified: bool = False) -> User:
-        user = User(str(next(self.ids)), email, name, active, email_verified)
-        self.users[user.id] = user
-        return user
+        return self.user(str(next(self.ids)), email=email, name=name, active=active, email_verified=email_verified)
 
     def by_email(self, email: str) -> User | None:
         return next((u for u in self.users.values() if u.email.lower() == email.lower()), None)
@@ -129,18 +112,22 @@ class Site:
         return asked
 
 
-def make_site(make_app: Callable[..., Flask], **config: Any) -> Site:
-    """A host app with Flask-Login, on the test database, configured for Patreon at ``config``."""
-    app = make_app(
+def make_connect_site(make_app: Callable[..., Flask], **config: Any) -> ConnectSite:
+    """A host app with Flask-Login, on the test database, configured for Patreon at ``config``: no tiers stored,
+    the real clock, no admin callback."""
+    site = make_site(
+        make_app,
+        site=ConnectSite,
+        campaign=None,
+        tiers=None,
+        clock=None,
+        admin_loader=False,
         PATRONLOCK_TOKEN_KEYS=[KEY1],
         PATRONLOCK_REDIRECT_URI=REDIRECT_URI,
         **config,
     )
-    site = Site(app, get_state(app).extension)
-    manager = LoginManager()
-    manager.init_app(app)
-    manager.login_view = "test_login_page"
-    manager.user_loader(site.users.get)
+    app = site.app
+    app.login_manager.login_view = "test_login_page"  # type: ignore[attr-defined]
 
     @app.get("/")
     def home() -> str:
@@ -172,7 +159,7 @@ def log_in(client: FlaskClient, user: User) -> None:
     assert client.post(f"/_test/login/{user.id}").status_code == 200
 
 
-def logged_in(site: Site, email: str) -> tuple[FlaskClient, User]:
+def logged_in(site: ConnectSite, email: str) -> tuple[FlaskClient, User]:
     """A test client logged in as a new local user with ``email``, and that user."""
     user = site.add_user(email)
     client = site.app.test_client()
@@ -232,7 +219,7 @@ def identity_doc(
     name: str = "Kopi",
     member: dict[str, Any] | None = None,
     campaign_id: str = "c1",
-    tiers: tuple[tuple[str, str, int], ...] = (("t5", "Gold", 500),),
+    tiers: tuple[tuple[str, str, int], ...] = ((SILVER.id, SILVER.title, SILVER.amount_cents),),
 ) -> dict[str, Any]:
     """``/identity`` with one membership to ``campaign_id`` (``member`` overrides its attributes); ``member={}``
     with ``tiers=()`` still makes a membership; pass ``member=None`` for none."""
@@ -309,9 +296,9 @@ def oauth_flow(
     return client.get(approve(response.location, sandbox_user, decision))
 
 
-def sandbox_site(make_app: Callable[..., Flask], sandbox: Any, **config: Any) -> Site:
+def sandbox_site(make_app: Callable[..., Flask], sandbox: Any, **config: Any) -> ConnectSite:
     """A host site pointed at ``sandbox``."""
-    return make_site(make_app, **{**sandbox.config, **config})
+    return make_connect_site(make_app, **{**sandbox.config, **config})
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from flask_patronlock import locked, signals
 from flask_patronlock.banners import DEFAULT_TEXTS, fill
 from flask_patronlock.settings import BANNER_REASONS, get_banner_text, set_banner_text
 from flask_patronlock.signals import filter_receiver
-from tests.helpers.locks import NOW, Site, make_site
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, make_site
 
 BASE = "https://patreon.test"
 

@@ -11,7 +11,7 @@ from flask import Flask
 from flask_patronlock import Decision, explain, signals
 from flask_patronlock.settings import set_lock_override
 from flask_patronlock.signals import filter_receiver
-from tests.helpers.locks import Site, make_site
+from tests.helpers.sites import Site, make_site
 
 
 @pytest.fixture

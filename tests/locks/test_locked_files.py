@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_patronlock import send_locked_file
-from tests.helpers.locks import Site, make_site
+from tests.helpers.sites import Site, make_site
 
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
 

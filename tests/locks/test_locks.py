@@ -24,7 +24,8 @@ from flask_patronlock import (
     signals,
 )
 from flask_patronlock.signals import filter_receiver
-from tests.helpers.locks import NOW, Site, make_site
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, make_site
 
 
 @pytest.fixture

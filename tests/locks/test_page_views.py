@@ -16,7 +16,8 @@ from flask import Flask, render_template_string
 
 from flask_patronlock import current_patron, locked, send_locked_file
 from flask_patronlock.extension import PatronLockState
-from tests.helpers.locks import NOW, Site, count_queries, make_site
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, count_queries, make_site
 
 
 def _no_patreon(*args: Any, **kwargs: Any) -> Any:

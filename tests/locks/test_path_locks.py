@@ -22,7 +22,7 @@ from flask_patronlock import ConfigurationError
 from flask_patronlock.paths import normalize_prefix, path_locks_for
 from flask_patronlock.settings import ROUTING_KEY, Routing, set_routing
 from tests.helpers.example_server import send_raw
-from tests.helpers.locks import Site, make_site
+from tests.helpers.sites import Site, make_site
 
 SECRET = b"GOLD-ONLY-BYTES"
 PUBLIC = b"anyone may read this"

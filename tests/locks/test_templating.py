@@ -8,7 +8,7 @@ import pytest
 from flask import Flask, render_template_string
 from jinja2 import TemplateSyntaxError
 
-from tests.helpers.locks import Site, count_queries, make_site
+from tests.helpers.sites import Site, count_queries, make_site
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from flask_patronlock.locks import SESSION_STAMP_KEY, current_viewer
 from flask_patronlock.patron import Patron
 from flask_patronlock.policy import Viewer
 from flask_patronlock.viewers import ViewerCache
-from tests.helpers.locks import NOW, Site, count_queries, make_site
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, count_queries, make_site
 
 TTL = 2.0
 

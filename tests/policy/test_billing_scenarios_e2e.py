@@ -17,11 +17,11 @@ from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.types import TierSnapshot
 from flask_patronlock.policy import LockRule, Viewer, decide
 from flask_patronlock.sandbox import Member, Sandbox
+from tests.helpers.constants import SANDBOX_START as NOW
 from tests.helpers.sync import set_policy, sync, webhook_app
 
 pytestmark = pytest.mark.timeout(120)
 
-NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

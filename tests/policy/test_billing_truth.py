@@ -28,19 +28,16 @@ from flask_patronlock import signals
 from flask_patronlock.extension import get_state
 from flask_patronlock.models import tables_for
 from flask_patronlock.patreon.jsonapi import parse_member_document
-from flask_patronlock.patreon.types import MemberSnapshot, TierSnapshot
+from flask_patronlock.patreon.types import MemberSnapshot
 from flask_patronlock.patron import Patron
 from flask_patronlock.policy import Decision, LockRule, PolicySettings, Viewer, decide
 from flask_patronlock.settings import get_policy_settings
 from flask_patronlock.store import ApplyResult, Store
 from tests.helpers.connect import capture
+from tests.helpers.constants import GOLD, RUBY, SILVER
 from tests.helpers.patreon import fixture_json
 
-TIERS = {
-    "t5": TierSnapshot(id="t5", title="Fan", amount_cents=500),
-    "t10": TierSnapshot(id="t10", title="Supporter", amount_cents=1000),
-    "t20": TierSnapshot(id="t20", title="Patron", amount_cents=2000),
-}
+TIERS = {tier.id: tier for tier in (SILVER, GOLD, RUBY)}
 TIER_LOCK = LockRule(tier_ids=("t10",))
 AMOUNT_LOCK = LockRule(min_cents=1000)
 DAY = timedelta(days=1)
@@ -87,7 +84,7 @@ class Site:
 
 
 def member(**kw: Any) -> MemberSnapshot:
-    """A monthly $10 (Supporter) patron billed on the 1st, last charged 1 March 2026."""
+    """A monthly $10 (Gold) patron billed on the 1st, last charged 1 March 2026."""
     values: dict[str, Any] = dict(
         member_id="m1",
         campaign_id="c1",

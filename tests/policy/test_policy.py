@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from flask_patronlock.patreon.types import TierSnapshot
 from flask_patronlock.patron import Patron
 from flask_patronlock.policy import (
     ALLOWING_REASONS,
@@ -21,15 +20,11 @@ from flask_patronlock.policy import (
     entitlement,
     explain_steps,
 )
+from tests.helpers.constants import FREE, GOLD, RUBY, SILVER
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-TIERS = {
-    "free": TierSnapshot(id="free", title="Free", amount_cents=0),
-    "t5": TierSnapshot(id="t5", title="Fan", amount_cents=500),
-    "t10": TierSnapshot(id="t10", title="Supporter", amount_cents=1000),
-    "t20": TierSnapshot(id="t20", title="Patron", amount_cents=2000),
-}
+TIERS = {tier.id: tier for tier in (FREE, SILVER, GOLD, RUBY)}
 DEFAULTS = PolicySettings()
 PAID: dict[str, Any] = {
     "patron_status": "active_patron",

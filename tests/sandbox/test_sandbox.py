@@ -29,9 +29,9 @@ from flask_patronlock.sandbox import (
 )
 from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
 from flask_patronlock.sandbox.state import add_months
+from tests.helpers.constants import SANDBOX_START as NOW
 from tests.helpers.patreon import FIXTURE_NAMES, fixture_json
 
-NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 MEMBER_FIELDS = ",".join(MEMBER_ATTRIBUTES)
 
 

@@ -20,9 +20,9 @@ from flask_patronlock.sandbox import (
     create_sandbox_app,
 )
 from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES
+from tests.helpers.constants import SANDBOX_START as NOW
 from tests.helpers.patreon import fixture_json
 
-NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 HOOK = "https://site.test/patreon/webhook"
 
 

@@ -10,34 +10,13 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from flask_patronlock import MemberSnapshot, signals
+from flask_patronlock import signals
 from flask_patronlock.dates import add_months
 from flask_patronlock.extension import get_state
 from flask_patronlock.store import infer_events, merge
 from tests.helpers.connect import capture
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def snap(member_id: str = "m1", **kw: Any) -> MemberSnapshot:
-    defaults: dict[str, Any] = dict(
-        campaign_id="c1",
-        user_id="u-" + member_id,
-        email=f"{member_id}@example.com",
-        full_name="Kopi",
-        patron_status="active_patron",
-        last_charge_status="Paid",
-        last_charge_date=T0 - timedelta(days=1),
-        next_charge_date=T0 + timedelta(days=30),
-        entitled_cents=500,
-        entitled_tier_ids=("t5",),
-        will_pay_cents=500,
-        pledge_start=T0 - timedelta(days=1),
-        pledge_cadence=1,
-    )
-    defaults.update(kw)
-    return MemberSnapshot(member_id=member_id, **defaults)
-
+from tests.helpers.constants import T0
+from tests.helpers.patrons import snap
 
 
 def count(app: Flask, table: str) -> int:

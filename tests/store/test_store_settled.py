@@ -19,7 +19,8 @@ from flask_patronlock.models import tables_for
 from flask_patronlock.patreon.types import UserSnapshot
 from flask_patronlock.policy import ENTITLEMENT_SETTINGS, PolicySettings, settings_fingerprint
 from flask_patronlock.store import ApplyResult, Store
-from tests.store.test_store import T0, snap
+from tests.helpers.constants import T0
+from tests.helpers.patrons import snap
 
 MEMBERS = [f"m{i}" for i in range(5)]
 

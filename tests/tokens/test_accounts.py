@@ -4,7 +4,7 @@ status-refresh limit, and key rotation (the sandbox-backed tests are in test_tok
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,8 +23,7 @@ from flask_patronlock.accounts import (
 from flask_patronlock.extension import get_state
 from flask_patronlock.patreon import ServerError, TokenSet
 from tests.helpers.connect import KEY1, KEY2, MOCK_CONFIG, MOCK_IDENTITY_URL, MOCK_TOKEN_URL, identity_doc, token_json
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+from tests.helpers.constants import T0
 
 
 @pytest.fixture

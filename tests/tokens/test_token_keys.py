@@ -30,7 +30,7 @@ from tests.helpers.connect import (
     MOCK_TOKEN_URL,
     identity_doc,
     logged_in,
-    make_site,
+    make_connect_site,
     problem_kind,
     start,
     token_json,
@@ -88,7 +88,7 @@ def test_the_webhooks_register_command_without_keys_refuses(
 
 
 def test_connecting_patreon_without_keys_is_a_clear_page_before_patreon(make_app: Callable[..., Flask]) -> None:
-    site = make_site(make_app, **MOCK_CONFIG)
+    site = make_connect_site(make_app, **MOCK_CONFIG)
     site.app.config["PATRONLOCK_TOKEN_KEYS"] = []
     client, _user = logged_in(site, "kopi@example.com")
     response = client.get("/patreon/connect")
@@ -104,7 +104,7 @@ def test_the_oauth_callback_without_keys_is_a_clear_page_and_stores_nothing(
 ) -> None:
     """The keys went missing between the start and Patreon's answer (a deploy without them): the patron's code is
     not spent, no token is stored, and the page says what happened without any secret or trace."""
-    site = make_site(make_app, **MOCK_CONFIG)
+    site = make_connect_site(make_app, **MOCK_CONFIG)
     site.allow_signup()
     requests_mock.post(MOCK_TOKEN_URL, json=token_json())
     requests_mock.get(MOCK_IDENTITY_URL, json=identity_doc("pu1", member={}))

@@ -16,16 +16,16 @@ from sqlalchemy import select, update
 from flask_patronlock.accounts import NeedsReauthorization, get_accounts
 from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
-from tests.helpers.connect import KEY1, KEY2, Site, csrf_token, log_in, oauth_flow, sandbox_site, whoami
+from tests.helpers.connect import KEY1, KEY2, ConnectSite, csrf_token, log_in, oauth_flow, sandbox_site, whoami
 
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> Site:
+def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> ConnectSite:
     return sandbox_site(make_app, patreon_sandbox)
 
 
 def connect(
-    site: Site, patreon_sandbox: Any, email: str = "pat@patreon.example", tier: str = "Gold"
+    site: ConnectSite, patreon_sandbox: Any, email: str = "pat@patreon.example", tier: str = "Gold"
 ) -> tuple[Any, str]:
     patreon_sandbox.add_patron(email, tier=tier)
     user = site.add_user(email.replace("patreon", "site"))
@@ -36,14 +36,14 @@ def connect(
     return client, user.id
 
 
-def row(site: Site, user_id: str) -> dict[str, Any]:
+def row(site: ConnectSite, user_id: str) -> dict[str, Any]:
     state = get_state(site.app)
     t = state.tables.accounts
     with state.store.engine.connect() as conn:
         return dict(conn.execute(select(t).where(t.c.user_id == user_id)).mappings().one())
 
 
-def expire_stored_token(site: Site, user_id: str) -> None:
+def expire_stored_token(site: ConnectSite, user_id: str) -> None:
     state = get_state(site.app)
     t = state.tables.accounts
     with state.store.engine.begin() as conn:
@@ -66,7 +66,7 @@ def refreshes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def test_tokens_are_encrypted_at_rest(site: Site, patreon_sandbox: Any) -> None:
+def test_tokens_are_encrypted_at_rest(site: ConnectSite, patreon_sandbox: Any) -> None:
     _, user_id = connect(site, patreon_sandbox)
     stored = row(site, user_id)
     with site.app.app_context():
@@ -79,7 +79,7 @@ def test_tokens_are_encrypted_at_rest(site: Site, patreon_sandbox: Any) -> None:
 
 @pytest.mark.parametrize("workers", [8])
 def test_concurrent_refreshes_do_not_lose_the_pair(
-    site: Site, patreon_sandbox: Any, refreshes: list[str], workers: int
+    site: ConnectSite, patreon_sandbox: Any, refreshes: list[str], workers: int
 ) -> None:
     _, user_id = connect(site, patreon_sandbox)
     expire_stored_token(site, user_id)
@@ -112,7 +112,7 @@ def test_concurrent_refreshes_do_not_lose_the_pair(
     assert len(refreshes) == 2
 
 
-def test_invalid_grant_asks_to_reconnect_and_keeps_access(site: Site, patreon_sandbox: Any) -> None:
+def test_invalid_grant_asks_to_reconnect_and_keeps_access(site: ConnectSite, patreon_sandbox: Any) -> None:
     client, user_id = connect(site, patreon_sandbox)
     with site.app.app_context():
         state = get_state()
@@ -131,7 +131,9 @@ def test_invalid_grant_asks_to_reconnect_and_keeps_access(site: Site, patreon_sa
     assert 'data-patronlock-needs-reauth="yes"' in client.get("/patreon/").get_data(as_text=True)
 
 
-def test_an_expired_access_token_is_refreshed_on_401(site: Site, patreon_sandbox: Any, refreshes: list[str]) -> None:
+def test_an_expired_access_token_is_refreshed_on_401(
+    site: ConnectSite, patreon_sandbox: Any, refreshes: list[str]
+) -> None:
     client, _ = connect(site, patreon_sandbox)
     patreon_sandbox.advance(days=32)  # Patreon's clock: the access token expired, the stored expiry says otherwise
     patreon_sandbox.change_tier("pat@patreon.example", "Silver")
@@ -142,7 +144,7 @@ def test_an_expired_access_token_is_refreshed_on_401(site: Site, patreon_sandbox
     assert len(refreshes) == 1
 
 
-def test_key_rotation_end_to_end(site: Site, patreon_sandbox: Any) -> None:
+def test_key_rotation_end_to_end(site: ConnectSite, patreon_sandbox: Any) -> None:
     client, user_id = connect(site, patreon_sandbox)
     before = row(site, user_id)
     site.app.config["PATRONLOCK_TOKEN_KEYS"] = [KEY2, KEY1]

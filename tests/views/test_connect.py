@@ -13,7 +13,7 @@ from flask_patronlock import signals
 from flask_patronlock.accounts import get_accounts
 from flask_patronlock.extension import get_state
 from tests.helpers.connect import (
-    Site,
+    ConnectSite,
     capture,
     csrf_token,
     log_in,
@@ -26,16 +26,16 @@ from tests.helpers.connect import (
 
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> Site:
+def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> ConnectSite:
     return sandbox_site(make_app, patreon_sandbox)
 
 
-def flashes(site: Site, client: Any) -> list[str]:
+def flashes(site: ConnectSite, client: Any) -> list[str]:
     messages: list[str] = whoami(client)["flashes"]
     return messages
 
 
-def test_connect_links_and_unlocks_at_once_even_with_another_email(site: Site, patreon_sandbox: Any) -> None:
+def test_connect_links_and_unlocks_at_once_even_with_another_email(site: ConnectSite, patreon_sandbox: Any) -> None:
     """The patron pledged as gold@patreon.example; the local account is local@site.example."""
     patreon_sandbox.add_patron("gold@patreon.example", tier="Gold", full_name="Gold Patron")
     client, user = logged_in(site, "local@site.example")
@@ -70,7 +70,7 @@ def test_connect_links_and_unlocks_at_once_even_with_another_email(site: Site, p
     assert "You&#39;re a Gold patron" in client.get("/patreon/").get_data(as_text=True)
 
 
-def test_non_patron_is_told_the_next_step_then_refresh_unlocks(site: Site, patreon_sandbox: Any) -> None:
+def test_non_patron_is_told_the_next_step_then_refresh_unlocks(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("fan@patreon.example")
     client, user = logged_in(site, "fan@site.example")
     oauth_flow(client, "fan@patreon.example")
@@ -103,7 +103,7 @@ def test_non_patron_is_told_the_next_step_then_refresh_unlocks(site: Site, patre
     assert cancelled.startswith("Refreshed your Patreon status. Your pledge has ended, but you paid through")
 
 
-def test_declined_payment_is_described(site: Site, patreon_sandbox: Any) -> None:
+def test_declined_payment_is_described(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("dee@patreon.example", tier="Bronze")
     patreon_sandbox.decline("dee@patreon.example")
     client, _ = logged_in(site, "dee@site.example")
@@ -112,7 +112,7 @@ def test_declined_payment_is_described(site: Site, patreon_sandbox: Any) -> None
     assert "Patreon could not charge your last payment. You're still a Bronze patron for now" in message
 
 
-def test_refresh_and_unlink_need_post_login_and_csrf(site: Site, patreon_sandbox: Any) -> None:
+def test_refresh_and_unlink_need_post_login_and_csrf(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("pat@patreon.example", tier="Gold")
     user = site.add_user("pat@site.example")
     client = site.app.test_client()
@@ -147,7 +147,7 @@ def test_refresh_and_unlink_need_post_login_and_csrf(site: Site, patreon_sandbox
     assert flashes(site, client) == ["No Patreon account was connected."]
 
 
-def test_a_patreon_account_linked_elsewhere_is_refused(site: Site, patreon_sandbox: Any) -> None:
+def test_a_patreon_account_linked_elsewhere_is_refused(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("shared@patreon.example", tier="Gold")
     first, second = site.add_user("a@site.example"), site.add_user("b@site.example")
     client = site.app.test_client()
@@ -163,7 +163,7 @@ def test_a_patreon_account_linked_elsewhere_is_refused(site: Site, patreon_sandb
         assert account is not None
 
 
-def test_connecting_another_patreon_account_moves_the_link(site: Site, patreon_sandbox: Any) -> None:
+def test_connecting_another_patreon_account_moves_the_link(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("old@patreon.example")
     patreon_sandbox.add_patron("new@patreon.example", tier="Bronze")
     client, user = logged_in(site, "me@site.example")
@@ -177,7 +177,7 @@ def test_connecting_another_patreon_account_moves_the_link(site: Site, patreon_s
         assert patron is not None and patron.email == "new@patreon.example"
 
 
-def test_needs_reauth_is_shown_and_connecting_again_clears_it(site: Site, patreon_sandbox: Any) -> None:
+def test_needs_reauth_is_shown_and_connecting_again_clears_it(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("re@patreon.example", tier="Gold")
     client, user = logged_in(site, "re@site.example")
     oauth_flow(client, "re@patreon.example")
@@ -197,7 +197,7 @@ def test_needs_reauth_is_shown_and_connecting_again_clears_it(site: Site, patreo
         assert account is not None and not account.needs_reauth
 
 
-def test_anonymous_connect_goes_to_log_in_with_patreon(site: Site) -> None:
+def test_anonymous_connect_goes_to_log_in_with_patreon(site: ConnectSite) -> None:
     client = site.app.test_client()
     response = client.get("/patreon/connect", query_string={"next": "/posts/3"})
     assert response.status_code == 302 and response.location == "/patreon/login?next=/posts/3"
@@ -208,7 +208,7 @@ def test_anonymous_connect_goes_to_log_in_with_patreon(site: Site) -> None:
     assert client.get("/patreon/").status_code == 302
 
 
-def test_anonymous_status_page_offers_log_in(site: Site) -> None:
+def test_anonymous_status_page_offers_log_in(site: ConnectSite) -> None:
     page = site.app.test_client().get("/patreon/").get_data(as_text=True)
     assert 'href="/patreon/login"' in page
 
@@ -222,7 +222,7 @@ def test_prefix_is_configurable(make_app: Callable[..., Flask], patreon_sandbox:
         assert url_for("patronlock.status") == "/members/patreon/"
 
 
-def test_cancelled_on_patreon(site: Site, patreon_sandbox: Any) -> None:
+def test_cancelled_on_patreon(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("no@patreon.example")
     client, user = logged_in(site, "no@site.example")
     response = oauth_flow(client, "no@patreon.example", decision="deny")
@@ -233,13 +233,13 @@ def test_cancelled_on_patreon(site: Site, patreon_sandbox: Any) -> None:
         assert get_accounts().get(user.id) is None
 
 
-def test_responses_are_not_cached(site: Site) -> None:
+def test_responses_are_not_cached(site: ConnectSite) -> None:
     response = site.app.test_client().get("/patreon/")
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
-def test_refresh_during_an_outage_is_a_clear_page_and_costs_no_try(site: Site, patreon_sandbox: Any) -> None:
+def test_refresh_during_an_outage_is_a_clear_page_and_costs_no_try(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("out@patreon.example", tier="Gold")
     client, _ = logged_in(site, "out@site.example")
     oauth_flow(client, "out@patreon.example")
@@ -264,7 +264,7 @@ def test_amounts_use_the_sites_currency_symbol(make_app: Callable[..., Flask], p
     assert "patron at €7.50 a month" in client.get("/patreon/").get_data(as_text=True)  # no synced tiers yet
 
 
-def test_the_creators_policy_decides_the_wording(site: Site, patreon_sandbox: Any) -> None:
+def test_the_creators_policy_decides_the_wording(site: ConnectSite, patreon_sandbox: Any) -> None:
     from flask_patronlock.settings import set_policy_settings
 
     with site.app.app_context():
@@ -277,7 +277,7 @@ def test_the_creators_policy_decides_the_wording(site: Site, patreon_sandbox: An
     assert "Patreon could not charge your payment, so patron posts are locked for now" in message
 
 
-def test_connect_and_an_unchanged_refresh_stamp_the_session(site: Site, patreon_sandbox: Any) -> None:
+def test_connect_and_an_unchanged_refresh_stamp_the_session(site: ConnectSite, patreon_sandbox: Any) -> None:
     """A viewer's own connect / refresh must be seen on their next page on every worker (the viewer cache)."""
     patreon_sandbox.add_patron("same@patreon.example", tier="Bronze")
     client, _ = logged_in(site, "same@site.example")

@@ -17,10 +17,10 @@ from tests.helpers.connect import (
     MOCK_CONFIG,
     MOCK_IDENTITY_URL,
     MOCK_TOKEN_URL,
-    Site,
+    ConnectSite,
     identity_doc,
     log_in,
-    make_site,
+    make_connect_site,
     problem_kind,
     start,
     token_json,
@@ -33,11 +33,11 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask]) -> Site:
-    return make_site(make_app, **MOCK_CONFIG)
+def site(make_app: Callable[..., Flask]) -> ConnectSite:
+    return make_connect_site(make_app, **MOCK_CONFIG)
 
 
-def connect_and_call_back(site: Site, **mock_kw: Any) -> tuple[int, str]:
+def connect_and_call_back(site: ConnectSite, **mock_kw: Any) -> tuple[int, str]:
     client = site.app.test_client()
     log_in(client, site.add_user("kopi@example.com"))
     params = start(client, next="/posts/1")
@@ -61,7 +61,7 @@ FAILURES: list[tuple[str, dict[str, Any], int, str]] = [
 
 @pytest.mark.parametrize(("why", "mock_kw", "status", "kind"), FAILURES, ids=[f[0] for f in FAILURES])
 def test_token_endpoint_failures_give_a_clear_page(
-    site: Site, requests_mock: rm.Mocker, why: str, mock_kw: dict[str, Any], status: int, kind: str
+    site: ConnectSite, requests_mock: rm.Mocker, why: str, mock_kw: dict[str, Any], status: int, kind: str
 ) -> None:
     requests_mock.post(MOCK_TOKEN_URL, **mock_kw)
     code, html = connect_and_call_back(site)
@@ -84,7 +84,7 @@ IDENTITY_FAILURES: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("why", "mock_kw"), IDENTITY_FAILURES, ids=[f[0] for f in IDENTITY_FAILURES])
 def test_identity_failures_give_a_clear_page(
-    site: Site, requests_mock: rm.Mocker, why: str, mock_kw: dict[str, Any]
+    site: ConnectSite, requests_mock: rm.Mocker, why: str, mock_kw: dict[str, Any]
 ) -> None:
     requests_mock.post(MOCK_TOKEN_URL, json=token_json())
     requests_mock.get(MOCK_IDENTITY_URL, **mock_kw)
@@ -93,7 +93,7 @@ def test_identity_failures_give_a_clear_page(
     assert "access-1" not in html and "refresh-1" not in html
 
 
-def test_retry_after_is_sent_when_rate_limited(site: Site, requests_mock: rm.Mocker) -> None:
+def test_retry_after_is_sent_when_rate_limited(site: ConnectSite, requests_mock: rm.Mocker) -> None:
     requests_mock.post(MOCK_TOKEN_URL, status_code=429, headers={"Retry-After": "120"}, json={})
     client = site.app.test_client()
     log_in(client, site.add_user("kopi@example.com"))
@@ -102,7 +102,7 @@ def test_retry_after_is_sent_when_rate_limited(site: Site, requests_mock: rm.Moc
     assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 30
 
 
-def test_connect_with_requests_mock_end_to_end(site: Site, requests_mock: rm.Mocker) -> None:
+def test_connect_with_requests_mock_end_to_end(site: ConnectSite, requests_mock: rm.Mocker) -> None:
     requests_mock.post(MOCK_TOKEN_URL, json=token_json())
     requests_mock.get(MOCK_IDENTITY_URL, json=identity_doc("pu1", member={}))
     client = site.app.test_client()
@@ -117,5 +117,5 @@ def test_connect_with_requests_mock_end_to_end(site: Site, requests_mock: rm.Moc
     assert "code_verifier=" in body and "redirect_uri=http%3A%2F%2Fsite.test%2Fpatreon%2Fcallback" in body
     flashes = client.get("/_test/session").get_json()["flashes"]
     assert flashes == [
-        "Connected your Patreon account (kopi@…). You're a Gold patron: posts for Gold and below are unlocked."
+        "Connected your Patreon account (kopi@…). You're a Silver patron: posts for Silver and below are unlocked."
     ]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from flask_patronlock import Patron, TierSnapshot
+from flask_patronlock import Patron
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.views import describe_access
+from tests.helpers.constants import SILVER
+from tests.helpers.constants import T0 as NOW
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-TIERS = {"t5": TierSnapshot(id="t5", title="Gold", amount_cents=500)}
+TIERS = {SILVER.id: SILVER}
 
 
 def patron(**kw: Any) -> Patron:
@@ -35,7 +36,7 @@ def patron(**kw: Any) -> Patron:
 CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
     ("no membership", None, PolicySettings(), "We found no pledge to this creator on that Patreon account"),
     ("active with a known tier", patron(), PolicySettings(),
-     "You're a Gold patron: posts for Gold and below are unlocked."),
+     "You're a Silver patron: posts for Silver and below are unlocked."),
     ("active, tier unknown", patron(entitled_tier_ids=("t9",)), PolicySettings(),
      "You're a patron at $5.00 a month: posts for $5.00 a month and below are unlocked."),
     ("odd cents", patron(entitled_tier_ids=(), entitled_cents=550), PolicySettings(), "at $5.50 a month"),
@@ -43,7 +44,7 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
      PolicySettings(), "at $5.00 a month"),
     ("declined, in grace", patron(patron_status="declined_patron", last_charge_status="Declined",
                                   declined_since=NOW - timedelta(days=1)), PolicySettings(),
-     "Patreon could not charge your last payment. You're still a Gold patron for now and posts for Gold and below "
+     "Patreon could not charge your last payment. You're still a Silver patron for now and posts for Silver and below "
      "are unlocked until March 7, 2026; please update your payment method on Patreon."),
     ("declined, restricted", patron(patron_status="declined_patron", last_charge_status="Declined"),
      PolicySettings(declined="restrict"), "Patreon could not charge your payment, so patron posts are locked"),
@@ -51,7 +52,7 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
                                            entitled_cents=0, entitled_tier_ids=(), last_entitled_cents=500,
                                            last_entitled_tier_ids=("t5",), paid_through=NOW + timedelta(days=10),
                                            next_charge_date=NOW + timedelta(days=10)),
-     PolicySettings(), "Your pledge has ended, but you paid through this period: posts for Gold and below are "
+     PolicySettings(), "Your pledge has ended, but you paid through this period: posts for Silver and below are "
      "unlocked until March 11, 2026."),
     ("cancelled", patron(patron_status="former_patron", last_charge_status="Deleted", entitled_cents=0,
                          entitled_tier_ids=()), PolicySettings(cancelled="at_once"),

@@ -12,17 +12,26 @@ from flask import Flask
 from flask_patronlock import signals
 from flask_patronlock.accounts import get_accounts
 from flask_patronlock.extension import get_state
-from tests.helpers.connect import Site, capture, log_in, logged_in, oauth_flow, problem_kind, sandbox_site, whoami
+from tests.helpers.connect import (
+    ConnectSite,
+    capture,
+    log_in,
+    logged_in,
+    oauth_flow,
+    problem_kind,
+    sandbox_site,
+    whoami,
+)
 
 LOGIN = "/patreon/login"
 
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> Site:
+def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> ConnectSite:
     return sandbox_site(make_app, patreon_sandbox)
 
 
-def test_end_to_end_anonymous_to_linked_and_entitled(site: Site, patreon_sandbox: Any) -> None:
+def test_end_to_end_anonymous_to_linked_and_entitled(site: ConnectSite, patreon_sandbox: Any) -> None:
     """Browser-free: real HTTP to the sandbox's authorize page, its redirect followed through Flask's test client."""
     patreon_sandbox.add_patron("new@patreon.example", tier="Silver", full_name="New Patron")
     created = site.allow_signup()
@@ -62,7 +71,7 @@ def test_end_to_end_anonymous_to_linked_and_entitled(site: Site, patreon_sandbox
     assert again["flashes"][0].startswith("Logged in with your Patreon account (new@…). You're a Silver patron")
 
 
-def test_login_renews_the_session(site: Site, patreon_sandbox: Any) -> None:
+def test_login_renews_the_session(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("fix@patreon.example", tier="Bronze")
     local = site.add_user("fix@site.example")
     client = site.app.test_client()
@@ -87,7 +96,7 @@ def test_login_renews_the_session(site: Site, patreon_sandbox: Any) -> None:
     assert after is not None and after.value != before.value
 
 
-def test_existing_verified_email_is_not_linked_silently(site: Site, patreon_sandbox: Any) -> None:
+def test_existing_verified_email_is_not_linked_silently(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("same@example.com", tier="Gold")
     existing = site.add_user("Same@Example.com")
     site.allow_signup()
@@ -120,7 +129,7 @@ def test_verified_email_auto_links_when_allowed(make_app: Callable[..., Flask], 
         assert get_accounts().get(existing.id) is not None
 
 
-def refused_login(site: Site, sandbox_user: str, kind: str, **query: str) -> str:
+def refused_login(site: ConnectSite, sandbox_user: str, kind: str, **query: str) -> str:
     """Log in with Patreon as ``sandbox_user`` from a fresh client; assert it was refused with a ``kind`` problem,
     nobody was logged in or linked, and no user was created; returns the page."""
     client = site.app.test_client()
@@ -151,7 +160,7 @@ def test_auto_link_never_opens_an_account_whose_address_the_site_did_not_verify(
         assert get_accounts().get(attacker.id) is None
 
 
-def sync_linked(site: Site, sandbox: Any, email: str) -> tuple[Any, Any]:
+def sync_linked(site: ConnectSite, sandbox: Any, email: str) -> tuple[Any, Any]:
     """A Gold patron with ``email`` and a local user with that address the site verified, linked by a reconcile run
     (matching on, the site vouching); returns the local user and the patron's sandbox user."""
     from tests.helpers.sync import sync
@@ -261,7 +270,7 @@ def test_unverified_email_never_links(make_app: Callable[..., Flask], patreon_sa
         assert get_accounts().get(existing.id) is None
 
 
-def test_without_a_creator_sign_up_is_not_configured(site: Site, patreon_sandbox: Any) -> None:
+def test_without_a_creator_sign_up_is_not_configured(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("nobody@example.com", tier="Gold")
     response = oauth_flow(site.app.test_client(), "nobody@example.com", path=LOGIN)
     html = response.get_data(as_text=True)
@@ -269,14 +278,14 @@ def test_without_a_creator_sign_up_is_not_configured(site: Site, patreon_sandbox
     assert "does not create accounts from Patreon" in html
 
 
-def test_a_creator_may_refuse(site: Site, patreon_sandbox: Any) -> None:
+def test_a_creator_may_refuse(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_user("refused@example.com")
     site.patronlock.user_creator(lambda patreon_user: None)
     response = oauth_flow(site.app.test_client(), "refused@example.com", path=LOGIN)
     assert response.status_code == 403 and problem_kind(response.get_data(as_text=True)) == "signup_refused"
 
 
-def test_an_inactive_user_is_not_logged_in(site: Site, patreon_sandbox: Any) -> None:
+def test_an_inactive_user_is_not_logged_in(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("off@patreon.example", tier="Gold")
     client, user = logged_in(site, "off@site.example")
     oauth_flow(client, "off@patreon.example")
@@ -287,7 +296,7 @@ def test_an_inactive_user_is_not_logged_in(site: Site, patreon_sandbox: Any) -> 
     assert whoami(fresh)["user_id"] is None
 
 
-def test_a_deleted_local_user_loses_the_stale_link(site: Site, patreon_sandbox: Any) -> None:
+def test_a_deleted_local_user_loses_the_stale_link(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("gone@patreon.example", tier="Gold")
     client, user = logged_in(site, "gone@site.example")
     oauth_flow(client, "gone@patreon.example")
@@ -301,7 +310,7 @@ def test_a_deleted_local_user_loses_the_stale_link(site: Site, patreon_sandbox: 
     assert me["user_id"] is not None and me["user_id"] != user.id
 
 
-def test_a_logged_in_user_connects_instead(site: Site, patreon_sandbox: Any) -> None:
+def test_a_logged_in_user_connects_instead(site: ConnectSite, patreon_sandbox: Any) -> None:
     patreon_sandbox.add_patron("both@patreon.example", tier="Gold")
     client, user = logged_in(site, "both@site.example")
     oauth_flow(client, "both@patreon.example", path=LOGIN)

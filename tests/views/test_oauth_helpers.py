@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -22,9 +22,7 @@ from flask_patronlock.oauth import (
     take_flow,
 )
 from tests.helpers.connect import EVIL_NEXT
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
+from tests.helpers.constants import T0
 
 
 @pytest.mark.parametrize("target", EVIL_NEXT)

@@ -17,7 +17,7 @@ from flask_patronlock.patreon.client import PatreonClient
 from tests.helpers.connect import (
     EVIL_NEXT,
     REDIRECT_URI,
-    Site,
+    ConnectSite,
     approve,
     authorize_params,
     csrf_token,
@@ -30,7 +30,7 @@ from tests.helpers.connect import (
 
 
 @pytest.fixture
-def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> Site:
+def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> ConnectSite:
     patreon_sandbox.add_patron("pat@patreon.example", tier="Gold")
     return sandbox_site(make_app, patreon_sandbox)
 
@@ -49,7 +49,7 @@ def exchanges(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield seen
 
 
-def logged_in_client(site: Site) -> Any:
+def logged_in_client(site: ConnectSite) -> Any:
     client = site.app.test_client()
     log_in(client, site.add_user("me@site.example"))
     return client
@@ -75,21 +75,21 @@ def assert_refused(response: Any, kind: str) -> None:
     assert "Nothing was changed" in html and "What to do" in html
 
 
-def test_state_has_256_bits_and_pkce_is_s256(site: Site) -> None:
+def test_state_has_256_bits_and_pkce_is_s256(site: ConnectSite) -> None:
     _, params = begin(logged_in_client(site))
     assert len(params["state"]) >= 43  # token_urlsafe(32): 256 bits (the issue asks for at least 128)
     assert params["code_challenge_method"] == "S256" and len(params["code_challenge"]) == 43
     assert params["redirect_uri"] == REDIRECT_URI and params["response_type"] == "code"
 
 
-def test_missing_state_is_refused_before_the_token_endpoint(site: Site, exchanges: list[str]) -> None:
+def test_missing_state_is_refused_before_the_token_endpoint(site: ConnectSite, exchanges: list[str]) -> None:
     client = logged_in_client(site)
     url, _ = begin(client)
     assert_refused(client.get(with_state(approve(url, "pat@patreon.example"), None)), "state_missing")
     assert exchanges == []
 
 
-def test_state_from_another_session_is_refused(site: Site, exchanges: list[str]) -> None:
+def test_state_from_another_session_is_refused(site: ConnectSite, exchanges: list[str]) -> None:
     """Login CSRF: an attacker sends the victim a callback URL carrying the attacker's own code and state."""
     attacker = logged_in_client(site)
     url, _ = begin(attacker)
@@ -103,7 +103,7 @@ def test_state_from_another_session_is_refused(site: Site, exchanges: list[str])
         assert all(get_accounts().get(u) is None for u in site.users)
 
 
-def test_state_is_single_use(site: Site, exchanges: list[str]) -> None:
+def test_state_is_single_use(site: ConnectSite, exchanges: list[str]) -> None:
     client = logged_in_client(site)
     url, _ = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -113,7 +113,7 @@ def test_state_is_single_use(site: Site, exchanges: list[str]) -> None:
     assert len(exchanges) == 1
 
 
-def test_tampered_state_is_refused(site: Site, exchanges: list[str]) -> None:
+def test_tampered_state_is_refused(site: ConnectSite, exchanges: list[str]) -> None:
     client = logged_in_client(site)
     url, params = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -121,7 +121,7 @@ def test_tampered_state_is_refused(site: Site, exchanges: list[str]) -> None:
     assert exchanges == []
 
 
-def test_state_expires_after_10_minutes(site: Site, exchanges: list[str]) -> None:
+def test_state_expires_after_10_minutes(site: ConnectSite, exchanges: list[str]) -> None:
     client = logged_in_client(site)
     url, _ = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -132,7 +132,7 @@ def test_state_expires_after_10_minutes(site: Site, exchanges: list[str]) -> Non
     assert exchanges == []
 
 
-def test_state_is_fine_within_10_minutes(site: Site) -> None:
+def test_state_is_fine_within_10_minutes(site: ConnectSite) -> None:
     client = logged_in_client(site)
     url, _ = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -142,7 +142,7 @@ def test_state_is_fine_within_10_minutes(site: Site) -> None:
     assert client.get(callback).status_code == 302
 
 
-def test_pkce_verifier_is_checked_by_the_token_endpoint(site: Site) -> None:
+def test_pkce_verifier_is_checked_by_the_token_endpoint(site: ConnectSite) -> None:
     """The sandbox rejects the code without the verifier the session holds: a stolen code is useless alone."""
     client = logged_in_client(site)
     url, _ = begin(client)
@@ -165,7 +165,7 @@ def test_pkce_can_be_switched_off(make_app: Callable[..., Flask], patreon_sandbo
     assert client.get(approve(url, "pat@patreon.example")).status_code == 302
 
 
-def test_redirect_uri_ignores_host_headers(site: Site) -> None:
+def test_redirect_uri_ignores_host_headers(site: ConnectSite) -> None:
     client = site.app.test_client()  # anonymous: the session cookie would not be sent to another host anyway
     response = client.get(
         "/patreon/login",
@@ -198,7 +198,7 @@ def test_without_redirect_uri_or_server_name_it_says_which_key(
         assert "_patronlock_oauth" not in sess  # nothing remembered for a flow that cannot finish
 
 
-def test_unsafe_next_lands_on_the_default_page(site: Site) -> None:
+def test_unsafe_next_lands_on_the_default_page(site: ConnectSite) -> None:
     client = logged_in_client(site)
     for target in EVIL_NEXT:
         response = oauth_flow(client, "pat@patreon.example", next=target)
@@ -211,7 +211,7 @@ def test_unsafe_next_lands_on_the_default_page(site: Site) -> None:
     assert oauth_flow(client, "pat@patreon.example").location == "/"
 
 
-def test_unsafe_next_on_unlink_and_refresh(site: Site) -> None:
+def test_unsafe_next_on_unlink_and_refresh(site: ConnectSite) -> None:
     client = logged_in_client(site)
     oauth_flow(client, "pat@patreon.example")
     token = csrf_token(client)
@@ -221,7 +221,7 @@ def test_unsafe_next_on_unlink_and_refresh(site: Site) -> None:
     assert response.location == "/"
 
 
-def test_connect_flow_is_bound_to_the_user_who_started_it(site: Site, exchanges: list[str]) -> None:
+def test_connect_flow_is_bound_to_the_user_who_started_it(site: ConnectSite, exchanges: list[str]) -> None:
     client = logged_in_client(site)
     url, _ = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -233,7 +233,7 @@ def test_connect_flow_is_bound_to_the_user_who_started_it(site: Site, exchanges:
         assert all(get_accounts().get(u) is None for u in site.users)
 
 
-def test_patreon_down_is_a_clear_page_not_a_500(site: Site, patreon_sandbox: Any) -> None:
+def test_patreon_down_is_a_clear_page_not_a_500(site: ConnectSite, patreon_sandbox: Any) -> None:
     client = logged_in_client(site)
     url, _ = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -244,7 +244,7 @@ def test_patreon_down_is_a_clear_page_not_a_500(site: Site, patreon_sandbox: Any
     assert "try again in a few minutes" in html
 
 
-def test_authorize_errors_other_than_access_denied(site: Site) -> None:
+def test_authorize_errors_other_than_access_denied(site: ConnectSite) -> None:
     client = logged_in_client(site)
     url, params = begin(client)
     callback = approve(url, "pat@patreon.example")
@@ -256,7 +256,7 @@ def test_authorize_errors_other_than_access_denied(site: Site) -> None:
     assert response.status_code == 400 and problem_kind(response.get_data(as_text=True)) == "no_code"
 
 
-def test_tokens_never_reach_pages_or_logs(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+def test_tokens_never_reach_pages_or_logs(site: ConnectSite, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
     client = logged_in_client(site)
     pages = [oauth_flow(client, "pat@patreon.example").get_data(as_text=True)]

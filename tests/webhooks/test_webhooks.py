@@ -446,18 +446,16 @@ def test_values_the_database_or_the_calendar_cannot_hold_are_malformed(
 def test_a_delivery_that_keeps_failing_ends_failed_after_the_cap_and_shows_on_the_settings_page(
     sb_app: Flask, patreon_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_login import LoginManager, UserMixin
+    from flask_login import LoginManager
 
     from tests.helpers.admin import ADMIN_PREFIX
+    from tests.helpers.sites import User
 
     state, sandbox = get_state(sb_app), patreon_sandbox
     sb_app.config["PATRONLOCK_WEBHOOK_MAX_ATTEMPTS"] = 3
     member = sandbox.members[0]
 
-    class Admin(UserMixin):
-        id = "admin"
-
-    LoginManager(sb_app).request_loader(lambda request: Admin())
+    LoginManager(sb_app).request_loader(lambda request: User("admin", admin=True))
     state.extension.admin_loader(lambda user: True)
 
     def broken(*args: Any, **kwargs: Any) -> Any:

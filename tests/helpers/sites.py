@@ -1,4 +1,6 @@
-"""Helpers for the lock tests: a site with Flask-Login, tiers, patrons (through store.apply) and linked accounts.
+"""The one host site of the tests: a Flask app from ``make_app`` with Flask-Login users kept in a dict, the campaign's
+tiers stored and the store's clock pinned. The settings-page site (:mod:`tests.helpers.admin`) and the connect site
+(:mod:`tests.helpers.connect`) are this site with more.
 
 Patrons are only ever written through ``Store.apply``; linking a local user inserts a ``patronlock_accounts`` row
 directly (the real linking code is the OAuth flow's).
@@ -6,11 +8,11 @@ directly (the real linking code is the OAuth flow's).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from flask import Flask
 from flask_login import LoginManager, UserMixin
@@ -18,25 +20,41 @@ from sqlalchemy import event, insert
 
 from flask_patronlock import MemberSnapshot, PatronLock, TierSnapshot
 from flask_patronlock.extension import PatronLockState, get_state
+from tests.helpers.constants import CAMPAIGN, NOW, TIERS
 
-#: The tests' "now": every page view decides at this moment (the store's clock is pinned to it).
-NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
-CAMPAIGN = "c1"
-
-SILVER = TierSnapshot(id="t5", title="Silver", amount_cents=500, url="/checkout/c1?rid=t5")
-GOLD = TierSnapshot(id="t10", title="Gold", amount_cents=1000, url="/checkout/c1?rid=t10")
-PLATINUM = TierSnapshot(id="t25", title="Platinum", amount_cents=2500)
-TIERS = (SILVER, GOLD, PLATINUM)
+S = TypeVar("S", bound="Site")
 
 
 class User(UserMixin):
-    def __init__(self, user_id: str, *, admin: bool = False) -> None:
+    """A local user of the host site."""
+
+    def __init__(
+        self,
+        user_id: str,
+        *,
+        admin: bool = False,
+        name: str = "",
+        email: str = "",
+        active: bool = True,
+        email_verified: bool = False,
+    ) -> None:
         self.id = user_id
         self.admin = admin
+        self.name = name
+        self.email = email
+        self.active = active
+        #: the site sent a confirmation mail to ``email`` and its link was followed
+        self.email_verified = email_verified
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
 
 
 @dataclass
 class Site:
+    """The host app and its users (by id)."""
+
     app: Flask
     users: dict[str, User] = field(default_factory=dict)
 
@@ -48,8 +66,8 @@ class Site:
     def ext(self) -> PatronLock:
         return self.state.extension
 
-    def user(self, user_id: str, *, admin: bool = False) -> User:
-        self.users[user_id] = User(user_id, admin=admin)
+    def user(self, user_id: str, **kw: Any) -> User:
+        self.users[user_id] = User(user_id, **kw)
         return self.users[user_id]
 
     def get(self, path: str, user: str | None = None, **kwargs: Any) -> Any:
@@ -58,14 +76,14 @@ class Site:
             headers["X-User"] = user
         return self.app.test_client().get(path, headers=headers, **kwargs)
 
-    def link(self, user_id: str, patreon_user_id: str) -> None:
-        """Link a local user to a Patreon user (what the OAuth connect flow will do)."""
+    def link(self, user_id: str, patreon_user_id: str, **values: Any) -> None:
+        """Link a local user to a Patreon user (what the OAuth connect flow does)."""
         if user_id not in self.users:
             self.user(user_id)
         with self.state.store.engine.begin() as conn:
             conn.execute(
                 insert(self.state.tables.accounts).values(
-                    user_id=user_id, patreon_user_id=patreon_user_id, scope="identity"
+                    user_id=user_id, patreon_user_id=patreon_user_id, scope="identity", **values
                 )
             )
 
@@ -96,27 +114,41 @@ class Site:
         self.patron(f"m-{user_id}", f"p-{user_id}", **kw)
 
 
-def make_site(make_app: Callable[..., Flask], **config: Any) -> Site:
-    """An app with Flask-Login (the ``X-User`` header signs a user in), the campaign's tiers stored, the store's
-    clock pinned to :data:`NOW`, and the admin callback reading ``user.admin``."""
-    config.setdefault("PATRONLOCK_CAMPAIGN_ID", CAMPAIGN)
+def make_site(
+    make_app: Callable[..., Flask],
+    *,
+    site: Callable[[Flask], S] = Site,  # type: ignore[assignment]
+    campaign: str | None = CAMPAIGN,
+    tiers: Iterable[TierSnapshot] | None = TIERS,
+    clock: datetime | None = NOW,
+    admin_loader: bool = True,
+    **config: Any,
+) -> S:
+    """An app with Flask-Login (the ``X-User`` header signs a user in, and a session's user id is loaded),
+    ``campaign``'s ``tiers`` stored (``campaign`` None leaves ``PATRONLOCK_CAMPAIGN_ID`` to ``config``; ``tiers`` None
+    stores none), the store's clock pinned to ``clock`` (None: the real one), and the admin callback reading
+    ``user.admin`` (unless ``admin_loader`` is false). ``site`` makes the :class:`Site` (or a subclass) around the app.
+    """
+    if campaign is not None:
+        config.setdefault("PATRONLOCK_CAMPAIGN_ID", campaign)
     app = make_app(**config)
-    site = Site(app)
-    manager = LoginManager(app)
+    made = site(app)
+    manager = LoginManager()
+    manager.init_app(app)
 
     @manager.request_loader
-    def load(request: Any) -> User | None:
-        return site.users.get(request.headers.get("X-User", ""))
+    def from_header(request: Any) -> User | None:
+        return made.users.get(request.headers.get("X-User", ""))
 
-    @manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        return site.users.get(user_id)
-
+    manager.user_loader(made.users.get)
     state = get_state(app)
-    state.store.clock = lambda: NOW
-    state.store.replace_tiers(CAMPAIGN, TIERS)
-    state.extension.admin_loader(lambda user: bool(getattr(user, "admin", False)))
-    return site
+    if clock is not None:
+        state.store.clock = lambda: clock
+    if tiers is not None:
+        state.store.replace_tiers(campaign or app.config["PATRONLOCK_CAMPAIGN_ID"], tuple(tiers))
+    if admin_loader:
+        state.extension.admin_loader(lambda user: bool(getattr(user, "admin", False)))
+    return made
 
 
 @contextmanager
