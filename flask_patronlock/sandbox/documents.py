@@ -21,12 +21,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .entities import iso
+
 if TYPE_CHECKING:
-    from .state import Address, Campaign, Member, Sandbox, Tier, User, Webhook
+    from .core import SandboxCore
+    from .entities import Address, Campaign, Member, Tier, User, Webhook
 
 __all__ = [
     "ADDRESS_ATTRIBUTES",
@@ -228,16 +230,6 @@ class QueryError(ValueError):
     """A bad ``fields[...]`` or ``include`` parameter (the API answers 400)."""
 
 
-def iso(dt: datetime | None) -> str | None:
-    """Patreon's timestamp format: ``2023-12-29T05:26:19.000+00:00`` (milliseconds, explicit UTC offset).
-
-    ``dt`` must be aware UTC (every datetime of the sandbox is).
-    """
-    if dt is None:
-        return None
-    return dt.isoformat(timespec="milliseconds")
-
-
 def parse_fields(args: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     """``fields[<type>]=a,b`` query parameters as ``{type: (a, b)}``.
 
@@ -282,7 +274,7 @@ def parse_include(value: str | None, allowed: Iterable[str]) -> frozenset[str]:
 # -- attribute dicts ------------------------------------------------------------------------------------------------
 
 
-def member_attributes(sandbox: Sandbox, member: Member, store: bool = True) -> dict[str, Any]:
+def member_attributes(sandbox: SandboxCore, member: Member, store: bool = True) -> dict[str, Any]:
     """Every attribute of ``member`` (cached on the record until it changes, unless ``store`` is false)."""
     cached = member.cache
     if cached is not None:
@@ -314,7 +306,7 @@ def member_attributes(sandbox: Sandbox, member: Member, store: bool = True) -> d
     return attrs
 
 
-def user_attributes(sandbox: Sandbox, user: User, store: bool = True) -> dict[str, Any]:
+def user_attributes(sandbox: SandboxCore, user: User, store: bool = True) -> dict[str, Any]:
     """Every attribute of ``user`` (cached until the user changes, unless ``store`` is false)."""
     cached = user.cache
     if cached is not None:
@@ -344,7 +336,7 @@ def user_attributes(sandbox: Sandbox, user: User, store: bool = True) -> dict[st
     return attrs
 
 
-def tier_attributes(sandbox: Sandbox, tier: Tier) -> dict[str, Any]:
+def tier_attributes(sandbox: SandboxCore, tier: Tier) -> dict[str, Any]:
     """Every attribute of ``tier`` (``patron_count``: active patrons entitled to it)."""
     counts, _ = sandbox.tier_patron_counts()
     created = iso(tier.created_at)
@@ -369,7 +361,7 @@ def tier_attributes(sandbox: Sandbox, tier: Tier) -> dict[str, Any]:
     }
 
 
-def campaign_attributes(sandbox: Sandbox, campaign: Campaign) -> dict[str, Any]:
+def campaign_attributes(sandbox: SandboxCore, campaign: Campaign) -> dict[str, Any]:
     """Every attribute of ``campaign`` (``patron_count``: its active patrons)."""
     _, patrons = sandbox.tier_patron_counts()
     base = sandbox.base_url
@@ -452,7 +444,7 @@ class Renderer:
 
     def __init__(
         self,
-        sandbox: Sandbox,
+        sandbox: SandboxCore,
         *,
         root: str,
         fields: Mapping[str, tuple[str, ...]] | None = None,
@@ -694,7 +686,7 @@ class Renderer:
         return doc
 
 
-def render_webhook_member(sandbox: Sandbox, member: Member) -> bytes:
+def render_webhook_member(sandbox: SandboxCore, member: Member) -> bytes:
     """The body Patreon POSTs for a ``members:*`` event: the full member document, shaped like the fixtures
     (every attribute, the four relationships, the campaign, user and entitled tiers included, ``links.self``),
     serialised with sorted keys."""
