@@ -38,20 +38,20 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from werkzeug.exceptions import HTTPException
 
 from .documents import WEBHOOK_ATTRIBUTES, QueryError, Renderer, parse_fields, parse_include
-from .scenarios import SCENARIOS
-from .scenarios import describe as describe_scenarios
-from .state import (
+from .entities import (
     ALL_MEMBER_TRIGGERS,
     ALL_SCOPES,
     DEFAULT_USER_SCOPES,
     Fault,
     NotFoundError,
     OAuthError,
-    Sandbox,
     SandboxError,
     Token,
     User,
 )
+from .scenarios import SCENARIOS
+from .scenarios import describe as describe_scenarios
+from .state import Sandbox
 
 __all__ = [
     "CONTROL_TOKEN_HEADER",

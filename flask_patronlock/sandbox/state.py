@@ -26,65 +26,12 @@ from typing import Any
 
 from ..dates import add_months
 from .billing import BillingMixin
-from .core import config_from_credentials
-from .entities import (
-    ALL_MEMBER_TRIGGERS,
-    ALL_SCOPES,
-    BILLING_MODES,
-    CREATOR_SCOPES,
-    DECLINE_RETRIES,
-    DECLINE_RETRY_INTERVAL,
-    DEFAULT_USER_SCOPES,
-    FAULT_KINDS,
-    KNOWN_TRIGGERS,
-    Address,
-    AuthCode,
-    Campaign,
-    Fault,
-    Member,
-    MemberEvent,
-    NotFoundError,
-    OAuthError,
-    SandboxError,
-    Tier,
-    Token,
-    User,
-    Webhook,
-    aware,
-    iso,
-    midnight,
-)
+from .entities import BILLING_MODES, CREATOR_SCOPES, Campaign, Member, SandboxError, Token, User, aware, iso, midnight
 from .faults import FaultsMixin
 from .oauth import OAuthMixin
 from .webhooks import WebhookDispatcher, default_transport
 
-__all__ = [
-    "ALL_MEMBER_TRIGGERS",
-    "ALL_SCOPES",
-    "BILLING_MODES",
-    "CREATOR_SCOPES",
-    "DECLINE_RETRIES",
-    "DECLINE_RETRY_INTERVAL",
-    "DEFAULT_USER_SCOPES",
-    "FAULT_KINDS",
-    "KNOWN_TRIGGERS",
-    "Address",
-    "AuthCode",
-    "Campaign",
-    "Fault",
-    "Member",
-    "MemberEvent",
-    "NotFoundError",
-    "OAuthError",
-    "Sandbox",
-    "SandboxError",
-    "Tier",
-    "Token",
-    "User",
-    "Webhook",
-    "add_months",
-    "config_from_credentials",
-]
+__all__ = ["Sandbox"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
