@@ -29,7 +29,7 @@ from flask_patronlock.sandbox import (
     render_webhook_member,
     token_guard,
 )
-from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
+from flask_patronlock.sandbox.attributes import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 MEMBER_FIELDS = ",".join(MEMBER_ATTRIBUTES)

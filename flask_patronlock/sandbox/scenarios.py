@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..dates import add_months
-from .documents import MEMBER_ATTRIBUTES
+from .attributes import MEMBER_ATTRIBUTES
 from .entities import SandboxError, midnight
 
 if TYPE_CHECKING:
