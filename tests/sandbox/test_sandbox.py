@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from flask.testing import FlaskClient
 
+from flask_patronlock.dates import add_months
 from flask_patronlock.sandbox import (
     ALL_MEMBER_TRIGGERS,
     CONTROL_TOKEN_HEADER,
@@ -27,8 +28,7 @@ from flask_patronlock.sandbox import (
     render_webhook_member,
     token_guard,
 )
-from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
-from flask_patronlock.sandbox.state import add_months
+from flask_patronlock.sandbox.attributes import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
 from tests.helpers.constants import SANDBOX_START as NOW
 from tests.helpers.patreon import FIXTURE_NAMES, fixture_json
 

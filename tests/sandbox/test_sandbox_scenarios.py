@@ -19,7 +19,7 @@ from flask_patronlock.sandbox import (
     SandboxError,
     create_sandbox_app,
 )
-from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES
+from flask_patronlock.sandbox.attributes import MEMBER_ATTRIBUTES
 from tests.helpers.constants import SANDBOX_START as NOW
 from tests.helpers.patreon import fixture_json
 
