@@ -19,7 +19,7 @@ bearer string handed to the Patreon client: :class:`LinkedAccount` carries no to
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,11 +28,12 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import PatronLockError, TokenDecryptionError
-from .extension import PatronLockState, get_state
 from .patreon.client import PatreonClient
-from .patreon.errors import InvalidGrant, Unauthorized
+from .patreon.errors import Unauthorized
 from .patreon.types import Identity, MemberSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
+from .state import PatronLockState, get_state
+from .tokens import StoredPair, refresh_serialized
 
 __all__ = [
     "REFRESH_MARGIN",
@@ -55,9 +56,6 @@ log = logging.getLogger("flask_patronlock.accounts")
 
 #: an access token expiring within this margin is refreshed before use.
 REFRESH_MARGIN = timedelta(minutes=5)
-#: retries of a Patreon call someone is waiting on (a page load): one, with short waits, not a sync's patience.
-INTERACTIVE_RETRIES = 1
-INTERACTIVE_MAX_BACKOFF = 2.0
 
 
 class AccountError(PatronLockError):
@@ -422,7 +420,7 @@ class Accounts:
         """
         campaign_id = self.state.campaign_id()
         token = self.access_token(user_id)
-        client = interactive_client(self.state, "reading a patron's Patreon status")
+        client = self.state.interactive_client("reading a patron's Patreon status")
         try:
             try:
                 return client.identity(campaign_id=campaign_id, access_token=token)
@@ -541,69 +539,10 @@ class Accounts:
         return RotationReport(accounts=accounts, tokens=tokens)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredPair:
-    """A stored token pair, decrypted, as read under its row's lock by :func:`refresh_serialized`."""
-
-    access_token: str | None
-    refresh_token: str | None
-
-
-def refresh_serialized(
-    state: PatronLockState,
-    *,
-    seen: str | None,
-    purpose: str,
-    lock: Callable[[Connection], StoredPair],
-    save: Callable[[Connection, TokenSet], None],
-    fail: Callable[[Connection, str], Exception],
-) -> str:
-    """Spend a stored, single-use refresh token once however many workers ask at the same moment: the one routine
-    behind :meth:`Accounts.access_token` (patrons' tokens) and :mod:`flask_patronlock.creator` (the creator's).
-
-    In one write transaction, ``lock`` reads the pair while holding its row's lock (``SELECT … FOR UPDATE`` on
-    PostgreSQL; :meth:`Store.transaction <flask_patronlock.store.Store.transaction>` holds SQLite's write lock), and
-    raises when there is nothing to refresh any more. When its access token is no longer ``seen``, another worker
-    refreshed while we waited: its token is returned and nothing is spent. Otherwise the refresh token is spent and
-    ``save`` stores the new pair; or, when Patreon refuses it (``invalid_grant``) or there is none, ``fail`` records
-    that (its second argument says why: ``"invalid_grant"`` or ``"no_refresh_token"``) and returns the exception to
-    raise once the transaction has committed.
-
-    :returns: the usable access token.
-    :raises PatreonError: the refresh failed otherwise (Patreon down, rate limited ...): nothing was changed.
-    """
-    failure: Exception | None = None
-    tokens: TokenSet | None = None
-    with state.store.transaction() as conn:
-        pair = lock(conn)
-        if pair.access_token is not None and pair.access_token != seen:
-            return pair.access_token  # another worker rotated the pair while we waited for the lock: use theirs
-        if pair.refresh_token is None:
-            failure = fail(conn, "no_refresh_token")
-        else:
-            # a token call is paced in this process only: it must not wait on the database while holding this row
-            client = interactive_client(state, purpose)
-            try:
-                tokens = client.refresh(pair.refresh_token)
-            except InvalidGrant:
-                failure = fail(conn, "invalid_grant")
-            finally:
-                client.close()
-            if tokens is not None:
-                save(conn, tokens)
-    if failure is not None:
-        raise failure
-    assert tokens is not None
-    return tokens.access_token
-
-
 def interactive_client(state: PatronLockState, purpose: str) -> PatreonClient:
-    """A Patreon client for a call a person waits on: at most :data:`INTERACTIVE_RETRIES` retry and short backoff
-    (a rate limit asking for a longer wait is raised instead of waited out)."""
-    client = state.client(purpose=purpose)
-    client.max_retries = INTERACTIVE_RETRIES
-    client.max_backoff = INTERACTIVE_MAX_BACKOFF
-    return client
+    """:meth:`state.interactive_client(purpose) <flask_patronlock.state.PatronLockState.interactive_client>`: a
+    Patreon client for a call a person waits on."""
+    return state.interactive_client(purpose)
 
 
 def get_accounts(state: PatronLockState | None = None) -> Accounts:

@@ -10,12 +10,12 @@ rest under ``PATRONLOCK_TOKEN_KEYS`` like patrons' tokens:
   stored pair wins, because Patreon rotates the refresh token on every refresh and the configured one is spent. A
   configuration that changes its refresh token (new tokens pasted from Patreon's portal) is stored again.
 
-:meth:`PatronLockState.creator_client <flask_patronlock.PatronLockState.creator_client>` hands every client of the
+:meth:`PatronLockState.creator_client <flask_patronlock.state.PatronLockState.creator_client>` hands every client of the
 creator's token :func:`refresh_creator_token`, so that:
 
 * a token expiring within five minutes is refreshed before use (:func:`creator_access_token`);
 * a 401 -- tokens die early -- is answered by one refresh and the request is sent again. Patreon's refresh tokens are
-  single-use, so a refresh is serialized (:func:`flask_patronlock.accounts.refresh_serialized`): the row is locked and
+  single-use, so a refresh is serialized (:func:`flask_patronlock.tokens.refresh_serialized`): the row is locked and
   read again, and if another worker rotated the pair meanwhile its token is used, whatever the number of threads and
   processes that saw the 401;
 * when Patreon refuses the refresh token (``invalid_grant``), or there is none (only
@@ -42,13 +42,13 @@ from . import signals
 from .errors import ConfigurationError
 from .patreon.errors import ReauthorizationRequired
 from .patreon.ratelimit import token_key
+from .tokens import StoredPair, refresh_serialized
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from .accounts import StoredPair
-    from .extension import PatronLockState
     from .patreon.types import TokenSet, UserSnapshot
+    from .state import PatronLockState
 
 __all__ = [
     "CREATOR_KEY",
@@ -357,8 +357,6 @@ def _failed_signal(state: PatronLockState, value: dict[str, Any]) -> None:
 
 
 def _refresh(state: PatronLockState, *, seen: str | None, purpose: str) -> str:
-    from .accounts import StoredPair, refresh_serialized
-
     cipher = state.token_cipher()
     locked: list[dict[str, Any]] = []
     marked: list[bool] = []

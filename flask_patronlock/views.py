@@ -45,12 +45,12 @@ from .accounts import (
     interactive_client,
 )
 from .errors import ConfigurationError, TokenDecryptionError
-from .extension import PatronLockState, get_state
-from .locks import viewer_changed
 from .patreon.errors import InvalidGrant, PatreonError, RateLimited, TokenError
 from .patreon.types import Identity, MemberSnapshot, TierSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
 from .policy import Entitlement, PolicySettings, entitlement
+from .state import PatronLockState, get_state
+from .viewers import current_viewer_changed as viewer_changed
 
 __all__ = ["ConnectProblem", "blueprint", "describe_access"]
 

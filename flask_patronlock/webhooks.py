@@ -47,12 +47,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import config as _config
 from . import signals
-from .extension import PatronLockState, get_state
 from .patreon.errors import MalformedDocument, NotFound, PatreonAPIError, PatreonError
 from .patreon.jsonapi import is_patreon_id, load_json, parse_member_document
 from .patreon.signatures import SIGNATURE_HEADER, verify_signature
 from .patreon.types import MEMBER_TRIGGERS, MemberSnapshot, WebhookSnapshot
 from .patron import Patron
+from .state import PatronLockState, get_state
 from .store import ApplyResult, _older_than_stored, begin_immediate, sqlite_write_lock
 
 __all__ = [
