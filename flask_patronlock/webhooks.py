@@ -99,8 +99,8 @@ def init_webhooks(app: Flask) -> None:
 def _exempt_from_csrf(app: Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None and hasattr(csrf, "exempt"):
-        exempt = getattr(csrf, "_exempt_blueprints", None)
-        if exempt is None or blueprint.name not in exempt:
+        exempt = getattr(csrf, "_exempt_blueprints", None)  # Flask-WTF >= 1.2: the Blueprint objects
+        if exempt is None or blueprint not in exempt:
             csrf.exempt(blueprint)
 
 
