@@ -229,6 +229,7 @@ def _define(metadata: MetaData) -> Tables:
         Column("last_entitled_tier_ids", IdList, nullable=False, default=()),
         Column("paid_through", UTCDateTime, nullable=True),
         Column("declined_since", UTCDateTime, nullable=True),
+        Column("refunded_at", UTCDateTime, nullable=True),
         Column("missing_since", UTCDateTime, nullable=True),
         Column("missing_runs", Integer, nullable=False, default=0),
         Column("held_run_id", BigInteger, nullable=True),

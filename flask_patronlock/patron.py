@@ -47,6 +47,9 @@ class Patron:
     paid_through: datetime | None = None
     #: when the current run of declined payments began; ``None`` while payments are fine.
     declined_since: datetime | None = None
+    #: the date of the last charge seen refunded or deemed fraud (Patreon keeps showing that charge's date and next
+    #: charge date after the pledge is deleted): a period end read from a charge no later than this was not paid for.
+    refunded_at: datetime | None = None
     #: when a complete sync run first did not see this member; ``None`` while seen.
     missing_since: datetime | None = None
     #: how many complete runs in a row did not see this member.

@@ -494,7 +494,9 @@ def _paid_period_end(patron: Patron) -> datetime | None:
     whichever is later. The report's end is ``next_charge_date`` (when after the last charge), else the last charge
     plus the cadence, whatever the last charge status says, unless it says the charge failed (``Declined``; fraud
     and refunds never reach here), a decline no ``Paid`` charge settled was outstanding when they cancelled
-    (``declined_since``), or nothing says the member was ever charged (no charge date, no lifetime support).
+    (``declined_since``), the last charge is one the store saw refunded (``refunded_at``: the cancellation then says
+    ``Deleted`` with the refunded charge's dates), or nothing says the member was ever charged (no charge date, no
+    lifetime support).
     """
     end = patron.paid_through
     charged, last = patron.last_charge_date, patron.next_charge_date
@@ -503,6 +505,9 @@ def _paid_period_end(patron: Patron) -> datetime | None:
         # unpaid) charge, and only what the store saw paid counts
         return end
     if patron.last_charge_status == "Declined" or (charged is None and patron.lifetime_cents <= 0):
+        return end
+    if patron.refunded_at is not None and (charged is None or charged <= patron.refunded_at):
+        # the report's dates speak of a charge that was refunded (or fraud): nothing paid for it
         return end
     if last is None or (charged is not None and last <= charged):
         last = None if charged is None else add_months(charged, max(patron.pledge_cadence or 1, 1))
@@ -591,8 +596,9 @@ def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) 
     * ``former_patron``: under ``cancelled="paid_period"``, ``grace`` until the end of the period paid for while
       ``now`` is before it [``cancelled_paid_period``]: the latest of ``paid_through`` (from a ``Paid`` charge the
       store saw), ``next_charge_date`` and the last charge date plus the cadence in months -- the last two whatever
-      the last charge status says (Patreon's cancellation says ``Deleted``), unless it is ``Declined`` or nothing
-      shows the member was ever charged (no charge date, no lifetime support). Otherwise, under ``at_once``, or when
+      the last charge status says (Patreon's cancellation says ``Deleted``), unless it is ``Declined``, it is a charge
+      the store saw refunded or deemed fraud (``refunded_at``), or nothing shows the member was ever charged (no
+      charge date, no lifetime support). Otherwise, under ``at_once``, or when
       the last charge was refunded or fraud: ``former`` [``cancelled``].
     * a status Patreon does not document: ``none`` [``unknown_status``].
     * a pledging member (active or declined) whose last charge is ``Fraud``: ``restricted`` at once whatever the

@@ -88,7 +88,7 @@ SNAPSHOT_FIELDS: tuple[str, ...] = (
 INFERRED_FIELDS: tuple[str, ...] = (
     "last_entitled_cents",
     "last_entitled_tier_ids",
-    "paid_through", "declined_since", "missing_since", "missing_runs", "held_run_id",
+    "paid_through", "declined_since", "refunded_at", "missing_since", "missing_runs", "held_run_id",
     # issue 5: the entitlement last announced and when it may change by time alone
     "access", "access_until")
 #: Fields whose change is a change of state (observed_at and source only say when and how we learned it).
@@ -184,6 +184,7 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
     # paid_through: the end of the period the last successful charge paid for. Never moves backwards on a later
     # snapshot, survives cancellation (cancelled-but-paid keeps access), and is cleared by a refund or fraud.
     paid_through = previous.paid_through if previous else None
+    refunded_at = previous.refunded_at if previous else None
     if charge_status == "Paid" and charge_date is not None:
         if next_charge is not None and next_charge > charge_date:
             period_end = next_charge
@@ -191,7 +192,12 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
             period_end = add_months(charge_date, cadence or 1)
         paid_through = period_end if paid_through is None else max(paid_through, period_end)
     elif charge_status in ("Refunded", "Refunded by Patreon", "Fraud"):
+        # remembered: after a refund the patron deletes the pledge ("patrons must also delete their membership to
+        # avoid auto-renewal") and Patreon's cancellation says Deleted with the refunded charge's dates, which would
+        # otherwise read as a period paid for
         paid_through = None
+        stamp = charge_date or observed_at
+        refunded_at = stamp if refunded_at is None else max(refunded_at, stamp)
 
     # declined_since: when the current run of declines began (Patreon retries through the month). Only a Paid charge
     # ends it: Patreon has been seen to list a declined patron as active_patron with a Pending charge, unpaid.
@@ -246,6 +252,7 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
         last_tiers,
         paid_through,
         declined_since,
+        refunded_at,
         None,
         0,
         None,
@@ -262,7 +269,8 @@ assert tuple(f.name for f in fields(Patron)) == (
     "last_charge_status", "last_charge_date", "next_charge_date", "entitled_cents", "entitled_tier_ids",
     "will_pay_cents", "lifetime_cents", "pledge_start", "pledge_cadence", "is_free_trial", "is_gifted", "is_follower",
     "observed_at", "source", "last_entitled_cents", "last_entitled_tier_ids", "paid_through", "declined_since",
-    "missing_since", "missing_runs", "held_run_id", "access", "access_until", "access_policy", "local_user_id",
+    "refunded_at", "missing_since", "missing_runs", "held_run_id", "access", "access_until", "access_policy",
+    "local_user_id",
 ), "Patron's fields changed: update merge()"
 
 

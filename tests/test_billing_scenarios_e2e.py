@@ -216,11 +216,6 @@ def test_refunded_and_fraud_pay_for_nothing(site: Flask, patreon_sandbox: Sandbo
     assert not allowed(site, sb, patron, "Silver") and not allowed(site, sb, patron, ANY)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store forgets the refund once the cancellation says Deleted, and the policy then reads the paid "
-    "period from next_charge_date, which Patreon keeps",
-)
 @pytest.mark.patreon_sandbox(now=NOW)
 def test_refunded_then_deleted_pays_for_nothing(site: Flask, patreon_sandbox: Sandbox) -> None:
     sb = patreon_sandbox

@@ -348,3 +348,21 @@ def test_last_entitlement_survives_cancellation_for_the_paid_period(app_ctx: Fla
     assert not after.allowed and after.reason == "former_patron"
     at_once = decide(rule, viewer, PolicySettings(cancelled="at_once"), T0 + timedelta(days=10))
     assert not at_once.allowed and at_once.reason == "former_patron"
+
+
+def test_a_refund_is_remembered_through_the_cancellation(app_ctx: Flask) -> None:
+    store = get_state().store
+    charged = T0 - timedelta(days=1)
+    store.apply(snap(last_charge_date=charged), source="sync", observed_at=T0)
+    store.apply(snap(last_charge_date=charged, last_charge_status="Refunded"), source="webhook",
+                observed_at=T0 + timedelta(days=2))
+    patron = store.get_patron("m1")
+    assert patron is not None and patron.paid_through is None and patron.refunded_at == charged
+    # Patreon's cancellation says Deleted and keeps the refunded charge's dates: the store still knows
+    store.apply(
+        snap(patron_status="former_patron", last_charge_status="Deleted", last_charge_date=charged, entitled_cents=0,
+             entitled_tier_ids=()),
+        source="webhook", observed_at=T0 + timedelta(days=3),
+    )
+    patron = store.get_patron("m1")
+    assert patron is not None and patron.refunded_at == charged and patron.paid_through is None
