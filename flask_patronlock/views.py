@@ -49,7 +49,7 @@ from .patreon.errors import InvalidGrant, PatreonError, RateLimited, TokenError
 from .patreon.types import Identity, MemberSnapshot, TierSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
 from .policy import Entitlement, PolicySettings, entitlement
-from .state import PatronLockState, get_state
+from .state import get_state
 from .viewers import current_viewer_changed as viewer_changed
 
 __all__ = ["ConnectProblem", "blueprint", "describe_access"]
@@ -204,10 +204,6 @@ def _patreon_problem(exc: PatreonError, flow: str, next_url: str | None) -> Conn
 # -- helpers ---------------------------------------------------------------------------------------------------------
 
 
-def _state() -> PatronLockState:
-    return get_state()
-
-
 def _login_manager() -> Any:
     manager = getattr(current_app, "login_manager", None)
     if manager is None:
@@ -242,7 +238,7 @@ def _landing(next_url: str | None) -> str:
 
 
 def _now() -> datetime:
-    return _state().store.clock()
+    return get_state().store.clock()
 
 
 def _check_csrf() -> None:
@@ -269,7 +265,7 @@ def _check_csrf() -> None:
 def _describe(patron: Patron | None, member: MemberSnapshot | None, now: datetime) -> str:
     """:func:`describe_access` with the creator's policy, the synced tier catalogue (plus the tiers the identity
     named) and the site's currency symbol; all from the per-process settings cache, no query."""
-    snapshot = _state().settings.current()
+    snapshot = get_state().settings.current()
     tiers = dict(snapshot.tiers)
     if member is not None:
         tiers.update({t.id: t for t in member.tiers if t.title or t.id not in tiers})
@@ -367,7 +363,7 @@ def describe_access(
 
 
 def _send(signal: Any, **kwargs: Any) -> None:
-    state = _state()
+    state = get_state()
     signals.send_action(signal, state.app, strict=bool(state.app.config["PATRONLOCK_STRICT_SIGNALS"]), **kwargs)
 
 
@@ -409,7 +405,7 @@ def _template_globals() -> dict[str, Any]:
 
 
 def _authorize(flow: oauth.Flow, next_url: str | None, user_id: str | None) -> ResponseReturnValue:
-    state = _state()
+    state = get_state()
     cfg = state.app.config
     # configuration errors (no redirect URI, no client id, no key to store the tokens with) surface before anything is
     # remembered in the session, and before the visitor is sent to Patreon for nothing
@@ -461,7 +457,7 @@ def login() -> ResponseReturnValue:
 def callback() -> ResponseReturnValue:
     """Patreon's answer: check the state first (before any token request), then exchange the code, read the identity
     with the membership to this campaign, and finish the flow."""
-    state = _state()
+    state = get_state()
     now = _now()
     try:
         flow = oauth.take_flow(request.args.get("state"), now=now)
@@ -588,7 +584,7 @@ def _log_in(user: Any) -> None:
 def _finish_login(
     flow: oauth.PendingFlow, tokens: TokenSet, identity: Identity, observed_at: datetime
 ) -> ResponseReturnValue:
-    state = _state()
+    state = get_state()
     extension = state.extension
     accounts = get_accounts()
     patreon_user = identity.user
@@ -803,7 +799,7 @@ def status() -> ResponseReturnValue:
         if current_app.config["PATRONLOCK_LOGIN_ENABLED"]:
             return render_template(STATUS_TEMPLATE, user=None, account=None)
         return _login_manager().unauthorized()
-    state = _state()
+    state = get_state()
     accounts = get_accounts()
     user_id = _user_id(user)
     account = accounts.get(user_id)
