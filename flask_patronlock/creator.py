@@ -10,7 +10,7 @@ rest under ``PATRONLOCK_TOKEN_KEYS`` like patrons' tokens:
   stored pair wins, because Patreon rotates the refresh token on every refresh and the configured one is spent. A
   configuration that changes its refresh token (new tokens pasted from Patreon's portal) is stored again.
 
-:meth:`PatronLockState.creator_client <flask_patronlock.PatronLockState.creator_client>` hands every client of the
+:meth:`PatronLockState.creator_client <flask_patronlock.state.PatronLockState.creator_client>` hands every client of the
 creator's token :func:`refresh_creator_token`, so that:
 
 * a token expiring within five minutes is refreshed before use (:func:`creator_access_token`);
@@ -47,8 +47,8 @@ from .tokens import StoredPair, refresh_serialized, reusable
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from .extension import PatronLockState
     from .patreon.types import TokenSet, UserSnapshot
+    from .state import PatronLockState
 
 __all__ = [
     "CREATOR_KEY",

@@ -11,9 +11,9 @@ from flask import Flask
 from sync_helpers import access_of, count, revoked_in_run, sandbox_app, set_policy, sync
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.leases import Lease
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import SYNC_LEASE, AlreadyRunning, list_runs, refresh_tiers, run_sync
 
 pytestmark = pytest.mark.timeout(120)
