@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from blinker import Signal
 from flask import Blueprint, Flask, abort, request
 
+from .data import PatronData
 from .errors import PatronLockError
 from .signals import DEFAULT_PRIORITY, _receiver_name
 from .state import PatronLockState, get_state
@@ -138,8 +139,14 @@ class AddonHooks:
         return self._registry.app
 
     @property
+    def data(self) -> PatronData:
+        """flask-patronlock's data of the app for add-ons (:class:`~flask_patronlock.data.PatronData`: the engine,
+        the host's metadata, the tables, stored patrons, tiers, policy and clock)."""
+        return PatronData(self._registry.state)
+
+    @property
     def state(self) -> PatronLockState:
-        """flask-patronlock's state of the app (``state.store``, ``state.tables``, ``state.settings`` ...)."""
+        """flask-patronlock's internal per-app state. Internal: it may change between releases; use :attr:`data`."""
         return self._registry.state
 
     def is_enabled(self) -> bool:

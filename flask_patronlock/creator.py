@@ -280,7 +280,7 @@ def creator_access_token(
 
     :param rejected: a token Patreon just answered 401 to: refresh, unless the stored token is already another.
     :raises CreatorNeedsReauthorization: Patreon refused the stored refresh token (now or before).
-    :raises flask_patronlock.TokenDecryptionError: no key of ``PATRONLOCK_TOKEN_KEYS`` opens the stored token.
+    :raises flask_patronlock.errors.TokenDecryptionError: no key of ``PATRONLOCK_TOKEN_KEYS`` opens the stored token.
     :raises PatreonError: the refresh failed for another reason (nothing was changed).
     """
     value = _current(state)
@@ -398,7 +398,7 @@ def rotate_creator_tokens(state: PatronLockState) -> int:
     """Re-encrypt the creator's stored tokens under the first key of ``PATRONLOCK_TOKEN_KEYS``; returns how many
     tokens were re-encrypted (0 when the creator never connected here).
 
-    :raises flask_patronlock.TokenDecryptionError: no configured key opens them (nothing is changed).
+    :raises flask_patronlock.errors.TokenDecryptionError: no configured key opens them (nothing is changed).
     """
     cipher = state.token_cipher()
     with state.store.transaction() as conn:

@@ -199,7 +199,7 @@ class PatronLock:
         """Register how Log in with Patreon creates a local user for a Patreon account that is linked to none::
 
             @patronlock.user_creator
-            def create_user(patreon_user):          # a flask_patronlock.UserSnapshot
+            def create_user(patreon_user):          # a flask_patronlock.patreon.UserSnapshot
                 user = User(name=patreon_user.full_name, email=patreon_user.email)
                 db.session.add(user)
                 db.session.commit()

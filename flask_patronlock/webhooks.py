@@ -394,7 +394,7 @@ def rotate_webhook_secret(state: PatronLockState) -> bool:
     with the token rotations: otherwise, once the old key is removed, no signature would verify and every webhook would
     be answered 403. Returns whether a secret was rewritten.
 
-    :raises flask_patronlock.TokenDecryptionError: no configured key opens it (nothing is changed).
+    :raises flask_patronlock.errors.TokenDecryptionError: no configured key opens it (nothing is changed).
     """
     table = state.tables.settings
     cipher = state.token_cipher()

@@ -45,7 +45,7 @@ def test_first_user_is_the_creator_and_others_are_told_to_connect(site: tuple[st
     assert "twenty-step process" not in locked.text
     # the scheduler's first run (started in the background by the first page view) read the tiers from the mounted
     # sandbox through the real client, so "Silver" names a real tier
-    from flask_patronlock import get_state
+    from flask_patronlock.state import get_state
 
     deadline = time.monotonic() + 30
     with app.app_context():

@@ -53,6 +53,7 @@ BELOW_REQUEST = (
     "config",
     "creator",
     "crypto",
+    "data",  # the add-on data API (PatronData): reads through the state
     "dates",
     "declarations",
     "errors",

@@ -11,7 +11,8 @@ from flask import Flask
 from lockhelpers import CAMPAIGN, NOW, TIERS, Site, count_queries, make_site
 from sqlalchemy import select
 
-from flask_patronlock import LockRule, PolicySettings, TierSnapshot, UnknownLockError, decision_for
+from flask_patronlock import LockRule, PolicySettings, UnknownLockError, decision_for
+from flask_patronlock.patreon import TierSnapshot
 from flask_patronlock.settings import (
     clear_lock_override,
     get_lock_override,

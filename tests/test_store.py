@@ -11,8 +11,9 @@ from connect_site import capture
 from flask import Flask
 from sqlalchemy import func, select
 
-from flask_patronlock import MemberSnapshot, signals
+from flask_patronlock import signals
 from flask_patronlock.dates import add_months
+from flask_patronlock.patreon import MemberSnapshot
 from flask_patronlock.state import get_state
 from flask_patronlock.transitions import infer_events, merge
 

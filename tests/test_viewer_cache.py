@@ -499,7 +499,7 @@ def test_without_a_session_viewer_changed_still_forgets_locally(site: Site) -> N
 def test_the_former_names_warn_and_do_the_same(site: Site) -> None:
     from flask import session
 
-    from flask_patronlock import forget_viewer, viewer_changed
+    from flask_patronlock.viewers import forget_viewer, viewer_changed
 
     site.get("/premium", "gold")
     assert len(site.state.viewers) == 1
