@@ -76,8 +76,8 @@ def time_datetimes(app: Any, tables: dict[str, tuple[list[str], list[tuple[Any, 
     from sqlalchemy import MetaData
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-    from flask_patronlock.extension import get_state
     from flask_patronlock.models import UTCDateTime
+    from flask_patronlock.state import get_state
 
     metadata: MetaData = get_state(app).tables.patrons.metadata
     process = UTCDateTime()._cached_bind_processor(sqlite_dialect.dialect())

@@ -29,11 +29,11 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .errors import PatronLockError, TokenDecryptionError
-from .extension import PatronLockState, get_state
 from .patreon.errors import Unauthorized
 from .patreon.types import Identity, MemberSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
-from .tokens import REFRESH_MARGIN, StoredPair, interactive_client, refresh_serialized, reusable
+from .state import PatronLockState, get_state
+from .tokens import REFRESH_MARGIN, StoredPair, refresh_serialized, reusable
 
 __all__ = [
     "REFRESH_MARGIN",
@@ -47,7 +47,6 @@ __all__ = [
     "RefreshTooSoon",
     "RotationReport",
     "get_accounts",
-    "interactive_client",
 ]
 
 log = logging.getLogger("flask_patronlock.accounts")
@@ -409,7 +408,7 @@ class Accounts:
         """
         campaign_id = self.state.campaign_id()
         token = self.access_token(user_id)
-        client = interactive_client(self.state, "reading a patron's Patreon status")
+        client = self.state.interactive_client("reading a patron's Patreon status")
         try:
             try:
                 return client.identity(campaign_id=campaign_id, access_token=token)

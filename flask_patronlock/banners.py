@@ -37,13 +37,13 @@ from werkzeug.routing import BuildError
 from . import formatting, signals
 from .patreon.types import TierSnapshot
 from .policy import Decision
+from .state import PatronLockState, get_state
 
 if TYPE_CHECKING:
     from flask import Response
 
-    from .extension import PatronLockState
     from .locks import Lock, LockedError
-    from .settings import SettingsSnapshot
+    from .settings_cache import SettingsSnapshot
 
 __all__ = [
     "ACTIONS",
@@ -154,8 +154,6 @@ def pledge_link(
     which preselects it) against ``PATRONLOCK_OAUTH_BASE_URL``; without one, ``/checkout/<campaign>?rid=<tier>``;
     without a tier, the campaign's checkout page ``/checkout/<campaign>``; without a campaign id, the Patreon home
     page. Then the ``pledge-url`` filter may change it (``lock``, the lock name, and ``decision`` are passed to it)."""
-    from .extension import get_state
-
     campaign = get_state().campaign_id_or_none()
     if tier is not None and tier.url:
         url = _patreon_url(tier.url)
@@ -243,8 +241,6 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
     suggested :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
     """
     if state is None:
-        from .extension import get_state
-
         state = get_state()
     snapshot = state.settings.current()
     rule = snapshot.rule_for(lock)

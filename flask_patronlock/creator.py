@@ -10,7 +10,7 @@ rest under ``PATRONLOCK_TOKEN_KEYS`` like patrons' tokens:
   stored pair wins, because Patreon rotates the refresh token on every refresh and the configured one is spent. A
   configuration that changes its refresh token (new tokens pasted from Patreon's portal) is stored again.
 
-:meth:`PatronLockState.creator_client <flask_patronlock.PatronLockState.creator_client>` hands every client of the
+:meth:`PatronLockState.creator_client <flask_patronlock.state.PatronLockState.creator_client>` hands every client of the
 creator's token :func:`refresh_creator_token`, so that:
 
 * a token expiring within five minutes is refreshed before use (:func:`creator_access_token`);
@@ -47,8 +47,8 @@ from .tokens import StoredPair, refresh_serialized, reusable
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from .extension import PatronLockState
     from .patreon.types import TokenSet, UserSnapshot
+    from .state import PatronLockState
 
 __all__ = [
     "CREATOR_KEY",
@@ -280,7 +280,7 @@ def creator_access_token(
 
     :param rejected: a token Patreon just answered 401 to: refresh, unless the stored token is already another.
     :raises CreatorNeedsReauthorization: Patreon refused the stored refresh token (now or before).
-    :raises flask_patronlock.TokenDecryptionError: no key of ``PATRONLOCK_TOKEN_KEYS`` opens the stored token.
+    :raises flask_patronlock.errors.TokenDecryptionError: no key of ``PATRONLOCK_TOKEN_KEYS`` opens the stored token.
     :raises PatreonError: the refresh failed for another reason (nothing was changed).
     """
     value = _current(state)
@@ -398,7 +398,7 @@ def rotate_creator_tokens(state: PatronLockState) -> int:
     """Re-encrypt the creator's stored tokens under the first key of ``PATRONLOCK_TOKEN_KEYS``; returns how many
     tokens were re-encrypted (0 when the creator never connected here).
 
-    :raises flask_patronlock.TokenDecryptionError: no configured key opens them (nothing is changed).
+    :raises flask_patronlock.errors.TokenDecryptionError: no configured key opens them (nothing is changed).
     """
     cipher = state.token_cipher()
     with state.store.transaction() as conn:

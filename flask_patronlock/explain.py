@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from .extension import get_state
 from .formatting import money
-from .locks import Lock, as_lock, evaluate, viewer_for
+from .locks import Lock, as_lock, evaluate
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, explain_steps
+from .state import get_state
+from .viewers import viewer_for
 
 __all__ = ["Explanation", "describe_rule", "explain"]
 
@@ -144,7 +145,7 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
             seen = f", as of {patron.observed_at.isoformat()} from {patron.source}" if patron.observed_at else ""
             steps.append(f"Member: {patron.member_id}{name}{of_campaign}{seen}.")
     if authenticated:
-        has_loader = state.extension._admin_loader is not None
+        has_loader = state.declarations.admin_loader is not None
         if not has_loader:
             steps.append("Admin: no admin callback is registered, so nobody is an admin.")
         elif bare_id:

@@ -18,9 +18,9 @@ from flask import Blueprint, Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
-from .extension import PatronLockState, get_state
 from .formatting import date_text
 from .locks import lock_exempt
+from .state import PatronLockState, get_state
 from .sync import RunResult, _row_to_result, incomplete_streak
 
 __all__ = ["Check", "Health", "blueprint", "health_report", "init_health", "when_in_words"]
@@ -334,7 +334,7 @@ def init_health(app: Flask) -> None:
 
 
 def _is_admin() -> bool:
-    loader = get_state().extension._admin_loader
+    loader = get_state().declarations.admin_loader
     if loader is None:
         return False
     from flask import current_app

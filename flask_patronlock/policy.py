@@ -102,6 +102,13 @@ REASON_ADMIN_BYPASS: Final = "admin_bypass"
 #: every condition of the lock holds.
 REASON_ALLOWED: Final = "allowed"
 
+#: an entitlement state that is owed nothing: the denial's reason and what is missing.
+_UNENTITLED: Final[dict[str, tuple[str, str]]] = {
+    "restricted": (REASON_PAYMENT_DECLINED, "a successful payment"),
+    "former": (REASON_FORMER_PATRON, "an active pledge"),
+    "none": (REASON_NOT_A_PATRON, "a pledge to this campaign"),
+}
+
 #: the closed set of :attr:`Decision.reason` values.
 REASONS: Final[frozenset[str]] = frozenset(
     {
@@ -870,29 +877,11 @@ def _decide_inner(
         until = f" until {ent.until.isoformat()}" if ent.until is not None else ""
         tier_text = ", tiers " + ", ".join(ent.tier_ids) if ent.tier_ids else ""
         steps.append(f"Entitlement: {ent.state}{until}, {money(ent.monthly_cents)} a month{tier_text}.")
-    if ent.state == "restricted":
+    unentitled = _UNENTITLED.get(ent.state)
+    if unentitled is not None:
+        reason, missing = unentitled
         return Decision(
-            allowed=False,
-            reason=REASON_PAYMENT_DECLINED,
-            entitlement=ent,
-            required_tier_ids=rule.tier_ids,
-            missing="a successful payment",
-        )
-    if ent.state == "former":
-        return Decision(
-            allowed=False,
-            reason=REASON_FORMER_PATRON,
-            entitlement=ent,
-            required_tier_ids=rule.tier_ids,
-            missing="an active pledge",
-        )
-    if ent.state == "none":
-        return Decision(
-            allowed=False,
-            reason=REASON_NOT_A_PATRON,
-            entitlement=ent,
-            required_tier_ids=rule.tier_ids,
-            missing="a pledge to this campaign",
+            allowed=False, reason=reason, entitlement=ent, required_tier_ids=rule.tier_ids, missing=missing
         )
     known = _EMPTY_TIERS if tiers is None else tiers
     any_mode = rule.combine == "any"

@@ -57,12 +57,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from . import signals
 from .errors import PatronLockError
-from .extension import PatronLockState, get_state
 from .leases import Lease
 from .models import is_row_id
 from .patreon.errors import PatreonError, SchemaDrift
 from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
+from .state import PatronLockState, get_state
 from .store import ApplyResult
 
 if TYPE_CHECKING:
@@ -696,7 +696,7 @@ class _Run:
             result.detail["access_refreshed"] = len(refreshed)
             result.revoked += sum(1 for r in refreshed if "access_revoked" in r.events)
         if self.state.app.config["PATRONLOCK_SYNC_MATCH_EMAILS"] and self.seen:
-            if self.state.extension.verified_email_finder() is None:
+            if self.state.declarations.verified_users_by_email is None:
                 log.warning(
                     "PATRONLOCK_SYNC_MATCH_EMAILS is on but no @patronlock.verified_users_by_email is registered: "
                     "sync run %d linked nobody by e-mail",
@@ -846,7 +846,7 @@ def match_emails(state: PatronLockState, member_ids: list[str], *, run_id: int |
     case-insensitively): only users whose address the host itself verified. Nothing else (``user_by_email``, the
     deprecated ``users_by_email``) ever makes a run link. The links are ``origin="email"``: the patron's access, never
     a way to log in with Patreon. Returns the links made."""
-    finder = state.extension.verified_email_finder()
+    finder = state.declarations.verified_users_by_email
     if finder is None:
         return []
     candidates = state.store.unlinked_verified_emails(member_ids)

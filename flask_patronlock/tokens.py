@@ -19,14 +19,10 @@ from .patreon.errors import InvalidGrant
 from .patreon.types import TokenSet
 
 if TYPE_CHECKING:
-    from .extension import PatronLockState
-    from .patreon.client import PatreonClient
+    from .state import PatronLockState
 
 #: an access token expiring within this margin is refreshed before use.
 REFRESH_MARGIN = timedelta(minutes=5)
-#: retries of a Patreon call someone is waiting on (a page load): one, with short waits, not a sync's patience.
-INTERACTIVE_RETRIES = 1
-INTERACTIVE_MAX_BACKOFF = 2.0
 
 
 def reusable(current: str | None, *, rejected: str | None, expires_at: datetime | None, now: datetime) -> str | None:
@@ -82,7 +78,7 @@ def refresh_serialized(
             failure = fail(conn, "no_refresh_token")
         else:
             # a token call is paced in this process only: it must not wait on the database while holding this row
-            client = interactive_client(state, purpose)
+            client = state.interactive_client(purpose)
             try:
                 tokens = client.refresh(pair.refresh_token)
             except InvalidGrant:
@@ -96,11 +92,3 @@ def refresh_serialized(
     assert tokens is not None
     return tokens.access_token
 
-
-def interactive_client(state: PatronLockState, purpose: str) -> PatreonClient:
-    """A Patreon client for a call a person waits on: at most :data:`INTERACTIVE_RETRIES` retry and short backoff
-    (a rate limit asking for a longer wait is raised instead of waited out)."""
-    client = state.client(purpose=purpose)
-    client.max_retries = INTERACTIVE_RETRIES
-    client.max_backoff = INTERACTIVE_MAX_BACKOFF
-    return client

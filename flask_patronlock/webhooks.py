@@ -51,12 +51,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from . import config as _config
 from . import signals
 from .dbutil import begin_immediate, sqlite_write_lock
-from .extension import PatronLockState, get_state
 from .patreon.errors import MalformedDocument, NotFound, PatreonAPIError, PatreonError
 from .patreon.jsonapi import is_patreon_id, load_json, parse_member_document
 from .patreon.signatures import SIGNATURE_HEADER, verify_signature
 from .patreon.types import MEMBER_TRIGGERS, MemberSnapshot, WebhookSnapshot
 from .patron import Patron
+from .state import PatronLockState, get_state
 from .transitions import ApplyResult, older_than_stored
 
 __all__ = [
@@ -103,8 +103,8 @@ def init_webhooks(app: Flask) -> None:
 def _exempt_from_csrf(app: Flask) -> None:
     csrf = app.extensions.get("csrf")
     if csrf is not None and hasattr(csrf, "exempt"):
-        exempt = getattr(csrf, "_exempt_blueprints", None)
-        if exempt is None or blueprint.name not in exempt:
+        exempt = getattr(csrf, "_exempt_blueprints", None)  # Flask-WTF >= 1.2: the Blueprint objects
+        if exempt is None or blueprint not in exempt:
             csrf.exempt(blueprint)
 
 
@@ -394,7 +394,7 @@ def rotate_webhook_secret(state: PatronLockState) -> bool:
     with the token rotations: otherwise, once the old key is removed, no signature would verify and every webhook would
     be answered 403. Returns whether a secret was rewritten.
 
-    :raises flask_patronlock.TokenDecryptionError: no configured key opens it (nothing is changed).
+    :raises flask_patronlock.errors.TokenDecryptionError: no configured key opens it (nothing is changed).
     """
     table = state.tables.settings
     cipher = state.token_cipher()

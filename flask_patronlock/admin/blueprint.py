@@ -26,8 +26,8 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.exceptions import BadRequest, Forbidden
 
 from ..csrf import check_csrf
-from ..extension import PatronLockState, get_state
 from ..locks import lock_exempt
+from ..state import PatronLockState, get_state
 
 __all__ = [
     "NAV",

@@ -11,9 +11,10 @@ from .. import signals
 from ..accounts import NeedsReauthorization, NotLinked, RefreshTooSoon, get_accounts
 from ..csrf import check_csrf
 from ..errors import TokenDecryptionError
-from ..locks import viewer_changed
 from ..patreon.errors import PatreonError, RateLimited
-from .common import _current_user, _landing, _login_manager, _now, _send, _state, _user_id, blueprint, log
+from ..state import get_state
+from ..viewers import current_viewer_changed as viewer_changed
+from .common import _current_user, _landing, _login_manager, _now, _send, _user_id, blueprint, log
 from .describe import _account_label, _describe, _mask_email
 from .problems import _csrf_problem, _patreon_problem
 
@@ -107,7 +108,7 @@ def status() -> ResponseReturnValue:
         if current_app.config["PATRONLOCK_LOGIN_ENABLED"]:
             return render_template(STATUS_TEMPLATE, user=None, account=None)
         return _login_manager().unauthorized()
-    state = _state()
+    state = get_state()
     accounts = get_accounts()
     user_id = _user_id(user)
     account = accounts.get(user_id)

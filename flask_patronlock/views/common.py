@@ -14,17 +14,13 @@ from flask_wtf.csrf import generate_csrf
 
 from .. import oauth, signals
 from ..errors import ConfigurationError
-from ..extension import PatronLockState, get_state
+from ..state import get_state
 
 log = logging.getLogger("flask_patronlock.views")
 
 blueprint = Blueprint(
     "patronlock", __name__, template_folder=str(Path(__file__).resolve().parent.parent / "templates")
 )
-
-
-def _state() -> PatronLockState:
-    return get_state()
 
 
 def _login_manager() -> Any:
@@ -61,11 +57,11 @@ def _landing(next_url: str | None) -> str:
 
 
 def _now() -> datetime:
-    return _state().store.clock()
+    return get_state().store.clock()
 
 
 def _send(signal: Any, **kwargs: Any) -> None:
-    state = _state()
+    state = get_state()
     signals.send_action(signal, state.app, strict=bool(state.app.config["PATRONLOCK_STRICT_SIGNALS"]), **kwargs)
 
 

@@ -12,13 +12,14 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
 from .. import oauth, signals
-from ..accounts import AlreadyLinked, LinkResult, get_accounts, interactive_client
+from ..accounts import AlreadyLinked, LinkResult, get_accounts
 from ..errors import ConfigurationError
-from ..locks import viewer_changed
 from ..patreon.errors import PatreonError
 from ..patreon.types import Identity, TokenSet
 from ..patron import Patron
-from .common import _current_user, _landing, _login_manager, _next_args, _now, _send, _state, _user_id, blueprint, log
+from ..state import get_state
+from ..viewers import current_viewer_changed as viewer_changed
+from .common import _current_user, _landing, _login_manager, _next_args, _now, _send, _user_id, blueprint, log
 from .describe import _account_label, _describe
 from .problems import ConnectProblem, _patreon_problem, _state_problem, _try_again
 
@@ -30,7 +31,7 @@ _STORING_TOKENS = "storing a patron's Patreon connection"
 
 
 def _authorize(flow: oauth.Flow, next_url: str | None, user_id: str | None) -> ResponseReturnValue:
-    state = _state()
+    state = get_state()
     cfg = state.app.config
     # configuration errors (no redirect URI, no client id, no key to store the tokens with) surface before anything is
     # remembered in the session, and before the visitor is sent to Patreon for nothing
@@ -82,7 +83,7 @@ def login() -> ResponseReturnValue:
 def callback() -> ResponseReturnValue:
     """Patreon's answer: check the state first (before any token request), then exchange the code, read the identity
     with the membership to this campaign, and finish the flow."""
-    state = _state()
+    state = get_state()
     now = _now()
     try:
         flow = oauth.take_flow(request.args.get("state"), now=now)
@@ -135,7 +136,7 @@ def callback() -> ResponseReturnValue:
             )
 
     state.token_cipher(_STORING_TOKENS)  # the keys may have gone since the start: refuse before the code is spent
-    client = interactive_client(state, "connecting with Patreon")
+    client = state.interactive_client("connecting with Patreon")
     try:
         tokens = client.exchange_code(code, oauth.redirect_uri(state.app), flow.code_verifier)
         identity = client.identity(campaign_id=state.campaign_id(), access_token=tokens.access_token)
@@ -209,7 +210,7 @@ def _log_in(user: Any) -> None:
 def _finish_login(
     flow: oauth.PendingFlow, tokens: TokenSet, identity: Identity, observed_at: datetime
 ) -> ResponseReturnValue:
-    state = _state()
+    state = get_state()
     extension = state.extension
     accounts = get_accounts()
     patreon_user = identity.user

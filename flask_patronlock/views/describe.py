@@ -12,13 +12,13 @@ from ..formatting import date_text, money
 from ..patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from ..patron import Patron
 from ..policy import Entitlement, PolicySettings, entitlement
-from .common import _state
+from ..state import get_state
 
 
 def _describe(patron: Patron | None, member: MemberSnapshot | None, now: datetime) -> str:
     """:func:`describe_access` with the creator's policy, the synced tier catalogue (plus the tiers the identity
     named) and the site's currency symbol; all from the per-process settings cache, no query."""
-    snapshot = _state().settings.current()
+    snapshot = get_state().settings.current()
     tiers = dict(snapshot.tiers)
     if member is not None:
         tiers.update({t.id: t for t in member.tiers if t.title or t.id not in tiers})

@@ -27,9 +27,9 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.health import health_report
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.webhooks import dedupe_key, register_webhook
 from tests.helpers.celery_site import make_site, site_env
 

@@ -18,8 +18,9 @@ from cryptography.fernet import Fernet
 from flask import Flask
 from sqlalchemy import func, select
 
-from flask_patronlock import get_state, locked
+from flask_patronlock import locked
 from flask_patronlock.settings import list_addons, set_addon_enabled
+from flask_patronlock.state import get_state
 from tests.helpers.constants import NOW
 from tests.helpers.sites import Site, make_site
 

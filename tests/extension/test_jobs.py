@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 
 from flask_patronlock.errors import ConfigurationError
-from flask_patronlock.extension import get_state
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import list_runs
 from tests.helpers.sync import count, sandbox_app
 

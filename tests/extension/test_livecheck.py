@@ -13,9 +13,9 @@ from click.testing import Result
 from flask import Flask
 from sqlalchemy import func, select
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.livecheck import LiveCheckReport, live_check
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from tests.helpers.sync import sandbox_app
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.patreon_sandbox(members=8)]

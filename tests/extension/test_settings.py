@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from flask_patronlock import LockRule, PolicySettings, TierSnapshot, UnknownLockError, decision_for
-from flask_patronlock.extension import get_state
+from flask_patronlock import LockRule, PolicySettings, UnknownLockError, decision_for
+from flask_patronlock.patreon import TierSnapshot
 from flask_patronlock.settings import (
     clear_lock_override,
     get_lock_override,
@@ -20,6 +20,7 @@ from flask_patronlock.settings import (
     set_lock_override,
     set_policy_settings,
 )
+from flask_patronlock.state import get_state
 from tests.helpers.constants import CAMPAIGN, NOW, TIERS
 from tests.helpers.sites import Site, count_queries, make_site
 

@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_patronlock import MemberSnapshot
+from flask_patronlock.patreon import MemberSnapshot
 from tests.helpers.constants import ADMIN_TIERS, CAMPAIGN, NOW
 from tests.helpers.sites import Site, make_site
 

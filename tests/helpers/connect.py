@@ -18,7 +18,8 @@ from flask import Flask, get_flashed_messages, jsonify, session
 from flask.testing import FlaskClient
 from flask_login import login_user
 
-from flask_patronlock import PatronLock, UserSnapshot
+from flask_patronlock import PatronLock
+from flask_patronlock.patreon import UserSnapshot
 from tests.helpers.constants import CAMPAIGN, SILVER
 from tests.helpers.sites import Site, User, make_site
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask_patronlock import TierSnapshot
+from flask_patronlock.patreon import TierSnapshot
 
 #: The sites' "now": every page view decides at this moment (the store's clock is pinned to it).
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)

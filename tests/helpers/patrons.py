@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask_patronlock import MemberSnapshot
+from flask_patronlock.patreon import MemberSnapshot
 from tests.helpers.constants import CAMPAIGN, SILVER, T0
 
 

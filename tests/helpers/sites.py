@@ -18,8 +18,9 @@ from flask import Flask
 from flask_login import LoginManager, UserMixin
 from sqlalchemy import event, insert
 
-from flask_patronlock import MemberSnapshot, PatronLock, TierSnapshot
-from flask_patronlock.extension import PatronLockState, get_state
+from flask_patronlock import PatronLock
+from flask_patronlock.patreon import MemberSnapshot, TierSnapshot
+from flask_patronlock.state import PatronLockState, get_state
 from tests.helpers.constants import CAMPAIGN, NOW, TIERS
 
 S = TypeVar("S", bound="Site")

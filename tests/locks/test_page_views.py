@@ -15,7 +15,7 @@ import requests_mock
 from flask import Flask, render_template_string
 
 from flask_patronlock import current_patron, locked, send_locked_file
-from flask_patronlock.extension import PatronLockState
+from flask_patronlock.state import PatronLockState
 from tests.helpers.constants import NOW
 from tests.helpers.sites import Site, count_queries, make_site
 

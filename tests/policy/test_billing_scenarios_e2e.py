@@ -13,10 +13,10 @@ import pytest
 from flask import Flask
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.types import TierSnapshot
 from flask_patronlock.policy import LockRule, Viewer, decide
 from flask_patronlock.sandbox import Member, Sandbox
+from flask_patronlock.state import get_state
 from tests.helpers.constants import SANDBOX_START as NOW
 from tests.helpers.sync import set_policy, sync, webhook_app
 

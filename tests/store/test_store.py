@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from flask_patronlock import signals
 from flask_patronlock.dates import add_months
-from flask_patronlock.extension import get_state
+from flask_patronlock.state import get_state
 from flask_patronlock.transitions import infer_events, merge
 from tests.helpers.connect import capture
 from tests.helpers.constants import T0

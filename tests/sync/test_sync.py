@@ -10,9 +10,9 @@ import pytest
 from flask import Flask
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.leases import Lease
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import SYNC_LEASE, AlreadyRunning, list_runs, refresh_tiers, run_sync
 from tests.helpers.sync import access_of, count, revoked_in_run, sandbox_app, set_policy, sync
 

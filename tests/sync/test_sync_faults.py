@@ -25,10 +25,10 @@ from sqlalchemy.exc import OperationalError
 from flask_patronlock import runs as runs_module
 from flask_patronlock import signals
 from flask_patronlock import sync as sync_module
-from flask_patronlock.extension import get_state
 from flask_patronlock.leases import Lease
 from flask_patronlock.patreon.types import MemberPage
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.store import Store
 from flask_patronlock.sync import SYNC_LEASE, AlreadyRunning, incomplete_streak, list_runs, run_sync
 from tests.helpers.sync import access_of, fast_client, revoked_in_run, sandbox_app, set_policy, sync
@@ -380,7 +380,7 @@ KILLED_CHILD = textwrap.dedent(
     from flask import Flask
     from flask_sqlalchemy import SQLAlchemy
     from flask_patronlock import PatronLock
-    from flask_patronlock.extension import get_state
+    from flask_patronlock.state import get_state
     from flask_patronlock.policy import PolicySettings
     from flask_patronlock import runs as runs_module
     from flask_patronlock import sync as sync_module

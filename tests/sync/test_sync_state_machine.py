@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from flask_patronlock import PatronLock
-from flask_patronlock.extension import get_state
 from flask_patronlock.policy import PolicySettings, entitlement
 from flask_patronlock.sandbox import Delivery, Sandbox, SandboxServer
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import run_sync
 from tests.helpers.sync import fast_client
 

@@ -12,7 +12,6 @@ import requests_mock as rm
 from flask import Flask
 from sqlalchemy import select
 
-from flask_patronlock import TokenDecryptionError, UserSnapshot
 from flask_patronlock.accounts import (
     AlreadyLinked,
     NeedsReauthorization,
@@ -20,8 +19,9 @@ from flask_patronlock.accounts import (
     RefreshTooSoon,
     get_accounts,
 )
-from flask_patronlock.extension import get_state
-from flask_patronlock.patreon import ServerError, TokenSet
+from flask_patronlock.errors import TokenDecryptionError
+from flask_patronlock.patreon import ServerError, TokenSet, UserSnapshot
+from flask_patronlock.state import get_state
 from tests.helpers.connect import KEY1, KEY2, MOCK_CONFIG, MOCK_IDENTITY_URL, MOCK_TOKEN_URL, identity_doc, token_json
 from tests.helpers.constants import T0
 

@@ -20,8 +20,8 @@ from flask import Flask
 from sqlalchemy import insert, select
 
 from flask_patronlock.creator import CREATOR_KEY, get_creator_connection
-from flask_patronlock.extension import PatronLockState, get_state
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import PatronLockState, get_state
 from flask_patronlock.webhooks import WEBHOOK_SETTING_KEY, stored_webhook
 from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
 from tests.helpers.connect import (

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 
 from flask_patronlock.accounts import get_accounts
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
+from flask_patronlock.state import get_state
 from tests.helpers.connect import (
     EVIL_NEXT,
     REDIRECT_URI,

@@ -17,12 +17,12 @@ import pytest
 from flask import Flask
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
 from flask_patronlock.patreon.errors import TransportError
 from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.patreon.types import MemberSnapshot
 from flask_patronlock.sandbox import Member, Sandbox
+from flask_patronlock.state import get_state
 from tests.helpers.patreon import fixture_json
 from tests.helpers.sync import access_of, count, set_policy, webhook_app
 
