@@ -103,7 +103,7 @@ REASON_ADMIN_BYPASS: Final = "admin_bypass"
 REASON_ALLOWED: Final = "allowed"
 
 #: an entitlement state that is owed nothing: the denial's reason and what is missing.
-_UNENTITLED: Final[dict[str, tuple[str, str]]] = {
+_UNENTITLED: Final[dict[str, tuple[Reason, str]]] = {
     "restricted": (REASON_PAYMENT_DECLINED, "a successful payment"),
     "former": (REASON_FORMER_PATRON, "an active pledge"),
     "none": (REASON_NOT_A_PATRON, "a pledge to this campaign"),
@@ -879,9 +879,12 @@ def _decide_inner(
         steps.append(f"Entitlement: {ent.state}{until}, {money(ent.monthly_cents)} a month{tier_text}.")
     unentitled = _UNENTITLED.get(ent.state)
     if unentitled is not None:
-        reason, missing = unentitled
         return Decision(
-            allowed=False, reason=reason, entitlement=ent, required_tier_ids=rule.tier_ids, missing=missing
+            allowed=False,
+            reason=unentitled[0],
+            entitlement=ent,
+            required_tier_ids=rule.tier_ids,
+            missing=unentitled[1],
         )
     known = _EMPTY_TIERS if tiers is None else tiers
     any_mode = rule.combine == "any"
