@@ -51,7 +51,7 @@ from sqlalchemy.types import JSON
 
 from . import signals
 from .dates import add_months
-from .models import Tables, is_row_id
+from .models import Tables, ids_value, in_ids, is_row_id
 from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
@@ -361,7 +361,18 @@ def _sqlite_insert_plan(
     return cached
 
 
-_encode_json = json.JSONEncoder(default=_json_default).encode  # one encoder: json.dumps(default=...) makes one per call
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.JSONEncoder(default=_json_default).encode``, with its C encoder built once: ``encode()`` builds one at
+    every call, and a first run encodes 100,000 audit rows' changes (no circular-reference check: they are acyclic)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(default=_json_default).encode
+    escape = json.encoder.encode_basestring_ascii
+    chunks = make(None, _json_default, escape, None, ": ", ", ", False, False, True)
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode_json = _json_encoder()
 
 
 def _dumps_json(value: Any) -> str:
@@ -700,6 +711,10 @@ class Store:
         #: process's settings cache re-reads at once instead of after its check interval (issue 7).
         self.settings_changed: Callable[[], None] | None = None
 
+    #: create members with no stored row through :func:`flask_patronlock.firstseen.create` (tests turn it off to
+    #: compare it with the general transition below, which creates them one by one).
+    _first_seen_in_bulk = True
+
     @property
     def engine(self) -> Engine:
         """The engine in use."""
@@ -820,6 +835,21 @@ class Store:
         }
         links = self._local_users(conn, new_user_ids) if new_user_ids else {}
 
+        # Members with no stored row are created in bulk, straight from their snapshots (a first run: every member).
+        created: Mapping[str, ApplyResult] = {}
+        fresh = [s for s in snapshots_left if s.member_id not in stored] if self._first_seen_in_bulk else []
+        if fresh:
+            # firstseen is built from this module's pieces (merge, the SQLite inserts): imported here, not above
+            from . import firstseen
+
+            created, taken = firstseen.create(
+                self, conn, fresh, links, access=access, observed_at=observed_at, source=source, run_id=run_id
+            )
+            results.update(created)
+            if taken:  # inserted by another transaction after we looked (PostgreSQL): applied to their rows below
+                stored.update(self._load_for_update(conn, [s.member_id for s in taken]))
+            snapshots_left = [s for s in snapshots_left if s.member_id not in created]
+
         creates: list[Patron] = []
         for snapshot in snapshots_left:
             previous = stored.get(snapshot.member_id)
@@ -852,7 +882,7 @@ class Store:
             self._update_not_newer(conn, updates)
         self._note_evaluated(conn, results.values(), access)
 
-        changed = [r for r in results.values() if r.changed]
+        changed = [r for r in results.values() if r.changed and r.member_id not in created]  # created: written
         if changed:
             kinds = {"created": "patron_created", "updated": "patron_updated"}
             self._write_events(
@@ -939,21 +969,26 @@ class Store:
         )
 
     def _load_for_update(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, Patron]:
-        p, a = self.tables.patrons, self.tables.accounts
-        out: dict[str, Patron] = {}
-        # Columns in Patron's field order, so each row becomes a Patron positionally (a sync loads 1,000 a page).
-        columns = [p.c[name] for name in _PATRON_FIELDS[:-1]] + [a.c.user_id.label("local_user_id")]
-        for start in range(0, len(member_ids), _CHUNK):
-            chunk = sorted(member_ids[start : start + _CHUNK])  # one lock order for every writer: no deadlocks
+        dialect = conn.dialect.name
+        stmt = self._statements.get(("load_for_update", dialect))
+        if stmt is None:
+            p, a = self.tables.patrons, self.tables.accounts
+            # Columns in Patron's field order, so each row becomes a Patron positionally (a sync loads 1,000 a page).
+            columns = [p.c[name] for name in _PATRON_FIELDS[:-1]] + [a.c.user_id.label("local_user_id")]
             stmt = (
                 select(*columns)
                 .outerjoin(a, a.c.patreon_user_id == p.c.patreon_user_id)
-                .where(p.c.member_id.in_(chunk))
+                .where(in_ids(p.c.member_id, dialect))
                 .order_by(p.c.member_id)
             )
-            if conn.dialect.name == "postgresql":
+            if dialect == "postgresql":
                 stmt = stmt.with_for_update(of=p)
-            for row in conn.execute(stmt).all():  # fetchall: one call, not one per row
+            self._statements[("load_for_update", dialect)] = stmt
+        out: dict[str, Patron] = {}
+        for start in range(0, len(member_ids), _CHUNK):
+            chunk = sorted(member_ids[start : start + _CHUNK])  # one lock order for every writer: no deadlocks
+            # fetchall: one call, not one per row
+            for row in conn.execute(stmt, {"ids": ids_value(chunk, dialect)}).all():
                 out[row[0]] = Patron(*row)
         return out
 
@@ -973,13 +1008,14 @@ class Store:
         and its Patreon fields equal the snapshot's (compared here, on just those columns).
         """
         by_id = {s.member_id: s for s in snapshots}
-        stmt = self._settled_statement()
+        stmt = self._settled_statement(conn.dialect.name)
         width = len(_COMPARED)
         settled: set[str] = set()
-        ids = list(by_id)
+        ids, dialect = list(by_id), conn.dialect.name
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            params = {"ids": chunk, "observed_at": observed_at, "key": access.key, "now": access.now}
+            ids_in = ids_value(chunk, dialect)
+            params = {"ids": ids_in, "observed_at": observed_at, "key": access.key, "now": access.now}
             for row in conn.execute(stmt, params).all():
                 values = tuple(row)
                 snapshot = by_id[values[width]]
@@ -987,10 +1023,10 @@ class Store:
                     settled.add(snapshot.member_id)
         return settled
 
-    def _settled_statement(self) -> Any:
+    def _settled_statement(self, dialect: str) -> Any:
         # Built once: constructing the select costs more than a page's worth of comparing. Booleans come back as
         # SQLite's 0/1 (equal to False/True in a comparison) instead of through a processor each.
-        stmt = self._statements.get("settled")
+        stmt = self._statements.get(("settled", dialect))
         if stmt is None:
             p = self.tables.patrons
             columns = [
@@ -998,7 +1034,7 @@ class Store:
                 for name in (*_COMPARED, "member_id", "campaign_id", "patreon_user_id", "email", "email_verified")
             ]
             stmt = select(*columns).where(
-                p.c.member_id.in_(bindparam("ids", expanding=True)),
+                in_ids(p.c.member_id, dialect),
                 p.c.observed_at <= bindparam("observed_at", type_=p.c.observed_at.type),
                 p.c.missing_since.is_(None),
                 p.c.missing_runs == 0,
@@ -1007,7 +1043,7 @@ class Store:
                 p.c.access_policy == bindparam("key", type_=p.c.access_policy.type),
                 or_(p.c.access_until.is_(None), p.c.access_until > bindparam("now", type_=p.c.access_until.type)),
             )
-            self._statements["settled"] = stmt
+            self._statements[("settled", dialect)] = stmt
         return stmt
 
     def _note_evaluated(self, conn: Connection, results: Iterable[ApplyResult], access: _AccessContext) -> None:
