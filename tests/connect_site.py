@@ -17,8 +17,9 @@ from flask import Flask, get_flashed_messages, jsonify, session
 from flask.testing import FlaskClient
 from flask_login import LoginManager, UserMixin, login_user
 
-from flask_patronlock import PatronLock, UserSnapshot
-from flask_patronlock.extension import get_state
+from flask_patronlock import PatronLock
+from flask_patronlock.patreon import UserSnapshot
+from flask_patronlock.state import get_state
 
 KEY1 = Fernet.generate_key().decode()
 KEY2 = Fernet.generate_key().decode()

@@ -13,7 +13,6 @@ from connect_site import KEY1, KEY2, MOCK_CONFIG, MOCK_IDENTITY_URL, MOCK_TOKEN_
 from flask import Flask
 from sqlalchemy import select
 
-from flask_patronlock import TokenDecryptionError, UserSnapshot
 from flask_patronlock.accounts import (
     AlreadyLinked,
     NeedsReauthorization,
@@ -21,8 +20,9 @@ from flask_patronlock.accounts import (
     RefreshTooSoon,
     get_accounts,
 )
-from flask_patronlock.extension import get_state
-from flask_patronlock.patreon import ServerError, TokenSet
+from flask_patronlock.errors import TokenDecryptionError
+from flask_patronlock.patreon import ServerError, TokenSet, UserSnapshot
+from flask_patronlock.state import get_state
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -16,10 +16,12 @@ from flask_sqlalchemy import SQLAlchemy
 from lockhelpers import count_queries, make_site
 from sqlalchemy import select
 
-from flask_patronlock import Addon, AddonHooks, MemberSnapshot, PatronLock, get_state, signals
+from flask_patronlock import Addon, AddonHooks, PatronLock, signals
 from flask_patronlock.addons import ENTRY_POINT_GROUP, AddonError
 from flask_patronlock.banners import pledge_link
+from flask_patronlock.patreon import MemberSnapshot
 from flask_patronlock.settings import is_addon_enabled, list_addons, set_addon_enabled
+from flask_patronlock.state import get_state
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -392,3 +394,65 @@ def test_cli_lists_and_switches(new_app: Callable[..., Flask], monkeypatch: pyte
     assert runner.invoke(args=["patronlock", "addons", "enable", "recorder"]).exit_code == 0
     unknown = runner.invoke(args=["patronlock", "addons", "enable", "nope"])
     assert unknown.exit_code == 2 and "no add-on named 'nope'" in unknown.output
+
+
+# -- the add-on data API and the package's public names ----------------------------------------------------------------
+
+
+class Reader(Addon):
+    """Keeps the data its init_app got, and what a receiver read through patron_data(app)."""
+
+    name = "reader"
+
+    def init_app(self, app: Flask, hooks: AddonHooks) -> None:
+        self.hooks_data = hooks.data
+        self.seen: list[Any] = []
+        hooks.connect(signals.patron_changed, self.changed)
+
+    def changed(self, app: Flask, *, patron: Any, **kwargs: Any) -> None:
+        from flask_patronlock import patron_data
+
+        data = patron_data(app)  # a receiver has the app, maybe no context
+        self.seen.append((data.patron(patron.member_id), data.now()))
+
+
+def test_the_data_api_reads_what_flask_patronlock_stores(new_app: Callable[..., Flask]) -> None:
+    from flask_patronlock import PatronData, patron_data
+    from flask_patronlock.patreon import TierSnapshot
+
+    reader = Reader()
+    app = new_app(reader)
+    state = get_state(app)
+    state.store.clock = lambda: T0
+    data = reader.hooks_data
+    assert isinstance(data, PatronData) and data.engine is state.store.engine and data.tables is state.tables
+    assert data.metadata is state.db.metadata
+    state.store.replace_tiers("c1", [TierSnapshot(id="t5", title="Gold", amount_cents=500)])
+    state.store.apply(snap(), source="sync", observed_at=T0)
+    assert [(p.member_id, now) for p, now in reader.seen] == [("m1", T0)]
+    with app.app_context():
+        current = patron_data()
+        assert current.now() == T0 and current.campaign_id() == "c1"
+        assert [t.title for t in current.tiers().values()] == ["Gold"]
+        assert current.policy() == state.settings.current().policy
+        assert current.patron("m1") == state.store.get_patron("m1") and current.patron("nobody") is None
+        assert current.patron_for_user("42") is None  # no linked account
+    with data.engine.connect() as conn:
+        row = conn.execute(select(data.tables.patrons)).mappings().one()
+    stored = state.store.get_patron("m1")
+    assert data.patron_from_row(row, local_user_id=7) == (stored.replace(local_user_id="7") if stored else None)
+
+
+def test_the_public_names_are_few_and_the_former_ones_warn() -> None:
+    import flask_patronlock
+
+    assert len(flask_patronlock.__all__) <= 30
+    for internal in ("get_state", "PatronLockState", "Store", "ApplyResult", "Accounts"):
+        assert internal not in flask_patronlock.__all__
+        with pytest.warns(DeprecationWarning, match=f"flask_patronlock.{internal} is no longer"):
+            moved = getattr(flask_patronlock, internal)
+        assert moved is not None
+    with pytest.raises(AttributeError):
+        flask_patronlock.no_such_name  # noqa: B018
+    for name in flask_patronlock.__all__:
+        assert getattr(flask_patronlock, name) is not None

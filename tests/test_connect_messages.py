@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from flask_patronlock import Patron, TierSnapshot
+from flask_patronlock import Patron
+from flask_patronlock.patreon import TierSnapshot
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.views import describe_access
 

@@ -19,8 +19,9 @@ from flask import Flask
 from lockhelpers import NOW, Site, make_site
 from sqlalchemy import func, select
 
-from flask_patronlock import get_state, locked
+from flask_patronlock import locked
 from flask_patronlock.settings import list_addons, set_addon_enabled
+from flask_patronlock.state import get_state
 
 ADDONS = Path(__file__).resolve().parent.parent / "example_site" / "addons"
 DISTRIBUTIONS = {"welcome_outbox": "patronlock-welcome-outbox", "supporters_wall": "patronlock-supporters-wall"}

@@ -37,10 +37,9 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from flask_patronlock import Addon, AddonHooks, Decision, get_state, signals
+from flask_patronlock import Addon, AddonHooks, Decision, patron_data, signals
 from flask_patronlock.models import UTCDateTime
 from flask_patronlock.policy import entitlement
-from flask_patronlock.store import row_to_patron
 
 __all__ = ["TABLE_NAME", "SupportersWall", "WallGroup", "entries_table", "wall_groups"]
 
@@ -81,7 +80,7 @@ class SupportersWall(Addon):
     def init_app(self, app: Flask, hooks: AddonHooks) -> None:
         app.config.setdefault("SUPPORTERS_WALL_URL_PREFIX", "/supporters")
         app.config.setdefault("SUPPORTERS_WALL_BANNER_REASONS", ["not_a_patron", "amount_too_low", "former_patron"])
-        entries_table(hooks.state.db.metadata)
+        entries_table(hooks.data.metadata)
         hooks.register_blueprint(blueprint, url_prefix=app.config["SUPPORTERS_WALL_URL_PREFIX"])
         # late (priority 80): whatever other add-ons do to the banner, the link goes at the end
         hooks.connect(signals.banner_html, self.link_from_banner, priority=80)
@@ -125,13 +124,12 @@ class WallGroup:
 def wall_groups(app: Flask | None = None) -> list[WallGroup]:
     """The wall: the opted-in users whose linked patron is entitled now, grouped by their dearest entitled tier
     (dearest tier first, names in alphabetical order)."""
-    state = get_state(app)
-    snapshot = state.settings.current()
-    now = state.store.clock()
-    e = entries_table(state.db.metadata)
-    a, p = state.tables.accounts, state.tables.patrons
+    data = patron_data(app)
+    policy, known_tiers, now = data.policy(), data.tiers(), data.now()
+    e = entries_table(data.metadata)
+    a, p = data.tables.accounts, data.tables.patrons
     on = p.c.patreon_user_id == a.c.patreon_user_id
-    campaign = state.app.config.get("PATRONLOCK_CAMPAIGN_ID")
+    campaign = data.campaign_id()
     if campaign:
         on = and_(on, p.c.campaign_id == campaign)
     stmt = (
@@ -140,14 +138,14 @@ def wall_groups(app: Flask | None = None) -> list[WallGroup]:
         .join(p, on)
     )
     groups: dict[str, WallGroup] = {}
-    with state.store.engine.connect() as conn:
+    with data.engine.connect() as conn:
         rows = conn.execute(stmt).mappings().all()
     for row in rows:
-        patron = row_to_patron(row, local_user_id=row["wall_user_id"])
-        owed = entitlement(patron, snapshot.policy, now)
+        patron = data.patron_from_row(row, local_user_id=row["wall_user_id"])
+        owed = entitlement(patron, policy, now)
         if not owed.entitled:
             continue
-        tiers = [snapshot.tiers[t] for t in owed.tier_ids if t in snapshot.tiers]
+        tiers = [known_tiers[t] for t in owed.tier_ids if t in known_tiers]
         if tiers:
             best = max(tiers, key=lambda t: t.amount_cents)
             title, cents = best.title or "Patrons", best.amount_cents
@@ -184,10 +182,10 @@ def wall() -> Response:
     user = _user()
     me: dict[str, Any] | None = None
     if user is not None:
-        state = get_state()
-        e = entries_table(state.db.metadata)
+        data = patron_data()
+        e = entries_table(data.metadata)
         user_id = str(user.get_id())
-        with state.store.engine.connect() as conn:
+        with data.engine.connect() as conn:
             listed_as = conn.execute(select(e.c.display_name).where(e.c.user_id == user_id)).scalar()
         from flask_patronlock import current_patron
 
@@ -214,8 +212,8 @@ def me() -> WerkzeugResponse:
     expected = session.get(_CSRF_KEY)
     if not isinstance(expected, str) or not secrets.compare_digest(token, expected):
         abort(400, "The form expired; reload the page and try again.")
-    state = get_state()
-    e = entries_table(state.db.metadata)
+    data = patron_data()
+    e = entries_table(data.metadata)
     user_id = str(user.get_id())
     now = datetime.now(UTC)
     if request.form.get("listed") == "1":
@@ -224,17 +222,17 @@ def me() -> WerkzeugResponse:
             flash(f"Choose a name of 1 to {MAX_NAME} characters to be listed under.", "error")
             return redirect(url_for(".wall"))
         try:
-            with state.store.engine.begin() as conn:
+            with data.engine.begin() as conn:
                 if not conn.execute(
                     update(e).where(e.c.user_id == user_id).values(display_name=name, updated_at=now)
                 ).rowcount:
                     conn.execute(insert(e).values(user_id=user_id, display_name=name, created_at=now, updated_at=now))
         except IntegrityError:  # the same form sent twice at once: the other request inserted the row
-            with state.store.engine.begin() as conn:
+            with data.engine.begin() as conn:
                 conn.execute(update(e).where(e.c.user_id == user_id).values(display_name=name, updated_at=now))
         flash(f"Thank you! You are on the wall as {name} while your pledge is active.", "info")
     else:
-        with state.store.engine.begin() as conn:
+        with data.engine.begin() as conn:
             conn.execute(delete(e).where(e.c.user_id == user_id))
         flash("You are no longer listed on the wall.", "info")
     return redirect(url_for(".wall"))

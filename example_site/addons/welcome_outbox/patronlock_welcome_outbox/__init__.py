@@ -29,7 +29,7 @@ from flask.cli import AppGroup
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from flask_patronlock import Addon, AddonHooks, Patron, get_state, signals
+from flask_patronlock import Addon, AddonHooks, Patron, patron_data, signals
 from flask_patronlock.models import UTCDateTime
 
 __all__ = ["TABLE_NAME", "Message", "WelcomeOutbox", "mark_sent", "outbox_table", "pending"]
@@ -101,14 +101,14 @@ class WelcomeOutbox(Addon):
     def init_app(self, app: Flask, hooks: AddonHooks) -> None:
         app.config.setdefault("WELCOME_OUTBOX_SUBJECT", DEFAULT_SUBJECT)
         app.config.setdefault("WELCOME_OUTBOX_BODY", DEFAULT_BODY)
-        outbox_table(hooks.state.db.metadata)  # db.create_all() / Flask-Migrate create it with the app's tables
+        outbox_table(hooks.data.metadata)  # db.create_all() / Flask-Migrate create it with the app's tables
         hooks.connect(signals.pledge_started, self.on_pledge_started)
         app.cli.add_command(outbox_cli)
 
     def on_pledge_started(self, app: Flask, *, patron: Patron, **kwargs: Any) -> None:
         """``pledge-started``: put a welcome for ``patron`` in the outbox (at most one per pledge start)."""
-        state = get_state(app)
-        table = outbox_table(state.db.metadata)
+        data = patron_data(app)
+        table = outbox_table(data.metadata)
         values = _Values(
             name=(patron.full_name or "").split(" ")[0] or "there",
             creator=app.config.get("PATRONLOCK_CREATOR_NAME") or "the creator",
@@ -127,14 +127,14 @@ class WelcomeOutbox(Addon):
             "created_at": datetime.now(UTC),
         }
         try:
-            with state.store.engine.begin() as conn:
+            with data.engine.begin() as conn:
                 conn.execute(insert(table).values(**row))
         except IntegrityError:
             pass  # this pledge start is already welcomed (reported twice: by a webhook and a sync)
 
 
 def _tier_values(app: Flask, patron: Patron) -> Mapping[str, str]:
-    tiers = get_state(app).settings.current().tiers
+    tiers = patron_data(app).tiers()
     held = [tiers[t] for t in patron.entitled_tier_ids if t in tiers]
     cents = max((t.amount_cents for t in held), default=patron.entitled_cents)
     symbol = app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or ""
@@ -145,9 +145,9 @@ def _tier_values(app: Flask, patron: Patron) -> Mapping[str, str]:
 
 def pending(app: Flask | None = None, *, limit: int = 100) -> list[Message]:
     """The oldest unsent messages (at most ``limit``)."""
-    state = get_state(app)
-    table = outbox_table(state.db.metadata)
-    with state.store.engine.connect() as conn:
+    data = patron_data(app)
+    table = outbox_table(data.metadata)
+    with data.engine.connect() as conn:
         rows = conn.execute(
             select(table).where(table.c.sent_at.is_(None)).order_by(table.c.id).limit(limit)
         ).mappings()
@@ -156,12 +156,12 @@ def pending(app: Flask | None = None, *, limit: int = 100) -> list[Message]:
 
 def mark_sent(ids: Iterable[int], app: Flask | None = None) -> int:
     """Mark the messages ``ids`` sent now; returns how many were still unsent."""
-    state = get_state(app)
-    table = outbox_table(state.db.metadata)
+    data = patron_data(app)
+    table = outbox_table(data.metadata)
     wanted = list(ids)
     if not wanted:
         return 0
-    with state.store.engine.begin() as conn:
+    with data.engine.begin() as conn:
         result = conn.execute(
             update(table).where(table.c.id.in_(wanted), table.c.sent_at.is_(None)).values(sent_at=datetime.now(UTC))
         )
