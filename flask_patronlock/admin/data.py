@@ -13,7 +13,7 @@ the order they were written, the rows that changed ``patron_status`` or ``last_c
 
 * **active** -- ``active_patron`` whose last charge is not ``Declined``;
 * **declined** -- ``declined_patron``, or ``active_patron`` whose last charge is ``Declined`` (as
-  :func:`flask_patronlock.store.is_declined` says);
+  :func:`flask_patronlock.transitions.is_declined` says);
 * **monthly decline rate** -- the ``patron_updated`` rows of the month whose inferred events include
   ``payment_declined``, divided by the patrons active at the start of that month.
 

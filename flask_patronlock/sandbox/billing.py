@@ -20,11 +20,6 @@ scenarios that replay the rarer ones are in :mod:`.scenarios`):
   ``next_charge_date``, exactly like the ``members:pledge:delete`` fixture; a declined member who cancels stays
   listed as ``declined_patron`` ("Declined"), with nothing entitled and nothing to pay.
 * Tier changes take effect at once and charge nothing.
-* The creator's access token does not expire (real ones do, monthly; a sandbox whose clock jumps months would
-  otherwise lock its own tests out), unless a test kills it early (:meth:`Sandbox.expire_creator_token`). Users'
-  tokens expire after ``access_token_ttl`` seconds of sandbox time.
-* Patreon's per-token limit (100 requests a minute) is off unless :meth:`Sandbox.limit_tokens` turns it on: tests
-  that make many requests fast would otherwise wait on real time.
 """
 
 from __future__ import annotations

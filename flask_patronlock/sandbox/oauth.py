@@ -1,5 +1,11 @@
 """The sandbox's OAuth client and tokens: authorization codes (single use, PKCE), token issue, refresh and
 revocation, the creator's token, and Patreon's per-token request limit.
+
+* The creator's access token does not expire (real ones do, monthly; a sandbox whose clock jumps months would
+  otherwise lock its own tests out), unless a test kills it early (:meth:`Sandbox.expire_creator_token`). Users'
+  tokens expire after ``access_token_ttl`` seconds of sandbox time.
+* Patreon's per-token limit (100 requests a minute) is off unless :meth:`Sandbox.limit_tokens` turns it on: tests
+  that make many requests fast would otherwise wait on real time.
 """
 
 from __future__ import annotations

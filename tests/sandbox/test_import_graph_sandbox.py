@@ -126,7 +126,7 @@ def test_a_lazy_import_that_would_close_a_cycle_says_why() -> None:
 def test_records_import_no_sandbox_module_and_documents_and_webhooks_not_the_facade() -> None:
     graph, _ = import_graph(sandbox_sources())
     assert graph[f"{PACKAGE}.entities"] == set()
-    for module in ("core", "documents", "webhooks"):
+    for module in ("core", "attributes", "documents", "webhooks"):
         assert f"{PACKAGE}.state" not in graph[f"{PACKAGE}.{module}"], module
 
 
