@@ -9,7 +9,7 @@ transition: on SQLite both tables' rows go to the DBAPI's ``executemany`` with t
 where, under which policy) converted once per page, not once per row.
 
 What is stored, returned and signalled is the same as through the general path, column for column
-(tests/test_firstseen.py compares the two on SQLite and PostgreSQL).
+(tests/store/test_firstseen.py compares the two on SQLite and PostgreSQL).
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import MetaData, create_engine, delete, insert, select
 from sqlalchemy.pool import StaticPool
-from test_store import T0, snap
 
 from flask_patronlock import signals
 from flask_patronlock.models import tables_for
@@ -21,6 +20,8 @@ from flask_patronlock.patreon.types import MemberSnapshot, UserSnapshot
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.store import Store
 from flask_patronlock.transitions import ApplyResult
+from tests.helpers.constants import T0
+from tests.helpers.patrons import snap
 
 OBSERVED = T0 + timedelta(hours=1)
 _SIGNALS = {"patron_changed": signals.patron_changed, **signals.EVENT_SIGNALS, "access_granted": signals.access_granted}
