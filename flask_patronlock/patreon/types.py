@@ -12,6 +12,41 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+__all__ = [
+    "CHARGE_STATUSES",
+    "MEMBER_ATTRIBUTES",
+    "MEMBER_TRIGGERS",
+    "PATRON_STATUSES",
+    "CampaignSnapshot",
+    "Identity",
+    "MemberPage",
+    "MemberSnapshot",
+    "TierSnapshot",
+    "TokenSet",
+    "UserSnapshot",
+    "WebhookSnapshot",
+]
+
+#: every member attribute Patreon's API serves (the client asks for all but ``note``; the sandbox serves all).
+MEMBER_ATTRIBUTES: tuple[str, ...] = (
+    "campaign_lifetime_support_cents",
+    "currently_entitled_amount_cents",
+    "email",
+    "full_name",
+    "is_follower",
+    "is_free_trial",
+    "is_gifted",
+    "last_charge_date",
+    "last_charge_status",
+    "lifetime_support_cents",
+    "next_charge_date",
+    "note",
+    "patron_status",
+    "pledge_cadence",
+    "pledge_relationship_start",
+    "will_pay_amount_cents",
+)
+
 #: ``patron_status`` values Patreon documents; ``None`` means the user never pledged (a follower, or a free member).
 PATRON_STATUSES = ("active_patron", "declined_patron", "former_patron")
 
