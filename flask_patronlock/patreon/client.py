@@ -73,7 +73,16 @@ from .jsonapi import (
     schema_drift,
 )
 from .ratelimit import RateLimiter, shared_rate_limiter
-from .types import MEMBER_ATTRIBUTES, CampaignSnapshot, Identity, MemberPage, MemberSnapshot, TokenSet, WebhookSnapshot
+from .types import (
+    MEMBER_ATTRIBUTES,
+    CampaignSnapshot,
+    Identity,
+    MemberPage,
+    MemberSnapshot,
+    TokenSet,
+    WebhookChanges,
+    WebhookSnapshot,
+)
 
 __all__ = [
     "CAMPAIGN_FIELDS",
@@ -794,16 +803,11 @@ class PatreonClient:
         return webhook
 
     def update_webhook(
-        self,
-        webhook_id: str,
-        *,
-        uri: str | None = None,
-        triggers: Iterable[str] | None = None,
-        paused: bool | None = None,
-        access_token: str | None = None,
+        self, webhook_id: str, *, access_token: str | None = None, **changes: Unpack[WebhookChanges]
     ) -> WebhookSnapshot:
         """``PATCH /webhooks/{id}``: change the URI, the triggers, or pause/unpause (unpausing makes Patreon resend
         what failed)."""
+        uri, triggers, paused = changes.get("uri"), changes.get("triggers"), changes.get("paused")
         attributes: dict[str, Any] = {}
         if uri is not None:
             attributes["uri"] = uri

@@ -9,8 +9,10 @@ Every datetime here is timezone-aware UTC. Money is in integer cents.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypedDict
 
 __all__ = [
     "CHARGE_STATUSES",
@@ -24,6 +26,7 @@ __all__ = [
     "TierSnapshot",
     "TokenSet",
     "UserSnapshot",
+    "WebhookChanges",
     "WebhookSnapshot",
 ]
 
@@ -215,3 +218,12 @@ class TokenSet:
         return (
             f"TokenSet(access_token='***', refresh_token='***', expires_at={self.expires_at!r}, scope={self.scope!r})"
         )
+
+
+class WebhookChanges(TypedDict, total=False):
+    """What ``PATCH /webhooks/{id}`` changes (each optional; ``None`` leaves it as it is): the URI, the triggers, and
+    whether the webhook is paused (unpausing makes Patreon resend what failed)."""
+
+    uri: str | None
+    triggers: Iterable[str] | None
+    paused: bool | None
