@@ -9,8 +9,10 @@ Datetimes are stored as UTC and always read back timezone-aware, on SQLite too.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +29,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
+    func,
     inspect,
+    select,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.types import JSON, TypeDecorator
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -369,3 +376,23 @@ def _define(metadata: MetaData) -> Tables:
         leases=leases,
         held_revocations=held_revocations,
     )
+
+
+# -- many ids in one bound parameter (a sync page asks about 1,000 members at a time) ---------------------------------
+
+
+def in_ids(column: Any, dialect: str, name: str = "ids") -> ColumnElement[bool]:
+    """``column IN (ids)`` with the ids bound as ONE parameter ``name`` (pass :func:`ids_value` of the list): on
+    SQLite a JSON array read by ``json_each``, on PostgreSQL an array (``= ANY``). Other databases get SQLAlchemy's
+    expanding ``IN`` (one parameter per id, rendered at every execution: what this avoids)."""
+    if dialect == "sqlite":
+        each = func.json_each(bindparam(name)).table_valued("value")
+        return column.in_(select(each.c.value))
+    if dialect == "postgresql":
+        return column == func.any(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def ids_value(ids: Sequence[str], dialect: str) -> Any:
+    """The value of :func:`in_ids`'s parameter for ``ids``."""
+    return json.dumps(list(ids)) if dialect == "sqlite" else list(ids)

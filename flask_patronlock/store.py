@@ -32,7 +32,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -51,21 +50,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from . import runs, signals
+from . import firstseen, runs, signals
 from .catalogue import Catalogue
 from .dbutil import CHUNK, executemany, executemany_sqlite, json_ready, transaction
-from .models import Tables
+from .models import Tables, ids_value, in_ids
 from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot
 from .patron import Patron
 from .policy import PolicySettings
 from .transitions import (
     COMPARED,
+    EVENT_COLUMNS,
+    INSERT_COLUMNS,
+    PATRON_COLUMNS,
     PATRON_FIELDS,
     SOURCES,
-    STATE_FIELDS,
     AccessContext,
     ApplyResult,
+    columns_of,
     compared_of,
     diff,
     effective_entitlement,
@@ -76,15 +78,6 @@ from .transitions import (
 
 log = logging.getLogger("flask_patronlock.store")
 
-#: Columns of an audit row written by Store._write_events, in its order.
-_EVENT_COLUMNS: tuple[str, ...] = (
-    "created_at", "observed_at", "member_id", "patreon_user_id", "user_id", "kind", "source", "run_id", "events",
-    "changes", "detail",
-)
-#: Columns of patronlock_patrons written from a Patron.
-_COLUMNS: tuple[str, ...] = ("member_id", *STATE_FIELDS, "access_policy", "observed_at", "source")
-_columns_of = attrgetter(*_COLUMNS)
-_INSERT_COLUMNS: tuple[str, ...] = (*_COLUMNS, "updated_at")
 
 assert PATRON_FIELDS[-1] == "local_user_id"  # load_for_update builds Patrons positionally
 
@@ -132,6 +125,10 @@ class Store:
         self.clock = clock
         #: the tier catalogue and the settings version, on the same engine and (read through) the same clock.
         self.catalogue = Catalogue(engine, tables, clock=lambda: self.clock(), settings_changed=settings_changed)
+
+    #: create members with no stored row through :func:`flask_patronlock.firstseen.create` (tests turn it off to
+    #: compare it with the general transition, which creates them one by one).
+    _first_seen_in_bulk = True
 
     @property
     def engine(self) -> Engine:
@@ -241,6 +238,18 @@ class Store:
         }
         links = self._local_users(conn, new_user_ids) if new_user_ids else {}
 
+        # Members with no stored row are created in bulk, straight from their snapshots (a first run: every member).
+        created: Mapping[str, ApplyResult] = {}
+        fresh = [s for s in snapshots_left if s.member_id not in stored] if self._first_seen_in_bulk else []
+        if fresh:
+            created, taken = firstseen.create(
+                self, conn, fresh, links, access=access, observed_at=observed_at, source=source, run_id=run_id
+            )
+            results.update(created)
+            if taken:  # inserted by another transaction after we looked (PostgreSQL): applied to their rows below
+                stored.update(self.load_for_update(conn, [s.member_id for s in taken]))
+            snapshots_left = [s for s in snapshots_left if s.member_id not in created]
+
         creates: list[Patron] = []
         for snapshot in snapshots_left:
             previous = stored.get(snapshot.member_id)
@@ -273,7 +282,7 @@ class Store:
             self._update_not_newer(conn, updates)
         self._note_evaluated(conn, results.values(), access)
 
-        changed = [r for r in results.values() if r.changed]
+        changed = [r for r in results.values() if r.changed and r.member_id not in created]  # created: written
         if changed:
             kinds = {"created": "patron_created", "updated": "patron_updated"}
             self._write_events(
@@ -301,7 +310,7 @@ class Store:
         executemany(
             conn,
             self.tables.events,
-            _EVENT_COLUMNS,
+            EVENT_COLUMNS,
             [
                 (
                     now,
@@ -323,21 +332,26 @@ class Store:
     def load_for_update(self, conn: Connection, member_ids: Sequence[str]) -> dict[str, Patron]:
         """The stored patrons among ``member_ids``, their rows locked until ``conn`` commits (PostgreSQL; on SQLite
         the :meth:`transaction` holds the write lock)."""
-        p, a = self.tables.patrons, self.tables.accounts
-        out: dict[str, Patron] = {}
-        # Columns in Patron's field order, so each row becomes a Patron positionally (a sync loads 1,000 a page).
-        columns = [p.c[name] for name in PATRON_FIELDS[:-1]] + [a.c.user_id.label("local_user_id")]
-        for start in range(0, len(member_ids), CHUNK):
-            chunk = sorted(member_ids[start : start + CHUNK])  # one lock order for every writer: no deadlocks
+        dialect = conn.dialect.name
+        stmt = self._statements.get(("load_for_update", dialect))
+        if stmt is None:
+            p, a = self.tables.patrons, self.tables.accounts
+            # Columns in Patron's field order, so each row becomes a Patron positionally (a sync loads 1,000 a page).
+            columns = [p.c[name] for name in PATRON_FIELDS[:-1]] + [a.c.user_id.label("local_user_id")]
             stmt = (
                 select(*columns)
                 .outerjoin(a, a.c.patreon_user_id == p.c.patreon_user_id)
-                .where(p.c.member_id.in_(chunk))
+                .where(in_ids(p.c.member_id, dialect))
                 .order_by(p.c.member_id)
             )
-            if conn.dialect.name == "postgresql":
+            if dialect == "postgresql":
                 stmt = stmt.with_for_update(of=p)
-            for row in conn.execute(stmt).all():  # fetchall: one call, not one per row
+            self._statements[("load_for_update", dialect)] = stmt
+        out: dict[str, Patron] = {}
+        for start in range(0, len(member_ids), CHUNK):
+            chunk = sorted(member_ids[start : start + CHUNK])  # one lock order for every writer: no deadlocks
+            # fetchall: one call, not one per row
+            for row in conn.execute(stmt, {"ids": ids_value(chunk, dialect)}).all():
                 out[row[0]] = Patron(*row)
         return out
 
@@ -359,13 +373,14 @@ class Store:
         and its Patreon fields equal the snapshot's (compared here, on just those columns).
         """
         by_id = {s.member_id: s for s in snapshots}
-        stmt = self._settled_statement()
+        stmt = self._settled_statement(conn.dialect.name)
         width = len(COMPARED)
         settled: set[str] = set()
-        ids = list(by_id)
+        ids, dialect = list(by_id), conn.dialect.name
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            params = {"ids": chunk, "observed_at": observed_at, "key": access.key, "now": access.now}
+            ids_in = ids_value(chunk, dialect)
+            params = {"ids": ids_in, "observed_at": observed_at, "key": access.key, "now": access.now}
             for row in conn.execute(stmt, params).all():
                 values = tuple(row)
                 snapshot = by_id[values[width]]
@@ -373,10 +388,10 @@ class Store:
                     settled.add(snapshot.member_id)
         return settled
 
-    def _settled_statement(self) -> Any:
+    def _settled_statement(self, dialect: str) -> Any:
         # Built once: constructing the select costs more than a page's worth of comparing. Booleans come back as
         # SQLite's 0/1 (equal to False/True in a comparison) instead of through a processor each.
-        stmt = self._statements.get("settled")
+        stmt = self._statements.get(("settled", dialect))
         if stmt is None:
             p = self.tables.patrons
             columns = [
@@ -384,7 +399,7 @@ class Store:
                 for name in (*COMPARED, "member_id", "campaign_id", "patreon_user_id", "email", "email_verified")
             ]
             stmt = select(*columns).where(
-                p.c.member_id.in_(bindparam("ids", expanding=True)),
+                in_ids(p.c.member_id, dialect),
                 p.c.observed_at <= bindparam("observed_at", type_=p.c.observed_at.type),
                 p.c.missing_since.is_(None),
                 p.c.missing_runs == 0,
@@ -393,7 +408,7 @@ class Store:
                 p.c.access_policy == bindparam("key", type_=p.c.access_policy.type),
                 or_(p.c.access_until.is_(None), p.c.access_until > bindparam("now", type_=p.c.access_until.type)),
             )
-            self._statements["settled"] = stmt
+            self._statements[("settled", dialect)] = stmt
         return stmt
 
     def _note_evaluated(self, conn: Connection, results: Iterable[ApplyResult], access: AccessContext) -> None:
@@ -421,7 +436,7 @@ class Store:
         return out
 
     def _row(self, patron: Patron, now: datetime) -> dict[str, Any]:
-        row = {name: getattr(patron, name) for name in _COLUMNS}
+        row = {name: getattr(patron, name) for name in PATRON_COLUMNS}
         row["updated_at"] = now
         return row
 
@@ -435,8 +450,8 @@ class Store:
             executemany_sqlite(
                 conn,
                 table,
-                _INSERT_COLUMNS,
-                [(*_columns_of(p), now) for p in patrons],
+                INSERT_COLUMNS,
+                [(*columns_of(p), now) for p in patrons],
                 skip_conflicts_on="member_id",
             )
             return {p.member_id for p in patrons}
@@ -451,7 +466,7 @@ class Store:
     def _update_not_newer(self, conn: Connection, patrons: list[Patron]) -> None:
         """Update rows, each only where the stored snapshot is not newer than ours (the conditional half)."""
         table, now = self.tables.patrons, self.clock()
-        columns = [c for c in _COLUMNS if c != "member_id"]
+        columns = [c for c in PATRON_COLUMNS if c != "member_id"]
         stmt = (
             update(table)
             .where(

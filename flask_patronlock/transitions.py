@@ -244,6 +244,16 @@ def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]
     return {name: (a, b) for name, a, b in zip(STATE_FIELDS, old, values, strict=True) if a != b}
 
 
+#: Columns of an audit row written by Store._write_events, in its order.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "created_at", "observed_at", "member_id", "patreon_user_id", "user_id", "kind", "source", "run_id", "events",
+    "changes", "detail",
+)
+#: Columns of patronlock_patrons written from a Patron.
+PATRON_COLUMNS: tuple[str, ...] = ("member_id", *STATE_FIELDS, "access_policy", "observed_at", "source")
+columns_of = attrgetter(*PATRON_COLUMNS)
+INSERT_COLUMNS: tuple[str, ...] = (*PATRON_COLUMNS, "updated_at")
+
 #: a patron's STATE_FIELDS as one tuple (read in C: diff() runs for every written member).
 _state_of = attrgetter(*STATE_FIELDS)
 _EMPTY_PATRON = Patron(member_id="")

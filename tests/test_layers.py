@@ -58,6 +58,7 @@ BELOW_REQUEST = (
     "declarations",
     "errors",
     "explain",
+    "firstseen",
     "jobs",
     "leases",
     "livecheck",
