@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from flask import Flask
 
@@ -20,13 +19,12 @@ from .addons import AddonRegistry
 from .addons import init_app as init_addons
 from .admin import init_admin
 from .cli import patronlock_cli
-from .declarations import Declarations, Lock, LockRegistry, make_rule
+from .declarations import Declarations, Lock, LockRegistry, RuleOptions, make_rule
 from .errors import ConfigurationError
 from .health import init_health
 from .jobs import Jobs, init_jobs
 from .locks import init_app as init_locks
 from .models import tables_for
-from .policy import Combine
 from .state import EXTENSION_KEY, PatronLockState, get_state
 from .store import Store
 from .templating import init_app as init_templating
@@ -120,20 +118,7 @@ class PatronLock:
 
     # -- what the site declares in code (flask_patronlock.declarations) ---------------------------------------------
 
-    def lock(
-        self,
-        name: str,
-        *,
-        description: str = "",
-        tier: str | None = None,
-        tiers: tuple[str, ...] | list[str] = (),
-        min_cents: int | None = None,
-        lifetime_cents: int | None = None,
-        patron_since_before: datetime | date | str | None = None,
-        drip_months: int | None = None,
-        combine: Combine = "all",
-        enabled: bool = True,
-    ) -> Lock:
+    def lock(self, name: str, *, description: str = "", **rule: Unpack[RuleOptions]) -> Lock:
         """Declare the named lock ``name`` with its default rule (see :func:`~flask_patronlock.locks.make_rule` for
         the arguments). Creators may override the rule (:func:`flask_patronlock.settings.set_lock_override`); the
         override wins.
@@ -146,17 +131,7 @@ class PatronLock:
         :returns: the :class:`~flask_patronlock.locks.Lock`, usable wherever a lock name is.
         :raises ValueError: on a bad rule or a conflicting declaration of the same name.
         """
-        rule = make_rule(
-            tier=tier,
-            tiers=tiers,
-            min_cents=min_cents,
-            lifetime_cents=lifetime_cents,
-            patron_since_before=patron_since_before,
-            drip_months=drip_months,
-            combine=combine,
-            enabled=enabled,
-        )
-        return self.declarations.locks.add(Lock(name=name, rule=rule, description=description))
+        return self.declarations.locks.add(Lock(name=name, rule=make_rule(**rule), description=description))
 
     @property
     def locks(self) -> LockRegistry:
