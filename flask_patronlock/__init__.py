@@ -8,6 +8,7 @@ from .banners import render_banner
 from .errors import ConfigurationError, PatronLockError, TokenDecryptionError
 from .explain import Explanation, explain
 from .extension import PatronLock, PatronLockState, get_state
+from .files import FileLinkError, locked_file_url, send_signed_file
 from .locks import (
     Lock,
     LockedError,
@@ -41,6 +42,7 @@ __all__ = [
     "ConnectProblem",
     "Decision",
     "Explanation",
+    "FileLinkError",
     "LinkedAccount",
     "Lock",
     "LockRule",
@@ -68,8 +70,10 @@ __all__ = [
     "get_state",
     "lock_exempt",
     "locked",
+    "locked_file_url",
     "render_banner",
     "require",
     "send_locked_file",
+    "send_signed_file",
     "viewer_changed",
 ]

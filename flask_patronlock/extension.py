@@ -226,6 +226,10 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         from .health import init_health
 
         init_health(app)
+
+        from .files import init_files  # fast file delivery: PREFIX/files/<path> serves signed links
+
+        init_files(app)
         state = app.extensions[EXTENSION_KEY]
         # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
         store.policy_settings = lambda: state.settings.current().policy
