@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any, cast
 from urllib.parse import quote
@@ -92,8 +93,11 @@ def _require_root(app: Flask, purpose: str) -> str:
     return root
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def _resolve(app: Flask, path: str | os.PathLike[str], directory: str | os.PathLike[str] | None,

@@ -645,6 +645,7 @@ def nginx_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 proc.wait(5)
         for log in logs:
             log.close()
+        (root / "big.bin").unlink()  # pytest keeps the last runs' temporary directories: not 200 MB each
 
 
 @pytest.mark.slow
