@@ -16,17 +16,14 @@ on its last two lines, ``ratio_accel=<accel / plain>`` and ``ratio_signed=<signe
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.gate_overhead import PAGE, build, db  # the same site, so the three ratios compare alike
+from bench.gate_overhead import PAGE, build, db, interleaved_medians  # the same site, so the three ratios compare alike
 from flask_patronlock import locked_file_url, send_locked_file
 
 BIG = 200 * 1024 * 1024
@@ -61,30 +58,10 @@ def run(rounds: int, requests: int) -> tuple[float, float]:
                 assert response.get_data(as_text=True) == PAGE
             else:
                 assert response.headers["X-Accel-Redirect"] == "/_patronlock_files/album.zip" and not response.data
-        for _ in range(200):  # warm up every path
-            for path in paths.values():
-                client.get(path)
-        per_round: dict[str, list[float]] = {name: [] for name in paths}
-        names = list(paths)
-        clock = time.perf_counter
-        gc.disable()
-        try:
-            for i in range(rounds):
-                samples: dict[str, list[float]] = {name: [] for name in paths}
-                for j in range(requests):
-                    shift = (i + j) % len(names)  # rotate the order so no variant always goes first
-                    for name in names[shift:] + names[:shift]:
-                        start = clock()
-                        client.get(paths[name])
-                        samples[name].append(clock() - start)
-                for name, values in samples.items():
-                    per_round[name].append(statistics.median(values))
-                gc.collect()
-        finally:
-            gc.enable()
+        timed = interleaved_medians(client, list(paths.values()), rounds, requests)
+        median = {name: timed[path] for name, path in paths.items()}
         with app.app_context():
             db.engine.dispose()
-    median = {name: statistics.median(values) for name, values in per_round.items()}
     print(f"rounds={rounds} requests/round={requests} file={BIG >> 20} MB (sparse) pid={os.getpid()}")
     print(f"plain  (@login_required page)            median {median['plain'] * 1e6:8.1f} us/request")
     print(f"accel  (send_locked_file, X-Accel)       median {median['accel'] * 1e6:8.1f} us/request")
