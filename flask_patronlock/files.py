@@ -188,15 +188,18 @@ def send_allowed_file(
     else:
         root = _require_root(app, f"PATRONLOCK_FILE_DELIVERY = {delivery!r}")
     real, relative = _resolve(app, path, directory, root)
-    return _send(app, delivery, real, relative, send_kwargs)
+    return _send(app, delivery, real, relative, os.path.basename(os.fspath(path)), send_kwargs)
 
 
-def _send(app: Flask, delivery: str, real: str, relative: str | None, send_kwargs: dict[str, Any]) -> FlaskResponse:
+def _send(app: Flask, delivery: str, real: str, relative: str | None, requested: str,
+          send_kwargs: dict[str, Any]) -> FlaskResponse:
+    kwargs = dict(send_kwargs)
+    # named (and typed) as asked for, as send_from_directory does, not after a symlink's target
+    kwargs.setdefault("download_name", requested)
     if delivery == "python":
         from flask import send_file
 
-        return send_file(real, **send_kwargs)
-    kwargs = dict(send_kwargs)
+        return send_file(real, **kwargs)
     kwargs.setdefault("max_age", app.get_send_file_max_age)
     # The front server answers Range and If-* itself, from the file; a 206 or 304 made here would reach the client with
     # the front server's body (or none), so this response is never conditional.
@@ -339,7 +342,7 @@ def send_signed_file(name: str, **send_kwargs: Any) -> FlaskResponse:
     except InvalidFileLink as exc:
         raise FileLinkError(exc.reason) from None
     real, relative = _resolve(app, link.path, root, root)
-    response = _send(app, _delivery(app), real, relative, send_kwargs)
+    response = _send(app, _delivery(app), real, relative, link.path.rpartition("/")[2], send_kwargs)
     response.cache_control.public = False
     response.cache_control.private = True
     return response

@@ -155,6 +155,7 @@ def test_paths_that_leave_the_root_are_not_found(accel: Site, target: str) -> No
 def test_a_symlink_inside_the_root_is_redirected_to_its_target(accel: Site) -> None:
     response = accel.get("/files/alias.pdf", "gold")
     assert response.headers["X-Accel-Redirect"] == "/_patronlock_files/sub/deep.pdf"
+    assert response.headers["Content-Disposition"] == "inline; filename=alias.pdf"  # named as asked for
 
 
 def test_the_apps_own_path_outside_the_root_is_a_configuration_error(accel: Site) -> None:
