@@ -37,7 +37,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_patronlock import MemberSnapshot, PatronLock, TierSnapshot, locked
-from flask_patronlock.extension import get_state
+from flask_patronlock.state import get_state
 
 
 class Base(DeclarativeBase):

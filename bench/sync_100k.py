@@ -111,7 +111,7 @@ def make_app(db_path: Path, creds: dict[str, Any]) -> Any:
 
 def setup_tiers(app: Any, creds: dict[str, Any]) -> None:
     """Store the campaign's tier catalogue, as a site that has run before has it (not timed, not part of a run)."""
-    from flask_patronlock.extension import get_state
+    from flask_patronlock.state import get_state
 
     with make_client(creds) as client, app.app_context():
         campaign = client.campaign(creds["campaign_id"])

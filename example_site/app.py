@@ -180,8 +180,8 @@ def _form_expired(template: str) -> tuple[str, int]:
 def _replace_outdated_demo_database(app: Flask) -> None:
     """A demo database an earlier version made lacks the columns added since. Its contents are the sandbox's demo
     data, made again on the next start, so it is moved aside (never deleted) and a new one made, with a message."""
-    from flask_patronlock.extension import get_state
     from flask_patronlock.models import schema_gaps
+    from flask_patronlock.state import get_state
 
     engine = db.engine
     _, columns = schema_gaps(engine, get_state(app).tables)

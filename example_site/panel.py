@@ -17,13 +17,14 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_
 from flask_login import current_user, login_required
 from werkzeug.test import Client
 
-from flask_patronlock import forget_viewer, get_accounts, get_state
+from flask_patronlock import get_accounts, get_state
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.sandbox import SCENARIOS, Sandbox, SandboxError
 from flask_patronlock.sandbox.scenarios import describe as describe_scenarios
 from flask_patronlock.sandbox.webhooks import default_transport
 from flask_patronlock.settings import get_policy_settings, set_policy_settings
 from flask_patronlock.sync import run_sync
+from flask_patronlock.viewers import forget_cached_viewer
 
 from .app import form_token_ok
 
@@ -122,7 +123,7 @@ def act(action: str) -> Any:
         flash(_do(action, sandbox), "info")
     except SandboxError as exc:
         flash(f"The sandbox said no: {exc}", "error")
-    forget_viewer(current_user.get_id())
+    forget_cached_viewer(current_user.get_id())
     return redirect(url_for(".panel"))
 
 

@@ -7,7 +7,7 @@ from .addons import Addon, AddonHooks
 from .banners import render_banner
 from .errors import ConfigurationError, PatronLockError, TokenDecryptionError
 from .explain import Explanation, explain
-from .extension import PatronLock, PatronLockState, get_state
+from .extension import PatronLock
 from .files import FileLinkError, locked_file_url, send_signed_file
 from .locks import (
     Lock,
@@ -17,17 +17,17 @@ from .locks import (
     current_patron,
     current_viewer,
     decision_for,
-    forget_viewer,
     lock_exempt,
     locked,
     require,
     send_locked_file,
-    viewer_changed,
 )
 from .patreon.types import CampaignSnapshot, MemberSnapshot, TierSnapshot, UserSnapshot
 from .patron import Patron
 from .policy import Decision, LockRule, PolicySettings, Viewer
+from .state import PatronLockState, get_state
 from .store import ApplyResult, Store
+from .viewers import forget_viewer, viewer_changed
 from .views import ConnectProblem
 
 __version__ = "0.1.0.dev0"

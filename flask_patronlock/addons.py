@@ -10,7 +10,7 @@ point group::
 ``PatronLock.init_app`` finds every installed add-on (:data:`ENTRY_POINT_GROUP`), loads it (a class is instantiated
 with no arguments), and calls its ``init_app`` with the app and an :class:`AddonHooks` bound to that app and add-on.
 Apps and tests may also register add-ons in code with :meth:`PatronLock.register_addon
-<AddonDeclarations.register_addon>`.
+<flask_patronlock.PatronLock.register_addon>`.
 
 What flask-patronlock guarantees an add-on:
 
@@ -34,21 +34,18 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from blinker import Signal
 from flask import Blueprint, Flask, abort, request
 
 from .errors import PatronLockError
 from .signals import DEFAULT_PRIORITY, _receiver_name
-
-if TYPE_CHECKING:
-    from .extension import PatronLockState
+from .state import PatronLockState, get_state
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Addon",
-    "AddonDeclarations",
     "AddonError",
     "AddonHooks",
     "AddonRegistry",
@@ -223,15 +220,16 @@ class AddonHooks:
 class AddonRegistry:
     """The add-ons of one app (``get_state(app).addons``), in the order they were installed."""
 
-    def __init__(self, state: PatronLockState) -> None:
-        self.state = state
+    def __init__(self, app: Flask) -> None:
+        #: the application.
+        self.app = app
         self._installed: dict[str, InstalledAddon] = {}
         self._blueprints: dict[str, str] = {}
 
     @property
-    def app(self) -> Flask:
-        """The application."""
-        return self.state.app
+    def state(self) -> PatronLockState:
+        """flask-patronlock's state of :attr:`app`."""
+        return get_state(self.app)
 
     def __iter__(self) -> Iterator[InstalledAddon]:
         return iter(list(self._installed.values()))
@@ -416,43 +414,12 @@ def denied_names(app: Flask) -> set[str]:
     return set(as_list(app.config["PATRONLOCK_ADDONS_DENYLIST"], "PATRONLOCK_ADDONS_DENYLIST"))
 
 
-class AddonDeclarations:
-    """The add-on part of :class:`~flask_patronlock.PatronLock`: add-ons registered in code."""
-
-    _addons: list[Any]
-
-    def _init_addons(self) -> None:
-        self._addons = []
-
-    def register_addon(self, addon: Any, *, app: Flask | None = None) -> None:
-        """Install ``addon`` (an :class:`Addon` instance or class) without an entry point: on every app this
-        extension is initialised on afterwards, or, with ``app``, on that app now::
-
-            patronlock = PatronLock(db=db)
-            patronlock.register_addon(SupportersWall())    # before init_app: every app gets it
-            patronlock.init_app(app)
-
-            patronlock.register_addon(WelcomeOutbox(), app=app)    # one app, after init_app
-
-        An add-on registered in code is subject to the same switch, isolation and denylist as one found through an
-        entry point.
-        """
-        if app is None:
-            self._addons.append(addon)
-            return
-        from .extension import get_state
-
-        get_state(app).addons.install(addon, origin="code")
-
-
 def init_app(app: Flask) -> None:
     """Find and install the app's add-ons: entry points (unless ``PATRONLOCK_ADDONS_AUTOLOAD`` is off), then those
     registered in code. Called by :meth:`PatronLock.init_app <flask_patronlock.PatronLock.init_app>`."""
-    from .extension import get_state
-
     state = get_state(app)
     registry = state.addons
     if app.config["PATRONLOCK_ADDONS_AUTOLOAD"]:
         registry.discover()
-    for addon in state.extension._addons:
+    for addon in state.declarations.addons:
         registry.install(addon, origin="code")

@@ -7,8 +7,8 @@ from flask.cli import AppGroup
 
 from . import config as _config
 from .errors import ConfigurationError
-from .extension import PatronLockState, get_state
 from .models import schema_gaps
+from .state import PatronLockState, get_state
 
 patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
 

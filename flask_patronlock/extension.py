@@ -1,155 +1,51 @@
-"""The :class:`PatronLock` extension object."""
+"""The :class:`PatronLock` extension object: the composition root, and the only module that imports every layer.
+
+``init_app`` builds the app's :class:`~flask_patronlock.state.PatronLockState` with every collaborator given at
+construction, then installs the layers above it (locks, views, webhooks, jobs, health, the settings page, add-ons).
+Nothing imports this module but the package itself: every other module reaches the state through
+:mod:`flask_patronlock.state`.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, current_app
+from flask import Flask
 
 from . import config as _config
-from .addons import AddonDeclarations, AddonRegistry
-from .crypto import TokenCipher
+from .addons import AddonRegistry
+from .addons import init_app as init_addons
+from .admin import init_admin
+from .cli import patronlock_cli
+from .declarations import Declarations, Lock, LockRegistry, make_rule
 from .errors import ConfigurationError
-from .locks import LockDeclarations
-from .models import Tables, tables_for
-from .pacing import Pacing
-from .settings import SettingsCache
+from .files import init_files
+from .health import init_health
+from .jobs import Jobs, init_jobs
+from .locks import init_app as init_locks
+from .models import tables_for
+from .policy import Combine
+from .state import EXTENSION_KEY, PatronLockState, get_state
 from .store import Store
-from .viewers import ViewerCache
+from .templating import init_app as init_templating
+from .views import blueprint as connect_blueprint
+from .webhooks import init_webhooks
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
-    from .patreon.client import PatreonClient
     from .patreon.types import UserSnapshot
 
-EXTENSION_KEY = "patronlock"
+__all__ = ["PatronLock"]
 
 #: a host callback, returned unchanged by the registering decorators.
 CallbackT = TypeVar("CallbackT", bound=Callable[..., Any])
 
 
-@dataclass
-class PatronLockState:
-    """What flask-patronlock keeps per application, in ``app.extensions["patronlock"]``."""
-
-    extension: PatronLock
-    app: Flask
-    db: SQLAlchemy
-    tables: Tables
-    store: Store
-    #: how background work runs (:class:`flask_patronlock.jobs.Jobs`); set by ``init_app``.
-    jobs: Any = None
-    #: the cached settings, lock overrides and tiers, re-read when the settings version changes (issue 4).
-    settings: SettingsCache = field(init=False, repr=False)
-    #: the add-ons installed on the app, loaded or broken (issue 6).
-    addons: AddonRegistry = field(init=False, repr=False)
-    #: this worker's viewer records (link + stored patron) by local user id, kept for at most
-    #: ``PATRONLOCK_VIEWER_CACHE_SECONDS``.
-    viewers: ViewerCache = field(init=False, repr=False)
-    #: how this app's Patreon calls are paced under Patreon's rate limits, across processes (:mod:`.pacing`).
-    pacing: Pacing = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        config = self.app.config
-        self.pacing = Pacing(
-            self.store,
-            shared=lambda: bool(config["PATRONLOCK_SHARED_RATE_LIMIT"]),
-            token_limit=lambda: int(config["PATRONLOCK_TOKEN_RATE_LIMIT"]),
-        )
-        self.settings = SettingsCache(
-            self.store,
-            lambda: float(config["PATRONLOCK_SETTINGS_CHECK_SECONDS"]),
-            campaign_id=lambda: config["PATRONLOCK_CAMPAIGN_ID"],
-            sender=self.app,
-            strict=lambda: bool(config["PATRONLOCK_STRICT_SIGNALS"]),
-        )
-        self.store.settings_changed = self.settings.invalidate  # a tier refresh here is seen here at once
-        self.viewers = ViewerCache(
-            lambda: float(config["PATRONLOCK_VIEWER_CACHE_SECONDS"]),
-            max_entries=lambda: int(config["PATRONLOCK_VIEWER_CACHE_SIZE"]),
-        )
-        self.addons = AddonRegistry(self)
-
-    def token_cipher(self, purpose: str = "storing Patreon tokens") -> TokenCipher:
-        """The cipher for tokens at rest; reads ``PATRONLOCK_TOKEN_KEYS`` each time (a key change needs no restart).
-
-        :param purpose: what needs it, named by the error when no key is set.
-        :raises ConfigurationError: no key is set, or one is not a Fernet key.
-        """
-        keys = _config.as_list(self.app.config.get("PATRONLOCK_TOKEN_KEYS"), "PATRONLOCK_TOKEN_KEYS")
-        return TokenCipher(keys, purpose=purpose)
-
-    def client(self, *, access_token: str | None = None, purpose: str = "talking to Patreon") -> PatreonClient:
-        """A Patreon API client configured from the app's ``PATRONLOCK_*`` keys, paced under the client limit
-        (:attr:`pacing`)."""
-        cfg = self.app.config
-        client_id = _config.require(cfg, "PATRONLOCK_CLIENT_ID", purpose)
-        client_secret = _config.require(cfg, "PATRONLOCK_CLIENT_SECRET", purpose)
-        timeout = float(cfg["PATRONLOCK_HTTP_TIMEOUT"])
-        from .patreon.client import PatreonClient
-
-        return PatreonClient(
-            client_id=client_id,
-            client_secret=client_secret,
-            access_token=access_token,
-            api_base=cfg["PATRONLOCK_API_BASE_URL"],
-            oauth_base=cfg["PATRONLOCK_OAUTH_BASE_URL"],
-            timeout=(min(5.0, timeout), timeout),
-            user_agent=cfg.get("PATRONLOCK_USER_AGENT"),
-            sleep=lambda seconds: self.pacing.sleep(seconds),
-            pacer=self.pacing.pacer(per_token=False),
-        )
-
-    def creator_client(self, purpose: str = "reading the campaign") -> PatreonClient:
-        """A client with the creator's access token (campaign members, webhooks): the stored one (connected on the
-        settings page, or stored from ``PATRONLOCK_CREATOR_REFRESH_TOKEN``), refreshed when it expires soon, else
-        ``PATRONLOCK_CREATOR_ACCESS_TOKEN``. A 401 is answered by one serialized refresh and the request sent again
-        (:func:`~flask_patronlock.creator.refresh_creator_token`); calls are paced under the per-token limit too.
-
-        :raises ConfigurationError: neither is there, or Patreon no longer accepts the creator's tokens and no other
-            token is configured.
-        """
-        from .creator import CreatorNeedsReauthorization, creator_access_token, refresh_creator_token
-
-        try:
-            token = creator_access_token(self, purpose=purpose)
-        except CreatorNeedsReauthorization as exc:
-            # the configured token is a fallback for a refused settings-page connection, not for itself
-            if exc.origin == "config" or not self.app.config.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"):
-                raise ConfigurationError(
-                    f"{exc}; {purpose} needs it. Connect the creator's Patreon account again on the settings page "
-                    "(Setup), or set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and "
-                    "PATRONLOCK_CREATOR_REFRESH_TOKEN."
-                ) from None
-            token = None
-        if token is None:
-            token = _config.require(self.app.config, "PATRONLOCK_CREATOR_ACCESS_TOKEN", purpose)
-        client = self.client(access_token=token, purpose=purpose)
-        client.pacer = self.pacing.pacer(per_token=True)
-        client.token_refresher = lambda rejected: refresh_creator_token(self, rejected, purpose=purpose)
-        return client
-
-    def campaign_id(self, purpose: str = "matching members to this site") -> str:
-        """The campaign chosen on the settings page, else ``PATRONLOCK_CAMPAIGN_ID``.
-
-        :raises ConfigurationError: neither is set.
-        """
-        stored = self.settings.current().campaign_id
-        if stored:
-            return stored
-        return str(_config.require(self.app.config, "PATRONLOCK_CAMPAIGN_ID", purpose))
-
-    def campaign_id_or_none(self) -> str | None:
-        """:meth:`campaign_id`, or ``None`` when neither the settings page nor the configuration set one. Cached per
-        process with the settings (no query per call)."""
-        return self.settings.current().campaign_id or self.app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
-
-
-class PatronLock(LockDeclarations, AddonDeclarations):
+class PatronLock:
     """Lock a Flask site's content to Patreon patrons by tier.
 
     ``PatronLock(app, db=db)`` or, with an app factory, ``patronlock = PatronLock(db=db)`` then
@@ -163,14 +59,8 @@ class PatronLock(LockDeclarations, AddonDeclarations):
 
     def __init__(self, app: Flask | None = None, *, db: SQLAlchemy | None = None) -> None:
         self.db = db
-        self._init_addons()
-        # Only this callback ever lets an e-mail address link a patron to a local user (sync matching, auto-linking
-        # at Log in with Patreon): it answers with the users whose address the host itself verified.
-        self._verified_users_by_email: Callable[[Sequence[str]], Mapping[str, Any]] | None = None
-        self._init_locks()
-        # Host callbacks for Log in with Patreon (functions, never an app): see user_creator and user_by_email.
-        self._user_creator: Callable[[UserSnapshot], Any] | None = None
-        self._user_by_email: Callable[[str], Any] | None = None
+        #: what the site declares in code through the methods below: shared by every app this extension serves.
+        self.declarations = Declarations()
         if app is not None:
             self.init_app(app)
 
@@ -198,52 +88,112 @@ class PatronLock(LockDeclarations, AddonDeclarations):
             tables,
             sender=app,
             strict_signals=lambda: bool(app.config["PATRONLOCK_STRICT_SIGNALS"]),
+            # Patron.access is evaluated under the creator's policies as the settings page stores them, and a tier
+            # refresh here is seen here at once: through the settings cache the state builds on this store.
+            policy_settings=lambda: get_state(app).settings.current().policy,
+            settings_changed=lambda: get_state(app).settings.invalidate(),
         )
-        app.extensions[EXTENSION_KEY] = PatronLockState(extension=self, app=app, db=db, tables=tables, store=store)
-
-        from .locks import init_app as init_locks
+        state = PatronLockState(
+            extension=self, app=app, db=db, tables=tables, store=store, jobs=Jobs(app), addons=AddonRegistry(app)
+        )
+        app.extensions[EXTENSION_KEY] = state
 
         init_locks(app)
-
-        from .cli import patronlock_cli
-
+        init_templating(app)
         app.cli.add_command(patronlock_cli)
 
         # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it
         # out, for a host that builds its own views on flask_patronlock.accounts and flask_patronlock.oauth.
         if app.config["PATRONLOCK_URL_PREFIX"] is not None:
-            from .views import blueprint
+            app.register_blueprint(connect_blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
 
-            app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
-
-        # -- reconcile runs, webhooks and jobs (issue 5) --
-        from .jobs import init_jobs
-        from .webhooks import init_webhooks
-
+        # -- reconcile runs, webhooks and jobs --
         init_webhooks(app)
         init_jobs(app)
-
-        from .health import init_health
-
         init_health(app)
+        init_files(app)  # fast file delivery: PREFIX/files/<path> serves signed links
 
-        from .files import init_files  # fast file delivery: PREFIX/files/<path> serves signed links
-
-        init_files(app)
-        state = app.extensions[EXTENSION_KEY]
-        # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
-        store.policy_settings = lambda: state.settings.current().policy
-
-        # -- the creators' settings page (issue 7): PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
+        # -- the creators' settings page: PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
         if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:
-            from .admin import init_admin
-
             init_admin(app)
 
-        # Add-ons (issue 6) last, so they find everything above in place: entry points, then register_addon.
-        from .addons import init_app as init_addons
-
+        # Add-ons last, so they find everything above in place: entry points, then register_addon.
         init_addons(app)
+
+    # -- what the site declares in code (flask_patronlock.declarations) ---------------------------------------------
+
+    def lock(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        tier: str | None = None,
+        tiers: tuple[str, ...] | list[str] = (),
+        min_cents: int | None = None,
+        lifetime_cents: int | None = None,
+        patron_since_before: datetime | date | str | None = None,
+        drip_months: int | None = None,
+        combine: Combine = "all",
+        enabled: bool = True,
+    ) -> Lock:
+        """Declare the named lock ``name`` with its default rule (see :func:`~flask_patronlock.locks.make_rule` for
+        the arguments). Creators may override the rule (:func:`flask_patronlock.settings.set_lock_override`); the
+        override wins.
+
+        ::
+
+            patronlock.lock("premium", tier="Gold", description="Gold posts")
+            patronlock.lock("early", patron_since_before="2026-01-01", description="For the first patrons")
+
+        :returns: the :class:`~flask_patronlock.locks.Lock`, usable wherever a lock name is.
+        :raises ValueError: on a bad rule or a conflicting declaration of the same name.
+        """
+        rule = make_rule(
+            tier=tier,
+            tiers=tiers,
+            min_cents=min_cents,
+            lifetime_cents=lifetime_cents,
+            patron_since_before=patron_since_before,
+            drip_months=drip_months,
+            combine=combine,
+            enabled=enabled,
+        )
+        return self.declarations.locks.add(Lock(name=name, rule=rule, description=description))
+
+    @property
+    def locks(self) -> LockRegistry:
+        """The named locks declared with :meth:`lock`."""
+        return self.declarations.locks
+
+    def admin_loader(self, callback: Callable[[Any], bool]) -> Callable[[Any], bool]:
+        """Register the callback that says whether a signed-in user is an admin of the site (admins bypass every
+        lock, with reason ``admin_bypass``). It is called with Flask-Login's ``current_user`` (never an anonymous
+        user), at most once per request::
+
+            @patronlock.admin_loader
+            def is_admin(user):
+                return user.is_admin
+        """
+        self.declarations.admin_loader = callback
+        return callback
+
+    def register_addon(self, addon: Any, *, app: Flask | None = None) -> None:
+        """Install ``addon`` (an :class:`~flask_patronlock.Addon` instance or class) without an entry point: on every
+        app this extension is initialised on afterwards, or, with ``app``, on that app now::
+
+            patronlock = PatronLock(db=db)
+            patronlock.register_addon(SupportersWall())    # before init_app: every app gets it
+            patronlock.init_app(app)
+
+            patronlock.register_addon(WelcomeOutbox(), app=app)    # one app, after init_app
+
+        An add-on registered in code is subject to the same switch, isolation and denylist as one found through an
+        entry point.
+        """
+        if app is None:
+            self.declarations.addons.append(addon)
+            return
+        get_state(app).addons.install(addon, origin="code")
 
     # -- host callbacks for Log in with Patreon (docs/connect.rst) ----------------------------------------------------
 
@@ -261,7 +211,7 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         :meth:`user_by_email`). ``patreon_user.email_verified`` may be ``False`` or ``None``: decide whether to
         trust the address. Without a creator, the visitor is told that sign-up via Patreon is not configured.
         """
-        self._user_creator = func
+        self.declarations.user_creator = func
         return func
 
     def user_by_email(self, func: CallbackT) -> CallbackT:
@@ -277,7 +227,7 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         (``PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL``) also needs :meth:`verified_users_by_email` to vouch for the local
         user, and reconcile runs never use this callback.
         """
-        self._user_by_email = func
+        self.declarations.user_by_email = func
         return func
 
     # -- e-mail matching: only for addresses the host verified (docs/security.rst) ------------------------------------
@@ -302,7 +252,7 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         never lets Log in with Patreon into the account; the user connects Patreon once, logged in, for that.
         Returns ``callback`` (use it as a decorator).
         """
-        self._verified_users_by_email = callback
+        self.declarations.verified_users_by_email = callback
         return callback
 
     def users_by_email(
@@ -322,16 +272,25 @@ class PatronLock(LockDeclarations, AddonDeclarations):
 
     def verified_email_finder(self) -> Callable[[Sequence[str]], Mapping[str, Any]] | None:
         """The registered :meth:`verified_users_by_email` callback, or ``None`` when the app registered none."""
-        return self._verified_users_by_email
+        return self.declarations.verified_users_by_email
 
     def vouches_for(self, email: str, user_id: str) -> bool:
         """Whether the host's :meth:`verified_users_by_email` says local user ``user_id`` verified ``email``."""
-        finder = self._verified_users_by_email
-        if finder is None or not email:
-            return False
-        key = email.strip().lower()
-        found = finder([key])
-        return any(k.strip().lower() == key and v is not None and str(v) == str(user_id) for k, v in found.items())
+        return self.declarations.vouches_for(email, user_id)
+
+    # The registered callbacks, under the names the views read them by.
+
+    @property
+    def _admin_loader(self) -> Callable[[Any], bool] | None:
+        return self.declarations.admin_loader
+
+    @property
+    def _user_creator(self) -> Callable[[UserSnapshot], Any] | None:
+        return self.declarations.user_creator
+
+    @property
+    def _user_by_email(self) -> Callable[[str], Any] | None:
+        return self.declarations.user_by_email
 
     # Everything below reaches the current app's state, never a stored app.
 
@@ -353,19 +312,3 @@ def _engine_of(db: SQLAlchemy, app: Flask) -> Any:
         return engines[app][None]
     with app.app_context():
         return db.engine
-
-
-def get_state(app: Flask | None = None) -> PatronLockState:
-    """The flask-patronlock state of ``app`` (default: ``current_app``).
-
-    :raises RuntimeError: outside an app context, or when the app has no PatronLock registered.
-    """
-    target: Any = app if app is not None else current_app
-    try:
-        state: PatronLockState = target.extensions[EXTENSION_KEY]
-        return state
-    except KeyError:
-        raise RuntimeError(
-            "flask-patronlock is not registered on this app. Did you forget to call PatronLock(app) or "
-            "patronlock.init_app(app)?"
-        ) from None

@@ -18,8 +18,9 @@ from flask import Blueprint, Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
-from .extension import PatronLockState, get_state
+from .formatting import date_text
 from .locks import lock_exempt
+from .state import PatronLockState, get_state
 from .sync import RunResult, _row_to_result, incomplete_streak
 
 __all__ = ["Check", "Health", "blueprint", "health_report", "init_health", "when_in_words"]
@@ -96,8 +97,7 @@ def _ago(delta: timedelta) -> str:
 def when_in_words(when: datetime, now: datetime) -> str:
     """``4 December, 3 hours ago`` (with the year when it is not this year's)."""
     when, now = when.astimezone(UTC), now.astimezone(UTC)
-    day = f"{when.day} {when:%B}" + (f" {when.year}" if when.year != now.year else "")
-    return f"{day}, {_ago(now - when)}"
+    return f"{date_text(when, day_first=True, now=now)}, {_ago(now - when)}"
 
 
 def _seconds(delta: timedelta) -> int:
@@ -334,7 +334,7 @@ def init_health(app: Flask) -> None:
 
 
 def _is_admin() -> bool:
-    loader = get_state().extension._admin_loader
+    loader = get_state().declarations.admin_loader
     if loader is None:
         return False
     from flask import current_app

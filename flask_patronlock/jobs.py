@@ -32,7 +32,7 @@ from typing import Any
 from flask import Flask
 
 from .errors import ConfigurationError
-from .extension import get_state
+from .state import get_state
 
 __all__ = ["MODES", "Jobs", "init_jobs"]
 
@@ -45,9 +45,9 @@ _all_jobs: weakref.WeakSet[Jobs] = weakref.WeakSet()
 
 
 def init_jobs(app: Flask) -> Jobs:
-    """Create the app's :class:`Jobs` (``get_state(app).jobs``) and start the scheduler lazily on the first request."""
-    jobs = Jobs(app)
-    get_state(app).jobs = jobs
+    """Start the app's :class:`Jobs` (``get_state(app).jobs``, made with the state) lazily, on the first request: the
+    scheduler, when it is enabled."""
+    jobs = get_state(app).jobs
 
     @app.before_request
     def _patronlock_start_scheduler() -> None:

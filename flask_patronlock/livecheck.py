@@ -37,6 +37,7 @@ from .patreon.jsonapi import (
     parse_members_page,
     parse_webhooks,
 )
+from .state import get_state
 
 __all__ = [
     "FINDING_KINDS",
@@ -264,7 +265,6 @@ def live_check(app: Flask | None = None, *, page_size: int = PAGE_SIZE) -> LiveC
 
     A read Patreon refuses (or no creator token) is one ``unreachable`` finding, blocking: nothing was checked.
     """
-    from .extension import get_state
     from .webhooks import stored_webhook
 
     state = get_state(app or current_app)
@@ -356,8 +356,6 @@ def store_summary(app: Flask, report: LiveCheckReport) -> dict[str, Any]:
     """Keep ``report``'s summary in the one settings row :data:`LIVE_CHECK_SETTING_KEY` (the scheduled check does;
     ``flask patronlock check --live`` does not): ``at`` (ISO time), ``drifting``, ``blocking`` (how many) and
     ``findings`` (each in plain words, at most 20). The health view reads it. Returns what was stored."""
-    from .extension import get_state
-
     state = get_state(app)
     now = state.store.clock()
     value = {
@@ -377,8 +375,6 @@ def store_summary(app: Flask, report: LiveCheckReport) -> dict[str, Any]:
 
 def stored_summary(app: Flask) -> dict[str, Any] | None:
     """What :func:`store_summary` kept last, or ``None``."""
-    from .extension import get_state
-
     state = get_state(app)
     table = state.tables.settings
     with state.store.engine.connect() as conn:
@@ -390,8 +386,6 @@ def scheduled_live_check(app: Flask, interval: float) -> LiveCheckReport | None:
     """The scheduler's daily check: run :func:`live_check` and store its summary, unless a check (by any worker)
     was stored less than ``interval`` seconds ago; ``None`` then."""
     from datetime import datetime
-
-    from .extension import get_state
 
     last = stored_summary(app)
     if last is not None and isinstance(last.get("at"), str):

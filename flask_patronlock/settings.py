@@ -1,43 +1,42 @@
-"""Creator-editable settings: lock overrides, access policies and banner texts, with a per-process cache.
-
-Everything here is stored in ``patronlock_settings`` and ``patronlock_lock_overrides``; every write bumps one version
-number (a row of ``patronlock_settings``) in the same transaction and writes an audit row naming who changed what.
-
-A page view never reads these tables. Each worker keeps a :class:`SettingsSnapshot` (policy, overrides, banner texts,
-the tier catalogue, and the rules resolved from them) and checks the version at most once every
-``PATRONLOCK_SETTINGS_CHECK_SECONDS`` (default 2 s): one tiny indexed query, and a reload only when the version moved.
-So a creator's change reaches every worker within that interval, without a restart and without a query per request.
-
-The Python API (used by the settings page and by the CLI) works on the current app:
+"""Creator-editable settings, the Python API (used by the settings page and by the CLI); it works on the current app:
 
 * :func:`get_lock_override`, :func:`set_lock_override`, :func:`clear_lock_override`, :func:`list_locks`
 * :func:`get_policy_settings`, :func:`set_policy_settings`
 * :func:`get_banner_text`, :func:`set_banner_text`
 * :func:`get_campaign_id`, :func:`set_campaign_id`, :func:`set_routing`, :func:`clear_routing` (the settings page's
   choice of campaign and of site-wide / path locks, which win over the configuration)
-* :func:`list_addons`, :func:`set_addon_enabled`, :func:`is_addon_enabled` (issue 6)
+* :func:`list_addons`, :func:`set_addon_enabled`, :func:`is_addon_enabled`
+
+Every write bumps the settings version and writes an audit row in one transaction; every worker's cache
+(:mod:`flask_patronlock.settings_cache`) sees it within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, update
 
-from . import signals
-from .paths import normalize_path_locks
-from .patreon.types import TierSnapshot
-from .policy import ALLOWING_REASONS, REASONS, LockRule, PolicySettings
-
-if TYPE_CHECKING:
-    from .locks import Lock
-    from .store import Store
+from .declarations import Lock
+from .policy import LockRule, PolicySettings
+from .settings_cache import (
+    ADDON_PREFIX,
+    BANNER_PREFIX,
+    BANNER_REASONS,
+    CAMPAIGN_KEY,
+    POLICY_KEY,
+    ROUTING_KEY,
+    AddonSwitch,
+    LockInfo,
+    Override,
+    Routing,
+    SettingsCache,
+    SettingsSnapshot,
+)
+from .state import get_state
 
 __all__ = [
     "BANNER_REASONS",
@@ -65,344 +64,22 @@ __all__ = [
     "set_routing",
 ]
 
-log = logging.getLogger("flask_patronlock.settings")
-
-#: The reasons a banner is shown for (every reason that denies).
-BANNER_REASONS: frozenset[str] = frozenset(REASONS - ALLOWING_REASONS)
-
-POLICY_KEY = "policy"
-BANNER_PREFIX = "banner:"
-#: the settings page's choice of campaign, and of site-wide / path locks (issue 7).
-CAMPAIGN_KEY = "patronlock.campaign_id"
-ROUTING_KEY = "patronlock.routing"
-ADDON_PREFIX = "addon:"
-
-_warned_tiers: set[str] = set()
-_warned_lock = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class Override:
-    """A creator's override of a named lock's rule."""
-
-    rule: LockRule
-    updated_by: str | None = None
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AddonSwitch:
-    """The creator's switch of one add-on."""
-
-    enabled: bool
-    updated_by: str | None = None
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LockInfo:
-    """A declared lock with its default rule, the creator's override (if any) and the rule in effect."""
-
-    name: str
-    description: str
-    default: LockRule
-    override: Override | None
-    #: the rule in force, tier titles resolved to tier ids.
-    effective: LockRule
-    #: ``"override"`` or ``"default"``.
-    source: Literal["default", "override"]
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """The site-wide lock and the URL-prefix locks as set on the settings page; they replace
-    ``PATRONLOCK_SITE_LOCK`` and ``PATRONLOCK_PATH_LOCKS`` while stored (:func:`clear_routing` goes back to them)."""
-
-    site_lock: str | None = None
-    #: URL path prefix -> lock name; how a prefix matches a request path is in :mod:`flask_patronlock.paths`.
-    path_locks: Mapping[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready values."""
-        return {"site_lock": self.site_lock, "path_locks": dict(self.path_locks)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = True) -> Routing:
-        """From :meth:`to_dict` output.
-
-        Prefixes are stored in one spelling (:func:`~flask_patronlock.paths.normalize_prefix`: ``/files/./premium/``
-        is ``/files/premium``).
-
-        :param strict: refuse two spellings of one URL with different locks; ``False`` (reading stored data) keeps
-            both, and both locks apply.
-        :raises ValueError: on an unknown key, a prefix that does not start with ``/`` or has a space inside, an empty
-            lock name, or (``strict``) two spellings of one URL with different locks.
-        """
-        unknown = sorted(str(k) for k in data if k not in ("site_lock", "path_locks"))
-        if unknown:
-            raise ValueError(f"Routing has unknown key(s): {', '.join(unknown)}")
-        site = data.get("site_lock") or None
-        if site is not None and not isinstance(site, str):
-            raise ValueError(f"Routing.site_lock must be a lock name or None, not {site!r}")
-        paths = data.get("path_locks") or {}
-        if not isinstance(paths, Mapping):
-            raise ValueError("Routing.path_locks must be a mapping of URL path prefix to lock name")
-        return cls(site_lock=site, path_locks=normalize_path_locks(paths, strict=strict))
-
-
-@dataclass
-class SettingsSnapshot:
-    """Everything a lock decision needs besides the viewer, as of one settings version. Treat it as read-only."""
-
-    version: int
-    policy: PolicySettings = field(default_factory=PolicySettings)
-    overrides: dict[str, Override] = field(default_factory=dict)
-    banner_texts: dict[str, str] = field(default_factory=dict)
-    #: the campaign's tiers by id.
-    tiers: dict[str, TierSnapshot] = field(default_factory=dict)
-    #: lower-cased tier title -> the ids of the tiers with that title.
-    tier_ids_by_title: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: the campaign the creator chose on the settings page (wins over ``PATRONLOCK_CAMPAIGN_ID``); issue 7.
-    campaign_id: str | None = None
-    #: the site-wide and path locks set on the settings page (win over the configuration), or ``None``; issue 7.
-    routing: Routing | None = None
-    #: the creator's add-on switches by add-on name (add-ons never switched are absent).
-    addon_switches: dict[str, AddonSwitch] = field(default_factory=dict)
-    #: the app, sent as the sender of the ``lock-rule`` filter.
-    sender: Any = field(default=None, repr=False, compare=False)
-    #: strict mode of the ``lock-rule`` filter (read when it is folded).
-    strict: Callable[[], bool] = field(default=lambda: False, repr=False, compare=False)
-    _rules: dict[Any, LockRule] = field(default_factory=dict, repr=False)
-    #: the ``lock-rule`` receivers the cached rules were folded with.
-    _filtered_with: tuple[Any, ...] | None = field(default=None, repr=False)
-
-    def rule_for(self, lock: Lock) -> LockRule:
-        """The rule in force for ``lock``: the creator's override of a named lock, else its default; tier titles
-        resolved to tier ids; then folded through the ``lock-rule`` filter. Computed once per lock and settings version
-        (and again when ``lock-rule`` receivers are connected or disconnected)."""
-        key = lock.name if lock.name is not None else lock
-        receivers = signals.lock_rule.receivers
-        if receivers or self._filtered_with is not None:
-            filtered_with = tuple(receivers) if receivers else None
-            if filtered_with != self._filtered_with:
-                self._rules.clear()
-                self._filtered_with = filtered_with
-        rule = self._rules.get(key)
-        if rule is None:
-            rule = self.base_rule_for(lock)
-            if receivers:
-                rule = self._filter_rule(lock, rule)
-            self._rules[key] = rule
-        return rule
-
-    def rule_source(self, lock: Lock) -> Literal["default", "override", "one-off"]:
-        """Where ``lock``'s rule comes from: declared in code, the creator's override, or a one-off rule."""
-        if lock.name is None:
-            return "one-off"
-        return "override" if lock.name in self.overrides else "default"
-
-    def base_rule_for(self, lock: Lock) -> LockRule:
-        """The rule of ``lock`` before the ``lock-rule`` filter: the override, else the default, tiers resolved."""
-        override = self.overrides.get(lock.name) if lock.name is not None else None
-        return self.resolve(override.rule if override is not None else lock.rule)
-
-    def _filter_rule(self, lock: Lock, rule: LockRule) -> LockRule:
-        strict = bool(self.strict())
-        folded = signals.apply_filter(
-            signals.lock_rule, self.sender, rule, strict=strict, lock=lock.name, source=self.rule_source(lock)
-        )
-        if folded is rule:
-            return rule
-        if not isinstance(folded, LockRule):
-            message = f"a lock-rule receiver returned {type(folded).__name__}, not a LockRule; ignored"
-            if strict:
-                raise TypeError(message)
-            log.error(message)
-            return rule
-        return self.resolve(folded)
-
-    def addon_enabled(self, name: str, *, default: bool = True) -> bool:
-        """Whether the add-on ``name`` is switched on (``default`` when the creator never switched it)."""
-        switch = self.addon_switches.get(name)
-        return default if switch is None else switch.enabled
-
-    def resolve(self, rule: LockRule) -> LockRule:
-        """``rule`` with each entry of ``tier_ids`` that is not a known tier id but a known tier title (compared
-        case-insensitively) replaced by the ids of the tiers with that title. An unknown entry is kept as it is:
-        :func:`~flask_patronlock.policy.decide` denies it with ``amount_too_low`` and says why; a warning is logged
-        once per process."""
-        if not rule.tier_ids:
-            return rule
-        ids: list[str] = []
-        for ref in rule.tier_ids:
-            if ref in self.tiers:
-                found: tuple[str, ...] = (ref,)
-            else:
-                found = self.tier_ids_by_title.get(ref.strip().casefold(), ())
-                if not found:
-                    _warn_unknown_tier(ref)
-                    found = (ref,)
-            ids.extend(t for t in found if t not in ids)
-        if tuple(ids) == rule.tier_ids:
-            return rule
-        return LockRule(
-            min_cents=rule.min_cents,
-            tier_ids=tuple(ids),
-            lifetime_cents=rule.lifetime_cents,
-            patron_since_before=rule.patron_since_before,
-            drip_months=rule.drip_months,
-            enabled=rule.enabled,
-            combine=rule.combine,
-        )
-
-
-def _warn_unknown_tier(ref: str) -> None:
-    with _warned_lock:
-        if ref in _warned_tiers:
-            return
-        _warned_tiers.add(ref)
-    log.warning(
-        "a lock asks for tier %r, which is neither the id nor the title of a known tier of the campaign; it denies "
-        "everyone who does not hold exactly that tier id. Sync the tiers, or fix the lock's tier name.",
-        ref,
-    )
-
-
-class SettingsCache:
-    """One app's cached :class:`SettingsSnapshot`, re-read only when the settings version changed.
-
-    :param store: the app's store.
-    :param interval: seconds between version checks (read each time, so a config change applies at once).
-    :param clock: a monotonic clock in seconds (tests pass a controlled one).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        interval: Callable[[], float],
-        *,
-        campaign_id: Callable[[], str | None] = lambda: None,
-        clock: Callable[[], float] = time.monotonic,
-        sender: Any = None,
-        strict: Callable[[], bool] = lambda: False,
-    ) -> None:
-        self.store = store
-        #: the sender and strict mode of the ``lock-rule`` filter folded in :meth:`SettingsSnapshot.rule_for`.
-        self.sender = sender
-        self.strict = strict
-        self._interval = interval
-        self._campaign_id = campaign_id
-        self.clock = clock
-        self._snapshot: SettingsSnapshot | None = None
-        self._next_check = float("-inf")
-        self._lock = threading.Lock()
-        #: how many times the snapshot was loaded from the database (for tests and the benchmark).
-        self.loads = 0
-
-    def current(self) -> SettingsSnapshot:
-        """The snapshot, checking the version first if the interval has passed since the last check."""
-        snapshot = self._snapshot
-        if snapshot is not None and self.clock() < self._next_check:
-            return snapshot
-        with self._lock:
-            now = self.clock()
-            snapshot = self._snapshot
-            if snapshot is not None and now < self._next_check:
-                return snapshot
-            version = self.store.settings_version()
-            if snapshot is None or snapshot.version != version:
-                snapshot = self._load(version)
-                self._snapshot = snapshot
-            self._next_check = now + max(float(self._interval()), 0.0)
-            return snapshot
-
-    def invalidate(self) -> None:
-        """Check the version on the next :meth:`current` (after this process wrote a setting)."""
-        self._next_check = float("-inf")
-
-    def _load(self, version: int) -> SettingsSnapshot:
-        # The version was read before the data: a write in between makes the data newer than its label, and the next
-        # check reloads; the other order could label old data with a new version and keep it forever.
-        tables = self.store.tables
-        s, o = tables.settings, tables.lock_overrides
-        policy = PolicySettings()
-        banners: dict[str, str] = {}
-        overrides: dict[str, Override] = {}
-        campaign_id: str | None = None
-        routing: Routing | None = None
-        switches: dict[str, AddonSwitch] = {}
-        with self.store.engine.connect() as conn:
-            for row in conn.execute(select(s.c.key, s.c.value, s.c.updated_by, s.c.updated_at)).mappings():
-                key, value = row["key"], row["value"]
-                if key == CAMPAIGN_KEY:
-                    campaign_id = str(value) if value else None
-                elif key == ROUTING_KEY and value is not None:
-                    try:
-                        routing = Routing.from_dict(value, strict=False)  # never drop a stored lock for a twin
-                    except (ValueError, TypeError):
-                        log.exception("the stored site-wide and path locks are invalid; using the configuration's")
-                elif key == POLICY_KEY and value is not None:
-                    try:
-                        policy = PolicySettings.from_dict(value)
-                    except ValueError:
-                        log.exception("the stored access policy is invalid; using the defaults until it is fixed")
-                elif key.startswith(BANNER_PREFIX) and isinstance(value, str):
-                    banners[key[len(BANNER_PREFIX) :]] = value
-                elif key.startswith(ADDON_PREFIX) and isinstance(value, dict):
-                    switches[key[len(ADDON_PREFIX) :]] = AddonSwitch(
-                        bool(value.get("enabled", True)), row["updated_by"], row["updated_at"]
-                    )
-            for row in conn.execute(select(o)).mappings():
-                try:
-                    rule = LockRule.from_dict(row["rule"])
-                except (ValueError, TypeError):
-                    log.exception("the stored override of lock %r is invalid; using the lock's default", row["name"])
-                    continue
-                overrides[row["name"]] = Override(rule, row["updated_by"], row["updated_at"])
-        tiers = {t.id: t for t in self.store.tiers(campaign_id or self._campaign_id())}
-        by_title: dict[str, tuple[str, ...]] = {}
-        for tier in tiers.values():
-            title = tier.title.strip().casefold()
-            if title:
-                by_title[title] = (*by_title.get(title, ()), tier.id)
-        self.loads += 1
-        return SettingsSnapshot(
-            version=version,
-            policy=policy,
-            overrides=overrides,
-            banner_texts=banners,
-            tiers=tiers,
-            tier_ids_by_title=by_title,
-            campaign_id=campaign_id,
-            routing=routing,
-            addon_switches=switches,
-            sender=self.sender,
-            strict=self.strict,
-        )
-
-
 # -- the Python API ---------------------------------------------------------------------------------------------------
 
 
-def _state() -> Any:
-    from .extension import get_state
-
-    return get_state()
-
-
 def _snapshot() -> SettingsSnapshot:
-    snapshot: SettingsSnapshot = _state().settings.current()
+    snapshot: SettingsSnapshot = get_state().settings.current()
     return snapshot
 
 
 def _declared(name: str) -> Lock:
-    lock: Lock = _state().extension.locks.get(name)
+    lock: Lock = get_state().declarations.locks.get(name)
     return lock
 
 
 def _write(kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable[[Any, int], None]) -> int:
     """Run ``apply(conn, new_version)`` in a write transaction with a version bump and an audit row."""
-    state = _state()
+    state = get_state()
     store = state.store
     with store.transaction() as conn:
         version = store.bump_settings_version(conn, by=by)
@@ -413,8 +90,9 @@ def _write(kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable
 
 
 def _upsert_setting(conn: Any, key: str, value: Any, version: int, by: str | None) -> None:
-    s = _state().tables.settings
-    now = _state().store.clock()
+    state = get_state()
+    s = state.tables.settings
+    now = state.store.clock()
     values = {"value": value, "version": version, "updated_by": by, "updated_at": now}
     if not conn.execute(update(s).where(s.c.key == key).values(**values)).rowcount:
         conn.execute(insert(s).values(key=key, **values))
@@ -442,10 +120,10 @@ def set_lock_override(name: str, rule: LockRule | Mapping[str, Any], *, by: str 
     _declared(name)
     checked = rule if isinstance(rule, LockRule) else LockRule.from_dict(rule)
     data = checked.to_dict()
-    o = _state().tables.lock_overrides
+    o = get_state().tables.lock_overrides
 
     def apply(conn: Any, version: int) -> None:
-        now = _state().store.clock()
+        now = get_state().store.clock()
         if not conn.execute(
             update(o).where(o.c.name == name).values(rule=data, updated_by=by, updated_at=now)
         ).rowcount:
@@ -460,7 +138,7 @@ def clear_lock_override(name: str, *, by: str | None = None) -> bool:
     :raises UnknownLockError: if no lock of that name is declared.
     """
     _declared(name)
-    o = _state().tables.lock_overrides
+    o = get_state().tables.lock_overrides
     removed: list[int] = []
 
     def apply(conn: Any, version: int) -> None:
@@ -474,11 +152,12 @@ def list_locks() -> list[LockInfo]:
     """Every declared lock, sorted by name, with its default, override and effective rule."""
     snapshot = _snapshot()
     out = []
-    for lock in sorted(_state().extension.locks, key=lambda lk: lk.name):
-        override = snapshot.overrides.get(lock.name)
+    named = [(lock.name, lock) for lock in get_state().declarations.locks if lock.name is not None]  # all are named
+    for name, lock in sorted(named, key=lambda pair: pair[0]):
+        override = snapshot.overrides.get(name)
         out.append(
             LockInfo(
-                name=lock.name,
+                name=name,
                 description=lock.description,
                 default=lock.rule,
                 override=override,
@@ -555,7 +234,7 @@ def _check_reason(reason: str) -> None:
 def get_campaign_id() -> str | None:
     """The campaign chosen on the settings page, else ``PATRONLOCK_CAMPAIGN_ID``, else ``None``."""
     stored = _snapshot().campaign_id
-    return stored or _state().app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
+    return stored or get_state().app.config.get("PATRONLOCK_CAMPAIGN_ID") or None
 
 
 def set_campaign_id(campaign_id: str | None, *, by: str | None = None) -> None:
@@ -598,13 +277,13 @@ def set_routing(routing: Routing | Mapping[str, Any], *, by: str | None = None) 
 
 def clear_routing(*, by: str | None = None) -> None:
     """Forget the stored site-wide and path locks: ``PATRONLOCK_SITE_LOCK`` and ``PATRONLOCK_PATH_LOCKS`` apply."""
-    s = _state().tables.settings
+    s = get_state().tables.settings
 
     def apply(conn: Any, version: int) -> None:
         conn.execute(delete(s).where(s.c.key == ROUTING_KEY))
 
     _write("routing_cleared", by, {}, apply)
-# -- add-ons (issue 6) -------------------------------------------------------------------------------------------------
+# -- add-ons -------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -632,7 +311,7 @@ class AddonInfo:
 
 def list_addons() -> list[AddonInfo]:
     """Every add-on found for the current app, sorted by name: installed ones and broken ones (with ``error``)."""
-    state = _state()
+    state = get_state()
     snapshot = _snapshot()
     default = bool(state.app.config["PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT"])
     out = []
@@ -655,7 +334,7 @@ def list_addons() -> list[AddonInfo]:
 
 def is_addon_enabled(name: str) -> bool:
     """Whether the add-on ``name`` is switched on (for any name: one never switched follows the default)."""
-    state = _state()
+    state = get_state()
     return _snapshot().addon_enabled(name, default=bool(state.app.config["PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT"]))
 
 
@@ -665,7 +344,7 @@ def set_addon_enabled(name: str, enabled: bool, *, by: str | None = None) -> Non
 
     :raises LookupError: if no add-on of that name was found for this app (installed or broken).
     """
-    state = _state()
+    state = get_state()
     if name not in state.addons:
         known = ", ".join(sorted(a.name for a in state.addons)) or "none"
         raise LookupError(f"no add-on named {name!r} is installed (installed: {known})")

@@ -33,6 +33,10 @@ A run, in order:
 The lease is renewed after every page and by a heartbeat thread; each database step is retried on a fresh connection
 when the connection is lost (``PATRONLOCK_SYNC_DB_ATTEMPTS``), and a run that still cannot reach the database ends
 ``failed`` with the reason on its row. See docs/sync.rst, "When a run dies".
+
+Over 600 lines: one run's state machine (:class:`_Run`, about 480 lines) holds the page loop, the completeness rules,
+the breaker and the run row, which change together; the helpers around it (heartbeat, prefetch, run queries) are
+small and serve only it.
 """
 
 from __future__ import annotations
@@ -53,12 +57,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from . import signals
 from .errors import PatronLockError
-from .extension import PatronLockState, get_state
 from .leases import Lease
 from .models import is_row_id
 from .patreon.errors import PatreonError, SchemaDrift
 from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
+from .state import PatronLockState, get_state
 from .store import ApplyResult
 
 if TYPE_CHECKING:
@@ -272,7 +276,7 @@ class _Run:
         self.result = RunResult(run_id=run_id, status="running", started_at=self.started_at)
         self.seen: set[str] = set()
         self.deferred: list[tuple[MemberSnapshot, datetime]] = []
-        #: kind of loss (store.LOSSES) -> the page number of each deferred snapshot with it
+        #: kind of loss (transitions.LOSSES) -> the page number of each deferred snapshot with it
         self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
@@ -692,7 +696,7 @@ class _Run:
             result.detail["access_refreshed"] = len(refreshed)
             result.revoked += sum(1 for r in refreshed if "access_revoked" in r.events)
         if self.state.app.config["PATRONLOCK_SYNC_MATCH_EMAILS"] and self.seen:
-            if self.state.extension.verified_email_finder() is None:
+            if self.state.declarations.verified_users_by_email is None:
                 log.warning(
                     "PATRONLOCK_SYNC_MATCH_EMAILS is on but no @patronlock.verified_users_by_email is registered: "
                     "sync run %d linked nobody by e-mail",
@@ -842,7 +846,7 @@ def match_emails(state: PatronLockState, member_ids: list[str], *, run_id: int |
     case-insensitively): only users whose address the host itself verified. Nothing else (``user_by_email``, the
     deprecated ``users_by_email``) ever makes a run link. The links are ``origin="email"``: the patron's access, never
     a way to log in with Patreon. Returns the links made."""
-    finder = state.extension.verified_email_finder()
+    finder = state.declarations.verified_users_by_email
     if finder is None:
         return []
     candidates = state.store.unlinked_verified_emails(member_ids)

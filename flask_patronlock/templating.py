@@ -40,6 +40,9 @@ from jinja2.ext import Extension
 from jinja2.parser import Parser
 from markupsafe import Markup
 
+from .banners import render_banner
+from .locks import as_lock, can_view, current_patron, decision_for
+
 __all__ = ["PatronLockExtension", "init_app"]
 
 _SECTION_ENDS = ("name:more", "name:teaser", "name:else", "name:endpatronlock")
@@ -87,29 +90,20 @@ class PatronLockExtension(Extension):
 
     @staticmethod
     def _can_view(lock: Any) -> bool:
-        from .locks import can_view
-
         return can_view(lock)
 
     @staticmethod
     def _banner(lock: Any) -> Markup:
-        from .banners import render_banner
-
         return render_banner(lock)
 
 
 def _banner_global(lock: Any = None, **rule_kwargs: Any) -> Markup:
     """``{{ patronlock_banner("premium") }}``: the banner for the current viewer (empty when they may see it)."""
-    from .banners import render_banner
-    from .locks import as_lock
-
     return render_banner(as_lock(lock, rule_kwargs))
 
 
 def init_app(app: Flask) -> None:
     """Add the tag and the globals to ``app``'s Jinja environment."""
-    from .locks import can_view, current_patron, decision_for
-
     app.jinja_env.add_extension(PatronLockExtension)
     app.jinja_env.globals.update(
         can_view=can_view,

@@ -20,7 +20,7 @@ from flask_login import LoginManager, UserMixin
 from sqlalchemy import insert
 
 from flask_patronlock import MemberSnapshot, PatronLock, TierSnapshot
-from flask_patronlock.extension import PatronLockState, get_state
+from flask_patronlock.state import PatronLockState, get_state
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 CAMPAIGN = "c1"

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from flask_login import LoginManager, UserMixin, login_user
 
 from flask_patronlock import PatronLock, UserSnapshot
-from flask_patronlock.extension import get_state
+from flask_patronlock.state import get_state
 
 KEY1 = Fernet.generate_key().decode()
 KEY2 = Fernet.generate_key().decode()

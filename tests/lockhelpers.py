@@ -17,7 +17,7 @@ from flask_login import LoginManager, UserMixin
 from sqlalchemy import event, insert
 
 from flask_patronlock import MemberSnapshot, PatronLock, TierSnapshot
-from flask_patronlock.extension import PatronLockState, get_state
+from flask_patronlock.state import PatronLockState, get_state
 
 #: The tests' "now": every page view decides at this moment (the store's clock is pinned to it).
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 from flask import Flask
 from sqlalchemy import func, select
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
 from flask_patronlock.patreon.ratelimit import RateLimiter
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import RunResult, run_sync
 
 

@@ -21,8 +21,8 @@ from flask_patronlock.accounts import (
     RefreshTooSoon,
     get_accounts,
 )
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon import ServerError, TokenSet
+from flask_patronlock.state import get_state
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -25,11 +25,11 @@ from paid_for import owed
 from sync_helpers import set_policy, sync, webhook_app
 
 from flask_patronlock.dates import add_months
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.types import TierSnapshot
 from flask_patronlock.policy import LockRule, PolicySettings, Viewer, decide
 from flask_patronlock.sandbox import Member, Sandbox, SandboxError, SandboxServer
 from flask_patronlock.sandbox.scenarios import play
+from flask_patronlock.state import get_state
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,10 +14,10 @@ from flask import Flask
 from sync_helpers import set_policy, sync, webhook_app
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.types import TierSnapshot
 from flask_patronlock.policy import LockRule, Viewer, decide
 from flask_patronlock.sandbox import Member, Sandbox
+from flask_patronlock.state import get_state
 
 pytestmark = pytest.mark.timeout(120)
 

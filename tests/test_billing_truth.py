@@ -27,13 +27,13 @@ from sqlalchemy import MetaData, create_engine, insert, select
 from sqlalchemy.pool import StaticPool
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.models import tables_for
 from flask_patronlock.patreon.jsonapi import parse_member_document
 from flask_patronlock.patreon.types import MemberSnapshot, TierSnapshot
 from flask_patronlock.patron import Patron
 from flask_patronlock.policy import Decision, LockRule, PolicySettings, Viewer, decide
 from flask_patronlock.settings import get_policy_settings
+from flask_patronlock.state import get_state
 from flask_patronlock.store import ApplyResult, Store
 
 TIERS = {

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from celery_site import make_site, site_env
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 
 REDIS_URL = os.environ.get("PATRONLOCK_TEST_REDIS_URL")
 pytestmark = [

@@ -21,11 +21,11 @@ from flask_patronlock import signals
 from flask_patronlock.creator import CREATOR_KEY, get_creator_connection
 from flask_patronlock.crypto import TokenCipher
 from flask_patronlock.errors import ConfigurationError
-from flask_patronlock.extension import get_state
 from flask_patronlock.pacing import SharedRateLimiter
 from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.sandbox import Sandbox, render_webhook_member
-from flask_patronlock.sandbox.state import CREATOR_SCOPES
+from flask_patronlock.sandbox.entities import CREATOR_SCOPES
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import run_sync
 
 MEMBERS = 200  # four pages of 50

@@ -86,7 +86,7 @@ def test_connect_and_log_in_with_patreon_on_the_live_site(site: tuple[str, Any])
 
 def test_a_demo_database_from_an_earlier_version_is_moved_aside(tmp_path: Path) -> None:
     from example_site.app import create_app
-    from flask_patronlock.extension import get_state
+    from flask_patronlock.state import get_state
 
     database = tmp_path / "site.db"
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}"}
@@ -111,7 +111,7 @@ def test_registering_a_patrons_email_does_not_take_over_her_patreon(tmp_path: Pa
     from test_example_panel import press
 
     from flask_patronlock.accounts import get_accounts
-    from flask_patronlock.extension import get_state
+    from flask_patronlock.state import get_state
 
     config: dict[str, Any] = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}"}
     if match_flag is not None:

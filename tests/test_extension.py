@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from flask_patronlock import ConfigurationError, PatronLock
 from flask_patronlock.config import KEYS, as_list, require
-from flask_patronlock.extension import get_state
+from flask_patronlock.state import get_state
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

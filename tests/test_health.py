@@ -326,7 +326,7 @@ def test_without_a_token_the_endpoint_is_only_there_for_admins(
 
 def test_a_site_lock_does_not_hide_the_endpoint(make_app: Callable[..., Flask]) -> None:
     app = make_app(PATRONLOCK_HEALTH_TOKEN=TOKEN, PATRONLOCK_SITE_LOCK="premium")
-    from flask_patronlock.extension import get_state
+    from flask_patronlock.state import get_state
 
     get_state(app).extension.lock("premium", min_cents=100)
     answer = app.test_client().get(HEALTH, headers={"Authorization": f"Bearer {TOKEN}"})

@@ -10,8 +10,8 @@ from flask import Flask
 from sync_helpers import count, sandbox_app
 
 from flask_patronlock.errors import ConfigurationError
-from flask_patronlock.extension import get_state
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import list_runs
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,9 +14,9 @@ from flask import Flask
 from sqlalchemy import func, select
 from sync_helpers import sandbox_app
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.livecheck import LiveCheckReport, live_check
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.patreon_sandbox(members=8)]
 

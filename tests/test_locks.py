@@ -201,9 +201,9 @@ def test_bad_rules_fail_at_declaration(site: Site) -> None:
 def test_unknown_tier_title_denies_and_warns_once(
     patrons: Site, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_patronlock import settings
+    from flask_patronlock import settings_cache
 
-    monkeypatch.setattr(settings, "_warned_tiers", set())  # "once per process": start this test's process afresh
+    monkeypatch.setattr(settings_cache, "_warned_tiers", set())  # "once per process": start this test's process afresh
     patrons.ext.lock("mythic", tier="Mythic")
 
     @patrons.app.route("/mythic")

@@ -12,7 +12,7 @@ from flask import Flask
 
 from flask_patronlock import signals
 from flask_patronlock.accounts import get_accounts
-from flask_patronlock.extension import get_state
+from flask_patronlock.state import get_state
 
 LOGIN = "/patreon/login"
 

@@ -25,8 +25,8 @@ from connect_site import (
 from flask import Flask
 
 from flask_patronlock.accounts import get_accounts
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
+from flask_patronlock.state import get_state
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from flask import Flask, render_template_string
 from lockhelpers import NOW, Site, count_queries, make_site
 
 from flask_patronlock import current_patron, locked, send_locked_file
-from flask_patronlock.extension import PatronLockState
+from flask_patronlock.state import PatronLockState
 
 
 def _no_patreon(*args: Any, **kwargs: Any) -> Any:

@@ -28,9 +28,9 @@ from celery_site import make_site, site_env
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.health import health_report
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.webhooks import dedupe_key, register_webhook
 
 REDIS_URL = os.environ.get("PATRONLOCK_TEST_REDIS_URL")

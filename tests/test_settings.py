@@ -12,7 +12,6 @@ from lockhelpers import CAMPAIGN, NOW, TIERS, Site, count_queries, make_site
 from sqlalchemy import select
 
 from flask_patronlock import LockRule, PolicySettings, TierSnapshot, UnknownLockError, decision_for
-from flask_patronlock.extension import get_state
 from flask_patronlock.settings import (
     clear_lock_override,
     get_lock_override,
@@ -21,6 +20,7 @@ from flask_patronlock.settings import (
     set_lock_override,
     set_policy_settings,
 )
+from flask_patronlock.state import get_state
 
 
 class Clock:

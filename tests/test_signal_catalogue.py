@@ -25,10 +25,10 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.patron import Patron
 from flask_patronlock.sandbox import render_webhook_member
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import run_sync
 
 Site = lockhelpers.Site

@@ -12,10 +12,10 @@ from flask import Flask
 from sync_helpers import revoked_in_run, sandbox_app, set_policy, sync
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.policy import entitlement
 from flask_patronlock.sandbox import Sandbox
 from flask_patronlock.sandbox.scenarios import _paid_up
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import RunResult
 
 pytestmark = pytest.mark.timeout(120)

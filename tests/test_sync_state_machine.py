@@ -17,9 +17,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sync_helpers import fast_client
 
 from flask_patronlock import PatronLock
-from flask_patronlock.extension import get_state
 from flask_patronlock.policy import PolicySettings, entitlement
 from flask_patronlock.sandbox import Delivery, Sandbox, SandboxServer
+from flask_patronlock.state import get_state
 from flask_patronlock.sync import run_sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

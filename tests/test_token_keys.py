@@ -33,8 +33,8 @@ from sqlalchemy import insert, select
 from sync_helpers import sandbox_app
 
 from flask_patronlock.creator import CREATOR_KEY, get_creator_connection
-from flask_patronlock.extension import PatronLockState, get_state
 from flask_patronlock.sandbox import Sandbox
+from flask_patronlock.state import PatronLockState, get_state
 from flask_patronlock.webhooks import WEBHOOK_SETTING_KEY, stored_webhook
 
 #: what every refusal must name: the key to set, and the command that makes one.

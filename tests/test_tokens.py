@@ -15,8 +15,8 @@ from flask import Flask
 from sqlalchemy import select, update
 
 from flask_patronlock.accounts import NeedsReauthorization, get_accounts
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
+from flask_patronlock.state import get_state
 
 
 @pytest.fixture

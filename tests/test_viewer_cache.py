@@ -18,11 +18,12 @@ from flask_sqlalchemy import SQLAlchemy
 from lockhelpers import NOW, Site, count_queries, make_site
 from sqlalchemy import delete
 
-from flask_patronlock import PatronLock, forget_viewer, locked, signals, viewer_changed
+from flask_patronlock import PatronLock, locked, signals
 from flask_patronlock.locks import SESSION_STAMP_KEY, current_viewer
 from flask_patronlock.patron import Patron
 from flask_patronlock.policy import Viewer
-from flask_patronlock.viewers import ViewerCache
+from flask_patronlock.viewer_cache import ViewerCache
+from flask_patronlock.viewers import current_viewer_changed, forget_cached_viewer
 
 TTL = 2.0
 
@@ -57,7 +58,7 @@ def _worker(make_app: Callable[..., Flask], clock: Clock, wall: Clock, **config:
         accounts = site.state.tables.accounts
         with site.state.store.engine.begin() as conn:
             conn.execute(delete(accounts).where(accounts.c.user_id == current_user.get_id()))
-        viewer_changed()
+        current_viewer_changed()
         return "unlinked"
 
     @site.app.route("/refresh", methods=["POST"])
@@ -170,7 +171,7 @@ def test_not_linked_is_cached_too(site: Site) -> None:
     assert _queries(site, "/premium", "stranger") == (403, 0)
     site.link("stranger", "p-gold-2")  # linked outside flask-patronlock's views: call forget_viewer
     with site.app.app_context():
-        forget_viewer("stranger")
+        forget_cached_viewer("stranger")
     assert _queries(site, "/premium", "stranger") == (403, 1)
     with site.app.test_request_context(headers={"X-User": "stranger"}):
         assert current_viewer().linked
@@ -209,7 +210,7 @@ def test_forget_viewer_with_no_user_forgets_everyone(site: Site) -> None:
         site.get("/premium", user)
     assert len(site.state.viewers) == 3
     with site.app.app_context():
-        forget_viewer()
+        forget_cached_viewer()
     assert len(site.state.viewers) == 0
     assert _queries(site, "/premium", "gold") == (200, 1)
 
@@ -221,9 +222,9 @@ def test_forget_viewer_in_a_request_drops_the_requests_viewer(site: Site) -> Non
         accounts = site.state.tables.accounts
         with site.state.store.engine.begin() as conn:
             conn.execute(delete(accounts).where(accounts.c.user_id == "gold"))
-        forget_viewer("silver")  # someone else: this request's viewer stays
+        forget_cached_viewer("silver")  # someone else: this request's viewer stays
         kept = current_viewer().linked
-        forget_viewer("gold")
+        forget_cached_viewer("gold")
         return jsonify(before=before, kept=kept, after=current_viewer().linked)
 
     assert site.get("/unlink-then-check", "gold").get_json() == {"before": True, "kept": True, "after": False}
@@ -312,14 +313,14 @@ def test_an_entry_read_before_the_stamp_is_not_used(site: Site, wall: Clock) -> 
 
 
 def test_viewer_changed_needs_a_request(site: Site) -> None:
-    with site.app.app_context(), pytest.raises(RuntimeError, match="forget_viewer"):
-        viewer_changed()
+    with site.app.app_context(), pytest.raises(RuntimeError, match="forget_cached_viewer"):
+        current_viewer_changed()
 
 
 def test_viewer_changed_for_an_anonymous_visitor_only_stamps(site: Site) -> None:
     @site.app.route("/anon-changed")
     def anon_changed() -> str:
-        viewer_changed()
+        current_viewer_changed()
         return "ok"
 
     client = site.app.test_client()
@@ -370,7 +371,7 @@ def test_each_app_has_its_own_cache(make_app: Callable[..., Flask], db_url: str,
         _downgrade(second, "gold")  # committed by the second app: only its own entry goes
         assert "gold" in first.state.viewers and "gold" not in second.state.viewers
         with second.app.app_context():
-            forget_viewer()
+            forget_cached_viewer()
         assert "gold" in first.state.viewers
         first.app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"] = 0  # config is per app too
         assert _queries(first, "/premium", "gold") == (403, 1)
@@ -484,7 +485,7 @@ def test_threads_share_one_cache_safely(cache: tuple[ViewerCache, Clock, Clock, 
 def test_without_a_session_viewer_changed_still_forgets_locally(site: Site) -> None:
     @site.app.route("/changed")
     def changed() -> str:
-        viewer_changed()
+        current_viewer_changed()
         return "ok"
 
     assert _queries(site, "/premium", "gold") == (200, 1)
@@ -493,3 +494,18 @@ def test_without_a_session_viewer_changed_still_forgets_locally(site: Site) -> N
     assert client.get("/changed", headers={"X-User": "gold"}).status_code == 200
     assert client.get_cookie("session") is None
     assert "gold" not in site.state.viewers
+
+
+def test_the_former_names_warn_and_do_the_same(site: Site) -> None:
+    from flask import session
+
+    from flask_patronlock import forget_viewer, viewer_changed
+
+    site.get("/premium", "gold")
+    assert len(site.state.viewers) == 1
+    with site.app.app_context(), pytest.warns(DeprecationWarning, match="forget_cached_viewer"):
+        forget_viewer()
+    assert len(site.state.viewers) == 0
+    with site.app.test_request_context(), pytest.warns(DeprecationWarning, match="current_viewer_changed"):
+        viewer_changed()
+        assert session[SESSION_STAMP_KEY] == site.state.viewers.wall_clock()

@@ -19,12 +19,12 @@ from patreon_fixtures import fixture_json
 from sync_helpers import access_of, count, set_policy, webhook_app
 
 from flask_patronlock import signals
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.client import PatreonClient
 from flask_patronlock.patreon.errors import TransportError
 from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.patreon.types import MemberSnapshot
 from flask_patronlock.sandbox import Member, Sandbox
+from flask_patronlock.state import get_state
 
 pytestmark = pytest.mark.timeout(120)
 URL = "/patreon/webhook"

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sync_helpers import access_of, count, sandbox_app, set_policy, sync, webhook_app
 
-from flask_patronlock.extension import get_state
 from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.patreon.types import MEMBER_TRIGGERS
 from flask_patronlock.sandbox import Delivery, Sandbox
+from flask_patronlock.state import get_state
 from flask_patronlock.webhooks import dedupe_key
 
 pytestmark = pytest.mark.timeout(180)

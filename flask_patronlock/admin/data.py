@@ -33,9 +33,9 @@ from typing import Any
 from sqlalchemy import String, Text, and_, cast, func, literal, or_, select, type_coerce
 
 from ..dates import add_months
-from ..extension import PatronLockState
 from ..patron import Patron
 from ..policy import payment_declined
+from ..state import PatronLockState
 from ..store import row_to_patron
 
 __all__ = [

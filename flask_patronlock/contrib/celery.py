@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..extension import get_state
+from ..state import get_state
 
 __all__ = ["PatronLockTasks", "init_celery"]
 

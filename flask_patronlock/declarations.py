@@ -1,0 +1,162 @@
+"""What a site declares in code: named locks, the host's callbacks, add-ons registered in code.
+
+These belong to the :class:`~flask_patronlock.PatronLock` object, not to any app: one :class:`Declarations` is shared
+by every app the extension is initialised on, and each app's state reaches it as
+:attr:`PatronLockState.declarations <flask_patronlock.state.PatronLockState.declarations>`. Nothing here touches
+Flask or the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import PatronLockError
+from .policy import Combine, LockRule
+
+if TYPE_CHECKING:
+    from .patreon.types import UserSnapshot
+
+__all__ = ["Declarations", "Lock", "LockRegistry", "UnknownLockError", "make_rule"]
+
+#: a host callback answering ``{address: user id}`` for the addresses a site verified (see
+#: :meth:`PatronLock.verified_users_by_email <flask_patronlock.PatronLock.verified_users_by_email>`).
+EmailFinder = Callable[[Sequence[str]], Mapping[str, Any]]
+
+
+class UnknownLockError(PatronLockError, LookupError):
+    """A lock name that was never declared with :meth:`PatronLock.lock <flask_patronlock.PatronLock.lock>`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lock: a named one declared in code (creators may override its rule), or a one-off rule (``name=None``).
+
+    ``rule.tier_ids`` may hold tier titles as well as ids; they are resolved against the campaign's tiers when a
+    decision is made.
+    """
+
+    name: str | None
+    rule: LockRule
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name, or ``"(one-off rule)"``."""
+        return self.name if self.name is not None else "(one-off rule)"
+
+
+def make_rule(
+    *,
+    tier: str | None = None,
+    tiers: tuple[str, ...] | list[str] = (),
+    min_cents: int | None = None,
+    lifetime_cents: int | None = None,
+    patron_since_before: datetime | date | str | None = None,
+    drip_months: int | None = None,
+    combine: Combine = "all",
+    enabled: bool = True,
+) -> LockRule:
+    """A :class:`~flask_patronlock.policy.LockRule` from friendly arguments.
+
+    :param tier: one tier, by title (case-insensitive) or id: "this tier or higher".
+    :param tiers: several tiers: any of them, or any tier costing at least the cheapest of them.
+    :param min_cents: at least this many cents a month.
+    :param lifetime_cents: at least this much lifetime support, in cents.
+    :param patron_since_before: only patrons whose current pledge started before this moment (a date, a datetime, or
+        an ISO string; without a time zone it is UTC).
+    :param drip_months: only patrons who have pledged for at least this many months.
+    :param combine: ``"all"`` conditions must hold, or ``"any"`` one of them.
+    :raises ValueError: on a bad value, naming it.
+    """
+    if isinstance(tiers, str):
+        raise ValueError("tiers must be a list of tier titles or ids; use tier= for one")
+    tier_refs = ([tier] if tier is not None else []) + list(tiers)
+    return LockRule.from_dict(
+        {
+            "min_cents": min_cents,
+            "tier_ids": tier_refs,
+            "lifetime_cents": lifetime_cents,
+            "patron_since_before": patron_since_before,
+            "drip_months": drip_months,
+            "combine": combine,
+            "enabled": enabled,
+        }
+    )
+
+
+class LockRegistry:
+    """The named locks declared on one :class:`~flask_patronlock.PatronLock` extension."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, Lock] = {}
+
+    def add(self, lock: Lock) -> Lock:
+        """Declare ``lock``. Declaring the same name again with a different rule is an error (two places in the code
+        would disagree about what the lock means).
+
+        :raises ValueError: on a one-off lock or a conflicting declaration.
+        """
+        if lock.name is None or not lock.name.strip():
+            raise ValueError("a declared lock needs a name")
+        if len(lock.name) > 100:
+            raise ValueError("a lock name may be at most 100 characters")
+        existing = self._locks.get(lock.name)
+        if existing is not None and existing != lock:
+            raise ValueError(f"lock {lock.name!r} is already declared with a different rule or description")
+        self._locks[lock.name] = lock
+        return lock
+
+    def get(self, name: str) -> Lock:
+        """The lock declared as ``name``.
+
+        :raises UnknownLockError: naming the declared locks.
+        """
+        try:
+            return self._locks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._locks)) or "none"
+            raise UnknownLockError(
+                f"no lock named {name!r} is declared (declared: {known}). Declare it with "
+                f"patronlock.lock({name!r}, ...), or use a one-off rule such as @locked(tier='Gold')."
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._locks
+
+    def __iter__(self) -> Iterator[Lock]:
+        return iter(list(self._locks.values()))
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class Declarations:
+    """Everything a :class:`~flask_patronlock.PatronLock` was told in code, filled by its registering methods
+    (:meth:`~flask_patronlock.PatronLock.lock`, :meth:`~flask_patronlock.PatronLock.admin_loader`, ...)."""
+
+    def __init__(self) -> None:
+        #: the named locks.
+        self.locks = LockRegistry()
+        #: whether a signed-in user is an admin of the site (admins bypass every lock).
+        self.admin_loader: Callable[[Any], bool] | None = None
+        #: add-ons registered in code without an app: installed on every app initialised afterwards.
+        self.addons: list[Any] = []
+        # Only this callback ever lets an e-mail address link a patron to a local user (sync matching, auto-linking
+        # at Log in with Patreon): it answers with the users whose address the host itself verified.
+        self.verified_users_by_email: EmailFinder | None = None
+        # Host callbacks for Log in with Patreon (functions, never an app): see PatronLock.user_creator and
+        # PatronLock.user_by_email.
+        self.user_creator: Callable[[UserSnapshot], Any] | None = None
+        self.user_by_email: Callable[[str], Any] | None = None
+
+    def vouches_for(self, email: str, user_id: str) -> bool:
+        """Whether the host's ``verified_users_by_email`` callback says local user ``user_id`` verified ``email``."""
+        finder = self.verified_users_by_email
+        if finder is None or not email:
+            return False
+        key = email.strip().lower()
+        found = finder([key])
+        return any(k.strip().lower() == key and v is not None and str(v) == str(user_id) for k, v in found.items())
