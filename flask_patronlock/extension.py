@@ -21,6 +21,7 @@ from .admin import init_admin
 from .cli import patronlock_cli
 from .declarations import Declarations, Lock, LockRegistry, RuleOptions, make_rule
 from .errors import ConfigurationError
+from .files import init_files
 from .health import init_health
 from .jobs import Jobs, init_jobs
 from .locks import init_app as init_locks
@@ -108,6 +109,7 @@ class PatronLock:
         init_webhooks(app)
         init_jobs(app)
         init_health(app)
+        init_files(app)  # fast file delivery: PREFIX/files/<path> serves signed links
 
         # -- the creators' settings page: PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
         if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:

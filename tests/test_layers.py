@@ -29,6 +29,7 @@ REQUEST_LAYER = (
     "addons",  # disabled add-ons' blueprints answer 404 before their views
     "webhooks",  # the receiving route (processing takes the state)
     "health",  # the health view (the report takes the state)
+    "files",  # locked files handed to the front server, signed links checked against the request
     "views",
     "views.",
     "admin.",
@@ -58,6 +59,7 @@ BELOW_REQUEST = (
     "declarations",
     "errors",
     "explain",
+    "file_links",  # signing and checking download links: the standard library only
     "firstseen",
     "jobs",
     "leases",
