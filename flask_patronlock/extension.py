@@ -211,6 +211,11 @@ class PatronLock(LockDeclarations, AddonDeclarations):
 
         # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it
         # out, for a host that builds its own views on flask_patronlock.accounts and flask_patronlock.oauth.
+        # before the blueprint's first registration: both add their routes to it (the feed page, the token endpoint)
+        from . import entitlements  # noqa: F401
+        from .feeds import init_app as init_feeds
+
+        init_feeds(app)
         if app.config["PATRONLOCK_URL_PREFIX"] is not None:
             from .views import blueprint
 

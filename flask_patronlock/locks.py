@@ -362,6 +362,16 @@ def _load_viewer(state: PatronLockState, request_values: dict[str, Any]) -> View
     return viewer
 
 
+def use_viewer(viewer: Viewer, user: Any = None) -> None:
+    """Make ``viewer`` (the host ``user``'s) the current request's viewer: every decision made after this in the
+    request (``@locked``, :func:`can_view`, templates) is made for it. For requests that say who they are some other
+    way than the session cookie (a private feed's token, :mod:`flask_patronlock.feeds`)."""
+    request_values = vars(_g_now())
+    request_values.pop(_G_DECISIONS, None)
+    request_values[_G_USER] = user
+    request_values[_G_VIEWER] = viewer
+
+
 def _get_current_patron() -> Patron | None:
     return current_viewer().patron
 
