@@ -273,3 +273,34 @@ def audit_rows(site: Site, user_id: str, kind: str | None = None) -> list[dict[s
 
 def audit_kinds(site: Site, user_id: str) -> list[str]:
     return [row["kind"] for row in audit_rows(site, user_id)]
+
+
+def test_the_example_sites_private_feed(tmp_path: Path) -> None:
+    """The example site, served for real: a Gold patron copies her feed URL and a feed reader with no cookie reads the
+    full posts and the locked wallpaper; a reader who never connected Patreon gets the teasers and no enclosure."""
+    import requests
+    from example_server import register, serve_example_site
+
+    config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}", "PATRONLOCK_STRICT_SIGNALS": True}
+    with serve_example_site(config) as (base, _):
+        register(base, "kopi@example.com", "correct horse", http=requests.Session())  # the first user: the creator
+        ada = register(base, "reader@example.com")
+        start = ada.get(base + "/patreon/connect?next=/", allow_redirects=False, timeout=10)
+        ada.get(start.headers["Location"], params={"sandbox_user": "ada@example.com", "sandbox_decision": "approve"},
+                timeout=10)
+        url = re.search(r'value="(http[^"]+/posts\.xml)"', ada.get(base + "/patreon/feed", timeout=10).text)
+        assert url is not None
+        feed = requests.get(url.group(1), timeout=10)
+        assert feed.status_code == 200 and "application/rss+xml" in feed.headers["Content-Type"]
+        assert "full masterclass video" in feed.text
+        enclosure = re.search(r'<enclosure url="([^"]+)"', feed.text)
+        assert enclosure is not None
+        wallpaper = requests.get(enclosure.group(1), timeout=10)
+        assert wallpaper.status_code == 200 and wallpaper.content.lstrip().startswith(b"<")
+
+        stranger = register(base, "stranger@example.com")
+        url = re.search(r'value="(http[^"]+/posts\.xml)"', stranger.get(base + "/patreon/feed", timeout=10).text)
+        assert url is not None
+        feed = requests.get(url.group(1), timeout=10)
+        assert feed.status_code == 200 and "full masterclass video" not in feed.text and "<enclosure" not in feed.text
+        assert "Two hours of live painting." in feed.text
