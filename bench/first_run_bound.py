@@ -96,14 +96,14 @@ def time_datetimes(app: Any, tables: dict[str, tuple[list[str], list[tuple[Any, 
 
 def time_json(events: tuple[list[str], list[tuple[Any, ...]]]) -> float:
     """Seconds the store's encoder takes to encode every audit row's changes (datetimes already strings)."""
-    from flask_patronlock.store import _dumps_json
+    from flask_patronlock.dbutil import dumps_json
 
     names, rows = events
     index = names.index("changes")
     changes = [json.loads(row[index]) for row in rows if row[index] is not None]
     started = time.perf_counter()
     for value in changes:
-        _dumps_json(value)
+        dumps_json(value)
     return time.perf_counter() - started
 
 

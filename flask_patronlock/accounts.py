@@ -9,8 +9,9 @@ bearer string handed to the Patreon client: :class:`LinkedAccount` carries no to
   tokens are single-use, so a refresh is serialized per account: the row is locked (``SELECT … FOR UPDATE`` on
   PostgreSQL; :meth:`Store.transaction <flask_patronlock.store.Store.transaction>` takes SQLite's write lock) and
   re-read, and if another worker rotated the pair meanwhile, its new token is used instead of spending the old
-  refresh token a second time (:func:`refresh_serialized`, which the creator's token uses too). ``invalid_grant``
-  marks the link as needing re-authorization and changes nothing else: no entitlement is touched.
+  refresh token a second time (:func:`~flask_patronlock.tokens.refresh_serialized`, which the creator's token uses
+  too). ``invalid_grant`` marks the link as needing re-authorization and changes nothing else: no entitlement is
+  touched.
 * :meth:`Accounts.apply_identity` hands the membership to this campaign to
   :meth:`Store.apply <flask_patronlock.store.Store.apply>` (``source="oauth"``), the only writer of patron state.
 * :meth:`Accounts.rotate_keys` re-encrypts every stored token under the first key.
@@ -19,9 +20,9 @@ bearer string handed to the Patreon client: :class:`LinkedAccount` carries no to
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -29,10 +30,10 @@ from sqlalchemy.exc import IntegrityError
 
 from .errors import PatronLockError, TokenDecryptionError
 from .extension import PatronLockState, get_state
-from .patreon.client import PatreonClient
-from .patreon.errors import InvalidGrant, Unauthorized
+from .patreon.errors import Unauthorized
 from .patreon.types import Identity, MemberSnapshot, TokenSet, UserSnapshot
 from .patron import Patron
+from .tokens import REFRESH_MARGIN, StoredPair, interactive_client, refresh_serialized, reusable
 
 __all__ = [
     "REFRESH_MARGIN",
@@ -45,19 +46,11 @@ __all__ = [
     "NotLinked",
     "RefreshTooSoon",
     "RotationReport",
-    "StoredPair",
     "get_accounts",
     "interactive_client",
-    "refresh_serialized",
 ]
 
 log = logging.getLogger("flask_patronlock.accounts")
-
-#: an access token expiring within this margin is refreshed before use.
-REFRESH_MARGIN = timedelta(minutes=5)
-#: retries of a Patreon call someone is waiting on (a page load): one, with short waits, not a sync's patience.
-INTERACTIVE_RETRIES = 1
-INTERACTIVE_MAX_BACKOFF = 2.0
 
 
 class AccountError(PatronLockError):
@@ -319,7 +312,8 @@ class Accounts:
     # -- tokens -------------------------------------------------------------------------------------------------
 
     def access_token(self, user_id: str, *, rejected: str | None = None) -> str:
-        """A usable access token of ``user_id``'s link, refreshed first if it expires within :data:`REFRESH_MARGIN`.
+        """A usable access token of ``user_id``'s link, refreshed first if it expires within
+        :data:`~flask_patronlock.tokens.REFRESH_MARGIN`.
 
         :param rejected: a token Patreon just answered 401 to: refresh unless the stored token is already another.
         :raises NotLinked: no link.
@@ -336,15 +330,8 @@ class Accounts:
             raise NeedsReauthorization("the Patreon link needs re-authorization")
         cipher = self.state.token_cipher()
         current = cipher.decrypt(row["access_token"]) if row["access_token"] is not None else None
-        if current is not None:
-            if rejected is not None and current != rejected:
-                return current  # someone already replaced the rejected token
-            if rejected is None and not self._expiring(row["token_expires_at"]):
-                return current
-        return self._refresh(str(user_id), seen=current)
-
-    def _expiring(self, expires_at: datetime | None) -> bool:
-        return expires_at is not None and expires_at - self.store.clock() <= REFRESH_MARGIN
+        token = reusable(current, rejected=rejected, expires_at=row["token_expires_at"], now=self.store.clock())
+        return token if token is not None else self._refresh(str(user_id), seen=current)
 
     def _refresh(self, user_id: str, *, seen: str | None) -> str:
         """Spend the refresh token, holding the account row's lock, unless another worker already did."""
@@ -539,71 +526,6 @@ class Accounts:
                 accounts += 1
                 tokens += len(values)
         return RotationReport(accounts=accounts, tokens=tokens)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPair:
-    """A stored token pair, decrypted, as read under its row's lock by :func:`refresh_serialized`."""
-
-    access_token: str | None
-    refresh_token: str | None
-
-
-def refresh_serialized(
-    state: PatronLockState,
-    *,
-    seen: str | None,
-    purpose: str,
-    lock: Callable[[Connection], StoredPair],
-    save: Callable[[Connection, TokenSet], None],
-    fail: Callable[[Connection, str], Exception],
-) -> str:
-    """Spend a stored, single-use refresh token once however many workers ask at the same moment: the one routine
-    behind :meth:`Accounts.access_token` (patrons' tokens) and :mod:`flask_patronlock.creator` (the creator's).
-
-    In one write transaction, ``lock`` reads the pair while holding its row's lock (``SELECT … FOR UPDATE`` on
-    PostgreSQL; :meth:`Store.transaction <flask_patronlock.store.Store.transaction>` holds SQLite's write lock), and
-    raises when there is nothing to refresh any more. When its access token is no longer ``seen``, another worker
-    refreshed while we waited: its token is returned and nothing is spent. Otherwise the refresh token is spent and
-    ``save`` stores the new pair; or, when Patreon refuses it (``invalid_grant``) or there is none, ``fail`` records
-    that (its second argument says why: ``"invalid_grant"`` or ``"no_refresh_token"``) and returns the exception to
-    raise once the transaction has committed.
-
-    :returns: the usable access token.
-    :raises PatreonError: the refresh failed otherwise (Patreon down, rate limited ...): nothing was changed.
-    """
-    failure: Exception | None = None
-    tokens: TokenSet | None = None
-    with state.store.transaction() as conn:
-        pair = lock(conn)
-        if pair.access_token is not None and pair.access_token != seen:
-            return pair.access_token  # another worker rotated the pair while we waited for the lock: use theirs
-        if pair.refresh_token is None:
-            failure = fail(conn, "no_refresh_token")
-        else:
-            # a token call is paced in this process only: it must not wait on the database while holding this row
-            client = interactive_client(state, purpose)
-            try:
-                tokens = client.refresh(pair.refresh_token)
-            except InvalidGrant:
-                failure = fail(conn, "invalid_grant")
-            finally:
-                client.close()
-            if tokens is not None:
-                save(conn, tokens)
-    if failure is not None:
-        raise failure
-    assert tokens is not None
-    return tokens.access_token
-
-
-def interactive_client(state: PatronLockState, purpose: str) -> PatreonClient:
-    """A Patreon client for a call a person waits on: at most :data:`INTERACTIVE_RETRIES` retry and short backoff
-    (a rate limit asking for a longer wait is raised instead of waited out)."""
-    client = state.client(purpose=purpose)
-    client.max_retries = INTERACTIVE_RETRIES
-    client.max_backoff = INTERACTIVE_MAX_BACKOFF
-    return client
 
 
 def get_accounts(state: PatronLockState | None = None) -> Accounts:

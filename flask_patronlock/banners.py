@@ -34,7 +34,7 @@ from jinja2 import Template
 from markupsafe import Markup, escape
 from werkzeug.routing import BuildError
 
-from . import signals
+from . import formatting, signals
 from .patreon.types import TierSnapshot
 from .policy import Decision
 
@@ -120,11 +120,8 @@ def fill(text: str, values: Mapping[str, Any]) -> str:
 
 
 def money(cents: int | None) -> str:
-    """``1250`` -> ``$12.50`` with ``PATRONLOCK_CURRENCY_SYMBOL``."""
-    if cents is None:
-        return ""
-    symbol = current_app.config["PATRONLOCK_CURRENCY_SYMBOL"] or ""
-    return f"{symbol}{cents // 100}.{cents % 100:02d}"
+    """``1250`` -> ``$12.50`` with ``PATRONLOCK_CURRENCY_SYMBOL`` (see :func:`flask_patronlock.formatting.money`)."""
+    return formatting.money(cents, current_app.config["PATRONLOCK_CURRENCY_SYMBOL"] or "")
 
 
 def _patreon_url(path: str) -> str:
@@ -168,17 +165,21 @@ def pledge_link(
     else:
         url = _patreon_url("/")
     if signals.pledge_url.receivers:
-        url = signals.apply_filter(
+        url = _fold(
             signals.pledge_url,
-            current_app._get_current_object(),  # type: ignore[attr-defined]
             url,
-            strict=bool(current_app.config["PATRONLOCK_STRICT_SIGNALS"]),
             tier=tier,
             cents=cents,
             lock=lock,
             decision=decision,
         )
     return str(url)
+
+
+def _fold(signal: Any, value: Any, **kwargs: Any) -> Any:
+    """``value`` folded through the filter ``signal`` with the current app as sender and its strict mode."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return signals.apply_filter(signal, app, value, strict=bool(app.config["PATRONLOCK_STRICT_SIGNALS"]), **kwargs)
 
 
 def _next_path() -> str | None:
@@ -269,7 +270,7 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
         "connect_url": connect_url(),
         "login_url": login_url(),
         "billing_url": _patreon_url(config["PATRONLOCK_BILLING_URL"] or "/"),
-        "date": when.strftime("%B %d, %Y").replace(" 0", " ") if when is not None else "",
+        "date": formatting.date_text(when) if when is not None else "",
         "months": rule.drip_months if rule.drip_months is not None else "",
     }
     text = snapshot.banner_texts.get(reason) or DEFAULT_TEXTS.get(reason, "")
@@ -317,11 +318,9 @@ def _banner_html(lock: Lock, decision: Decision, context: dict[str, Any]) -> Mar
     """The banner's template rendered with ``context``, then folded through the ``banner-html`` filter."""
     html = Markup(render_template(_banner_templates(decision.reason), **context))
     if signals.banner_html.receivers:
-        folded = signals.apply_filter(
+        folded = _fold(
             signals.banner_html,
-            current_app._get_current_object(),  # type: ignore[attr-defined]
             html,
-            strict=bool(current_app.config["PATRONLOCK_STRICT_SIGNALS"]),
             lock=lock.name,
             decision=decision,
             context=context,

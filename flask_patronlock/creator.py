@@ -15,7 +15,7 @@ creator's token :func:`refresh_creator_token`, so that:
 
 * a token expiring within five minutes is refreshed before use (:func:`creator_access_token`);
 * a 401 -- tokens die early -- is answered by one refresh and the request is sent again. Patreon's refresh tokens are
-  single-use, so a refresh is serialized (:func:`flask_patronlock.accounts.refresh_serialized`): the row is locked and
+  single-use, so a refresh is serialized (:func:`flask_patronlock.tokens.refresh_serialized`): the row is locked and
   read again, and if another worker rotated the pair meanwhile its token is used, whatever the number of threads and
   processes that saw the 401;
 * when Patreon refuses the refresh token (``invalid_grant``), or there is none (only
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
@@ -42,11 +42,11 @@ from . import signals
 from .errors import ConfigurationError
 from .patreon.errors import ReauthorizationRequired
 from .patreon.ratelimit import token_key
+from .tokens import StoredPair, refresh_serialized, reusable
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from .accounts import StoredPair
     from .extension import PatronLockState
     from .patreon.types import TokenSet, UserSnapshot
 
@@ -66,8 +66,6 @@ log = logging.getLogger("flask_patronlock.creator")
 
 #: the ``patronlock_settings`` row holding the creator's connection.
 CREATOR_KEY = "patronlock.creator"
-#: an access token expiring within this margin is refreshed before use.
-REFRESH_MARGIN = timedelta(minutes=5)
 
 
 class CreatorNeedsReauthorization(ReauthorizationRequired):
@@ -294,13 +292,9 @@ def creator_access_token(
         return None
     cipher = state.token_cipher()
     current = cipher.decrypt(value["access_token"].encode()) if value.get("access_token") else None
-    if current is not None:
-        if rejected is not None and current != rejected:
-            return current  # someone already replaced the rejected token
-        expires = _parse_time(value.get("token_expires_at"))
-        if rejected is None and (expires is None or expires - state.store.clock() > REFRESH_MARGIN):
-            return current
-    return _refresh(state, seen=current, purpose=purpose)
+    expires = _parse_time(value.get("token_expires_at"))
+    token = reusable(current, rejected=rejected, expires_at=expires, now=state.store.clock())
+    return token if token is not None else _refresh(state, seen=current, purpose=purpose)
 
 
 def refresh_creator_token(state: PatronLockState, rejected: str, *, purpose: str = "reading the campaign") -> str:
@@ -357,8 +351,6 @@ def _failed_signal(state: PatronLockState, value: dict[str, Any]) -> None:
 
 
 def _refresh(state: PatronLockState, *, seen: str | None, purpose: str) -> str:
-    from .accounts import StoredPair, refresh_serialized
-
     cipher = state.token_cipher()
     locked: list[dict[str, Any]] = []
     marked: list[bool] = []

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from .extension import get_state
+from .formatting import money
 from .locks import Lock, as_lock, evaluate, viewer_for
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, explain_steps
@@ -37,10 +38,6 @@ class Explanation:
         return "\n".join(f"{i}. {step}" for i, step in enumerate(self.steps, 1))
 
 
-def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
-
-
 def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) -> str:
     """The rule in plain words, naming tiers by title where known."""
     if not rule.enabled:
@@ -52,15 +49,15 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         for tier_id in rule.tier_ids:
             tier = known.get(tier_id)
             names.append(
-                f"{tier.title or tier_id} (id {tier_id}, {_money(tier.amount_cents)} a month)"
+                f"{tier.title or tier_id} (id {tier_id}, {money(tier.amount_cents)} a month)"
                 if tier is not None
                 else f"{tier_id} (not a known tier)"
             )
         parts.append("tier " + " or ".join(names) + " or higher")
     if rule.min_cents is not None:
-        parts.append(f"at least {_money(rule.min_cents)} a month")
+        parts.append(f"at least {money(rule.min_cents)} a month")
     if rule.lifetime_cents is not None:
-        parts.append(f"lifetime support of at least {_money(rule.lifetime_cents)}")
+        parts.append(f"lifetime support of at least {money(rule.lifetime_cents)}")
     if rule.patron_since_before is not None:
         parts.append(f"pledging since before {rule.patron_since_before.isoformat()}")
     if rule.drip_months is not None:

@@ -67,7 +67,6 @@ class PatronLockState:
             sender=self.app,
             strict=lambda: bool(config["PATRONLOCK_STRICT_SIGNALS"]),
         )
-        self.store.settings_changed = self.settings.invalidate  # a tier refresh here is seen here at once
         self.viewers = ViewerCache(
             lambda: float(config["PATRONLOCK_VIEWER_CACHE_SECONDS"]),
             max_entries=lambda: int(config["PATRONLOCK_VIEWER_CACHE_SIZE"]),
@@ -198,6 +197,10 @@ class PatronLock(LockDeclarations, AddonDeclarations):
             tables,
             sender=app,
             strict_signals=lambda: bool(app.config["PATRONLOCK_STRICT_SIGNALS"]),
+            # Patron.access is evaluated under the creator's policies as the settings page stores them, and a tier
+            # refresh here is seen here at once: through the settings cache the state builds on this store.
+            policy_settings=lambda: get_state(app).settings.current().policy,
+            settings_changed=lambda: get_state(app).settings.invalidate(),
         )
         app.extensions[EXTENSION_KEY] = PatronLockState(extension=self, app=app, db=db, tables=tables, store=store)
 
@@ -231,9 +234,6 @@ class PatronLock(LockDeclarations, AddonDeclarations):
         from .health import init_health
 
         init_health(app)
-        state = app.extensions[EXTENSION_KEY]
-        # Patron.access is evaluated under the creator's policies as the settings page stores them (issue 4).
-        store.policy_settings = lambda: state.settings.current().policy
 
         # -- the creators' settings page (issue 7): PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
         if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:

@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from .extension import PatronLockState, get_state
+from .formatting import date_text
 from .locks import lock_exempt
 from .sync import RunResult, _row_to_result, incomplete_streak
 
@@ -96,8 +97,7 @@ def _ago(delta: timedelta) -> str:
 def when_in_words(when: datetime, now: datetime) -> str:
     """``4 December, 3 hours ago`` (with the year when it is not this year's)."""
     when, now = when.astimezone(UTC), now.astimezone(UTC)
-    day = f"{when.day} {when:%B}" + (f" {when.year}" if when.year != now.year else "")
-    return f"{day}, {_ago(now - when)}"
+    return f"{date_text(when, day_first=True, now=now)}, {_ago(now - when)}"
 
 
 def _seconds(delta: timedelta) -> int:

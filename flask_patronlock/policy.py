@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 
 from .dates import FAR_FUTURE, add_months
+from .formatting import money
 from .patreon.types import TierSnapshot
 from .patron import Patron
 
@@ -647,10 +648,6 @@ _Outcome = tuple[bool, Reason, str | None, datetime | None]
 _MET: Final[_Outcome] = (True, REASON_ALLOWED, None, None)
 
 
-def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
-
-
 def _tier_cents(ent: Entitlement, tiers: Mapping[str, TierSnapshot]) -> int | None:
     """The price of the dearest known tier the entitlement holds, ``None`` if it holds no known tier."""
     best: int | None = None
@@ -672,14 +669,14 @@ def _check_min_cents(
     have = ent.monthly_cents if tier_cents is None or tier_cents <= ent.monthly_cents else tier_cents
     met = have >= rule.min_cents
     if steps is not None:
-        counted = "" if have == ent.monthly_cents else f" (counted at its tier's {_money(have)})"
+        counted = "" if have == ent.monthly_cents else f" (counted at its tier's {money(have)})"
         steps.append(
-            f"Condition: at least {_money(rule.min_cents)} a month; the entitlement is "
-            f"{_money(ent.monthly_cents)} a month{counted}: {'met' if met else 'not met'}."
+            f"Condition: at least {money(rule.min_cents)} a month; the entitlement is "
+            f"{money(ent.monthly_cents)} a month{counted}: {'met' if met else 'not met'}."
         )
     if met:
         return _MET
-    return (False, REASON_AMOUNT_TOO_LOW, f"{_money(rule.min_cents - have)} more a month", None)
+    return (False, REASON_AMOUNT_TOO_LOW, f"{money(rule.min_cents - have)} more a month", None)
 
 
 def _check_tiers(
@@ -706,12 +703,12 @@ def _check_tiers(
         return (False, REASON_AMOUNT_TOO_LOW, why, None)
     best = _tier_cents(ent, tiers)
     if best is None:  # Patreon may send cents with no tier, or a tier we do not know: compare the cents
-        met, have = ent.monthly_cents >= cheapest, f"no known tier but {_money(ent.monthly_cents)} a month"
+        met, have = ent.monthly_cents >= cheapest, f"no known tier but {money(ent.monthly_cents)} a month"
     else:
-        met, have = best >= cheapest, f"a tier of {_money(best)} a month"
+        met, have = best >= cheapest, f"a tier of {money(best)} a month"
     if steps is not None:
         steps.append(
-            f"Condition: tier {named} ({_money(cheapest)} a month) or higher; the patron has {have}: "
+            f"Condition: tier {named} ({money(cheapest)} a month) or higher; the patron has {have}: "
             f"{'met' if met else 'not met'}."
         )
     return _MET if met else (False, REASON_AMOUNT_TOO_LOW, f"tier {named} or higher", None)
@@ -741,12 +738,12 @@ def _check_lifetime(
     met = ent.lifetime_cents >= rule.lifetime_cents
     if steps is not None:
         steps.append(
-            f"Condition: lifetime support of at least {_money(rule.lifetime_cents)}; the patron has given "
-            f"{_money(ent.lifetime_cents)}: {'met' if met else 'not met'}."
+            f"Condition: lifetime support of at least {money(rule.lifetime_cents)}; the patron has given "
+            f"{money(ent.lifetime_cents)}: {'met' if met else 'not met'}."
         )
     if met:
         return _MET
-    return (False, REASON_LIFETIME_TOO_LOW, f"{_money(rule.lifetime_cents - ent.lifetime_cents)} more support", None)
+    return (False, REASON_LIFETIME_TOO_LOW, f"{money(rule.lifetime_cents - ent.lifetime_cents)} more support", None)
 
 
 def _check_drip(
@@ -872,7 +869,7 @@ def _decide_inner(
         steps.append("Policy: " + _BASIS_TEXT.get(ent.basis, ent.basis).format(s=settings) + ".")
         until = f" until {ent.until.isoformat()}" if ent.until is not None else ""
         tier_text = ", tiers " + ", ".join(ent.tier_ids) if ent.tier_ids else ""
-        steps.append(f"Entitlement: {ent.state}{until}, {_money(ent.monthly_cents)} a month{tier_text}.")
+        steps.append(f"Entitlement: {ent.state}{until}, {money(ent.monthly_cents)} a month{tier_text}.")
     if ent.state == "restricted":
         return Decision(
             allowed=False,

@@ -132,7 +132,7 @@ webhook_received: Signal = patronlock_signals.signal("webhook-received")
 
 #: A webhook delivery was processed (applied, ignored or given up). kwargs: ``delivery_id``, ``event``, ``member_id``,
 #: ``outcome`` (``applied`` — re-fetched from the API or from the payload — ``ignored``, ``failed``), ``result``
-#: (the :class:`flask_patronlock.store.ApplyResult`, or ``None``).
+#: (the :class:`flask_patronlock.transitions.ApplyResult`, or ``None``).
 webhook_processed: Signal = patronlock_signals.signal("webhook-processed")
 
 # -- the creator's token ---------------------------------------------------------------------------------------------

@@ -33,6 +33,10 @@ A run, in order:
 The lease is renewed after every page and by a heartbeat thread; each database step is retried on a fresh connection
 when the connection is lost (``PATRONLOCK_SYNC_DB_ATTEMPTS``), and a run that still cannot reach the database ends
 ``failed`` with the reason on its row. See docs/sync.rst, "When a run dies".
+
+Over 600 lines: one run's state machine (:class:`_Run`, about 480 lines) holds the page loop, the completeness rules,
+the breaker and the run row, which change together; the helpers around it (heartbeat, prefetch, run queries) are
+small and serve only it.
 """
 
 from __future__ import annotations
@@ -272,7 +276,7 @@ class _Run:
         self.result = RunResult(run_id=run_id, status="running", started_at=self.started_at)
         self.seen: set[str] = set()
         self.deferred: list[tuple[MemberSnapshot, datetime]] = []
-        #: kind of loss (store.LOSSES) -> the page number of each deferred snapshot with it
+        #: kind of loss (transitions.LOSSES) -> the page number of each deferred snapshot with it
         self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()

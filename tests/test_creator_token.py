@@ -25,7 +25,7 @@ from flask_patronlock.extension import get_state
 from flask_patronlock.pacing import SharedRateLimiter
 from flask_patronlock.patreon.signatures import sign
 from flask_patronlock.sandbox import Sandbox, render_webhook_member
-from flask_patronlock.sandbox.state import CREATOR_SCOPES
+from flask_patronlock.sandbox.entities import CREATOR_SCOPES
 from flask_patronlock.sync import run_sync
 
 MEMBERS = 200  # four pages of 50

@@ -82,7 +82,7 @@ def test_through_a_real_sqlite_database_and_sql_comparisons() -> None:
         )
 
 
-# -- the audit rows' JSON on SQLite's bulk path (flask_patronlock.store) ---------------------------------------------
+# -- the audit rows' JSON on SQLite's bulk path (flask_patronlock.dbutil) --------------------------------------------
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text() | aware.map(lambda d: d.astimezone(UTC)),
@@ -97,8 +97,8 @@ def test_bulk_json_is_what_the_json_column_stores(changes: dict[str, tuple[objec
     column would store for the same changes made JSON-ready first (the path every other database takes)."""
     from sqlalchemy.types import JSON
 
-    from flask_patronlock.store import _dumps_json, json_ready
+    from flask_patronlock.dbutil import dumps_json, json_ready
 
     column = JSON().dialect_impl(SQLITE).bind_processor(SQLITE)
-    assert _dumps_json(changes) == column(json_ready(changes))
-    assert _dumps_json(None) == column(None)
+    assert dumps_json(changes) == column(json_ready(changes))
+    assert dumps_json(None) == column(None)

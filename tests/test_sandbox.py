@@ -18,6 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 from patreon_fixtures import FIXTURE_NAMES, fixture_json
 
+from flask_patronlock.dates import add_months
 from flask_patronlock.sandbox import (
     ALL_MEMBER_TRIGGERS,
     CONTROL_TOKEN_HEADER,
@@ -28,8 +29,7 @@ from flask_patronlock.sandbox import (
     render_webhook_member,
     token_guard,
 )
-from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
-from flask_patronlock.sandbox.state import add_months
+from flask_patronlock.sandbox.attributes import MEMBER_ATTRIBUTES, WEBHOOK_MEMBER_ATTRIBUTES
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 MEMBER_FIELDS = ",".join(MEMBER_ATTRIBUTES)

@@ -20,7 +20,7 @@ from flask_patronlock.sandbox import (
     SandboxError,
     create_sandbox_app,
 )
-from flask_patronlock.sandbox.documents import MEMBER_ATTRIBUTES
+from flask_patronlock.sandbox.attributes import MEMBER_ATTRIBUTES
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 HOOK = "https://site.test/patreon/webhook"

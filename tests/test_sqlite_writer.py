@@ -1,5 +1,5 @@
 """SQLite's one writer: this process's writers queue on a lock of their own, and a writer waiting for another
-process retries often instead of sleeping in SQLite's busy handler (flask_patronlock.store.begin_immediate)."""
+process retries often instead of sleeping in SQLite's busy handler (flask_patronlock.dbutil.begin_immediate)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from flask_patronlock.store import begin_immediate, sqlite_write_lock
+from flask_patronlock.dbutil import begin_immediate, sqlite_write_lock
 
 
 def _holder(path: Path, hold: float, started: threading.Event) -> threading.Thread:

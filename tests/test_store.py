@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from flask_patronlock import MemberSnapshot, signals
 from flask_patronlock.dates import add_months
 from flask_patronlock.extension import get_state
-from flask_patronlock.store import infer_events, merge
+from flask_patronlock.transitions import infer_events, merge
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -41,8 +41,8 @@ def test_complete_run_then_unchanged_run_writes_nothing(
     audit = count(sb_app, "events")
     store = get_state(sb_app).store
     read_whole: list[str] = []
-    load = store._load_for_update
-    monkeypatch.setattr(store, "_load_for_update", lambda conn, ids: read_whole.extend(ids) or load(conn, ids))
+    load = store.load_for_update
+    monkeypatch.setattr(store, "load_for_update", lambda conn, ids: read_whole.extend(ids) or load(conn, ids))
     second = sync(sb_app, patreon_sandbox)
     assert second.complete and second.changed == 0 and second.revoked == 0
     assert read_whole == []  # every member was found settled by the database; no row was read whole

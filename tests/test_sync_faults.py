@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from sync_helpers import access_of, fast_client, revoked_in_run, sandbox_app, set_policy, sync
 
+from flask_patronlock import runs as runs_module
 from flask_patronlock import signals
 from flask_patronlock import sync as sync_module
 from flask_patronlock.extension import get_state
@@ -121,7 +122,7 @@ def kill_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
 
             monkeypatch.setattr(Store, "apply_many", second_page)
         elif point == "revocation-transaction":  # after the set-aside snapshots were applied, before the commit
-            monkeypatch.setattr(Store, "_mark_missing_locked", die)
+            monkeypatch.setattr(runs_module, "_mark_missing_locked", die)
         elif point == "after-revocations":
             monkeypatch.setattr(sync_module._Run, "_refresh_tiers", die)
         elif point == "time":
@@ -175,7 +176,7 @@ def test_a_run_that_raises_at_any_phase_says_so_and_releases_its_lease(
 
     target = {
         "start": (sync_module._Run, "_read_pages"), "page": (Store, "apply_many"),
-        "revocation-transaction": (Store, "_mark_missing_locked"), "after-revocations": (sync_module._Run,
+        "revocation-transaction": (runs_module, "_mark_missing_locked"), "after-revocations": (sync_module._Run,
         "_refresh_tiers"), "time": (Store, "refresh_access"), "last-step": (sync_module._Run, "_finished"),
     }[point]
     monkeypatch.setattr(*target, boom)
@@ -223,8 +224,8 @@ def fail_times(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, times: in
     ("owner", "name", "after"),
     [
         pytest.param(Store, "apply_many", False, id="page"),
-        pytest.param(Store, "_mark_missing_locked", False, id="revocation-transaction"),
-        pytest.param(Store, "_send", True, id="revocation-commit-unacknowledged"),
+        pytest.param(runs_module, "_mark_missing_locked", False, id="revocation-transaction"),
+        pytest.param(Store, "send", True, id="revocation-commit-unacknowledged"),
         pytest.param(Store, "refresh_access", False, id="time"),
         pytest.param(sync_module._Run, "_save", False, id="last-step"),
     ],
@@ -248,7 +249,7 @@ def test_a_lost_database_connection_is_retried(
 
 
 @pytest.mark.patreon_sandbox(members=60)
-@pytest.mark.parametrize(("owner", "name"), [(Store, "apply_many"), (Store, "_mark_missing_locked")])
+@pytest.mark.parametrize(("owner", "name"), [(Store, "apply_many"), (runs_module, "_mark_missing_locked")])
 def test_a_database_lost_for_good_ends_the_run_with_a_row_that_says_why(
     sb_app: Flask, patreon_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str,
     caplog: pytest.LogCaptureFixture,
@@ -381,7 +382,7 @@ KILLED_CHILD = textwrap.dedent(
     from flask_patronlock import PatronLock
     from flask_patronlock.extension import get_state
     from flask_patronlock.policy import PolicySettings
-    from flask_patronlock.store import Store
+    from flask_patronlock import runs as runs_module
     from flask_patronlock import sync as sync_module
 
     config, now, point = json.loads(sys.argv[1]), datetime.fromisoformat(sys.argv[2]), sys.argv[3]
@@ -400,12 +401,12 @@ KILLED_CHILD = textwrap.dedent(
         time.sleep(600)
 
     if point == "revocation-transaction":
-        original = Store._mark_missing_locked
-        def inside(self, *args, **kw):
-            out = original(self, *args, **kw)  # the snapshots and the marks are written, not committed
+        original = runs_module._mark_missing_locked
+        def inside(*args, **kw):
+            out = original(*args, **kw)  # the snapshots and the marks are written, not committed
             wait_here()
             return out
-        Store._mark_missing_locked = inside
+        runs_module._mark_missing_locked = inside
     else:
         sync_module._Run._refresh_tiers = wait_here
     with app.app_context():

@@ -9,10 +9,16 @@ goes through :mod:`flask_patronlock.settings` (version stamp + audit row naming 
 ``PATRONLOCK_SETTINGS_CHECK_SECONDS``. No JavaScript is needed (it only refreshes the banner preview while typing),
 and nothing is loaded from outside the site.
 
+One module per page group (:data:`PAGES`: ``setup``, ``syncpages``, ``dashboard``, ``locks`` with ``preview``,
+``banners``, ``policies``, ``patrons``, ``addons``), beside ``blueprint`` (the guard and the helpers every page uses),
+``forms``, ``data`` (the queries of the patrons list and the dashboard) and ``charts``. No page writes a table itself.
+
 See ``docs/admin.rst`` for the pages and what each setting means.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from flask import Flask
 
@@ -20,9 +26,12 @@ from .blueprint import blueprint
 
 __all__ = ["blueprint", "init_admin"]
 
+#: the page modules, imported in the navigation's order.
+PAGES = ("setup", "syncpages", "dashboard", "locks", "banners", "policies", "patrons", "addons")
+
 
 def init_admin(app: Flask) -> None:
     """Register the settings page's blueprint under ``PATRONLOCK_ADMIN_URL_PREFIX``."""
-    from . import setup, syncpages, views  # noqa: F401  (the modules attach their routes to the blueprint)
-
+    for page in PAGES:  # each page module attaches its routes to the blueprint and its entry to the navigation
+        importlib.import_module(f"{__name__}.{page}")
     app.register_blueprint(blueprint, url_prefix=app.config["PATRONLOCK_ADMIN_URL_PREFIX"])

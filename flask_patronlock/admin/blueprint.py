@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, g, render_template, request
 from flask.typing import ResponseReturnValue
-from flask_wtf.csrf import generate_csrf, validate_csrf
+from flask_wtf.csrf import generate_csrf
 from werkzeug.exceptions import BadRequest, Forbidden
-from wtforms import ValidationError
 
+from ..csrf import check_csrf
 from ..extension import PatronLockState, get_state
 from ..locks import lock_exempt
 
@@ -78,10 +78,7 @@ class AdminForbidden(Forbidden):
         self.kind = kind
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
-        body = render_template("patronlock/admin/forbidden.html", kind=self.kind)
-        response = Response(body, 403, mimetype="text/html")
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return _error_page("patronlock/admin/forbidden.html", 403, kind=self.kind)
 
 
 class AdminBadRequest(BadRequest):
@@ -92,10 +89,14 @@ class AdminBadRequest(BadRequest):
         self.reason = reason
 
     def get_response(self, environ: Any = None, scope: Any = None) -> Response:
-        body = render_template("patronlock/admin/bad_request.html", reason=self.reason)
-        response = Response(body, 400, mimetype="text/html")
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return _error_page("patronlock/admin/bad_request.html", 400, reason=self.reason)
+
+
+def _error_page(template: str, status: int, **context: Any) -> Response:
+    """An error page of the settings page, kept out of every cache."""
+    response = Response(render_template(template, **context), status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def state() -> PatronLockState:
@@ -152,7 +153,7 @@ def _guard() -> ResponseReturnValue | None:
     if _holds_nul():
         raise BadRequest("A value in this request holds a NUL character.")
     if request.method not in SAFE_METHODS:
-        _check_csrf()
+        check_csrf(lambda reason: AdminBadRequest(reason if reason is not None else "The CSRF token is invalid."))
     return None
 
 
@@ -161,18 +162,6 @@ def _holds_nul() -> bool:
     texts = [str(v) for v in (request.view_args or {}).values()]
     texts += [text for multi in multis for key, values in multi.lists() for text in (key, *values)]
     return any("\x00" in text for text in texts)
-
-
-def _check_csrf() -> None:
-    if not current_app.config.get("WTF_CSRF_ENABLED", True):
-        return
-    token = request.form.get("csrf_token") or request.headers.get("X-CSRFToken") or request.headers.get(
-        "X-CSRF-Token"
-    )
-    try:
-        validate_csrf(token)
-    except ValidationError as exc:
-        raise AdminBadRequest(str(exc.args[0]) if exc.args else "The CSRF token is invalid.") from None
 
 
 @blueprint.after_request

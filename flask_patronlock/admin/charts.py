@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from ..formatting import number
+
 __all__ = ["Series", "bar_chart", "line_chart"]
 
 _PALETTE = ("#c2410c", "#1d4ed8", "#15803d", "#7e22ce", "#b45309", "#0f766e")
@@ -24,10 +26,6 @@ class Series:
     name: str
     values: Sequence[float | None]
     color: str = ""
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def _nice_max(value: float) -> float:
@@ -46,7 +44,7 @@ def _nice_max(value: float) -> float:
 
 
 def _value_label(value: float, unit: str) -> str:
-    return f"{_fmt(value)}{unit}"
+    return f"{number(value)}{unit}"
 
 
 def bar_chart(

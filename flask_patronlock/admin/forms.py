@@ -32,6 +32,7 @@ from wtforms import (
 )
 from wtforms.validators import NumberRange, Optional, ValidationError
 
+from ..formatting import money
 from ..paths import normalize_prefix, url_key
 from ..patreon.jsonapi import INT32
 from ..patreon.types import TierSnapshot
@@ -44,7 +45,6 @@ __all__ = [
     "RoutingForm",
     "attach_error",
     "cents_from_text",
-    "money_text",
 ]
 
 try:  # wtforms 3.3 deprecates (value, label) tuples for SelectChoice; older versions only know tuples
@@ -78,11 +78,6 @@ def cents_from_text(text: str | None) -> int | None:
         raise ValueError(f"{text.strip()!r} is not an amount: write it like 5 or 5.00")
     whole, frac = match.group(1), match.group(2) or "0"
     return int(whole) * 100 + int(frac.ljust(2, "0"))
-
-
-def money_text(cents: int | None) -> str:
-    """``500`` -> ``"5.00"`` (for a form field); ``None`` -> ``""``."""
-    return "" if cents is None else f"{cents // 100}.{cents % 100:02d}"
 
 
 class WholeNumberField(IntegerField):
@@ -156,7 +151,7 @@ class LockForm(FlaskForm):
     def set_tier_choices(self, tiers: Iterable[TierSnapshot], keep: Sequence[str] = ()) -> None:
         """Offer the campaign's real tiers (cheapest first), plus any tier the rule names that is not (or no longer)
         among them, so saving the form never drops it silently."""
-        pairs = [(t.id, f"{t.title or t.id} ({money_text(t.amount_cents)} a month)") for t in tiers]
+        pairs = [(t.id, f"{t.title or t.id} ({money(t.amount_cents)} a month)") for t in tiers]
         known = {value for value, _ in pairs}
         for ref in keep:
             if ref not in known:
@@ -168,8 +163,8 @@ class LockForm(FlaskForm):
         """Show ``rule`` in the form (a GET)."""
         self.enabled.data = rule.enabled
         self.tiers.data = list(rule.tier_ids)
-        self.min_amount.data = money_text(rule.min_cents)
-        self.lifetime_amount.data = money_text(rule.lifetime_cents)
+        self.min_amount.data = money(rule.min_cents)
+        self.lifetime_amount.data = money(rule.lifetime_cents)
         self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
         self.drip_months.data = rule.drip_months
         self.combine.data = rule.combine

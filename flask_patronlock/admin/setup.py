@@ -21,6 +21,7 @@ from .. import config as _config
 from .. import oauth
 from ..creator import disconnect_creator, get_creator_connection, save_creator_tokens
 from ..errors import ConfigurationError, TokenDecryptionError
+from ..formatting import date_text
 from ..health import health_report
 from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
@@ -99,7 +100,7 @@ def _on_day(when: datetime | None, now: datetime) -> str:
     """`` on 4 December`` (with the year when it is not this year's), or nothing without a date."""
     if when is None:
         return ""
-    return f" on {when.day} {when:%B}" + (f" {when.year}" if when.year != now.year else "")
+    return f" on {date_text(when, day_first=True, now=now)}"
 
 
 def checklist(*, live: bool = False) -> list[Step]:

@@ -20,6 +20,7 @@ from flask import Flask, abort, flash, redirect, render_template, request, url_f
 from flask.typing import ResponseReturnValue
 
 from ..errors import ConfigurationError, TokenDecryptionError
+from ..formatting import date_text
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
 from ..sync import AlreadyRunning, RunResult, get_run, incomplete_streak, list_runs
@@ -178,7 +179,7 @@ def problem_sentence(row: dict[str, Any]) -> str:
 
 def _day(run: RunResult | None) -> str | None:
     when = (run.finished_at or run.started_at) if run is not None else None
-    return f"{when.day} {when:%B %Y}" if when is not None else None
+    return date_text(when, day_first=True) if when is not None else None
 
 
 def sync_alert() -> dict[str, object] | None:

@@ -15,10 +15,9 @@ A client written against Patreon's documentation works against it unchanged: poi
 from __future__ import annotations
 
 from .app import CONTROL_TOKEN_HEADER, ControlGuard, create_sandbox_app, get_sandbox, token_guard
+from .core import config_from_credentials
 from .documents import render_webhook_member
-from .scenarios import SCENARIO_NAMES, SCENARIOS
-from .server import SandboxServer
-from .state import (
+from .entities import (
     ALL_MEMBER_TRIGGERS,
     ALL_SCOPES,
     BILLING_MODES,
@@ -27,20 +26,23 @@ from .state import (
     DEFAULT_USER_SCOPES,
     FAULT_KINDS,
     Campaign,
+    Delivery,
     Fault,
     Member,
     MemberEvent,
     NotFoundError,
     OAuthError,
-    Sandbox,
     SandboxError,
     Tier,
     Token,
+    Transport,
     User,
     Webhook,
-    config_from_credentials,
 )
-from .webhooks import Delivery, Transport, sign
+from .scenarios import SCENARIO_NAMES, SCENARIOS
+from .server import SandboxServer
+from .state import Sandbox
+from .webhooks import sign
 
 __all__ = [
     "ALL_MEMBER_TRIGGERS",

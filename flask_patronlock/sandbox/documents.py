@@ -21,169 +21,35 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .attributes import (
+    ADDRESS_ATTRIBUTES,
+    ATTRIBUTES,
+    CAMPAIGN_ATTRIBUTES,
+    TIER_ATTRIBUTES,
+    WEBHOOK_MEMBER_ATTRIBUTES,
+    WEBHOOK_USER_ATTRIBUTES,
+    address_attributes,
+    campaign_attributes,
+    member_attributes,
+    tier_attributes,
+    user_attributes,
+    webhook_attributes,
+)
+
 if TYPE_CHECKING:
-    from .state import Address, Campaign, Member, Sandbox, Tier, User, Webhook
+    from .core import SandboxCore
+    from .entities import Address, Campaign, Member, Tier, User, Webhook
 
 __all__ = [
-    "ADDRESS_ATTRIBUTES",
-    "ATTRIBUTES",
-    "CAMPAIGN_ATTRIBUTES",
-    "MEMBER_ATTRIBUTES",
-    "TIER_ATTRIBUTES",
-    "USER_ATTRIBUTES",
-    "WEBHOOK_ATTRIBUTES",
-    "WEBHOOK_MEMBER_ATTRIBUTES",
-    "WEBHOOK_USER_ATTRIBUTES",
     "QueryError",
     "Renderer",
-    "iso",
     "parse_fields",
     "parse_include",
     "render_webhook_member",
 ]
-
-#: every member attribute the API serves.
-MEMBER_ATTRIBUTES: tuple[str, ...] = (
-    "campaign_lifetime_support_cents",
-    "currently_entitled_amount_cents",
-    "email",
-    "full_name",
-    "is_follower",
-    "is_free_trial",
-    "is_gifted",
-    "last_charge_date",
-    "last_charge_status",
-    "lifetime_support_cents",
-    "next_charge_date",
-    "note",
-    "patron_status",
-    "pledge_cadence",
-    "pledge_relationship_start",
-    "will_pay_amount_cents",
-)
-#: the member attributes of Patreon's webhook payloads (the fixtures' key set; no ``is_gifted``).
-WEBHOOK_MEMBER_ATTRIBUTES: tuple[str, ...] = tuple(a for a in MEMBER_ATTRIBUTES if a != "is_gifted")
-
-_SOCIAL = ("discord", "facebook", "google", "instagram", "reddit", "spotify", "spotify_open_access", "twitch",
-           "twitter", "vimeo", "youtube")  # fmt: skip
-
-# shared by every user's attributes (never mutated)
-_NO_SOCIAL_CONNECTIONS: dict[str, None] = dict.fromkeys(_SOCIAL)
-
-#: every user attribute the API serves.
-USER_ATTRIBUTES: tuple[str, ...] = (
-    "about",
-    "can_see_nsfw",
-    "created",
-    "email",
-    "first_name",
-    "full_name",
-    "hide_pledges",
-    "image_url",
-    "is_creator",
-    "is_email_verified",
-    "last_name",
-    "like_count",
-    "social_connections",
-    "thumb_url",
-    "url",
-    "vanity",
-)
-#: the user attributes of Patreon's webhook payloads.
-WEBHOOK_USER_ATTRIBUTES: tuple[str, ...] = tuple(
-    a for a in USER_ATTRIBUTES if a not in ("can_see_nsfw", "email", "is_email_verified")
-)
-
-#: every campaign attribute (the webhook payloads carry all of them).
-CAMPAIGN_ATTRIBUTES: tuple[str, ...] = (
-    "created_at",
-    "creation_name",
-    "discord_server_id",
-    "google_analytics_id",
-    "has_rss",
-    "has_sent_rss_notify",
-    "image_small_url",
-    "image_url",
-    "is_charged_immediately",
-    "is_monthly",
-    "is_nsfw",
-    "main_video_embed",
-    "main_video_url",
-    "one_liner",
-    "patron_count",
-    "pay_per_name",
-    "pledge_url",
-    "published_at",
-    "rss_artwork_url",
-    "rss_feed_title",
-    "summary",
-    "thanks_embed",
-    "thanks_msg",
-    "thanks_video_url",
-    "url",
-    "vanity",
-)
-
-#: every tier attribute (the webhook payloads carry all of them).
-TIER_ATTRIBUTES: tuple[str, ...] = (
-    "amount_cents",
-    "created_at",
-    "description",
-    "discord_role_ids",
-    "edited_at",
-    "image_url",
-    "patron_count",
-    "post_count",
-    "published",
-    "published_at",
-    "remaining",
-    "requires_shipping",
-    "title",
-    "unpublished_at",
-    "url",
-    "user_limit",
-)
-
-#: every address attribute.
-ADDRESS_ATTRIBUTES: tuple[str, ...] = (
-    "addressee",
-    "city",
-    "confirmed",
-    "confirmed_at",
-    "country",
-    "created_at",
-    "line_1",
-    "line_2",
-    "phone_number",
-    "postal_code",
-    "state",
-)
-
-#: every webhook attribute.
-WEBHOOK_ATTRIBUTES: tuple[str, ...] = (
-    "last_attempted_at",
-    "num_consecutive_times_failed",
-    "paused",
-    "secret",
-    "triggers",
-    "uri",
-)
-
-#: attribute names per resource type (what ``fields[<type>]`` may name).
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "member": MEMBER_ATTRIBUTES,
-    "user": USER_ATTRIBUTES,
-    "campaign": CAMPAIGN_ATTRIBUTES,
-    "tier": TIER_ATTRIBUTES,
-    "address": ADDRESS_ATTRIBUTES,
-    "webhook": WEBHOOK_ATTRIBUTES,
-    "benefit": (),
-    "goal": (),
-}
 
 _WEBHOOK_DEFAULTS: dict[str, tuple[str, ...]] = {
     "member": WEBHOOK_MEMBER_ATTRIBUTES,
@@ -193,12 +59,19 @@ _WEBHOOK_DEFAULTS: dict[str, tuple[str, ...]] = {
     "address": ADDRESS_ATTRIBUTES,
 }
 
+
 _MEMBER_RELATIONSHIPS = ("address", "campaign", "currently_entitled_tiers", "user")
 
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
 _SIGNATURES: dict[tuple[Any, ...], int] = {}
+
+
 _SIGNATURE_IDS = itertools.count(1)
+
+
 _MAX_SIGNATURES = 1024
 
 
@@ -226,16 +99,6 @@ def _cached_json(record: Member | User, sid: int | None, build: Callable[..., An
 
 class QueryError(ValueError):
     """A bad ``fields[...]`` or ``include`` parameter (the API answers 400)."""
-
-
-def iso(dt: datetime | None) -> str | None:
-    """Patreon's timestamp format: ``2023-12-29T05:26:19.000+00:00`` (milliseconds, explicit UTC offset).
-
-    ``dt`` must be aware UTC (every datetime of the sandbox is).
-    """
-    if dt is None:
-        return None
-    return dt.isoformat(timespec="milliseconds")
 
 
 def parse_fields(args: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
@@ -279,161 +142,6 @@ def parse_include(value: str | None, allowed: Iterable[str]) -> frozenset[str]:
     return frozenset(full)
 
 
-# -- attribute dicts ------------------------------------------------------------------------------------------------
-
-
-def member_attributes(sandbox: Sandbox, member: Member, store: bool = True) -> dict[str, Any]:
-    """Every attribute of ``member`` (cached on the record until it changes, unless ``store`` is false)."""
-    cached = member.cache
-    if cached is not None:
-        return cached
-    user = sandbox._users[member.user_id]
-    lifetime = member.lifetime_cents
-    attrs = {
-        "campaign_lifetime_support_cents": lifetime,
-        "currently_entitled_amount_cents": member.entitled_cents,
-        "email": user.email,
-        "full_name": user.full_name,
-        "is_follower": member.is_follower,
-        "is_free_trial": member.is_free_trial,
-        "is_gifted": member.is_gifted,
-        "last_charge_date": iso(member.last_charge_date),
-        "last_charge_status": member.last_charge_status,
-        "lifetime_support_cents": lifetime,
-        "next_charge_date": iso(member.next_charge_date),
-        "note": member.note,
-        "patron_status": member.patron_status,
-        "pledge_cadence": member.cadence,
-        "pledge_relationship_start": iso(member.pledge_start),
-        "will_pay_amount_cents": member.will_pay_cents,
-    }
-    for name in sandbox.blanked_attributes:  # a known outage of a field (the charge_dates_missing scenario)
-        attrs[name] = None
-    if store:
-        member.cache = attrs
-    return attrs
-
-
-def user_attributes(sandbox: Sandbox, user: User, store: bool = True) -> dict[str, Any]:
-    """Every attribute of ``user`` (cached until the user changes, unless ``store`` is false)."""
-    cached = user.cache
-    if cached is not None:
-        return cached
-    base = sandbox.base_url
-    image = f"{base}/_sandbox/avatar/{user.id}.svg"
-    attrs = {
-        "about": user.about,
-        "can_see_nsfw": True,
-        "created": iso(user.created),
-        "email": user.email,
-        "first_name": user.first_name,
-        "full_name": user.full_name,
-        "hide_pledges": user.hide_pledges,
-        "image_url": image,
-        "is_creator": user.is_creator,
-        "is_email_verified": user.email_verified,
-        "last_name": user.last_name,
-        "like_count": user.like_count,
-        "social_connections": _NO_SOCIAL_CONNECTIONS,
-        "thumb_url": image,
-        "url": f"{base}/{user.vanity}" if user.vanity else f"{base}/user?u={user.id}",
-        "vanity": user.vanity,
-    }
-    if store:
-        user.cache = attrs
-    return attrs
-
-
-def tier_attributes(sandbox: Sandbox, tier: Tier) -> dict[str, Any]:
-    """Every attribute of ``tier`` (``patron_count``: active patrons entitled to it)."""
-    counts, _ = sandbox.tier_patron_counts()
-    created = iso(tier.created_at)
-    remaining = None if tier.user_limit is None else max(0, tier.user_limit - counts.get(tier.id, 0))
-    return {
-        "amount_cents": tier.amount_cents,
-        "created_at": created,
-        "description": tier.description,
-        "discord_role_ids": tier.discord_role_ids,
-        "edited_at": created,
-        "image_url": tier.image_url,
-        "patron_count": counts.get(tier.id, 0),
-        "post_count": tier.post_count,
-        "published": tier.published,
-        "published_at": created if tier.published else None,
-        "remaining": remaining,
-        "requires_shipping": tier.requires_shipping,
-        "title": tier.title,
-        "unpublished_at": None if tier.published else created,
-        "url": tier.url,
-        "user_limit": tier.user_limit,
-    }
-
-
-def campaign_attributes(sandbox: Sandbox, campaign: Campaign) -> dict[str, Any]:
-    """Every attribute of ``campaign`` (``patron_count``: its active patrons)."""
-    _, patrons = sandbox.tier_patron_counts()
-    base = sandbox.base_url
-    image = f"{base}/_sandbox/avatar/campaign-{campaign.id}.svg"
-    return {
-        "created_at": iso(campaign.created_at),
-        "creation_name": campaign.creation_name,
-        "discord_server_id": campaign.discord_server_id,
-        "google_analytics_id": campaign.google_analytics_id,
-        "has_rss": False,
-        "has_sent_rss_notify": False,
-        "image_small_url": image,
-        "image_url": image,
-        "is_charged_immediately": campaign.is_charged_immediately,
-        "is_monthly": campaign.is_monthly,
-        "is_nsfw": campaign.is_nsfw,
-        "main_video_embed": None,
-        "main_video_url": None,
-        "one_liner": campaign.one_liner,
-        "patron_count": patrons,
-        "pay_per_name": campaign.pay_per_name,
-        "pledge_url": campaign.pledge_url,
-        "published_at": iso(campaign.published_at),
-        "rss_artwork_url": None,
-        "rss_feed_title": None,
-        "summary": campaign.summary,
-        "thanks_embed": None,
-        "thanks_msg": None,
-        "thanks_video_url": None,
-        "url": f"{base}/{campaign.vanity}",
-        "vanity": campaign.vanity,
-    }
-
-
-def address_attributes(address: Address) -> dict[str, Any]:
-    """Every attribute of ``address``."""
-    created = iso(address.created_at)
-    return {
-        "addressee": address.addressee,
-        "city": address.city,
-        "confirmed": address.confirmed,
-        "confirmed_at": created if address.confirmed else None,
-        "country": address.country,
-        "created_at": created,
-        "line_1": address.line_1,
-        "line_2": address.line_2,
-        "phone_number": address.phone_number,
-        "postal_code": address.postal_code,
-        "state": address.state,
-    }
-
-
-def webhook_attributes(webhook: Webhook) -> dict[str, Any]:
-    """Every attribute of ``webhook`` (``secret`` included: Patreon shows it to the client that made it)."""
-    return {
-        "last_attempted_at": iso(webhook.last_attempted_at),
-        "num_consecutive_times_failed": webhook.num_consecutive_times_failed,
-        "paused": webhook.paused,
-        "secret": webhook.secret,
-        "triggers": list(webhook.triggers),
-        "uri": webhook.uri,
-    }
-
-
 # -- documents ------------------------------------------------------------------------------------------------------
 
 
@@ -452,7 +160,7 @@ class Renderer:
 
     def __init__(
         self,
-        sandbox: Sandbox,
+        sandbox: SandboxCore,
         *,
         root: str,
         fields: Mapping[str, tuple[str, ...]] | None = None,
@@ -694,7 +402,7 @@ class Renderer:
         return doc
 
 
-def render_webhook_member(sandbox: Sandbox, member: Member) -> bytes:
+def render_webhook_member(sandbox: SandboxCore, member: Member) -> bytes:
     """The body Patreon POSTs for a ``members:*`` event: the full member document, shaped like the fixtures
     (every attribute, the four relationships, the campaign, user and entitled tiers included, ``links.self``),
     serialised with sorted keys."""

@@ -22,11 +22,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..dates import add_months
-from .documents import MEMBER_ATTRIBUTES
-from .state import SandboxError, _midnight
+from .attributes import MEMBER_ATTRIBUTES
+from .entities import SandboxError, midnight
 
 if TYPE_CHECKING:
-    from .state import Member, Sandbox
+    from .entities import Member
+    from .state import Sandbox
 
 __all__ = ["REPLAYS", "SCENARIOS", "SCENARIO_NAMES", "describe", "play", "replay_live_check"]
 
@@ -103,7 +104,7 @@ def start_of_month(sandbox: Sandbox, *, hours: float = 6, members: MemberRefs = 
     """
     hours = _number(hours, "hours", minimum=0, maximum=72)
     now = sandbox.now
-    first = now if (now.day == 1 and now == _midnight(now)) else _midnight(add_months(now, 1, 1))
+    first = now if (now.day == 1 and now == midnight(now)) else midnight(add_months(now, 1, 1))
     sandbox.travel_to(first)
     targets = _targets(sandbox, members, lambda m: _paid_up(m) and (m.cadence or 1) == 1, "a paid-up monthly patron")
     runs_at = first + timedelta(hours=hours)

@@ -15,26 +15,37 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 import requests
 
+from .core import SandboxCore
 from .documents import render_webhook_member
+from .entities import (
+    ALL_MEMBER_TRIGGERS,
+    KNOWN_TRIGGERS,
+    Delivery,
+    Member,
+    MemberEvent,
+    NotFoundError,
+    QueuedEvent,
+    SandboxError,
+    Transport,
+    Webhook,
+)
 
-if TYPE_CHECKING:
-    from .state import Member, Sandbox, Webhook
-
-__all__ = ["Delivery", "QueuedEvent", "Transport", "WebhookDispatcher", "default_transport", "sign"]
-
-#: ``transport(uri, headers, body) -> HTTP status``; raising counts as a failed attempt.
-Transport = Callable[[str, dict[str, str], bytes], int]
+__all__ = [
+    "Delivery",
+    "QueuedEvent",
+    "Transport",
+    "WebhookDispatcher",
+    "WebhooksMixin",
+    "default_transport",
+    "sign",
+]
 
 #: seconds the default transport waits for a receiver.
 DEFAULT_TIMEOUT = 5.0
@@ -53,72 +64,10 @@ def default_transport(uri: str, headers: dict[str, str], body: bytes) -> int:
     return response.status_code
 
 
-@dataclass(eq=False, slots=True)
-class QueuedEvent:
-    """An event waiting in one webhook's queue."""
-
-    id: str
-    event: str
-    member_id: str
-    body: bytes
-    created_at: datetime
-    attempts: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class Delivery:
-    """One delivery attempt, as logged in ``sandbox.deliveries``."""
-
-    webhook_id: str
-    uri: str
-    event: str
-    member_id: str
-    event_id: str
-    headers: dict[str, str]
-    body: bytes = field(repr=False)
-    #: the receiver's status, or None when the transport raised.
-    status: int | None
-    error: str | None
-    attempted_at: datetime
-    #: 1 for the first attempt of this event, 2 for the first retry...
-    attempt: int
-
-    @property
-    def ok(self) -> bool:
-        """The receiver answered 2xx."""
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def signature(self) -> str:
-        """The ``X-Patreon-Signature`` header sent."""
-        return self.headers["X-Patreon-Signature"]
-
-    def json(self) -> Any:
-        """The body, parsed."""
-        return json.loads(self.body)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain summary for the ``/_sandbox`` endpoints (body as text)."""
-        return {
-            "webhook_id": self.webhook_id,
-            "uri": self.uri,
-            "event": self.event,
-            "member_id": self.member_id,
-            "event_id": self.event_id,
-            "status": self.status,
-            "error": self.error,
-            "ok": self.ok,
-            "attempt": self.attempt,
-            "attempted_at": self.attempted_at.isoformat(),
-            "headers": dict(self.headers),
-            "body": self.body.decode("utf-8"),
-        }
-
-
 class WebhookDispatcher:
     """The queues' engine for one sandbox (``sandbox.dispatcher``); use the sandbox's methods rather than this."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxCore) -> None:
         self._sandbox = sandbox
         #: serialises delivery attempts (flush and worker), so each queue goes out in order. Never taken while
         #: holding ``sandbox.lock``, and the state lock is never held while a transport runs.
@@ -212,7 +161,7 @@ class WebhookDispatcher:
             return [w for w in sandbox._webhooks.values() if w.queue and not w.paused]
 
     def flush(self) -> list[Delivery]:
-        """Deliver everything deliverable now (see :meth:`Sandbox.flush_webhooks`)."""
+        """Deliver everything deliverable now (see :meth:`~.state.Sandbox.flush_webhooks`)."""
         made: list[Delivery] = []
         failed: set[str] = set()
         with self._send_lock:
@@ -276,3 +225,136 @@ class WebhookDispatcher:
                             break
             timeout = None if next_due is None else max(0.01, next_due - time.monotonic())
             self._wake.wait(timeout)
+
+
+class WebhooksMixin(SandboxCore):
+    """A :class:`~.state.Sandbox`'s member change events and the webhooks they go to: registration, the queues'
+    flush and the background worker."""
+
+    dispatcher: WebhookDispatcher
+
+    # -- change tracking and webhooks ------------------------------------------------------------------------------
+
+    def _changed(self, member: Member, *events: str, gone: bool = False) -> None:
+        member.version += 1
+        member.cache = member.fragment = None
+        self.revision += 1
+        self._count(member, gone=gone)
+        log = self.events
+        for event in events:
+            log.append(MemberEvent(event=event, member_id=member.id, at=self._now, version=member.version))
+        if len(log) > self.log_limit:
+            del log[: len(log) - self.log_limit]
+        self.dispatcher.enqueue(member, events)
+
+    @property
+    def webhooks(self) -> list[Webhook]:
+        """Registered webhooks, oldest first."""
+        with self.lock:
+            return list(self._webhooks.values())
+
+    def webhook(self, webhook_id: str) -> Webhook:
+        """A webhook by id. :raises NotFoundError: no such webhook."""
+        with self.lock:
+            try:
+                return self._webhooks[str(webhook_id)]
+            except KeyError:
+                raise NotFoundError(f"no webhook {webhook_id!r}") from None
+
+    def add_webhook(
+        self,
+        uri: str,
+        triggers: Iterable[str] = ALL_MEMBER_TRIGGERS,
+        *,
+        secret: str | None = None,
+        client_id: str | None = None,
+    ) -> Webhook:
+        """Register a webhook (what ``POST /api/oauth2/v2/webhooks`` does).
+
+        :param secret: default :attr:`webhook_secret`, so the host app's configured secret verifies it.
+        :raises SandboxError: an unknown trigger, no trigger, or a URI that is not http(s).
+        """
+        trigger_list = list(dict.fromkeys(triggers))
+        if not trigger_list:
+            raise SandboxError("at least one trigger is required")
+        unknown = [t for t in trigger_list if t not in KNOWN_TRIGGERS]
+        if unknown:
+            raise SandboxError(f"unknown triggers: {', '.join(unknown)}")
+        if not uri.startswith(("http://", "https://")):
+            raise SandboxError("uri must be an http(s) URL")
+        with self.lock:
+            webhook = Webhook(
+                id=str(next(self._webhook_ids)),
+                uri=uri,
+                triggers=trigger_list,
+                secret=secret or self.webhook_secret,
+                campaign_id=self.campaign.id,
+                client_id=client_id or self.client_id,
+            )
+            self._webhooks[webhook.id] = webhook
+            return webhook
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        uri: str | None = None,
+        triggers: Iterable[str] | None = None,
+        paused: bool | None = None,
+    ) -> Webhook:
+        """Change a webhook (what ``PATCH /api/oauth2/v2/webhooks/<id>`` does). Unpausing resets
+        ``num_consecutive_times_failed`` and wakes delivery of the queued events (the background worker sends them;
+        :meth:`flush_webhooks` sends them now)."""
+        with self.lock:
+            webhook = self.webhook(webhook_id)
+            if uri is not None:
+                if not uri.startswith(("http://", "https://")):
+                    raise SandboxError("uri must be an http(s) URL")
+                webhook.uri = uri
+            if triggers is not None:
+                trigger_list = list(dict.fromkeys(triggers))
+                unknown = [t for t in trigger_list if t not in KNOWN_TRIGGERS]
+                if unknown or not trigger_list:
+                    raise SandboxError(f"bad triggers: {', '.join(unknown) or 'none given'}")
+                webhook.triggers = trigger_list
+            if paused is not None:
+                if paused:
+                    webhook.paused = True
+                else:
+                    webhook.paused = False
+                    webhook.num_consecutive_times_failed = 0
+                    webhook.retry_not_before = 0.0
+        if paused is False:
+            self.dispatcher.wake()
+        return webhook
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Remove a webhook and drop its queued events."""
+        with self.lock:
+            webhook = self.webhook(webhook_id)
+            del self._webhooks[webhook.id]
+
+    def flush_webhooks(self) -> list[Delivery]:
+        """Deliver every queued event of every unpaused webhook now, in order, in this thread.
+
+        Each webhook's queue goes until empty or until one attempt fails (one retry per webhook per flush: call
+        again to retry); a failure counts towards pausing. The state lock is not held while the transport runs,
+        so a receiver may call back into the sandbox.
+
+        :returns: the attempts made, in order (also appended to :attr:`deliveries`).
+        """
+        return self.dispatcher.flush()
+
+    def pending_deliveries(self) -> int:
+        """How many events wait in webhook queues (paused webhooks included)."""
+        with self.lock:
+            return sum(len(w.queue) for w in self._webhooks.values())
+
+    def start_webhook_worker(self) -> None:
+        """Deliver in the background: a daemon thread sends queued events as they come, retrying failures with
+        exponential backoff from :attr:`webhook_retry_delay`. The CLI starts it; tests usually flush instead."""
+        self.dispatcher.start()
+
+    def stop_webhook_worker(self, timeout: float = 5.0) -> None:
+        """Stop the background worker (queued events stay queued)."""
+        self.dispatcher.stop(timeout)

@@ -1,0 +1,157 @@
+"""The patrons pages: search and filter, one patron with their timeline and "can this patron view lock X?", and
+reading one member from Patreon now.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from ..banners import money
+from ..errors import ConfigurationError, TokenDecryptionError
+from ..explain import explain
+from ..locks import evaluate
+from ..patreon.errors import NotFound, PatreonError
+from ..policy import Viewer, explain_steps
+from .blueprint import nav, route, state
+from .data import STATUS_FILTERS, patron_timeline, search_patrons
+
+log = logging.getLogger("flask_patronlock.admin")
+
+nav("patronlock_admin.patrons", "Patrons")
+
+
+@route("/patrons")
+def patrons() -> ResponseReturnValue:
+    """Search by name or e-mail; filter by status and tier."""
+    st = state()
+    q = request.args.get("q", "")[:200]
+    status = request.args.get("status", "")
+    if status not in STATUS_FILTERS:
+        status = ""
+    tier = request.args.get("tier", "")[:64]
+    raw_page = request.args.get("page", "1")
+    if not (raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 9) or int(raw_page) < 1:
+        abort(404)  # not a page number (nor one a list of patrons could reach)
+    page_number = int(raw_page)
+    page = search_patrons(st, q=q, status=status, tier=tier, page=page_number)
+    if page_number > page.pages:
+        abort(404)
+    snapshot = st.settings.current()
+    return render_template(
+        "patronlock/admin/patrons.html",
+        page=page,
+        q=q,
+        status=status,
+        tier=tier,
+        statuses=STATUS_FILTERS,
+        tiers=sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id)),
+        tier_names={t.id: t.title or t.id for t in snapshot.tiers.values()},
+        money=money,
+    )
+
+
+def _load_user(user_id: str | None) -> Any:
+    if user_id is None:
+        return None
+    manager = getattr(current_app, "login_manager", None)
+    loader = getattr(manager, "user_callback", None)
+    if loader is None:
+        return None
+    try:
+        return loader(user_id)
+    except Exception:  # a host loader that cannot parse an id: show the id only
+        log.exception("the user_loader failed for user id %r", user_id)
+        return None
+
+
+def _user_label(user: Any, user_id: str | None) -> str:
+    if user_id is None:
+        return ""
+    parts = [str(getattr(user, attr)) for attr in ("name", "email") if user is not None and getattr(user, attr, None)]
+    return f"{' · '.join(parts)} (user {user_id})" if parts else f"user {user_id}"
+
+
+@route("/patrons/<member_id>")
+def patron(member_id: str) -> ResponseReturnValue:
+    """One patron: the linked user, the stored snapshot, the audit timeline, "can this patron view lock X?"."""
+    st = state()
+    found = st.store.get_patron(member_id)
+    if found is None:
+        abort(404)
+    user = _load_user(found.local_user_id)
+    snapshot = st.settings.current()
+    locks = sorted((lk.name for lk in st.extension.locks if lk.name), key=str)
+    chosen = request.args.get("lock") or (locks[0] if locks else "")
+    explanation = None
+    if chosen in locks:
+        if found.local_user_id is not None:
+            explanation = {"linked": True, "result": explain(user or found.local_user_id, chosen)}
+        else:  # not linked: what they would get once they connect this Patreon account here
+            lock = st.extension.locks.get(chosen)
+            viewer = Viewer(authenticated=True, linked=True, patron=found)
+            now = st.store.clock()
+            rule, _d, decision = evaluate(lock, viewer, user=None, state=st, now=now)
+            explanation = {
+                "linked": False,
+                "decision": decision,
+                "steps": explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers),
+            }
+    from ..policy import entitlement
+
+    return render_template(
+        "patronlock/admin/patron.html",
+        patron=found,
+        user_label=_user_label(user, found.local_user_id),
+        entitlement=entitlement(found, snapshot.policy, st.store.clock()),
+        timeline=patron_timeline(st, found),
+        locks=locks,
+        chosen=chosen,
+        explanation=explanation,
+        tier_names={t.id: t.title or t.id for t in snapshot.tiers.values()},
+        money=money,
+    )
+
+
+@route("/patrons/<member_id>/sync", methods=("POST",))
+def sync_patron(member_id: str) -> ResponseReturnValue:
+    """Read this member from Patreon now and store it through ``Store.apply`` (``source="admin"``)."""
+    st = state()
+    if st.store.get_patron(member_id) is None:
+        abort(404)
+    try:
+        client = st.creator_client("syncing one patron")
+        client.max_retries = 1
+        try:
+            observed_at = st.store.clock()
+            member = client.member(member_id)
+        finally:
+            client.close()
+    except NotFound:
+        flash("Patreon no longer has this member (deleted, or not visible to your account). Nothing was changed; "
+              "the next complete sync treats them as missing.", "error")
+        return redirect(url_for(".patron", member_id=member_id))
+    except (ConfigurationError, TokenDecryptionError, PatreonError) as exc:
+        if isinstance(exc, ConfigurationError):
+            flash(str(exc), "error")
+        else:
+            log.warning("syncing member %s failed: %s: %s", member_id, type(exc).__name__, exc)
+            flash("Patreon did not answer, so nothing was changed. Try again in a minute.", "error")
+        return redirect(url_for(".patron", member_id=member_id))
+    campaign = st.campaign_id_or_none()
+    if campaign and member.campaign_id and member.campaign_id != campaign:
+        flash("Patreon says this member belongs to another campaign; nothing was changed.", "error")
+        return redirect(url_for(".patron", member_id=member_id))
+    result = st.store.apply(member, source="admin", observed_at=observed_at)
+    if result.outcome == "unchanged":
+        flash("Synced: Patreon says what this site already knew.", "success")
+    elif result.outcome == "stale":
+        flash("A newer change arrived meanwhile (a webhook or sync); it was kept.", "info")
+    else:
+        changed = ", ".join(sorted(result.changes)) or "the record"
+        events = f" Events: {', '.join(result.events)}." if result.events else ""
+        flash(f"Synced from Patreon: {changed} updated.{events}", "success")
+    return redirect(url_for(".patron", member_id=member_id))
