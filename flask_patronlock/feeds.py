@@ -56,6 +56,7 @@ from . import signals
 from .cli import patronlock_cli
 from .errors import ConfigurationError
 from .extension import PatronLockState, get_state
+from .formatting import date_text
 from .locks import use_viewer, viewer_for
 from .models import UTCDateTime
 
@@ -436,18 +437,19 @@ def feed_page() -> ResponseReturnValue:
     url = feed_url(endpoint)
     info = tokens.info(str(current_user.get_id())) or {}
     used = info.get("last_used_at")
-    last_read = f"{used.day} {used:%B %Y}" if used is not None else None
+    last_read = date_text(used) if used is not None else None
     return render_template(FEED_TEMPLATE, feed_url=url, last_read=last_read)
 
 
 def rotate_feed() -> ResponseReturnValue:
     """``POST PREFIX/feed/rotate`` (CSRF-protected): a new feed URL; the old one stops working."""
-    from .views import _check_csrf
+    from .csrf import check_csrf
+    from .views.problems import _csrf_problem
 
     _feed_page_endpoint()
     if not current_user.is_authenticated:
         return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
-    _check_csrf()
+    check_csrf(_csrf_problem)
     get_feed_tokens().rotate(str(current_user.get_id()), reason="user", source="user")
     flash("Your private feed has a new address. Put it in your feed reader: the old one no longer works.", "patronlock")
     return redirect(flask_url_for("patronlock.feed"))
