@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from flask import Flask
 
 from . import config as _config
+from . import entitlements  # noqa: F401  (importing it adds the token endpoint to the blueprint)
 from .addons import AddonRegistry
 from .addons import init_app as init_addons
 from .admin import init_admin
 from .cli import patronlock_cli
 from .declarations import Declarations, Lock, LockRegistry, RuleOptions, make_rule
 from .errors import ConfigurationError
+from .feeds import init_app as init_feeds
 from .files import init_files
 from .health import init_health
 from .jobs import Jobs, init_jobs
@@ -102,6 +104,9 @@ class PatronLock:
 
         # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it
         # out, for a host that builds its own views on flask_patronlock.accounts and flask_patronlock.oauth.
+        # before the blueprint's first registration: both add their routes to it (the feed page, the token endpoint;
+        # entitlements adds its route when imported, above)
+        init_feeds(app)
         if app.config["PATRONLOCK_URL_PREFIX"] is not None:
             app.register_blueprint(connect_blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
 
