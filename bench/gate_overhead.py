@@ -26,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -115,6 +116,36 @@ def build(path: Path, viewer_cache_seconds: float | None = None) -> Flask:
     return app
 
 
+def interleaved_medians(client: Any, paths: list[str], rounds: int, requests: int) -> dict[str, float]:
+    """Each path's median over ``rounds`` of its median request time (seconds) in that round.
+
+    After 200 warm-up requests of each, the paths are interleaved request by request, their order rotated every
+    request (plain, locked, locked, plain, ... for two), and each request timed: drift and other processes on the
+    machine hit every variant alike, and medians drop the requests that were preempted.
+    """
+    for _ in range(200):
+        for path in paths:
+            client.get(path)
+    per_round: dict[str, list[float]] = {path: [] for path in paths}
+    clock = time.perf_counter
+    gc.disable()
+    try:
+        for i in range(rounds):
+            samples: dict[str, list[float]] = {path: [] for path in paths}
+            for j in range(requests):
+                shift = (i + j) % len(paths)
+                for path in paths[shift:] + paths[:shift]:
+                    start = clock()
+                    client.get(path)
+                    samples[path].append(clock() - start)
+            for path, values in samples.items():
+                per_round[path].append(statistics.median(values))
+            gc.collect()
+    finally:
+        gc.enable()
+    return {path: statistics.median(values) for path, values in per_round.items()}
+
+
 def run(rounds: int, requests: int, viewer_cache_seconds: float | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         app = build(Path(tmp) / "bench.db", viewer_cache_seconds)
@@ -128,33 +159,10 @@ def run(rounds: int, requests: int, viewer_cache_seconds: float | None = None) -
         assert ("1" in viewers) is (app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"] > 0)
         locked_response = client.get("/locked")
         assert locked_response.headers["Cache-Control"] == "private" and locked_response.headers["Vary"] == "Cookie"
-        for _ in range(200):  # warm up both paths
-            client.get("/plain")
-            client.get("/locked")
-        # Interleave request by request (plain, locked, locked, plain, ...) and time each one: drift and other
-        # processes on the machine hit both variants alike, and medians drop the requests that were preempted.
-        per_round: dict[str, list[float]] = {"/plain": [], "/locked": []}
-        clock = time.perf_counter
-        gc.disable()
-        try:
-            for i in range(rounds):
-                samples: dict[str, list[float]] = {"/plain": [], "/locked": []}
-                pair = ("/plain", "/locked") if i % 2 == 0 else ("/locked", "/plain")
-                for j in range(requests):
-                    for path in pair if j % 2 == 0 else pair[::-1]:
-                        start = clock()
-                        client.get(path)
-                        samples[path].append(clock() - start)
-                for path, values in samples.items():
-                    per_round[path].append(statistics.median(values))
-                gc.collect()
-        finally:
-            gc.enable()
+        medians = interleaved_medians(client, ["/plain", "/locked"], rounds, requests)
         with app.app_context():
             db.engine.dispose()
-    per_request = per_round
-    plain = statistics.median(per_request["/plain"])
-    locked_ = statistics.median(per_request["/locked"])
+    plain, locked_ = medians["/plain"], medians["/locked"]
     ttl = app.config["PATRONLOCK_VIEWER_CACHE_SECONDS"]
     print(f"rounds={rounds} requests/round={requests} PATRONLOCK_VIEWER_CACHE_SECONDS={ttl}")
     print(f"login_required           median {plain * 1e6:8.1f} us/request")

@@ -213,6 +213,11 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
         PATRONLOCK_BASE_TEMPLATE="base.html",
         PATRONLOCK_CREATOR_NAME="Kopi's Studio",
         PATRONLOCK_TOKEN_KEYS=[os.environ["EXAMPLE_TOKEN_KEY"]] if os.environ.get("EXAMPLE_TOKEN_KEY") else [],
+        # private feeds (example_site/feeds.py) and entitlement tokens for example_site/token_service.py
+        PATRONLOCK_FEED_ENDPOINT="feed",
+        PATRONLOCK_ENTITLEMENT_KEYS=(
+            {"example": os.environ["EXAMPLE_ENTITLEMENT_KEY"]} if os.environ.get("EXAMPLE_ENTITLEMENT_KEY") else None
+        ),
         # dev only: the sandbox's /_patreon/_sandbox controls open to every visitor, not only the site's admin
         EXAMPLE_SANDBOX_CONTROLS_OPEN=os.environ.get("EXAMPLE_SANDBOX_CONTROLS_OPEN", "") in ("1", "true", "yes"),
     )
@@ -247,6 +252,9 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     # the first reconcile run fills (the scheduler starts one in the background on the first request, and the
     # settings page reads them when the creator connects Patreon).
     _routes(app)
+    from .feeds import init_feeds
+
+    init_feeds(app, POSTS)
     return app
 
 

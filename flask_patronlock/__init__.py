@@ -17,6 +17,7 @@ from .data import PatronData, patron_data
 from .errors import ConfigurationError, PatronLockError
 from .explain import explain
 from .extension import PatronLock
+from .files import locked_file_url, send_signed_file
 from .locks import (
     Lock,
     LockedError,
@@ -61,10 +62,12 @@ __all__ = [
     "forget_cached_viewer",
     "lock_exempt",
     "locked",
+    "locked_file_url",
     "patron_data",
     "render_banner",
     "require",
     "send_locked_file",
+    "send_signed_file",
 ]
 
 #: Names this package exported before its public API was narrowed, and the module each lives in now. Importing one

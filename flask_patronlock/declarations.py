@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import PatronLockError
 from .policy import Combine, LockRule
@@ -46,6 +46,19 @@ class Lock:
     def label(self) -> str:
         """The name, or ``"(one-off rule)"``."""
         return self.name if self.name is not None else "(one-off rule)"
+
+
+class RuleOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`make_rule`, which :meth:`~flask_patronlock.PatronLock.lock` passes on."""
+
+    tier: str | None
+    tiers: tuple[str, ...] | list[str]
+    min_cents: int | None
+    lifetime_cents: int | None
+    patron_since_before: datetime | date | str | None
+    drip_months: int | None
+    combine: Combine
+    enabled: bool
 
 
 def make_rule(

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from flask import Flask
 
 from . import config as _config
+from . import entitlements  # noqa: F401  (importing it adds the token endpoint to the blueprint)
 from .addons import AddonRegistry
 from .addons import init_app as init_addons
 from .admin import init_admin
 from .cli import patronlock_cli
-from .declarations import Declarations, Lock, LockRegistry, make_rule
+from .declarations import Declarations, Lock, LockRegistry, RuleOptions, make_rule
 from .errors import ConfigurationError
+from .feeds import init_app as init_feeds
+from .files import init_files
 from .health import init_health
 from .jobs import Jobs, init_jobs
 from .locks import init_app as init_locks
 from .models import tables_for
-from .policy import Combine
 from .state import EXTENSION_KEY, PatronLockState, get_state
 from .store import Store
 from .templating import init_app as init_templating
@@ -103,6 +104,9 @@ class PatronLock:
 
         # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it
         # out, for a host that builds its own views on flask_patronlock.accounts and flask_patronlock.oauth.
+        # before the blueprint's first registration: both add their routes to it (the feed page, the token endpoint;
+        # entitlements adds its route when imported, above)
+        init_feeds(app)
         if app.config["PATRONLOCK_URL_PREFIX"] is not None:
             app.register_blueprint(connect_blueprint, url_prefix=app.config["PATRONLOCK_URL_PREFIX"])
 
@@ -110,6 +114,7 @@ class PatronLock:
         init_webhooks(app)
         init_jobs(app)
         init_health(app)
+        init_files(app)  # fast file delivery: PREFIX/files/<path> serves signed links
 
         # -- the creators' settings page: PATRONLOCK_ADMIN_URL_PREFIX = None leaves it out --
         if app.config["PATRONLOCK_ADMIN_URL_PREFIX"] is not None:
@@ -120,20 +125,7 @@ class PatronLock:
 
     # -- what the site declares in code (flask_patronlock.declarations) ---------------------------------------------
 
-    def lock(
-        self,
-        name: str,
-        *,
-        description: str = "",
-        tier: str | None = None,
-        tiers: tuple[str, ...] | list[str] = (),
-        min_cents: int | None = None,
-        lifetime_cents: int | None = None,
-        patron_since_before: datetime | date | str | None = None,
-        drip_months: int | None = None,
-        combine: Combine = "all",
-        enabled: bool = True,
-    ) -> Lock:
+    def lock(self, name: str, *, description: str = "", **rule: Unpack[RuleOptions]) -> Lock:
         """Declare the named lock ``name`` with its default rule (see :func:`~flask_patronlock.locks.make_rule` for
         the arguments). Creators may override the rule (:func:`flask_patronlock.settings.set_lock_override`); the
         override wins.
@@ -146,17 +138,7 @@ class PatronLock:
         :returns: the :class:`~flask_patronlock.locks.Lock`, usable wherever a lock name is.
         :raises ValueError: on a bad rule or a conflicting declaration of the same name.
         """
-        rule = make_rule(
-            tier=tier,
-            tiers=tiers,
-            min_cents=min_cents,
-            lifetime_cents=lifetime_cents,
-            patron_since_before=patron_since_before,
-            drip_months=drip_months,
-            combine=combine,
-            enabled=enabled,
-        )
-        return self.declarations.locks.add(Lock(name=name, rule=rule, description=description))
+        return self.declarations.locks.add(Lock(name=name, rule=make_rule(**rule), description=description))
 
     @property
     def locks(self) -> LockRegistry:

@@ -28,7 +28,7 @@ from datetime import datetime
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import Blueprint, Flask, Response, current_app, has_request_context, send_file, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, has_request_context
 from werkzeug.exceptions import Forbidden
 
 from . import signals
@@ -307,16 +307,17 @@ def send_locked_file(
     :param path: the file; with ``directory``, a path inside it, joined safely (``send_from_directory``), which is
         what to use for any path that comes from the URL.
     :param send_kwargs: passed to ``send_file`` (``mimetype``, ``as_attachment``, ``download_name``, ...).
-    :returns: the file; or, for an image (by ``mimetype`` or the file name), a 403 response with an SVG placeholder
-        rendered from ``patronlock/placeholder.svg`` saying what is missing.
+    :returns: the file (sent by Python, or handed to nginx or Apache: see
+        :func:`~flask_patronlock.files.send_allowed_file`); or, for an image (by ``mimetype`` or the file name), a 403
+        response with an SVG placeholder rendered from ``patronlock/placeholder.svg`` saying what is missing.
     :raises LockedError: for any other file, rendered as the locked page (or JSON).
     """
     target = as_lock(lock)
     decision = decision_for(target)
     if decision.allowed:
-        if directory is not None:
-            return send_from_directory(directory, path, **send_kwargs)
-        return send_file(path, **send_kwargs)
+        from .files import send_allowed_file  # python, X-Accel-Redirect or X-Sendfile: PATRONLOCK_FILE_DELIVERY
+
+        return send_allowed_file(path, directory=directory, **send_kwargs)
     mimetype = send_kwargs.get("mimetype") or mimetypes.guess_type(os.fspath(path))[0] or ""
     if mimetype.startswith("image/"):
         from .banners import placeholder_response

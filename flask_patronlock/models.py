@@ -160,6 +160,8 @@ class Tables:
     leases: Table
     # -- reconcile runs and webhooks (issue 5) --
     held_revocations: Table
+    # -- private feeds --
+    feed_tokens: Table
 
     def all(self) -> list[Table]:
         """Every table, in creation order."""
@@ -364,6 +366,26 @@ def _define(metadata: MetaData) -> Tables:
         Column("observed_at", UTCDateTime, nullable=False),
         Index("ix_patronlock_held_revocations_run", "run_id", "member_id", unique=True),
     )
+    # -- private feeds (flask_patronlock.feeds) -----------------------------------------------------------------------
+    feed_tokens = Table(
+        "patronlock_feed_tokens",
+        metadata,
+        # one feed token per local user: rotating replaces it, revoking deletes the row
+        Column("user_id", String(64), primary_key=True),
+        # the token is HMAC(feed key, user id + nonce): the row alone does not give it, the key re-derives it
+        Column("nonce", String(32), nullable=False),
+        # sha256 of the token (hex): a feed request finds its row by this, never by the token
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("last_used_at", UTCDateTime, nullable=True),
+        # the rate limit's fixed window: when it started and the requests counted in it
+        Column("window_start", UTCDateTime, nullable=True),
+        Column("window_hits", Integer, nullable=False, default=0),
+        # distinct client addresses (short keyed hashes, never the address) seen since addresses_since
+        Column("addresses", JSON, nullable=True),
+        Column("addresses_since", UTCDateTime, nullable=True),
+        Column("shared_reported_at", UTCDateTime, nullable=True),
+    )
     return Tables(
         accounts=accounts,
         patrons=patrons,
@@ -375,6 +397,7 @@ def _define(metadata: MetaData) -> Tables:
         sync_runs=sync_runs,
         leases=leases,
         held_revocations=held_revocations,
+        feed_tokens=feed_tokens,
     )
 
 

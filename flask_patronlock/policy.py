@@ -653,6 +653,14 @@ def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) 
 # (met, reason when not met, what is missing, available at)
 _Outcome = tuple[bool, Reason, str | None, datetime | None]
 _MET: Final[_Outcome] = (True, REASON_ALLOWED, None, None)
+_Tiers = Mapping[str, TierSnapshot]
+# the explanation's steps, or None when nobody asked (a page view): build no text then
+_Steps = list[str] | None
+
+
+def _note(steps: list[str], condition: str, met: bool) -> None:
+    """Record the outcome of one of the rule's conditions in the explanation's ``steps``."""
+    steps.append(f"Condition: {condition}: {'met' if met else 'not met'}.")
 
 
 def _tier_cents(ent: Entitlement, tiers: Mapping[str, TierSnapshot]) -> int | None:
@@ -665,9 +673,7 @@ def _tier_cents(ent: Entitlement, tiers: Mapping[str, TierSnapshot]) -> int | No
     return best
 
 
-def _check_min_cents(
-    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
-) -> _Outcome | None:
+def _check_min_cents(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
     if rule.min_cents is None:
         return None
     # Patreon moves the reported amount with currency rates, first-month and annual discounts: a patron entitled to
@@ -677,18 +683,14 @@ def _check_min_cents(
     met = have >= rule.min_cents
     if steps is not None:
         counted = "" if have == ent.monthly_cents else f" (counted at its tier's {money(have)})"
-        steps.append(
-            f"Condition: at least {money(rule.min_cents)} a month; the entitlement is "
-            f"{money(ent.monthly_cents)} a month{counted}: {'met' if met else 'not met'}."
-        )
+        entitled = money(ent.monthly_cents)
+        _note(steps, f"at least {money(rule.min_cents)} a month; the entitlement is {entitled} a month{counted}", met)
     if met:
         return _MET
     return (False, REASON_AMOUNT_TOO_LOW, f"{money(rule.min_cents - have)} more a month", None)
 
 
-def _check_tiers(
-    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
-) -> _Outcome | None:
+def _check_tiers(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
     wanted = rule.tier_ids
     if not wanted:
         return None
@@ -696,7 +698,7 @@ def _check_tiers(
     for tier_id in ent.tier_ids:
         if tier_id in wanted:
             if steps is not None:
-                steps.append(f"Condition: tier {named} or higher; the patron is entitled to tier {tier_id}: met.")
+                _note(steps, f"tier {named} or higher; the patron is entitled to tier {tier_id}", True)
             return _MET
     cheapest: int | None = None
     for tier_id in wanted:
@@ -714,57 +716,41 @@ def _check_tiers(
     else:
         met, have = best >= cheapest, f"a tier of {money(best)} a month"
     if steps is not None:
-        steps.append(
-            f"Condition: tier {named} ({money(cheapest)} a month) or higher; the patron has {have}: "
-            f"{'met' if met else 'not met'}."
-        )
+        _note(steps, f"tier {named} ({money(cheapest)} a month) or higher; the patron has {have}", met)
     return _MET if met else (False, REASON_AMOUNT_TOO_LOW, f"tier {named} or higher", None)
 
 
-def _check_since(
-    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
-) -> _Outcome | None:
+def _check_since(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
     before = rule.patron_since_before
     if before is None:
         return None
     met = ent.since is not None and ent.since < before
     if steps is not None:
         started = "an unknown date" if ent.since is None else ent.since.isoformat()
-        steps.append(
-            f"Condition: pledging since before {before.isoformat()}; the pledge started {started}: "
-            f"{'met' if met else 'not met'}."
-        )
+        _note(steps, f"pledging since before {before.isoformat()}; the pledge started {started}", met)
     return _MET if met else (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started before {before.date()}", None)
 
 
-def _check_lifetime(
-    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
-) -> _Outcome | None:
+def _check_lifetime(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
     if rule.lifetime_cents is None:
         return None
     met = ent.lifetime_cents >= rule.lifetime_cents
     if steps is not None:
-        steps.append(
-            f"Condition: lifetime support of at least {money(rule.lifetime_cents)}; the patron has given "
-            f"{money(ent.lifetime_cents)}: {'met' if met else 'not met'}."
-        )
+        least, given = money(rule.lifetime_cents), money(ent.lifetime_cents)
+        _note(steps, f"lifetime support of at least {least}; the patron has given {given}", met)
     if met:
         return _MET
     return (False, REASON_LIFETIME_TOO_LOW, f"{money(rule.lifetime_cents - ent.lifetime_cents)} more support", None)
 
 
-def _check_drip(
-    rule: LockRule, ent: Entitlement, tiers: Mapping[str, TierSnapshot], now: datetime, steps: list[str] | None
-) -> _Outcome | None:
+def _check_drip(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
     if rule.drip_months is None:
         return None
     opens = None if ent.since is None else add_months(ent.since, rule.drip_months)
     met = opens is not None and now >= opens
     if steps is not None:
         when = "an unknown date (the pledge start is unknown)" if opens is None else opens.isoformat()
-        steps.append(
-            f"Condition: pledging for {rule.drip_months} month(s), reached at {when}: {'met' if met else 'not met'}."
-        )
+        _note(steps, f"pledging for {rule.drip_months} month(s), reached at {when}", met)
     if met:
         return _MET
     if opens is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, update
 
+from . import settings_cache
 from .declarations import Lock
 from .policy import LockRule, PolicySettings
 from .settings_cache import (
@@ -29,24 +30,21 @@ from .settings_cache import (
     CAMPAIGN_KEY,
     POLICY_KEY,
     ROUTING_KEY,
-    AddonSwitch,
     LockInfo,
     Override,
     Routing,
-    SettingsCache,
     SettingsSnapshot,
+)
+from .settings_cache import (
+    AddonSwitch as AddonSwitch,
+)
+from .settings_cache import (
+    SettingsCache as SettingsCache,
 )
 from .state import get_state
 
 __all__ = [
-    "BANNER_REASONS",
     "AddonInfo",
-    "AddonSwitch",
-    "LockInfo",
-    "Override",
-    "Routing",
-    "SettingsCache",
-    "SettingsSnapshot",
     "clear_lock_override",
     "clear_routing",
     "get_banner_text",
@@ -63,6 +61,8 @@ __all__ = [
     "set_policy_settings",
     "set_routing",
 ]
+# the settings' value types, re-exported: settings_cache exports exactly those
+__all__ += settings_cache.__all__
 
 # -- the Python API ---------------------------------------------------------------------------------------------------
 
@@ -87,6 +87,11 @@ def _write(kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable
         store.record_event(conn, kind, source="admin", user_id=by, detail={**detail, "version": version})
     state.settings.invalidate()
     return version
+
+
+def _put(kind: str, by: str | None, detail: Mapping[str, Any], key: str, value: Any) -> None:
+    """Store ``value`` in the settings row ``key``: a write of ``kind``, audited with ``detail``."""
+    _write(kind, by, detail, lambda conn, version: _upsert_setting(conn, key, value, version, by))
 
 
 def _upsert_setting(conn: Any, key: str, value: Any, version: int, by: str | None) -> None:
@@ -180,12 +185,7 @@ def set_policy_settings(settings: PolicySettings | Mapping[str, Any], *, by: str
     """
     checked = settings if isinstance(settings, PolicySettings) else PolicySettings.from_dict(settings)
     data = checked.to_dict()
-    _write(
-        "policy_settings_set",
-        by,
-        {"settings": data},
-        lambda conn, version: _upsert_setting(conn, POLICY_KEY, data, version, by),
-    )
+    _put("policy_settings_set", by, {"settings": data}, POLICY_KEY, data)
     return checked
 
 
@@ -214,12 +214,7 @@ def set_banner_text(reason: str, text: str | None, *, by: str | None = None) -> 
     value = text.strip() if text else None
     if value:
         check_text(value)
-    _write(
-        "banner_text_set",
-        by,
-        {"reason": reason, "text": value},
-        lambda conn, version: _upsert_setting(conn, BANNER_PREFIX + reason, value, version, by),
-    )
+    _put("banner_text_set", by, {"reason": reason, "text": value}, BANNER_PREFIX + reason, value)
 
 
 def _check_reason(reason: str) -> None:
@@ -246,12 +241,7 @@ def set_campaign_id(campaign_id: str | None, *, by: str | None = None) -> None:
     value = str(campaign_id).strip() if campaign_id is not None else None
     if value is not None and (not value or len(value) > 64 or any(c.isspace() or c == "," for c in value)):
         raise ValueError(f"{campaign_id!r} is not a Patreon campaign id")
-    _write(
-        "campaign_set",
-        by,
-        {"campaign_id": value},
-        lambda conn, version: _upsert_setting(conn, CAMPAIGN_KEY, value, version, by),
-    )
+    _put("campaign_set", by, {"campaign_id": value}, CAMPAIGN_KEY, value)
 
 
 def set_routing(routing: Routing | Mapping[str, Any], *, by: str | None = None) -> Routing:
@@ -266,12 +256,7 @@ def set_routing(routing: Routing | Mapping[str, Any], *, by: str | None = None) 
         if name is not None:
             _declared(name)
     data = checked.to_dict()
-    _write(
-        "routing_set",
-        by,
-        {"routing": data},
-        lambda conn, version: _upsert_setting(conn, ROUTING_KEY, data, version, by),
-    )
+    _put("routing_set", by, {"routing": data}, ROUTING_KEY, data)
     return checked
 
 
@@ -349,9 +334,4 @@ def set_addon_enabled(name: str, enabled: bool, *, by: str | None = None) -> Non
         known = ", ".join(sorted(a.name for a in state.addons)) or "none"
         raise LookupError(f"no add-on named {name!r} is installed (installed: {known})")
     value = {"enabled": bool(enabled)}
-    _write(
-        "addon_switched",
-        by,
-        {"addon": name, "enabled": bool(enabled)},
-        lambda conn, version: _upsert_setting(conn, ADDON_PREFIX + name, value, version, by),
-    )
+    _put("addon_switched", by, {"addon": name, "enabled": bool(enabled)}, ADDON_PREFIX + name, value)

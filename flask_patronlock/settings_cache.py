@@ -33,13 +33,10 @@ if TYPE_CHECKING:
     from .declarations import Lock
     from .store import Store
 
+#: the settings' value types (:mod:`flask_patronlock.settings` re-exports exactly these); the row keys and prefixes
+#: below are for the settings module, which writes those rows.
 __all__ = [
-    "ADDON_PREFIX",
-    "BANNER_PREFIX",
     "BANNER_REASONS",
-    "CAMPAIGN_KEY",
-    "POLICY_KEY",
-    "ROUTING_KEY",
     "AddonSwitch",
     "LockInfo",
     "Override",
@@ -273,12 +270,12 @@ class SettingsCache:
         #: the sender and strict mode of the ``lock-rule`` filter folded in :meth:`SettingsSnapshot.rule_for`.
         self.sender = sender
         self.strict = strict
+        self._snapshot: SettingsSnapshot | None = None
+        self._lock = threading.Lock()
         self._interval = interval
         self._campaign_id = campaign_id
         self.clock = clock
-        self._snapshot: SettingsSnapshot | None = None
         self._next_check = float("-inf")
-        self._lock = threading.Lock()
         #: how many times the snapshot was loaded from the database (for tests and the benchmark).
         self.loads = 0
 

@@ -43,6 +43,7 @@ __all__ = [
     "forget_cached_viewer",
     "forget_viewer",
     "init_app",
+    "use_viewer",
     "viewer_changed",
     "viewer_for",
 ]
@@ -143,6 +144,16 @@ def _load_viewer(state: PatronLockState, request_values: dict[str, Any]) -> View
     request_values[_G_USER] = user
     request_values[_G_VIEWER] = viewer
     return viewer
+
+
+def use_viewer(viewer: Viewer, user: Any = None) -> None:
+    """Make ``viewer`` (the host ``user``'s) the current request's viewer: every decision made after this in the
+    request (``@locked``, :func:`~flask_patronlock.locks.can_view`, templates) is made for it. For requests that say
+    who they are some other way than the session cookie (a private feed's token, :mod:`flask_patronlock.feeds`)."""
+    request_values = vars(_g_now())
+    request_values.pop(_G_DECISIONS, None)
+    request_values[_G_USER] = user
+    request_values[_G_VIEWER] = viewer
 
 
 def _get_current_patron() -> Patron | None:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -73,7 +73,16 @@ from .jsonapi import (
     schema_drift,
 )
 from .ratelimit import RateLimiter, shared_rate_limiter
-from .types import CampaignSnapshot, Identity, MemberPage, MemberSnapshot, TokenSet, WebhookSnapshot
+from .types import (
+    MEMBER_ATTRIBUTES,
+    CampaignSnapshot,
+    Identity,
+    MemberPage,
+    MemberSnapshot,
+    TokenSet,
+    WebhookChanges,
+    WebhookSnapshot,
+)
 
 __all__ = [
     "CAMPAIGN_FIELDS",
@@ -84,6 +93,16 @@ __all__ = [
     "PatreonClient",
     "pkce_pair",
 ]
+
+class PageOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`PatreonClient.iter_member_pages`, which :meth:`PatreonClient.iter_members`
+    passes on."""
+
+    page_size: int
+    cursor: str | None
+    strict: bool
+    access_token: str | None
+
 
 logger = logging.getLogger("flask_patronlock.patreon")
 
@@ -99,23 +118,7 @@ MAX_PAGE_SIZE = 1000
 MAX_EMPTY_PAGES = 3
 
 #: member attributes requested everywhere a member is fetched (``note``, the creator's private note, is left out).
-MEMBER_FIELDS = (
-    "campaign_lifetime_support_cents",
-    "currently_entitled_amount_cents",
-    "email",
-    "full_name",
-    "is_follower",
-    "is_free_trial",
-    "is_gifted",
-    "last_charge_date",
-    "last_charge_status",
-    "lifetime_support_cents",
-    "next_charge_date",
-    "patron_status",
-    "pledge_cadence",
-    "pledge_relationship_start",
-    "will_pay_amount_cents",
-)
+MEMBER_FIELDS = tuple(name for name in MEMBER_ATTRIBUTES if name != "note")
 #: campaign attributes requested by :meth:`PatreonClient.campaign` and :meth:`PatreonClient.campaigns`.
 CAMPAIGN_FIELDS = ("creation_name", "vanity", "url", "pledge_url", "patron_count", "is_monthly")
 _TIER_FIELDS_FULL = ("title", "amount_cents", "published", "description", "url", "patron_count", "discord_role_ids")
@@ -747,23 +750,12 @@ class PatreonClient:
             seen_cursors.add(next_cursor)
             cursor = next_cursor
 
-    def iter_members(
-        self,
-        campaign_id: str,
-        *,
-        page_size: int = MAX_PAGE_SIZE,
-        cursor: str | None = None,
-        strict: bool = True,
-        access_token: str | None = None,
-    ) -> Iterator[MemberSnapshot]:
+    def iter_members(self, campaign_id: str, **options: Unpack[PageOptions]) -> Iterator[MemberSnapshot]:
         """Every member of the campaign, page after page (the arguments are those of :meth:`iter_member_pages`).
 
         A sync that must know whether it saw *every* member should use :meth:`iter_member_pages` and compare counts.
         """
-        pages = self.iter_member_pages(
-            campaign_id, page_size=page_size, cursor=cursor, strict=strict, access_token=access_token
-        )
-        for page in pages:
+        for page in self.iter_member_pages(campaign_id, **options):
             yield from page.members
 
     def webhooks(self, *, access_token: str | None = None) -> list[WebhookSnapshot]:
@@ -811,16 +803,11 @@ class PatreonClient:
         return webhook
 
     def update_webhook(
-        self,
-        webhook_id: str,
-        *,
-        uri: str | None = None,
-        triggers: Iterable[str] | None = None,
-        paused: bool | None = None,
-        access_token: str | None = None,
+        self, webhook_id: str, *, access_token: str | None = None, **changes: Unpack[WebhookChanges]
     ) -> WebhookSnapshot:
         """``PATCH /webhooks/{id}``: change the URI, the triggers, or pause/unpause (unpausing makes Patreon resend
         what failed)."""
+        uri, triggers, paused = changes.get("uri"), changes.get("triggers"), changes.get("paused")
         attributes: dict[str, Any] = {}
         if uri is not None:
             attributes["uri"] = uri

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -283,33 +284,30 @@ def _resource_id(resource: object, expected_type: str, where: str) -> str:
     """Check ``resource`` is a resource object of ``expected_type`` and return its id."""
     if not isinstance(resource, dict):
         raise MalformedDocument(f"{where}: expected a resource object, got {_type_name(resource)}")
-    rtype = resource.get("type")
+    return _typed_id(resource, expected_type, where)
+
+
+def _typed_id(item: dict[str, Any], expected_type: str, where: str) -> str:
+    """The id of a resource object or identifier ``item`` whose ``type`` must be ``expected_type``."""
+    rtype = item.get("type")
     if rtype != expected_type:
         if type(rtype) is not str:
             raise MalformedDocument(f"{where}: 'type' missing or not a string")
         raise MalformedDocument(f"{where}: expected type {expected_type!r}, got {rtype!r:.40}")
-    rid = resource.get("id")
+    rid = item.get("id")
     if not is_patreon_id(rid):
         raise MalformedDocument(f"{where}: {_ID_PROBLEM}")
     return rid
 
 
-def _attributes(resource: dict[str, Any]) -> dict[str, Any]:
-    attrs = resource.get("attributes")
-    if attrs is None:
+def _object(resource: dict[str, Any], key: str) -> dict[str, Any]:
+    """A resource's ``attributes`` or ``relationships`` object (empty when absent)."""
+    value = resource.get(key)
+    if value is None:
         return _EMPTY
-    if type(attrs) is dict:
-        return attrs
-    raise _bad("attributes", "an object", attrs)
-
-
-def _relationships(resource: dict[str, Any]) -> dict[str, Any]:
-    rels = resource.get("relationships")
-    if rels is None:
-        return _EMPTY
-    if type(rels) is dict:
-        return rels
-    raise _bad("relationships", "an object", rels)
+    if type(value) is dict:
+        return value
+    raise _bad(key, "an object", value)
 
 
 def _linkage(rels: dict[str, Any], name: str) -> Any:
@@ -324,15 +322,7 @@ def _linkage(rels: dict[str, Any], name: str) -> Any:
 def _identifier(item: object, expected_type: str, where: str) -> str:
     if type(item) is not dict:
         raise _bad(where, "a resource identifier object", item)
-    rtype = item.get("type")
-    if rtype != expected_type:
-        if type(rtype) is not str:
-            raise MalformedDocument(f"{where}: 'type' missing or not a string")
-        raise MalformedDocument(f"{where}: expected type {expected_type!r}, got {rtype!r:.40}")
-    rid = item.get("id")
-    if not is_patreon_id(rid):
-        raise MalformedDocument(f"{where}: {_ID_PROBLEM}")
-    return rid
+    return _typed_id(item, expected_type, where)
 
 
 def _to_one(rels: dict[str, Any], name: str, expected_type: str) -> str | None:
@@ -355,6 +345,15 @@ def _to_many(rels: dict[str, Any], name: str, expected_type: str) -> tuple[str, 
 
 def _in(where: str, exc: MalformedDocument) -> MalformedDocument:
     return MalformedDocument(f"{where}: {exc}")
+
+
+@contextmanager
+def _located(where: str) -> Iterator[None]:
+    """Prefix a :class:`MalformedDocument` raised inside with ``where`` (not used in the per-member hot loop)."""
+    try:
+        yield
+    except MalformedDocument as exc:
+        raise _in(where, exc) from None
 
 
 class _Included:
@@ -434,7 +433,7 @@ class _Included:
 
 
 def _user(resource: dict[str, Any], user_id: str) -> UserSnapshot:
-    attrs = _attributes(resource)
+    attrs = _object(resource, "attributes")
     if not attrs:
         return UserSnapshot(id=user_id)
     return UserSnapshot(
@@ -449,7 +448,7 @@ def _user(resource: dict[str, Any], user_id: str) -> UserSnapshot:
 
 
 def _tier(resource: dict[str, Any], tier_id: str) -> TierSnapshot:
-    attrs = _attributes(resource)
+    attrs = _object(resource, "attributes")
     return TierSnapshot(
         id=tier_id,
         title=_str(attrs, "title"),
@@ -470,8 +469,8 @@ def _member(
     default_user: UserSnapshot | None = None,
 ) -> MemberSnapshot:
     """One ``member`` resource. ``tiers=None`` means "the member's own entitled tiers, as included"."""
-    attrs = _attributes(resource)
-    rels = _relationships(resource)
+    attrs = _object(resource, "attributes")
+    rels = _object(resource, "relationships")
     entitled = _to_many(rels, "currently_entitled_tiers", "tier") or ()
     user_id = _to_one(rels, "user", "user")
     if user_id is None and default_user is not None:
@@ -524,8 +523,8 @@ def _member(
 def _campaign(
     resource: dict[str, Any], campaign_id: str, included: _Included, *, all_tiers_fallback: bool
 ) -> CampaignSnapshot:
-    attrs = _attributes(resource)
-    rels = _relationships(resource)
+    attrs = _object(resource, "attributes")
+    rels = _object(resource, "relationships")
     tier_ids = _to_many(rels, "tiers", "tier")
     tiers = included.all_tiers() if tier_ids is None and all_tiers_fallback else included.tiers(tier_ids or ())
     return CampaignSnapshot(
@@ -542,8 +541,8 @@ def _campaign(
 
 
 def _webhook(resource: dict[str, Any], webhook_id: str) -> WebhookSnapshot:
-    attrs = _attributes(resource)
-    rels = _relationships(resource)
+    attrs = _object(resource, "attributes")
+    rels = _object(resource, "relationships")
     return WebhookSnapshot(
         id=webhook_id,
         uri=_str(attrs, "uri"),
@@ -573,10 +572,8 @@ def parse_member_document(doc: object) -> MemberSnapshot:
     document, data = _single(doc, "member")
     member_id = _resource_id(data, "member", "data")
     included = _Included(document)
-    try:
+    with _located(f"data (member {member_id!r})"):
         return _member(data, member_id, included, included.all_tiers())
-    except MalformedDocument as exc:
-        raise _in(f"data (member {member_id!r})", exc) from None
 
 
 def _cursor_from_links(document: dict[str, Any]) -> str | None:
@@ -670,20 +667,16 @@ def parse_identity(doc: object) -> Identity:
     document, data = _single(doc, "user")
     user_id = _resource_id(data, "user", "data")
     included = _Included(document)
-    try:
+    with _located(f"data (user {user_id!r})"):
         user = _user(data, user_id)
-        membership_ids = _to_many(_relationships(data), "memberships", "member") or ()
-    except MalformedDocument as exc:
-        raise _in(f"data (user {user_id!r})", exc) from None
+        membership_ids = _to_many(_object(data, "relationships"), "memberships", "member") or ()
     memberships = []
     for member_id in membership_ids:
         resource = included.resources.get(("member", member_id))
         if resource is None:
             continue
-        try:
+        with _located(f"included member {member_id!r}"):
             memberships.append(_member(resource, member_id, included, None, default_user=user))
-        except MalformedDocument as exc:
-            raise _in(f"included member {member_id!r}", exc) from None
     return Identity(user=user, memberships=tuple(memberships))
 
 
@@ -696,10 +689,8 @@ def parse_campaign(doc: object) -> CampaignSnapshot:
     document, data = _single(doc, "campaign")
     campaign_id = _resource_id(data, "campaign", "data")
     included = _Included(document)
-    try:
+    with _located(f"data (campaign {campaign_id!r})"):
         return _campaign(data, campaign_id, included, all_tiers_fallback=True)
-    except MalformedDocument as exc:
-        raise _in(f"data (campaign {campaign_id!r})", exc) from None
 
 
 def parse_campaigns(doc: object) -> list[CampaignSnapshot]:
@@ -712,10 +703,8 @@ def parse_campaigns(doc: object) -> list[CampaignSnapshot]:
     campaigns = []
     for position, resource in enumerate(data):
         campaign_id = _resource_id(resource, "campaign", f"data[{position}]")
-        try:
+        with _located(f"data[{position}] (campaign {campaign_id!r})"):
             campaigns.append(_campaign(resource, campaign_id, included, all_tiers_fallback=False))
-        except MalformedDocument as exc:
-            raise _in(f"data[{position}] (campaign {campaign_id!r})", exc) from None
     return campaigns
 
 
@@ -726,10 +715,8 @@ def parse_webhook(doc: object) -> WebhookSnapshot:
     """
     _, data = _single(doc, "webhook")
     webhook_id = _resource_id(data, "webhook", "data")
-    try:
+    with _located(f"data (webhook {webhook_id!r})"):
         return _webhook(data, webhook_id)
-    except MalformedDocument as exc:
-        raise _in(f"data (webhook {webhook_id!r})", exc) from None
 
 
 def parse_webhooks(doc: object) -> list[WebhookSnapshot]:
@@ -741,10 +728,8 @@ def parse_webhooks(doc: object) -> list[WebhookSnapshot]:
     webhooks = []
     for position, resource in enumerate(data):
         webhook_id = _resource_id(resource, "webhook", f"data[{position}]")
-        try:
+        with _located(f"data[{position}] (webhook {webhook_id!r})"):
             webhooks.append(_webhook(resource, webhook_id))
-        except MalformedDocument as exc:
-            raise _in(f"data[{position}] (webhook {webhook_id!r})", exc) from None
     return webhooks
 
 

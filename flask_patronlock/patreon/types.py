@@ -9,8 +9,46 @@ Every datetime here is timezone-aware UTC. Money is in integer cents.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypedDict
+
+__all__ = [
+    "CHARGE_STATUSES",
+    "MEMBER_ATTRIBUTES",
+    "MEMBER_TRIGGERS",
+    "PATRON_STATUSES",
+    "CampaignSnapshot",
+    "Identity",
+    "MemberPage",
+    "MemberSnapshot",
+    "TierSnapshot",
+    "TokenSet",
+    "UserSnapshot",
+    "WebhookChanges",
+    "WebhookSnapshot",
+]
+
+#: every member attribute Patreon's API serves (the client asks for all but ``note``; the sandbox serves all).
+MEMBER_ATTRIBUTES: tuple[str, ...] = (
+    "campaign_lifetime_support_cents",
+    "currently_entitled_amount_cents",
+    "email",
+    "full_name",
+    "is_follower",
+    "is_free_trial",
+    "is_gifted",
+    "last_charge_date",
+    "last_charge_status",
+    "lifetime_support_cents",
+    "next_charge_date",
+    "note",
+    "patron_status",
+    "pledge_cadence",
+    "pledge_relationship_start",
+    "will_pay_amount_cents",
+)
 
 #: ``patron_status`` values Patreon documents; ``None`` means the user never pledged (a follower, or a free member).
 PATRON_STATUSES = ("active_patron", "declined_patron", "former_patron")
@@ -180,3 +218,12 @@ class TokenSet:
         return (
             f"TokenSet(access_token='***', refresh_token='***', expires_at={self.expires_at!r}, scope={self.scope!r})"
         )
+
+
+class WebhookChanges(TypedDict, total=False):
+    """What ``PATCH /webhooks/{id}`` changes (each optional; ``None`` leaves it as it is): the URI, the triggers, and
+    whether the webhook is paused (unpausing makes Patreon resend what failed)."""
+
+    uri: str | None
+    triggers: Iterable[str] | None
+    paused: bool | None

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request, url_for
 
 from .attributes import WEBHOOK_ATTRIBUTES
+from .documents import Renderer
 from .entities import (
     Fault,
     SandboxError,
@@ -65,16 +68,23 @@ WEBHOOK_INCLUDES = ("campaign",)
 # -- API v2 ---------------------------------------------------------------------------------------------------------
 
 
+def _read(scope: str, includes: tuple[str, ...]) -> tuple[Sandbox, Token, Callable[..., Renderer]]:
+    """A read's sandbox and token (``scope`` required), and its renderer factory for the request's ``fields[...]``
+    and ``include`` (both checked, answering 400, before anything is read)."""
+    sandbox = get_sandbox()
+    token = require_token(scope)
+    fields, _ = query_fields()
+    include = query_include(includes)
+    return sandbox, token, partial(renderer_for, sandbox, token, fields, include)
+
+
 @blueprint.route("/api/oauth2/v2/identity")
 def identity() -> Response:
     """The token's user; ``include=memberships[...]``, ``campaign``. Email needs the ``identity[email]`` scope."""
-    sandbox = get_sandbox()
-    token = require_token("identity")
-    fields, _ = query_fields()
-    include = query_include(IDENTITY_INCLUDES)
+    sandbox, token, renderer_of = _read("identity", IDENTITY_INCLUDES)
     with sandbox.lock:
         user = sandbox.user(token.user_id)
-        renderer = renderer_for(sandbox, token, fields, include, email_scope="identity[email]")
+        renderer = renderer_of(email_scope="identity[email]")
         renderer.mark_primary("user", user.id)
         data = renderer.user(user)
         doc = renderer.document(data, links={"self": f"{api_root()}/user/{user.id}"})
@@ -84,12 +94,9 @@ def identity() -> Response:
 @blueprint.route("/api/oauth2/v2/campaigns")
 def campaigns() -> Response:
     """The token user's campaigns (the sandbox campaign for the creator's token, none for patrons')."""
-    sandbox = get_sandbox()
-    token = require_token("campaigns")
-    fields, _ = query_fields()
-    include = query_include(CAMPAIGN_INCLUDES)
+    sandbox, token, renderer_of = _read("campaigns", CAMPAIGN_INCLUDES)
     with sandbox.lock:
-        renderer = renderer_for(sandbox, token, fields, include)
+        renderer = renderer_of()
         owned = [sandbox.campaign] if is_creator(sandbox, token) else []
         for campaign in owned:
             renderer.mark_primary("campaign", campaign.id)
@@ -108,13 +115,10 @@ def _own_campaign(sandbox: Sandbox, token: Token, campaign_id: str) -> None:
 @blueprint.route("/api/oauth2/v2/campaigns/<campaign_id>")
 def campaign(campaign_id: str) -> Response:
     """One campaign; ``include=tiers,creator`` (``benefits``, ``goals`` are accepted and empty)."""
-    sandbox = get_sandbox()
-    token = require_token("campaigns")
-    fields, _ = query_fields()
-    include = query_include(CAMPAIGN_INCLUDES)
+    sandbox, token, renderer_of = _read("campaigns", CAMPAIGN_INCLUDES)
     _own_campaign(sandbox, token, campaign_id)
     with sandbox.lock:
-        renderer = renderer_for(sandbox, token, fields, include)
+        renderer = renderer_of()
         renderer.mark_primary("campaign", campaign_id)
         data = renderer.campaign(sandbox.campaign)
         doc = renderer.document(data, links={"self": f"{api_root()}/campaigns/{campaign_id}"})
@@ -218,17 +222,14 @@ def _drift(body: str, fault: Fault) -> str:
 @blueprint.route("/api/oauth2/v2/members/<member_id>")
 def member(member_id: str) -> Response:
     """One member (the creator's token, or the member's own user's token with ``campaigns.members``)."""
-    sandbox = get_sandbox()
-    token = require_token("campaigns.members")
-    fields, _ = query_fields()
-    include = query_include(MEMBER_INCLUDES)
+    sandbox, token, renderer_of = _read("campaigns.members", MEMBER_INCLUDES)
     with sandbox.lock:
         found = sandbox._members.get(member_id)
         if found is None:
             return api_error(404, f"No member {member_id}.")
         if not is_creator(sandbox, token) and found.user_id != token.user_id:
             return api_error(403, "Only the campaign's creator may see this member.")
-        renderer = renderer_for(sandbox, token, fields, include)
+        renderer = renderer_of()
         renderer.mark_primary("member", found.id)
         data = renderer.member(found)
         doc = renderer.document(data, links={"self": f"{api_root()}/members/{found.id}"})

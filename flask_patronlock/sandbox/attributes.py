@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..patreon.types import MEMBER_ATTRIBUTES
 from .entities import iso
 
 if TYPE_CHECKING:
@@ -29,26 +30,6 @@ __all__ = [
     "user_attributes",
     "webhook_attributes",
 ]
-
-#: every member attribute the API serves.
-MEMBER_ATTRIBUTES: tuple[str, ...] = (
-    "campaign_lifetime_support_cents",
-    "currently_entitled_amount_cents",
-    "email",
-    "full_name",
-    "is_follower",
-    "is_free_trial",
-    "is_gifted",
-    "last_charge_date",
-    "last_charge_status",
-    "lifetime_support_cents",
-    "next_charge_date",
-    "note",
-    "patron_status",
-    "pledge_cadence",
-    "pledge_relationship_start",
-    "will_pay_amount_cents",
-)
 
 #: the member attributes of Patreon's webhook payloads (the fixtures' key set; no ``is_gifted``).
 WEBHOOK_MEMBER_ATTRIBUTES: tuple[str, ...] = tuple(a for a in MEMBER_ATTRIBUTES if a != "is_gifted")

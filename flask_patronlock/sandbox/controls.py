@@ -5,7 +5,7 @@ summarises everything. Who may use them is the app's ``control_guard``'s decisio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,67 +118,58 @@ def _member_json(sandbox: Sandbox, member: Any, status: int = 200) -> Response:
         return json_response(dict(member.to_dict(), user=sandbox.user(member.user_id).to_dict()), status)
 
 
+def _create_member(
+    create: Callable[[Sandbox], Callable[..., Any]], options: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Response:
+    """Run the sandbox method ``create`` on a control body (its ``email``, ``user``, ``full_name`` and ``options``)
+    -> the member, 201."""
+    sandbox, body = get_sandbox(), _body()
+
+    def run() -> Response:
+        member = create(sandbox)(
+            body.get("email"),
+            user=body.get("user") or body.get("user_id"),
+            full_name=body.get("full_name") or body.get("name"),
+            **options(body),
+        )
+        return _member_json(sandbox, member, 201)
+
+    return _control(run)
+
+
 @blueprint.route("/_sandbox/patrons", methods=["POST"])
 def control_add_patron() -> Response:
     """``{email?, tier? (title or id), amount_cents?, full_name?, email_verified?, cadence?, user?, charge?,
     fail_charges?, address?, note?}`` -> the member."""
-    sandbox, body = get_sandbox(), _body()
-    return _control(
-        lambda: _member_json(
-            sandbox,
-            sandbox.add_patron(
-                body.get("email"),
-                tier=body.get("tier"),
-                amount_cents=_opt_int(body, "amount_cents"),
-                full_name=body.get("full_name") or body.get("name"),
-                email_verified=as_bool(body.get("email_verified", True)),
-                cadence=int(body.get("cadence", 1)),
-                user=body.get("user") or body.get("user_id"),
-                charge=as_bool(body.get("charge", True)),
-                fail_charges=as_bool(body.get("fail_charges", False)),
-                address=body.get("address"),
-                note=body.get("note", ""),
-            ),
-            201,
-        )
+    return _create_member(
+        lambda sandbox: sandbox.add_patron,
+        lambda body: {
+            "tier": body.get("tier"),
+            "amount_cents": _opt_int(body, "amount_cents"),
+            "email_verified": as_bool(body.get("email_verified", True)),
+            "cadence": int(body.get("cadence", 1)),
+            "charge": as_bool(body.get("charge", True)),
+            "fail_charges": as_bool(body.get("fail_charges", False)),
+            "address": body.get("address"),
+            "note": body.get("note", ""),
+        },
     )
 
 
 @blueprint.route("/_sandbox/free_trials", methods=["POST"])
 def control_free_trial() -> Response:
     """``{email? | user?, tier, days?}`` -> the member."""
-    sandbox, body = get_sandbox(), _body()
-    return _control(
-        lambda: _member_json(
-            sandbox,
-            sandbox.start_free_trial(
-                body.get("email"),
-                tier=body["tier"],
-                days=int(body.get("days", 7)),
-                user=body.get("user") or body.get("user_id"),
-                full_name=body.get("full_name") or body.get("name"),
-            ),
-            201,
-        )
+    return _create_member(
+        lambda sandbox: sandbox.start_free_trial, lambda body: {"tier": body["tier"], "days": int(body.get("days", 7))}
     )
 
 
 @blueprint.route("/_sandbox/gifts", methods=["POST"])
 def control_gift() -> Response:
     """``{email? | user?, tier, months?}`` -> the member."""
-    sandbox, body = get_sandbox(), _body()
-    return _control(
-        lambda: _member_json(
-            sandbox,
-            sandbox.gift_membership(
-                body.get("email"),
-                tier=body["tier"],
-                months=int(body.get("months", 1)),
-                user=body.get("user") or body.get("user_id"),
-                full_name=body.get("full_name") or body.get("name"),
-            ),
-            201,
-        )
+    return _create_member(
+        lambda sandbox: sandbox.gift_membership,
+        lambda body: {"tier": body["tier"], "months": int(body.get("months", 1))},
     )
 
 

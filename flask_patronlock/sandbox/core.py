@@ -17,27 +17,18 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .entities import (
-    AuthCode,
-    Campaign,
-    Delivery,
-    Fault,
-    Member,
-    MemberEvent,
-    NotFoundError,
-    SandboxError,
-    Tier,
-    Token,
-    Transport,
-    User,
-    Webhook,
-)
+from .entities import Member, NotFoundError, SandboxError, Tier, User
+
+if TYPE_CHECKING:
+    from .entities import AuthCode, Campaign, Delivery, Fault, MemberEvent, Token, Transport, Webhook
 
 __all__ = ["SandboxCore", "config_from_credentials"]
 
 _CURSOR_PREFIX = "plsb1"
+
+_R = TypeVar("_R")
 
 
 def config_from_credentials(credentials: Mapping[str, str]) -> dict[str, Any]:
@@ -52,6 +43,13 @@ def config_from_credentials(credentials: Mapping[str, str]) -> dict[str, Any]:
         "PATRONLOCK_API_BASE_URL": credentials["api_base"],
         "PATRONLOCK_OAUTH_BASE_URL": credentials["oauth_base"],
     }
+
+
+def _found(record: _R | None, kind: str, ref: object) -> _R:
+    """``record``, looked up by ``ref``; :class:`NotFoundError` naming both when there is none."""
+    if record is None:
+        raise NotFoundError(f"no {kind} {ref!r}")
+    return record
 
 
 class SandboxCore:
@@ -203,12 +201,12 @@ class SandboxCore:
                 raise SandboxError(f"tier {tid} exists")
             tier = Tier(
                 id=tid,
+                url=f"/checkout/{self.campaign.id}?rid={tid}",
                 title=title,
                 amount_cents=amount_cents,
-                created_at=created_at or self._now,
                 description=description,
                 published=published,
-                url=f"/checkout/{self.campaign.id}?rid={tid}",
+                created_at=created_at or self._now,
             )
             self._tiers[tid] = tier
             self._tier_counts.setdefault(tid, 0)
@@ -343,10 +341,7 @@ class SandboxCore:
             if isinstance(ref, Member):
                 return self._users[ref.user_id]
             key = str(ref)
-            user = self._users.get(key) or self._users_by_email.get(key.lower())
-            if user is None:
-                raise NotFoundError(f"no user {ref!r}")
-            return user
+            return _found(self._users.get(key) or self._users_by_email.get(key.lower()), "user", ref)
 
     # -- members ----------------------------------------------------------------------------------------------
 
@@ -376,18 +371,16 @@ class SandboxCore:
         """
         if isinstance(ref, Member):
             return ref
+        if isinstance(ref, User):
+            with self.lock:
+                return _found(self._members_by_user.get(ref.id), "member", ref)
         with self.lock:
-            if isinstance(ref, User):
-                found = self._members_by_user.get(ref.id)
-            else:
-                key = str(ref)
-                found = self._members.get(key) or self._members_by_user.get(key)
-                if found is None:
-                    user = self._users_by_email.get(key.lower())
-                    found = self._members_by_user.get(user.id) if user else None
+            key = str(ref)
+            found = self._members.get(key) or self._members_by_user.get(key)
             if found is None:
-                raise NotFoundError(f"no member {ref!r}")
-            return found
+                user = self._users_by_email.get(key.lower())
+                found = self._members_by_user.get(user.id) if user else None
+            return _found(found, "member", ref)
 
     def member_for_user(self, user_id: str) -> Member | None:
         """The user's membership of the campaign, if any."""

@@ -19,9 +19,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Unpack
 
 import requests
 
+from ..patreon.types import WebhookChanges
 from .core import SandboxCore
 from .documents import render_webhook_member
 from .entities import (
@@ -294,17 +296,11 @@ class WebhooksMixin(SandboxCore):
             self._webhooks[webhook.id] = webhook
             return webhook
 
-    def update_webhook(
-        self,
-        webhook_id: str,
-        *,
-        uri: str | None = None,
-        triggers: Iterable[str] | None = None,
-        paused: bool | None = None,
-    ) -> Webhook:
+    def update_webhook(self, webhook_id: str, **changes: Unpack[WebhookChanges]) -> Webhook:
         """Change a webhook (what ``PATCH /api/oauth2/v2/webhooks/<id>`` does). Unpausing resets
         ``num_consecutive_times_failed`` and wakes delivery of the queued events (the background worker sends them;
         :meth:`flush_webhooks` sends them now)."""
+        uri, triggers, paused = changes.get("uri"), changes.get("triggers"), changes.get("paused")
         with self.lock:
             webhook = self.webhook(webhook_id)
             if uri is not None:

@@ -27,6 +27,54 @@ from .problems import ConnectProblem, _patreon_problem, _state_problem, _try_aga
 _STORING_TOKENS = "storing a patron's Patreon connection"
 
 
+#: the problem pages of the callback, by kind: (title, what happened, next step, status). The first three: Patreon
+#: sent the visitor back without a sign-in.
+_PROBLEMS: dict[str, tuple[str, str, str, int]] = {
+    "access_denied": (
+        "You cancelled on Patreon",
+        "Patreon says you did not allow this site to see your Patreon account, so nothing was changed.",
+        "To unlock patron posts here, try again and choose Allow on Patreon.",
+        403,
+    ),
+    "authorize_error": (
+        "Patreon did not complete the sign-in",
+        "Patreon sent you back with an error instead of a sign-in. Nothing was changed.",
+        "Try again; if it keeps happening, please tell the site's owner.",
+        502,
+    ),
+    "no_code": (
+        "Patreon did not complete the sign-in",
+        "Patreon sent you back without a sign-in code. Nothing was changed.",
+        "Try again from this site.",
+        ConnectProblem.code,
+    ),
+    "session_changed": (
+        "You were logged out meanwhile",
+        "The account that started connecting Patreon is no longer the one logged in here, so nothing was linked.",
+        "Log in to your account here, then connect Patreon again.",
+        403,
+    ),
+    "linked_elsewhere": (
+        "That Patreon account is connected to another account here",
+        "The Patreon account you approved is already connected to a different account on this site, so it was "
+        "not connected to this one.",
+        "Log in to that other account and unlink Patreon there first, or connect a different Patreon account.",
+        409,
+    ),
+}
+
+
+def _problem(kind: str, *actions: tuple[str, str]) -> ConnectProblem:
+    """The problem page ``kind`` of :data:`_PROBLEMS`, with its ``actions`` (label, URL)."""
+    title, description, next_steps, code = _PROBLEMS[kind]
+    return ConnectProblem(kind, title, description, next_steps, code=code, actions=actions)
+
+
+def _sent_back(flow: oauth.PendingFlow, kind: str) -> ConnectProblem:
+    """The problem page for a callback without a sign-in, offering to try again."""
+    return _problem(kind, _try_again(flow.flow, flow.next_url))
+
+
 # -- starting the flows ----------------------------------------------------------------------------------------------
 
 
@@ -92,48 +140,19 @@ def callback() -> ResponseReturnValue:
 
     error = request.args.get("error")
     if error:
-        if error == "access_denied":
-            raise ConnectProblem(
-                "access_denied",
-                "You cancelled on Patreon",
-                "Patreon says you did not allow this site to see your Patreon account, so nothing was changed.",
-                "To unlock patron posts here, try again and choose Allow on Patreon.",
-                code=403,
-                actions=(_try_again(flow.flow, flow.next_url),),
-            )
-        log.warning("Patreon authorize answered error=%.64s", error)
-        raise ConnectProblem(
-            "authorize_error",
-            "Patreon did not complete the sign-in",
-            "Patreon sent you back with an error instead of a sign-in. Nothing was changed.",
-            "Try again; if it keeps happening, please tell the site's owner.",
-            code=502,
-            actions=(_try_again(flow.flow, flow.next_url),),
-        )
+        if error != "access_denied":
+            log.warning("Patreon authorize answered error=%.64s", error)
+        raise _sent_back(flow, "access_denied" if error == "access_denied" else "authorize_error")
     code = request.args.get("code")
     if not code:
-        raise ConnectProblem(
-            "no_code",
-            "Patreon did not complete the sign-in",
-            "Patreon sent you back without a sign-in code. Nothing was changed.",
-            "Try again from this site.",
-            actions=(_try_again(flow.flow, flow.next_url),),
-        )
+        raise _sent_back(flow, "no_code")
 
     if flow.flow == "login" and not current_app.config["PATRONLOCK_LOGIN_ENABLED"]:
         raise NotFound()
     if flow.flow == "connect":
         user = _current_user()
         if not user.is_authenticated or _user_id(user) != flow.user_id:
-            raise ConnectProblem(
-                "session_changed",
-                "You were logged out meanwhile",
-                "The account that started connecting Patreon is no longer the one logged in here, so nothing was "
-                "linked.",
-                "Log in to your account here, then connect Patreon again.",
-                code=403,
-                actions=(("Connect Patreon", url_for("patronlock.connect")),),
-            )
+            raise _problem("session_changed", ("Connect Patreon", url_for("patronlock.connect")))
 
     state.token_cipher(_STORING_TOKENS)  # the keys may have gone since the start: refuse before the code is spent
     client = state.interactive_client("connecting with Patreon")
@@ -158,15 +177,7 @@ def _finish_connect(
     try:
         result = accounts.link(_user_id(user), identity.user, tokens)
     except AlreadyLinked:
-        raise ConnectProblem(
-            "linked_elsewhere",
-            "That Patreon account is connected to another account here",
-            "The Patreon account you approved is already connected to a different account on this site, so it was "
-            "not connected to this one.",
-            "Log in to that other account and unlink Patreon there first, or connect a different Patreon account.",
-            code=409,
-            actions=(("Your Patreon status", url_for("patronlock.status")),),
-        ) from None
+        raise _problem("linked_elsewhere", ("Your Patreon status", url_for("patronlock.status"))) from None
     member, patron = accounts.apply_identity(identity, observed_at=observed_at)
     _signal_link(result, user, identity, patron, "connect")
     viewer_changed()  # every worker reads this viewer afresh on their next page

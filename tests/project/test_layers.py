@@ -26,9 +26,12 @@ REQUEST_LAYER = (
     "templating",
     "oauth",  # the OAuth state kept in the session
     "csrf",  # the CSRF check of the connect flow's and the settings page's forms
+    "feeds",  # a private feed's token names the request's viewer
+    "entitlements",  # the token endpoint and issuing a token to the current viewer
     "addons",  # disabled add-ons' blueprints answer 404 before their views
     "webhooks",  # the receiving route (processing takes the state)
     "health",  # the health view (the report takes the state)
+    "files",  # locked files handed to the front server, signed links checked against the request
     "views",
     "views.",
     "admin.",
@@ -57,7 +60,9 @@ BELOW_REQUEST = (
     "dates",
     "declarations",
     "errors",
+    "entitlement_tokens",  # signing and checking entitlement tokens: PyJWT only, no app
     "explain",
+    "file_links",  # signing and checking download links: the standard library only
     "firstseen",
     "jobs",
     "leases",

@@ -1,0 +1,29 @@
+"""The example site's private feed: an RSS feed of the posts for each patron, with the locked wallpaper as an
+enclosure for patrons the ``downloads`` lock lets in. Patrons find their feed's address at ``/patreon/feed``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, render_template
+
+from flask_patronlock import can_view, send_locked_file
+from flask_patronlock.feeds import feed_url, feed_view
+
+FILES = Path(__file__).resolve().parent / "files"
+
+
+def init_feeds(app: Flask, posts: list[Any]) -> None:
+    """The feed (``PATRONLOCK_FEED_ENDPOINT = "feed"``) and its enclosures."""
+    @app.get("/feed/<feed_token>/posts.xml")
+    @feed_view
+    def feed() -> Any:
+        items = [(post, post.lock is None or can_view(post.lock)) for post in posts]
+        xml = render_template("feed.xml", items=items, downloads=can_view("downloads"), feed_url=feed_url)
+        return xml, {"Content-Type": "application/rss+xml; charset=utf-8"}
+
+    @app.get("/feed/<feed_token>/files/<path:name>")
+    @feed_view
+    def feed_file(name: str) -> Any:
+        return send_locked_file("downloads", name, directory=FILES)
