@@ -1,1 +1,2 @@
-"""Tokens: accounts.py (a patron's), creator.py (the creator's), encryption at rest (crypto.py) and its keys."""
+"""Tokens: accounts.py (a patron's), creator.py (the creator's), encryption at rest (crypto.py) and its keys, and
+entitlement tokens (entitlement_tokens.py)."""

@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from lockhelpers import NOW, Site, make_site
 from sqlalchemy import select
 
 from flask_patronlock import can_view, send_locked_file
 from flask_patronlock.extension import get_state
 from flask_patronlock.feeds import FeedTokens, feed_url, feed_view, get_feed_tokens
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, make_site
 
 AUDIO = b"ID3-fake-mp3-bytes"
 EPISODES = {1: ("Free talk", None), 2: ("Gold bonus", "premium")}
@@ -279,7 +280,8 @@ def test_the_example_sites_private_feed(tmp_path: Path) -> None:
     """The example site, served for real: a Gold patron copies her feed URL and a feed reader with no cookie reads the
     full posts and the locked wallpaper; a reader who never connected Patreon gets the teasers and no enclosure."""
     import requests
-    from example_server import register, serve_example_site
+
+    from tests.helpers.example_server import register, serve_example_site
 
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}", "PATRONLOCK_STRICT_SIGNALS": True}
     with serve_example_site(config) as (base, _):

@@ -18,7 +18,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
-from lockhelpers import NOW, Site, make_site
 
 from flask_patronlock.entitlement_tokens import (
     EntitlementDenied,
@@ -27,11 +26,13 @@ from flask_patronlock.entitlement_tokens import (
 )
 from flask_patronlock.entitlements import check_for_app, entitlement_keys
 from flask_patronlock.extension import get_state
+from tests.helpers.constants import NOW
+from tests.helpers.sites import Site, make_site
 
 # 64 bytes: long enough for HS512 too, so the test below forges HS512 tokens with the very same key
 KEY = "k" * 32 + "-entitlement-test-key-0123456789"
 OLD_KEY = "o" * 32 + "-entitlement-test-key-0123456789"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def build(make_app: Callable[..., Flask], **config: Any) -> Site:

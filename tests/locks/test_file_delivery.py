@@ -27,7 +27,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from flask import Flask, render_template_string
-from lockhelpers import Site, make_site
 
 from flask_patronlock import ConfigurationError, locked_file_url, send_locked_file, send_signed_file
 from flask_patronlock.file_links import (
@@ -39,6 +38,7 @@ from flask_patronlock.file_links import (
     verify_file_link,
     verify_file_uri,
 )
+from tests.helpers.sites import Site, make_site
 
 PNG = b"\x89PNG\r\n\x1a\nfake-image-bytes"
 KEY = "k" * 32
