@@ -23,6 +23,9 @@ Behaviour worth knowing:
   ``rate_limiter`` only.
 * Nothing logs or raises tokens or secrets: debug logs carry method, path, status and elapsed time only, and error
   messages are scrubbed of every secret the client knows.
+
+Over 600 lines: one client, whose every endpoint shares the same retry, pacing, rate-limit and error mapping;
+splitting it by endpoint would scatter that one request path.
 """
 
 from __future__ import annotations
