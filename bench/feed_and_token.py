@@ -19,11 +19,8 @@ last two lines, ``feed_ratio=<feed / plain>`` and ``token_ratio=<token / plain>`
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flask import abort, request
 from flask_login import login_required
 
-from bench.gate_overhead import PAGE, build
+from bench.gate_overhead import PAGE, build, interleaved_calls
 from flask_patronlock import can_view
 from flask_patronlock.entitlement_tokens import EntitlementTokenError, check_entitlement_token
 from flask_patronlock.entitlements import entitlement_keys
-from flask_patronlock.extension import get_state
 from flask_patronlock.feeds import feed_view, get_feed_tokens
+from flask_patronlock.state import get_state
 
 KEY = "bench-entitlement-key-" + "x" * 32
 
@@ -82,30 +79,9 @@ def run(rounds: int, requests: int) -> tuple[float, float]:
         for name, call in paths.items():
             response = call()
             assert response.status_code == 200 and response.get_data(as_text=True) == PAGE, (name, response.status)
-        for _ in range(100):
-            for call in paths.values():
-                call()
-        per_round: dict[str, list[float]] = {name: [] for name in paths}
-        clock = time.perf_counter
-        order = list(paths)
-        gc.disable()
-        try:
-            for i in range(rounds):
-                samples: dict[str, list[float]] = {name: [] for name in paths}
-                for j in range(requests):
-                    rotation = order[(i + j) % 3:] + order[: (i + j) % 3]
-                    for name in rotation:
-                        start = clock()
-                        paths[name]()
-                        samples[name].append(clock() - start)
-                for name, values in samples.items():
-                    per_round[name].append(statistics.median(values))
-                gc.collect()
-        finally:
-            gc.enable()
+        medians = interleaved_calls(paths, rounds, requests)
         with app.app_context():
             get_state(app).store.engine.dispose()
-    medians = {name: statistics.median(values) for name, values in per_round.items()}
     print(f"rounds={rounds} requests/round={requests}")
     print(f"plain view (cookie, login_required)  median {medians['plain'] * 1e6:8.1f} us/request")
     print(f"feed request (token in the URL)      median {medians['feed'] * 1e6:8.1f} us/request")

@@ -19,11 +19,13 @@ measure the cached steady state; ``--viewer-cache-seconds 0`` measures one query
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,33 +119,41 @@ def build(path: Path, viewer_cache_seconds: float | None = None) -> Flask:
 
 
 def interleaved_medians(client: Any, paths: list[str], rounds: int, requests: int) -> dict[str, float]:
-    """Each path's median over ``rounds`` of its median request time (seconds) in that round.
+    """:func:`interleaved_calls` of ``client.get(path)`` for each of ``paths``, by path."""
+    return interleaved_calls({path: functools.partial(client.get, path) for path in paths}, rounds, requests)
 
-    After 200 warm-up requests of each, the paths are interleaved request by request, their order rotated every
-    request (plain, locked, locked, plain, ... for two), and each request timed: drift and other processes on the
-    machine hit every variant alike, and medians drop the requests that were preempted.
+
+def interleaved_calls(
+    calls: dict[str, Callable[[], Any]], rounds: int, requests: int, *, warm_up: int = 200
+) -> dict[str, float]:
+    """Each call's median over ``rounds`` of its median time (seconds) in that round, by name.
+
+    After ``warm_up`` calls of each, the calls are interleaved one by one, their order rotated every request (plain,
+    locked, locked, plain, ... for two), and each timed: drift and other processes on the machine hit every variant
+    alike, and medians drop the calls that were preempted.
     """
-    for _ in range(200):
-        for path in paths:
-            client.get(path)
-    per_round: dict[str, list[float]] = {path: [] for path in paths}
+    names = list(calls)
+    for _ in range(warm_up):
+        for name in names:
+            calls[name]()
+    per_round: dict[str, list[float]] = {name: [] for name in names}
     clock = time.perf_counter
     gc.disable()
     try:
         for i in range(rounds):
-            samples: dict[str, list[float]] = {path: [] for path in paths}
+            samples: dict[str, list[float]] = {name: [] for name in names}
             for j in range(requests):
-                shift = (i + j) % len(paths)
-                for path in paths[shift:] + paths[:shift]:
+                shift = (i + j) % len(names)
+                for name in names[shift:] + names[:shift]:
                     start = clock()
-                    client.get(path)
-                    samples[path].append(clock() - start)
-            for path, values in samples.items():
-                per_round[path].append(statistics.median(values))
+                    calls[name]()
+                    samples[name].append(clock() - start)
+            for name, values in samples.items():
+                per_round[name].append(statistics.median(values))
             gc.collect()
     finally:
         gc.enable()
-    return {path: statistics.median(values) for path, values in per_round.items()}
+    return {name: statistics.median(values) for name, values in per_round.items()}
 
 
 def run(rounds: int, requests: int, viewer_cache_seconds: float | None = None) -> float:
