@@ -77,8 +77,9 @@ class PatronData:
         return self._state.store.get_patron(member_id)
 
     def patron_for_user(self, user_id: Any) -> Patron | None:
-        """The stored patron of the local user ``user_id`` (through their linked Patreon account), or ``None``."""
-        return self._state.store.patron_for_user(str(user_id))
+        """The stored patron of the local user ``user_id`` (through their linked Patreon account) in the campaign the
+        site follows (:meth:`campaign_id`, as a page view reads it), or ``None``."""
+        return self._state.store.patron_for_user(str(user_id), self._state.campaign_id_or_none())
 
     def patron_from_row(self, row: Mapping[Any, Any], local_user_id: Any = None) -> Patron:
         """A :class:`~flask_patronlock.patron.Patron` from a row mapping of ``tables.patrons`` read with your own SQL

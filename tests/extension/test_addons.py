@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from flask_patronlock import Addon, AddonHooks, PatronLock, signals
 from flask_patronlock.addons import ENTRY_POINT_GROUP, AddonError
@@ -429,6 +429,14 @@ def test_the_data_api_reads_what_flask_patronlock_stores(new_app: Callable[..., 
         row = conn.execute(select(data.tables.patrons)).mappings().one()
     stored = state.store.get_patron("m1")
     assert data.patron_from_row(row, local_user_id=7) == (stored.replace(local_user_id="7") if stored else None)
+    # linked, with a member in this campaign and one in another: the site's campaign's, as a page view reads it
+    with state.store.engine.begin() as conn:
+        conn.execute(insert(state.tables.accounts).values(user_id="42", patreon_user_id="u-m1", scope=""))
+    state.store.apply(snap(campaign_id="c2", member_id="m2", user_id="u-m1"), source="sync", observed_at=T0)
+    for campaign, member in (("c1", "m1"), ("c2", "m2")):
+        app.config["PATRONLOCK_CAMPAIGN_ID"] = campaign
+        linked = data.patron_for_user(42)
+        assert linked is not None and (linked.member_id, linked.local_user_id) == (member, "42")
 
 
 def test_the_public_names_are_few_and_the_former_ones_warn() -> None:
