@@ -18,7 +18,6 @@ last two lines, ``feed_ratio=<feed / plain>`` and ``token_ratio=<token / plain>`
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flask import abort, request
 from flask_login import login_required
 
-from bench.gate_overhead import PAGE, build, interleaved_calls
+from bench.gate_overhead import PAGE, build, interleaved_calls, rounds_parser
 from flask_patronlock import can_view
 from flask_patronlock.entitlement_tokens import EntitlementTokenError, check_entitlement_token
 from flask_patronlock.entitlements import entitlement_keys
@@ -93,10 +92,7 @@ def run(rounds: int, requests: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300)
-    args = parser.parse_args()
+    args = rounds_parser(__doc__, requests=300).parse_args()
     run(args.rounds, args.requests)
 
 

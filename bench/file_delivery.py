@@ -15,7 +15,6 @@ on its last two lines, ``ratio_accel=<accel / plain>`` and ``ratio_signed=<signe
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -23,7 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.gate_overhead import PAGE, build, db, interleaved_medians  # the same site, so the three ratios compare alike
+from bench.gate_overhead import (  # the same site, so the three ratios compare alike
+    PAGE,
+    build,
+    db,
+    interleaved_medians,
+    rounds_parser,
+)
 from flask_patronlock import locked_file_url, send_locked_file
 
 BIG = 200 * 1024 * 1024
@@ -73,10 +78,7 @@ def run(rounds: int, requests: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=300)
-    args = parser.parse_args()
+    args = rounds_parser(__doc__, requests=300).parse_args()
     run(args.rounds, args.requests)
 
 

@@ -182,10 +182,16 @@ def run(rounds: int, requests: int, viewer_cache_seconds: float | None = None) -
     return ratio
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def rounds_parser(doc: str | None, *, requests: int) -> argparse.ArgumentParser:
+    """The command line of an interleaved bench: ``--rounds`` (20) and ``--requests`` per round."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=requests)
+    return parser
+
+
+def main() -> None:
+    parser = rounds_parser(__doc__, requests=500)
     parser.add_argument("--viewer-cache-seconds", type=float, default=None,
                         help="PATRONLOCK_VIEWER_CACHE_SECONDS (default: the extension's default; 0: no viewer cache)")
     args = parser.parse_args()
