@@ -16,7 +16,8 @@ from ..dates import add_months
 from ..locks import Lock
 from ..policy import ALLOWING_REASONS, Decision, LockRule, Reason, _required_cents
 from ..settings import BANNER_REASONS, get_banner_text, set_banner_text
-from .blueprint import admin_user_id, nav, route, state
+from ..state import get_state
+from .blueprint import admin_user_id, nav, route
 from .forms import BannerForm, choices
 
 nav("patronlock_admin.banners", "Banners")
@@ -49,7 +50,7 @@ PLACEHOLDER_HELP = {
 
 
 def _banner_lock(name: str | None) -> Lock:
-    locks = state().extension.locks
+    locks = get_state().extension.locks
     if name and name in locks:
         lock: Lock = locks.get(name)
         return lock
@@ -59,7 +60,7 @@ def _banner_lock(name: str | None) -> Lock:
 
 def _sample_decision(reason: str, lock: Lock) -> Decision:
     """A denial with ``reason`` for ``lock``, as a page view would make it (for the banner preview)."""
-    st = state()
+    st = get_state()
     snapshot = st.settings.current()
     rule = snapshot.rule_for(lock)
     available = None
@@ -77,7 +78,7 @@ def _sample_decision(reason: str, lock: Lock) -> Decision:
 def render_preview(reason: str, text: str, lock: Lock) -> Markup:
     """The banner of ``reason`` for ``lock`` with ``text`` (saved or not), rendered by the real banner template."""
     decision = _sample_decision(reason, lock)
-    context = banner_context(lock, decision, state=state())
+    context = banner_context(lock, decision, state=get_state())
     values = {key: context.get(key) for key in PLACEHOLDERS}
     context["message"] = fill(text.strip() or DEFAULT_TEXTS[reason], values)
     return banner_html(lock, decision, context)
@@ -86,7 +87,7 @@ def render_preview(reason: str, text: str, lock: Lock) -> Markup:
 @route("/banners")
 def banners() -> ResponseReturnValue:
     """Every banner reason with its current text."""
-    snapshot = state().settings.current()
+    snapshot = get_state().settings.current()
     lock = _banner_lock(request.args.get("lock"))
     rows = [
         {
@@ -99,7 +100,7 @@ def banners() -> ResponseReturnValue:
         for reason in REASON_ORDER
         if reason in BANNER_REASONS
     ]
-    names = sorted((lk.name for lk in state().extension.locks if lk.name), key=str)
+    names = sorted((lk.name for lk in get_state().extension.locks if lk.name), key=str)
     return render_template("patronlock/admin/banners.html", rows=rows, lock=lock, lock_names=names)
 
 
@@ -109,7 +110,7 @@ def edit_banner(reason: str) -> ResponseReturnValue:
     button shows the typed text without saving; JavaScript, when on, refreshes the preview while typing."""
     if reason not in BANNER_REASONS:
         abort(404)
-    st = state()
+    st = get_state()
     form = BannerForm(formdata=request.form if request.method == "POST" else None)
     locks = sorted((lk.name for lk in st.extension.locks if lk.name), key=str)
     form.lock.choices = choices((name, name) for name in locks)

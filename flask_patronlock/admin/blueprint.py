@@ -27,7 +27,7 @@ from werkzeug.exceptions import BadRequest, Forbidden
 
 from ..csrf import check_csrf
 from ..locks import lock_exempt
-from ..state import PatronLockState, get_state
+from ..state import get_state
 
 __all__ = [
     "NAV",
@@ -38,7 +38,6 @@ __all__ = [
     "blueprint",
     "nav",
     "route",
-    "state",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,11 +98,6 @@ def _error_page(template: str, status: int, **context: Any) -> Response:
     return response
 
 
-def state() -> PatronLockState:
-    """The current app's flask-patronlock state."""
-    return get_state()
-
-
 def admin_user() -> Any:
     """The signed-in admin of this request (set by the guard)."""
     return g.get(_G_USER)
@@ -132,7 +126,7 @@ def route(rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[F], F]:
 def _guard() -> ResponseReturnValue | None:
     if request.endpoint == f"{blueprint.name}.static":
         return None  # the stylesheet: public, so even the 403 page has its style
-    st = state()
+    st = get_state()
     loader = st.extension._admin_loader
     if loader is None:
         raise AdminForbidden("no_callback")

@@ -8,8 +8,9 @@ from flask import redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 
 from ..health import health_report
+from ..state import get_state
 from . import charts
-from .blueprint import nav, route, state
+from .blueprint import nav, route
 from .data import status_history, tier_counts
 from .setup import checklist
 
@@ -27,7 +28,7 @@ def index() -> ResponseReturnValue:
 @route("/dashboard")
 def dashboard() -> ResponseReturnValue:
     """Patrons by tier, active vs declined over the last 12 months, and the monthly decline rate (inline SVG)."""
-    st = state()
+    st = get_state()
     history = status_history(st, st.store.clock())
     by_tier = tier_counts(st)
     labels = history.months

@@ -14,7 +14,8 @@ from ..explain import describe_rule
 from ..locks import Lock, UnknownLockError
 from ..policy import LockRule
 from ..settings import clear_lock_override, clear_routing, list_locks, set_lock_override, set_routing
-from .blueprint import admin_user_id, nav, route, state
+from ..state import get_state
+from .blueprint import admin_user_id, nav, route
 from .forms import LockForm, RoutingForm
 from .preview import lock_preview
 
@@ -23,14 +24,14 @@ nav("patronlock_admin.locks", "Locks")
 
 def _declared(name: str) -> Lock:
     try:
-        lock: Lock = state().extension.locks.get(name)
+        lock: Lock = get_state().extension.locks.get(name)
     except UnknownLockError:
         abort(404)
     return lock
 
 
 def _routing_form(formdata: Any = None) -> RoutingForm:
-    st = state()
+    st = get_state()
     snapshot = st.settings.current()
     cfg = current_app.config
     if snapshot.routing is not None:
@@ -55,7 +56,7 @@ def locks() -> ResponseReturnValue:
 
 
 def _render_locks(routing: RoutingForm, status: int = 200) -> ResponseReturnValue:
-    st = state()
+    st = get_state()
     snapshot = st.settings.current()
     rows = [
         {
@@ -81,7 +82,7 @@ def _render_locks(routing: RoutingForm, status: int = 200) -> ResponseReturnValu
 def save_routing() -> ResponseReturnValue:
     """Store the site-wide lock and the URL-prefix locks (they replace the configuration's)."""
     form = _routing_form(request.form)
-    value = form.routing(lock.name for lock in state().extension.locks if lock.name)
+    value = form.routing(lock.name for lock in get_state().extension.locks if lock.name)
     if value is None:
         return _render_locks(form, 422)
     set_routing(value, by=admin_user_id())
@@ -98,7 +99,7 @@ def reset_routing() -> ResponseReturnValue:
 
 
 def _lock_form(lock: Lock, formdata: Any = None) -> LockForm:
-    st = state()
+    st = get_state()
     snapshot = st.settings.current()
     override = snapshot.overrides.get(lock.name or "")
     rule = override.rule if override is not None else lock.rule
@@ -120,14 +121,14 @@ def edit_lock(name: str) -> ResponseReturnValue:
         rule = form.rule()
         if rule is not None:
             set_lock_override(name, rule, by=admin_user_id())
-            flash(f"Saved lock {name!r}: {describe_rule(rule, state().settings.current().tiers)}.", "success")
+            flash(f"Saved lock {name!r}: {describe_rule(rule, get_state().settings.current().tiers)}.", "success")
             return redirect(url_for(".edit_lock", name=name))
         return _render_lock(lock, form, 422)
     return _render_lock(lock, _lock_form(lock))
 
 
 def _render_lock(lock: Lock, form: LockForm, status: int = 200) -> ResponseReturnValue:
-    st = state()
+    st = get_state()
     snapshot = st.settings.current()
     info = next(i for i in list_locks() if i.name == lock.name)
     preview = lock_preview(lock)
@@ -159,7 +160,7 @@ def reset_lock(name: str) -> ResponseReturnValue:
 def toggle_lock(name: str) -> ResponseReturnValue:
     """Switch a lock on or off, keeping its rule."""
     lock = _declared(name)
-    snapshot = state().settings.current()
+    snapshot = get_state().settings.current()
     override = snapshot.overrides.get(name)
     rule = override.rule if override is not None else lock.rule
     on = request.form.get("enabled") == "1"

@@ -16,7 +16,8 @@ from ..explain import explain
 from ..locks import evaluate
 from ..patreon.errors import NotFound, PatreonError
 from ..policy import Viewer, explain_steps
-from .blueprint import nav, route, state
+from ..state import get_state
+from .blueprint import nav, route
 from .data import STATUS_FILTERS, patron_timeline, search_patrons
 
 log = logging.getLogger("flask_patronlock.admin")
@@ -27,7 +28,7 @@ nav("patronlock_admin.patrons", "Patrons")
 @route("/patrons")
 def patrons() -> ResponseReturnValue:
     """Search by name or e-mail; filter by status and tier."""
-    st = state()
+    st = get_state()
     q = request.args.get("q", "")[:200]
     status = request.args.get("status", "")
     if status not in STATUS_FILTERS:
@@ -78,7 +79,7 @@ def _user_label(user: Any, user_id: str | None) -> str:
 @route("/patrons/<member_id>")
 def patron(member_id: str) -> ResponseReturnValue:
     """One patron: the linked user, the stored snapshot, the audit timeline, "can this patron view lock X?"."""
-    st = state()
+    st = get_state()
     found = st.store.get_patron(member_id)
     if found is None:
         abort(404)
@@ -119,7 +120,7 @@ def patron(member_id: str) -> ResponseReturnValue:
 @route("/patrons/<member_id>/sync", methods=("POST",))
 def sync_patron(member_id: str) -> ResponseReturnValue:
     """Read this member from Patreon now and store it through ``Store.apply`` (``source="admin"``)."""
-    st = state()
+    st = get_state()
     if st.store.get_patron(member_id) is None:
         abort(404)
     try:

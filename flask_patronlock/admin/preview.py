@@ -14,7 +14,7 @@ from ..dates import add_months
 from ..locks import Lock, evaluate
 from ..patron import Patron
 from ..policy import Viewer, explain_steps
-from .blueprint import state
+from ..state import get_state
 
 #: the preview's viewers that are not a tier.
 PREVIEW_VIEWERS = {
@@ -27,7 +27,7 @@ PREVIEW_VIEWERS = {
 def preview_viewer(choice: str, months: int) -> tuple[Viewer, str] | None:
     """A made-up viewer for the preview: ``anonymous``, ``not_linked``, ``not_a_patron`` or a tier id (an active
     patron of that tier who has pledged ``months`` months and paid each of them)."""
-    st = state()
+    st = get_state()
     now = st.store.clock()
     if choice == "anonymous":
         return Viewer(authenticated=False, linked=False), PREVIEW_VIEWERS[choice]
@@ -70,7 +70,7 @@ def lock_preview(lock: Lock) -> dict[str, Any] | None:
     if found is None:
         return {"error": "That tier is not among the campaign's tiers any more: read the tiers again."}
     viewer, label = found
-    st = state()
+    st = get_state()
     now = st.store.clock()
     rule, _decided, decision = evaluate(lock, viewer, user=None, state=st, now=now)
     snapshot = st.settings.current()

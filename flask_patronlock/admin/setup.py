@@ -26,7 +26,8 @@ from ..health import health_report
 from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
 from ..settings import set_campaign_id
-from .blueprint import admin_user_id, nav, route, state
+from ..state import get_state
+from .blueprint import admin_user_id, nav, route
 
 __all__ = ["Step", "checklist", "creator_redirect_uri", "site_url"]
 
@@ -106,7 +107,7 @@ def _on_day(when: datetime | None, now: datetime) -> str:
 def checklist(*, live: bool = False) -> list[Step]:
     """The setup checklist, in order, from the configuration and the stored settings; ``live`` also asks Patreon
     about the webhook's health (cached for a minute per process)."""
-    st = state()
+    st = get_state()
     cfg = current_app.config
     steps: list[Step] = []
 
@@ -245,8 +246,8 @@ def setup() -> ResponseReturnValue:
         "patronlock/admin/setup.html",
         steps=steps,
         done=sum(1 for s in steps if s.done),
-        connection=get_creator_connection(state()),
-        health=health_report(state().app),
+        connection=get_creator_connection(get_state()),
+        health=health_report(get_state().app),
     )
 
 
@@ -256,7 +257,7 @@ def setup() -> ResponseReturnValue:
 @route("/setup/connect", methods=("POST",))
 def creator_connect() -> ResponseReturnValue:
     """Start the creator's OAuth connect (a POST, so another site cannot start it in the admin's browser)."""
-    st = state()
+    st = get_state()
     cfg = current_app.config
     try:
         redirect_uri = creator_redirect_uri(st.app)
@@ -292,7 +293,7 @@ _STATE_TEXTS = {
 @route("/setup/callback")
 def creator_callback() -> ResponseReturnValue:
     """Patreon sends the creator back here: check the state, exchange the code, store the tokens (encrypted)."""
-    st = state()
+    st = get_state()
     try:
         flow = oauth.take_flow(request.args.get("state"), now=st.store.clock(), flows=("creator",))
     except oauth.StateProblem as exc:
@@ -340,7 +341,7 @@ def creator_callback() -> ResponseReturnValue:
 @route("/setup/disconnect", methods=("POST",))
 def creator_disconnect() -> ResponseReturnValue:
     """Forget the creator's stored tokens."""
-    if disconnect_creator(state(), by=admin_user_id()):
+    if disconnect_creator(get_state(), by=admin_user_id()):
         flash("Disconnected your Patreon creator account from this site.", "success")
     else:
         flash("No creator account was connected here.", "info")
@@ -363,7 +364,7 @@ def _patreon_failure(exc: Exception, doing: str) -> None:
 @route("/setup/campaign", methods=("GET", "POST"))
 def choose_campaign() -> ResponseReturnValue:
     """List the connected creator's campaigns; choosing one stores it and reads its tiers."""
-    st = state()
+    st = get_state()
     campaigns: list[CampaignSnapshot] = []
     try:
         client = st.creator_client("listing your campaigns")
@@ -389,7 +390,7 @@ def choose_campaign() -> ResponseReturnValue:
 
 
 def _store_tiers(campaign: CampaignSnapshot) -> None:
-    st = state()
+    st = get_state()
     if not campaign.tiers:  # the list may come without tiers: read the campaign itself
         client = st.creator_client("reading your tiers")
         try:
@@ -405,7 +406,7 @@ def _store_tiers(campaign: CampaignSnapshot) -> None:
 @route("/setup/tiers", methods=("POST",))
 def refresh_tiers() -> ResponseReturnValue:
     """Read the campaign's tiers again now (a sync does it too)."""
-    st = state()
+    st = get_state()
     try:
         campaign_id = st.campaign_id("reading your tiers")
         client = st.creator_client("reading your tiers")

@@ -23,6 +23,7 @@ from ..errors import ConfigurationError, TokenDecryptionError
 from ..formatting import date_text
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
+from ..state import get_state
 from ..sync import AlreadyRunning, RunResult, get_run, incomplete_streak, list_runs
 from ..webhooks import (
     GAVE_UP,
@@ -35,7 +36,7 @@ from ..webhooks import (
     register_webhook,
     stored_webhook,
 )
-from .blueprint import admin_user_id, nav, route, state
+from .blueprint import admin_user_id, nav, route
 from .setup import Step, site_url
 
 __all__ = ["webhook_health", "webhook_steps"]
@@ -59,7 +60,7 @@ def webhook_url(app: Flask) -> str:
 def webhook_health(*, refresh: bool = False) -> tuple[list[WebhookSnapshot] | None, str | None]:
     """The campaign's webhooks as Patreon reports them (paused? consecutive failures?), cached for
     :data:`HEALTH_TTL` seconds per process; ``(None, why)`` when Patreon could not be asked."""
-    st = state()
+    st = get_state()
     key = id(st)
     with _health_lock:
         cached = _health_cache.get(key)
@@ -87,11 +88,11 @@ def webhook_health(*, refresh: bool = False) -> tuple[list[WebhookSnapshot] | No
 
 def _forget_health() -> None:
     with _health_lock:
-        _health_cache.pop(id(state()), None)
+        _health_cache.pop(id(get_state()), None)
 
 
 def _ours(hooks: list[WebhookSnapshot] | None) -> WebhookSnapshot | None:
-    stored = stored_webhook(state()) or {}
+    stored = stored_webhook(get_state()) or {}
     for hook in hooks or ():
         if hook.id == stored.get("id"):
             return hook
@@ -100,7 +101,7 @@ def _ours(hooks: list[WebhookSnapshot] | None) -> WebhookSnapshot | None:
 
 def webhook_steps(*, live: bool) -> list[Step]:
     """The checklist's webhook step (asking Patreon when ``live``) and its last-complete-sync step."""
-    st = state()
+    st = get_state()
     stored = stored_webhook(st)
     if stored is None:
         webhook = Step(
@@ -186,7 +187,7 @@ def sync_alert() -> dict[str, object] | None:
     """What the Sync page and the checklist say when :data:`PATRONLOCK_SYNC_ALERT_AFTER` runs in a row were
     incomplete: ``streak``, ``since`` (the day of the latest complete run, in words, or ``None``) and ``reason`` (the
     latest run's, for the details disclosure); ``None`` while runs complete."""
-    st = state()
+    st = get_state()
     after = int(st.app.config["PATRONLOCK_SYNC_ALERT_AFTER"])
     streak, last_complete = incomplete_streak(st.app)
     if after < 1 or streak < after:
@@ -199,7 +200,7 @@ def sync_alert() -> dict[str, object] | None:
 @route("/sync")
 def sync() -> ResponseReturnValue:
     """Runs, held revocations, Sync now, and the webhook's health."""
-    st = state()
+    st = get_state()
     runs = list_runs(st.app, limit=30)
     running = any(r.status == "running" for r in runs)
     # Just started in a thread or on Celery: the run's row may not exist yet. Keep refreshing until a run newer than
@@ -234,7 +235,7 @@ def sync() -> ResponseReturnValue:
 @route("/sync/start", methods=("POST",))
 def start_sync() -> ResponseReturnValue:
     """Start a reconcile run the way this app runs background work; the page follows its progress."""
-    st = state()
+    st = get_state()
     try:
         st.campaign_id("a sync")
         st.creator_client("a sync").close()
@@ -259,7 +260,7 @@ def start_sync() -> ResponseReturnValue:
 @route("/sync/runs/<int:run_id>")
 def run_detail(run_id: int) -> ResponseReturnValue:
     """One run: its counts, why it is incomplete, and the revocations it holds."""
-    st = state()
+    st = get_state()
     run = get_run(st.app, run_id)
     if run is None:
         abort(404)
@@ -268,7 +269,7 @@ def run_detail(run_id: int) -> ResponseReturnValue:
 
 
 def _decide(run_id: int, approve: bool) -> ResponseReturnValue:
-    st = state()
+    st = get_state()
     try:
         results = (st.store.approve_run if approve else st.store.reject_run)(run_id, by=admin_user_id())
     except LookupError:
@@ -304,7 +305,7 @@ def reject_run(run_id: int) -> ResponseReturnValue:
 @route("/sync/webhook", methods=("POST",))
 def register() -> ResponseReturnValue:
     """Register (or re-register, which unpauses) the campaign's webhook at this site's webhook URL."""
-    st = state()
+    st = get_state()
     try:
         url = webhook_url(st.app)
         webhook, action, _encrypted = register_webhook(st, url)

@@ -21,6 +21,7 @@ from flask_patronlock.policy import (
     explain_steps,
 )
 from tests.helpers.constants import FREE, GOLD, RUBY, SILVER
+from tests.helpers.patrons import patron
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -30,6 +31,7 @@ PAID: dict[str, Any] = {
     "patron_status": "active_patron",
     "last_charge_status": "Paid",
     "last_charge_date": NOW - 10 * DAY,
+    "next_charge_date": None,
     "entitled_cents": 1000,
     "entitled_tier_ids": ("t10",),
     "lifetime_cents": 5000,
@@ -40,10 +42,6 @@ PAID: dict[str, Any] = {
 }
 
 
-def patron(**changes: Any) -> Patron:
-    return Patron(member_id="m1", **{**PAID, **changes})
-
-
 def check(
     p: Patron | None, settings: PolicySettings = DEFAULTS, now: datetime = NOW
 ) -> tuple[str, str, datetime | None]:
@@ -52,7 +50,7 @@ def check(
 
 
 def see(rule: LockRule, p: Patron | None = None, settings: PolicySettings = DEFAULTS, **kw: Any) -> Decision:
-    viewer = Viewer(authenticated=True, linked=True, patron=p if p is not None else patron())
+    viewer = Viewer(authenticated=True, linked=True, patron=p if p is not None else patron(PAID))
     return decide(rule, viewer, settings, kw.pop("now", NOW), tiers=kw.pop("tiers", TIERS), **kw)
 
 
@@ -178,7 +176,7 @@ def test_entitlement_table(
     changes: dict[str, Any], settings: dict[str, Any], expected: str, until: datetime | None
 ) -> None:
     state, basis = expected.split()
-    assert check(patron(**changes), PolicySettings(**settings)) == (state, basis, until)
+    assert check(patron(PAID, **changes), PolicySettings(**settings)) == (state, basis, until)
 
 
 def test_no_patron_is_none() -> None:
@@ -186,13 +184,13 @@ def test_no_patron_is_none() -> None:
 
 
 def test_grace_turns_into_restricted_exactly_after_n_days() -> None:
-    p = patron(**DECLINED)
+    p = patron(PAID, **DECLINED)
     assert check(p, now=NOW + 4 * DAY - timedelta(microseconds=1))[0] == "grace"
     assert check(p, now=NOW + 4 * DAY)[0] == "restricted"
 
 
 def test_amounts_count_only_when_entitled() -> None:
-    ent = entitlement(patron(), PolicySettings(), NOW)
+    ent = entitlement(patron(PAID), PolicySettings(), NOW)
     assert (ent.monthly_cents, ent.tier_ids, ent.lifetime_cents, ent.since) == (
         1000,
         ("t10",),
@@ -200,10 +198,10 @@ def test_amounts_count_only_when_entitled() -> None:
         PAID["pledge_start"],
     )
     assert ent.entitled
-    former = entitlement(patron(**FORMER), PolicySettings(cancelled="at_once"), NOW)
+    former = entitlement(patron(PAID, **FORMER), PolicySettings(cancelled="at_once"), NOW)
     assert (former.state, former.monthly_cents, former.tier_ids, former.lifetime_cents) == ("former", 0, (), 5000)
     assert not former.entitled
-    grace = entitlement(patron(**DECLINED), PolicySettings(), NOW)
+    grace = entitlement(patron(PAID, **DECLINED), PolicySettings(), NOW)
     assert (grace.state, grace.monthly_cents, grace.tier_ids) == ("grace", 1000, ("t10",))
 
 
@@ -213,13 +211,13 @@ def test_amounts_count_only_when_entitled() -> None:
 )
 def test_annual_cadence_is_a_monthly_equivalent(cents: int, cadence: int | None, monthly: int) -> None:
     assert (
-        entitlement(patron(entitled_cents=cents, pledge_cadence=cadence), PolicySettings(), NOW).monthly_cents
+        entitlement(patron(PAID, entitled_cents=cents, pledge_cadence=cadence), PolicySettings(), NOW).monthly_cents
         == monthly
     )
 
 
 def test_annual_pledge_against_monthly_minimum() -> None:
-    annual = patron(entitled_cents=12000, pledge_cadence=12, entitled_tier_ids=())
+    annual = patron(PAID, entitled_cents=12000, pledge_cadence=12, entitled_tier_ids=())
     assert see(LockRule(min_cents=1000), annual).allowed
     assert see(LockRule(min_cents=1001), annual).reason == "amount_too_low"
     assert see(LockRule(tier_ids=("t10",)), annual).allowed
@@ -246,7 +244,7 @@ def test_anonymous_and_not_linked() -> None:
     rule = LockRule(min_cents=100)
     anonymous = decide(rule, Viewer(authenticated=False, linked=False), PolicySettings(), NOW)
     assert (anonymous.allowed, anonymous.reason) == (False, "anonymous")
-    unlinked = decide(rule, Viewer(authenticated=True, linked=False, patron=patron()), PolicySettings(), NOW)
+    unlinked = decide(rule, Viewer(authenticated=True, linked=False, patron=patron(PAID)), PolicySettings(), NOW)
     assert (unlinked.allowed, unlinked.reason) == (False, "not_linked")
 
 
@@ -271,13 +269,13 @@ def test_linked_without_patron_is_not_a_patron() -> None:
     ],
 )
 def test_status_reasons(changes: dict[str, Any], settings: dict[str, Any], reason: str) -> None:
-    d = see(LockRule(min_cents=500), patron(**changes), PolicySettings(**settings))
+    d = see(LockRule(min_cents=500), patron(PAID, **changes), PolicySettings(**settings))
     assert (d.allowed, d.reason) == (reason == "allowed", reason)
     assert d.entitlement is not None
 
 
 def test_rule_without_conditions_allows_any_entitled_patron() -> None:
-    assert see(LockRule(), patron(entitled_cents=0, entitled_tier_ids=())).reason == "allowed"
+    assert see(LockRule(), patron(PAID, entitled_cents=0, entitled_tier_ids=())).reason == "allowed"
 
 
 @pytest.mark.parametrize(
@@ -371,13 +369,13 @@ def test_rule_without_conditions_allows_any_entitled_patron() -> None:
     ],
 )
 def test_rule_conditions(rule: LockRule, changes: dict[str, Any], reason: str) -> None:
-    d = see(rule, patron(**changes))
+    d = see(rule, patron(PAID, **changes))
     assert (d.allowed, d.reason) == (reason == "allowed", reason)
     assert d.required_tier_ids == rule.tier_ids
 
 
 def test_unknown_required_tier_denies_and_says_why() -> None:
-    d = see(LockRule(tier_ids=("gone",)), patron(entitled_cents=10**6))
+    d = see(LockRule(tier_ids=("gone",)), patron(PAID, entitled_cents=10**6))
     assert (d.allowed, d.reason, d.required_cents) == (False, "amount_too_low", None)
     assert d.missing is not None and "gone" in d.missing and "known tiers" in d.missing
     assert see(LockRule(tier_ids=("t10",)), tiers=None).allowed  # held exactly: no amounts needed
@@ -392,13 +390,13 @@ def test_required_cents() -> None:
 
 
 def test_drip_available_at() -> None:
-    p = patron(pledge_start=datetime(2024, 1, 31, 9, tzinfo=UTC))
+    p = patron(PAID, pledge_start=datetime(2024, 1, 31, 9, tzinfo=UTC))
     d = see(LockRule(drip_months=5), p)
     assert (d.reason, d.available_at) == ("drip_not_reached", datetime(2024, 6, 30, 9, tzinfo=UTC))
     assert d.missing is not None and "2024-06-30" in d.missing
     assert see(LockRule(drip_months=1), p, now=datetime(2024, 2, 29, 9, tzinfo=UTC)).allowed  # Jan 31 + 1 = Feb 29
     assert not see(LockRule(drip_months=1), p, now=datetime(2024, 2, 29, 8, tzinfo=UTC)).allowed
-    unknown = see(LockRule(drip_months=1), patron(pledge_start=None))
+    unknown = see(LockRule(drip_months=1), patron(PAID, pledge_start=None))
     assert (unknown.reason, unknown.available_at) == ("drip_not_reached", None)
 
 
@@ -411,7 +409,7 @@ def test_decisions_use_the_closed_reason_set() -> None:
 
 
 def test_explain_steps_follow_decide() -> None:
-    p = patron(**DECLINED)
+    p = patron(PAID, **DECLINED)
     steps = explain_steps(
         LockRule(min_cents=500, lifetime_cents=6000),
         Viewer(authenticated=True, linked=True, patron=p),
@@ -435,18 +433,20 @@ def test_explain_steps_follow_decide() -> None:
         (Viewer(authenticated=True, linked=False), LockRule(), "not linked"),
         (Viewer(authenticated=True, linked=True, is_admin=True), LockRule(), "admin"),
         (Viewer(authenticated=True, linked=True), LockRule(enabled=False), "disabled"),
-        (Viewer(authenticated=True, linked=True, patron=patron()), LockRule(), "no condition"),
+        (Viewer(authenticated=True, linked=True, patron=patron(PAID)), LockRule(), "no condition"),
         (
-            Viewer(authenticated=True, linked=True, patron=patron(missing_runs=9, missing_since=NOW, held_run_id=3)),
+            Viewer(
+                authenticated=True, linked=True, patron=patron(PAID, missing_runs=9, missing_since=NOW, held_run_id=3)
+            ),
             LockRule(),
             "held for approval",
         ),
         (
-            Viewer(authenticated=True, linked=True, patron=patron(entitled_tier_ids=())),
+            Viewer(authenticated=True, linked=True, patron=patron(PAID, entitled_tier_ids=())),
             LockRule(tier_ids=("t5",)),
             "no known tier but 10.00 a month",
         ),
-        (Viewer(authenticated=True, linked=True, patron=patron()), LockRule(drip_months=100), "drip_not_reached"),
+        (Viewer(authenticated=True, linked=True, patron=patron(PAID)), LockRule(drip_months=100), "drip_not_reached"),
     ],
 )
 def test_explain_steps_cover_each_branch(viewer: Viewer, rule: LockRule, needle: str) -> None:
@@ -458,7 +458,7 @@ def test_explain_steps_cover_each_branch(viewer: Viewer, rule: LockRule, needle:
 
 def test_every_basis_has_an_explanation() -> None:
     for case in ENTITLEMENT_CASES:
-        p = patron(**case[1])
+        p = patron(PAID, **case[1])
         steps = explain_steps(
             LockRule(), Viewer(authenticated=True, linked=True, patron=p), PolicySettings(**case[2]), NOW
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -12,25 +11,9 @@ from flask_patronlock.policy import PolicySettings
 from flask_patronlock.views import describe_access
 from tests.helpers.constants import SILVER
 from tests.helpers.constants import T0 as NOW
+from tests.helpers.patrons import patron
 
 TIERS = {SILVER.id: SILVER}
-
-
-def patron(**kw: Any) -> Patron:
-    values: dict[str, Any] = dict(
-        member_id="m1",
-        patron_status="active_patron",
-        last_charge_status="Paid",
-        last_charge_date=NOW - timedelta(days=2),
-        next_charge_date=NOW + timedelta(days=28),
-        entitled_cents=500,
-        entitled_tier_ids=("t5",),
-        pledge_start=NOW - timedelta(days=40),
-        pledge_cadence=1,
-        observed_at=NOW,
-    )
-    values.update(kw)
-    return Patron(**values)
 
 
 CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
