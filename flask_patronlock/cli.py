@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+from typing import Any
+
 import click
 from flask.cli import AppGroup
 
@@ -454,3 +457,107 @@ def addons_enable_command(name: str, by: str) -> None:
 def addons_disable_command(name: str, by: str) -> None:
     """Switch the add-on NAME off: its receivers stop running and its pages answer 404."""
     _switch(name, False, by)
+
+
+# -- comps (flask_patronlock.comps) ------------------------------------------------------------------------------------
+
+comp_cli = AppGroup("comp", help="Comps: access you grant by hand (a friend, a press copy), with a note and an end.")
+patronlock_cli.add_command(comp_cli)
+
+#: a comp's field -> the option that sets it, for errors.
+_COMP_OPTIONS = {
+    "who": "--user / --member / --patreon-user",
+    "user": "--user",
+    "member": "--member",
+    "patreon_user": "--patreon-user",
+    "access": "--lock / --tier",
+    "lock": "--lock",
+    "tier": "--tier",
+    "note": "--note",
+    "expires_at": "--until / --days",
+}
+
+
+def _comp_end(until: str | None, days: int | None) -> Any:
+    from datetime import date, datetime, timedelta
+
+    if until is not None and days is not None:
+        raise click.UsageError("give --until or --days, not both")
+    if days is not None:
+        if days < 1:
+            raise click.BadParameter("give at least 1 day", param_hint="--days")
+        return get_state().store.clock() + timedelta(days=days)
+    if until is None:
+        return None
+    text = until.strip()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{until!r} is not a date: write it like 2027-01-04 (or 2027-01-04T12:00+00:00)", param_hint="--until"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@comp_cli.command("grant")
+@click.option("--user", "user_id", default=None, metavar="USER_ID", help="An account of this site (its user id).")
+@click.option("--member", default=None, metavar="MEMBER",
+              help="A Patreon member of the campaign: member id or e-mail address.")
+@click.option("--patreon-user", "patreon_user_id", default=None, metavar="ID",
+              help="A Patreon user id (whatever their membership).")
+@click.option("--lock", default=None, metavar="NAME", help="The named lock the comp opens.")
+@click.option("--tier", default=None, metavar="TIER", help="Or: the tier (title or id) the comp counts as.")
+@click.option("--note", default="", help="Why (shown to you on the settings page and in explanations).")
+@click.option("--until", default=None, metavar="DATE", help="The comp ends at the start of this day (UTC).")
+@click.option("--days", type=int, default=None, help="Or: the comp ends this many days from now.")
+@click.option("--by", default=None, help="Who grants it (recorded in the audit log).")
+def comp_grant_command(user_id: str | None, member: str | None, patreon_user_id: str | None, lock: str | None,
+                       tier: str | None, note: str, until: str | None, days: int | None, by: str | None) -> None:
+    """Grant a comp: to one person (--user, --member or --patreon-user), for one lock or one tier."""
+    from .comps import CompError, comp_sentence, grant_comp, resolve_member
+
+    state = get_state()
+    expires_at = _comp_end(until, days)
+    try:
+        member_id = resolve_member(state, member).member_id if member is not None else None
+        record = grant_comp(
+            state, user_id=user_id, member_id=member_id, patreon_user_id=patreon_user_id, lock=lock, tier=tier,
+            note=note, expires_at=expires_at, by=by, source="cli",
+        )
+    except CompError as exc:
+        raise click.BadParameter(str(exc), param_hint=_COMP_OPTIONS.get(exc.field)) from None
+    click.echo(f"Comp {record.id} granted. {comp_sentence(state, record)}.")
+
+
+@comp_cli.command("list")
+@click.option("--ended", is_flag=True, help="List the comps that were revoked or expired instead.")
+def comp_list_command(ended: bool) -> None:
+    """List the open comps (newest first), or the ended ones."""
+    from .comps import comp_sentence, list_comps
+
+    state = get_state()
+    records = list_comps(state, ended=ended)
+    if not records:
+        click.echo("No ended comps." if ended else "No comps: grant one with `flask patronlock comp grant`.")
+    for record in records:
+        click.echo(f"{record.id:>6}  {comp_sentence(state, record)}")
+
+
+@comp_cli.command("revoke")
+@click.argument("comp_id", type=int)
+@click.option("--by", default=None, help="Who revokes it (recorded in the audit log).")
+def comp_revoke_command(comp_id: int, by: str | None) -> None:
+    """Revoke the comp COMP_ID now (see `comp list` for the numbers)."""
+    from .comps import CompError, comp_sentence, revoke_comp
+    from .models import is_row_id
+
+    state = get_state()
+    try:
+        if not is_row_id(comp_id):
+            raise LookupError(f"There is no comp {comp_id}.")
+        record = revoke_comp(state, comp_id, by=by, source="cli")
+    except (LookupError, CompError) as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    click.echo(f"Comp {comp_id} revoked. {comp_sentence(state, record)}.")

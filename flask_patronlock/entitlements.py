@@ -4,7 +4,8 @@
 makes every declared lock's decision for the viewer, exactly as ``@locked`` would now, and signs the allowed ones with
 the viewer's entitlement (:mod:`flask_patronlock.entitlement_tokens`, which checks them anywhere without the
 database). The token lives :data:`PATRONLOCK_ENTITLEMENT_TOKEN_SECONDS` at most, and never past the end of a grace or
-paid period that keeps the patron entitled now: a token never outlives the entitlement it carries.
+paid period that keeps the patron entitled now, nor past the end of a comp that opens one of its locks: a token never
+outlives the entitlement it carries.
 
 Keys: :data:`PATRONLOCK_ENTITLEMENT_KEYS` (``{kid: secret}``, the first signs, every one verifies), else one key
 derived from ``SECRET_KEY`` under its own purpose label (never ``SECRET_KEY`` itself), named ``sk-`` + a digest.
@@ -89,17 +90,24 @@ def issue_entitlement_token(user: Any = None, *, state: PatronLockState | None =
     kid, key = next(iter(entitlement_keys(state.app).items()))
     now = state.store.clock()
     snapshot = state.settings.current()
-    allowed = tuple(
-        lock.name
-        for lock in state.extension.locks
-        if lock.name is not None
-        and evaluate(lock, viewer, user=user, state=state, snapshot=snapshot, now=now)[2].allowed
-    )
+    names: list[str] = []
+    comp_ends: list[datetime] = []
+    for lock in state.extension.locks:
+        if lock.name is None:
+            continue
+        decision = evaluate(lock, viewer, user=user, state=state, snapshot=snapshot, now=now)[2]
+        if decision.allowed:
+            names.append(lock.name)
+            if decision.comp is not None and decision.comp.expires_at is not None:
+                comp_ends.append(decision.comp.expires_at)
+    allowed = tuple(names)
     ent = entitlement(viewer.patron, snapshot.policy, now) if viewer.patron is not None else None
     expires = now + timedelta(seconds=float(config["PATRONLOCK_ENTITLEMENT_TOKEN_SECONDS"]))
     until = ent.until if ent is not None and ent.entitled else None
     if until is not None and until < expires:
         expires = until  # the token never outlives the grace or paid period it carries
+    if comp_ends and min(comp_ends) < expires:
+        expires = min(comp_ends)  # ... nor a comp that opened one of its locks
     token = sign_entitlement_token(
         subject=str(user.get_id()),
         locks=allowed,

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from .formatting import money
 from .locks import Lock, as_lock, evaluate
 from .patreon.types import TierSnapshot
-from .policy import Decision, LockRule, explain_steps
-from .state import get_state
+from .policy import Decision, LockRule, Viewer, explain_steps
+from .state import PatronLockState, get_state
 from .viewers import viewer_for
 
 __all__ = ["Explanation", "describe_rule", "explain"]
@@ -153,9 +153,38 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
                          "callback), taken as not an admin.")
         else:
             steps.append(f"Admin: the admin callback says this user is {'' if viewer.is_admin else 'not '}an admin.")
-    steps.extend(explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers))
+    steps.extend(explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=target.name))
     _rule, decided, final = evaluate(target, viewer, user=user, state=state, snapshot=snapshot, now=now)
+    if viewer.comps:
+        steps.extend(_comp_steps(state, user, viewer, decided, now))
     if final != decided:
         verdict = "allowed" if final.allowed else "denied"
         steps.append(f"Filter: an access-decision receiver changed the result to {verdict}, reason {final.reason!r}.")
     return Explanation(lock=target, rule=rule, source=source, decision=final, steps=tuple(steps))
+
+
+def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Decision, now: datetime) -> list[str]:
+    """The viewer's comps in the creator's words: "Alex has a comp for 'masterclass' from you until 4 January 2027:
+    press copy", and whether it is what opened the lock."""
+    from .comps import comp_sentence, get_comp
+
+    who = next((str(v) for v in (getattr(user, "name", None), getattr(user, "username", None)) if v), "")
+    if not who:
+        patron = viewer.patron
+        who = (patron.full_name or "") if patron is not None else ""
+    if not who:
+        who = "This user" if isinstance(user, _UserId) or user is None else f"User {user.get_id()}"
+    used = decided.comp.id if decided.comp is not None else None
+    out = []
+    for comp in viewer.comps:
+        record = get_comp(state, comp.id) if comp.id is not None else None
+        if record is None:
+            continue
+        sentence = comp_sentence(state, record, who=who, now=now)
+        if record.id == used:
+            out.append(f"Comp: {sentence}. That comp opens this lock.")
+        elif record.active_at(now):
+            out.append(f"Comp: {sentence}. It does not open this lock.")
+        else:
+            out.append(f"Comp: {sentence}.")
+    return out

@@ -289,6 +289,8 @@ def locked_file_url(
     if not 0 < lifetime <= maximum:
         raise ValueError(f"a file link may live between 1 second and PATRONLOCK_FILE_URL_MAX_SECONDS ({maximum:g} s)")
     expires = int(time.time() + lifetime)
+    if decision.comp is not None and decision.comp.expires_at is not None:
+        expires = min(expires, int(decision.comp.expires_at.timestamp()))  # a link never outlives the comp behind it
     query = link_query(file_url_keys(app)[0], relative, lock=target.name or "", user_id=_viewer_id() or "",
                        expires=expires)
     return url_for(endpoint, name=relative, _external=external, **url_values, **query)

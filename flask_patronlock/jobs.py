@@ -242,7 +242,8 @@ class Jobs:
 
     def tick(self) -> None:
         """One scheduler step: start a run when one is due, retry due webhook deliveries, re-evaluate access that
-        time changed. (The scheduler calls this; tests and cron-like callers may too.)"""
+        time changed, revoke the comps that reached their end. (The scheduler calls this; tests and cron-like callers
+        may too.)"""
         interval = float(self.app.config["PATRONLOCK_SYNC_INTERVAL"])
         now = time.monotonic()
         if interval > 0 and now >= self._next_run:
@@ -257,6 +258,7 @@ class Jobs:
             # The due ones: time passed their access_until, or a policy change (the settings page, any process) left
             # their access evaluated under other settings.
             get_state(self.app).store.refresh_access()
+            expire_due_comps(self.app)
 
     def _live_check_if_due(self, now: float) -> None:
         """The daily live self-check (:mod:`flask_patronlock.livecheck`), every
@@ -289,6 +291,18 @@ class Jobs:
             self._scheduler = self._worker = None
             self._runs = []
             self._queue = queue.Queue()
+
+
+def expire_due_comps(app: Flask) -> None:
+    """Revoke ``app``'s comps that reached their end (:func:`flask_patronlock.comps.expire_comps`), logging each; a
+    failure is logged, never raised (a decision never counts an expired comp anyway)."""
+    from .comps import expire_comps
+
+    try:
+        for record in expire_comps(get_state(app)):
+            log.info("comp %s ended (it was for %s)", record.id, record.lock or f"tier {record.tier_id}")
+    except Exception:
+        log.exception("revoking expired comps failed; the next tick tries again")
 
 
 @atexit.register

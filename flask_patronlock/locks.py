@@ -127,7 +127,7 @@ def evaluate(
     snapshot = snapshot if snapshot is not None else state.settings.current()
     now = now if now is not None else state.store.clock()
     rule = snapshot.rule_for(lock)
-    decided = decide(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers)
+    decided = decide(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=lock.name)
     final = decided
     if signals.access_decision.receivers:
         strict = bool(state.app.config["PATRONLOCK_STRICT_SIGNALS"])

@@ -162,6 +162,8 @@ class Tables:
     held_revocations: Table
     # -- private feeds --
     feed_tokens: Table
+    # -- comps: access the creator grants by hand --
+    comps: Table
 
     def all(self) -> list[Table]:
         """Every table, in creation order."""
@@ -386,6 +388,30 @@ def _define(metadata: MetaData) -> Tables:
         Column("addresses_since", UTCDateTime, nullable=True),
         Column("shared_reported_at", UTCDateTime, nullable=True),
     )
+    # -- comps (flask_patronlock.comps) -------------------------------------------------------------------------------
+    comps = Table(
+        "patronlock_comps",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        # who: exactly one of a local user, a Patreon member of the campaign, or a Patreon user (any membership)
+        Column("user_id", String(64), nullable=True),
+        Column("member_id", String(64), nullable=True),
+        Column("patreon_user_id", String(64), nullable=True),
+        # what: exactly one of a named lock or a tier (by id)
+        Column("lock", String(100), nullable=True),
+        Column("tier_id", String(64), nullable=True),
+        Column("note", Text, nullable=False, default=""),
+        Column("expires_at", UTCDateTime, nullable=True),
+        Column("granted_by", String(64), nullable=True),
+        Column("granted_source", String(16), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        # a revoked (or expired) comp keeps its row, for the history; only rows without revoked_at count
+        Column("revoked_at", UTCDateTime, nullable=True),
+        Column("revoked_by", String(64), nullable=True),
+        Column("revoked_source", String(16), nullable=True),
+        # what every worker's settings cache reads, and what the scheduler's expiry sweep looks for
+        Index("ix_patronlock_comps_open", "revoked_at", "expires_at"),
+    )
     return Tables(
         accounts=accounts,
         patrons=patrons,
@@ -398,6 +424,7 @@ def _define(metadata: MetaData) -> Tables:
         leases=leases,
         held_revocations=held_revocations,
         feed_tokens=feed_tokens,
+        comps=comps,
     )
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "REASON_ALLOWED",
     "REASON_AMOUNT_TOO_LOW",
     "REASON_ANONYMOUS",
+    "REASON_COMP",
     "REASON_DRIP_NOT_REACHED",
     "REASON_FORMER_PATRON",
     "REASON_LIFETIME_TOO_LOW",
@@ -47,6 +48,7 @@ __all__ = [
     "REASON_NOT_PATRON_AT_DATE",
     "REASON_PAYMENT_DECLINED",
     "STATES",
+    "Comp",
     "Decision",
     "Entitlement",
     "LockRule",
@@ -73,6 +75,7 @@ Reason = Literal[
     "lock_disabled",
     "admin_bypass",
     "allowed",
+    "comp",
 ]
 State = Literal["active", "grace", "restricted", "former", "none"]
 DeclinedPolicy = Literal["restrict", "grace", "retry_window"]
@@ -104,6 +107,8 @@ REASON_LOCK_DISABLED: Final = "lock_disabled"
 REASON_ADMIN_BYPASS: Final = "admin_bypass"
 #: every condition of the lock holds.
 REASON_ALLOWED: Final = "allowed"
+#: the lock would deny, but the creator gave the viewer a comp (:class:`Comp`) for it or for a tier that meets it.
+REASON_COMP: Final = "comp"
 
 #: an entitlement state that is owed nothing: the denial's reason and what is missing.
 _UNENTITLED: Final[dict[str, tuple[Reason, str]]] = {
@@ -127,10 +132,13 @@ REASONS: Final[frozenset[str]] = frozenset(
         REASON_LOCK_DISABLED,
         REASON_ADMIN_BYPASS,
         REASON_ALLOWED,
+        REASON_COMP,
     }
 )
 #: the reasons that come with ``allowed=True``.
-ALLOWING_REASONS: Final[frozenset[str]] = frozenset({REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS})
+ALLOWING_REASONS: Final[frozenset[str]] = frozenset(
+    {REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS, REASON_COMP}
+)
 #: the :attr:`Entitlement.state` values; only ``active`` and ``grace`` are owed anything.
 STATES: Final[frozenset[str]] = frozenset({"active", "grace", "restricted", "former", "none"})
 
@@ -405,6 +413,42 @@ class Entitlement:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Comp:
+    """Access the creator granted by hand (a friend, a press copy, a goodwill month): to one named lock, or "as if
+    entitled to" one tier, until ``expires_at`` (``None``: until revoked). Stored in ``patronlock_comps``
+    (:mod:`flask_patronlock.comps`); :func:`decide` reads the ones on :attr:`Viewer.comps`.
+
+    Constructing one validates it and raises :class:`ValueError` naming the problem.
+    """
+
+    #: the named lock it opens ...
+    lock: str | None = None
+    #: ... or the tier it counts as (the tier's id).
+    tier_id: str | None = None
+    #: the moment it stops counting (timezone-aware); ``None``: it does not end by itself.
+    expires_at: datetime | None = None
+    #: its row id in ``patronlock_comps`` (``None`` for one made in code).
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        o = "Comp"
+        if (self.lock is None) == (self.tier_id is None):
+            raise ValueError(f"{o} needs exactly one of lock and tier_id, not {self.lock!r} and {self.tier_id!r}")
+        for key in ("lock", "tier_id"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise _bad(o, key, value, "a non-empty string or None")
+        expires = self.expires_at
+        if expires is not None and (not isinstance(expires, datetime) or expires.tzinfo is None):
+            raise _bad(o, "expires_at", expires, "a timezone-aware datetime or None")
+
+    def active_at(self, now: datetime) -> bool:
+        """Whether it counts at ``now``: never at or after :attr:`expires_at`, whether or not the scheduler has
+        revoked it yet."""
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Viewer:
     """Who is looking: a site user, perhaps linked to a stored patron."""
 
@@ -412,6 +456,9 @@ class Viewer:
     linked: bool
     is_admin: bool = False
     patron: Patron | None = None
+    #: the comps the creator gave this user or their Patreon membership (expired ones included: :func:`decide` skips
+    #: them).
+    comps: tuple[Comp, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -429,6 +476,8 @@ class Decision:
     missing: str | None = None
     #: when a drip lock opens for this viewer.
     available_at: datetime | None = None
+    #: the comp that let the viewer in (reason ``comp``).
+    comp: Comp | None = None
 
 
 _NO_PATRON: Final = Entitlement(state="none", basis="no_patron")
@@ -816,8 +865,11 @@ def _decide(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    lock: str | None = None,
 ) -> Decision:
     decision = _decide_inner(rule, viewer, settings, now, tiers, steps)
+    if viewer.comps and not decision.allowed:
+        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, steps)
     if steps is not None:
         verdict = "allowed" if decision.allowed else "denied"
         extra = f" ({decision.missing})" if decision.missing else ""
@@ -875,6 +927,18 @@ def _decide_inner(
             required_tier_ids=rule.tier_ids,
             missing=unentitled[1],
         )
+    return _conditions(rule, ent, now, tiers, steps)
+
+
+def _conditions(
+    rule: LockRule,
+    ent: Entitlement,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+    steps: list[str] | None,
+) -> Decision:
+    """The rule's conditions for an entitled ``ent``: the last step of :func:`decide`, and what a tier comp is held
+    to (:func:`_comp_meets`)."""
     known = _EMPTY_TIERS if tiers is None else tiers
     any_mode = rule.combine == "any"
     failed: _Outcome | None = None
@@ -927,8 +991,10 @@ def decide(
     now: datetime,
     *,
     tiers: Mapping[str, TierSnapshot] | None = None,
+    lock: str | None = None,
 ) -> Decision:
-    """May ``viewer`` see what ``rule`` locks at ``now``? First match wins:
+    """May ``viewer`` see what ``rule`` (the rule of the named lock ``lock``, if it is one) locks at ``now``? First
+    match wins:
 
     1. a disabled lock: allowed, ``lock_disabled``;
     2. an admin: allowed, ``admin_bypass``;
@@ -947,6 +1013,9 @@ def decide(
        with ``available_at``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
        met one allows, and if none is met the first unmet one's reason is given.
     7. everything met (or no condition set): allowed, ``allowed``.
+    8. denied, but one of the viewer's :attr:`~Viewer.comps` that has not expired at ``now`` is for ``lock``, or for
+       a tier that meets the rule (:func:`_decide_comps`): allowed, ``comp``, with :attr:`Decision.comp`. A comp only
+       ever turns a denial into access: it never changes an allowing decision.
 
     An unmet drip has its own reason, ``drip_not_reached``, the one addition to the design's set: unlike
     ``not_patron_at_date`` (pledged too late, waiting will never help), it says "wait until ``available_at``", and a
@@ -956,7 +1025,10 @@ def decide(
     without a known tier are cents compared, and then an annual pledge's monthly equivalent (often discounted) may fall
     below a tier's monthly price.
     """
-    return _decide_inner(rule, viewer, settings, now, tiers, None)  # _decide without steps, one call less
+    decision = _decide_inner(rule, viewer, settings, now, tiers, None)  # _decide without steps, one call less
+    if viewer.comps and not decision.allowed:
+        return _decide_comps(decision, rule, lock, viewer, now, tiers, None)
+    return decision
 
 
 def explain_steps(
@@ -966,8 +1038,106 @@ def explain_steps(
     now: datetime,
     *,
     tiers: Mapping[str, TierSnapshot] | None = None,
+    lock: str | None = None,
 ) -> list[str]:
     """The plain-English steps :func:`decide` takes for these arguments, ending with the result (same code path)."""
     steps: list[str] = []
-    _decide(rule, viewer, settings, now, tiers, steps)
+    _decide(rule, viewer, settings, now, tiers, steps, lock)
     return steps
+
+
+# -- comps ------------------------------------------------------------------------------------------------------------
+
+
+def _decide_comps(
+    denied: Decision,
+    rule: LockRule,
+    lock: str | None,
+    viewer: Viewer,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+    steps: list[str] | None,
+) -> Decision:
+    """The viewer's comps, after ``denied``: the comp that lets them in (one for ``lock`` first, then the one that
+    lasts longest), or ``denied`` unchanged. A lock comp opens its lock whatever the rule; a tier comp counts as being
+    entitled to that tier (its tier id, at least its price a month), with the rest of the rule -- lifetime support,
+    pledge dates -- still the viewer's own. An expired comp never counts, whether or not it was revoked yet."""
+    if not viewer.authenticated:
+        return denied
+    best: Comp | None = None
+    for comp in viewer.comps:
+        if not comp.active_at(now):
+            if steps is not None:
+                ended = comp.expires_at.isoformat() if comp.expires_at is not None else "?"
+                steps.append(f"Comp: {_comp_text(comp)} ended at {ended}, so it does not count.")
+            continue
+        if comp.lock is not None:
+            met = comp.lock == lock
+            if not met:
+                continue  # a comp for another lock says nothing about this one
+        else:
+            met = _comp_meets(comp, rule, viewer, denied.entitlement, now, tiers)
+        if steps is not None:
+            until = "with no end date" if comp.expires_at is None else f"until {comp.expires_at.isoformat()}"
+            outcome = "it opens this lock" if met else "that tier does not meet this lock"
+            steps.append(f"Comp: {_comp_text(comp)}, {until}: {outcome}.")
+        if met and (best is None or _lasts_longer(comp, best, lock)):
+            best = comp
+    if best is None:
+        return denied
+    return Decision(
+        allowed=True,
+        reason=REASON_COMP,
+        entitlement=denied.entitlement,
+        required_cents=denied.required_cents,
+        required_tier_ids=rule.tier_ids,
+        comp=best,
+    )
+
+
+def _comp_meets(
+    comp: Comp,
+    rule: LockRule,
+    viewer: Viewer,
+    ent: Entitlement | None,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+) -> bool:
+    """Whether the tier comp ``comp`` meets ``rule``: the rule's conditions for the viewer's entitlement (``ent``,
+    ``None`` when none was needed) with the comp's tier added, as a patron entitled to that tier would be."""
+    tier_id = comp.tier_id
+    assert tier_id is not None
+    tier = tiers.get(tier_id) if tiers is not None else None
+    price = tier.amount_cents if tier is not None else 0
+    if ent is not None and ent.entitled:
+        ids = ent.tier_ids if tier_id in ent.tier_ids else (*ent.tier_ids, tier_id)
+        comped = Entitlement(
+            state=ent.state, basis=ent.basis, monthly_cents=max(ent.monthly_cents, price), tier_ids=ids,
+            lifetime_cents=ent.lifetime_cents, since=ent.since, until=ent.until,
+        )
+    else:
+        patron = viewer.patron
+        comped = Entitlement(
+            state="active",
+            basis="comp",
+            monthly_cents=price,
+            tier_ids=(tier_id,),
+            lifetime_cents=patron.lifetime_cents if patron is not None else 0,
+            since=patron.pledge_start if patron is not None else None,
+        )
+    return _conditions(rule, comped, now, tiers, None).allowed
+
+
+def _lasts_longer(comp: Comp, best: Comp, lock: str | None) -> bool:
+    """Whether ``comp`` is a better reason to let the viewer in than ``best``: one for the lock itself beats one for
+    a tier, then the one that ends later (never is latest)."""
+    if (comp.lock is not None) != (best.lock is not None):
+        return comp.lock is not None
+    if best.expires_at is None:
+        return False
+    return comp.expires_at is None or comp.expires_at > best.expires_at
+
+
+def _comp_text(comp: Comp) -> str:
+    return f"a comp for lock {comp.lock!r}" if comp.lock is not None else f"a comp for tier {comp.tier_id}"
+

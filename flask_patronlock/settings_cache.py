@@ -27,7 +27,8 @@ from sqlalchemy import select
 from . import signals
 from .paths import normalize_path_locks
 from .patreon.types import TierSnapshot
-from .policy import ALLOWING_REASONS, REASONS, LockRule, PolicySettings
+from .patron import Patron
+from .policy import ALLOWING_REASONS, REASONS, Comp, LockRule, PolicySettings
 
 if TYPE_CHECKING:
     from .declarations import Lock
@@ -148,6 +149,10 @@ class SettingsSnapshot:
     routing: Routing | None = None
     #: the creator's add-on switches by add-on name (add-ons never switched are absent).
     addon_switches: dict[str, AddonSwitch] = field(default_factory=dict)
+    #: the comps not revoked yet (expired ones included until the scheduler revokes them), by whom they are for:
+    #: ``("user", local user id)``, ``("member", member id)`` or ``("patreon_user", Patreon user id)``; see
+    #: :meth:`comps_for`.
+    comps: dict[tuple[str, str], tuple[Comp, ...]] = field(default_factory=dict)
     #: the app, sent as the sender of the ``lock-rule`` filter.
     sender: Any = field(default=None, repr=False, compare=False)
     #: strict mode of the ``lock-rule`` filter (read when it is folded).
@@ -200,6 +205,19 @@ class SettingsSnapshot:
             log.error(message)
             return rule
         return self.resolve(folded)
+
+    def comps_for(self, user_id: str | None, patron: Patron | None) -> tuple[Comp, ...]:
+        """The comps of the local user ``user_id`` and of their stored ``patron`` (by member id and by Patreon user
+        id): what :attr:`Viewer.comps <flask_patronlock.policy.Viewer.comps>` carries into a decision. No query."""
+        comps = self.comps
+        if not comps:
+            return ()
+        found = comps.get(("user", user_id), ()) if user_id is not None else ()
+        if patron is not None:
+            found += comps.get(("member", patron.member_id), ())
+            if patron.patreon_user_id:
+                found += comps.get(("patreon_user", patron.patreon_user_id), ())
+        return found
 
     def addon_enabled(self, name: str, *, default: bool = True) -> bool:
         """Whether the add-on ``name`` is switched on (``default`` when the creator never switched it)."""
@@ -339,6 +357,7 @@ class SettingsCache:
                     log.exception("the stored override of lock %r is invalid; using the lock's default", row["name"])
                     continue
                 overrides[row["name"]] = Override(rule, row["updated_by"], row["updated_at"])
+            comps = _open_comps(conn, tables)
         tiers = {t.id: t for t in self.store.tiers(campaign_id or self._campaign_id())}
         by_title: dict[str, tuple[str, ...]] = {}
         for tier in tiers.values():
@@ -356,6 +375,26 @@ class SettingsCache:
             campaign_id=campaign_id,
             routing=routing,
             addon_switches=switches,
+            comps=comps,
             sender=self.sender,
             strict=self.strict,
         )
+
+
+def _open_comps(conn: Any, tables: Any) -> dict[tuple[str, str], tuple[Comp, ...]]:
+    """The comps not revoked yet, by whom they are for (see :attr:`SettingsSnapshot.comps`)."""
+    c = tables.comps
+    found: dict[tuple[str, str], tuple[Comp, ...]] = {}
+    rows = conn.execute(select(c).where(c.c.revoked_at.is_(None)).order_by(c.c.id)).mappings()
+    for row in rows:
+        try:
+            comp = Comp(id=row["id"], lock=row["lock"], tier_id=row["tier_id"], expires_at=row["expires_at"])
+        except ValueError:
+            log.exception("comp %s is invalid (it names no lock or tier); it is ignored", row["id"])
+            continue
+        for kind in ("user", "member", "patreon_user"):
+            subject = row["member_id" if kind == "member" else f"{kind}_id"]
+            if subject is not None:
+                found[(kind, subject)] = (*found.get((kind, subject), ()), comp)
+                break
+    return found

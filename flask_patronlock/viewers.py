@@ -46,6 +46,7 @@ __all__ = [
     "use_viewer",
     "viewer_changed",
     "viewer_for",
+    "with_comps",
 ]
 
 # What a request keeps in ``g`` (prefixed names, as every extension's): its viewer, the user it is for, the decisions
@@ -115,7 +116,21 @@ def _signed_in_viewer(
         is_admin = bool(loader(user)) if loader is not None else False
     if is_admin:
         return Viewer(authenticated=True, linked=viewer.linked, is_admin=True, patron=viewer.patron)
+    # Comps come from the settings cache (every worker re-reads it within PATRONLOCK_SETTINGS_CHECK_SECONDS of a grant
+    # or revoke), never from the viewer cache: a comp costs a page view no query and needs no viewer forgotten.
+    if state.settings.current().comps:
+        return with_comps(viewer, state, user_id)
     return viewer
+
+
+def with_comps(viewer: Viewer, state: PatronLockState, user_id: str | None) -> Viewer:
+    """``viewer`` carrying the comps of the local user ``user_id`` and of its stored patron, from the settings cache
+    (:meth:`~flask_patronlock.settings_cache.SettingsSnapshot.comps_for`)."""
+    comps = state.settings.current().comps_for(user_id, viewer.patron)
+    if not comps:
+        return viewer
+    return Viewer(authenticated=viewer.authenticated, linked=viewer.linked, is_admin=viewer.is_admin,
+                  patron=viewer.patron, comps=comps)
 
 
 def _read_viewer(store: Store, user_id: str, campaign_id: str | None) -> Viewer:

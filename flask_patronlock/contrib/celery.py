@@ -14,8 +14,9 @@
 
 Tasks (names are stable, for routing): ``flask_patronlock.sync`` (one reconcile run; returns the run as a dict, or
 ``{"status": "already_running"}``), ``flask_patronlock.webhook`` (process one stored delivery), and
-``flask_patronlock.tick`` (retry due deliveries, re-evaluate access that time changed). Each runs inside the Flask
-app's context. The sync lease still guards runs, so beat on two machines cannot start two runs at once.
+``flask_patronlock.tick`` (retry due deliveries, re-evaluate access that time changed, revoke comps that ended). Each
+runs inside the Flask app's context. The sync lease still guards runs, so beat on two machines cannot start two runs
+at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 from flask import Flask
 
+from ..jobs import expire_due_comps
 from ..state import get_state
 
 __all__ = ["PatronLockTasks", "init_celery"]
@@ -71,6 +73,7 @@ def init_celery(celery: Any, app: Flask, *, beat: bool = True) -> PatronLockTask
         with app.app_context():
             state.jobs.retry_due()
             state.store.refresh_access()
+            expire_due_comps(app)
 
     if beat:
         schedule = dict(celery.conf.beat_schedule or {})

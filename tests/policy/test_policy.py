@@ -401,8 +401,8 @@ def test_drip_available_at() -> None:
 
 
 def test_decisions_use_the_closed_reason_set() -> None:
-    assert "drip_not_reached" in REASONS and len(REASONS) == 12
-    assert {"allowed", "lock_disabled", "admin_bypass"} == ALLOWING_REASONS
+    assert "drip_not_reached" in REASONS and "comp" in REASONS and len(REASONS) == 13
+    assert {"allowed", "lock_disabled", "admin_bypass", "comp"} == ALLOWING_REASONS
 
 
 # -- explain_steps -----------------------------------------------------------------------------------------------

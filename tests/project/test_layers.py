@@ -48,6 +48,7 @@ REQUEST_LAYER = (
 BELOW_REQUEST = (
     "accounts",
     "catalogue",
+    "comps",  # comps granted by hand: the store's tables and the settings version, through the state
     "dbutil",
     "formatting",
     "runs",

@@ -1,0 +1,489 @@
+"""Comps: access the creator grants by hand -- a friend, a press copy, a goodwill month after a refund.
+
+A comp is for a local user of the site, a Patreon member of the campaign, or a Patreon user (whatever their
+membership), and opens one named lock, or counts "as if entitled to" one tier, with a note and an optional end. It is
+stored in ``patronlock_comps``; every grant, revoke and expiry writes an audit row (``comp_granted``, ``comp_revoked``,
+``comp_expired``) with its source: ``admin`` (the settings page), ``cli`` (``flask patronlock comp``) or ``scheduler``.
+
+How a page view sees it: every write bumps the settings version, so each worker's settings cache
+(:mod:`flask_patronlock.settings_cache`) reloads the open comps within ``PATRONLOCK_SETTINGS_CHECK_SECONDS`` (at once
+in the worker that wrote); the viewer (:mod:`flask_patronlock.viewers`) carries the comps of the user and of their
+stored patron into :func:`flask_patronlock.policy.decide` as :attr:`Viewer.comps
+<flask_patronlock.policy.Viewer.comps>`. No query per page view, and no viewer to forget. ``decide`` never counts a
+comp at or after its end, whether or not the scheduler has revoked it yet; the scheduler (:meth:`Jobs.tick
+<flask_patronlock.jobs.Jobs.tick>`, Celery's tick) then revokes it (:func:`expire_comps`) so the record says so.
+
+Every function takes the app's state (``get_state()``) first, so the settings page, the command line and the jobs
+call the same code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any, Final, Literal
+
+from sqlalchemy import and_, func, or_, select, update
+
+from .declarations import UnknownLockError
+from .formatting import date_text, money
+from .patron import Patron
+from .policy import Comp
+from .state import PatronLockState
+
+__all__ = [
+    "GRANT_SOURCES",
+    "MAX_NOTE",
+    "CompError",
+    "CompRecord",
+    "access_label",
+    "comp_sentence",
+    "comps_about",
+    "expire_comps",
+    "get_comp",
+    "grant_comp",
+    "list_comps",
+    "resolve_member",
+    "resolve_tier",
+    "revoke_comp",
+    "subject_label",
+]
+
+#: where a grant or a revoke may come from; expiry is always the ``scheduler``'s.
+GRANT_SOURCES: Final = ("admin", "cli")
+#: the longest note, in characters.
+MAX_NOTE: Final = 500
+
+Field = Literal["who", "user", "member", "patreon_user", "access", "lock", "tier", "note", "expires_at"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class CompError(ValueError):
+    """A comp that cannot be granted or revoked, said in plain words; :attr:`field` names the input at fault (``who``,
+    ``user``, ``member``, ``patreon_user``, ``access``, ``lock``, ``tier``, ``note``, ``expires_at``), so a form shows
+    the message next to it."""
+
+    def __init__(self, field: Field, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class CompRecord:
+    """A stored comp, open or ended."""
+
+    id: int
+    #: who it is for: exactly one of a local user id, a member id and a Patreon user id.
+    user_id: str | None
+    member_id: str | None
+    patreon_user_id: str | None
+    #: what it opens: exactly one of a named lock and a tier id.
+    lock: str | None
+    tier_id: str | None
+    note: str
+    expires_at: datetime | None
+    granted_by: str | None
+    #: ``admin`` or ``cli``.
+    granted_source: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    #: ``admin``, ``cli``, or ``scheduler`` (it expired).
+    revoked_source: str | None = None
+
+    @property
+    def comp(self) -> Comp:
+        """What a decision needs of it (:class:`~flask_patronlock.policy.Comp`)."""
+        return Comp(id=self.id, lock=self.lock, tier_id=self.tier_id, expires_at=self.expires_at)
+
+    def active_at(self, now: datetime) -> bool:
+        """Whether it counts at ``now``: not revoked, and not past its end."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    @property
+    def expired(self) -> bool:
+        """Whether it ended by reaching its end date (the scheduler revoked it), rather than by hand."""
+        return self.revoked_source == "scheduler"
+
+
+def _record(row: Mapping[Any, Any]) -> CompRecord:
+    return CompRecord(
+        id=int(row["id"]),
+        user_id=row["user_id"],
+        member_id=row["member_id"],
+        patreon_user_id=row["patreon_user_id"],
+        lock=row["lock"],
+        tier_id=row["tier_id"],
+        note=row["note"] or "",
+        expires_at=row["expires_at"],
+        granted_by=row["granted_by"],
+        granted_source=row["granted_source"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        revoked_by=row["revoked_by"],
+        revoked_source=row["revoked_source"],
+    )
+
+
+# -- reading -----------------------------------------------------------------------------------------------------------
+
+
+def get_comp(state: PatronLockState, comp_id: int) -> CompRecord | None:
+    """The comp ``comp_id``, open or ended, or ``None``."""
+    c = state.tables.comps
+    with state.store.engine.connect() as conn:
+        row = conn.execute(select(c).where(c.c.id == comp_id)).mappings().first()
+    return _record(row) if row is not None else None
+
+
+def list_comps(state: PatronLockState, *, ended: bool = False, limit: int = 500) -> list[CompRecord]:
+    """The open comps (not revoked; some may be past their end until the scheduler revokes them), newest first; with
+    ``ended``, the revoked and expired ones instead, most recently ended first."""
+    c = state.tables.comps
+    stmt = select(c).limit(limit)
+    if ended:
+        stmt = stmt.where(c.c.revoked_at.is_not(None)).order_by(c.c.revoked_at.desc(), c.c.id.desc())
+    else:
+        stmt = stmt.where(c.c.revoked_at.is_(None)).order_by(c.c.id.desc())
+    with state.store.engine.connect() as conn:
+        return [_record(row) for row in conn.execute(stmt).mappings()]
+
+
+def comps_about(state: PatronLockState, patron: Patron, *, limit: int = 100) -> list[CompRecord]:
+    """Every comp (open first, then ended) for this patron: by member id, by Patreon user id, and for the local user
+    their Patreon account is linked to."""
+    c = state.tables.comps
+    about = [c.c.member_id == patron.member_id]
+    if patron.patreon_user_id:
+        about.append(c.c.patreon_user_id == patron.patreon_user_id)
+    if patron.local_user_id:
+        about.append(c.c.user_id == patron.local_user_id)
+    stmt = select(c).where(or_(*about)).order_by(c.c.revoked_at.is_not(None), c.c.id.desc()).limit(limit)
+    with state.store.engine.connect() as conn:
+        return [_record(row) for row in conn.execute(stmt).mappings()]
+
+
+def resolve_member(state: PatronLockState, text: str) -> Patron:
+    """The stored member a creator means by ``text``: a member id, or the e-mail address of exactly one member.
+
+    :raises CompError: (field ``member``) when no stored member, or more than one, matches.
+    """
+    wanted = text.strip()
+    if not wanted:
+        raise CompError("member", "Write the member's e-mail address or Patreon member id.")
+    if _CONTROL.search(wanted) or len(wanted) > 320:
+        raise CompError("member", "That is not an e-mail address or a Patreon member id.")
+    found = state.store.get_patron(wanted) if len(wanted) <= 64 else None
+    if found is not None:
+        return found
+    if "@" in wanted:
+        p = state.tables.patrons
+        campaign = state.campaign_id_or_none()
+        stmt = select(p.c.member_id).where(func.lower(p.c.email) == wanted.lower()).limit(2)
+        if campaign:
+            stmt = stmt.where(p.c.campaign_id == campaign)
+        with state.store.engine.connect() as conn:
+            ids = list(conn.execute(stmt).scalars())
+        if len(ids) > 1:
+            raise CompError("member", f"More than one member has the e-mail {wanted}: use the Patreon member id.")
+        if ids:
+            patron = state.store.get_patron(ids[0])
+            if patron is not None:
+                return patron
+    raise CompError(
+        "member",
+        f"No Patreon member {wanted} is known here. Check the spelling, or sync first if they joined just now.",
+    )
+
+
+def resolve_tier(state: PatronLockState, text: str) -> str:
+    """The id of the campaign's tier a creator means by ``text``: its id or its title (any case).
+
+    :raises CompError: (field ``tier``) for an unknown or ambiguous tier, listing the tiers there are.
+    """
+    snapshot = state.settings.current()
+    wanted = text.strip()
+    if wanted in snapshot.tiers:
+        return wanted
+    ids = snapshot.tier_ids_by_title.get(wanted.casefold(), ())
+    if len(ids) == 1:
+        return ids[0]
+    if len(ids) > 1:
+        raise CompError("tier", f"More than one tier is called {wanted!r}: give the tier's id.")
+    names = ", ".join(t.title or t.id for t in sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id)))
+    there = f"the tiers are {names}" if names else "no tiers are stored yet: sync first"
+    raise CompError("tier", f"The campaign has no tier called {wanted!r} ({there}).")
+
+
+# -- writing -----------------------------------------------------------------------------------------------------------
+
+
+def _text(value: str | None) -> str | None:
+    stripped = value.strip() if value is not None else ""
+    return stripped or None
+
+
+def _check_user(state: PatronLockState, user_id: str) -> None:
+    if len(user_id) > 64 or _CONTROL.search(user_id):
+        raise CompError("user", "That is not an account id of this site.")
+    manager = getattr(state.app, "login_manager", None)
+    loader = getattr(manager, "user_callback", None)
+    if loader is None:
+        return  # the site has no user loader to ask: the id is taken as it is
+    try:
+        user = loader(user_id)
+    except Exception:  # a host loader that cannot parse this id (e.g. not a number): no such user
+        user = None
+    if user is None:
+        raise CompError("user", f"This site has no account {user_id!r}.")
+
+
+def _check_patreon_user(state: PatronLockState, patreon_user_id: str) -> None:
+    if len(patreon_user_id) > 64 or _CONTROL.search(patreon_user_id):
+        raise CompError("patreon_user", "That is not a Patreon user id.")
+    p, a = state.tables.patrons, state.tables.accounts
+    with state.store.engine.connect() as conn:
+        known = conn.execute(select(p.c.member_id).where(p.c.patreon_user_id == patreon_user_id).limit(1)).first()
+        if known is None:
+            known = conn.execute(select(a.c.id).where(a.c.patreon_user_id == patreon_user_id).limit(1)).first()
+    if known is None:
+        raise CompError(
+            "patreon_user",
+            f"No Patreon user {patreon_user_id} is known here (no member of the campaign, no connected account).",
+        )
+
+
+def _end(expires_at: datetime | date | None, now: datetime) -> datetime | None:
+    if expires_at is None:
+        return None
+    if not isinstance(expires_at, datetime):
+        expires_at = datetime.combine(expires_at, time(), tzinfo=UTC)  # a date: from the start of that day (UTC)
+    elif expires_at.tzinfo is None:
+        raise CompError("expires_at", "The end needs a time zone (or give a date).")
+    if expires_at <= now:
+        raise CompError("expires_at", f"The end must be in the future (after {date_text(now, day_first=True)}).")
+    return expires_at.astimezone(UTC)
+
+
+def grant_comp(
+    state: PatronLockState,
+    *,
+    user_id: str | None = None,
+    member_id: str | None = None,
+    patreon_user_id: str | None = None,
+    lock: str | None = None,
+    tier: str | None = None,
+    note: str = "",
+    expires_at: datetime | date | None = None,
+    by: str | None = None,
+    source: Literal["admin", "cli"] = "admin",
+) -> CompRecord:
+    """Grant a comp: to exactly one of the local user ``user_id``, the stored member ``member_id`` or the Patreon user
+    ``patreon_user_id``, for exactly one of the declared lock ``lock`` or the tier ``tier`` (its id or title), ending
+    at ``expires_at`` (a date: at the start of that day, UTC; ``None``: never). Written with an audit row
+    (``comp_granted``, ``source``, ``by`` in its detail) and a settings-version bump in one transaction; every worker
+    honours it within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
+
+    :raises CompError: naming the field at fault, in plain words.
+    """
+    if source not in GRANT_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(GRANT_SOURCES)}, not {source!r}")
+    user_id, member_id, patreon_user_id = _text(user_id), _text(member_id), _text(patreon_user_id)
+    if sum(value is not None for value in (user_id, member_id, patreon_user_id)) != 1:
+        raise CompError("who", "Say who the comp is for: one account on this site, or one Patreon member.")
+    lock, tier = _text(lock), _text(tier)
+    if (lock is None) == (tier is None):
+        raise CompError("access", "Choose what the comp opens: one lock, or one tier.")
+    now = state.store.clock()
+    if user_id is not None:
+        _check_user(state, user_id)
+    elif member_id is not None:
+        if state.store.get_patron(member_id) is None:
+            raise CompError("member", f"No Patreon member {member_id} is known here. Sync first if they just joined.")
+    elif patreon_user_id is not None:
+        _check_patreon_user(state, patreon_user_id)
+    tier_id: str | None = None
+    if lock is not None:
+        try:
+            state.declarations.locks.get(lock)
+        except UnknownLockError:
+            names = ", ".join(sorted(lk.name for lk in state.declarations.locks if lk.name)) or "none are declared"
+            raise CompError("lock", f"This site has no lock called {lock!r} (the locks: {names}).") from None
+    else:
+        assert tier is not None
+        tier_id = resolve_tier(state, tier)
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE:
+        raise CompError("note", f"Keep the note to {MAX_NOTE} characters (it has {len(note)}).")
+    if "\x00" in note:
+        raise CompError("note", "The note holds a character that cannot be stored.")
+    end = _end(expires_at, now)
+    values: dict[str, Any] = {
+        "user_id": user_id,
+        "member_id": member_id,
+        "patreon_user_id": patreon_user_id,
+        "lock": lock,
+        "tier_id": tier_id,
+        "note": note,
+        "expires_at": end,
+        "granted_by": by,
+        "granted_source": source,
+        "created_at": now,
+    }
+    c = state.tables.comps
+    store = state.store
+    with store.transaction() as conn:
+        comp_id = int(conn.execute(c.insert().values(**values).returning(c.c.id)).scalar_one())
+        store.bump_settings_version(conn, by=by or source)
+        store.record_event(
+            conn, "comp_granted", source=source, user_id=user_id, member_id=member_id,
+            patreon_user_id=patreon_user_id,
+            detail={"comp": comp_id, "lock": lock, "tier": tier_id, "note": note, "expires_at": end, "by": by},
+        )
+    state.settings.invalidate()
+    return CompRecord(id=comp_id, **values)
+
+
+def revoke_comp(
+    state: PatronLockState, comp_id: int, *, by: str | None = None, source: Literal["admin", "cli"] = "admin"
+) -> CompRecord:
+    """Revoke the open comp ``comp_id`` now (its row stays, stamped); audited as ``comp_revoked``. Every worker stops
+    honouring it within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
+
+    :raises LookupError: no comp ``comp_id``.
+    :raises CompError: it had already ended (field ``who``).
+    """
+    if source not in GRANT_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(GRANT_SOURCES)}, not {source!r}")
+    c = state.tables.comps
+    store = state.store
+    now = store.clock()
+    with store.transaction() as conn:
+        row = conn.execute(select(c).where(c.c.id == comp_id)).mappings().first()
+        if row is None:
+            raise LookupError(f"There is no comp {comp_id}.")
+        done = conn.execute(
+            update(c).where(and_(c.c.id == comp_id, c.c.revoked_at.is_(None)))
+            .values(revoked_at=now, revoked_by=by, revoked_source=source)
+        ).rowcount
+        if not done:
+            ended = _record(row)
+            when = date_text(ended.revoked_at, day_first=True) if ended.revoked_at is not None else "earlier"
+            raise CompError("who", f"That comp had already ended ({when}).")
+        store.bump_settings_version(conn, by=by or source)
+        store.record_event(
+            conn, "comp_revoked", source=source, user_id=row["user_id"], member_id=row["member_id"],
+            patreon_user_id=row["patreon_user_id"],
+            detail={"comp": comp_id, "lock": row["lock"], "tier": row["tier_id"], "by": by},
+        )
+    state.settings.invalidate()
+    return _record({**row, "revoked_at": now, "revoked_by": by, "revoked_source": source})
+
+
+def expire_comps(state: PatronLockState, *, now: datetime | None = None) -> list[CompRecord]:
+    """Revoke every open comp whose end has come (``revoked_source="scheduler"``), each audited as ``comp_expired``;
+    the comps it revoked. The scheduler calls it on every tick; it queries only when this worker's settings cache
+    holds a comp past its end, and two workers running it at once revoke (and audit) each comp once."""
+    now = now if now is not None else state.store.clock()
+    snapshot = state.settings.current()
+    if not any(
+        comp.expires_at is not None and comp.expires_at <= now for found in snapshot.comps.values() for comp in found
+    ):
+        return []
+    c = state.tables.comps
+    store = state.store
+    expired: list[CompRecord] = []
+    with store.transaction() as conn:
+        due = conn.execute(
+            select(c).where(and_(c.c.revoked_at.is_(None), c.c.expires_at.is_not(None), c.c.expires_at <= now))
+        ).mappings().all()
+        for row in due:
+            done = conn.execute(
+                update(c).where(and_(c.c.id == row["id"], c.c.revoked_at.is_(None)))
+                .values(revoked_at=now, revoked_by=None, revoked_source="scheduler")
+            ).rowcount
+            if not done:
+                continue  # another worker expired it meanwhile
+            store.record_event(
+                conn, "comp_expired", source="scheduler", user_id=row["user_id"], member_id=row["member_id"],
+                patreon_user_id=row["patreon_user_id"],
+                detail={
+                    "comp": row["id"], "lock": row["lock"], "tier": row["tier_id"], "expires_at": row["expires_at"],
+                },
+            )
+            expired.append(_record({**row, "revoked_at": now, "revoked_source": "scheduler"}))
+        if expired:
+            store.bump_settings_version(conn, by="scheduler")
+    if expired:
+        state.settings.invalidate()
+    return expired
+
+
+# -- words -------------------------------------------------------------------------------------------------------------
+
+
+def subject_label(state: PatronLockState, record: CompRecord) -> str:
+    """Who ``record`` is for, as a creator knows them: the account's name or e-mail (from the site's user loader), or
+    the member's name or e-mail; the id only when nothing else is known."""
+    if record.user_id is not None:
+        manager = getattr(state.app, "login_manager", None)
+        loader = getattr(manager, "user_callback", None)
+        user = None
+        if loader is not None:
+            try:
+                user = loader(record.user_id)
+            except Exception:  # a host loader that cannot parse this id
+                user = None
+        for attr in ("name", "username", "email"):
+            value = getattr(user, attr, None) if user is not None else None
+            if value:
+                return str(value)
+        return f"account {record.user_id}"
+    patron: Patron | None = None
+    if record.member_id is not None:
+        patron = state.store.get_patron(record.member_id)
+    elif record.patreon_user_id is not None:
+        p = state.tables.patrons
+        with state.store.engine.connect() as conn:
+            member_id = conn.execute(
+                select(p.c.member_id).where(p.c.patreon_user_id == record.patreon_user_id).limit(1)
+            ).scalar()
+        patron = state.store.get_patron(member_id) if member_id is not None else None
+    if patron is not None and (patron.full_name or patron.email):
+        return patron.full_name or str(patron.email)
+    if record.member_id is not None:
+        return f"Patreon member {record.member_id}"
+    return f"Patreon user {record.patreon_user_id}"
+
+
+def access_label(state: PatronLockState, record: CompRecord) -> str:
+    """What ``record`` opens, in words: ``'masterclass'`` or ``the Gold tier ($10.00 a month)``."""
+    if record.lock is not None:
+        return repr(record.lock)
+    snapshot = state.settings.current()
+    tier = snapshot.tiers.get(record.tier_id or "")
+    if tier is None:
+        return f"a tier that is no longer offered ({record.tier_id})"
+    symbol = str(state.app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or "")
+    return f"the {tier.title or tier.id} tier ({money(tier.amount_cents, symbol)} a month)"
+
+
+def comp_sentence(state: PatronLockState, record: CompRecord, *, who: str | None = None,
+                  now: datetime | None = None) -> str:
+    """One sentence for creators: "Alex has a comp for 'masterclass' from you until 4 January 2027: press copy"
+    (or "had ... ; it ended on ..." / "it was revoked on ..."). ``who`` defaults to :func:`subject_label`."""
+    now = now if now is not None else state.store.clock()
+    who = who if who is not None else subject_label(state, record)
+    what = access_label(state, record)
+    note = f": {record.note}" if record.note else ""
+    if record.active_at(now):
+        end = record.expires_at
+        until = "with no end date" if end is None else f"until {date_text(end, day_first=True)}"
+        return f"{who} has a comp for {what} from you {until}{note}"
+    if record.revoked_at is not None and not record.expired:
+        revoked = date_text(record.revoked_at, day_first=True)
+        return f"{who} had a comp for {what} from you; it was revoked on {revoked}{note}"
+    end = record.expires_at or record.revoked_at or now
+    return f"{who} had a comp for {what} from you until {date_text(end, day_first=True)}; it has ended{note}"
