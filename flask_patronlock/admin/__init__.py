@@ -10,8 +10,9 @@ goes through :mod:`flask_patronlock.settings` (version stamp + audit row naming 
 and nothing is loaded from outside the site.
 
 One module per page group (:data:`PAGES`: ``setup``, ``syncpages``, ``dashboard``, ``locks`` with ``preview``,
-``banners``, ``policies``, ``patrons``, ``addons``), beside ``blueprint`` (the guard and the helpers every page uses),
-``forms``, ``data`` (the queries of the patrons list and the dashboard) and ``charts``. No page writes a table itself.
+``banners``, ``policies``, ``patrons``, ``comps``, ``addons``), beside ``blueprint`` (the guard and the helpers every
+page uses), ``forms``, ``data`` (the queries of the patrons list and the dashboard) and ``charts``. No page writes a
+table itself.
 
 See ``docs/admin.rst`` for the pages and what each setting means.
 """
@@ -27,7 +28,7 @@ from .blueprint import blueprint
 __all__ = ["blueprint", "init_admin"]
 
 #: the page modules, imported in the navigation's order.
-PAGES = ("setup", "syncpages", "dashboard", "locks", "banners", "policies", "patrons", "addons")
+PAGES = ("setup", "syncpages", "dashboard", "locks", "banners", "policies", "patrons", "comps", "addons")
 
 
 def init_admin(app: Flask) -> None:

@@ -40,6 +40,7 @@ from ..policy import LockRule, PolicySettings
 
 __all__ = [
     "BannerForm",
+    "CompForm",
     "LockForm",
     "PolicyForm",
     "RoutingForm",
@@ -379,3 +380,50 @@ def _percent_text(fraction: float) -> str:
     text = f"{fraction * 100:.2f}".rstrip("0").rstrip(".")
     return text or "0"
 
+
+
+# -- comps ------------------------------------------------------------------------------------------------------------
+
+
+class CompForm(FlaskForm):
+    """Grant a comp (:func:`flask_patronlock.comps.grant_comp` checks it; its :class:`~flask_patronlock.comps.CompError`
+    is shown next to the field it names)."""
+
+    who = RadioField(
+        "Who is it for?",
+        choices=choices([("member", "A Patreon member"), ("user", "An account on this site")]),
+        default="member",
+    )
+    member = StringField("Patreon member: their e-mail address or member id")
+    user_id = StringField("Account on this site: its user id")
+    access = SelectField("What it opens", choices=[], validate_choice=False)
+    note = StringField("Note (why; only you see it)")
+    ends_on = DateField("Ends on (leave empty for no end)", validators=[Optional()])
+
+    #: CompError.field -> the form field it is shown next to.
+    ERROR_FIELDS = {
+        "who": "who",
+        "member": "member",
+        "patreon_user": "member",
+        "user": "user_id",
+        "access": "access",
+        "lock": "access",
+        "tier": "access",
+        "note": "note",
+        "expires_at": "ends_on",
+    }
+
+    def set_access_choices(self, locks: Iterable[tuple[str, str]], tiers: Iterable[TierSnapshot], symbol: str) -> None:
+        """Offer every declared lock (``(name, description)``) and every tier of the campaign, cheapest first."""
+        pairs = [("", "Choose a lock or a tier")]
+        pairs += [(f"lock:{name}", f"The lock {name}" + (f": {text}" if text else "")) for name, text in locks]
+        pairs += [
+            (f"tier:{t.id}", f"Everything the {t.title or t.id} tier opens ({money(t.amount_cents, symbol)} a month)")
+            for t in tiers
+        ]
+        self.access.choices = choices(pairs)
+
+    def target(self) -> tuple[str | None, str | None]:
+        """``(lock, tier id)`` as chosen (both ``None`` when nothing is)."""
+        kind, _, value = (self.access.data or "").partition(":")
+        return (value or None, None) if kind == "lock" else (None, value or None) if kind == "tier" else (None, None)

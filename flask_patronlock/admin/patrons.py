@@ -11,13 +11,16 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask.typing import ResponseReturnValue
 
 from ..banners import money
+from ..comps import comps_about
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..explain import explain
 from ..locks import evaluate
 from ..patreon.errors import NotFound, PatreonError
 from ..policy import Viewer, explain_steps
 from ..state import get_state
+from ..viewers import with_comps
 from .blueprint import nav, route
+from .comps import rows as comp_rows
 from .data import STATUS_FILTERS, patron_timeline, search_patrons
 
 log = logging.getLogger("flask_patronlock.admin")
@@ -93,13 +96,13 @@ def patron(member_id: str) -> ResponseReturnValue:
             explanation = {"linked": True, "result": explain(user or found.local_user_id, chosen)}
         else:  # not linked: what they would get once they connect this Patreon account here
             lock = st.extension.locks.get(chosen)
-            viewer = Viewer(authenticated=True, linked=True, patron=found)
+            viewer = with_comps(Viewer(authenticated=True, linked=True, patron=found), st, None)
             now = st.store.clock()
             rule, _d, decision = evaluate(lock, viewer, user=None, state=st, now=now)
             explanation = {
                 "linked": False,
                 "decision": decision,
-                "steps": explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers),
+                "steps": explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=chosen),
             }
     from ..policy import entitlement
 
@@ -112,6 +115,7 @@ def patron(member_id: str) -> ResponseReturnValue:
         locks=locks,
         chosen=chosen,
         explanation=explanation,
+        comps=comp_rows(st, comps_about(st, found)),
         tier_names={t.id: t.title or t.id for t in snapshot.tiers.values()},
         money=money,
     )

@@ -67,6 +67,9 @@ GET_PAGES = [
     "/patrons?status=declined",
     "/patrons/m1",
     "/patrons/m2?lock=supporters",
+    "/comps",
+    "/comps?member=m1",
+    "/comps?user=bob",
     "/addons",
     "/sync",
 ]

@@ -120,7 +120,8 @@ def test_a_comp_adds_no_query_to_a_page_view(site: Site) -> None:
 def test_every_worker_follows_a_grant_and_a_revoke(make_app: Callable[..., Flask]) -> None:
     checks = {"now": 0.0}
     here = _site(make_app)
-    other = _site(make_app, worker_of=here)  # a second worker on the same database, its settings cache on a clock of our own
+    other = _site(make_app, worker_of=here)  # a second worker on the same database ...
+    # ... whose settings cache runs on a clock of the test's
     other.state.settings.clock = lambda: checks["now"]
     assert other.get("/masterclass", "alex").status_code == 403
     record = _grant(here, user_id="alex", lock="masterclass")
@@ -193,7 +194,9 @@ def test_grant_revoke_and_expiry_are_audited_with_their_source(site: Site) -> No
     site.state.jobs.tick()
     site.state.jobs.tick()  # a second tick (or another worker's) expires nothing twice
     expired = _events(site, "comp_expired")
-    assert [(e["source"], e["member_id"], e["detail"]["comp"]) for e in expired] == [("scheduler", "m-silver", short.id)]
+    assert [(e["source"], e["member_id"], e["detail"]["comp"]) for e in expired] == [
+        ("scheduler", "m-silver", short.id)
+    ]
     with site.app.app_context():
         record = get_comp(site.state, short.id)
         assert record is not None and record.expired and record.revoked_at == NOW + timedelta(days=30)

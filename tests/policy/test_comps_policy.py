@@ -107,8 +107,9 @@ def test_a_tier_comp_meets_tier_and_amount_conditions_as_that_tier_would(rule: L
     """Someone with a comp for tier T and nothing else passes a tier/amount rule exactly when a paying patron of
     exactly T would."""
     comp = Comp(tier_id=tier_id, id=1)
+    follower = paid("free", 0, patron_status=None, last_charge_status=None)
     for base in (Viewer(authenticated=True, linked=False), Viewer(authenticated=True, linked=True),
-                 Viewer(authenticated=True, linked=True, patron=paid("free", 0, patron_status=None, last_charge_status=None))):
+                 Viewer(authenticated=True, linked=True, patron=follower)):
         assert not decide(rule, base, SETTINGS, NOW, tiers=TIERS).allowed  # nothing but the comp
         with_comp = decide(rule, comped(base, (comp,)), SETTINGS, NOW, tiers=TIERS)
         patron_of_t = decide(rule, Viewer(authenticated=True, linked=True,
