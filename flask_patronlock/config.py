@@ -120,6 +120,16 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_FILE_URL_MAX_SECONDS", 86400,
         "The longest a signed download link may live (seconds); links expiring later are refused."),
     Key("PATRONLOCK_FILE_URL_LEEWAY", 30, "Seconds a link is still honoured after it expires (clock skew)."),
+    # -- blurred previews of locked images (previews.py, files.py) --
+    Key("PATRONLOCK_IMAGE_PREVIEWS", None,
+        "Deny a locked image with a blurred preview: None = when Pillow is installed; True (needs Pillow); False."),
+    Key("PATRONLOCK_PREVIEW_SIZE", 480, "The longer side of a locked image's preview, in pixels (32 to 1600)."),
+    Key("PATRONLOCK_PREVIEW_CACHE_DIR", None,
+        "Where previews are kept (made on first use); None: patronlock-previews in the app's instance folder."),
+    Key("PATRONLOCK_PREVIEW_CACHE_MAX_BYTES", 64 * 1024 * 1024,
+        "The previews' disk budget in bytes; past it the least recently used go."),
+    Key("PATRONLOCK_PREVIEW_MAX_PIXELS", 50_000_000,
+        "The largest image (width x height) a preview is made of; larger ones get the padlock placeholder."),
     # -- private feeds (feeds.py) --
     Key("PATRONLOCK_FEED_KEY", None,
         "Key feed tokens are derived with; default: one derived from SECRET_KEY. Changing it changes every feed URL."),

@@ -29,7 +29,7 @@ from werkzeug.utils import send_file as werkzeug_send_file
 from .config import as_list
 from .errors import ConfigurationError, PatronLockError
 from .file_links import InvalidFileLink, derive_key, link_query, normalize_link_path, verify_file_link
-from .locks import LockedError, LockLike, as_lock, decision_for, lock_exempt
+from .locks import Lock, LockedError, LockLike, as_lock, decision_for, lock_exempt
 
 __all__ = [
     "DELIVERIES",
@@ -37,7 +37,9 @@ __all__ = [
     "file_url_keys",
     "init_files",
     "locked_file_url",
+    "previews_enabled",
     "send_allowed_file",
+    "send_image_preview",
     "send_signed_file",
 ]
 
@@ -350,6 +352,90 @@ def send_signed_file(name: str, **send_kwargs: Any) -> FlaskResponse:
     return response
 
 
+# -- blurred previews of locked images (flask_patronlock.previews) ----------------------------------------------------
+
+
+def previews_enabled(app: Flask) -> bool:
+    """Whether ``send_locked_file`` answers a locked image with a preview (:data:`PATRONLOCK_IMAGE_PREVIEWS`)."""
+    from .previews import pillow_available
+
+    setting = app.config["PATRONLOCK_IMAGE_PREVIEWS"]
+    return pillow_available() if setting is None else bool(setting)
+
+
+def _preview_cache(app: Flask) -> Any:
+    from .previews import PreviewCache
+
+    directory = app.config["PATRONLOCK_PREVIEW_CACHE_DIR"] or os.path.join(app.instance_path, "patronlock-previews")
+    return PreviewCache(os.path.join(app.root_path, os.fspath(directory)),
+                        max_bytes=app.config["PATRONLOCK_PREVIEW_CACHE_MAX_BYTES"])
+
+
+def _preview_size(app: Flask, size: int | None) -> int:
+    from .previews import MAX_SIZE, MIN_SIZE
+
+    value = app.config["PATRONLOCK_PREVIEW_SIZE"] if size is None else size
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIZE <= value <= MAX_SIZE:
+        what = "PATRONLOCK_PREVIEW_SIZE" if size is None else "a preview's size"
+        raise ConfigurationError(f"{what} must be a number of pixels from {MIN_SIZE} to {MAX_SIZE}, not {value!r}")
+    return int(value)
+
+
+def send_image_preview(
+    lock: LockLike,
+    path: str | os.PathLike[str],
+    *,
+    directory: str | os.PathLike[str] | None = None,
+    size: int | None = None,
+    status: int = 200,
+) -> FlaskResponse:
+    """A blurred, downscaled JPEG preview of the image ``path`` (found as :func:`send_allowed_file` finds it: with
+    ``directory``, safely inside it, and inside ``PATRONLOCK_FILE_ROOT`` when that is set), with a padlock, "For
+    patrons at <tier>" for ``lock`` and the one next step for the current viewer (:mod:`flask_patronlock.previews`).
+    Kept in the preview cache per image, size and wording. :func:`~flask_patronlock.locks.send_locked_file` sends it
+    (403) to a viewer below the lock; call it yourself for a teaser that everyone sees::
+
+        @app.get("/gallery/<path:name>/teaser")
+        def teaser(name):
+            return send_image_preview("gold", name, directory="photos")
+
+    :param size: the longer side in pixels (default :data:`PATRONLOCK_PREVIEW_SIZE`).
+    :raises werkzeug.exceptions.NotFound: no such file (or outside ``directory`` or the root).
+    :raises flask_patronlock.previews.PreviewError: not a JPEG, PNG or WebP image, or too large.
+    :raises ConfigurationError: Pillow is not installed, or a bad size.
+    """
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    target = as_lock(lock)
+    decision = decision_for(target)
+    from .banners import banner_context
+
+    context = banner_context(target, decision)
+    label = f"For patrons at {context['tier']}" if context.get("tier_obj") is not None else "For patrons"
+    detail = str(context.get("action_label") or "")
+    real, _relative = _resolve(app, path, directory, _root(app, "send_image_preview"))
+    data = _preview_cache(app).get(real, size=_preview_size(app, size), label=label, detail=detail,
+                                   max_pixels=int(app.config["PATRONLOCK_PREVIEW_MAX_PIXELS"]))
+    response = app.response_class(data, status=status, mimetype="image/jpeg")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def locked_image_preview(lock: Lock, path: str | os.PathLike[str],
+                         directory: str | os.PathLike[str] | None) -> FlaskResponse | None:
+    """The 403 preview :func:`~flask_patronlock.locks.send_locked_file` sends a viewer below ``lock``; ``None`` (the
+    placeholder then) when there is no such file -- a visitor below a lock learns nothing of which files exist -- or
+    no preview can be made of it (logged, saying why)."""
+    from .previews import PreviewError
+
+    try:
+        return send_image_preview(lock, path, directory=directory, status=403)
+    except NotFound:
+        return None
+    except PreviewError as exc:
+        log.warning("no preview of a locked image, so the placeholder was sent: %s", exc)
+        return None
+
+
 blueprint = Blueprint("patronlock_files", __name__)
 
 
@@ -364,6 +450,11 @@ def init_files(app: Flask) -> None:
     """Register ``GET {PATRONLOCK_URL_PREFIX}/files/<path>`` (not when the prefix is ``None``) and the template global
     ``locked_file_url``, and check the delivery setting at start-up."""
     _delivery(app)
+    if app.config["PATRONLOCK_IMAGE_PREVIEWS"]:
+        from .previews import _pillow
+
+        _pillow()  # asked for previews: say now, not on the first locked image, that Pillow is missing
+        _preview_size(app, None)
     app.add_template_global(locked_file_url)
     prefix = app.config.get("PATRONLOCK_URL_PREFIX")
     if prefix is not None:

@@ -295,6 +295,11 @@ def lock_exempt(func: F) -> F:
 # -- locked files ----------------------------------------------------------------------------------------------------
 
 
+#: the images (by ``mimetype`` or name) a visitor below the lock gets a blurred preview of; other images (SVG, GIF)
+#: get the placeholder.
+_PREVIEW_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+
+
 def send_locked_file(
     lock: LockLike,
     path: str | os.PathLike[str],
@@ -309,7 +314,10 @@ def send_locked_file(
     :param send_kwargs: passed to ``send_file`` (``mimetype``, ``as_attachment``, ``download_name``, ...).
     :returns: the file (sent by Python, or handed to nginx or Apache: see
         :func:`~flask_patronlock.files.send_allowed_file`); or, for an image (by ``mimetype`` or the file name), a 403
-        response with an SVG placeholder rendered from ``patronlock/placeholder.svg`` saying what is missing.
+        response with a blurred preview of a JPEG, PNG or WebP picture (:data:`PATRONLOCK_IMAGE_PREVIEWS`,
+        :func:`~flask_patronlock.files.send_image_preview`), or, for any other image, without Pillow, or for a file
+        that is missing or not what its name says, an SVG placeholder rendered from ``patronlock/placeholder.svg``
+        saying what is missing.
     :raises LockedError: for any other file, rendered as the locked page (or JSON).
     """
     target = as_lock(lock)
@@ -320,6 +328,12 @@ def send_locked_file(
         return send_allowed_file(path, directory=directory, **send_kwargs)
     mimetype = send_kwargs.get("mimetype") or mimetypes.guess_type(os.fspath(path))[0] or ""
     if mimetype.startswith("image/"):
+        from .files import locked_image_preview, previews_enabled
+
+        if mimetype in _PREVIEW_TYPES and previews_enabled(_app_now()):
+            preview = locked_image_preview(target, path, directory)
+            if preview is not None:
+                return preview
         from .banners import placeholder_response
 
         return placeholder_response(target, decision)

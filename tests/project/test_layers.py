@@ -73,6 +73,7 @@ BELOW_REQUEST = (
     "paths",
     "patron",
     "policy",
+    "previews",  # blurred previews of locked images and their disk cache: Pillow only, no app
     "settings",
     "settings_cache",
     "signals",
