@@ -19,6 +19,7 @@ call the same code.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,11 +46,15 @@ __all__ = [
     "get_comp",
     "grant_comp",
     "list_comps",
+    "load_user",
     "resolve_member",
     "resolve_tier",
     "revoke_comp",
     "subject_label",
+    "user_name",
 ]
+
+log = logging.getLogger("flask_patronlock.comps")
 
 #: where a grant or a revoke may come from; expiry is always the ``scheduler``'s.
 GRANT_SOURCES: Final = ("admin", "cli")
@@ -225,18 +230,35 @@ def _text(value: str | None) -> str | None:
     return stripped or None
 
 
-def _check_user(state: PatronLockState, user_id: str) -> None:
-    if len(user_id) > 64 or _CONTROL.search(user_id):
-        raise CompError("user", "That is not an account id of this site.")
+def load_user(state: PatronLockState, user_id: str) -> Any:
+    """The host's user ``user_id`` from Flask-Login's user loader; ``None`` when it finds none, cannot parse the id,
+    or the site has no user loader."""
     manager = getattr(state.app, "login_manager", None)
     loader = getattr(manager, "user_callback", None)
     if loader is None:
-        return  # the site has no user loader to ask: the id is taken as it is
+        return None
     try:
-        user = loader(user_id)
+        return loader(user_id)
     except Exception:  # a host loader that cannot parse this id (e.g. not a number): no such user
-        user = None
-    if user is None:
+        log.exception("the user_loader failed for user id %r", user_id)
+        return None
+
+
+def user_name(user: Any) -> str | None:
+    """What a creator calls a host user: their ``name``, ``username`` or ``email``, whichever is set first."""
+    for attr in ("name", "username", "email"):
+        value = getattr(user, attr, None) if user is not None else None
+        if value:
+            return str(value)
+    return None
+
+
+def _check_user(state: PatronLockState, user_id: str) -> None:
+    if len(user_id) > 64 or _CONTROL.search(user_id):
+        raise CompError("user", "That is not an account id of this site.")
+    if getattr(getattr(state.app, "login_manager", None), "user_callback", None) is None:
+        return  # the site has no user loader to ask: the id is taken as it is
+    if load_user(state, user_id) is None:
         raise CompError("user", f"This site has no account {user_id!r}.")
 
 
@@ -428,19 +450,7 @@ def subject_label(state: PatronLockState, record: CompRecord) -> str:
     """Who ``record`` is for, as a creator knows them: the account's name or e-mail (from the site's user loader), or
     the member's name or e-mail; the id only when nothing else is known."""
     if record.user_id is not None:
-        manager = getattr(state.app, "login_manager", None)
-        loader = getattr(manager, "user_callback", None)
-        user = None
-        if loader is not None:
-            try:
-                user = loader(record.user_id)
-            except Exception:  # a host loader that cannot parse this id
-                user = None
-        for attr in ("name", "username", "email"):
-            value = getattr(user, attr, None) if user is not None else None
-            if value:
-                return str(value)
-        return f"account {record.user_id}"
+        return user_name(load_user(state, record.user_id)) or f"account {record.user_id}"
     patron: Patron | None = None
     if record.member_id is not None:
         patron = state.store.get_patron(record.member_id)

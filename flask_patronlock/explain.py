@@ -166,9 +166,9 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
 def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Decision, now: datetime) -> list[str]:
     """The viewer's comps in the creator's words: "Alex has a comp for 'masterclass' from you until 4 January 2027:
     press copy", and whether it is what opened the lock."""
-    from .comps import comp_sentence, get_comp
+    from .comps import comp_sentence, get_comp, user_name
 
-    who = next((str(v) for v in (getattr(user, "name", None), getattr(user, "username", None)) if v), "")
+    who = user_name(user) or ""
     if not who:
         patron = viewer.patron
         who = (patron.full_name or "") if patron is not None else ""

@@ -17,9 +17,11 @@ from ..comps import (
     comp_sentence,
     grant_comp,
     list_comps,
+    load_user,
     resolve_member,
     revoke_comp,
     subject_label,
+    user_name,
 )
 from ..formatting import date_text
 from ..models import is_row_id
@@ -44,17 +46,8 @@ def _granted_by(st: PatronLockState, record: CompRecord) -> str:
     where = "on this settings page" if record.granted_source == "admin" else "from the command line"
     if not record.granted_by:
         return where
-    if record.granted_source == "admin":
-        manager = getattr(current_app, "login_manager", None)
-        loader = getattr(manager, "user_callback", None)
-        try:
-            user = loader(record.granted_by) if loader is not None else None
-        except Exception:  # a host loader that cannot parse the id
-            user = None
-        name = next((str(getattr(user, a)) for a in ("name", "username", "email") if getattr(user, a, None)), None)
-        if name:
-            return f"{where}, by {name}"
-    return f"{where}, by {record.granted_by}"
+    name = user_name(load_user(st, record.granted_by)) if record.granted_source == "admin" else None
+    return f"{where}, by {name or record.granted_by}"
 
 
 def rows(st: PatronLockState, records: list[CompRecord]) -> list[dict[str, Any]]:

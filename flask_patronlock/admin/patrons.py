@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from ..banners import money
-from ..comps import comps_about
+from ..comps import comps_about, load_user
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..explain import explain
 from ..locks import evaluate
@@ -58,20 +58,6 @@ def patrons() -> ResponseReturnValue:
     )
 
 
-def _load_user(user_id: str | None) -> Any:
-    if user_id is None:
-        return None
-    manager = getattr(current_app, "login_manager", None)
-    loader = getattr(manager, "user_callback", None)
-    if loader is None:
-        return None
-    try:
-        return loader(user_id)
-    except Exception:  # a host loader that cannot parse an id: show the id only
-        log.exception("the user_loader failed for user id %r", user_id)
-        return None
-
-
 def _user_label(user: Any, user_id: str | None) -> str:
     if user_id is None:
         return ""
@@ -86,7 +72,7 @@ def patron(member_id: str) -> ResponseReturnValue:
     found = st.store.get_patron(member_id)
     if found is None:
         abort(404)
-    user = _load_user(found.local_user_id)
+    user = load_user(st, found.local_user_id) if found.local_user_id is not None else None
     snapshot = st.settings.current()
     locks = sorted((lk.name for lk in st.extension.locks if lk.name), key=str)
     chosen = request.args.get("lock") or (locks[0] if locks else "")
