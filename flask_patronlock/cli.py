@@ -516,17 +516,18 @@ def _comp_end(until: str | None, days: int | None) -> Any:
 def comp_grant_command(user_id: str | None, member: str | None, patreon_user_id: str | None, lock: str | None,
                        tier: str | None, note: str, until: str | None, days: int | None, by: str | None) -> None:
     """Grant a comp: to one person (--user, --member or --patreon-user), for one lock or one tier."""
-    from .comps import CompError, comp_sentence, grant_comp, resolve_member
+    from .comps import CompError, comp_sentence, grant_comp
 
     state = get_state()
     expires_at = _comp_end(until, days)
     try:
-        member_id = resolve_member(state, member).member_id if member is not None else None
         record = grant_comp(
-            state, user_id=user_id, member_id=member_id, patreon_user_id=patreon_user_id, lock=lock, tier=tier,
+            state, user_id=user_id, member_id=member, patreon_user_id=patreon_user_id, lock=lock, tier=tier,
             note=note, expires_at=expires_at, by=by, source="cli",
         )
     except CompError as exc:
+        for field, message in exc.errors[1:]:
+            click.echo(f"Also: {_COMP_OPTIONS.get(field, field)}: {message}", err=True)
         raise click.BadParameter(str(exc), param_hint=_COMP_OPTIONS.get(exc.field)) from None
     click.echo(f"Comp {record.id} granted. {comp_sentence(state, record)}.")
 

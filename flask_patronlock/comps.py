@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any, Final, Literal
@@ -70,9 +70,11 @@ class CompError(ValueError):
     ``user``, ``member``, ``patreon_user``, ``access``, ``lock``, ``tier``, ``note``, ``expires_at``), so a form shows
     the message next to it."""
 
-    def __init__(self, field: Field, message: str) -> None:
+    def __init__(self, field: Field, message: str, *, others: Iterable[tuple[Field, str]] = ()) -> None:
         super().__init__(message)
         self.field = field
+        #: every problem found, this one first: ``(field, message)``.
+        self.errors: list[tuple[Field, str]] = [(field, message), *others]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +279,14 @@ def _check_patreon_user(state: PatronLockState, patreon_user_id: str) -> None:
         )
 
 
+def _check_lock(state: PatronLockState, lock: str) -> None:
+    try:
+        state.declarations.locks.get(lock)
+    except UnknownLockError:
+        names = ", ".join(sorted(lk.name for lk in state.declarations.locks if lk.name)) or "none are declared"
+        raise CompError("lock", f"This site has no lock called {lock!r} (the locks: {names}).") from None
+
+
 def _end(expires_at: datetime | date | None, now: datetime) -> datetime | None:
     if expires_at is None:
         return None
@@ -302,46 +312,56 @@ def grant_comp(
     by: str | None = None,
     source: Literal["admin", "cli"] = "admin",
 ) -> CompRecord:
-    """Grant a comp: to exactly one of the local user ``user_id``, the stored member ``member_id`` or the Patreon user
-    ``patreon_user_id``, for exactly one of the declared lock ``lock`` or the tier ``tier`` (its id or title), ending
-    at ``expires_at`` (a date: at the start of that day, UTC; ``None``: never). Written with an audit row
-    (``comp_granted``, ``source``, ``by`` in its detail) and a settings-version bump in one transaction; every worker
-    honours it within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
+    """Grant a comp: to exactly one of the local user ``user_id``, the stored member ``member_id`` (a member id, or
+    the e-mail address of exactly one member: :func:`resolve_member`) or the Patreon user ``patreon_user_id``, for
+    exactly one of the declared lock ``lock`` or the tier ``tier`` (its id or title), ending at ``expires_at`` (a date:
+    at the start of that day, UTC; ``None``: never). Written with an audit row (``comp_granted``, ``source``, ``by`` in
+    its detail) and a settings-version bump in one transaction; every worker honours it within
+    ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
 
-    :raises CompError: naming the field at fault, in plain words.
+    :raises CompError: naming the field at fault, in plain words; every other problem found is in its
+        :attr:`~CompError.errors`, so a form shows them all at once.
     """
     if source not in GRANT_SOURCES:
         raise ValueError(f"source must be one of {', '.join(GRANT_SOURCES)}, not {source!r}")
+    now = state.store.clock()
+    problems: list[CompError] = []
+
+    def check(step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except CompError as exc:
+            problems.append(exc)
+            return None
+
     user_id, member_id, patreon_user_id = _text(user_id), _text(member_id), _text(patreon_user_id)
     if sum(value is not None for value in (user_id, member_id, patreon_user_id)) != 1:
-        raise CompError("who", "Say who the comp is for: one account on this site, or one Patreon member.")
-    lock, tier = _text(lock), _text(tier)
-    if (lock is None) == (tier is None):
-        raise CompError("access", "Choose what the comp opens: one lock, or one tier.")
-    now = state.store.clock()
-    if user_id is not None:
-        _check_user(state, user_id)
+        problems.append(CompError("who", "Say who the comp is for: one account on this site, or one Patreon member."))
+    elif user_id is not None:
+        check(lambda: _check_user(state, user_id))
     elif member_id is not None:
-        if state.store.get_patron(member_id) is None:
-            raise CompError("member", f"No Patreon member {member_id} is known here. Sync first if they just joined.")
+        wanted: str = member_id
+        patron = check(lambda: resolve_member(state, wanted))
+        member_id = patron.member_id if patron is not None else member_id
     elif patreon_user_id is not None:
-        _check_patreon_user(state, patreon_user_id)
+        check(lambda: _check_patreon_user(state, patreon_user_id))
+    lock, tier = _text(lock), _text(tier)
     tier_id: str | None = None
-    if lock is not None:
-        try:
-            state.declarations.locks.get(lock)
-        except UnknownLockError:
-            names = ", ".join(sorted(lk.name for lk in state.declarations.locks if lk.name)) or "none are declared"
-            raise CompError("lock", f"This site has no lock called {lock!r} (the locks: {names}).") from None
-    else:
-        assert tier is not None
-        tier_id = resolve_tier(state, tier)
+    if (lock is None) == (tier is None):
+        problems.append(CompError("access", "Choose what the comp opens: one lock, or one tier."))
+    elif lock is not None:
+        check(lambda: _check_lock(state, lock))
+    elif tier is not None:
+        tier_id = check(lambda: resolve_tier(state, tier))
     note = (note or "").strip()
     if len(note) > MAX_NOTE:
-        raise CompError("note", f"Keep the note to {MAX_NOTE} characters (it has {len(note)}).")
-    if "\x00" in note:
-        raise CompError("note", "The note holds a character that cannot be stored.")
-    end = _end(expires_at, now)
+        problems.append(CompError("note", f"Keep the note to {MAX_NOTE} characters (it has {len(note)})."))
+    elif "\x00" in note:
+        problems.append(CompError("note", "The note holds a character that cannot be stored."))
+    end = check(lambda: _end(expires_at, now))
+    if problems:
+        first = problems[0]
+        raise CompError(first.field, str(first), others=[(p.field, str(p)) for p in problems[1:]])
     values: dict[str, Any] = {
         "user_id": user_id,
         "member_id": member_id,

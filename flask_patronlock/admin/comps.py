@@ -18,7 +18,6 @@ from ..comps import (
     grant_comp,
     list_comps,
     load_user,
-    resolve_member,
     revoke_comp,
     subject_label,
     user_name,
@@ -91,13 +90,15 @@ def _grant(st: PatronLockState, form: CompForm) -> bool:
     lock, tier = form.target()
     try:
         who = form.who.data
+        member = (form.member.data or "").strip()
+        if who == "member" and not member:
+            raise CompError("member", "Write the member's e-mail address or Patreon member id.")
         if who == "user" and not (form.user_id.data or "").strip():
             raise CompError("user", "Write the user id of the account on this site.")
-        member_id = resolve_member(st, form.member.data or "").member_id if who == "member" else None
         record = grant_comp(
             st,
             user_id=(form.user_id.data or "") if who == "user" else None,
-            member_id=member_id,
+            member_id=member if who == "member" else None,
             lock=lock,
             tier=tier,
             note=form.note.data or "",
@@ -106,11 +107,12 @@ def _grant(st: PatronLockState, form: CompForm) -> bool:
             source="admin",
         )
     except CompError as exc:
-        field = form.ERROR_FIELDS.get(exc.field)
-        if field is not None:
-            getattr(form, field).errors = [*list(getattr(form, field).errors or []), str(exc)]
-        else:
-            attach_error(form, str(exc), {})
+        for name, message in exc.errors:
+            field = getattr(form, form.ERROR_FIELDS.get(name, ""), None)
+            if field is not None:
+                field.errors = [*list(field.errors or []), message]
+            else:
+                attach_error(form, message, {})
         return False
     flash(f"Granted. {comp_sentence(st, record)}. Every page follows within a few seconds.", "success")
     return True

@@ -117,6 +117,17 @@ def test_a_bad_grant_is_shown_again_with_the_error_next_to_its_field(
         assert list_comps(site.state) == []
 
 
+def test_every_problem_of_a_grant_is_shown_at_once(site: AdminSite) -> None:
+    response = site.post(COMPS, {"who": "user", "user_id": "ghost", "access": "tier:t99", "note": "n" * 600,
+                                 "ends_on": "2020-01-01"})
+    assert response.status_code == 422
+    assert _errors_of(response, "user_id") == ["This site has no account 'ghost'."]
+    assert _errors_of(response, "access") == ["The campaign has no tier called 't99' (the tiers are Bronze, Silver, "
+                                              "Gold)."]
+    assert _errors_of(response, "note") == ["Keep the note to 500 characters (it has 600)."]
+    assert _errors_of(response, "ends_on") == ["The end must be in the future (after 15 March 2026)."]
+
+
 def test_revoking_from_the_comps_page_and_from_the_patron_page(site: AdminSite) -> None:
     with site.app.app_context():
         first = grant_comp(site.state, member_id="m1", lock="premium", note="one")

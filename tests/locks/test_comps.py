@@ -166,6 +166,12 @@ def test_a_bad_grant_says_what_is_wrong_and_writes_nothing(
     assert _events(site, "comp_granted") == []
 
 
+def test_a_bad_grant_names_every_problem(site: Site) -> None:
+    with pytest.raises(CompError) as raised:
+        _grant(site, user_id="nobody", tier="Diamond", expires_at=NOW.date())
+    assert [field for field, _ in raised.value.errors] == ["user", "tier", "expires_at"]
+
+
 # -- the audit log and the scheduler --------------------------------------------------------------------------------
 
 
