@@ -8,6 +8,7 @@ import hashlib
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -94,10 +95,66 @@ def test_consent_page_lists_test_patrons(http: requests.Session, sb: Sandbox) ->
     page = http.get(authorize_url(sb))
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     for text in ("Ann Gold", "ann@example.com", "active_patron", "Gold", "Bob Nobody", "no membership", "Approve",
-                 "Deny", "create a new test user", 'action="/oauth2/authorize"', "identity[email]"):  # fmt: skip
+                 "Deny", "A new test patron", 'action="/oauth2/authorize"', "identity[email]"):  # fmt: skip
         assert text in page.text, text
     assert f'name="client_id" value="{sb.client_id}"' in page.text
     assert 'name="state" value="s-123"' in page.text
+
+
+class DefaultForm(HTMLParser):
+    """What a browser submits from the consent page when the visitor only presses Approve: hidden fields, the text
+    fields' values and the checked radio button."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {k: v or "" for k, v in attrs}
+        if tag != "input" or not attr.get("name"):
+            return
+        if attr.get("type") == "radio" and "checked" not in attr:
+            return
+        self.values[attr["name"]] = attr.get("value", "")
+
+
+def approve_the_default(http: requests.Session, sb: Sandbox, scope: str) -> str:
+    """Open the consent page for ``scope``, press Approve without choosing anything; the user id the code is for."""
+    page = http.get(authorize_url(sb, scope=scope))
+    assert page.status_code == 200
+    form = {**DefaultForm(page.text).values, "decision": "approve"}
+    code = redirect_params(http.post(f"{sb.url}/oauth2/authorize", data=form, allow_redirects=False))["code"]
+    token = exchange(http, sb, code).json()
+    return str(identity(http, sb, token["access_token"]).json()["data"]["id"])
+
+
+def test_a_patron_who_just_presses_approve_is_a_new_patron_not_the_creator(
+    http: requests.Session, sb: Sandbox
+) -> None:
+    """A site's visitor connecting Patreon (identity scopes): the page proposes a new test patron with an unused
+    email, so pressing Approve never links the campaign's creator or somebody else's pledge."""
+    ann = sb.add_patron("ann@example.com", tier="Gold")
+    before = {u.id for u in sb.users}
+    signed_in = approve_the_default(http, sb, "identity identity[email] identity.memberships")
+    assert signed_in not in before and signed_in != sb.creator.id and signed_in != ann.user_id
+    assert sb.member_for_user(signed_in) is None  # someone with a Patreon account and no pledge yet
+    assert sb.user(signed_in).email not in {u.email for u in sb.users if u.id != signed_in}
+    again = approve_the_default(http, sb, "identity identity[email]")
+    assert again not in before | {signed_in}  # the next visitor gets a new patron too, not the previous one
+
+
+def test_a_creator_connecting_the_campaign_is_proposed_the_creator(http: requests.Session, sb: Sandbox) -> None:
+    sb.add_patron("ann@example.com", tier="Gold")
+    scope = "identity identity[email] campaigns campaigns.members w:campaigns.webhook"
+    assert approve_the_default(http, sb, scope) == sb.creator.id
+
+
+def test_a_new_patron_chosen_without_an_email_is_asked_for_one(http: requests.Session, sb: Sandbox) -> None:
+    form = {**DefaultForm(http.get(authorize_url(sb)).text).values, "new_email": "", "decision": "approve"}
+    page = http.post(f"{sb.url}/oauth2/authorize", data=form, allow_redirects=False)
+    assert page.status_code == 200 and "Give the new test patron an email address" in page.text
+    assert 'value="new" checked' in page.text  # the choice is kept
 
 
 def test_interactive_approve_and_deny(http: requests.Session, sb: Sandbox) -> None:
