@@ -8,7 +8,6 @@ import hashlib
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -16,6 +15,7 @@ import pytest
 import requests
 
 from flask_patronlock.sandbox import Sandbox, SandboxServer
+from tests.helpers.connect import default_form
 
 NOW = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 REDIRECT = "https://site.test/patreon/callback"
@@ -101,29 +101,11 @@ def test_consent_page_lists_test_patrons(http: requests.Session, sb: Sandbox) ->
     assert 'name="state" value="s-123"' in page.text
 
 
-class DefaultForm(HTMLParser):
-    """What a browser submits from the consent page when the visitor only presses Approve: hidden fields, the text
-    fields' values and the checked radio button."""
-
-    def __init__(self, page: str) -> None:
-        super().__init__()
-        self.values: dict[str, str] = {}
-        self.feed(page)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attr = {k: v or "" for k, v in attrs}
-        if tag != "input" or not attr.get("name"):
-            return
-        if attr.get("type") == "radio" and "checked" not in attr:
-            return
-        self.values[attr["name"]] = attr.get("value", "")
-
-
 def approve_the_default(http: requests.Session, sb: Sandbox, scope: str) -> str:
     """Open the consent page for ``scope``, press Approve without choosing anything; the user id the code is for."""
     page = http.get(authorize_url(sb, scope=scope))
     assert page.status_code == 200
-    form = {**DefaultForm(page.text).values, "decision": "approve"}
+    form = {**default_form(page.text), "decision": "approve"}
     code = redirect_params(http.post(f"{sb.url}/oauth2/authorize", data=form, allow_redirects=False))["code"]
     token = exchange(http, sb, code).json()
     return str(identity(http, sb, token["access_token"]).json()["data"]["id"])
@@ -151,7 +133,7 @@ def test_a_creator_connecting_the_campaign_is_proposed_the_creator(http: request
 
 
 def test_a_new_patron_chosen_without_an_email_is_asked_for_one(http: requests.Session, sb: Sandbox) -> None:
-    form = {**DefaultForm(http.get(authorize_url(sb)).text).values, "new_email": "", "decision": "approve"}
+    form = {**default_form(http.get(authorize_url(sb)).text), "new_email": "", "decision": "approve"}
     page = http.post(f"{sb.url}/oauth2/authorize", data=form, allow_redirects=False)
     assert page.status_code == 200 and "Give the new test patron an email address" in page.text
     assert 'value="new" checked' in page.text  # the choice is kept
