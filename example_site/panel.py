@@ -25,7 +25,7 @@ from flask_patronlock.sandbox.scenarios import describe as describe_scenarios
 from flask_patronlock.sandbox.webhooks import default_transport
 from flask_patronlock.settings import get_policy_settings, set_policy_settings
 from flask_patronlock.state import get_state
-from flask_patronlock.sync import run_sync
+from flask_patronlock.sync import AlreadyRunning, run_sync
 from flask_patronlock.viewers import forget_cached_viewer
 from flask_patronlock.views.describe import describe_access
 
@@ -192,7 +192,10 @@ def _do(action: str, sandbox: Sandbox) -> str:
         ok = sum(1 for d in deliveries if d.ok)
         return f"Sent {len(deliveries)} webhook(s) to this site ({ok} accepted) and processed them."
     if action == "sync":
-        result = run_sync(trigger="manual")
+        try:
+            result = run_sync(trigger="manual")
+        except AlreadyRunning:
+            return "A reconcile run is already under way (the site starts one by itself): its result shows in a moment."
         return f"Reconcile run {result.status}: the site re-read every member from Patreon."
     if action == "advance":
         sandbox.advance_months(1)
