@@ -190,7 +190,12 @@ def _do(action: str, sandbox: Sandbox) -> str:
         deliveries = sandbox.flush_webhooks()
         get_state().jobs.wait_idle(timeout=10.0)  # thread mode: let the worker re-fetch and apply them
         ok = sum(1 for d in deliveries if d.ok)
-        return f"Sent {len(deliveries)} webhook(s) to this site ({ok} accepted) and processed them."
+        if not deliveries:
+            return "There were no webhooks waiting: Patreon had nothing new to tell this site."
+        sent = "one webhook" if len(deliveries) == 1 else f"{len(deliveries)} webhooks"
+        if ok == len(deliveries):
+            return f"Sent {sent} to this site, which accepted and processed {'it' if ok == 1 else 'them'}."
+        return f"Sent {sent} to this site; it accepted {ok} (the rest wait to be sent again)."
     if action == "sync":
         try:
             result = run_sync(trigger="manual")

@@ -1,4 +1,4 @@
-"""The creator's journey in a real browser: register on the example site (the first user is the admin), complete the
+"""The creator's journey in a real browser: sign in as the example site's creator (the demo's Kopi), complete the
 setup checklist against the sandbox, set lock "premium" to a tier, edit the banner a patron below it sees, and -- in
 a second browser context -- a Bronze patron logs in with Patreon and sees that new banner. Screenshots of each page
 are saved (see conftest.py)."""
@@ -28,12 +28,9 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
     creator.set_default_timeout(TIMEOUT_MS)
     page = creator.new_page()
     try:
-        # -- the creator registers: the first account of the site is its admin
-        page.goto("/register")
-        page.fill("input[name=name]", "Kopi")
-        page.fill("input[name=email]", "kopi@example.com")
-        page.fill("input[name=password]", "correct horse battery")
-        page.click("button:has-text('Create account')")
+        # -- the creator signs in: the demo's first screen has a button for Kopi, the site's admin
+        page.goto("/")
+        page.click("button:has-text('Sign in as Kopi, the creator')")
         page.click("header >> text=Settings")
         expect(page).to_have_url(re.compile(r"/patronlock/admin/setup$"))
         expect(page.locator('[data-step="creator"]')).to_contain_text("to do")

@@ -236,7 +236,7 @@ def test_a_restart_keeps_the_sandbox_and_the_database_together(tmp_path: Path) -
         assert sandbox.user(form["new_email"]).id not in given
         assert [w.uri for w in sandbox.webhooks] == [base + "/patreon/webhook"]
         press(newcomer, base, "pledge", tier="Gold")
-        assert "accepted" in press(newcomer, base, "flush")
+        assert "which accepted and processed them" in press(newcomer, base, "flush")
         assert "full masterclass video" in newcomer.get(base + "/posts/masterclass", timeout=10).text
 
 
