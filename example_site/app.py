@@ -272,6 +272,8 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
         db.create_all()
         if app.config["EXAMPLE_DEMO_ACCOUNTS"]:
             _prepare_demo_accounts()
+        if "example_demo" in app.extensions:
+            _store_the_sandbox_tiers(app.extensions["example_demo"].sandbox)
     if "example_sandbox" in app.extensions:  # the visitor's control panel, and webhooks from the sandbox to here
         from .panel import init_panel
 
@@ -287,6 +289,19 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     if "example_demo" in app.extensions:
         app.extensions["example_demo"].kept.save()  # what the panel set up (its webhook to this site)
     return app
+
+
+def _store_the_sandbox_tiers(sandbox: Any) -> None:
+    """The demo's Patreon lives in this process, so its tiers are stored at start and locks such as "Silver and up"
+    mean something from the first page on (a real site reads them in its first reconcile run, which the demo runs
+    too, in the background). Not when the creator is to connect a campaign of their choosing in the settings page."""
+    from flask_patronlock.patreon import TierSnapshot
+
+    if current_app.config.get("PATRONLOCK_CAMPAIGN_ID") != sandbox.campaign.id:
+        return
+    tiers = [TierSnapshot(id=t.id, title=t.title, amount_cents=t.amount_cents, published=t.published,
+                          description=t.description, url=t.url) for t in sandbox.tiers]  # fmt: skip
+    get_state().store.replace_tiers(sandbox.campaign.id, tiers)
 
 
 def _prepare_demo_accounts() -> None:
