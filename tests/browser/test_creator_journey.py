@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.browser import TIMEOUT_MS, Shots
+from tests.helpers.browser import TIMEOUT_MS, Shots, new_page
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,8 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
 ) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)  # every assertion waits at most this long, as every action does
     base, _app = live_site
-    creator = browser.new_context(base_url=base, viewport={"width": 1200, "height": 900})
-    creator.set_default_timeout(TIMEOUT_MS)
-    page = creator.new_page()
+    creator, page = new_page(browser, base, 1200, 900)
     try:
         # -- the creator signs in: the demo's first screen has a button for Kopi, the site's admin
         page.goto("/")
@@ -107,9 +104,7 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         creator.close()
 
     # -- a Bronze patron, in a second browser context, logs in with Patreon and opens the premium post
-    patron = browser.new_context(base_url=base, viewport={"width": 1000, "height": 800})
-    patron.set_default_timeout(TIMEOUT_MS)
-    page = patron.new_page()
+    patron, page = new_page(browser, base, 1000, 800)
     try:
         page.goto("/posts/premium-archive")
         page.click("header >> text=Log in with Patreon")

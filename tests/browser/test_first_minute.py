@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.browser import TIMEOUT_MS, Shots
+from tests.helpers.browser import Shots, new_page
 from tests.helpers.example_server import serve_example_site
 
 pytestmark = pytest.mark.slow
@@ -32,11 +32,8 @@ def demo_site(tmp_path: Path) -> Iterator[tuple[str, Any]]:
 def test_a_newcomers_first_minute(browser: Any, demo_site: tuple[str, Any], shots: Shots) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)
     base, _app = demo_site
-    context = browser.new_context(base_url=base, viewport={"width": 1100, "height": 850})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
+    context, page = new_page(browser, base, 1100, 850)
     try:
         # -- the first screen: who am I here? both sides, one click each
         page.goto("/")

@@ -54,6 +54,15 @@ def connect_as_proposed(http: requests.Session, base: str, next_path: str = "/")
     return page.text, form
 
 
+def sam_the_patron(base: str, tier: str) -> requests.Session:
+    """Sam, signed in, connected as the authorize page proposes, pledging ``tier``; the site told by webhook."""
+    sam = sign_in(base, "reader")
+    connect_as_proposed(sam, base)
+    press(sam, base, "pledge", tier=tier)
+    press(sam, base, "flush")
+    return sam
+
+
 def reason(page: str) -> str | None:
     found = re.search(r'data-patronlock-reason="([a-z_]+)"', page)
     return found.group(1) if found else None
@@ -155,10 +164,7 @@ def test_a_reader_who_just_presses_approve_connects_a_new_patron_not_the_creator
 def test_advancing_the_clock_a_month_ends_a_cancelled_patrons_paid_period_on_the_site(site: tuple[str, Any]) -> None:
     base, app = site
     sandbox = app.extensions["example_sandbox"]
-    sam = sign_in(base, "reader")
-    connect_as_proposed(sam, base)
-    press(sam, base, "pledge", tier="Silver")
-    press(sam, base, "flush")
+    sam = sam_the_patron(base, "Silver")
     assert "twenty-step process" in sam.get(base + "/posts/process", timeout=10).text
 
     press(sam, base, "cancel")
@@ -191,10 +197,7 @@ def test_a_restart_keeps_the_sandbox_and_the_database_together(tmp_path: Path) -
 
     with serve_example_site(config(tmp_path)) as (base, app):
         sandbox = app.extensions["example_sandbox"]
-        sam = sign_in(base, "reader")
-        connect_as_proposed(sam, base)
-        press(sam, base, "pledge", tier="Silver")
-        press(sam, base, "flush")
+        sam = sam_the_patron(base, "Silver")
         reader = register(base, "reader@example.com")
         connect_as_proposed(reader, base)
         press(sam, base, "advance")
@@ -283,10 +286,7 @@ def test_a_database_its_sandbox_does_not_know_is_moved_aside_with_it(tmp_path: P
 
 def test_the_private_feed_is_a_click_from_the_first_screen(site: tuple[str, Any]) -> None:
     base, _ = site
-    sam = sign_in(base, "reader")
-    connect_as_proposed(sam, base)
-    press(sam, base, "pledge", tier="Silver")
-    press(sam, base, "flush")
+    sam = sam_the_patron(base, "Silver")
     home = sam.get(base + "/", timeout=10).text
     link = re.search(r'<a href="([^"]+)" data-private-feed>', home)
     assert link is not None
@@ -305,10 +305,7 @@ def test_the_large_download_is_handed_out_through_a_signed_link(tmp_path: Path) 
         assert "X-Accel-Redirect" not in anonymous and "x-accel-redirect" in anonymous  # how nginx would serve it
         assert "internal;" in anonymous and str(tmp_path / "example-files") in anonymous
 
-        sam = sign_in(base, "reader")
-        connect_as_proposed(sam, base)
-        press(sam, base, "pledge", tier="Bronze")
-        press(sam, base, "flush")
+        sam = sam_the_patron(base, "Bronze")
         page = sam.get(base + "/downloads", timeout=10).text
         found = re.search(r'<a class="button" href="([^"]+)" data-signed-link>Download \(3 MB\)', page)
         assert found is not None, page
