@@ -8,13 +8,21 @@ PORT ?= 5000
 
 .PHONY: example test lint docs bench clean
 
+# everything the tests, the linters and the docs need
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-example: $(VENV)/.installed
+# the runtime and what the example needs, no dev tools (a venv that has dev already has it all)
+$(VENV)/.example-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[example]"
+	touch $@
+
+example: $(VENV)/.example-installed
 	$(PY) -m example_site --port $(PORT)
 
 test: $(VENV)/.installed

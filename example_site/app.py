@@ -8,9 +8,10 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
@@ -23,10 +24,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 
-from flask_patronlock import ConfigurationError, PatronLock, locked, send_locked_file
+from flask_patronlock import ConfigurationError, PatronLock, locked
+from flask_patronlock.formatting import date_text
+from flask_patronlock.state import get_state
+
+from .demo import move_database_aside
+from .downloads import init_downloads
 
 log = logging.getLogger(__name__)
-HERE = Path(__file__).resolve().parent
 
 db = SQLAlchemy()
 login_manager = LoginManager()
@@ -40,6 +45,23 @@ patronlock.lock("gold", tier="Gold", description="Gold patrons only")
 patronlock.lock("founders", patron_since_before="2027-01-01", description="Patrons who joined before 2027")
 patronlock.lock("downloads", tier="Bronze", description="Downloadable files, Bronze and up")
 patronlock.lock("premium", min_cents=100, description="Premium posts: choose their tier in the settings page")
+
+
+@dataclass(frozen=True)
+class DemoAccount:
+    """An account the offline demo prepares, to sign in to with one click (see :func:`_demo_accounts_open`)."""
+
+    key: str
+    email: str
+    name: str
+    is_admin: bool
+
+
+#: The offline demo's two sides: the creator (an admin: every lock opens for them) and a reader who is not a patron yet.
+DEMO_ACCOUNTS = (
+    DemoAccount("creator", "kopi@example.com", "Kopi", is_admin=True),
+    DemoAccount("reader", "sam@example.com", "Sam", is_admin=False),
+)
 
 
 class User(UserMixin, db.Model):  # type: ignore[name-defined]
@@ -61,6 +83,9 @@ class Post:
     body: str
 
 
+# Early access (public after a date) and comps (access a creator grants by hand) join the example here: a post with
+# its own date beside these, and a comp for one of the demo accounts (DEMO_ACCOUNTS) granted from the settings page;
+# the first screen lists what patrons get in its "For patrons" section (templates/index.html).
 POSTS = [
     Post("welcome", "Welcome to the studio", None, "Hello! This one is free for everyone.",
          "Everything else here is for patrons: log in, connect your Patreon account, and read on."),
@@ -83,6 +108,8 @@ REAL_PATREON_KEYS = (
     "PATRONLOCK_CREATOR_REFRESH_TOKEN", "PATRONLOCK_WEBHOOK_SECRETS", "PATRONLOCK_TOKEN_KEYS",
     "PATRONLOCK_REDIRECT_URI",
 )
+#: Also read from the environment: how locked files are sent (e.g. behind nginx: ``x-accel-redirect``).
+FILE_KEYS = ("PATRONLOCK_FILE_DELIVERY", "PATRONLOCK_FILE_ROOT", "PATRONLOCK_X_ACCEL_PREFIX")
 
 
 #: the offline demo's own secrets, made on its first start, beside its database (or in ``instance/``).
@@ -180,25 +207,19 @@ def _form_expired(template: str) -> tuple[str, int]:
 def _replace_outdated_demo_database(app: Flask) -> None:
     """A demo database an earlier version made lacks the columns added since. Its contents are the sandbox's demo
     data, made again on the next start, so it is moved aside (never deleted) and a new one made, with a message."""
-    from flask_patronlock.models import schema_gaps
-    from flask_patronlock.state import get_state
+    from flask_patronlock.models import schema_gaps, tables_for
 
-    engine = db.engine
-    _, columns = schema_gaps(engine, get_state(app).tables)
-    database = engine.url.database
-    if not columns or engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return
-    engine.dispose()
-    old = Path(database)
-    kept = old.with_name(f"{old.name}.{datetime.now(UTC):%Y%m%d%H%M%S}.old")
-    old.rename(kept)
-    app.logger.warning(
-        "The example's database was made by an earlier version (it lacks %s); moved it to %s and made a new one.",
-        ", ".join(columns),
-        kept,
-    )
-    print(f"Moved the outdated demo database to {kept}; starting with a new one.")
-    db.create_all()
+    with app.app_context():
+        engine = db.engine
+    _, columns = schema_gaps(engine, tables_for(db.metadata))
+    if columns:
+        lacks = ", ".join(columns)
+        move_database_aside(engine, f"The example's database was made by an earlier version (it lacks {lacks})")
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://127.0.0.1:5000") -> Flask:
@@ -221,19 +242,26 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
         # dev only: the sandbox's /_patreon/_sandbox controls open to every visitor, not only the site's admin
         EXAMPLE_SANDBOX_CONTROLS_OPEN=os.environ.get("EXAMPLE_SANDBOX_CONTROLS_OPEN", "") in ("1", "true", "yes"),
     )
-    app.config.update({key: os.environ[key] for key in REAL_PATREON_KEYS if os.environ.get(key)})
+    app.config.update({key: os.environ[key] for key in (*REAL_PATREON_KEYS, *FILE_KEYS) if os.environ.get(key)})
     if config:
         app.config.update(config)
     real_patreon = bool(app.config.get("PATRONLOCK_CLIENT_ID"))
     _use_own_secrets(app, real_patreon=real_patreon)
-
-    if not real_patreon:  # no real credentials: the built-in sandbox, offline
-        from .sandbox_mount import mount_sandbox
-
-        mount_sandbox(app, base_url=base_url)
+    # the demo's prepared accounts: offline, on your own machine only (one click signs in as the creator)
+    app.config.setdefault("EXAMPLE_DEMO_ACCOUNTS", not real_patreon and _loopback(base_url))
 
     db.init_app(app)
     login_manager.init_app(app)
+    _replace_outdated_demo_database(app)
+    if not real_patreon:  # no real credentials: the built-in sandbox, offline, kept in the database with the site
+        from .demo import open_demo
+        from .sandbox_mount import mount_sandbox, new_sandbox
+
+        demo = open_demo(app, db, new_sandbox)
+        mount_sandbox(app, base_url=base_url, sandbox=demo.sandbox, around=demo.kept.wrap)
+        app.config["PATRONLOCK_CLOCK"] = demo.clock.now  # the site's time is the sandbox's: one clock
+        app.extensions["example_demo"] = demo
+    init_downloads(app)  # before init_app: PATRONLOCK_FILE_ROOT is the downloads folder
     patronlock.init_app(app)
 
     @patronlock.admin_loader
@@ -242,7 +270,10 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
     with app.app_context():
         db.create_all()
-        _replace_outdated_demo_database(app)
+        if app.config["EXAMPLE_DEMO_ACCOUNTS"]:
+            _prepare_demo_accounts()
+        if "example_demo" in app.extensions:
+            _store_the_sandbox_tiers(app.extensions["example_demo"].sandbox)
     if "example_sandbox" in app.extensions:  # the visitor's control panel, and webhooks from the sandbox to here
         from .panel import init_panel
 
@@ -255,7 +286,37 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     from .feeds import init_feeds
 
     init_feeds(app, POSTS)
+    if "example_demo" in app.extensions:
+        app.extensions["example_demo"].kept.save()  # what the panel set up (its webhook to this site)
     return app
+
+
+def _store_the_sandbox_tiers(sandbox: Any) -> None:
+    """The demo's Patreon lives in this process, so its tiers are stored at start and locks such as "Silver and up"
+    mean something from the first page on (a real site reads them in its first reconcile run, which the demo runs
+    too, in the background). Not when the creator is to connect a campaign of their choosing in the settings page."""
+    from flask_patronlock.patreon import TierSnapshot
+
+    if current_app.config.get("PATRONLOCK_CAMPAIGN_ID") != sandbox.campaign.id:
+        return
+    tiers = [TierSnapshot(id=t.id, title=t.title, amount_cents=t.amount_cents, published=t.published,
+                          description=t.description, url=t.url) for t in sandbox.tiers]  # fmt: skip
+    get_state().store.replace_tiers(sandbox.campaign.id, tiers)
+
+
+def _prepare_demo_accounts() -> None:
+    """Make the demo's accounts that are missing (never touching one that exists)."""
+    for account in DEMO_ACCOUNTS:
+        if db.session.execute(db.select(User).filter_by(email=account.email)).scalar_one_or_none() is None:
+            db.session.add(User(email=account.email, name=account.name, password_hash="!demo-account",
+                                is_admin=account.is_admin))  # fmt: skip
+    db.session.commit()
+
+
+def _demo_accounts_open() -> bool:
+    """Whether this request may sign in to a demo account with one click: the offline demo, asked from this machine
+    (whoever reaches the site from elsewhere registers and logs in as on any site)."""
+    return bool(current_app.config.get("EXAMPLE_DEMO_ACCOUNTS")) and _loopback(f"http://{request.remote_addr}")
 
 
 @login_manager.user_loader
@@ -285,7 +346,31 @@ def user_from_patreon(patreon_user: Any) -> User | None:
 def _routes(app: Flask) -> None:
     @app.context_processor
     def site() -> dict[str, Any]:
-        return {"posts": POSTS, "now": datetime.now(UTC), "csrf_token": generate_csrf}
+        return {
+            "posts": POSTS,
+            "now": get_state().store.clock(),  # the one clock (the sandbox's, offline)
+            "csrf_token": generate_csrf,
+            "demo_accounts": DEMO_ACCOUNTS if _demo_accounts_open() else (),
+            "offline_demo": "example_sandbox" in app.extensions,
+        }
+
+    @app.template_filter("day")
+    def day(when: datetime | None) -> str:
+        """A date in words, "4 January 2027"."""
+        return date_text(when, day_first=True) if when is not None else ""
+
+    @app.post("/demo/sign-in/<key>")
+    def demo_sign_in(key: str) -> Any:
+        account = next((a for a in DEMO_ACCOUNTS if a.key == key), None)
+        if account is None or not _demo_accounts_open():
+            abort(404)
+        if not form_token_ok():
+            return _form_expired("index.html")
+        user = db.session.execute(db.select(User).filter_by(email=account.email)).scalar_one()
+        login_user(user)
+        role = "the creator: every post is open to you" if account.is_admin else "a reader, not a patron yet"
+        flash(f"Signed in as {account.name}, {role}.", "info")
+        return redirect(url_for("index"))
 
     @app.get("/")
     def index() -> str:
@@ -304,10 +389,6 @@ def _routes(app: Flask) -> None:
     def members() -> str:
         return render_template("members.html")
 
-    @app.get("/downloads/<path:name>")
-    def download(name: str) -> Any:
-        return send_locked_file("downloads", name, directory=HERE / "files")
-
     @app.route("/register", methods=["GET", "POST"])
     def register() -> Any:
         if request.method == "POST" and not form_token_ok():
@@ -320,9 +401,11 @@ def _routes(app: Flask) -> None:
             elif db.session.execute(db.select(User).filter_by(email=email)).scalar_one_or_none():
                 flash("An account with this email exists: log in instead.", "error")
             else:
+                # without the demo's prepared creator, the first account made is the creator's (the site's admin)
+                first = db.session.execute(db.select(User)).first() is None
                 user = User(email=email, name=request.form.get("name") or email.split("@")[0],
                             password_hash=generate_password_hash(password),
-                            is_admin=db.session.execute(db.select(User)).first() is None)
+                            is_admin=first and not app.config["EXAMPLE_DEMO_ACCOUNTS"])
                 db.session.add(user)
                 db.session.commit()
                 login_user(user)

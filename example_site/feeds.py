@@ -3,7 +3,6 @@ enclosure for patrons the ``downloads`` lock lets in. Patrons find their feed's 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, render_template
@@ -11,19 +10,21 @@ from flask import Flask, render_template
 from flask_patronlock import can_view, send_locked_file
 from flask_patronlock.feeds import feed_url, feed_view
 
-FILES = Path(__file__).resolve().parent / "files"
+from .downloads import LOCK, files_folder
 
 
 def init_feeds(app: Flask, posts: list[Any]) -> None:
-    """The feed (``PATRONLOCK_FEED_ENDPOINT = "feed"``) and its enclosures."""
+    """The feed (``PATRONLOCK_FEED_ENDPOINT = "feed"``) and its enclosures (from the downloads folder)."""
+    folder = files_folder(app)
+
     @app.get("/feed/<feed_token>/posts.xml")
     @feed_view
     def feed() -> Any:
         items = [(post, post.lock is None or can_view(post.lock)) for post in posts]
-        xml = render_template("feed.xml", items=items, downloads=can_view("downloads"), feed_url=feed_url)
+        xml = render_template("feed.xml", items=items, downloads=can_view(LOCK), feed_url=feed_url)
         return xml, {"Content-Type": "application/rss+xml; charset=utf-8"}
 
     @app.get("/feed/<feed_token>/files/<path:name>")
     @feed_view
     def feed_file(name: str) -> Any:
-        return send_locked_file("downloads", name, directory=FILES)
+        return send_locked_file(LOCK, name, directory=folder)

@@ -18,14 +18,16 @@ from flask_login import current_user, login_required
 from werkzeug.test import Client
 
 from flask_patronlock.accounts import get_accounts
+from flask_patronlock.formatting import date_text, money
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.sandbox import SCENARIOS, Sandbox, SandboxError
 from flask_patronlock.sandbox.scenarios import describe as describe_scenarios
 from flask_patronlock.sandbox.webhooks import default_transport
 from flask_patronlock.settings import get_policy_settings, set_policy_settings
 from flask_patronlock.state import get_state
-from flask_patronlock.sync import run_sync
+from flask_patronlock.sync import AlreadyRunning, run_sync
 from flask_patronlock.viewers import forget_cached_viewer
+from flask_patronlock.views.describe import describe_access
 
 from .app import form_token_ok
 
@@ -42,7 +44,7 @@ def init_panel(app: Flask, sandbox: Sandbox, *, base_url: str) -> None:
     """
     app.register_blueprint(blueprint)
     hook_url = base_url.rstrip("/") + "/patreon/webhook"
-    sandbox.add_webhook(hook_url, secret=sandbox.webhook_secret)
+    _point_webhook_at(sandbox, hook_url)
     local = Client(app)
     own = urlsplit(base_url)
 
@@ -62,6 +64,20 @@ def init_panel(app: Flask, sandbox: Sandbox, *, base_url: str) -> None:
     with app.app_context():
         if get_policy_settings() == PolicySettings():
             set_policy_settings(replace(PolicySettings(), declined="restrict"), by="example-site")
+
+
+def _point_webhook_at(sandbox: Sandbox, hook_url: str) -> None:
+    """One webhook from the sandbox to this site: a kept sandbox has it already (moved here if the site now runs on
+    another address of this machine); a new one gets it."""
+    own = [
+        w for w in sandbox.webhooks if urlsplit(w.uri).path == "/patreon/webhook" and w.secret == sandbox.webhook_secret
+    ]
+    if any(w.uri == hook_url for w in own):
+        return
+    if own:
+        sandbox.update_webhook(own[0].id, uri=hook_url, paused=False)
+    else:
+        sandbox.add_webhook(hook_url, secret=sandbox.webhook_secret)
 
 
 def _sandbox() -> Sandbox:
@@ -86,6 +102,44 @@ def _my_member(sandbox: Sandbox, user: Any) -> Any:
     return sandbox.member_for_user(user.id) if user is not None else None
 
 
+#: a last charge's status in words.
+CHARGE_WORDS = {"Paid": "paid", "Declined": "declined", "Pending": "pending", "Refunded": "refunded",
+                "Fraud": "refused as fraud", "Deleted": "cancelled"}  # fmt: skip
+
+
+def _on_patreon(sandbox: Sandbox, member: Any) -> str:
+    """The visitor's membership on Patreon (the sandbox), in words."""
+    if member is None:
+        return "Not a member of the campaign."
+    titles = " and ".join(sandbox.tier(t).title for t in member.tier_ids)
+    amount = f"${money(member.amount_cents)} a month" + (", paid yearly" if member.cadence == 12 else "")
+    charge = ""
+    if member.last_charge_status and member.last_charge_date:
+        said = CHARGE_WORDS.get(member.last_charge_status, member.last_charge_status.lower())
+        charge = f" Last payment {said} on {date_text(member.last_charge_date, day_first=True)}."
+    if member.patron_status == "active_patron":
+        return f"{titles or 'A'} patron, {amount}.{charge}"
+    if member.patron_status == "declined_patron":
+        what = "Pledge cancelled after a declined payment." if member.pledge_deleted else "Payment declined."
+        return f"{what}{charge}"
+    if member.patron_status == "former_patron":
+        return f"Cancelled: a former patron.{charge}"
+    return "A free member (no pledge)."
+
+
+def _on_this_site(patron: Any) -> str:
+    """What the site has stored of the visitor, in the words of its own status page."""
+    snapshot = get_state().settings.current()
+    currency = current_app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or ""
+    return describe_access(patron, dict(snapshot.tiers), get_state().store.clock(), snapshot.policy, currency=currency)
+
+
+#: where the site learned what it stored, in words.
+SOURCE_WORDS = {"oauth": "when you connected or refreshed your status", "webhook": "from a webhook",
+                "sync": "from a reconcile run", "admin": "from the settings page",
+                "clock": "as time passed"}  # fmt: skip
+
+
 @blueprint.app_context_processor
 def _nav() -> dict[str, Any]:
     return {"sandbox_panel": True}
@@ -96,14 +150,17 @@ def _nav() -> dict[str, Any]:
 def panel() -> str:
     sandbox = _sandbox()
     user = _my_sandbox_user(sandbox)
-    state = get_state()
+    patron = get_state().store.patron_for_user(current_user.get_id())
     return render_template(
         "panel.html",
         sandbox=sandbox,
         sandbox_user=user,
         member=_my_member(sandbox, user),
         link=get_accounts().get(current_user.get_id()),
-        patron=state.store.patron_for_user(current_user.get_id()),
+        patron=patron,
+        on_patreon=_on_patreon(sandbox, _my_member(sandbox, user)),
+        on_this_site=_on_this_site(patron) if patron is not None else None,
+        learned=SOURCE_WORDS.get(patron.source or "", "") if patron is not None else "",
         tiers=[t for t in sandbox.tiers if t.amount_cents > 0],
         scenarios=describe_scenarios(),
         pending=sandbox.pending_deliveries(),
@@ -133,15 +190,27 @@ def _do(action: str, sandbox: Sandbox) -> str:
         deliveries = sandbox.flush_webhooks()
         get_state().jobs.wait_idle(timeout=10.0)  # thread mode: let the worker re-fetch and apply them
         ok = sum(1 for d in deliveries if d.ok)
-        return f"Sent {len(deliveries)} webhook(s) to this site ({ok} accepted) and processed them."
+        if not deliveries:
+            return "There were no webhooks waiting: Patreon had nothing new to tell this site."
+        sent = "one webhook" if len(deliveries) == 1 else f"{len(deliveries)} webhooks"
+        if ok == len(deliveries):
+            return f"Sent {sent} to this site, which accepted and processed {'it' if ok == 1 else 'them'}."
+        return f"Sent {sent} to this site; it accepted {ok} (the rest wait to be sent again)."
     if action == "sync":
-        result = run_sync(trigger="manual")
+        try:
+            result = run_sync(trigger="manual")
+        except AlreadyRunning:
+            return "A reconcile run is already under way (the site starts one by itself): its result shows in a moment."
         return f"Reconcile run {result.status}: the site re-read every member from Patreon."
     if action == "advance":
         sandbox.advance_months(1)
-        return f"The sandbox's clock moved a month, to {sandbox.now:%Y-%m-%d}: renewals were charged."
+        when = date_text(sandbox.now, day_first=True)
+        return (f"The clock moved a month: it is now {when}, on Patreon and on this site. Renewals due meanwhile "
+                "were charged on Patreon (send the webhooks, or sync, to tell the site).")  # fmt: skip
     user = _my_sandbox_user(sandbox)
     member = _my_member(sandbox, user)
+    if get_accounts().get(current_user.get_id()) is None:
+        raise SandboxError("connect your Patreon account first (the link at the top of this page), then pledge")
     if action == "scenario":
         return _play(sandbox, request.form.get("scenario", ""), user, member)
     if action == "pledge":

@@ -8,6 +8,9 @@ play Patreon for themselves in the control panel (:mod:`.panel`) instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from flask import Flask, current_app, request
 from flask_login import current_user
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -15,6 +18,9 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from flask_patronlock.sandbox import ControlGuard, Sandbox, create_sandbox_app
 
 PREFIX = "/_patreon"
+
+#: a WSGI application.
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def sandbox_controls_allowed() -> bool:
@@ -39,15 +45,32 @@ def _admin_only(site: Flask) -> ControlGuard:
     return guard
 
 
-def mount_sandbox(app: Flask, *, base_url: str) -> Sandbox:
-    """Serve a sandbox at ``/_patreon`` and point the site's PATRONLOCK_* configuration at it."""
+def new_sandbox() -> Sandbox:
+    """The demo's Patreon on its first start: the campaign's tiers, and two patrons to look at in the settings page
+    (visitors become patrons from the control panel)."""
     sandbox = Sandbox(seed=7)
-    sandbox.url = base_url.rstrip("/") + PREFIX
-    # a few patrons to look at in the settings page; visitors become patrons from the control panel
     sandbox.add_patron("ada@example.com", tier="Gold", full_name="Ada")
     sandbox.add_patron("bo@example.com", tier="Bronze", full_name="Bo")
+    return sandbox
+
+
+def mount_sandbox(
+    app: Flask,
+    *,
+    base_url: str,
+    sandbox: Sandbox | None = None,
+    around: Callable[[WSGIApp], WSGIApp] | None = None,
+) -> Sandbox:
+    """Serve ``sandbox`` (default: :func:`new_sandbox`) at ``/_patreon`` and point the site's PATRONLOCK_*
+    configuration at it. ``around`` wraps the site's and the sandbox's WSGI apps (the demo keeps its clock and saves
+    the sandbox around every request)."""
+    sandbox = sandbox if sandbox is not None else new_sandbox()
+    sandbox.url = base_url.rstrip("/") + PREFIX
     served = create_sandbox_app(sandbox, control_guard=_admin_only(app))  # its webhooks go to this site only
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {PREFIX: served})  # type: ignore[method-assign]
+    wrap = around or (lambda wsgi: wsgi)
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        wrap(app.wsgi_app), {PREFIX: wrap(served)}
+    )
     for key, value in sandbox.config.items():  # keys the site set itself win (None: "let the creator set it up")
         app.config.setdefault(key, value)
     app.config.setdefault("PATRONLOCK_REDIRECT_URI", base_url.rstrip("/") + "/patreon/callback")

@@ -43,6 +43,8 @@ KEYS: tuple[Key, ...] = (
         "Pace Patreon calls across every process sharing the database (a small write per call); False: per process."),
     Key("PATRONLOCK_USER_AGENT", None, "User-Agent sent to Patreon; defaults to flask-patronlock/<version>."),
     Key("PATRONLOCK_STRICT_SIGNALS", False, "Re-raise signal receivers' exceptions (for tests) instead of logging."),
+    Key("PATRONLOCK_CLOCK", None,
+        "A callable giving the time (aware UTC) every decision and record uses; None: the real time."),
     # -- reconcile runs, webhooks and jobs (issue 5) --
     Key("PATRONLOCK_WEBHOOK_MAX_BYTES", 1_048_576, "Largest webhook body accepted; larger ones get 413."),
     Key("PATRONLOCK_WEBHOOK_RETRY_SECONDS", 60, "First wait before retrying a failed re-fetch (doubles)."),

@@ -83,9 +83,15 @@ class PatronLock:
             )
         _config.apply_defaults(app.config)
         tables = tables_for(db.metadata)
+        clock = app.config["PATRONLOCK_CLOCK"]
+        if clock is not None and not callable(clock):
+            raise ConfigurationError(
+                f"PATRONLOCK_CLOCK must be a callable returning the current time (aware UTC), not {clock!r}"
+            )
         store = Store(
             lambda: _engine_of(db, app),
             tables,
+            **({"clock": clock} if clock is not None else {}),
             sender=app,
             strict_signals=lambda: bool(app.config["PATRONLOCK_STRICT_SIGNALS"]),
             # Patron.access is evaluated under the creator's policies as the settings page stores them, and a tier

@@ -98,10 +98,16 @@ def authorize() -> Response:
 _KNOWN_SCOPES = frozenset((*ALL_SCOPES, "campaigns.posts"))
 
 
+#: the consent form's choice of a new test user (``user_id=new`` with ``new_email``).
+NEW_USER = "new"
+
+
 def _chosen_user(sandbox: Sandbox, values: Mapping[str, str]) -> User:
     ref = (values.get("sandbox_user") or values.get("user_id") or "").strip()
     new_email = (values.get("new_email") or "").strip()
-    if new_email:
+    if ref == NEW_USER and not new_email:
+        raise SandboxError("Give the new test patron an email address.")
+    if new_email and ref in ("", NEW_USER):
         with sandbox.lock:
             try:
                 return sandbox.user(new_email)
@@ -131,7 +137,26 @@ _OAUTH_PARAMS = (
 )
 
 
+def _creator_flow(scopes: frozenset[str]) -> bool:
+    """Whether the app asks for a campaign's scopes: a creator connecting their campaign (Patreon signs in whoever
+    is logged in; the sandbox proposes its creator for these, and a new patron for everything else)."""
+    return any(scope.startswith(("campaigns", "w:campaigns")) for scope in scopes)
+
+
+def _unused_email(sandbox: Sandbox) -> str:
+    """The first ``patron<N>@example.com`` no user has (proposed for a new test patron; nothing is created)."""
+    number = len(sandbox.users)
+    while True:
+        email = f"patron{number}@example.com"
+        try:
+            sandbox.user(email)
+        except NotFoundError:
+            return email
+        number += 1
+
+
 def _consent_page(sandbox: Sandbox, scopes: frozenset[str], error: str | None = None) -> Response:
+    creator_flow = _creator_flow(scopes)
     with sandbox.lock:
         rows = []
         for user in sandbox.users[:_CONSENT_LIST_LIMIT]:
@@ -143,7 +168,9 @@ def _consent_page(sandbox: Sandbox, scopes: frozenset[str], error: str | None = 
                 status = f"{member.patron_status or 'free member'}{f' · {titles}' if titles else ''}"
             rows.append({"id": user.id, "name": user.full_name, "email": user.email or "", "status": status})
         total = len(sandbox.users)
+        suggested = _unused_email(sandbox)
     hidden = {k: v for k, v in request.values.items() if k in _OAUTH_PARAMS}
+    chosen = request.values.get("user_id") if error else (sandbox.creator.id if creator_flow else NEW_USER)
     body = render_template(
         "patronlock_sandbox/authorize.html",
         users=rows,
@@ -152,6 +179,11 @@ def _consent_page(sandbox: Sandbox, scopes: frozenset[str], error: str | None = 
         scopes=sorted(scopes),
         error=error,
         action=url_for("patronlock_sandbox.authorize"),
+        chosen=chosen,
+        new_user=NEW_USER,
+        new_email=request.values.get("new_email") if error else suggested,
+        new_name=request.values.get("new_name", "") if error else "",
+        creator_flow=creator_flow,
     )
     return Response(body, mimetype="text/html")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,17 @@ if TYPE_CHECKING:
     from .entities import Member
     from .state import Sandbox
 
-__all__ = ["REPLAYS", "SCENARIOS", "SCENARIO_NAMES", "describe", "play", "replay_live_check"]
+__all__ = [
+    "REPLAYS",
+    "SCENARIOS",
+    "SCENARIO_NAMES",
+    "TIMERS",
+    "Timer",
+    "describe",
+    "play",
+    "replay_live_check",
+    "timer",
+]
 
 MemberRefs = str | Iterable[str] | None
 
@@ -197,13 +208,7 @@ def charge_dates_missing(
         raise SandboxError(f"unknown member attributes: {', '.join(unknown) or '(none given)'}")
     sandbox.blanked_attributes = sandbox.blanked_attributes | names
     sandbox._clear_caches()
-
-    def restore(_at: datetime) -> list[Member]:
-        sandbox.blanked_attributes = sandbox.blanked_attributes - names
-        sandbox._clear_caches()
-        return []
-
-    sandbox.schedule(sandbox.now + timedelta(days=length), restore)
+    sandbox.schedule(sandbox.now + timedelta(days=length), timer(sandbox, "show_attributes", names=sorted(names)))
     return sandbox.members
 
 
@@ -317,19 +322,8 @@ def pending_after_decline(
         sandbox._changed(member, "members:update")
 
     if settles is not None:
-
-        def settle(at: datetime) -> list[Member]:
-            settled = []
-            for member in targets:
-                if member.last_charge_status != "Pending" or sandbox._members.get(member.id) is not member:
-                    continue
-                member.fail_charges = settles == "Declined"
-                member.declined_at = None
-                sandbox._charge(member, at)
-                settled.append(member)
-            return settled
-
-        sandbox.schedule(now + timedelta(hours=wait), settle)
+        action = timer(sandbox, "settle_pending", member_ids=[m.id for m in targets], settles=settles)
+        sandbox.schedule(now + timedelta(hours=wait), action)
     return targets
 
 
@@ -422,6 +416,71 @@ def replay_live_check(
         elif kind in ("new_field", "type_changed") and item.get("value_type") in _SAMPLES:
             sandbox.add_fault("drift", field=name, value=_SAMPLES[item["value_type"]], times=None)
     return []
+
+
+# -- what scenarios leave for the clock to do later -------------------------------------------------------------------
+
+
+def _show_attributes(sandbox: Sandbox, *, names: list[str]) -> Callable[[datetime], list[Member]]:
+    """``charge_dates_missing``'s end: the blanked attributes show again."""
+
+    def run(_at: datetime) -> list[Member]:
+        sandbox.blanked_attributes = sandbox.blanked_attributes - frozenset(names)
+        sandbox._clear_caches()
+        return []
+
+    return run
+
+
+def _settle_pending(
+    sandbox: Sandbox, *, member_ids: list[str], settles: str
+) -> Callable[[datetime], list[Member]]:
+    """``pending_after_decline``'s settling: each member still ``Pending`` is charged (``Paid``) or declined."""
+
+    def run(at: datetime) -> list[Member]:
+        settled = []
+        for member_id in member_ids:
+            member = sandbox._members.get(member_id)
+            if member is None or member.last_charge_status != "Pending":
+                continue
+            member.fail_charges = settles == "Declined"
+            member.declined_at = None
+            sandbox._charge(member, at)
+            settled.append(member)
+        return settled
+
+    return run
+
+
+#: what a scenario may schedule, by kind: each builds the clock's action from the sandbox and plain (JSON-ready)
+#: parameters, so that a saved sandbox (:mod:`.persistence`) schedules it again when loaded.
+TIMERS: dict[str, Callable[..., Callable[[datetime], list[Member]]]] = {
+    "show_attributes": _show_attributes,
+    "settle_pending": _settle_pending,
+}
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A scheduled action that says what it is (``kind`` in :data:`TIMERS` and its ``params``), so it can be saved."""
+
+    kind: str
+    params: dict[str, Any]
+    run: Callable[[datetime], list[Member]] = field(repr=False, compare=False)
+
+    def __call__(self, at: datetime) -> list[Member]:
+        return self.run(at)
+
+
+def timer(sandbox: Sandbox, kind: str, **params: Any) -> Timer:
+    """The clock's action ``kind`` of :data:`TIMERS` on ``sandbox`` with ``params`` (for :meth:`Sandbox.schedule`).
+
+    :raises SandboxError: an unknown kind.
+    """
+    build = TIMERS.get(kind)
+    if build is None:
+        raise SandboxError(f"unknown scheduled action {kind!r}; one of {', '.join(TIMERS)}")
+    return Timer(kind, dict(params), build(sandbox, **params))
 
 
 #: every scenario by name, in the catalogue's order.

@@ -390,6 +390,28 @@ class Sandbox(BillingMixin, OAuthMixin, FaultsMixin):
                 "scheduled": len(self._timers),
             }
 
+    # -- saving and loading ----------------------------------------------------------------------------------------
+
+    def dump_state(self) -> dict[str, Any]:
+        """Everything this sandbox remembers as a JSON-ready dict, for :meth:`load_state` after a restart (what is
+        kept and what is not: :mod:`.persistence`).
+
+        :raises SandboxError: something is scheduled that is not a scenario's and so cannot be saved.
+        """
+        from .persistence import dump_state  # lazily: persistence builds a Sandbox, so it imports this module
+
+        return dump_state(self)
+
+    @classmethod
+    def load_state(cls, data: dict[str, Any]) -> Sandbox:
+        """A sandbox in the state :meth:`dump_state` saved; its ids go on from where they stood.
+
+        :raises SandboxError: ``data`` is not a saved sandbox this version can read.
+        """
+        from .persistence import load_state  # lazily: persistence builds a Sandbox, so it imports this module
+
+        return load_state(data, sandbox_class=cls)
+
     # -- scenarios --------------------------------------------------------------------------------------------------
 
     def scenario(self, name: str, **params: Any) -> list[Member]:

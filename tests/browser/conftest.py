@@ -58,6 +58,7 @@ def live_site(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Any]]:
         "PATRONLOCK_STRICT_SIGNALS": True,
         "PATRONLOCK_CREATOR_ACCESS_TOKEN": None,
         "PATRONLOCK_CAMPAIGN_ID": None,
+        "PATRONLOCK_FILE_ROOT": str(tmp_path / "files"),  # the demo's downloads, outside the repository
     }
     with serve_example_site(config) as served:
         yield served
@@ -70,6 +71,7 @@ def _drop_example_tables(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS example_users"))
+        conn.execute(text("DROP TABLE IF EXISTS example_sandbox"))  # the demo's kept sandbox goes with its users
     engine.dispose()
 
 

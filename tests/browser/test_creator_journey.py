@@ -1,4 +1,4 @@
-"""The creator's journey in a real browser: register on the example site (the first user is the admin), complete the
+"""The creator's journey in a real browser: sign in as the example site's creator (the demo's Kopi), complete the
 setup checklist against the sandbox, set lock "premium" to a tier, edit the banner a patron below it sees, and -- in
 a second browser context -- a Bronze patron logs in with Patreon and sees that new banner. Screenshots of each page
 are saved (see conftest.py)."""
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.browser import TIMEOUT_MS, Shots
+from tests.helpers.browser import TIMEOUT_MS, Shots, new_page
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +22,12 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
 ) -> None:
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=TIMEOUT_MS)  # every assertion waits at most this long, as every action does
     base, _app = live_site
-    creator = browser.new_context(base_url=base, viewport={"width": 1200, "height": 900})
-    creator.set_default_timeout(TIMEOUT_MS)
-    page = creator.new_page()
+    creator, page = new_page(browser, base, 1200, 900)
     try:
-        # -- the creator registers: the first account of the site is its admin
-        page.goto("/register")
-        page.fill("input[name=name]", "Kopi")
-        page.fill("input[name=email]", "kopi@example.com")
-        page.fill("input[name=password]", "correct horse battery")
-        page.click("button:has-text('Create account')")
+        # -- the creator signs in: the demo's first screen has a button for Kopi, the site's admin
+        page.goto("/")
+        page.click("button:has-text('Sign in as Kopi, the creator')")
         page.click("header >> text=Settings")
         expect(page).to_have_url(re.compile(r"/patronlock/admin/setup$"))
         expect(page.locator('[data-step="creator"]')).to_contain_text("to do")
@@ -110,9 +104,7 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         creator.close()
 
     # -- a Bronze patron, in a second browser context, logs in with Patreon and opens the premium post
-    patron = browser.new_context(base_url=base, viewport={"width": 1000, "height": 800})
-    patron.set_default_timeout(TIMEOUT_MS)
-    page = patron.new_page()
+    patron, page = new_page(browser, base, 1000, 800)
     try:
         page.goto("/posts/premium-archive")
         page.click("header >> text=Log in with Patreon")

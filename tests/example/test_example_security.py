@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from flask_patronlock import ConfigurationError
-from tests.helpers.example_server import form_token, register, serve_example_site
+from tests.helpers.example_server import form_token, register, serve_example_site, sign_in
 
 
 @pytest.fixture
@@ -46,8 +46,8 @@ def test_register_login_logout_refuse_a_post_without_its_form_token(site: tuple[
     assert forged.status_code == 400
     from example_site.app import User, db
 
-    with app.app_context():
-        assert db.session.execute(db.select(User)).first() is None  # nobody was registered, so nobody is the admin
+    with app.app_context():  # nobody was registered
+        assert db.session.execute(db.select(User).filter_by(email="victim@example.com")).first() is None
 
     # login CSRF: the attacker logs the victim's browser into the attacker's account
     register(base, "attacker@example.com")
@@ -81,7 +81,7 @@ CONTROL_GETS = ("/_patreon/_sandbox/state", "/_patreon/", "/_patreon/_sandbox/we
 def test_the_sandbox_controls_are_closed_to_anyone_but_the_admin(site: tuple[str, Any]) -> None:
     base, app = site
     sandbox = app.extensions["example_sandbox"]
-    admin = register(base, "kopi@example.com")  # the first account is the site's admin
+    admin = sign_in(base, "creator")  # the site's admin
     patron = register(base, "reader@example.com")
     anonymous = requests.Session()
     before = len(sandbox)
@@ -149,7 +149,7 @@ class Listener:
 def test_the_control_api_refuses_webhooks_to_other_hosts_and_sends_them_nothing(site: tuple[str, Any]) -> None:
     base, app = site
     sandbox = app.extensions["example_sandbox"]
-    admin = register(base, "kopi@example.com")
+    admin = sign_in(base, "creator")
     listener = Listener()
     sent: list[str] = []
     deliver = sandbox.transport
@@ -319,7 +319,6 @@ def test_page_views_with_the_api_down_never_call_patreon(tmp_path: Path) -> None
         with app.app_context():
             assert run_sync(app, trigger="manual").status == "complete"
         # ... and a connected Gold patron (connecting talks to Patreon, so the API is up for that) ...
-        register(base, "kopi@example.com")
         reader = register(base, "ada@example.com")
         start = reader.get(base + "/patreon/connect?next=/posts/masterclass", allow_redirects=False, timeout=10)
         page = reader.get(start.headers["Location"], params={"sandbox_user": "ada@example.com",

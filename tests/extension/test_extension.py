@@ -85,6 +85,21 @@ def test_defaults_are_set_with_setdefault(make_app: Callable[..., Flask]) -> Non
     assert all(k.name.startswith("PATRONLOCK_") for k in KEYS)
 
 
+def test_a_configured_clock_is_the_one_every_decision_reads(make_app: Callable[..., Flask]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from flask_patronlock.data import PatronData
+
+    moments = [datetime(2027, 1, 4, 12, 0, tzinfo=UTC)]
+    app = make_app(PATRONLOCK_CLOCK=lambda: moments[-1])
+    with app.app_context():
+        assert get_state().store.clock() == moments[-1]
+        moments.append(moments[-1] + timedelta(days=31))  # the demo's "advance the clock a month"
+        assert get_state().store.clock() == PatronData(get_state()).now() == datetime(2027, 2, 4, 12, 0, tzinfo=UTC)
+    with pytest.raises(ConfigurationError, match="PATRONLOCK_CLOCK must be a callable"):
+        make_app(PATRONLOCK_CLOCK="2027-01-04")
+
+
 def test_missing_key_is_reported_when_needed(make_app: Callable[..., Flask]) -> None:
     app = make_app()
     with app.app_context(), pytest.raises(ConfigurationError, match="PATRONLOCK_CLIENT_ID is not set, but syncing"):

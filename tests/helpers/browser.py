@@ -42,3 +42,14 @@ class Shots:
         page.screenshot(path=str(path), full_page=True, timeout=TIMEOUT_MS)
         SAVED.append(path)
         return path
+
+
+def new_page(browser: Any, base: str, width: int, height: int) -> tuple[Any, Any]:
+    """A new browser context on ``base`` (its own cookies) and a page in it, every action and assertion bounded by
+    :data:`TIMEOUT_MS`; close the context when done."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    context = browser.new_context(base_url=base, viewport={"width": width, "height": height})
+    context.set_default_timeout(TIMEOUT_MS)
+    return context, context.new_page()

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -267,6 +268,27 @@ def identity_doc(
 
 
 # -- the sandbox's Patreon -------------------------------------------------------------------------------------------
+
+
+class _DefaultForm(HTMLParser):
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {k: v or "" for k, v in attrs}
+        if tag != "input" or not attr.get("name"):
+            return
+        if attr.get("type") == "radio" and "checked" not in attr:
+            return
+        self.values[attr["name"]] = attr.get("value", "")
+
+
+def default_form(page: str) -> dict[str, str]:
+    """What a browser submits from the form on ``page`` (the sandbox's consent page) when the visitor changes nothing:
+    the hidden fields, the text fields' values and the checked radio buttons."""
+    return _DefaultForm(page).values
 
 
 def approve(authorize_url: str, sandbox_user: str, decision: str = "approve") -> str:

@@ -27,11 +27,22 @@ def form_token(http: requests.Session, url: str) -> str:
 
 
 def register(base: str, email: str, password: str = "correct horse", http: requests.Session | None = None) -> Any:
-    """Register through the site's form (token included); returns the logged-in session. The first is the admin."""
+    """Register through the site's form (token included); returns the logged-in session (a reader's: the demo's
+    creator is prepared, see :func:`sign_in`)."""
     http = http if http is not None else requests.Session()
     token = form_token(http, base + "/register")
     page = http.post(base + "/register", data={"csrf_token": token, "email": email, "password": password}, timeout=10)
     assert page.status_code == 200, page.text
+    return http
+
+
+def sign_in(base: str, who: str = "creator", http: requests.Session | None = None) -> Any:
+    """Sign in to one of the demo's prepared accounts with its one-click button (``"creator"``: Kopi, the site's
+    admin; ``"reader"``: Sam); returns the session."""
+    http = http if http is not None else requests.Session()
+    token = form_token(http, base + "/")
+    page = http.post(base + f"/demo/sign-in/{who}", data={"csrf_token": token}, timeout=10)
+    assert page.status_code == 200 and "Signed in as" in page.text, page.text
     return http
 
 
@@ -58,6 +69,7 @@ def serve_example_site(config: dict[str, Any]) -> Iterator[tuple[str, Flask]]:
     from example_site import create_app
     from example_site.app import db
 
+    config = {"EXAMPLE_LARGE_FILE_MB": 0.25, **config}  # the demo's large download, kept small unless a test asks
     holder: dict[str, Any] = {}
     server = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
     base = f"http://127.0.0.1:{server.server_port}"

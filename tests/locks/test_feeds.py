@@ -285,7 +285,6 @@ def test_the_example_sites_private_feed(tmp_path: Path) -> None:
 
     config = {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}", "PATRONLOCK_STRICT_SIGNALS": True}
     with serve_example_site(config) as (base, _):
-        register(base, "kopi@example.com", "correct horse", http=requests.Session())  # the first user: the creator
         ada = register(base, "reader@example.com")
         start = ada.get(base + "/patreon/connect?next=/", allow_redirects=False, timeout=10)
         ada.get(start.headers["Location"], params={"sandbox_user": "ada@example.com", "sandbox_decision": "approve"},

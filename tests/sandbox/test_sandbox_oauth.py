@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from flask_patronlock.sandbox import Sandbox, SandboxServer
+from tests.helpers.connect import default_form
 
 NOW = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 REDIRECT = "https://site.test/patreon/callback"
@@ -94,10 +95,48 @@ def test_consent_page_lists_test_patrons(http: requests.Session, sb: Sandbox) ->
     page = http.get(authorize_url(sb))
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     for text in ("Ann Gold", "ann@example.com", "active_patron", "Gold", "Bob Nobody", "no membership", "Approve",
-                 "Deny", "create a new test user", 'action="/oauth2/authorize"', "identity[email]"):  # fmt: skip
+                 "Deny", "A new test patron", 'action="/oauth2/authorize"', "identity[email]"):  # fmt: skip
         assert text in page.text, text
     assert f'name="client_id" value="{sb.client_id}"' in page.text
     assert 'name="state" value="s-123"' in page.text
+
+
+def approve_the_default(http: requests.Session, sb: Sandbox, scope: str) -> str:
+    """Open the consent page for ``scope``, press Approve without choosing anything; the user id the code is for."""
+    page = http.get(authorize_url(sb, scope=scope))
+    assert page.status_code == 200
+    form = {**default_form(page.text), "decision": "approve"}
+    code = redirect_params(http.post(f"{sb.url}/oauth2/authorize", data=form, allow_redirects=False))["code"]
+    token = exchange(http, sb, code).json()
+    return str(identity(http, sb, token["access_token"]).json()["data"]["id"])
+
+
+def test_a_patron_who_just_presses_approve_is_a_new_patron_not_the_creator(
+    http: requests.Session, sb: Sandbox
+) -> None:
+    """A site's visitor connecting Patreon (identity scopes): the page proposes a new test patron with an unused
+    email, so pressing Approve never links the campaign's creator or somebody else's pledge."""
+    ann = sb.add_patron("ann@example.com", tier="Gold")
+    before = {u.id for u in sb.users}
+    signed_in = approve_the_default(http, sb, "identity identity[email] identity.memberships")
+    assert signed_in not in before and signed_in != sb.creator.id and signed_in != ann.user_id
+    assert sb.member_for_user(signed_in) is None  # someone with a Patreon account and no pledge yet
+    assert sb.user(signed_in).email not in {u.email for u in sb.users if u.id != signed_in}
+    again = approve_the_default(http, sb, "identity identity[email]")
+    assert again not in before | {signed_in}  # the next visitor gets a new patron too, not the previous one
+
+
+def test_a_creator_connecting_the_campaign_is_proposed_the_creator(http: requests.Session, sb: Sandbox) -> None:
+    sb.add_patron("ann@example.com", tier="Gold")
+    scope = "identity identity[email] campaigns campaigns.members w:campaigns.webhook"
+    assert approve_the_default(http, sb, scope) == sb.creator.id
+
+
+def test_a_new_patron_chosen_without_an_email_is_asked_for_one(http: requests.Session, sb: Sandbox) -> None:
+    form = {**default_form(http.get(authorize_url(sb)).text), "new_email": "", "decision": "approve"}
+    page = http.post(f"{sb.url}/oauth2/authorize", data=form, allow_redirects=False)
+    assert page.status_code == 200 and "Give the new test patron an email address" in page.text
+    assert 'value="new" checked' in page.text  # the choice is kept
 
 
 def test_interactive_approve_and_deny(http: requests.Session, sb: Sandbox) -> None:
