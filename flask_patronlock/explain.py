@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from .formatting import money
+from .formatting import date_text, money
 from .locks import Lock, as_lock, evaluate
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, Viewer, explain_steps
@@ -50,9 +50,9 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         for tier_id in rule.tier_ids:
             tier = known.get(tier_id)
             names.append(
-                f"{tier.title or tier_id} (id {tier_id}, {money(tier.amount_cents)} a month)"
+                f"{tier.title or 'an untitled tier'} ({money(tier.amount_cents)} a month)"
                 if tier is not None
-                else f"{tier_id} (not a known tier)"
+                else "a tier Patreon no longer lists"
             )
         parts.append("tier " + " or ".join(names) + " or higher")
     if rule.min_cents is not None:
@@ -60,9 +60,10 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
     if rule.lifetime_cents is not None:
         parts.append(f"lifetime support of at least {money(rule.lifetime_cents)}")
     if rule.patron_since_before is not None:
-        parts.append(f"pledging since before {rule.patron_since_before.isoformat()}")
+        parts.append(f"pledging since before {date_text(rule.patron_since_before, day_first=True)}")
     if rule.drip_months is not None:
-        parts.append(f"pledging for at least {rule.drip_months} month(s)")
+        months = rule.drip_months
+        parts.append(f"pledging for at least {months} month{'' if months == 1 else 's'}")
     if not parts:
         return "any entitled patron"
     return (" and " if rule.combine == "all" else " or ").join(parts)
