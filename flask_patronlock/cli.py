@@ -356,7 +356,8 @@ def webhooks_retry_command() -> None:
 @click.argument("user")
 @click.argument("lock")
 def explain_command(user: str, lock: str) -> None:
-    """Explain, step by step, whether USER (a user id, or "-" for an anonymous visitor) may see LOCK."""
+    """Explain whether USER (a user id, or "-" for an anonymous visitor) may see LOCK: the story in plain words,
+    then each step of the decision."""
     from .explain import explain
     from .locks import UnknownLockError
 
@@ -374,6 +375,8 @@ def explain_command(user: str, lock: str) -> None:
         result = explain(subject, lock)
     except UnknownLockError as exc:
         raise click.BadParameter(str(exc), param_hint="LOCK") from None
+    click.echo(result.story)
+    click.echo("\nHow this was decided:")
     click.echo(str(result))
     verdict = "ALLOWED" if result.decision.allowed else "DENIED"
     click.echo(f"=> {verdict} ({result.decision.reason})")

@@ -91,6 +91,11 @@ def test_cli_explain(site: Site, runner: Any) -> None:
     assert result.exit_code == 0, result.output
     assert "1. Lock 'premium'" in result.output and "Viewer: user silver" in result.output
     assert result.output.rstrip().endswith("=> DENIED (amount_too_low)")
+    story, _, trace = result.output.partition("\nHow this was decided:\n")  # the story first, the trace behind it
+    assert story.strip() == ("Patron m-silver pledged Silver (5.00 a month) on 5 December 2025. Their last payment on "
+                             "12 March 2026 went through. They can't see 'premium' because it needs tier Gold (10.00 "
+                             "a month) or higher.")  # fmt: skip
+    assert trace.startswith("1. Lock 'premium'")
     anonymous = runner.invoke(args=["patronlock", "explain", "-", "premium"])
     assert anonymous.output.rstrip().endswith("=> DENIED (anonymous)")
     unknown_user = runner.invoke(args=["patronlock", "explain", "ghost", "premium"])

@@ -52,6 +52,7 @@ BELOW_REQUEST = (
     "dbutil",
     "formatting",
     "runs",
+    "story",  # the explainer's answer in sentences (pure)
     "transitions",
     "cli",
     "config",
