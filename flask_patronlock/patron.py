@@ -10,30 +10,15 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
+from .patreon.types import MemberFields
+
 
 @dataclass(frozen=True, slots=True)
-class Patron:
-    """One member of the campaign as stored, linked (or not yet) to a local user."""
+class Patron(MemberFields):
+    """One member of the campaign as stored, linked (or not yet) to a local user: what Patreon last said
+    (:class:`~flask_patronlock.patreon.types.MemberFields`), and what flask-patronlock inferred from the changes."""
 
-    member_id: str
-    campaign_id: str | None = None
     patreon_user_id: str | None = None
-    email: str | None = None
-    email_verified: bool | None = None
-    full_name: str = ""
-    patron_status: str | None = None
-    last_charge_status: str | None = None
-    last_charge_date: datetime | None = None
-    next_charge_date: datetime | None = None
-    entitled_cents: int = 0
-    entitled_tier_ids: tuple[str, ...] = ()
-    will_pay_cents: int = 0
-    lifetime_cents: int = 0
-    pledge_start: datetime | None = None
-    pledge_cadence: int | None = None
-    is_free_trial: bool = False
-    is_gifted: bool = False
-    is_follower: bool = False
     #: when the snapshot this state came from was observed (the guard against older-over-newer writes).
     observed_at: datetime | None = None
     #: where that snapshot came from: ``oauth``, ``webhook``, ``sync``, ``admin``.

@@ -185,7 +185,6 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
     return Patron(
         snapshot.member_id,
         campaign_id,
-        patreon_user_id,
         email,
         email_verified,
         snapshot.full_name,
@@ -202,6 +201,7 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
         snapshot.is_free_trial,
         snapshot.is_gifted,
         snapshot.is_follower,
+        patreon_user_id,
         observed_at,
         source,
         last_cents,
@@ -221,12 +221,12 @@ def merge(previous: Patron | None, snapshot: MemberSnapshot, *, observed_at: dat
 
 # merge() builds Patrons positionally, in this order:
 assert tuple(f.name for f in fields(Patron)) == (
-    "member_id", "campaign_id", "patreon_user_id", "email", "email_verified", "full_name", "patron_status",
+    "member_id", "campaign_id", "email", "email_verified", "full_name", "patron_status",
     "last_charge_status", "last_charge_date", "next_charge_date", "entitled_cents", "entitled_tier_ids",
     "will_pay_cents", "lifetime_cents", "pledge_start", "pledge_cadence", "is_free_trial", "is_gifted", "is_follower",
-    "observed_at", "source", "last_entitled_cents", "last_entitled_tier_ids", "paid_through", "declined_since",
-    "refunded_at", "missing_since", "missing_runs", "held_run_id", "access", "access_until", "access_policy",
-    "local_user_id",
+    "patreon_user_id", "observed_at", "source", "last_entitled_cents", "last_entitled_tier_ids", "paid_through",
+    "declined_since", "refunded_at", "missing_since", "missing_runs", "held_run_id", "access", "access_until",
+    "access_policy", "local_user_id",
 ), "Patron's fields changed: update merge()"
 
 

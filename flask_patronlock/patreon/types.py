@@ -21,6 +21,7 @@ __all__ = [
     "PATRON_STATUSES",
     "CampaignSnapshot",
     "Identity",
+    "MemberFields",
     "MemberPage",
     "MemberSnapshot",
     "TierSnapshot",
@@ -108,8 +109,9 @@ class UserSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberSnapshot:
-    """What Patreon says about one member of one campaign at one moment.
+class MemberFields:
+    """The member fields Patreon reports, shared by what it says (:class:`MemberSnapshot`) and what is stored of it
+    (:class:`flask_patronlock.patron.Patron`): one list, so the two cannot drift apart.
 
     ``entitled_tier_ids`` may be empty while ``entitled_cents`` is not (Patreon's own payloads do this), so nothing
     downstream may assume a tier exists for an entitled amount.
@@ -117,7 +119,6 @@ class MemberSnapshot:
 
     member_id: str
     campaign_id: str | None = None
-    user_id: str | None = None
     email: str | None = None
     email_verified: bool | None = None
     full_name: str = ""
@@ -136,6 +137,14 @@ class MemberSnapshot:
     is_free_trial: bool = False
     is_gifted: bool = False
     is_follower: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSnapshot(MemberFields):
+    """What Patreon says about one member of one campaign at one moment: :class:`MemberFields`, the Patreon user it
+    belongs to, and what the document included beside it."""
+
+    user_id: str | None = None
     #: tiers included in the document (may include tiers the member is *not* entitled to).
     tiers: tuple[TierSnapshot, ...] = ()
     user: UserSnapshot | None = None
