@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-__all__ = ["date_text", "money", "number"]
+__all__ = ["date_text", "money", "month_text", "number"]
 
 
 def money(cents: int | None, symbol: str = "") -> str:
@@ -26,6 +26,11 @@ def date_text(when: datetime, *, day_first: bool = False, now: datetime | None =
     if day_first:
         return f"{when.day} {when:%B} {year}".rstrip()
     return f"{when:%B} {when.day}, {year}" if year else f"{when:%B} {when.day}"
+
+
+def month_text(when: datetime) -> str:
+    """``"January 2027"``: a calendar month in words (the dashboard's months)."""
+    return f"{when:%B} {when.year}"
 
 
 def number(value: float) -> str:

@@ -78,7 +78,7 @@ def _sample_decision(reason: str, lock: Lock) -> Decision:
 def render_preview(reason: str, text: str, lock: Lock) -> Markup:
     """The banner of ``reason`` for ``lock`` with ``text`` (saved or not), rendered by the real banner template."""
     decision = _sample_decision(reason, lock)
-    context = banner_context(lock, decision, state=get_state())
+    context = banner_context(lock, decision, state=get_state(), shown=False)
     values = {key: context.get(key) for key in PLACEHOLDERS}
     context["message"] = fill(text.strip() or DEFAULT_TEXTS[reason], values)
     return banner_html(lock, decision, context)
