@@ -196,11 +196,14 @@ def monthly_figures(rows: Iterable[AuditRow], now: datetime, *, months: int = 12
 
     def close_until(moment: datetime | None) -> None:
         nonlocal next_k
-        while next_k < len(boundaries) and (moment is None or moment >= boundaries[next_k]):
+        # a month's boundary closes before a row written at its very start; "now" closes after every row
+        while next_k < len(boundaries) and (moment is None or (next_k < months and moment >= boundaries[next_k])):
             snapshots[next_k] = (counts["active"], counts["declined"]) if seen_any else None
             next_k += 1
 
     for row in rows:
+        if row.created_at > now:
+            break  # written after the moment asked about
         close_until(row.created_at)
         if row.member_id is None:
             continue
@@ -432,15 +435,16 @@ class _Written:
             return True
 
 
-_written: weakref.WeakKeyDictionary[PatronLockState, _Written] = weakref.WeakKeyDictionary()
+# by app (the state is a dataclass: not hashable)
+_written: weakref.WeakKeyDictionary[Any, _Written] = weakref.WeakKeyDictionary()
 _written_lock = threading.Lock()
 
 
 def _written_for(state: PatronLockState) -> _Written:
     with _written_lock:
-        written = _written.get(state)
+        written = _written.get(state.app)
         if written is None:
-            written = _written[state] = _Written()
+            written = _written[state.app] = _Written()
         return written
 
 
