@@ -338,25 +338,20 @@ def lock_figures(
 # -- reading the database ----------------------------------------------------------------------------------------------
 
 
-def audit_rows(state: PatronLockState, *, since: datetime | None = None) -> Iterator[AuditRow]:
-    """The audit rows that changed a patron's state, in the order written (all of them: the replay needs each member's
-    state before ``since``; ``since`` only skips rows with no status change and no counted event before it)."""
+def audit_rows(state: PatronLockState) -> Iterator[AuditRow]:
+    """The audit rows insight reads, in the order written: those that changed a patron's status or last charge, or
+    carry a counted event, a start or a change of tier (a charge that went through, a link, a feed token are left in
+    the database)."""
     e = state.tables.events
     changes = cast(e.c.changes, Text)
+    wanted = [changes.like('%"patron_status"%'), changes.like('%"last_charge_status"%')]
+    wanted += [e.c.events.like(f"%{name}%") for name in (*COUNTED, "tier_changed")]
     stmt = (
         select(e.c.created_at, e.c.kind, e.c.member_id, e.c.events, e.c.changes, e.c.patreon_user_id, e.c.user_id)
-        .where(e.c.kind.in_(STATE_KINDS), e.c.member_id.is_not(None))
+        .where(e.c.kind.in_(STATE_KINDS), e.c.member_id.is_not(None), or_(*wanted))
         .order_by(e.c.id)
         .execution_options(yield_per=2000)
     )
-    if since is not None:
-        stmt = stmt.where(
-            or_(
-                e.c.created_at >= since,
-                changes.like('%"patron_status"%'),
-                changes.like('%"last_charge_status"%'),
-            )
-        )
     with state.store.engine.connect() as conn:
         for created_at, kind, member_id, events, changed, patreon_user_id, user_id in conn.execute(stmt):
             yield AuditRow(created_at, kind, member_id, tuple(events.split(",")) if events else (),
