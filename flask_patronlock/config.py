@@ -158,6 +158,8 @@ KEYS: tuple[Key, ...] = (
     # -- insight (insight.py) --
     Key("PATRONLOCK_INSIGHT_RECORD", True,
         "Record which lock's banner each viewer is shown (once a day per viewer, lock and reason)."),
+    Key("PATRONLOCK_INSIGHT_FLUSH_SECONDS", 5.0,
+        "Seconds a worker queues the banners shown before writing them in one statement (0: at once)."),
     Key("PATRONLOCK_INSIGHT_CREDIT_DAYS", 7,
         "A pledge started or raised within this many days of seeing a lock's banner is credited to that lock."),
 )

@@ -29,6 +29,7 @@ address and browser, never the address) but cannot be followed to a pledge.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import hashlib
 import hmac
@@ -47,6 +48,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .dates import add_months
+from .dbutil import transaction
 from .formatting import month_text
 from .policy import payment_declined
 from .state import PatronLockState
@@ -61,6 +63,8 @@ __all__ = [
     "anonymous_key",
     "csv_safe",
     "figures_csv",
+    "flush_all_banner_views",
+    "flush_banner_views",
     "insight",
     "lock_figures",
     "monthly_figures",
@@ -391,6 +395,7 @@ def insight(state: PatronLockState, now: datetime | None = None, *, months: int 
     now = now if now is not None else state.store.clock()
     first = add_months(month_start(now), -(months - 1))
     credit_days = int(state.app.config["PATRONLOCK_INSIGHT_CREDIT_DAYS"])
+    flush_banner_views(state)  # this worker's views of the last seconds count too
     rows = list(audit_rows(state))
     views = banner_views(state, since=first)
     pledges = [p for p in pledges_from(rows) if p.at >= first]
@@ -409,38 +414,93 @@ def _day(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-class _Written:
-    """What this worker recorded today: keys of ``(lock, reason, viewer)``, forgotten when the day changes (and, past
-    :data:`MAX_REMEMBERED`, all at once: the database's unique index still keeps a second write out)."""
+class _Recorder:
+    """One worker's banner views: what it recorded today (keys of ``(lock, reason, viewer)``, forgotten when the day
+    changes, or all at once past :data:`MAX_REMEMBERED`: the unique index still keeps a second row out), and the rows
+    not written yet. A page view never writes: the first view of the day queues a row, and a timer writes the queue
+    :data:`PATRONLOCK_INSIGHT_FLUSH_SECONDS` later in one statement (so a denied page never waits for SQLite's write
+    lock behind a sync); :func:`flush_banner_views` writes it at once, and so does the process's exit."""
 
     MAX_REMEMBERED = 50_000
+    #: a queue this long is written at once.
+    MAX_PENDING = 1_000
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Any, table: Any) -> None:
+        self.engine = engine
+        self.table = table
         self.day: datetime | None = None
         self.keys: set[tuple[str, str, str]] = set()
+        self.pending: list[dict[str, Any]] = []
+        self.timer: threading.Timer | None = None
         self.lock = threading.Lock()
 
-    def first_today(self, day: datetime, key: tuple[str, str, str]) -> bool:
+    def add(self, day: datetime, key: tuple[str, str, str], row: dict[str, Any], delay: float) -> bool:
+        """Queue ``row`` unless ``key`` was recorded today; whether it was queued."""
         with self.lock:
             if day != self.day or len(self.keys) >= self.MAX_REMEMBERED:
                 self.day, self.keys = day, set()
             if key in self.keys:
                 return False
             self.keys.add(key)
+            self.pending.append(row)
+            if self.timer is None:
+                wait = 0.0 if len(self.pending) >= self.MAX_PENDING else delay
+                self.timer = threading.Timer(wait, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
             return True
+
+    def flush(self) -> int:
+        """Write the queued rows (a duplicate another worker wrote is skipped); how many were queued."""
+        with self.lock:
+            rows, self.pending = self.pending, []
+            if self.timer is not None and self.timer is not threading.current_thread():
+                self.timer.cancel()
+            self.timer = None
+        if not rows:
+            return 0
+        try:
+            dialect = self.engine.dialect.name
+            if dialect == "postgresql":
+                stmt: Any = pg_insert(self.table).on_conflict_do_nothing()
+            elif dialect == "sqlite":
+                stmt = sqlite_insert(self.table).on_conflict_do_nothing()
+            else:  # pragma: no cover - other databases: a duplicate fails the batch on the unique index (logged)
+                stmt = self.table.insert()
+            with transaction(self.engine) as conn:
+                conn.execute(stmt, rows)
+        except Exception:
+            log.warning("recording %d banner view(s) failed; they are not counted", len(rows), exc_info=True)
+        return len(rows)
 
 
 # by app (the state is a dataclass: not hashable)
-_written: weakref.WeakKeyDictionary[Any, _Written] = weakref.WeakKeyDictionary()
-_written_lock = threading.Lock()
+_recorders: weakref.WeakKeyDictionary[Any, _Recorder] = weakref.WeakKeyDictionary()
+_recorders_lock = threading.Lock()
 
 
-def _written_for(state: PatronLockState) -> _Written:
-    with _written_lock:
-        written = _written.get(state.app)
-        if written is None:
-            written = _written[state.app] = _Written()
-        return written
+def _recorder(state: PatronLockState) -> _Recorder:
+    with _recorders_lock:
+        recorder = _recorders.get(state.app)
+        if recorder is None:
+            recorder = _recorders[state.app] = _Recorder(state.store.engine, state.tables.banner_views)
+        return recorder
+
+
+def flush_banner_views(state: PatronLockState) -> int:
+    """Write this worker's queued banner views now (:func:`insight` does, before it reads); how many there were."""
+    with _recorders_lock:
+        recorder = _recorders.get(state.app)
+    return recorder.flush() if recorder is not None else 0
+
+
+@atexit.register
+def flush_all_banner_views() -> None:
+    """Write every app's queued banner views in this process now (at exit; and before a test disposes its engine)."""
+    with _recorders_lock:
+        recorders = list(_recorders.values())
+    for recorder in recorders:
+        recorder.flush()
 
 
 def anonymous_key(secret: str | bytes | None, day: datetime, address: str | None, browser: str) -> str:
@@ -463,32 +523,25 @@ def record_banner_view(
 ) -> bool:
     """Record that ``viewer`` (``"u:<user id>"`` or an :func:`anonymous_key`) was shown ``lock``'s banner for
     ``reason`` at ``now``: at most one row per viewer, lock, reason and UTC day. The first call of the day in this
-    worker writes (a duplicate from another worker is skipped by the unique index); later calls only look up a set.
-    Returns whether a row was written. A failure to write is logged, never raised: a page view is worth more."""
-    if reason in NOT_DENIALS or not state.app.config["PATRONLOCK_INSIGHT_RECORD"]:
+    worker queues a row (a duplicate from another worker is skipped by the unique index); later calls only look up a
+    set.
+    Returns whether a row was queued (see :class:`_Recorder`: written within
+    :data:`PATRONLOCK_INSIGHT_FLUSH_SECONDS`, or at once with 0)."""
+    config = state.app.config
+    if reason in NOT_DENIALS or not config["PATRONLOCK_INSIGHT_RECORD"]:
         return False
     day = _day(now)
     name = lock or ""
-    if not _written_for(state).first_today(day, (name, reason, viewer)):
-        return False
     row = {
         "day": day, "lock": name[:100], "reason": reason[:32], "viewer": viewer[:80], "user_id": user_id,
         "patreon_user_id": patreon_user_id, "first_at": now,
     }
-    table = state.tables.banner_views
-    try:
-        dialect = state.store.engine.dialect.name
-        if dialect == "postgresql":
-            stmt: Any = pg_insert(table).values(**row).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            stmt = sqlite_insert(table).values(**row).on_conflict_do_nothing()
-        else:  # pragma: no cover - other databases: a duplicate fails on the unique index, and is logged below
-            stmt = table.insert().values(**row)
-        with state.store.transaction() as conn:
-            conn.execute(stmt)
-    except Exception:
-        log.warning("recording a banner view of lock %r failed", name, exc_info=True)
+    delay = float(config["PATRONLOCK_INSIGHT_FLUSH_SECONDS"])
+    recorder = _recorder(state)
+    if not recorder.add(day, (name, reason, viewer), row, delay):
         return False
+    if delay <= 0:
+        recorder.flush()
     return True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,12 +23,14 @@ from flask_patronlock.insight import (
     Pledge,
     audit_rows,
     csv_safe,
+    flush_banner_views,
     insight,
     lock_figures,
     monthly_figures,
     pledges_from,
 )
 from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
+from tests.helpers.sites import count_queries
 
 
 def day(month: int, d: int, year: int = 2026, hour: int = 12) -> datetime:
@@ -160,17 +163,43 @@ def test_a_longer_credit_window_credits_the_later_upgrade(site: AdminSite) -> No
     assert (premium.pledges, premium.upgrades) == (1, 2)
 
 
-def test_admins_and_previews_record_nothing(site: AdminSite) -> None:
+def stored_views(site: AdminSite) -> int:
     table = site.state.tables.banner_views
     with site.state.store.engine.connect() as conn:
-        before = conn.execute(select(func.count()).select_from(table)).scalar_one()
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_admins_and_previews_record_nothing(site: AdminSite) -> None:
+    flush_banner_views(site.state)
+    before = stored_views(site)
     at(site, day(1, 21, 2027))
     assert site.get("/premium", user="admin").status_code == 200  # admins pass every lock: no banner
     assert site.get(ADMIN_PREFIX + "/banners").status_code == 200  # the banner previews are not views
     site.app.config["PATRONLOCK_INSIGHT_RECORD"] = False
     assert site.get("/premium", user=None).status_code == 403  # a new day's denial, but recording is off
-    with site.state.store.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(table)).scalar_one() == before
+    assert flush_banner_views(site.state) == 0 and stored_views(site) == before
+
+
+def test_a_page_view_queues_and_a_timer_writes(site: AdminSite) -> None:
+    flush_banner_views(site.state)
+    before = stored_views(site)
+    at(site, day(1, 22, 2027))
+    site.app.config["PATRONLOCK_INSIGHT_FLUSH_SECONDS"] = 60.0
+    with count_queries(site.app) as queries:
+        assert site.get("/premium", user=None).status_code == 403
+    assert not any("banner_views" in q for q in queries)  # the page view did not write
+    assert stored_views(site) == before
+    assert flush_banner_views(site.state) == 1 and stored_views(site) == before + 1
+    site.app.config["PATRONLOCK_INSIGHT_FLUSH_SECONDS"] = 0.05
+    assert site.get("/supporters", user=None).status_code == 403
+    deadline = time.monotonic() + 10
+    while stored_views(site) == before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored_views(site) == before + 2  # written by the timer, no flush asked
+    site.app.config["PATRONLOCK_INSIGHT_FLUSH_SECONDS"] = 0
+    at(site, day(1, 23, 2027))
+    assert site.get("/premium", user=None).status_code == 403
+    assert stored_views(site) == before + 3  # at once
 
 
 def _cells(html: str, attr: str, key: str) -> list[str]:
