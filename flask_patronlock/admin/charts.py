@@ -22,11 +22,13 @@ _PALETTE = ("#c2410c", "#1d4ed8", "#15803d", "#7e22ce", "#b45309", "#0f766e")
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One line of a line chart: a name, a colour, and one value per x label (``None``: no data there)."""
+    """One line of a line chart: a name, a colour, and one value per x label (``None``: no data there); ``dashed``
+    draws it dashed, so a line lying on another stays visible."""
 
     name: str
     values: Sequence[float | None]
     color: str = ""
+    dashed: bool = False
 
 
 def _ticks(value: float) -> list[int]:
@@ -156,8 +158,9 @@ def line_chart(
             runs.append(run)
         for points in runs:
             if len(points) > 1:
+                dash = ' stroke-dasharray="6 4"' if s.dashed else ""
                 parts.append(
-                    f'<polyline fill="none" stroke="{color}" stroke-width="2.5" points="{" ".join(points)}"/>'
+                    f'<polyline fill="none" stroke="{color}" stroke-width="2.5"{dash} points="{" ".join(points)}"/>'
                 )
         for i, v in enumerate(s.values):
             if v is not None:
@@ -167,7 +170,10 @@ def line_chart(
                 )
         lx = left + (n % 3) * 200
         ly = top_pad + plot_h + bottom + (n // 3) * legend
-        parts.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="4" fill="{color}"/>')
+        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        parts.append(
+            f'<line x1="{lx}" x2="{lx + 16}" y1="{ly - 8}" y2="{ly - 8}" stroke="{color}" stroke-width="3"{dash}/>'
+        )
         parts.append(f'<text x="{lx + 20}" y="{ly - 4}" class="pl-label">{escape(s.name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

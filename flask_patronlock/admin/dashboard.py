@@ -75,7 +75,7 @@ def dashboard() -> ResponseReturnValue:
             labels,
             [
                 charts.Series("Churn", [m.churn for m in months], "#7e22ce"),
-                charts.Series("Decline rate", [m.decline_rate for m in months], "#b45309"),
+                charts.Series("Decline rate", [m.decline_rate for m in months], "#b45309", dashed=True),
             ],
             title="Churn and decline rate by month",
             unit="%",
@@ -85,6 +85,7 @@ def dashboard() -> ResponseReturnValue:
         figures=figures,
         reasons=reasons,
         reason_titles=REASON_TITLES,
+        descriptions={lock.name: lock.description for lock in st.declarations.locks if lock.name},
         percent=_percent,
         views_since=date_text(figures.views_since, day_first=True) if figures.views_since is not None else None,
         by_tier_rows=by_tier,

@@ -205,7 +205,8 @@ def test_a_page_view_queues_and_a_timer_writes(site: AdminSite) -> None:
 def _cells(html: str, attr: str, key: str) -> list[str]:
     row = re.search(rf'<tr {attr}="{re.escape(key)}">(.*?)</tr>', html, flags=re.S)
     assert row is not None, f"no row {attr}={key}"
-    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1), re.S)]
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1), re.S)
+    return [re.sub(r"<[^>]+>", "", c.replace("<br>", " · ")).strip() for c in cells]
 
 
 def _count(html: str) -> int:
@@ -226,8 +227,8 @@ def test_the_dashboard_shows_every_figure_and_agrees_with_the_patrons_list(site:
     # per lock: the reasons met, in words, then the pledges and upgrades that followed
     assert "<th>Not signed in</th><th>Signed in, Patreon not connected</th><th>Pledge below the lock&#39;s tier</th>" \
         in html
-    assert _cells(html, "data-lock", "premium") == ["premium", "4", "1", "2", "2", "1", "1"]
-    assert _cells(html, "data-lock", "supporters") == ["supporters", "2", "1", "1", "0", "1", "0"]
+    assert _cells(html, "data-lock", "premium") == ["premium · Premium posts", "4", "1", "2", "2", "1", "1"]
+    assert _cells(html, "data-lock", "supporters") == ["supporters · Any paid tier", "2", "1", "1", "0", "1", "0"]
     assert "within 7 days" in html
     # this month's "at end" is the patrons list now
     active = _count(site.get(ADMIN_PREFIX + "/patrons?status=active").get_data(as_text=True))
@@ -238,6 +239,7 @@ def test_the_dashboard_shows_every_figure_and_agrees_with_the_patrons_list(site:
     assert ticks and all(t == int(t) for t in ticks)
     assert "<title>January 2027</title>January<tspan" in html and "2027-1<" not in html
     assert "Churn, December 2026: 20%" in html and "Decline rate, December 2026: 20%" in html
+    assert html.count('stroke-dasharray="6 4"') == 2  # the decline rate (line and legend): visible on churn's line
 
 
 def test_the_figures_download(site: AdminSite) -> None:
