@@ -343,9 +343,9 @@ def lock_figures(
 
 
 def audit_rows(state: PatronLockState) -> Iterator[AuditRow]:
-    """The audit rows insight reads, in the order written: those that changed a patron's status or last charge, or
-    carry a counted event, a start or a change of tier (a charge that went through, a link, a feed token are left in
-    the database)."""
+    """The audit rows insight reads, in the order written: those about a member of the campaign (when one is set) that
+    changed the patron's status or last charge, or carry a counted event, a start or a change of tier (a charge that
+    went through, a link, a feed token are left in the database)."""
     e = state.tables.events
     changes = cast(e.c.changes, Text)
     wanted = [changes.like('%"patron_status"%'), changes.like('%"last_charge_status"%')]
@@ -356,6 +356,10 @@ def audit_rows(state: PatronLockState) -> Iterator[AuditRow]:
         .order_by(e.c.id)
         .execution_options(yield_per=2000)
     )
+    campaign = state.campaign_id_or_none()
+    if campaign:  # the campaign's members only, as the patrons list shows them
+        p = state.tables.patrons
+        stmt = stmt.where(e.c.member_id.in_(select(p.c.member_id).where(p.c.campaign_id == campaign)))
     with state.store.engine.connect() as conn:
         for created_at, kind, member_id, events, changed, patreon_user_id, user_id in conn.execute(stmt):
             yield AuditRow(created_at, kind, member_id, tuple(events.split(",")) if events else (),

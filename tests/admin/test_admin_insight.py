@@ -157,6 +157,14 @@ def test_the_figures_per_lock_of_a_known_history(site: AdminSite) -> None:
     assert {"u:bob", "u:cy", "u:di"} < keys and not any("127.0.0.1" in k for k in keys)
 
 
+def test_another_campaigns_members_are_not_counted(site: AdminSite) -> None:
+    at(site, day(1, 19, 2027))
+    pledge(site, "x1", "Elsewhere", "pu-x1", "t5", 500, start=day(1, 18, 2027), charged=day(1, 18, 2027),
+           campaign_id="c2")
+    jan = insight(site.state, NOW).months[-1]
+    assert (jan.new, jan.active_at_end) == (0, 5)  # the patrons list (campaign c1) has 5 active too
+
+
 def test_a_longer_credit_window_credits_the_later_upgrade(site: AdminSite) -> None:
     site.app.config["PATRONLOCK_INSIGHT_CREDIT_DAYS"] = 20
     premium = next(f for f in insight(site.state, NOW).locks if f.lock == "premium")
