@@ -69,6 +69,7 @@ __all__ = [
     "lock_figures",
     "monthly_figures",
     "patrons_csv",
+    "pledge_of",
     "pledges_from",
     "record_banner_view",
 ]
@@ -257,18 +258,21 @@ def _raised(changes: Mapping[str, Sequence[Any]]) -> bool:
     return new > old
 
 
+def pledge_of(row: AuditRow) -> Pledge | None:
+    """The pledge ``row`` records: started (``pledge_started``) or raised (``tier_changed`` to more cents a month:
+    Patreon's zeroing at the start of a month and a cut are not raises); ``None`` for any other row."""
+    if row.member_id is None:
+        return None
+    if "pledge_started" in row.events:
+        return Pledge(row.created_at, row.member_id, False, row.patreon_user_id, row.user_id)
+    if "tier_changed" in row.events and isinstance(row.changes, Mapping) and _raised(row.changes):
+        return Pledge(row.created_at, row.member_id, True, row.patreon_user_id, row.user_id)
+    return None
+
+
 def pledges_from(rows: Iterable[AuditRow]) -> list[Pledge]:
-    """The pledges started (``pledge_started``) and raised (``tier_changed`` to more cents a month: Patreon's zeroing
-    at the start of a month and a cut are not raises) in ``rows``."""
-    out: list[Pledge] = []
-    for row in rows:
-        if row.member_id is None:
-            continue
-        if "pledge_started" in row.events:
-            out.append(Pledge(row.created_at, row.member_id, False, row.patreon_user_id, row.user_id))
-        elif "tier_changed" in row.events and isinstance(row.changes, Mapping) and _raised(row.changes):
-            out.append(Pledge(row.created_at, row.member_id, True, row.patreon_user_id, row.user_id))
-    return out
+    """The pledges started and raised in ``rows`` (see :func:`pledge_of`)."""
+    return [pledge for pledge in map(pledge_of, rows) if pledge is not None]
 
 
 @dataclass
@@ -342,6 +346,10 @@ def lock_figures(
 # -- reading the database ----------------------------------------------------------------------------------------------
 
 
+#: the changed fields insight reads (the rest of an audit row's changes are left behind).
+_READ_CHANGES = frozenset({"patron_status", "last_charge_status", "entitled_cents", "last_entitled_cents"})
+
+
 def audit_rows(state: PatronLockState) -> Iterator[AuditRow]:
     """The audit rows insight reads, in the order written: those about a member of the campaign (when one is set) that
     changed the patron's status or last charge, or carry a counted event, a start or a change of tier (a charge that
@@ -362,8 +370,9 @@ def audit_rows(state: PatronLockState) -> Iterator[AuditRow]:
         stmt = stmt.where(e.c.member_id.in_(select(p.c.member_id).where(p.c.campaign_id == campaign)))
     with state.store.engine.connect() as conn:
         for created_at, kind, member_id, events, changed, patreon_user_id, user_id in conn.execute(stmt):
-            yield AuditRow(created_at, kind, member_id, tuple(events.split(",")) if events else (),
-                           changed if isinstance(changed, dict) else None, patreon_user_id, user_id)
+            kept = {k: v for k, v in changed.items() if k in _READ_CHANGES} if isinstance(changed, dict) else None
+            yield AuditRow(created_at, kind, member_id, tuple(events.split(",")) if events else (), kept,
+                           patreon_user_id, user_id)
 
 
 def banner_views(state: PatronLockState, *, since: datetime) -> list[BannerView]:
@@ -400,11 +409,19 @@ def insight(state: PatronLockState, now: datetime | None = None, *, months: int 
     first = add_months(month_start(now), -(months - 1))
     credit_days = int(state.app.config["PATRONLOCK_INSIGHT_CREDIT_DAYS"])
     flush_banner_views(state)  # this worker's views of the last seconds count too
-    rows = list(audit_rows(state))
+    pledges: list[Pledge] = []
+
+    def rows() -> Iterator[AuditRow]:  # one pass over the audit log: the pledges are picked up on the way
+        for row in audit_rows(state):
+            pledge = pledge_of(row)
+            if pledge is not None and first <= pledge.at <= now:
+                pledges.append(pledge)
+            yield row
+
+    monthly = monthly_figures(rows(), now, months=months)
     views = banner_views(state, since=first)
-    pledges = [p for p in pledges_from(rows) if p.at >= first]
     return Insight(
-        months=monthly_figures(rows, now, months=months),
+        months=monthly,
         locks=lock_figures(views, pledges, credit_days=credit_days, links=account_links(state)),
         credit_days=credit_days,
         views_since=min((v.first_at for v in views), default=None),
