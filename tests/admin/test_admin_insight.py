@@ -255,6 +255,8 @@ def test_the_figures_download(site: AdminSite) -> None:
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert response.headers["Content-Disposition"] == 'attachment; filename="figures-2027-01-20.csv"'
     assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     text = response.get_data(as_text=True).lstrip("\ufeff")
     months_part, locks_part = text.split("\r\n\r\n")
     months = list(csv.reader(io.StringIO(months_part)))
