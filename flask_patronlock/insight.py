@@ -49,6 +49,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .dates import add_months
 from .dbutil import transaction
+from .formatting import money as formatting_money
 from .formatting import month_text
 from .policy import payment_declined
 from .state import PatronLockState
@@ -628,7 +629,10 @@ _STATUS_WORDS = {"active_patron": "Active", "former_patron": "Former patron"}
 def patrons_csv(state: PatronLockState) -> Iterator[str]:
     """Every stored patron of the campaign as CSV text: name, e-mail, status, tiers by name, amounts, dates (UTC,
     ``YYYY-MM-DD``), and the local user connected to it."""
-    from .banners import money
+    symbol = state.app.config["PATRONLOCK_CURRENCY_SYMBOL"] or ""  # read now: the rows are written after the request
+
+    def money(cents: int | None) -> str:
+        return formatting_money(cents, symbol)
 
     p, a = state.tables.patrons, state.tables.accounts
     tiers = state.settings.current().tiers

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Response, redirect, render_template, stream_with_context, url_for
+from flask import Response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 
 from ..dates import add_months
@@ -94,13 +94,14 @@ def dashboard() -> ResponseReturnValue:
 
 
 def _download(chunks: Iterator[str], name: str) -> Response:
-    """A CSV attachment streamed as it is written (UTF-8 with a byte-order mark, so spreadsheets read accents)."""
+    """A CSV attachment streamed as it is written (UTF-8 with a byte-order mark, so spreadsheets read accents). The
+    chunks need no request context: they are read after the view returned."""
 
     def body() -> Iterator[str]:
         yield "\ufeff"
         yield from chunks
 
-    response = Response(stream_with_context(body()), mimetype="text/csv")
+    response = Response(body(), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     # another site may make the admin's browser ask for it (a GET), but never read or embed it

@@ -299,6 +299,9 @@ def test_the_cli_prints_the_figures(site: AdminSite) -> None:
     assert "December 2026" in result.output and "20%" in result.output and "premium" in result.output
     as_csv = runner.invoke(args=["patronlock", "insight", "--csv"])
     assert as_csv.exit_code == 0 and as_csv.output.startswith("month,active at start")
+    patrons = runner.invoke(args=["patronlock", "insight", "--patrons"])
+    assert patrons.exit_code == 0 and patrons.output.startswith("name,email,status")
+    assert "Eve,,Former patron" in patrons.output
 
 
 # -- the pure functions, on rows made by hand ----------------------------------------------------------------------
