@@ -8,7 +8,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 
 from flask_patronlock import ConfigurationError, PatronLock, locked
+from flask_patronlock.comps import grant_comp, list_comps
 from flask_patronlock.formatting import date_text
 from flask_patronlock.state import get_state
 
@@ -55,12 +56,24 @@ class DemoAccount:
     email: str
     name: str
     is_admin: bool
+    #: how the demo bar names this account's side.
+    role: str = "a reader"
+    #: what signing in to it says, after "Signed in as <name>, ".
+    welcome: str = "a reader, not a patron yet"
+    #: a lock the creator comps this account on first start (its note, days until it ends), as a creator would on the
+    #: settings page's Comps page.
+    comp: tuple[str, str, int] | None = None
 
 
-#: The offline demo's two sides: the creator (an admin: every lock opens for them) and a reader who is not a patron yet.
+#: The offline demo's sides: the creator (an admin: every lock opens for them), a reader who is not a patron yet, and a
+#: friend of the studio whom the creator gave a comp for the masterclass (no pledge at all).
 DEMO_ACCOUNTS = (
-    DemoAccount("creator", "kopi@example.com", "Kopi", is_admin=True),
+    DemoAccount("creator", "kopi@example.com", "Kopi", is_admin=True, role="the creator",
+                welcome="the creator: every post is open to you"),
     DemoAccount("reader", "sam@example.com", "Sam", is_admin=False),
+    DemoAccount("friend", "alex@example.com", "Alex", is_admin=False, role="a friend with a comp",
+                welcome="a friend of the studio: Kopi gave you a comp for the masterclass",
+                comp=("gold", "A thank-you for sitting for the masterclass's portraits", 90)),
 )
 
 
@@ -305,12 +318,26 @@ def _store_the_sandbox_tiers(sandbox: Any) -> None:
 
 
 def _prepare_demo_accounts() -> None:
-    """Make the demo's accounts that are missing (never touching one that exists)."""
+    """Make the demo's accounts that are missing (never touching one that exists), and grant the comps they come
+    with, once: a comp the creator has since revoked, or one that ended, is not granted again."""
     for account in DEMO_ACCOUNTS:
         if db.session.execute(db.select(User).filter_by(email=account.email)).scalar_one_or_none() is None:
             db.session.add(User(email=account.email, name=account.name, password_hash="!demo-account",
                                 is_admin=account.is_admin))  # fmt: skip
     db.session.commit()
+    state = get_state()
+    creator = db.session.execute(db.select(User).filter_by(is_admin=True).order_by(User.id)).scalars().first()
+    granted = {record.user_id for record in (*list_comps(state), *list_comps(state, ended=True))}
+    for account in DEMO_ACCOUNTS:
+        if account.comp is None:
+            continue
+        user = db.session.execute(db.select(User).filter_by(email=account.email)).scalar_one()
+        if str(user.id) in granted:
+            continue
+        lock, note, days = account.comp
+        grant_comp(state, user_id=str(user.id), lock=lock, note=note,
+                   expires_at=(state.store.clock() + timedelta(days=days)).date(),
+                   by=str(creator.id) if creator is not None else None)  # fmt: skip
 
 
 def _demo_accounts_open() -> bool:
@@ -368,8 +395,7 @@ def _routes(app: Flask) -> None:
             return _form_expired("index.html")
         user = db.session.execute(db.select(User).filter_by(email=account.email)).scalar_one()
         login_user(user)
-        role = "the creator: every post is open to you" if account.is_admin else "a reader, not a patron yet"
-        flash(f"Signed in as {account.name}, {role}.", "info")
+        flash(f"Signed in as {account.name}, {account.welcome}.", "info")
         return redirect(url_for("index"))
 
     @app.get("/")

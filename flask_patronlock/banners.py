@@ -71,8 +71,7 @@ DEFAULT_TEXTS: dict[str, str] = {
     "former_patron": "Your membership of {creator} has ended. Rejoin at {tier} on Patreon to see this again.",
     "not_patron_at_date": "This was for those who were already patrons of {creator} on {date}. Thank you for "
     "your support: the rest of the patron content is yours.",
-    "drip_not_reached": "This unlocks on {date}, after {months} month(s) of membership. Keep your pledge and it "
-    "opens by itself.",
+    "drip_not_reached": "This unlocks for you on {date}. Keep your pledge and it opens by itself.",
     "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
     "your pledge on Patreon brings you closer.",
 }
@@ -281,7 +280,7 @@ def banner_context(
     if tier is not None:
         tier_text = tier.title or money(tier.amount_cents)
     elif rule.tier_ids and not lifetime:
-        tier_text = ", ".join(rule.tier_ids)
+        tier_text = "the tier this asks for"  # tiers the catalogue does not know (yet): never their ids
     elif cents:
         tier_text = money(cents)
     else:

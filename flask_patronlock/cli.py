@@ -356,7 +356,8 @@ def webhooks_retry_command() -> None:
 @click.argument("user")
 @click.argument("lock")
 def explain_command(user: str, lock: str) -> None:
-    """Explain, step by step, whether USER (a user id, or "-" for an anonymous visitor) may see LOCK."""
+    """Explain whether USER (a user id, or "-" for an anonymous visitor) may see LOCK: the story in plain words,
+    then each step of the decision."""
     from .explain import explain
     from .locks import UnknownLockError
 
@@ -374,6 +375,8 @@ def explain_command(user: str, lock: str) -> None:
         result = explain(subject, lock)
     except UnknownLockError as exc:
         raise click.BadParameter(str(exc), param_hint="LOCK") from None
+    click.echo(result.story)
+    click.echo("\nHow this was decided:")
     click.echo(str(result))
     verdict = "ALLOWED" if result.decision.allowed else "DENIED"
     click.echo(f"=> {verdict} ({result.decision.reason})")
@@ -389,40 +392,17 @@ def explain_command(user: str, lock: str) -> None:
 def insight_command(months: int, as_csv: bool, patrons: bool) -> None:
     """The dashboard's figures: new, cancelled, declined and recovered pledges, churn and decline rate by month, and
     what each lock's banner brought."""
-    from .admin.banners import REASON_TITLES
-    from .insight import figures_csv, insight, patrons_csv
+    from .insight import figures_csv, figures_text, insight, patrons_csv
 
     state = get_state()
     if patrons:
-        for chunk in patrons_csv(state):
-            click.echo(chunk, nl=False)
-        return
-    figures = insight(state, months=months)
-    if as_csv:
-        for chunk in figures_csv(figures):
-            click.echo(chunk, nl=False)
-        return
-
-    def cell(value: object) -> str:
-        if value is None:
-            return "-"
-        return f"{value:g}%" if isinstance(value, float) else str(value)
-
-    click.echo(f"{'Month':<15}{'Active at start':>16}{'New':>6}{'Cancelled':>11}{'Declined':>10}{'Recovered':>11}"
-               f"{'Churn':>8}{'Declines':>10}{'Active at end':>15}")
-    for m in figures.months:
-        click.echo(f"{m.label:<15}{cell(m.active_at_start):>16}{m.new:>6}{m.cancelled:>11}{m.declined:>10}"
-                   f"{m.recovered:>11}{cell(m.churn):>8}{cell(m.decline_rate):>10}{cell(m.active_at_end):>15}")
-    click.echo("")
-    if not figures.locks:
-        click.echo("No visitor has been shown a lock's banner in these months.")
-        return
-    days = figures.credit_days
-    click.echo(f"What each lock's banner brought (pledges and upgrades within {days} day{'' if days == 1 else 's'}):")
-    for lock in figures.locks:
-        reasons = ", ".join(f"{REASON_TITLES.get(r, r).lower()} {n}" for r, n in sorted(lock.denials.items()))
-        click.echo(f"  {lock.lock or 'rules written in code'}: {lock.viewers} visitor(s) shown its banner ({reasons}); "
-                   f"{lock.pledges} pledge(s) and {lock.upgrades} upgrade(s) followed")
+        chunks = patrons_csv(state)
+    elif as_csv:
+        chunks = figures_csv(insight(state, months=months))
+    else:
+        chunks = (line + "\n" for line in figures_text(insight(state, months=months)))
+    for chunk in chunks:
+        click.echo(chunk, nl=False)
 
 
 # -- tokens at rest (accounts.py) ------------------------------------------------------------------------------------

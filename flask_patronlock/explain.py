@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from .formatting import money
+from .formatting import date_text, money
 from .locks import Lock, as_lock, evaluate
 from .patreon.types import TierSnapshot
-from .policy import Decision, LockRule, Viewer, explain_steps
+from .policy import Decision, LockRule, Viewer, entitlement, explain_steps
 from .state import PatronLockState, get_state
+from .story import story
 from .viewers import viewer_for
 
 __all__ = ["Explanation", "describe_rule", "explain"]
@@ -34,6 +35,9 @@ class Explanation:
     #: the decision that applies (after the ``access-decision`` filter).
     decision: Decision
     steps: tuple[str, ...]
+    #: the answer in a few plain sentences (:func:`flask_patronlock.story.story`): the pledge, what happened to it,
+    #: and the lock; ``steps`` are the trace behind it.
+    story: str = ""
 
     def __str__(self) -> str:
         return "\n".join(f"{i}. {step}" for i, step in enumerate(self.steps, 1))
@@ -50,9 +54,9 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         for tier_id in rule.tier_ids:
             tier = known.get(tier_id)
             names.append(
-                f"{tier.title or tier_id} (id {tier_id}, {money(tier.amount_cents)} a month)"
+                f"{tier.title or 'an untitled tier'} ({money(tier.amount_cents)} a month)"
                 if tier is not None
-                else f"{tier_id} (not a known tier)"
+                else "a tier Patreon no longer lists"
             )
         parts.append("tier " + " or ".join(names) + " or higher")
     if rule.min_cents is not None:
@@ -60,9 +64,10 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
     if rule.lifetime_cents is not None:
         parts.append(f"lifetime support of at least {money(rule.lifetime_cents)}")
     if rule.patron_since_before is not None:
-        parts.append(f"pledging since before {rule.patron_since_before.isoformat()}")
+        parts.append(f"pledging since before {date_text(rule.patron_since_before, day_first=True)}")
     if rule.drip_months is not None:
-        parts.append(f"pledging for at least {rule.drip_months} month(s)")
+        months = rule.drip_months
+        parts.append(f"pledging for at least {months} month{'' if months == 1 else 's'}")
     if not parts:
         return "any entitled patron"
     return (" and " if rule.combine == "all" else " or ").join(parts)
@@ -160,7 +165,32 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
     if final != decided:
         verdict = "allowed" if final.allowed else "denied"
         steps.append(f"Filter: an access-decision receiver changed the result to {verdict}, reason {final.reason!r}.")
-    return Explanation(lock=target, rule=rule, source=source, decision=final, steps=tuple(steps))
+    told = story(
+        who=_who(user, viewer),
+        lock=target.label,
+        needs=describe_rule(rule, snapshot.tiers),
+        decision=final,
+        patron=viewer.patron,
+        authenticated=authenticated,
+        linked=viewer.linked,
+        entitlement=entitlement(viewer.patron, snapshot.policy, now),
+        policy=snapshot.policy,
+        tiers=snapshot.tiers,
+        now=now,
+    )
+    return Explanation(lock=target, rule=rule, source=source, decision=final, steps=tuple(steps), story=told)
+
+
+def _who(user: Any, viewer: Viewer) -> str:
+    """What the story calls the viewer: their name here, their name on Patreon, or a description."""
+    from .comps import user_name
+
+    if user is None or not getattr(user, "is_authenticated", False):
+        return "This visitor"
+    name = "" if isinstance(user, _UserId) else user_name(user) or ""
+    if not name and viewer.patron is not None:
+        name = viewer.patron.full_name or ""
+    return name or "This user"
 
 
 def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Decision, now: datetime) -> list[str]:

@@ -8,7 +8,72 @@ from __future__ import annotations
 
 from datetime import datetime
 
-__all__ = ["date_text", "money", "month_text", "number"]
+__all__ = [
+    "ENTITLEMENT_WORDS",
+    "PATRON_STATUS_WORDS",
+    "REASON_WORDS",
+    "SOURCE_WORDS",
+    "date_text",
+    "moment_text",
+    "money",
+    "month_text",
+    "number",
+    "words",
+]
+
+#: Patreon's ``patron_status`` in a creator's words (``None``: the member never pledged, e.g. a follower).
+PATRON_STATUS_WORDS: dict[str | None, str] = {
+    "active_patron": "pledging",
+    "declined_patron": "pledging, payment declined",
+    "former_patron": "former patron",
+    None: "never pledged",
+}
+#: what :func:`flask_patronlock.policy.entitlement` says, in words ("Access now: ...").
+ENTITLEMENT_WORDS: dict[str | None, str] = {
+    "active": "yes",
+    "grace": "yes, in a grace period",
+    "restricted": "no, until a payment goes through",
+    "former": "no, the membership ended",
+    "none": "no",
+    None: "no",
+}
+#: where a change came from (audit rows' and stored patrons' ``source``).
+SOURCE_WORDS: dict[str | None, str] = {
+    "oauth": "the patron connecting Patreon",
+    "webhook": "a message from Patreon",
+    "sync": "a reconcile run",
+    "admin": "the settings page",
+    "cli": "the command line",
+    "scheduler": "the scheduler",
+    "clock": "time passing (a paid or grace period ended)",
+    "user": "the patron, on this site",
+    "feed": "a private feed",
+    None: "unknown",
+}
+#: a decision's reason, as the answer to "why?" (the banners' titles for denials).
+REASON_WORDS: dict[str | None, str] = {
+    "anonymous": "not signed in",
+    "not_linked": "signed in, but Patreon is not connected",
+    "not_a_patron": "not a patron",
+    "amount_too_low": "the pledge is below the lock's tier",
+    "payment_declined": "the payment was declined",
+    "former_patron": "the membership ended",
+    "not_patron_at_date": "joined after the lock's date",
+    "drip_not_reached": "not pledged long enough yet",
+    "lifetime_too_low": "lifetime support is too low",
+    "lock_disabled": "the lock is switched off",
+    "admin_bypass": "an admin of this site sees everything",
+    "allowed": "every condition of the lock holds",
+    "comp": "a comp you granted",
+}
+
+
+def words(table: dict[str | None, str], code: str | None) -> str:
+    """``code`` in words from one of the tables above; a code the table does not know is shown with its
+    underscores as spaces (a newer Patreon status reads "some new status", never raises)."""
+    if code in table:
+        return table[code]
+    return str(code).replace("_", " ")
 
 
 def money(cents: int | None, symbol: str = "") -> str:
@@ -31,6 +96,12 @@ def date_text(when: datetime, *, day_first: bool = False, now: datetime | None =
 def month_text(when: datetime) -> str:
     """``"January 2027"``: a calendar month in words (the dashboard's months)."""
     return f"{when:%B} {when.year}"
+
+
+def moment_text(when: datetime, *, now: datetime | None = None) -> str:
+    """``"7 December 2026, 11:18 UTC"`` (the settings pages' times; every stored time is UTC). With ``now``, the year
+    is left out when it is ``now``'s."""
+    return f"{date_text(when, day_first=True, now=now)}, {when:%H:%M} UTC"
 
 
 def number(value: float) -> str:

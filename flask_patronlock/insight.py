@@ -1,5 +1,8 @@
 """Insight: what the creator's locks and pledges did, month by month and lock by lock, from the audit log.
 
+Over 600 lines: the figures, the recorder of the rows they are made of, and their CSV and text forms are one subject
+(each reads the others' row types); split, every part would import every other.
+
 Two kinds of rows feed it, and every figure is a pure function of them (:func:`monthly_figures`,
 :func:`pledges_from`, :func:`lock_figures`), so a test builds a known history and checks each number:
 
@@ -49,8 +52,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .dates import add_months
 from .dbutil import transaction
+from .formatting import REASON_WORDS, month_text, words
 from .formatting import money as formatting_money
-from .formatting import month_text
 from .policy import payment_declined
 from .state import PatronLockState
 
@@ -64,6 +67,7 @@ __all__ = [
     "anonymous_key",
     "csv_safe",
     "figures_csv",
+    "figures_text",
     "flush_all_banner_views",
     "flush_banner_views",
     "insight",
@@ -591,6 +595,29 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+def figures_text(figures: Insight) -> Iterator[str]:
+    """The figures as lines of plain text (``flask patronlock insight``): the months, then the locks in words."""
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}%" if isinstance(value, float) else str(value)
+
+    yield (f"{'Month':<15}{'Active at start':>16}{'New':>6}{'Cancelled':>11}{'Declined':>10}{'Recovered':>11}"
+           f"{'Churn':>8}{'Declines':>10}{'Active at end':>15}")
+    for m in figures.months:
+        yield (f"{m.label:<15}{cell(m.active_at_start):>16}{m.new:>6}{m.cancelled:>11}{m.declined:>10}"
+               f"{m.recovered:>11}{cell(m.churn):>8}{cell(m.decline_rate):>10}{cell(m.active_at_end):>15}")
+    yield ""
+    if not figures.locks:
+        yield "No visitor has been shown a lock's banner in these months."
+        return
+    days = figures.credit_days
+    yield f"What each lock's banner brought (pledges and upgrades within {days} day{'' if days == 1 else 's'}):"
+    for lock in figures.locks:
+        reasons = ", ".join(f"{words(REASON_WORDS, r)}: {n}" for r, n in sorted(lock.denials.items()))
+        yield (f"  {lock.lock or 'rules written in code'}: {lock.viewers} visitor(s) shown its banner ({reasons}); "
+               f"{lock.pledges} pledge(s) and {lock.upgrades} upgrade(s) followed")
 
 
 def _rate(value: float | None) -> str:

@@ -10,9 +10,10 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
-from ..banners import ACTIONS, DEFAULT_TEXTS, PLACEHOLDERS, banner_context, fill
+from ..banners import ACTIONS, DEFAULT_TEXTS, PLACEHOLDERS, banner_context, fill, money
 from ..banners import _banner_html as banner_html
 from ..dates import add_months
+from ..formatting import date_text
 from ..locks import Lock
 from ..policy import ALLOWING_REASONS, Decision, LockRule, Reason, _required_cents
 from ..settings import BANNER_REASONS, get_banner_text, set_banner_text
@@ -78,8 +79,15 @@ def _sample_decision(reason: str, lock: Lock) -> Decision:
 def render_preview(reason: str, text: str, lock: Lock) -> Markup:
     """The banner of ``reason`` for ``lock`` with ``text`` (saved or not), rendered by the real banner template."""
     decision = _sample_decision(reason, lock)
-    context = banner_context(lock, decision, state=get_state(), shown=False)
+    st = get_state()
+    context = banner_context(lock, decision, state=st, shown=False)
     values = {key: context.get(key) for key in PLACEHOLDERS}
+    # a lock without the reason's condition never shows this banner; its preview borrows a sample value, so the
+    # sentence reads as it will on a lock that has one (never "patrons on ." or "supported you with in total")
+    if reason == "not_patron_at_date" and not values.get("date"):
+        values["date"] = date_text(st.store.clock().replace(month=1, day=1))
+    if reason == "lifetime_too_low" and not values.get("amount"):
+        values["amount"] = money(5000)
     context["message"] = fill(text.strip() or DEFAULT_TEXTS[reason], values)
     return banner_html(lock, decision, context)
 

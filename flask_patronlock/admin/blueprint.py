@@ -17,6 +17,7 @@ Views are exempt from the site-wide and path locks (an admin passes them anyway;
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,15 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.exceptions import BadRequest, Forbidden
 
 from ..csrf import check_csrf
+from ..formatting import (
+    ENTITLEMENT_WORDS,
+    PATRON_STATUS_WORDS,
+    REASON_WORDS,
+    SOURCE_WORDS,
+    date_text,
+    moment_text,
+    words,
+)
 from ..locks import lock_exempt
 from ..state import get_state
 
@@ -169,4 +179,22 @@ def _no_store(response: Response) -> Response:
 
 @blueprint.context_processor
 def _template_globals() -> dict[str, Any]:
-    return {"admin_csrf_token": generate_csrf, "admin_user": admin_user, "admin_nav": list(NAV)}
+    return {
+        "admin_csrf_token": generate_csrf,
+        "admin_user": admin_user,
+        "admin_nav": list(NAV),
+        # dates, times and codes in a creator's words (flask_patronlock.formatting): ``{{ day(d) }}``,
+        # ``{{ moment(t) }}``, ``{{ words(PATRON_STATUS_WORDS, p.patron_status) }}``
+        "day": _day,
+        "moment": moment_text,
+        "words": words,
+        "PATRON_STATUS_WORDS": PATRON_STATUS_WORDS,
+        "ENTITLEMENT_WORDS": ENTITLEMENT_WORDS,
+        "SOURCE_WORDS": SOURCE_WORDS,
+        "REASON_WORDS": REASON_WORDS,
+    }
+
+
+def _day(when: datetime | None) -> str:
+    """``"4 January 2027"``; ``""`` for no date."""
+    return date_text(when, day_first=True) if when is not None else ""

@@ -13,11 +13,12 @@ from flask.typing import ResponseReturnValue
 from ..banners import money
 from ..comps import comps_about, load_user
 from ..errors import ConfigurationError, TokenDecryptionError
-from ..explain import explain
+from ..explain import describe_rule, explain
 from ..locks import evaluate
 from ..patreon.errors import NotFound, PatreonError
-from ..policy import Viewer, explain_steps
+from ..policy import Viewer, entitlement, explain_steps
 from ..state import get_state
+from ..story import story
 from ..viewers import with_comps
 from .blueprint import nav, route
 from .comps import rows as comp_rows
@@ -89,8 +90,20 @@ def patron(member_id: str) -> ResponseReturnValue:
                 "linked": False,
                 "decision": decision,
                 "steps": explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=chosen),
+                "story": story(
+                    who=found.full_name or "This patron",
+                    lock=chosen,
+                    needs=describe_rule(rule, snapshot.tiers),
+                    decision=decision,
+                    patron=found,
+                    authenticated=True,
+                    linked=True,
+                    entitlement=entitlement(found, snapshot.policy, now),
+                    policy=snapshot.policy,
+                    tiers=snapshot.tiers,
+                    now=now,
+                ),
             }
-    from ..policy import entitlement
 
     return render_template(
         "patronlock/admin/patron.html",

@@ -202,10 +202,10 @@ def checklist(*, live: bool = False) -> list[Step]:
     campaign = snapshot.campaign_id or cfg.get("PATRONLOCK_CAMPAIGN_ID")
     tiers = sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id))
     if campaign:
-        source = "chosen here" if snapshot.campaign_id else "from PATRONLOCK_CAMPAIGN_ID"
-        names = ", ".join(t.title or t.id for t in tiers)
-        detail = f"Campaign {campaign} ({source}); " + (
-            f"{len(tiers)} tier(s) read: {names}." if tiers else "its tiers have not been read yet."
+        source = "chosen here" if snapshot.campaign_id else "set in the site's configuration"
+        names = ", ".join(t.title or "(untitled)" for t in tiers)
+        detail = f"The campaign is {source}; " + (
+            f"its tiers are known: {names}." if tiers else "its tiers have not been read yet."
         )
         steps.append(
             Step(

@@ -20,7 +20,7 @@ from flask import Flask, abort, flash, redirect, render_template, request, url_f
 from flask.typing import ResponseReturnValue
 
 from ..errors import ConfigurationError, TokenDecryptionError
-from ..formatting import date_text
+from ..formatting import date_text, moment_text
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
 from ..state import get_state
@@ -184,7 +184,8 @@ def webhook_steps(*, live: bool) -> list[Step]:
         "sync",
         "Last complete sync",
         complete is not None,
-        f"Run {complete.run_id} read every member ({complete.members_seen}) on {when:%Y-%m-%d %H:%M} UTC."
+        f"The last complete sync read all {complete.members_seen} member"
+        f"{'' if complete.members_seen == 1 else 's'} on {moment_text(when)}."
         if complete is not None and when is not None
         else "No complete sync yet: patrons are only known as they connect.",
         "" if complete is not None else "Run a sync: it reads every member of the campaign.",

@@ -156,7 +156,7 @@ def test_the_explainer_on_the_patron_page_names_the_comp(site: AdminSite) -> Non
     with site.app.app_context():
         grant_comp(site.state, member_id="m1", lock="premium", note="press copy")
     text = _text(site.get(ADMIN_PREFIX + "/patrons/m1?lock=premium"))
-    assert "Yes (comp)" in text
+    assert "Yes: a comp you granted" in text
     assert "Ada has a comp for 'premium' from you with no end date: press copy. That comp opens this lock." in text
 
 
@@ -166,4 +166,4 @@ def test_an_unlinked_member_s_comp_counts_once_they_connect(site: AdminSite) -> 
     with site.app.app_context():
         grant_comp(site.state, member_id="m2", tier="t10")
     text = _text(site.get(ADMIN_PREFIX + "/patrons/m2?lock=premium"))
-    assert "Once connected: yes (comp)" in text
+    assert "Once connected: yes: a comp you granted" in text

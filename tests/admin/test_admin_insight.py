@@ -296,7 +296,9 @@ def test_the_cli_prints_the_figures(site: AdminSite) -> None:
     runner = site.app.test_cli_runner()
     result = runner.invoke(args=["patronlock", "insight"])
     assert result.exit_code == 0, result.output
-    assert "December 2026" in result.output and "20%" in result.output and "premium" in result.output
+    assert "December 2026" in result.output and "20%" in result.output
+    assert ("  premium: 4 visitor(s) shown its banner (the pledge is below the lock's tier: 2, not signed in: 1, "
+            "signed in, but Patreon is not connected: 2); 1 pledge(s) and 1 upgrade(s) followed") in result.output
     as_csv = runner.invoke(args=["patronlock", "insight", "--csv"])
     assert as_csv.exit_code == 0 and as_csv.output.startswith("month,active at start")
     patrons = runner.invoke(args=["patronlock", "insight", "--patrons"])

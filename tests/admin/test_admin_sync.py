@@ -45,7 +45,7 @@ def test_sync_now_reads_every_member_and_completes_the_checklist(site: AdminSite
     page = html(site, "/sync")
     assert f'data-run="{run["id"]}" data-status="complete"' in page and 'http-equiv="refresh"' not in page
     setup = html(site, "/setup")
-    assert "Run 1 read every member (6)" in setup
+    assert "The last complete sync read all 6 members on" in setup
     assert "Patron 3" in html(site, "/patrons")
     detail = html(site, f"/sync/runs/{run['id']}")
     assert "complete" in detail and "api requests" in detail

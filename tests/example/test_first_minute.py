@@ -320,3 +320,37 @@ def test_the_large_download_is_handed_out_through_a_signed_link(tmp_path: Path) 
         tampered = requests.get(base + link.replace("studio-archive.bin", "wallpaper.svg"), timeout=10)
         assert tampered.status_code == 403
         assert not (Path(app.root_path) / "files" / "studio-archive.bin").exists()  # never in the repository
+
+
+# -- a comp ------------------------------------------------------------------------------------------------------------
+
+
+def test_alex_reads_the_masterclass_through_the_creators_comp_granted_once(tmp_path: Path) -> None:
+    from flask_patronlock.comps import list_comps, revoke_comp
+    from flask_patronlock.state import get_state
+
+    with serve_example_site(config(tmp_path)) as (base, app):
+        first = requests.get(base + "/", timeout=10).text
+        assert "data-comp-example" in first and "Kopi gave Alex, a friend of the studio, a comp for it" in first
+        alex = sign_in(base, "friend")
+        page = alex.get(base + "/posts/masterclass", timeout=10).text
+        assert reason(page) is None and "The full masterclass video" in page  # open: no banner
+        assert "It is open to you through a comp" in page and "no pledge needed" in page
+        assert "data-creator-note" not in page
+        assert reason(alex.get(base + "/posts/process", timeout=10).text) == "not_linked"  # one lock, not all of them
+        sam = sign_in(base, "reader")
+        assert reason(sam.get(base + "/posts/masterclass", timeout=10).text) == "not_linked"
+        kopi = sign_in(base, "creator")
+        comps_page = unescape(kopi.get(base + "/patronlock/admin/comps", timeout=10).text)
+        assert "A thank-you for sitting for the masterclass's portraits" in comps_page
+        with app.app_context():
+            state = get_state()
+            assert list_comps(state, ended=True) == []
+            records = list_comps(state)
+            assert len(records) == 1 and records[0].lock == "gold" and records[0].expires_at is not None
+            revoke_comp(state, records[0].id, by="1")  # the creator takes it back ...
+    with serve_example_site(config(tmp_path)) as (base, app):  # ... and a restart does not grant it again
+        with app.app_context():
+            assert list_comps(get_state()) == [] and len(list_comps(get_state(), ended=True)) == 1
+        alex = sign_in(base, "friend")
+        assert reason(alex.get(base + "/posts/masterclass", timeout=10).text) == "not_linked"

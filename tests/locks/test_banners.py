@@ -70,7 +70,7 @@ CASES: dict[str, tuple[str | None, str, str | None, tuple[str, ...]]] = {
     "payment_declined": ("declined", "/premium", f"{BASE}/settings/memberships", ("declined", "payment method")),
     "former_patron": ("former", "/premium", f"{BASE}/checkout/c1?rid=t10", ("Rejoin at Gold", "Kopi Studio")),
     "not_patron_at_date": ("gold", "/early", None, ("August 27, 2025",)),
-    "drip_not_reached": ("gold", "/drip", None, ("6 month(s)", "unlocks on")),
+    "drip_not_reached": ("gold", "/drip", None, ("unlocks for you on June 5, 2026", "opens by itself")),
     "lifetime_too_low": ("gold", "/lifetime", f"{BASE}/checkout/c1", ("$100.00 in total",)),
 }
 

@@ -32,7 +32,7 @@ def test_explains_an_allowed_patron_step_by_step(site: Site) -> None:
     text = str(result)
     lines = text.splitlines()
     assert lines[0] == (
-        "1. Lock 'premium': the default rule declared in code applies: tier Gold (id t10, 10.00 a month) or higher."
+        "1. Lock 'premium': the default rule declared in code applies: tier Gold (10.00 a month) or higher."
     )
     assert "Viewer: user gold, signed in, linked to Patreon user p-gold." in text
     assert "Member: m-gold (Patron m-gold) of campaign c1, as of 2026-03-15T12:00:00+00:00 from sync." in text
@@ -74,7 +74,7 @@ def test_explains_overrides_and_filters(site: Site) -> None:
         signals.access_decision.disconnect(deny_all)
     text = str(result)
     assert result.source == "override" and "the creator's override (set by kopi at 2026-03-15" in text
-    assert "tier Silver (id t5, 5.00 a month) or higher" in text
+    assert "tier Silver (5.00 a month) or higher" in text
     assert "Result: allowed, reason 'allowed'." in text  # what the policy said ...
     assert text.splitlines()[-1].endswith("Filter: an access-decision receiver changed the result to denied, "
                                           "reason 'not_a_patron'.")  # ... and what applies
@@ -91,6 +91,11 @@ def test_cli_explain(site: Site, runner: Any) -> None:
     assert result.exit_code == 0, result.output
     assert "1. Lock 'premium'" in result.output and "Viewer: user silver" in result.output
     assert result.output.rstrip().endswith("=> DENIED (amount_too_low)")
+    story, _, trace = result.output.partition("\nHow this was decided:\n")  # the story first, the trace behind it
+    assert story.strip() == ("Patron m-silver pledged Silver (5.00 a month) on 5 December 2025. Their last payment on "
+                             "12 March 2026 went through. They can't see 'premium' because it needs tier Gold (10.00 "
+                             "a month) or higher.")  # fmt: skip
+    assert trace.startswith("1. Lock 'premium'")
     anonymous = runner.invoke(args=["patronlock", "explain", "-", "premium"])
     assert anonymous.output.rstrip().endswith("=> DENIED (anonymous)")
     unknown_user = runner.invoke(args=["patronlock", "explain", "ghost", "premium"])
