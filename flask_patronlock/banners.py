@@ -29,15 +29,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
 
-from flask import current_app, has_request_context, jsonify, render_template, request, url_for
+from flask import current_app, g, has_request_context, jsonify, render_template, request, url_for
 from jinja2 import Template
 from markupsafe import Markup, escape
 from werkzeug.routing import BuildError
 
 from . import formatting, signals
+from .insight import NOT_DENIALS, anonymous_key, record_banner_view
 from .patreon.types import TierSnapshot
 from .policy import Decision
 from .state import PatronLockState, get_state
+from .viewers import _G_USER, _G_VIEWER
 
 if TYPE_CHECKING:
     from flask import Response
@@ -230,7 +232,29 @@ def _with_next(url: str, nxt: str | None) -> str:
     return f"{url}{'&' if '?' in url else '?'}{urlencode({'next': nxt})}"
 
 
-def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | None = None) -> dict[str, Any]:
+def note_banner_shown(state: PatronLockState, lock: str | None, reason: str) -> None:
+    """Record, for the dashboard's figures per lock, that the current request's viewer was shown ``lock``'s banner
+    for ``reason`` (see :func:`flask_patronlock.insight.record_banner_view`: once a day per viewer, lock and reason).
+    Nothing outside a request."""
+    if not has_request_context() or reason in NOT_DENIALS:
+        return
+    values = vars(g)
+    user = values.get(_G_USER)
+    raw = user.get_id() if user is not None and getattr(user, "is_authenticated", False) else None
+    user_id = str(raw) if raw is not None else None
+    now = state.store.clock()
+    if user_id is not None:
+        key = "u:" + user_id
+    else:
+        key = anonymous_key(current_app.secret_key, now, request.remote_addr, request.user_agent.string)
+    patron = getattr(values.get(_G_VIEWER), "patron", None)
+    record_banner_view(state, lock=lock, reason=reason, viewer=key, user_id=user_id,
+                       patreon_user_id=patron.patreon_user_id if patron is not None else None, now=now)
+
+
+def banner_context(
+    lock: Lock, decision: Decision, *, state: PatronLockState | None = None, shown: bool = True
+) -> dict[str, Any]:
     """Everything a banner template gets, after the ``banner-context`` filter:
 
     ``lock`` (the :class:`~flask_patronlock.locks.Lock`), ``lock_name``, ``decision``, ``reason``, ``message`` (the
@@ -238,9 +262,14 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
     next step; ``None`` when there is none), the placeholder values (``tier``, ``amount``, ``creator``,
     ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``) and ``tier_obj`` (the
     suggested :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
+
+    ``shown`` (the default) records that the request's viewer was shown this lock's banner, for the dashboard's
+    figures per lock (:func:`note_banner_shown`); previews pass ``False``.
     """
     if state is None:
         state = get_state()
+    if shown:
+        note_banner_shown(state, lock.name, decision.reason)
     snapshot = state.settings.current()
     rule = snapshot.rule_for(lock)
     reason = decision.reason

@@ -382,6 +382,29 @@ def explain_command(user: str, lock: str) -> None:
     click.echo(f"=> {verdict} ({result.decision.reason})")
 
 
+# -- insight (insight.py) ----------------------------------------------------------------------------------------------
+
+
+@patronlock_cli.command("insight")
+@click.option("--months", type=click.IntRange(1, 120), default=12, show_default=True, help="How many months back.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the figures as CSV (what the dashboard's download holds).")
+@click.option("--patrons", "patrons", is_flag=True, help="Print every stored patron as CSV instead.")
+def insight_command(months: int, as_csv: bool, patrons: bool) -> None:
+    """The dashboard's figures: new, cancelled, declined and recovered pledges, churn and decline rate by month, and
+    what each lock's banner brought."""
+    from .insight import figures_csv, figures_text, insight, patrons_csv
+
+    state = get_state()
+    if patrons:
+        chunks = patrons_csv(state)
+    elif as_csv:
+        chunks = figures_csv(insight(state, months=months))
+    else:
+        chunks = (line + "\n" for line in figures_text(insight(state, months=months)))
+    for chunk in chunks:
+        click.echo(chunk, nl=False)
+
+
 # -- tokens at rest (accounts.py) ------------------------------------------------------------------------------------
 
 

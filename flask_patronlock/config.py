@@ -155,6 +155,13 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_ADDONS_DENYLIST", [], "Names of add-ons never loaded (not even imported) on this app."),
     Key("PATRONLOCK_ADDONS_ENABLED_BY_DEFAULT", True,
         "Whether an installed add-on the creator never switched runs (False: only those switched on)."),
+    # -- insight (insight.py) --
+    Key("PATRONLOCK_INSIGHT_RECORD", True,
+        "Record which lock's banner each viewer is shown (once a day per viewer, lock and reason)."),
+    Key("PATRONLOCK_INSIGHT_FLUSH_SECONDS", 5.0,
+        "Seconds a worker queues the banners shown before writing them in one statement (0: at once)."),
+    Key("PATRONLOCK_INSIGHT_CREDIT_DAYS", 7,
+        "A pledge started or raised within this many days of seeing a lock's banner is credited to that lock."),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

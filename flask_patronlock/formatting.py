@@ -16,6 +16,7 @@ __all__ = [
     "date_text",
     "moment_text",
     "money",
+    "month_text",
     "number",
     "words",
 ]
@@ -90,6 +91,11 @@ def date_text(when: datetime, *, day_first: bool = False, now: datetime | None =
     if day_first:
         return f"{when.day} {when:%B} {year}".rstrip()
     return f"{when:%B} {when.day}, {year}" if year else f"{when:%B} {when.day}"
+
+
+def month_text(when: datetime) -> str:
+    """``"January 2027"``: a calendar month in words (the dashboard's months)."""
+    return f"{when:%B} {when.year}"
 
 
 def moment_text(when: datetime, *, now: datetime | None = None) -> str:

@@ -278,6 +278,7 @@ def _webhook(state: PatronLockState, now: datetime) -> Check:
             )
         ).scalar_one())
         retrying = int(conn.execute(select(func.count()).where(deliveries.c.status == "retry")).scalar_one())
+        applied = int(conn.execute(select(func.count()).where(deliveries.c.status == "done")).scalar_one())
         stuck = int(conn.execute(
             select(func.count()).where(
                 deliveries.c.status.in_(("pending", "retry", "processing")),
@@ -285,7 +286,8 @@ def _webhook(state: PatronLockState, now: datetime) -> Check:
             )
         ).scalar_one())
     registered = isinstance(stored, dict) and bool(stored.get("id"))
-    data: dict[str, Any] = {"registered": registered, "failed_24h": failed, "retrying": retrying, "stuck": stuck}
+    data: dict[str, Any] = {"registered": registered, "applied": applied, "failed_24h": failed, "retrying": retrying,
+                            "stuck": stuck}
     detail = f"failed in the last 24 h: {failed}; waiting to retry: {retrying}; overdue by 15+ minutes: {stuck}"
     # what Patreon last said about it, as the Sync page or `webhooks status` heard it (this never asks Patreon)
     patreon = stored.get("patreon") if isinstance(stored, dict) and isinstance(stored.get("patreon"), dict) else None
@@ -298,6 +300,11 @@ def _webhook(state: PatronLockState, now: datetime) -> Check:
                      f"{stuck:,} message{'' if stuck == 1 else 's'} from Patreon {'has' if stuck == 1 else 'have'} "
                      "waited more than 15 minutes: nothing is processing them. Check that the site's background "
                      "worker runs.", detail, data)
+    if not registered and applied:
+        return Check("webhook", OK,
+                     f"Patreon has sent this site {applied:,} message{'' if applied == 1 else 's'} that "
+                     f"{'was' if applied == 1 else 'were'} applied, through a webhook set up on Patreon's side "
+                     "(register it on the Sync page too, to be told when Patreon pauses it).", detail, data)
     if not registered:
         return Check("webhook", WARNING,
                      "No webhook is registered, so changes on Patreon reach this site only with the next sync. "

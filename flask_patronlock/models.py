@@ -164,6 +164,8 @@ class Tables:
     feed_tokens: Table
     # -- comps: access the creator grants by hand --
     comps: Table
+    # -- insight: which lock's banner each viewer was shown, at most once a day --
+    banner_views: Table
 
     def all(self) -> list[Table]:
         """Every table, in creation order."""
@@ -412,6 +414,25 @@ def _define(metadata: MetaData) -> Tables:
         # what every worker's settings cache reads, and what the scheduler's expiry sweep looks for
         Index("ix_patronlock_comps_open", "revoked_at", "expires_at"),
     )
+    # -- insight (flask_patronlock.insight) ---------------------------------------------------------------------------
+    banner_views = Table(
+        "patronlock_banner_views",
+        metadata,
+        Column("id", _BigId, primary_key=True, autoincrement=True),
+        # the UTC day the banner was first shown to this viewer (midnight): one row per viewer, lock, reason and day
+        Column("day", UTCDateTime, nullable=False),
+        # the named lock ("" for a one-off rule written in code) and the decision's reason
+        Column("lock", String(100), nullable=False),
+        Column("reason", String(32), nullable=False),
+        # "u:<user id>" for a signed-in user; "a:<keyed hash of the day, address and browser>" for an anonymous one
+        Column("viewer", String(80), nullable=False),
+        Column("user_id", String(64), nullable=True),
+        # the viewer's Patreon user when they had linked one (what a later pledge is matched on)
+        Column("patreon_user_id", String(64), nullable=True),
+        Column("first_at", UTCDateTime, nullable=False),
+        Index("ix_patronlock_banner_views_once", "day", "lock", "reason", "viewer", unique=True),
+        Index("ix_patronlock_banner_views_user", "user_id", "day"),
+    )
     return Tables(
         accounts=accounts,
         patrons=patrons,
@@ -425,6 +446,7 @@ def _define(metadata: MetaData) -> Tables:
         held_revocations=held_revocations,
         feed_tokens=feed_tokens,
         comps=comps,
+        banner_views=banner_views,
     )
 
 

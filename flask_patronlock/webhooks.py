@@ -456,6 +456,16 @@ def delivery_counts(state: PatronLockState) -> dict[str, int]:
     return {status: int(count) for status, count in rows}
 
 
+def last_delivery_at(state: PatronLockState) -> datetime | None:
+    """When the latest stored delivery was received (``None``: none yet)."""
+    from sqlalchemy import func
+
+    table = state.tables.webhook_deliveries
+    with state.store.engine.connect() as conn:
+        value: datetime | None = conn.execute(select(func.max(table.c.received_at))).scalar_one()
+    return value
+
+
 # -- processing --------------------------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
 from flask_patronlock import PatronLock
+from flask_patronlock.insight import flush_all_banner_views
 
 POSTGRES_URL = os.environ.get("PATRONLOCK_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("PATRONLOCK_TEST_REDIS_URL")
@@ -105,6 +106,7 @@ def make_app(db_url: str) -> Iterator[Callable[..., Flask]]:
         return app
 
     yield factory
+    flush_all_banner_views()  # banner views a page view queued: written now, not by a timer after the tables are gone
     for app, db in made:
         with app.app_context():
             db.engine.dispose()

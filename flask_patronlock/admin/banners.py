@@ -80,7 +80,7 @@ def render_preview(reason: str, text: str, lock: Lock) -> Markup:
     """The banner of ``reason`` for ``lock`` with ``text`` (saved or not), rendered by the real banner template."""
     decision = _sample_decision(reason, lock)
     st = get_state()
-    context = banner_context(lock, decision, state=st)
+    context = banner_context(lock, decision, state=st, shown=False)
     values = {key: context.get(key) for key in PLACEHOLDERS}
     # a lock without the reason's condition never shows this banner; its preview borrows a sample value, so the
     # sentence reads as it will on a lock that has one (never "patrons on ." or "supported you with in total")

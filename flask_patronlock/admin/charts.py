@@ -7,6 +7,7 @@ in SVG user units; the stylesheet makes them scale to the page width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,26 +22,32 @@ _PALETTE = ("#c2410c", "#1d4ed8", "#15803d", "#7e22ce", "#b45309", "#0f766e")
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One line of a line chart: a name, a colour, and one value per x label (``None``: no data there)."""
+    """One line of a line chart: a name, a colour, and one value per x label (``None``: no data there); ``dashed``
+    draws it dashed, so a line lying on another stays visible."""
 
     name: str
     values: Sequence[float | None]
     color: str = ""
+    dashed: bool = False
 
 
-def _nice_max(value: float) -> float:
-    """A round axis maximum at or above ``value`` (1, 2, 2.5 or 5 times a power of ten)."""
-    if value <= 0:
-        return 1.0
-    power = 1.0
-    while power * 10 <= value:
-        power *= 10
-    while power > value:
-        power /= 10
-    for step in (1, 2, 2.5, 5, 10):
-        if step * power >= value:
-            return step * power
-    return 10 * power  # pragma: no cover - the loop always returns
+def _ticks(value: float) -> list[int]:
+    """Whole-number y axis ticks from 0 to at least ``value``: a step of 1, 2 or 5 times a power of ten, at most five
+    steps (patrons and percentages are read as whole numbers: no "1.2 patrons" on an axis)."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if value <= step * factor * 5:
+                size = step * factor
+                count = max(1, math.ceil(value / size))
+                return [size * k for k in range(count + 1)]
+        step *= 10
+
+
+def _label_lines(label: str) -> tuple[str, str]:
+    """``"January 2027"`` -> ``("January", "2027")``: a month label on two lines, so every month fits unclipped."""
+    head, _, tail = label.rpartition(" ")
+    return (head, tail) if head else (label, "")
 
 
 def _value_label(value: float, unit: str) -> str:
@@ -96,12 +103,13 @@ def line_chart(
     points_known = [v for s in series for v in s.values if v is not None]
     if not labels or not points_known:
         return Markup('<p class="pl-empty" data-chart="line">{}</p>').format(empty)
-    left, right, top_pad, bottom, legend = 56, 16, 16, 44, 22
-    plot_w = max(120, 56 * len(labels))
+    left, right, top_pad, bottom, legend = 56, 40, 16, 56, 22
+    plot_w = max(120, 76 * (len(labels) - 1) if len(labels) > 1 else 120)
     plot_h = 200
     width = left + plot_w + right
     height = top_pad + plot_h + bottom + legend * ((len(series) + 2) // 3)
-    top = _nice_max(y_max if y_max is not None else max(points_known))
+    ticks = _ticks(y_max if y_max is not None else max(points_known))
+    top = float(ticks[-1])
     step = plot_w / max(len(labels) - 1, 1)
 
     def x(i: int) -> float:
@@ -120,21 +128,21 @@ def line_chart(
         f'preserveAspectRatio="xMinYMin meet" width="100%">',
         f"<title>{escape(title)}</title><desc>{escape(desc)}</desc>",
     ]
-    for k in range(5):  # grid lines and y labels
-        value = top * k / 4
+    for value in ticks:  # grid lines and y labels
         yy = y(value)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{yy:.1f}" y2="{yy:.1f}" class="pl-grid"/>')
         parts.append(
-            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="pl-axis">'
+            f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="pl-axis" data-tick="{value}">'
             f"{escape(_value_label(value, unit))}</text>"
         )
-    every = max(1, (len(labels) + 11) // 12)
     for i, label in enumerate(labels):
-        if i % every == 0 or i == len(labels) - 1:
-            parts.append(
-                f'<text x="{x(i):.1f}" y="{top_pad + plot_h + 18}" text-anchor="middle" class="pl-axis">'
-                f"{escape(label)}</text>"
-            )
+        first, second = _label_lines(label)
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{top_pad + plot_h + 18}" text-anchor="middle" class="pl-axis">'
+            f"<title>{escape(label)}</title>{escape(first)}"
+            + (f'<tspan x="{x(i):.1f}" dy="14">{escape(second)}</tspan>' if second else "")
+            + "</text>"
+        )
     for n, s in enumerate(series):
         color = s.color or _PALETTE[n % len(_PALETTE)]
         run: list[str] = []
@@ -150,8 +158,9 @@ def line_chart(
             runs.append(run)
         for points in runs:
             if len(points) > 1:
+                dash = ' stroke-dasharray="6 4"' if s.dashed else ""
                 parts.append(
-                    f'<polyline fill="none" stroke="{color}" stroke-width="2.5" points="{" ".join(points)}"/>'
+                    f'<polyline fill="none" stroke="{color}" stroke-width="2.5"{dash} points="{" ".join(points)}"/>'
                 )
         for i, v in enumerate(s.values):
             if v is not None:
@@ -161,7 +170,10 @@ def line_chart(
                 )
         lx = left + (n % 3) * 200
         ly = top_pad + plot_h + bottom + (n // 3) * legend
-        parts.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="4" fill="{color}"/>')
+        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        parts.append(
+            f'<line x1="{lx}" x2="{lx + 16}" y1="{ly - 8}" y2="{ly - 8}" stroke="{color}" stroke-width="3"{dash}/>'
+        )
         parts.append(f'<text x="{lx + 20}" y="{ly - 4}" class="pl-label">{escape(s.name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -77,6 +77,6 @@ def lock_preview(lock: Lock) -> dict[str, Any] | None:
     steps = explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers)
     banner = Markup("")
     if not decision.allowed:  # exactly what a page shows: the real template, then the banner-html filter
-        banner = banner_html(lock, decision, banner_context(lock, decision, state=st))
+        banner = banner_html(lock, decision, banner_context(lock, decision, state=st, shown=False))
     return {"label": label, "decision": decision, "banner": banner, "steps": steps, "choice": choice,
             "months": months}

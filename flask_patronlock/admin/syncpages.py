@@ -32,6 +32,7 @@ from ..webhooks import (
     REFUSED,
     delivery_counts,
     delivery_problems,
+    last_delivery_at,
     note_patreon_view,
     register_webhook,
     stored_webhook,
@@ -99,34 +100,63 @@ def _ours(hooks: list[WebhookSnapshot] | None) -> WebhookSnapshot | None:
     return None
 
 
+#: the checklist's webhook step: a name that reads right whether the step is done or not.
+WEBHOOK_TITLE = "Webhook"
+#: what a stored delivery's status means, in words.
+DELIVERY_WORDS = {"done": "applied", "pending": "waiting", "retry": "to be tried again", "processing": "being applied",
+                  "ignored": "set aside", "failed": "failed"}
+
+
+def received_text(st: Any) -> str | None:
+    """``"Patreon has sent this site 12 messages (the last on 4 December)"``; ``None`` when it has sent none."""
+    counts = delivery_counts(st)
+    total = sum(counts.values())
+    if not total:
+        return None
+    last = last_delivery_at(st)
+    when = f" (the last on {date_text(last, day_first=True, now=st.store.clock())})" if last is not None else ""
+    return f"Patreon has sent this site {total} message{'' if total == 1 else 's'}{when}"
+
+
 def webhook_steps(*, live: bool) -> list[Step]:
     """The checklist's webhook step (asking Patreon when ``live``) and its last-complete-sync step."""
     st = get_state()
     stored = stored_webhook(st)
-    if stored is None:
+    received = received_text(st)
+    if stored is None and received is not None:
+        # a webhook made on Patreon's side (or by an earlier install) reaches this site: it works, unwatched
         webhook = Step(
             "webhook",
-            "Webhook registered and healthy",
+            WEBHOOK_TITLE,
+            True,
+            f"No webhook was registered from this site, but {received}: one set up on Patreon's side reaches it.",
+            "Optional: register it here too, so this page can tell you when Patreon pauses it.",
+        )
+    elif stored is None:
+        webhook = Step(
+            "webhook",
+            WEBHOOK_TITLE,
             False,
-            "No webhook is registered: changes on Patreon reach this site only with the next sync.",
+            "No webhook is registered, and Patreon has sent this site no message yet: changes on Patreon reach it "
+            "only with the next sync.",
             "Register the webhook, so Patreon tells this site about every pledge change at once.",
         )
     elif not live:
-        webhook = Step("webhook", "Webhook registered and healthy", True, f"Registered at {stored.get('uri')}.")
+        webhook = Step("webhook", WEBHOOK_TITLE, True, f"Registered at {stored.get('uri')}.")
     else:
         hooks, problem = webhook_health()
         ours = _ours(hooks)
         if problem is not None:
-            webhook = Step("webhook", "Webhook registered and healthy", False,
+            webhook = Step("webhook", WEBHOOK_TITLE, False,
                            f"Registered at {stored.get('uri')}, but its health is unknown: {problem}",
                            "Try again in a minute.")
         elif ours is None:
-            webhook = Step("webhook", "Webhook registered and healthy", False,
+            webhook = Step("webhook", WEBHOOK_TITLE, False,
                            "Patreon no longer lists the webhook registered here.", "Register the webhook again.")
         elif ours.paused or ours.num_consecutive_times_failed:
             webhook = Step(
                 "webhook",
-                "Webhook registered and healthy",
+                WEBHOOK_TITLE,
                 False,
                 f"Patreon {'paused the webhook' if ours.paused else 'is retrying the webhook'} after "
                 f"{ours.num_consecutive_times_failed} failed deliveries in a row.",
@@ -134,7 +164,7 @@ def webhook_steps(*, live: bool) -> list[Step]:
                 "it, and Patreon sends what it missed).",
             )
         else:
-            webhook = Step("webhook", "Webhook registered and healthy", True,
+            webhook = Step("webhook", WEBHOOK_TITLE, True,
                            f"Registered at {ours.uri}; Patreon reports no failed delivery.")
     alert = sync_alert()
     if alert is not None:
@@ -227,6 +257,8 @@ def sync() -> ResponseReturnValue:
         ours=_ours(hooks),
         problem=problem,
         counts=delivery_counts(st),
+        delivery_words=DELIVERY_WORDS,
+        received=received_text(st),
         problems=[{**row, "sentence": problem_sentence(row)} for row in delivery_problems(st)],
         webhook_url=url,
         jobs_mode=st.app.config.get("PATRONLOCK_JOBS"),

@@ -9,7 +9,8 @@ import pytest
 from flask import Flask
 
 from flask_patronlock.admin.charts import Series, bar_chart, line_chart
-from flask_patronlock.admin.data import status_history, tier_counts
+from flask_patronlock.admin.data import tier_counts
+from flask_patronlock.insight import audit_rows, monthly_figures
 from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
 
 
@@ -38,13 +39,14 @@ def site(make_app: Callable[..., Flask]) -> AdminSite:
 
 
 def test_history_is_replayed_from_the_audit_log(site: AdminSite) -> None:
-    history = status_history(site.state, datetime(2026, 3, 15, 12, tzinfo=UTC), months=4)
-    assert history.months == ["2025-12", "2026-01", "2026-02", "2026-03"]
-    assert history.active == [None, 2, 1, 4]  # before the first row: no data, not zero
-    assert history.declined == [None, 0, 1, 0]
-    assert history.active_at_start == [None, None, 2, 1]
-    assert history.declines == [0, 0, 1, 0]
-    assert history.decline_rate == [None, None, 50.0, 0.0]
+    months = monthly_figures(audit_rows(site.state), datetime(2026, 3, 15, 12, tzinfo=UTC), months=4)
+    assert [m.key for m in months] == ["2025-12", "2026-01", "2026-02", "2026-03"]
+    assert [m.label for m in months] == ["December 2025", "January 2026", "February 2026", "March 2026"]
+    assert [m.active_at_end for m in months] == [None, 2, 1, 4]  # before the first row: no data, not zero
+    assert [m.declined_at_end for m in months] == [None, 0, 1, 0]
+    assert [m.active_at_start for m in months] == [None, None, 2, 1]
+    assert [m.declined for m in months] == [0, 0, 1, 0]
+    assert [m.decline_rate for m in months] == [None, None, 50.0, 0.0]
 
 
 def test_patrons_by_tier(site: AdminSite) -> None:
@@ -55,7 +57,7 @@ def test_the_dashboard_draws_its_charts(site: AdminSite) -> None:
     html = site.get(ADMIN_PREFIX + "/dashboard").get_data(as_text=True)
     assert html.count("<svg") == 3
     assert 'data-chart="bar"' in html and html.count('data-chart="line"') == 2
-    assert "Gold: 1" in html and "2026-02 50%" in html
+    assert "Gold: 1" in html and "February 2026 50%" in html
     assert "<script" not in html
 
 

@@ -51,6 +51,7 @@ BELOW_REQUEST = (
     "comps",  # comps granted by hand: the store's tables and the settings version, through the state
     "dbutil",
     "formatting",
+    "insight",  # the dashboard's figures (pure functions over audit rows) and the banner-view table's one writer
     "runs",
     "story",  # the explainer's answer in sentences (pure)
     "transitions",
