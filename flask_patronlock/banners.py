@@ -73,6 +73,14 @@ DEFAULT_TEXTS: dict[str, str] = {
     "opens by itself.",
     "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
     "your pledge on Patreon brings you closer.",
+    "wrong_tier": "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
+    "on Patreon to see this.",
+}
+
+#: The built-in texts that read differently for a lock on exact tiers (``tier_match="exact"``), which is not "this
+#: tier or higher"; a text the creator wrote applies to every lock.
+_EXACT_TEXTS: dict[str, str] = {
+    "not_a_patron": "This is for patrons of {creator} at {tier}. Pledge {tier} on Patreon to see it.",
 }
 
 #: The one next step of each reason: (button label, the context key of its link); ``None`` where nothing can be done
@@ -87,6 +95,7 @@ ACTIONS: dict[str, tuple[str, str] | None] = {
     "not_patron_at_date": None,
     "drip_not_reached": None,
     "lifetime_too_low": ("Support on Patreon", "pledge_url"),
+    "wrong_tier": ("Change your tier on Patreon", "pledge_url"),
 }
 
 #: The placeholders a banner text may use.
@@ -141,6 +150,14 @@ def _target_tier(rule_tier_ids: tuple[str, ...], cents: int | None, snapshot: Se
     floor = cents if cents is not None else 1
     offered = [t for t in tiers.values() if t.published and t.amount_cents >= floor]
     return min(offered, key=lambda t: (t.amount_cents, t.id)) if offered else None
+
+
+def _tier_name(tier_id: str, tiers: Mapping[str, TierSnapshot]) -> str:
+    """A required tier by its title (or price), the id only for a tier the campaign does not know."""
+    tier = tiers.get(tier_id)
+    if tier is None:
+        return tier_id
+    return tier.title or money(tier.amount_cents)
 
 
 def pledge_link(
@@ -249,7 +266,11 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
     lifetime = reason == "lifetime_too_low"
     cents = rule.lifetime_cents if lifetime else decision.required_cents
     tier = None if lifetime else _target_tier(rule.tier_ids, decision.required_cents, snapshot)
-    if tier is not None:
+    exact = rule.tier_match == "exact" and bool(rule.tier_ids) and not lifetime
+    if exact:
+        # any of these very tiers: name each of them ("Comics or Music"), the link preselects the cheapest
+        tier_text = " or ".join(_tier_name(t, snapshot.tiers) for t in rule.tier_ids)
+    elif tier is not None:
         tier_text = tier.title or money(tier.amount_cents)
     elif rule.tier_ids and not lifetime:
         tier_text = ", ".join(rule.tier_ids)
@@ -269,7 +290,7 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
         "date": formatting.date_text(when) if when is not None else "",
         "months": rule.drip_months if rule.drip_months is not None else "",
     }
-    text = snapshot.banner_texts.get(reason) or DEFAULT_TEXTS.get(reason, "")
+    text = snapshot.banner_texts.get(reason) or (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
     action = ACTIONS.get(reason)
     context: dict[str, Any] = {
         **values,

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import PatronLockError
-from .policy import Combine, LockRule
+from .policy import Combine, LockRule, TierMatch
 
 if TYPE_CHECKING:
     from .patreon.types import UserSnapshot
@@ -53,6 +53,7 @@ class RuleOptions(TypedDict, total=False):
 
     tier: str | None
     tiers: tuple[str, ...] | list[str]
+    exact: bool
     min_cents: int | None
     lifetime_cents: int | None
     patron_since_before: datetime | date | str | None
@@ -65,6 +66,7 @@ def make_rule(
     *,
     tier: str | None = None,
     tiers: tuple[str, ...] | list[str] = (),
+    exact: bool = False,
     min_cents: int | None = None,
     lifetime_cents: int | None = None,
     patron_since_before: datetime | date | str | None = None,
@@ -76,6 +78,8 @@ def make_rule(
 
     :param tier: one tier, by title (case-insensitive) or id: "this tier or higher".
     :param tiers: several tiers: any of them, or any tier costing at least the cheapest of them.
+    :param exact: only the tiers named in ``tier``/``tiers``, not dearer ones ("Comics" patrons only, not "Music"
+        patrons at the same price).
     :param min_cents: at least this many cents a month.
     :param lifetime_cents: at least this much lifetime support, in cents.
     :param patron_since_before: only patrons whose current pledge started before this moment (a date, a datetime, or
@@ -91,6 +95,7 @@ def make_rule(
         {
             "min_cents": min_cents,
             "tier_ids": tier_refs,
+            "tier_match": _TIER_MATCH[bool(exact)],
             "lifetime_cents": lifetime_cents,
             "patron_since_before": patron_since_before,
             "drip_months": drip_months,
@@ -98,6 +103,9 @@ def make_rule(
             "enabled": enabled,
         }
     )
+
+
+_TIER_MATCH: dict[bool, TierMatch] = {False: "or_higher", True: "exact"}
 
 
 class LockRegistry:

@@ -54,7 +54,10 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
                 if tier is not None
                 else f"{tier_id} (not a known tier)"
             )
-        parts.append("tier " + " or ".join(names) + " or higher")
+        if rule.tier_match == "exact":
+            parts.append(("tier " if len(names) == 1 else "one of the tiers ") + " or ".join(names) + " only")
+        else:
+            parts.append("tier " + " or ".join(names) + " or higher")
     if rule.min_cents is not None:
         parts.append(f"at least {money(rule.min_cents)} a month")
     if rule.lifetime_cents is not None:

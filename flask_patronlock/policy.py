@@ -47,6 +47,7 @@ __all__ = [
     "REASON_NOT_LINKED",
     "REASON_NOT_PATRON_AT_DATE",
     "REASON_PAYMENT_DECLINED",
+    "REASON_WRONG_TIER",
     "STATES",
     "Comp",
     "Decision",
@@ -76,12 +77,14 @@ Reason = Literal[
     "admin_bypass",
     "allowed",
     "comp",
+    "wrong_tier",
 ]
 State = Literal["active", "grace", "restricted", "former", "none"]
 DeclinedPolicy = Literal["restrict", "grace", "retry_window"]
 CancelledPolicy = Literal["paid_period", "at_once"]
 FirstChargePolicy = Literal["entitled_at_once", "after_first_charge"]
 Combine = Literal["all", "any"]
+TierMatch = Literal["or_higher", "exact"]
 
 #: not signed in.
 REASON_ANONYMOUS: Final = "anonymous"
@@ -91,6 +94,9 @@ REASON_NOT_LINKED: Final = "not_linked"
 REASON_NOT_A_PATRON: Final = "not_a_patron"
 #: entitled, but to too little: cents or tier below the lock's, or the lock's tier is unknown.
 REASON_AMOUNT_TOO_LOW: Final = "amount_too_low"
+#: entitled, but to another tier than the ones an exact-tier lock (``tier_match="exact"``) is for: paying more does
+#: not help, changing tier does.
+REASON_WRONG_TIER: Final = "wrong_tier"
 #: the payment was declined and the declined-payment policy no longer keeps access (or the charge was fraud).
 REASON_PAYMENT_DECLINED: Final = "payment_declined"
 #: the pledge ended (and any paid period with it), or the member vanished from complete sync runs.
@@ -133,6 +139,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         REASON_ADMIN_BYPASS,
         REASON_ALLOWED,
         REASON_COMP,
+        REASON_WRONG_TIER,
     }
 )
 #: the reasons that come with ``allowed=True``.
@@ -149,6 +156,7 @@ _LEGACY_DECLINED: Final = {"until_patreon_gives_up": "retry_window"}
 _CANCELLED: Final = ("paid_period", "at_once")
 _FIRST_CHARGE: Final = ("entitled_at_once", "after_first_charge")
 _COMBINE: Final = ("all", "any")
+_TIER_MATCH: Final = ("or_higher", "exact")
 _REFUNDED: Final = frozenset({"Refunded", "Refunded by Patreon"})
 _MAX_DAYS: Final = 3650
 _MAX_MONTHS: Final = 1200
@@ -324,8 +332,11 @@ class LockRule:
 
     #: at least this many cents a month (monthly equivalent; an annual pledge counts a twelfth).
     min_cents: int | None = None
-    #: any of these tiers, or any tier costing at least the cheapest of them ("this tier or higher").
+    #: any of these tiers, or (under ``tier_match="or_higher"``) any tier costing at least the cheapest of them.
     tier_ids: tuple[str, ...] = ()
+    #: how :attr:`tier_ids` is read: ``or_higher`` ("this tier or higher", the ladder) or ``exact`` (only a patron
+    #: entitled to one of these very tiers: a $5 "Music" patron does not open a $5 "Comics" lock).
+    tier_match: TierMatch = "or_higher"
     #: at least this much lifetime support to the campaign, in cents.
     lifetime_cents: int | None = None
     #: the current pledge started before this moment (timezone-aware).
@@ -347,6 +358,7 @@ class LockRule:
             if not isinstance(tier_id, str) or not tier_id:
                 raise _bad(o, "tier_ids", tier_ids, "a sequence of non-empty tier id strings")
         object.__setattr__(self, "tier_ids", tuple(tier_ids))
+        _check_choice(o, "tier_match", self.tier_match, _TIER_MATCH)
         _check_int(o, "lifetime_cents", self.lifetime_cents, 0, optional=True)
         before = self.patron_since_before
         if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
@@ -360,6 +372,7 @@ class LockRule:
         return {
             "min_cents": self.min_cents,
             "tier_ids": list(self.tier_ids),
+            "tier_match": self.tier_match,
             "lifetime_cents": self.lifetime_cents,
             "patron_since_before": None if self.patron_since_before is None else self.patron_since_before.isoformat(),
             "drip_months": self.drip_months,
@@ -747,11 +760,19 @@ def _check_tiers(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime,
     if not wanted:
         return None
     named = ", ".join(wanted)
+    exact = rule.tier_match == "exact"
     for tier_id in ent.tier_ids:
         if tier_id in wanted:
             if steps is not None:
-                _note(steps, f"tier {named} or higher; the patron is entitled to tier {tier_id}", True)
+                wording = f"one of tiers {named}" if exact else f"tier {named} or higher"
+                _note(steps, f"{wording}; the patron is entitled to tier {tier_id}", True)
             return _MET
+    if exact:
+        # only the tiers named: a patron of another tier (dearer or not) or with cents but no tier is not in
+        if steps is not None:
+            held = ", ".join(ent.tier_ids) if ent.tier_ids else "none"
+            _note(steps, f"one of tiers {named} exactly; the patron is entitled to tier(s) {held}", False)
+        return (False, REASON_WRONG_TIER, f"one of tiers {named}", None)
     cheapest: int | None = None
     for tier_id in wanted:
         tier = tiers.get(tier_id)
@@ -1008,7 +1029,8 @@ def decide(
        entitled tier among them, else the best known entitled tier costs at least the cheapest known required tier,
        else -- no entitled tier known in ``tiers`` -- the monthly cents reach that amount; a required tier unknown in
        ``tiers`` can only be met by holding it exactly, and denies ``amount_too_low`` saying why in ``missing``), all
-       ``amount_too_low``; ``patron_since_before``
+       ``amount_too_low``; under ``tier_match="exact"``, ``tier_ids`` is met only by an entitled tier among them
+       (``wrong_tier`` otherwise); ``patron_since_before``
        (``not_patron_at_date``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months`` (``drip_not_reached``,
        with ``available_at``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
        met one allows, and if none is met the first unmet one's reason is given.

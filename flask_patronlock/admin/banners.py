@@ -35,6 +35,7 @@ REASON_TITLES = {
     "not_patron_at_date": "Joined after the lock's date",
     "drip_not_reached": "Not pledged long enough yet",
     "lifetime_too_low": "Lifetime support too low",
+    "wrong_tier": "Pledged to another tier than the lock's (exact tiers)",
 }
 PLACEHOLDER_HELP = {
     "tier": "the tier to pledge or upgrade to (the cheapest one that opens the lock)",

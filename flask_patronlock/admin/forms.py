@@ -125,7 +125,17 @@ class LockForm(FlaskForm):
     """One named lock's rule."""
 
     enabled = BooleanField("On (off: everyone may see what this lock guards)")
-    tiers = SelectMultipleField("Tier (this tier or higher)", choices=[], validate_choice=False)
+    tiers = SelectMultipleField("Tiers", choices=[], validate_choice=False)
+    tier_match = RadioField(
+        "Which patrons of these tiers",
+        choices=choices(
+            [
+                ("or_higher", "A ticked tier, or any tier that costs at least as much"),
+                ("exact", "Only the ticked tiers (a patron of another tier does not pass, whatever it costs)"),
+            ]
+        ),
+        default="or_higher",
+    )
     min_amount = AmountField("…or at least this much a month")
     lifetime_amount = AmountField("Lifetime support of at least")
     patron_since_before = DateField("Patrons since before", validators=[Optional()])
@@ -142,6 +152,7 @@ class LockForm(FlaskForm):
     ERROR_FIELDS = {
         "min_cents": "min_amount",
         "tier_ids": "tiers",
+        "tier_match": "tier_match",
         "lifetime_cents": "lifetime_amount",
         "patron_since_before": "patron_since_before",
         "drip_months": "drip_months",
@@ -164,6 +175,7 @@ class LockForm(FlaskForm):
         """Show ``rule`` in the form (a GET)."""
         self.enabled.data = rule.enabled
         self.tiers.data = list(rule.tier_ids)
+        self.tier_match.data = rule.tier_match
         self.min_amount.data = money(rule.min_cents)
         self.lifetime_amount.data = money(rule.lifetime_cents)
         self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
@@ -180,6 +192,7 @@ class LockForm(FlaskForm):
                 {
                     "enabled": bool(self.enabled.data),
                     "tier_ids": [t for t in (self.tiers.data or []) if t],
+                    "tier_match": self.tier_match.data or "or_higher",
                     "min_cents": self.min_amount.cents,
                     "lifetime_cents": self.lifetime_amount.cents,
                     "patron_since_before": since.isoformat() if since else None,

@@ -380,3 +380,23 @@ def test_url_locks_are_stored_in_one_spelling_and_impossible_ones_explained(site
     assert "the same URL as /Files/Gold" in html  # case and dot segments do not make another URL
     assert 'value="/post?page=2"' in html and 'value="/files/./gold/"' in html  # kept as typed to fix
     assert len(audit(site, "routing_set")) == 1
+
+
+# -- richer access rules (issue 18) -------------------------------------------------------------------------------
+
+
+def test_only_the_ticked_tiers_is_saved_and_shown_in_plain_words(site: AdminSite) -> None:
+    site.apply("m-gold", full_name="Gol", entitled_cents=1000, entitled_tier_ids=("t10",), user_id="p-gol")
+    site.link("gwen", "p-gol")
+    page = html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert "Only the ticked tiers" in page and "any tier that costs at least as much" in page
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"], tier_match="exact"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        rule = get_lock_override("premium").rule  # type: ignore[union-attr]
+    assert rule.tier_match == "exact" and rule.tier_ids == ("t5",)
+    assert "tier Silver (id t5, 5.00 a month) only" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert site.get("/premium", "bob").status_code == 200  # Silver
+    assert site.get("/premium", "gwen").status_code == 403  # Gold is dearer, but not Silver
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tier_match="sideways"))
+    assert response.status_code == 422 and "Not a valid choice" in html_of(response)

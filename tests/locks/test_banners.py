@@ -37,7 +37,8 @@ def site(make_app: Callable[..., Flask]) -> Site:
     site.ext.lock("early", patron_since_before=NOW - timedelta(days=200))
     site.ext.lock("drip", drip_months=6)
     site.ext.lock("lifetime", lifetime_cents=10000)
-    for name in ("premium", "early", "drip", "lifetime"):
+    site.ext.lock("gold-only", tier="Gold", exact=True)
+    for name in ("premium", "early", "drip", "lifetime", "gold-only"):
         app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
     site.user("stranger")
     site.link("linked-only", "p-nobody")
@@ -58,6 +59,7 @@ def site(make_app: Callable[..., Flask]) -> Site:
         entitled_tier_ids=(),
     )
     site.linked_patron("gold")
+    site.linked_patron("platinum", entitled_cents=2500, entitled_tier_ids=("t25",))
     return site
 
 
@@ -72,6 +74,7 @@ CASES: dict[str, tuple[str | None, str, str | None, tuple[str, ...]]] = {
     "not_patron_at_date": ("gold", "/early", None, ("August 27, 2025",)),
     "drip_not_reached": ("gold", "/drip", None, ("6 month(s)", "unlocks on")),
     "lifetime_too_low": ("gold", "/lifetime", f"{BASE}/checkout/c1", ("$100.00 in total",)),
+    "wrong_tier": ("platinum", "/gold-only", f"{BASE}/checkout/c1?rid=t10", ("at Gold.", "change it to Gold")),
 }
 
 
@@ -195,3 +198,11 @@ def test_banner_context_and_pledge_url_filters(site: Site, connected: list[tuple
     body = html.unescape(site.get("/premium", "silver").get_data(as_text=True))
     assert "UPGRADE YOUR PLEDGE TO GOLD" in body
     assert f'href="{BASE}/checkout/c1?rid=t10&utm=site&cents=1000"' in body
+
+
+def test_an_exact_tier_lock_does_not_say_or_higher(site: Site) -> None:
+    body = html.unescape(site.get("/gold-only", "linked-only").get_data(as_text=True))
+    assert "This is for patrons of Kopi Studio at Gold. Pledge Gold on Patreon to see it." in body
+    assert "or higher" not in body
+    assert site.get("/gold-only", "gold").status_code == 200
+    assert site.get("/premium", "platinum").status_code == 200  # the ladder lock lets the dearer tier in

@@ -78,6 +78,7 @@ rules = st.builds(
     LockRule,
     min_cents=st.none() | cents,
     tier_ids=tier_ids,
+    tier_match=st.sampled_from(["or_higher", "exact"]),
     lifetime_cents=st.none() | cents,
     patron_since_before=maybe_moment,
     drip_months=st.none() | st.integers(min_value=0, max_value=1200),
@@ -257,3 +258,17 @@ def test_drip_opens_at_available_at(start: datetime, months: int, now: datetime)
 def test_settings_and_rules_survive_json(settings: PolicySettings, rule: LockRule) -> None:
     assert PolicySettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
     assert LockRule.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
+
+
+@given(rules, patrons, policies, moments, tier_maps)
+def test_exact_tiers_never_allow_more_than_the_ladder(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any
+) -> None:
+    exact, ladder = dataclasses.replace(rule, tier_match="exact"), dataclasses.replace(rule, tier_match="or_higher")
+    decision = decide(exact, linked(patron), settings, now, tiers=tiers)
+    if decision.allowed:
+        assert decide(ladder, linked(patron), settings, now, tiers=tiers).allowed
+    if decision.reason == "wrong_tier":  # only an exact lock says so, and only for an entitled patron
+        assert decision.entitlement is not None and decision.entitlement.entitled
+        assert not set(decision.entitlement.tier_ids) & set(rule.tier_ids)
+    assert decide(ladder, linked(patron), settings, now, tiers=tiers).reason != "wrong_tier"

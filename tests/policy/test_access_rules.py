@@ -1,0 +1,100 @@
+"""The richer access rules of issue 18: exact tiers, early access (public after a date), "patrons when this was
+published" per item, free members -- each alone, combined with the older conditions under ``all`` and ``any``, with
+comps, and round-tripped through storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from flask_patronlock.patreon.types import TierSnapshot
+from flask_patronlock.policy import Comp, Decision, LockRule, PolicySettings, Viewer, decide, explain_steps
+from tests.helpers.patrons import patron
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+MUSIC = TierSnapshot(id="music", title="Music", amount_cents=500)
+COMICS = TierSnapshot(id="comics", title="Comics", amount_cents=500)
+BOTH = TierSnapshot(id="both", title="Everything", amount_cents=1500)
+FREE = TierSnapshot(id="free", title="Free", amount_cents=0)
+TIERS = {t.id: t for t in (MUSIC, COMICS, BOTH, FREE)}
+DEFAULTS = PolicySettings()
+
+
+def paid(tier: TierSnapshot, **kw: Any) -> Viewer:
+    """A signed-in, linked patron paying for ``tier`` since a year before NOW."""
+    values: dict[str, Any] = {
+        "patron_status": "active_patron",
+        "last_charge_status": "Paid",
+        "last_charge_date": NOW - 10 * DAY,
+        "entitled_cents": tier.amount_cents,
+        "entitled_tier_ids": (tier.id,),
+        "pledge_start": NOW - 365 * DAY,
+        "lifetime_cents": tier.amount_cents * 12,
+        "paid_through": NOW + 20 * DAY,
+    }
+    values.update(kw)
+    return Viewer(authenticated=True, linked=True, patron=patron(values))
+
+
+def see(rule: LockRule, viewer: Viewer, **kw: Any) -> Decision:
+    return decide(rule, viewer, DEFAULTS, kw.pop("now", NOW), tiers=kw.pop("tiers", TIERS), **kw)
+
+
+# -- exact tiers -------------------------------------------------------------------------------------------------------
+
+
+def test_a_music_patron_does_not_open_a_comics_only_lock() -> None:
+    """The bug the issue checked: a $5 "Music" patron opened a $5 "Comics" lock."""
+    ladder = LockRule(tier_ids=("comics",))
+    exact = LockRule(tier_ids=("comics",), tier_match="exact")
+    assert see(ladder, paid(MUSIC)).allowed  # "Comics or higher": the same price passes, as before
+    denied = see(exact, paid(MUSIC))
+    assert (denied.allowed, denied.reason, denied.missing) == (False, "wrong_tier", "one of tiers comics")
+    assert see(exact, paid(COMICS)).reason == "allowed"
+
+
+def test_exact_tiers_admit_any_of_the_set_and_nothing_dearer() -> None:
+    rule = LockRule(tier_ids=("comics", "music"), tier_match="exact")
+    assert see(rule, paid(MUSIC)).allowed and see(rule, paid(COMICS)).allowed
+    assert see(rule, paid(BOTH)).reason == "wrong_tier"  # dearer, but not one of them
+    assert see(rule, paid(COMICS, entitled_tier_ids=(), entitled_cents=5000)).reason == "wrong_tier"
+    assert see(LockRule(tier_ids=("comics",), tier_match="exact"), paid(BOTH)).reason == "wrong_tier"
+
+
+def test_exact_tiers_combine_with_other_conditions() -> None:
+    rule = LockRule(tier_ids=("comics",), tier_match="exact", lifetime_cents=100_000)
+    assert see(rule, paid(COMICS)).reason == "lifetime_too_low"
+    assert see(LockRule(**{**_kw(rule), "combine": "any"}), paid(COMICS)).allowed
+    assert see(LockRule(**{**_kw(rule), "combine": "any"}), paid(MUSIC)).reason == "wrong_tier"
+
+
+def test_a_tier_comp_meets_an_exact_lock_only_for_its_own_tier() -> None:
+    rule = LockRule(tier_ids=("comics",), tier_match="exact")
+    music_fan = paid(MUSIC)
+    comped = Viewer(authenticated=True, linked=True, patron=music_fan.patron, comps=(Comp(tier_id="comics"),))
+    assert see(rule, comped).reason == "comp"
+    other = Viewer(authenticated=True, linked=True, patron=music_fan.patron, comps=(Comp(tier_id="both"),))
+    assert see(rule, other).reason == "wrong_tier"
+
+
+def test_exact_tiers_explained() -> None:
+    steps = explain_steps(LockRule(tier_ids=("comics",), tier_match="exact"), paid(MUSIC), DEFAULTS, NOW, tiers=TIERS)
+    assert any("one of tiers comics exactly" in step and "not met" in step for step in steps)
+    assert steps[-1].startswith("Result: denied, reason 'wrong_tier'")
+
+
+def test_tier_match_is_stored_and_old_rules_read_as_the_ladder() -> None:
+    rule = LockRule(tier_ids=("comics",), tier_match="exact")
+    assert LockRule.from_dict(rule.to_dict()) == rule
+    old = {"min_cents": None, "tier_ids": ["comics"], "lifetime_cents": None, "patron_since_before": None,
+           "drip_months": None, "enabled": True, "combine": "all"}  # a rule stored before issue 18
+    assert LockRule.from_dict(old).tier_match == "or_higher"
+    with pytest.raises(ValueError, match=r"LockRule\.tier_match must be one of .or_higher., .exact."):
+        LockRule.from_dict({"tier_match": "same"})
+
+
+def _kw(rule: LockRule) -> dict[str, Any]:
+    return {k: getattr(rule, k) for k in rule.to_dict()}
