@@ -15,7 +15,10 @@ the same path in its own ``templates/`` folder), and a text the creator may edit
 ``{connect_url}``, ``{login_url}``, ``{billing_url}``
     where to link a Patreon account, sign in, and update a payment method on Patreon;
 ``{date}``, ``{months}``
-    when a drip lock opens and after how many months, or the cut-off date of a "patrons before" lock.
+    when a drip lock opens and after how many months, or the cut-off date of a "patrons before" lock;
+``{public_date}``
+    when an early-access lock opens to everyone (empty for other locks). Unless the text uses it, the banner adds
+    "Patrons can see this now; it opens to everyone on {public_date}." below the message (``early_access``).
 
 The context of each banner goes through the ``banner-context`` filter (:data:`flask_patronlock.signals.banner_context`)
 before rendering, and the rendered HTML through the ``banner-html`` filter
@@ -100,7 +103,10 @@ ACTIONS: dict[str, tuple[str, str] | None] = {
 
 #: The placeholders a banner text may use.
 PLACEHOLDERS: frozenset[str] = frozenset(
-    {"tier", "amount", "creator", "pledge_url", "connect_url", "login_url", "billing_url", "date", "months"}
+    {
+        "tier", "amount", "creator", "pledge_url", "connect_url", "login_url", "billing_url", "date", "months",
+        "public_date",
+    }
 )
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -254,8 +260,10 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
     ``lock`` (the :class:`~flask_patronlock.locks.Lock`), ``lock_name``, ``decision``, ``reason``, ``message`` (the
     creator's or the default text, placeholders filled; plain text), ``action_label`` and ``action_url`` (the one
     next step; ``None`` when there is none), the placeholder values (``tier``, ``amount``, ``creator``,
-    ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``) and ``tier_obj`` (the
-    suggested :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
+    ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``, ``public_date``),
+    ``early_access`` (on an early-access lock, the sentence saying when it opens to everyone, unless the message
+    says it already; else empty) and ``tier_obj`` (the suggested
+    :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
     """
     if state is None:
         state = get_state()
@@ -289,9 +297,13 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
         "billing_url": _patreon_url(config["PATRONLOCK_BILLING_URL"] or "/"),
         "date": formatting.date_text(when) if when is not None else "",
         "months": rule.drip_months if rule.drip_months is not None else "",
+        "public_date": formatting.date_text(decision.public_at) if decision.public_at is not None else "",
     }
     text = snapshot.banner_texts.get(reason) or (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
     action = ACTIONS.get(reason)
+    early = ""
+    if values["public_date"] and "{public_date}" not in text:
+        early = f"Patrons can see this now; it opens to everyone on {values['public_date']}."
     context: dict[str, Any] = {
         **values,
         "lock": lock,
@@ -302,6 +314,7 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
         "action_label": action[0] if action else None,
         "action_url": (values[action[1]] or None) if action else None,
         "tier_obj": tier,
+        "early_access": early,
     }
     if signals.banner_context.receivers:
         folded = signals.apply_filter(
@@ -366,6 +379,7 @@ def locked_response(error: LockedError) -> Response:
             reason=error.decision.reason,
             message=context["message"],
             action_url=context["action_url"],
+            early_access=context.get("early_access") or None,
         )
     else:
         banner = _banner_html(error.lock, error.decision, context)

@@ -58,6 +58,7 @@ class RuleOptions(TypedDict, total=False):
     lifetime_cents: int | None
     patron_since_before: datetime | date | str | None
     drip_months: int | None
+    public_after: datetime | date | str | None
     combine: Combine
     enabled: bool
 
@@ -71,6 +72,7 @@ def make_rule(
     lifetime_cents: int | None = None,
     patron_since_before: datetime | date | str | None = None,
     drip_months: int | None = None,
+    public_after: datetime | date | str | None = None,
     combine: Combine = "all",
     enabled: bool = True,
 ) -> LockRule:
@@ -85,6 +87,8 @@ def make_rule(
     :param patron_since_before: only patrons whose current pledge started before this moment (a date, a datetime, or
         an ISO string; without a time zone it is UTC).
     :param drip_months: only patrons who have pledged for at least this many months.
+    :param public_after: early access: the rule applies until this moment, and from it on everyone may see what the
+        lock guards (a date, a datetime, or an ISO string; without a time zone it is UTC).
     :param combine: ``"all"`` conditions must hold, or ``"any"`` one of them.
     :raises ValueError: on a bad value, naming it.
     """
@@ -99,6 +103,7 @@ def make_rule(
             "lifetime_cents": lifetime_cents,
             "patron_since_before": patron_since_before,
             "drip_months": drip_months,
+            "public_after": public_after,
             "combine": combine,
             "enabled": enabled,
         }

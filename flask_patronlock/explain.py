@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from .formatting import money
+from .formatting import date_text, money
 from .locks import Lock, as_lock, evaluate
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, Viewer, explain_steps
@@ -66,9 +66,10 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         parts.append(f"pledging since before {rule.patron_since_before.isoformat()}")
     if rule.drip_months is not None:
         parts.append(f"pledging for at least {rule.drip_months} month(s)")
-    if not parts:
-        return "any entitled patron"
-    return (" and " if rule.combine == "all" else " or ").join(parts)
+    who = (" and " if rule.combine == "all" else " or ").join(parts) if parts else "any entitled patron"
+    if rule.public_after is not None:
+        return f"{who}; everyone from {date_text(rule.public_after, day_first=True)} (early access)"
+    return who
 
 
 class _UserId:

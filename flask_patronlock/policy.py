@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal
@@ -47,6 +47,7 @@ __all__ = [
     "REASON_NOT_LINKED",
     "REASON_NOT_PATRON_AT_DATE",
     "REASON_PAYMENT_DECLINED",
+    "REASON_PUBLIC",
     "REASON_WRONG_TIER",
     "STATES",
     "Comp",
@@ -78,6 +79,7 @@ Reason = Literal[
     "allowed",
     "comp",
     "wrong_tier",
+    "public",
 ]
 State = Literal["active", "grace", "restricted", "former", "none"]
 DeclinedPolicy = Literal["restrict", "grace", "retry_window"]
@@ -111,6 +113,8 @@ REASON_LIFETIME_TOO_LOW: Final = "lifetime_too_low"
 REASON_LOCK_DISABLED: Final = "lock_disabled"
 #: the viewer is an admin of the site.
 REASON_ADMIN_BYPASS: Final = "admin_bypass"
+#: the lock's early access is over (:attr:`LockRule.public_after` has passed): everyone may see it.
+REASON_PUBLIC: Final = "public"
 #: every condition of the lock holds.
 REASON_ALLOWED: Final = "allowed"
 #: the lock would deny, but the creator gave the viewer a comp (:class:`Comp`) for it or for a tier that meets it.
@@ -140,11 +144,12 @@ REASONS: Final[frozenset[str]] = frozenset(
         REASON_ALLOWED,
         REASON_COMP,
         REASON_WRONG_TIER,
+        REASON_PUBLIC,
     }
 )
 #: the reasons that come with ``allowed=True``.
 ALLOWING_REASONS: Final[frozenset[str]] = frozenset(
-    {REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS, REASON_COMP}
+    {REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS, REASON_COMP, REASON_PUBLIC}
 )
 #: the :attr:`Entitlement.state` values; only ``active`` and ``grace`` are owed anything.
 STATES: Final[frozenset[str]] = frozenset({"active", "grace", "restricted", "former", "none"})
@@ -343,6 +348,9 @@ class LockRule:
     patron_since_before: datetime | None = None
     #: the current pledge started at least this many calendar months ago.
     drip_months: int | None = None
+    #: early access: until this moment (timezone-aware) the lock's conditions apply; from it on, everyone may see it
+    #: (reason ``public``), as Patreon's early-access posts do.
+    public_after: datetime | None = None
     #: a disabled lock lets everyone in.
     enabled: bool = True
     #: ``all``: every condition set must hold; ``any``: one of them is enough.
@@ -364,6 +372,9 @@ class LockRule:
         if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
             raise _bad(o, "patron_since_before", before, "a timezone-aware datetime or None")
         _check_int(o, "drip_months", self.drip_months, 0, _MAX_MONTHS, optional=True)
+        public = self.public_after
+        if public is not None and (not isinstance(public, datetime) or public.tzinfo is None):
+            raise _bad(o, "public_after", public, "a timezone-aware datetime or None")
         _check_bool(o, "enabled", self.enabled)
         _check_choice(o, "combine", self.combine, _COMBINE)
 
@@ -376,26 +387,28 @@ class LockRule:
             "lifetime_cents": self.lifetime_cents,
             "patron_since_before": None if self.patron_since_before is None else self.patron_since_before.isoformat(),
             "drip_months": self.drip_months,
+            "public_after": None if self.public_after is None else self.public_after.isoformat(),
             "enabled": self.enabled,
             "combine": self.combine,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LockRule:
-        """A rule from :meth:`to_dict` output; missing keys take their defaults. ``patron_since_before`` may be an
-        ISO date or datetime; without a time zone it is taken as UTC.
+        """A rule from :meth:`to_dict` output; missing keys take their defaults (so a rule stored by an earlier
+        version reads as it did). ``patron_since_before`` and ``public_after`` may be an ISO date or datetime; without
+        a time zone it is taken as UTC.
 
         :raises ValueError: on an unknown key, a negative amount, a bad date or any other bad value, naming it.
         """
         values = dict(_known_keys("LockRule", data, _RULE_KEYS))
-        if "patron_since_before" in values:
-            values["patron_since_before"] = _parse_datetime(
-                "LockRule", "patron_since_before", values["patron_since_before"]
-            )
+        for key in _RULE_MOMENTS:
+            if key in values:
+                values[key] = _parse_datetime("LockRule", key, values[key])
         return cls(**values)
 
 
 _RULE_KEYS: Final = frozenset(f.name for f in fields(LockRule))
+_RULE_MOMENTS: Final = ("patron_since_before", "public_after")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -491,6 +504,9 @@ class Decision:
     available_at: datetime | None = None
     #: the comp that let the viewer in (reason ``comp``).
     comp: Comp | None = None
+    #: an early-access lock's :attr:`LockRule.public_after`, on a denial made before it: when the lock opens to
+    #: everyone.
+    public_at: datetime | None = None
 
 
 _NO_PATRON: Final = Entitlement(state="none", basis="no_patron")
@@ -891,6 +907,8 @@ def _decide(
     decision = _decide_inner(rule, viewer, settings, now, tiers, steps)
     if viewer.comps and not decision.allowed:
         decision = _decide_comps(decision, rule, lock, viewer, now, tiers, steps)
+    if rule.public_after is not None and not decision.allowed:
+        decision = replace(decision, public_at=rule.public_after)
     if steps is not None:
         verdict = "allowed" if decision.allowed else "denied"
         extra = f" ({decision.missing})" if decision.missing else ""
@@ -910,6 +928,14 @@ def _decide_inner(
         if steps is not None:
             steps.append("The lock is disabled: everyone may see it.")
         return Decision(allowed=True, reason=REASON_LOCK_DISABLED, required_tier_ids=rule.tier_ids)
+    public = rule.public_after
+    if public is not None:
+        if now >= public:
+            if steps is not None:
+                steps.append(f"Early access ended at {public.isoformat()}: everyone may see it now.")
+            return Decision(allowed=True, reason=REASON_PUBLIC, required_tier_ids=rule.tier_ids)
+        if steps is not None:
+            steps.append(f"Early access: until {public.isoformat()} only those the lock lets in may see it.")
     if viewer.is_admin:
         if steps is not None:
             steps.append("The viewer is an admin: admins bypass locks.")
@@ -1017,7 +1043,8 @@ def decide(
     """May ``viewer`` see what ``rule`` (the rule of the named lock ``lock``, if it is one) locks at ``now``? First
     match wins:
 
-    1. a disabled lock: allowed, ``lock_disabled``;
+    1. a disabled lock: allowed, ``lock_disabled``; an early-access lock at or after its ``public_after``: allowed,
+       ``public`` (before it, a denial carries the moment as :attr:`Decision.public_at`);
     2. an admin: allowed, ``admin_bypass``;
     3. not signed in: ``anonymous``;
     4. not linked to Patreon: ``not_linked``;
@@ -1049,7 +1076,10 @@ def decide(
     """
     decision = _decide_inner(rule, viewer, settings, now, tiers, None)  # _decide without steps, one call less
     if viewer.comps and not decision.allowed:
-        return _decide_comps(decision, rule, lock, viewer, now, tiers, None)
+        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, None)
+    if rule.public_after is not None and not decision.allowed:
+        # before public_after (after it _decide_inner let everyone in): say when the lock opens to everyone
+        return replace(decision, public_at=rule.public_after)
     return decision
 
 

@@ -47,6 +47,7 @@ PLACEHOLDER_HELP = {
     "billing_url": "Patreon's page to update a payment method",
     "date": "the lock's date, or when a drip lock opens",
     "months": "the drip lock's months",
+    "public_date": "when an early-access lock opens to everyone",
 }
 
 

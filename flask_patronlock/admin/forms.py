@@ -142,6 +142,7 @@ class LockForm(FlaskForm):
     drip_months = WholeNumberField(
         "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
     )
+    public_after = DateField("Early access: open to everyone on", validators=[Optional()])
     combine = RadioField(
         "Combine the conditions",
         choices=choices([("all", "All conditions must hold"), ("any", "Any one condition is enough")]),
@@ -156,6 +157,7 @@ class LockForm(FlaskForm):
         "lifetime_cents": "lifetime_amount",
         "patron_since_before": "patron_since_before",
         "drip_months": "drip_months",
+        "public_after": "public_after",
         "combine": "combine",
         "enabled": "enabled",
     }
@@ -180,6 +182,7 @@ class LockForm(FlaskForm):
         self.lifetime_amount.data = money(rule.lifetime_cents)
         self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
         self.drip_months.data = rule.drip_months
+        self.public_after.data = rule.public_after.date() if rule.public_after else None
         self.combine.data = rule.combine
 
     def rule(self) -> LockRule | None:
@@ -187,6 +190,7 @@ class LockForm(FlaskForm):
         if not self.validate():
             return None
         since: date | None = self.patron_since_before.data
+        public: date | None = self.public_after.data
         try:
             return LockRule.from_dict(
                 {
@@ -197,6 +201,7 @@ class LockForm(FlaskForm):
                     "lifetime_cents": self.lifetime_amount.cents,
                     "patron_since_before": since.isoformat() if since else None,
                     "drip_months": self.drip_months.data,
+                    "public_after": public.isoformat() if public else None,
                     "combine": self.combine.data or "all",
                 }
             )

@@ -400,3 +400,19 @@ def test_only_the_ticked_tiers_is_saved_and_shown_in_plain_words(site: AdminSite
     assert site.get("/premium", "gwen").status_code == 403  # Gold is dearer, but not Silver
     response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tier_match="sideways"))
     assert response.status_code == 422 and "Not a valid choice" in html_of(response)
+
+
+def test_an_early_access_date_is_saved_and_opens_the_lock_to_everyone_on_the_day(site: AdminSite) -> None:
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after="2026-04-01"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        rule = get_lock_override("premium").rule  # type: ignore[union-attr]
+    assert rule.public_after is not None and rule.public_after.isoformat() == "2026-04-01T00:00:00+00:00"
+    page = html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert "everyone from 1 April 2026 (early access)" in page and 'value="2026-04-01"' in page
+    assert site.get("/premium", "bob").status_code == 403  # before the day: Gold or higher
+    site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after=NOW.date().isoformat()))
+    assert site.get("/premium").status_code == 200  # from the day on: everyone, signed in or not
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after="soonish"))
+    assert response.status_code == 422 and "Not a valid date value" in html_of(response)
+    assert 'value="soonish"' in html_of(response)

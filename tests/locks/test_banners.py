@@ -206,3 +206,23 @@ def test_an_exact_tier_lock_does_not_say_or_higher(site: Site) -> None:
     assert "or higher" not in body
     assert site.get("/gold-only", "gold").status_code == 200
     assert site.get("/premium", "platinum").status_code == 200  # the ladder lock lets the dearer tier in
+
+
+def test_an_early_access_banner_says_when_it_opens_to_everyone(site: Site) -> None:
+    site.ext.lock("sneak-peek", tier="Gold", public_after=NOW + timedelta(days=20))
+    site.ext.lock("was-early", tier="Gold", public_after=NOW - timedelta(days=1))
+    for name in ("sneak-peek", "was-early"):
+        site.app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
+    for user in (None, "silver"):
+        response = site.get("/sneak-peek", user)
+        assert response.status_code == 403
+        assert "Patrons can see this now; it opens to everyone on April 4, 2026." in response.get_data(as_text=True)
+    assert site.get("/sneak-peek", "gold").get_data(as_text=True) == "SECRET:sneak-peek"
+    assert site.get("/was-early", None).get_data(as_text=True) == "SECRET:was-early"
+    body = site.get("/sneak-peek", None, headers={"Accept": "application/json"}).get_json()
+    assert body["early_access"] == "Patrons can see this now; it opens to everyone on April 4, 2026."
+    assert "patronlock-early-access" not in site.get("/premium", None).get_data(as_text=True)
+    with site.app.app_context():
+        set_banner_text("anonymous", "Early birds only until {public_date}. Log in.")
+    body = html.unescape(site.get("/sneak-peek", None).get_data(as_text=True))
+    assert "Early birds only until April 4, 2026. Log in." in body and "patronlock-early-access" not in body

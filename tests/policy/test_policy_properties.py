@@ -82,6 +82,7 @@ rules = st.builds(
     lifetime_cents=st.none() | cents,
     patron_since_before=maybe_moment,
     drip_months=st.none() | st.integers(min_value=0, max_value=1200),
+    public_after=st.none() | st.none() | moments,
     enabled=rarely.map(lambda off: not off),
     combine=st.sampled_from(["all", "any"]),
 )
@@ -189,6 +190,7 @@ def test_a_rule_without_conditions_allows_every_entitled_patron(
 def test_restricted_former_and_none_are_never_let_in_by_a_rule(
     rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any
 ) -> None:
+    rule = dataclasses.replace(rule, public_after=None)  # an early-access lock ends up open to everyone
     state = entitlement(patron, settings, now).state
     decision = decide(rule, linked(patron), settings, now, tiers=tiers)
     if state in ("restricted", "former", "none"):
@@ -228,7 +230,7 @@ def test_only_the_fingerprinted_settings_change_an_entitlement(
 def test_without_drip_a_later_moment_never_grants_more(
     rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any, seconds: int
 ) -> None:
-    rule = dataclasses.replace(rule, drip_months=None)
+    rule = dataclasses.replace(rule, drip_months=None, public_after=None)  # both open with time, by design
     if decide(rule, linked(patron), settings, now + timedelta(seconds=seconds), tiers=tiers).allowed:
         assert decide(rule, linked(patron), settings, now, tiers=tiers).allowed
 
@@ -272,3 +274,19 @@ def test_exact_tiers_never_allow_more_than_the_ladder(
         assert decision.entitlement is not None and decision.entitlement.entitled
         assert not set(decision.entitlement.tier_ids) & set(rule.tier_ids)
     assert decide(ladder, linked(patron), settings, now, tiers=tiers).reason != "wrong_tier"
+
+
+@given(rules, viewers, policies, moments, tier_maps, moments)
+def test_early_access_is_the_rule_until_the_date_then_everyone(
+    rule: LockRule, viewer: Viewer, settings: PolicySettings, now: datetime, tiers: Any, opens: datetime
+) -> None:
+    early = dataclasses.replace(rule, public_after=opens)
+    plain = decide(dataclasses.replace(rule, public_after=None), viewer, settings, now, tiers=tiers)
+    decision = decide(early, viewer, settings, now, tiers=tiers)
+    if now >= opens:
+        assert decision.allowed and decision.reason in ("public", "lock_disabled")
+    else:
+        assert decision == (plain if plain.allowed else dataclasses.replace(plain, public_at=opens))
+    if decision.public_at is not None:
+        assert not decision.allowed and decision.public_at == opens > now
+        assert decide(early, viewer, settings, opens, tiers=tiers).allowed
