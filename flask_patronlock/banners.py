@@ -286,7 +286,7 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
         tier_text = money(cents)
     else:
         tier_text = "any tier"
-    when = decision.available_at if reason == "drip_not_reached" else rule.patron_since_before
+    when = decision.available_at if reason == "drip_not_reached" else decision.pledged_by or rule.patron_since_before
     values: dict[str, Any] = {
         "tier": tier_text,
         "amount": money(cents) if cents else money(tier.amount_cents) if tier is not None else "",
@@ -330,14 +330,17 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
     return context
 
 
-def render_banner(lock: Lock | str | None = None, decision: Decision | None = None) -> Markup:
-    """The banner of ``lock`` for the current viewer (or for ``decision``): ``patronlock/banners/<reason>.html``
-    rendered with :func:`banner_context`. Empty when the viewer may see it."""
+def render_banner(
+    lock: Lock | str | None = None, decision: Decision | None = None, *, published_at: Any = None
+) -> Markup:
+    """The banner of ``lock`` for the current viewer (or for ``decision``; ``published_at``: about an item published
+    then, see :func:`~flask_patronlock.locks.decision_for`): ``patronlock/banners/<reason>.html`` rendered with
+    :func:`banner_context`. Empty when the viewer may see it."""
     from .locks import as_lock, decision_for
 
     target = as_lock(lock)
     if decision is None:
-        decision = decision_for(target)
+        decision = decision_for(target, published_at=published_at)
     if decision.allowed:
         return Markup("")
     context = banner_context(target, decision)

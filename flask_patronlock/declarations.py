@@ -58,6 +58,7 @@ class RuleOptions(TypedDict, total=False):
     lifetime_cents: int | None
     patron_since_before: datetime | date | str | None
     drip_months: int | None
+    patrons_at_publish: bool
     public_after: datetime | date | str | None
     combine: Combine
     enabled: bool
@@ -72,6 +73,7 @@ def make_rule(
     lifetime_cents: int | None = None,
     patron_since_before: datetime | date | str | None = None,
     drip_months: int | None = None,
+    patrons_at_publish: bool = False,
     public_after: datetime | date | str | None = None,
     combine: Combine = "all",
     enabled: bool = True,
@@ -87,6 +89,9 @@ def make_rule(
     :param patron_since_before: only patrons whose current pledge started before this moment (a date, a datetime, or
         an ISO string; without a time zone it is UTC).
     :param drip_months: only patrons who have pledged for at least this many months.
+    :param patrons_at_publish: only patrons whose current pledge started no later than the publish date of the item
+        shown, which the site passes with each decision (``@locked(..., published_at=...)``, ``decision_for``,
+        ``{% patronlock "lock", published_at=post.published_at %}``).
     :param public_after: early access: the rule applies until this moment, and from it on everyone may see what the
         lock guards (a date, a datetime, or an ISO string; without a time zone it is UTC).
     :param combine: ``"all"`` conditions must hold, or ``"any"`` one of them.
@@ -103,6 +108,7 @@ def make_rule(
             "lifetime_cents": lifetime_cents,
             "patron_since_before": patron_since_before,
             "drip_months": drip_months,
+            "patrons_at_publish": patrons_at_publish,
             "public_after": public_after,
             "combine": combine,
             "enabled": enabled,

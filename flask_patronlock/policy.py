@@ -348,6 +348,9 @@ class LockRule:
     patron_since_before: datetime | None = None
     #: the current pledge started at least this many calendar months ago.
     drip_months: int | None = None
+    #: "patrons at the time this was published": the current pledge started no later than the item's publish date,
+    #: which the site passes with each decision (``published_at``); without one the condition is not checked.
+    patrons_at_publish: bool = False
     #: early access: until this moment (timezone-aware) the lock's conditions apply; from it on, everyone may see it
     #: (reason ``public``), as Patreon's early-access posts do.
     public_after: datetime | None = None
@@ -372,6 +375,7 @@ class LockRule:
         if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
             raise _bad(o, "patron_since_before", before, "a timezone-aware datetime or None")
         _check_int(o, "drip_months", self.drip_months, 0, _MAX_MONTHS, optional=True)
+        _check_bool(o, "patrons_at_publish", self.patrons_at_publish)
         public = self.public_after
         if public is not None and (not isinstance(public, datetime) or public.tzinfo is None):
             raise _bad(o, "public_after", public, "a timezone-aware datetime or None")
@@ -387,6 +391,7 @@ class LockRule:
             "lifetime_cents": self.lifetime_cents,
             "patron_since_before": None if self.patron_since_before is None else self.patron_since_before.isoformat(),
             "drip_months": self.drip_months,
+            "patrons_at_publish": self.patrons_at_publish,
             "public_after": None if self.public_after is None else self.public_after.isoformat(),
             "enabled": self.enabled,
             "combine": self.combine,
@@ -502,6 +507,9 @@ class Decision:
     missing: str | None = None
     #: when a drip lock opens for this viewer.
     available_at: datetime | None = None
+    #: on a ``not_patron_at_date`` denial, the moment the pledge had to have started by: the lock's
+    #: :attr:`~LockRule.patron_since_before`, or the item's publish date (:attr:`~LockRule.patrons_at_publish`).
+    pledged_by: datetime | None = None
     #: the comp that let the viewer in (reason ``comp``).
     comp: Comp | None = None
     #: an early-access lock's :attr:`LockRule.public_after`, on a denial made before it: when the lock opens to
@@ -731,7 +739,7 @@ def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) 
     return _entitlement(patron, settings, now, None)
 
 
-# (met, reason when not met, what is missing, available at)
+# (met, reason when not met, what is missing, the moment it names: when a drip opens, or a date condition's cut-off)
 _Outcome = tuple[bool, Reason, str | None, datetime | None]
 _MET: Final[_Outcome] = (True, REASON_ALLOWED, None, None)
 _Tiers = Mapping[str, TierSnapshot]
@@ -817,7 +825,19 @@ def _check_since(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime,
     if steps is not None:
         started = "an unknown date" if ent.since is None else ent.since.isoformat()
         _note(steps, f"pledging since before {before.isoformat()}; the pledge started {started}", met)
-    return _MET if met else (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started before {before.date()}", None)
+    return _MET if met else (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started before {before.date()}", before)
+
+
+def _check_published(ent: Entitlement, published_at: datetime, steps: _Steps) -> _Outcome:
+    """``patrons_at_publish`` for an item published at ``published_at``: the pledge started no later than that."""
+    met = ent.since is not None and ent.since <= published_at
+    if steps is not None:
+        started = "an unknown date" if ent.since is None else ent.since.isoformat()
+        published = published_at.isoformat()
+        _note(steps, f"pledging when this was published ({published}); the pledge started {started}", met)
+    if met:
+        return _MET
+    return (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started by {published_at.date()}", published_at)
 
 
 def _check_lifetime(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
@@ -903,10 +923,11 @@ def _decide(
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
     lock: str | None = None,
+    published_at: datetime | None = None,
 ) -> Decision:
-    decision = _decide_inner(rule, viewer, settings, now, tiers, steps)
+    decision = _decide_inner(rule, viewer, settings, now, tiers, steps, published_at)
     if viewer.comps and not decision.allowed:
-        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, steps)
+        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, steps, published_at)
     if rule.public_after is not None and not decision.allowed:
         decision = replace(decision, public_at=rule.public_after)
     if steps is not None:
@@ -923,6 +944,7 @@ def _decide_inner(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    published_at: datetime | None = None,
 ) -> Decision:
     if not rule.enabled:
         if steps is not None:
@@ -974,7 +996,7 @@ def _decide_inner(
             required_tier_ids=rule.tier_ids,
             missing=unentitled[1],
         )
-    return _conditions(rule, ent, now, tiers, steps)
+    return _conditions(rule, ent, now, tiers, steps, published_at)
 
 
 def _conditions(
@@ -983,6 +1005,7 @@ def _conditions(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    published_at: datetime | None = None,
 ) -> Decision:
     """The rule's conditions for an entitled ``ent``: the last step of :func:`decide`, and what a tier comp is held
     to (:func:`_comp_meets`)."""
@@ -1003,6 +1026,14 @@ def _conditions(
         checks.append(_check_lifetime)
     if rule.drip_months is not None:
         checks.append(_check_drip)
+    if rule.patrons_at_publish:
+        if published_at is not None:
+            checks.append(lambda *_: _check_published(ent, published_at, steps))
+        elif steps is not None:
+            steps.append(
+                "Condition: pledging when this was published: not checked, the page gave no publish date "
+                "(published_at)."
+            )
     for check in checks:
         result = check(rule, ent, known, now, steps)
         if result is None:
@@ -1019,7 +1050,7 @@ def _conditions(
             failed = result
     if steps is not None and not conditions:
         steps.append("The lock sets no condition: every entitled patron may see it.")
-    met, reason, missing, available_at = _MET if failed is None else failed
+    met, reason, missing, moment = _MET if failed is None else failed
     return Decision(
         allowed=met,
         reason=REASON_ALLOWED if met else reason,
@@ -1027,7 +1058,8 @@ def _conditions(
         required_cents=_required_cents(rule, known),
         required_tier_ids=rule.tier_ids,
         missing=missing,
-        available_at=available_at,
+        available_at=moment if reason == REASON_DRIP_NOT_REACHED else None,
+        pledged_by=moment if reason == REASON_NOT_PATRON_AT_DATE else None,
     )
 
 
@@ -1039,6 +1071,7 @@ def decide(
     *,
     tiers: Mapping[str, TierSnapshot] | None = None,
     lock: str | None = None,
+    published_at: datetime | None = None,
 ) -> Decision:
     """May ``viewer`` see what ``rule`` (the rule of the named lock ``lock``, if it is one) locks at ``now``? First
     match wins:
@@ -1058,8 +1091,10 @@ def decide(
        ``tiers`` can only be met by holding it exactly, and denies ``amount_too_low`` saying why in ``missing``), all
        ``amount_too_low``; under ``tier_match="exact"``, ``tier_ids`` is met only by an entitled tier among them
        (``wrong_tier`` otherwise); ``patron_since_before``
-       (``not_patron_at_date``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months`` (``drip_not_reached``,
-       with ``available_at``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
+       (``not_patron_at_date``, with ``pledged_by``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months``
+       (``drip_not_reached``, with ``available_at``); ``patrons_at_publish``, when ``published_at`` (the item's
+       publish date, timezone-aware) is given: the pledge started no later than it (``not_patron_at_date``, with
+       ``pledged_by``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
        met one allows, and if none is met the first unmet one's reason is given.
     7. everything met (or no condition set): allowed, ``allowed``.
     8. denied, but one of the viewer's :attr:`~Viewer.comps` that has not expired at ``now`` is for ``lock``, or for
@@ -1074,9 +1109,9 @@ def decide(
     without a known tier are cents compared, and then an annual pledge's monthly equivalent (often discounted) may fall
     below a tier's monthly price.
     """
-    decision = _decide_inner(rule, viewer, settings, now, tiers, None)  # _decide without steps, one call less
+    decision = _decide_inner(rule, viewer, settings, now, tiers, None, published_at)  # _decide without steps
     if viewer.comps and not decision.allowed:
-        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, None)
+        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, None, published_at)
     if rule.public_after is not None and not decision.allowed:
         # before public_after (after it _decide_inner let everyone in): say when the lock opens to everyone
         return replace(decision, public_at=rule.public_after)
@@ -1091,10 +1126,11 @@ def explain_steps(
     *,
     tiers: Mapping[str, TierSnapshot] | None = None,
     lock: str | None = None,
+    published_at: datetime | None = None,
 ) -> list[str]:
     """The plain-English steps :func:`decide` takes for these arguments, ending with the result (same code path)."""
     steps: list[str] = []
-    _decide(rule, viewer, settings, now, tiers, steps, lock)
+    _decide(rule, viewer, settings, now, tiers, steps, lock, published_at)
     return steps
 
 
@@ -1109,6 +1145,7 @@ def _decide_comps(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    published_at: datetime | None = None,
 ) -> Decision:
     """The viewer's comps, after ``denied``: the comp that lets them in (one for ``lock`` first, then the one that
     lasts longest), or ``denied`` unchanged. A lock comp opens its lock whatever the rule; a tier comp counts as being
@@ -1128,7 +1165,7 @@ def _decide_comps(
             if not met:
                 continue  # a comp for another lock says nothing about this one
         else:
-            met = _comp_meets(comp, rule, viewer, denied.entitlement, now, tiers)
+            met = _comp_meets(comp, rule, viewer, denied.entitlement, now, tiers, published_at)
         if steps is not None:
             until = "with no end date" if comp.expires_at is None else f"until {comp.expires_at.isoformat()}"
             outcome = "it opens this lock" if met else "that tier does not meet this lock"
@@ -1154,6 +1191,7 @@ def _comp_meets(
     ent: Entitlement | None,
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
+    published_at: datetime | None = None,
 ) -> bool:
     """Whether the tier comp ``comp`` meets ``rule``: the rule's conditions for the viewer's entitlement (``ent``,
     ``None`` when none was needed) with the comp's tier added, as a patron entitled to that tier would be."""
@@ -1177,7 +1215,7 @@ def _comp_meets(
             lifetime_cents=patron.lifetime_cents if patron is not None else 0,
             since=patron.pledge_start if patron is not None else None,
         )
-    return _conditions(rule, comped, now, tiers, None).allowed
+    return _conditions(rule, comped, now, tiers, None, published_at).allowed
 
 
 def _lasts_longer(comp: Comp, best: Comp, lock: str | None) -> bool:

@@ -142,6 +142,9 @@ class LockForm(FlaskForm):
     drip_months = WholeNumberField(
         "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
     )
+    patrons_at_publish = BooleanField(
+        "Only those who were patrons when the item was published"
+    )
     public_after = DateField("Early access: open to everyone on", validators=[Optional()])
     combine = RadioField(
         "Combine the conditions",
@@ -158,6 +161,7 @@ class LockForm(FlaskForm):
         "patron_since_before": "patron_since_before",
         "drip_months": "drip_months",
         "public_after": "public_after",
+        "patrons_at_publish": "patrons_at_publish",
         "combine": "combine",
         "enabled": "enabled",
     }
@@ -183,6 +187,7 @@ class LockForm(FlaskForm):
         self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
         self.drip_months.data = rule.drip_months
         self.public_after.data = rule.public_after.date() if rule.public_after else None
+        self.patrons_at_publish.data = rule.patrons_at_publish
         self.combine.data = rule.combine
 
     def rule(self) -> LockRule | None:
@@ -202,6 +207,7 @@ class LockForm(FlaskForm):
                     "patron_since_before": since.isoformat() if since else None,
                     "drip_months": self.drip_months.data,
                     "public_after": public.isoformat() if public else None,
+                    "patrons_at_publish": bool(self.patrons_at_publish.data),
                     "combine": self.combine.data or "all",
                 }
             )

@@ -416,3 +416,16 @@ def test_an_early_access_date_is_saved_and_opens_the_lock_to_everyone_on_the_day
     response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after="soonish"))
     assert response.status_code == 422 and "Not a valid date value" in html_of(response)
     assert 'value="soonish"' in html_of(response)
+
+
+def test_patrons_when_published_is_a_tick_box_saved_with_the_rule(site: AdminSite) -> None:
+    page = html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert "Only those who were patrons when the item was published" in page
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"], patrons_at_publish="y"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        assert get_lock_override("premium").rule.patrons_at_publish  # type: ignore[union-attr]
+    assert "pledging when each item was published" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"]))  # unticked
+    with site.app.app_context():
+        assert not get_lock_override("premium").rule.patrons_at_publish  # type: ignore[union-attr]

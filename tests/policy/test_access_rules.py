@@ -152,3 +152,68 @@ def test_early_access_explained_and_stored() -> None:
 
 def dataclass_any(rule: LockRule) -> LockRule:
     return LockRule(**{**_kw(rule), "combine": "any"})
+
+
+# -- patrons when this was published ----------------------------------------------------------------------------------
+
+JOINED = NOW - 365 * DAY  # paid()'s pledge start
+
+
+@pytest.mark.parametrize(
+    ("published_at", "reason"),
+    [
+        (JOINED + DAY, "allowed"),
+        (JOINED, "allowed"),  # pledging at that very moment
+        (JOINED - DAY, "not_patron_at_date"),
+        (None, "allowed"),  # the page gave no date: the condition is not checked
+    ],
+)
+def test_patrons_when_each_item_was_published(published_at: datetime | None, reason: str) -> None:
+    rule = LockRule(tier_ids=("comics",), patrons_at_publish=True)
+    decision = see(rule, paid(COMICS), published_at=published_at)
+    assert decision.reason == reason
+    if reason == "not_patron_at_date":
+        assert decision.pledged_by == published_at and decision.missing == f"a pledge started by {published_at.date()}"
+    assert see(LockRule(tier_ids=("comics",)), paid(COMICS), published_at=published_at).allowed  # flag off: no effect
+
+
+def test_the_publish_date_condition_combines_like_the_others() -> None:
+    old_post = JOINED - 30 * DAY
+    rule = LockRule(patrons_at_publish=True, lifetime_cents=10**6, combine="any")
+    assert see(rule, paid(COMICS), published_at=old_post).reason == "lifetime_too_low"  # none met: the first one's
+    assert see(LockRule(**{**_kw(rule), "combine": "all"}), paid(COMICS), published_at=old_post).reason == (
+        "lifetime_too_low"
+    )
+    assert see(LockRule(**{**_kw(rule), "lifetime_cents": None}), paid(COMICS), published_at=old_post).reason == (
+        "not_patron_at_date"
+    )
+    assert see(LockRule(**{**_kw(rule), "lifetime_cents": 0}), paid(COMICS), published_at=old_post).allowed
+    unknown_start = paid(COMICS, pledge_start=None)
+    assert see(LockRule(patrons_at_publish=True), unknown_start, published_at=NOW).reason == "not_patron_at_date"
+    both = LockRule(patrons_at_publish=True, patron_since_before=JOINED + DAY)
+    assert see(both, paid(COMICS), published_at=JOINED + DAY).allowed
+    denied = see(both, paid(COMICS), published_at=JOINED - DAY)
+    assert denied.pledged_by == JOINED - DAY  # the item's date, not the lock's
+    early = LockRule(patrons_at_publish=True, public_after=OPENS)
+    assert see(early, paid(COMICS), published_at=JOINED - DAY).public_at == OPENS
+    assert see(early, paid(COMICS), published_at=JOINED - DAY, now=OPENS).reason == "public"
+
+
+def test_a_tier_comp_keeps_the_viewers_own_pledge_date() -> None:
+    rule = LockRule(tier_ids=("both",), patrons_at_publish=True)
+    comped = Viewer(authenticated=True, linked=True, patron=paid(MUSIC).patron, comps=(Comp(tier_id="both"),))
+    assert see(rule, comped, published_at=JOINED + DAY).reason == "comp"
+    assert see(rule, comped, published_at=JOINED - DAY).reason == "amount_too_low"
+    lock_comp = Viewer(authenticated=True, linked=True, patron=paid(MUSIC).patron, comps=(Comp(lock="x"),))
+    assert see(rule, lock_comp, lock="x", published_at=JOINED - DAY).reason == "comp"
+
+
+def test_the_publish_date_condition_explained_and_stored() -> None:
+    rule = LockRule(patrons_at_publish=True)
+    steps = explain_steps(rule, paid(COMICS), DEFAULTS, NOW, tiers=TIERS, published_at=JOINED - DAY)
+    assert any(s.startswith("Condition: pledging when this was published") and "not met" in s for s in steps)
+    steps = explain_steps(rule, paid(COMICS), DEFAULTS, NOW, tiers=TIERS)
+    assert any("not checked, the page gave no publish date" in s for s in steps)
+    assert LockRule.from_dict(rule.to_dict()) == rule and not LockRule.from_dict({}).patrons_at_publish
+    with pytest.raises(ValueError, match="patrons_at_publish"):
+        LockRule.from_dict({"patrons_at_publish": "yes"})

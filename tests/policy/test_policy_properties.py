@@ -82,6 +82,7 @@ rules = st.builds(
     lifetime_cents=st.none() | cents,
     patron_since_before=maybe_moment,
     drip_months=st.none() | st.integers(min_value=0, max_value=1200),
+    patrons_at_publish=rarely,
     public_after=st.none() | st.none() | moments,
     enabled=rarely.map(lambda off: not off),
     combine=st.sampled_from(["all", "any"]),
@@ -290,3 +291,21 @@ def test_early_access_is_the_rule_until_the_date_then_everyone(
     if decision.public_at is not None:
         assert not decision.allowed and decision.public_at == opens > now
         assert decide(early, viewer, settings, opens, tiers=tiers).allowed
+
+
+@given(rules, patrons, policies, moments, tier_maps, moments, st.integers(min_value=0, max_value=10**8))
+def test_a_later_publish_date_never_denies_what_an_earlier_allows(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any, published: datetime,
+    seconds: int,
+) -> None:
+    """"Patrons at the time": whoever pledged by an item's date pledged by any later item's date too; and a
+    denial for the date names it."""
+    rule = dataclasses.replace(rule, patrons_at_publish=True)
+    earlier = decide(rule, linked(patron), settings, now, tiers=tiers, published_at=published)
+    later = published + timedelta(seconds=seconds)
+    if earlier.allowed:
+        assert decide(rule, linked(patron), settings, now, tiers=tiers, published_at=later).allowed
+    if earlier.reason == "not_patron_at_date":
+        assert earlier.pledged_by in (published, rule.patron_since_before)
+    without = decide(dataclasses.replace(rule, patrons_at_publish=False), linked(patron), settings, now, tiers=tiers)
+    assert decide(rule, linked(patron), settings, now, tiers=tiers) == without  # no date given: not checked
