@@ -78,6 +78,8 @@ DEFAULT_TEXTS: dict[str, str] = {
     "your pledge on Patreon brings you closer.",
     "wrong_tier": "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
     "on Patreon to see this.",
+    "not_a_member": "This is for members of {creator}, free or paid. Join {creator} on Patreon (a free membership "
+    "is enough) to see it.",
 }
 
 #: The built-in texts that read differently for a lock on exact tiers (``tier_match="exact"``), which is not "this
@@ -99,6 +101,7 @@ ACTIONS: dict[str, tuple[str, str] | None] = {
     "drip_not_reached": None,
     "lifetime_too_low": ("Support on Patreon", "pledge_url"),
     "wrong_tier": ("Change your tier on Patreon", "pledge_url"),
+    "not_a_member": ("Join for free on Patreon", "pledge_url"),
 }
 
 #: The placeholders a banner text may use.
@@ -156,6 +159,12 @@ def _target_tier(rule_tier_ids: tuple[str, ...], cents: int | None, snapshot: Se
     floor = cents if cents is not None else 1
     offered = [t for t in tiers.values() if t.published and t.amount_cents >= floor]
     return min(offered, key=lambda t: (t.amount_cents, t.id)) if offered else None
+
+
+def _free_tier(snapshot: SettingsSnapshot) -> TierSnapshot | None:
+    """The campaign's $0 tier (its free membership), if the catalogue has one."""
+    free = [t for t in snapshot.tiers.values() if t.amount_cents <= 0]
+    return min(free, key=lambda t: (not t.published, t.id)) if free else None
 
 
 def _tier_name(tier_id: str, tiers: Mapping[str, TierSnapshot]) -> str:
@@ -273,7 +282,10 @@ def banner_context(lock: Lock, decision: Decision, *, state: PatronLockState | N
     config = current_app.config
     lifetime = reason == "lifetime_too_low"
     cents = rule.lifetime_cents if lifetime else decision.required_cents
-    tier = None if lifetime else _target_tier(rule.tier_ids, decision.required_cents, snapshot)
+    if reason == "not_a_member":
+        tier = _free_tier(snapshot)  # joining for free: never a paid tier's checkout
+    else:
+        tier = None if lifetime else _target_tier(rule.tier_ids, decision.required_cents, snapshot)
     exact = rule.tier_match == "exact" and bool(rule.tier_ids) and not lifetime
     if exact:
         # any of these very tiers: name each of them ("Comics or Music"), the link preselects the cheapest

@@ -59,6 +59,7 @@ class RuleOptions(TypedDict, total=False):
     patron_since_before: datetime | date | str | None
     drip_months: int | None
     patrons_at_publish: bool
+    free_members: bool
     public_after: datetime | date | str | None
     combine: Combine
     enabled: bool
@@ -74,6 +75,7 @@ def make_rule(
     patron_since_before: datetime | date | str | None = None,
     drip_months: int | None = None,
     patrons_at_publish: bool = False,
+    free_members: bool = False,
     public_after: datetime | date | str | None = None,
     combine: Combine = "all",
     enabled: bool = True,
@@ -92,6 +94,9 @@ def make_rule(
     :param patrons_at_publish: only patrons whose current pledge started no later than the publish date of the item
         shown, which the site passes with each decision (``@locked(..., published_at=...)``, ``decision_for``,
         ``{% patronlock "lock", published_at=post.published_at %}``).
+    :param free_members: free members of the campaign (a free membership, or a pledge that ended or was declined)
+        are held to the other conditions as $0 members instead of being denied; a lock on the campaign's $0 tier does
+        this without it.
     :param public_after: early access: the rule applies until this moment, and from it on everyone may see what the
         lock guards (a date, a datetime, or an ISO string; without a time zone it is UTC).
     :param combine: ``"all"`` conditions must hold, or ``"any"`` one of them.
@@ -109,6 +114,7 @@ def make_rule(
             "patron_since_before": patron_since_before,
             "drip_months": drip_months,
             "patrons_at_publish": patrons_at_publish,
+            "free_members": free_members,
             "public_after": public_after,
             "combine": combine,
             "enabled": enabled,

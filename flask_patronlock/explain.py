@@ -68,7 +68,10 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         parts.append(f"pledging for at least {rule.drip_months} month(s)")
     if rule.patrons_at_publish:
         parts.append("pledging when each item was published")
-    who = (" and " if rule.combine == "all" else " or ").join(parts) if parts else "any entitled patron"
+    default = "any member, free or paid" if rule.free_members else "any entitled patron"
+    who = (" and " if rule.combine == "all" else " or ").join(parts) if parts else default
+    if rule.free_members and parts:
+        who = f"{who} (free members included)"
     if rule.public_after is not None:
         return f"{who}; everyone from {date_text(rule.public_after, day_first=True)} (early access)"
     return who

@@ -43,6 +43,7 @@ __all__ = [
     "REASON_FORMER_PATRON",
     "REASON_LIFETIME_TOO_LOW",
     "REASON_LOCK_DISABLED",
+    "REASON_NOT_A_MEMBER",
     "REASON_NOT_A_PATRON",
     "REASON_NOT_LINKED",
     "REASON_NOT_PATRON_AT_DATE",
@@ -80,6 +81,7 @@ Reason = Literal[
     "comp",
     "wrong_tier",
     "public",
+    "not_a_member",
 ]
 State = Literal["active", "grace", "restricted", "former", "none"]
 DeclinedPolicy = Literal["restrict", "grace", "retry_window"]
@@ -94,6 +96,9 @@ REASON_ANONYMOUS: Final = "anonymous"
 REASON_NOT_LINKED: Final = "not_linked"
 #: linked, but not a member of the campaign, or a member owed nothing (follower, free trial not counted, ...).
 REASON_NOT_A_PATRON: Final = "not_a_patron"
+#: linked, but not a member of the campaign at all (not even a free one), and the lock admits free members
+#: (:attr:`LockRule.free_members`, or a lock on a $0 tier): joining for free opens it.
+REASON_NOT_A_MEMBER: Final = "not_a_member"
 #: entitled, but to too little: cents or tier below the lock's, or the lock's tier is unknown.
 REASON_AMOUNT_TOO_LOW: Final = "amount_too_low"
 #: entitled, but to another tier than the ones an exact-tier lock (``tier_match="exact"``) is for: paying more does
@@ -145,6 +150,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         REASON_COMP,
         REASON_WRONG_TIER,
         REASON_PUBLIC,
+        REASON_NOT_A_MEMBER,
     }
 )
 #: the reasons that come with ``allowed=True``.
@@ -351,6 +357,10 @@ class LockRule:
     #: "patrons at the time this was published": the current pledge started no later than the item's publish date,
     #: which the site passes with each decision (``published_at``); without one the condition is not checked.
     patrons_at_publish: bool = False
+    #: free members count: a member of the campaign with no paid pledge (Patreon's free membership, a $0 tier, or
+    #: a pledge that ended or was declined) is held to the rule's conditions as a $0 member instead of being denied.
+    #: A lock naming a $0 tier (the campaign's Free tier) admits free members without it.
+    free_members: bool = False
     #: early access: until this moment (timezone-aware) the lock's conditions apply; from it on, everyone may see it
     #: (reason ``public``), as Patreon's early-access posts do.
     public_after: datetime | None = None
@@ -376,6 +386,7 @@ class LockRule:
             raise _bad(o, "patron_since_before", before, "a timezone-aware datetime or None")
         _check_int(o, "drip_months", self.drip_months, 0, _MAX_MONTHS, optional=True)
         _check_bool(o, "patrons_at_publish", self.patrons_at_publish)
+        _check_bool(o, "free_members", self.free_members)
         public = self.public_after
         if public is not None and (not isinstance(public, datetime) or public.tzinfo is None):
             raise _bad(o, "public_after", public, "a timezone-aware datetime or None")
@@ -392,6 +403,7 @@ class LockRule:
             "patron_since_before": None if self.patron_since_before is None else self.patron_since_before.isoformat(),
             "drip_months": self.drip_months,
             "patrons_at_publish": self.patrons_at_publish,
+            "free_members": self.free_members,
             "public_after": None if self.public_after is None else self.public_after.isoformat(),
             "enabled": self.enabled,
             "combine": self.combine,
@@ -988,6 +1000,8 @@ def _decide_inner(
         tier_text = ", tiers " + ", ".join(ent.tier_ids) if ent.tier_ids else ""
         steps.append(f"Entitlement: {ent.state}{until}, {money(ent.monthly_cents)} a month{tier_text}.")
     unentitled = _UNENTITLED.get(ent.state)
+    if unentitled is not None and (rule.free_members or _names_free_tier(rule, tiers)):
+        return _free_member(rule, patron, ent, now, tiers, steps, published_at, unentitled)
     if unentitled is not None:
         return Decision(
             allowed=False,
@@ -997,6 +1011,70 @@ def _decide_inner(
             missing=unentitled[1],
         )
     return _conditions(rule, ent, now, tiers, steps, published_at)
+
+
+def _names_free_tier(rule: LockRule, tiers: Mapping[str, TierSnapshot] | None) -> bool:
+    """Whether ``rule`` names a tier ``tiers`` knows to cost nothing (the campaign's Free tier)."""
+    if not rule.tier_ids or not tiers:
+        return False
+    for tier_id in rule.tier_ids:
+        tier = tiers.get(tier_id)
+        if tier is not None and tier.amount_cents <= 0:
+            return True
+    return False
+
+
+def _free_member(
+    rule: LockRule,
+    patron: Patron | None,
+    ent: Entitlement,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+    steps: list[str] | None,
+    published_at: datetime | None,
+    unentitled: tuple[Reason, str],
+) -> Decision:
+    """A lock that admits free members, for a viewer owed nothing: no membership at all is ``not_a_member``; a member
+    gone from Patreon (missing from complete sync runs) keeps the denial of ``ent``; any other stored member is held
+    to the rule's conditions as a $0 member holding only the $0 tiers Patreon lists for them (never a paid tier a
+    declined or ended pledge still shows). Where only money would help (the amount or tier conditions), the denial
+    is ``ent``'s own (pledge, update the payment method, rejoin), with ``ent``; any other (a drip, a date, lifetime
+    support) is the condition's."""
+    if patron is None:
+        if steps is not None:
+            steps.append("The lock admits free members, but this Patreon account is not a member of the campaign.")
+        return Decision(
+            allowed=False,
+            reason=REASON_NOT_A_MEMBER,
+            entitlement=ent,
+            required_tier_ids=rule.tier_ids,
+            missing="a membership of this campaign (free or paid)",
+        )
+    if ent.basis == "missing":
+        return Decision(
+            allowed=False, reason=unentitled[0], entitlement=ent, required_tier_ids=rule.tier_ids, missing=unentitled[1]
+        )
+    known = _EMPTY_TIERS if tiers is None else tiers
+    free_tiers = tuple(t for t in patron.entitled_tier_ids if t in known and known[t].amount_cents <= 0)
+    if steps is not None:
+        steps.append(
+            "The lock admits free members: the viewer is a member of the campaign without a paid pledge, so the "
+            "lock's conditions are checked for a free membership ($0 a month"
+            + (f", tiers {', '.join(free_tiers)})." if free_tiers else ").")
+        )
+    free = Entitlement(
+        state=ent.state,
+        basis=ent.basis,
+        monthly_cents=0,
+        tier_ids=free_tiers,
+        lifetime_cents=ent.lifetime_cents,
+        since=ent.since,
+    )
+    decision = _conditions(rule, free, now, tiers, steps, published_at)
+    if decision.reason == REASON_AMOUNT_TOO_LOW or decision.reason == REASON_WRONG_TIER:
+        # what a paid tier would fix is what the member's own state says: pledge, update the card, rejoin
+        return replace(decision, reason=unentitled[0], entitlement=ent, missing=unentitled[1])
+    return decision
 
 
 def _conditions(

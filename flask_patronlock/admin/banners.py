@@ -36,6 +36,7 @@ REASON_TITLES = {
     "drip_not_reached": "Not pledged long enough yet",
     "lifetime_too_low": "Lifetime support too low",
     "wrong_tier": "Pledged to another tier than the lock's (exact tiers)",
+    "not_a_member": "Not a member, on a lock free members may see",
 }
 PLACEHOLDER_HELP = {
     "tier": "the tier to pledge or upgrade to (the cheapest one that opens the lock)",

@@ -142,6 +142,7 @@ class LockForm(FlaskForm):
     drip_months = WholeNumberField(
         "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
     )
+    free_members = BooleanField("Free members too (members of your Patreon with no paid pledge)")
     patrons_at_publish = BooleanField(
         "Only those who were patrons when the item was published"
     )
@@ -162,6 +163,7 @@ class LockForm(FlaskForm):
         "drip_months": "drip_months",
         "public_after": "public_after",
         "patrons_at_publish": "patrons_at_publish",
+        "free_members": "free_members",
         "combine": "combine",
         "enabled": "enabled",
     }
@@ -188,6 +190,7 @@ class LockForm(FlaskForm):
         self.drip_months.data = rule.drip_months
         self.public_after.data = rule.public_after.date() if rule.public_after else None
         self.patrons_at_publish.data = rule.patrons_at_publish
+        self.free_members.data = rule.free_members
         self.combine.data = rule.combine
 
     def rule(self) -> LockRule | None:
@@ -208,6 +211,7 @@ class LockForm(FlaskForm):
                     "drip_months": self.drip_months.data,
                     "public_after": public.isoformat() if public else None,
                     "patrons_at_publish": bool(self.patrons_at_publish.data),
+                    "free_members": bool(self.free_members.data),
                     "combine": self.combine.data or "all",
                 }
             )

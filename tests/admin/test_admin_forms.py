@@ -429,3 +429,17 @@ def test_patrons_when_published_is_a_tick_box_saved_with_the_rule(site: AdminSit
     site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"]))  # unticked
     with site.app.app_context():
         assert not get_lock_override("premium").rule.patrons_at_publish  # type: ignore[union-attr]
+
+
+def test_free_members_is_a_tick_box_saved_with_the_rule(site: AdminSite) -> None:
+    assert "Free members too" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    site.apply("m-free", full_name="Fre", patron_status=None, last_charge_status=None, last_charge_date=None,
+               entitled_cents=0, entitled_tier_ids=(), will_pay_cents=0, user_id="p-fre")
+    site.link("fay", "p-fre")
+    assert site.get("/premium", "fay").status_code == 403
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=[], free_members="y"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        assert get_lock_override("premium").rule.free_members  # type: ignore[union-attr]
+    assert "any member, free or paid" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert site.get("/premium", "fay").status_code == 200

@@ -38,7 +38,8 @@ def site(make_app: Callable[..., Flask]) -> Site:
     site.ext.lock("drip", drip_months=6)
     site.ext.lock("lifetime", lifetime_cents=10000)
     site.ext.lock("gold-only", tier="Gold", exact=True)
-    for name in ("premium", "early", "drip", "lifetime", "gold-only"):
+    site.ext.lock("members", free_members=True)
+    for name in ("premium", "early", "drip", "lifetime", "gold-only", "members"):
         app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
     site.user("stranger")
     site.link("linked-only", "p-nobody")
@@ -75,6 +76,7 @@ CASES: dict[str, tuple[str | None, str, str | None, tuple[str, ...]]] = {
     "drip_not_reached": ("gold", "/drip", None, ("6 month(s)", "unlocks on")),
     "lifetime_too_low": ("gold", "/lifetime", f"{BASE}/checkout/c1", ("$100.00 in total",)),
     "wrong_tier": ("platinum", "/gold-only", f"{BASE}/checkout/c1?rid=t10", ("at Gold.", "change it to Gold")),
+    "not_a_member": ("linked-only", "/members", f"{BASE}/checkout/c1", ("free or paid", "a free membership")),
 }
 
 
@@ -226,3 +228,24 @@ def test_an_early_access_banner_says_when_it_opens_to_everyone(site: Site) -> No
         set_banner_text("anonymous", "Early birds only until {public_date}. Log in.")
     body = html.unescape(site.get("/sneak-peek", None).get_data(as_text=True))
     assert "Early birds only until April 4, 2026. Log in." in body and "patronlock-early-access" not in body
+
+
+def test_a_lock_on_the_free_tier_never_asks_a_free_member_to_pledge_free(make_app: Callable[..., Flask]) -> None:
+    from tests.helpers.constants import FREE, GOLD, SILVER
+
+    site = make_site(make_app, tiers=(FREE, SILVER, GOLD), PATRONLOCK_OAUTH_BASE_URL=BASE,
+                     PATRONLOCK_CREATOR_NAME="Kopi Studio")
+    site.ext.lock("community", tier="Free")
+    site.app.add_url_rule("/community", "community", locked("community")(lambda: "SECRET:community"))
+    site.linked_patron(  # a free member as Patreon reports one: no patron status, the $0 tier, nothing paid
+        "freebie", patron_status=None, last_charge_status=None, last_charge_date=None, next_charge_date=None,
+        entitled_cents=0, entitled_tier_ids=("free",), will_pay_cents=0, lifetime_cents=0, pledge_start=None,
+    )
+    site.link("outsider", "p-nobody")
+    assert site.get("/community", "freebie").get_data(as_text=True) == "SECRET:community"
+    response = site.get("/community", "outsider")
+    body = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 403 and "Pledge Free" not in body
+    assert "This is for members of Kopi Studio, free or paid." in body
+    assert re.findall(r'class="patronlock-action" href="([^"]*)"', body) == [f"{BASE}/checkout/c1?rid=free"]
+    assert "Join for free on Patreon" in body

@@ -217,3 +217,71 @@ def test_the_publish_date_condition_explained_and_stored() -> None:
     assert LockRule.from_dict(rule.to_dict()) == rule and not LockRule.from_dict({}).patrons_at_publish
     with pytest.raises(ValueError, match="patrons_at_publish"):
         LockRule.from_dict({"patrons_at_publish": "yes"})
+
+
+# -- free members ------------------------------------------------------------------------------------------------------
+
+
+def free_member(**kw: Any) -> Viewer:
+    """A member on the campaign's Free tier, as Patreon reports one: no patron status, nothing entitled in cents."""
+    values: dict[str, Any] = {
+        "patron_status": None,
+        "last_charge_status": None,
+        "last_charge_date": None,
+        "entitled_cents": 0,
+        "entitled_tier_ids": ("free",),
+        "pledge_start": None,
+        "lifetime_cents": 0,
+        "paid_through": None,
+    }
+    values.update(kw)
+    return Viewer(authenticated=True, linked=True, patron=patron(values))
+
+
+NOBODY = Viewer(authenticated=True, linked=True)  # linked to a Patreon account that is no member at all
+
+
+def test_a_lock_on_the_free_tier_lets_free_members_in() -> None:
+    """The issue's check: a lock on the Free tier told the free member to "Pledge Free on Patreon"."""
+    rule = LockRule(tier_ids=("free",))
+    assert see(rule, free_member()).reason == "allowed"
+    assert see(rule, paid(MUSIC)).reason == "allowed"  # Free or higher
+    assert see(rule, NOBODY).reason == "not_a_member"
+    assert see(rule, free_member(), tiers=None).reason == "not_a_patron"  # the tier's price unknown: as before
+    assert see(LockRule(tier_ids=("free",), tier_match="exact"), paid(MUSIC)).reason == "wrong_tier"
+
+
+def test_free_members_are_held_to_the_rest_of_the_lock_as_0_dollar_members() -> None:
+    members = LockRule(free_members=True)
+    assert see(members, free_member()).reason == "allowed"
+    assert see(members, free_member(entitled_tier_ids=())).reason == "allowed"  # a member with no tier at all
+    assert see(members, paid(COMICS)).reason == "allowed"
+    assert see(members, NOBODY).reason == "not_a_member"
+    assert see(LockRule(), free_member()).reason == "not_a_patron"  # without it, as before
+    gold = LockRule(free_members=True, tier_ids=("comics",))
+    assert see(gold, free_member()).reason == "not_a_patron"  # only a pledge helps: "Pledge Comics"
+    assert see(LockRule(free_members=True, min_cents=100), free_member()).reason == "not_a_patron"
+    assert see(LockRule(free_members=True, drip_months=1), free_member()).reason == "drip_not_reached"
+    assert see(LockRule(free_members=True, min_cents=100, combine="any", lifetime_cents=0), free_member()).allowed
+
+
+def test_a_declined_or_former_member_counts_as_free_never_at_their_old_tier() -> None:
+    declined = paid(BOTH, patron_status="declined_patron", last_charge_status="Declined",
+                    declined_since=NOW - 60 * DAY)
+    former = paid(BOTH, patron_status="former_patron", paid_through=NOW - 60 * DAY, next_charge_date=None,
+                  last_charge_date=NOW - 90 * DAY)
+    for viewer, reason in ((declined, "payment_declined"), (former, "former_patron")):
+        assert see(LockRule(tier_ids=("both",)), viewer).reason == reason
+        assert see(LockRule(tier_ids=("both",), free_members=True), viewer).reason == reason  # their old tier: no
+        assert see(LockRule(free_members=True), viewer).reason == "allowed"
+    gone = paid(COMICS, missing_since=NOW - 30 * DAY, missing_runs=5)
+    assert see(LockRule(free_members=True), gone).reason == "former_patron"  # no longer on Patreon's list
+
+
+def test_free_members_explained_and_stored() -> None:
+    steps = explain_steps(LockRule(free_members=True), free_member(), DEFAULTS, NOW, tiers=TIERS)
+    assert any(step.startswith("The lock admits free members: the viewer is a member") for step in steps)
+    steps = explain_steps(LockRule(tier_ids=("free",)), NOBODY, DEFAULTS, NOW, tiers=TIERS)
+    assert "The lock admits free members, but this Patreon account is not a member of the campaign." in steps
+    rule = LockRule(free_members=True)
+    assert LockRule.from_dict(rule.to_dict()) == rule and not LockRule.from_dict({}).free_members

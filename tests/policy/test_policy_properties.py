@@ -83,6 +83,7 @@ rules = st.builds(
     patron_since_before=maybe_moment,
     drip_months=st.none() | st.integers(min_value=0, max_value=1200),
     patrons_at_publish=rarely,
+    free_members=rarely,
     public_after=st.none() | st.none() | moments,
     enabled=rarely.map(lambda off: not off),
     combine=st.sampled_from(["all", "any"]),
@@ -192,11 +193,21 @@ def test_restricted_former_and_none_are_never_let_in_by_a_rule(
     rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any
 ) -> None:
     rule = dataclasses.replace(rule, public_after=None)  # an early-access lock ends up open to everyone
-    state = entitlement(patron, settings, now).state
+    ent = entitlement(patron, settings, now)
+    state = ent.state
     decision = decide(rule, linked(patron), settings, now, tiers=tiers)
-    if state in ("restricted", "former", "none"):
+    admits_free = rule.free_members or any(
+        t in (tiers or {}) and tiers[t].amount_cents == 0 for t in rule.tier_ids
+    )
+    if state in ("restricted", "former", "none") and not admits_free:
         expected = {"restricted": "payment_declined", "former": "former_patron", "none": "not_a_patron"}[state]
         assert decision.reason == ("lock_disabled" if not rule.enabled else expected)
+    elif state in ("restricted", "former", "none") and rule.enabled and decision.allowed:
+        # a lock that admits free members holds a member owed nothing to its conditions as a $0 member, and only
+        # a member still on Patreon's list: one gone from complete sync runs is denied as before
+        assert ent.basis != "missing" and decision.entitlement is not None
+        assert decision.entitlement.monthly_cents == 0
+        assert all(tiers[t].amount_cents == 0 for t in decision.entitlement.tier_ids)
     admin = decide(rule, Viewer(authenticated=True, linked=True, is_admin=True, patron=patron), settings, now)
     assert admin.allowed
 
@@ -309,3 +320,20 @@ def test_a_later_publish_date_never_denies_what_an_earlier_allows(
         assert earlier.pledged_by in (published, rule.patron_since_before)
     without = decide(dataclasses.replace(rule, patrons_at_publish=False), linked(patron), settings, now, tiers=tiers)
     assert decide(rule, linked(patron), settings, now, tiers=tiers) == without  # no date given: not checked
+
+
+@given(rules, patrons, policies, moments, tier_maps)
+def test_admitting_free_members_never_denies_what_it_allowed_and_never_pays_more(
+    rule: LockRule, patron: Patron, settings: PolicySettings, now: datetime, tiers: Any
+) -> None:
+    """free_members only widens who is held to the conditions: whatever the lock let in without it, it lets in with
+    it; and a member let in only as a free member would be let in by the same rule asking no money."""
+    strict, free = dataclasses.replace(rule, free_members=False), dataclasses.replace(rule, free_members=True)
+    if decide(strict, linked(patron), settings, now, tiers=tiers).allowed:
+        assert decide(free, linked(patron), settings, now, tiers=tiers).allowed
+    decision = decide(free, linked(patron), settings, now, tiers=tiers)
+    if decision.allowed and decision.entitlement is not None and not decision.entitlement.entitled:
+        assert rule.min_cents in (None, 0) or rule.combine == "any"
+    nobody = decide(free, Viewer(authenticated=True, linked=True), settings, now, tiers=tiers)
+    assert nobody.reason == ("not_a_member" if free.enabled and (free.public_after is None or now < free.public_after)
+                             else nobody.reason)
