@@ -343,12 +343,17 @@ def _admin_site(make_app: Callable[..., Flask], sandbox: Any, **config: Any) -> 
     site.patronlock.admin_loader(lambda user: user.admin)
     sandbox.add_patron("boss@patreon.example", tier="Gold")
     admin = site.user("boss", email="boss@site.example", admin=True)
-    client = site.app.test_client()
-    log_in(client, admin)
-    oauth_flow(client, "boss@patreon.example")  # the admin connected Patreon from their account, as anyone may
+    _connected(site, admin, "boss@patreon.example")  # the admin connected Patreon from their account, as anyone may
     with site.app.app_context():
         assert get_accounts().get("boss") is not None
     return site, admin
+
+
+def _connected(site: ConnectSite, user: Any, patreon_email: str) -> None:
+    """``user`` signs in the usual way and connects the Patreon account of ``patreon_email``."""
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, patreon_email)
 
 
 def _refusals(site: ConnectSite) -> list[dict[str, Any]]:
@@ -413,9 +418,7 @@ def test_a_patron_who_is_no_admin_still_logs_in_with_the_switch_off(
     site, _admin = _admin_site(make_app, patreon_sandbox)
     patreon_sandbox.add_patron("reader@patreon.example", tier="Silver")
     reader = site.add_user("reader@site.example")
-    client = site.app.test_client()
-    log_in(client, reader)
-    oauth_flow(client, "reader@patreon.example")
+    _connected(site, reader, "reader@patreon.example")
     fresh = site.app.test_client()
     assert oauth_flow(fresh, "reader@patreon.example", path=LOGIN).status_code == 302
     assert whoami(fresh)["user_id"] == reader.id and _refusals(site) == []
