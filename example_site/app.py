@@ -8,7 +8,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,9 +24,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 
-from flask_patronlock import ConfigurationError, PatronLock, locked
+from flask_patronlock import ConfigurationError, Lock, PatronLock, locked
 from flask_patronlock.comps import grant_comp, list_comps
 from flask_patronlock.formatting import date_text
+from flask_patronlock.locks import make_rule
 from flask_patronlock.state import get_state
 
 from .demo import move_database_aside
@@ -91,14 +92,17 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined]
 class Post:
     slug: str
     title: str
-    lock: str | None
+    #: a named lock, a post's own lock (early access), or None: free for everyone.
+    lock: str | Lock | None
     teaser: str
     body: str
+    #: early access: patrons see it now, everyone from this moment.
+    public_after: datetime | None = None
 
 
-# Early access (public after a date) and comps (access a creator grants by hand) join the example here: a post with
-# its own date beside these, and a comp for one of the demo accounts (DEMO_ACCOUNTS) granted from the settings page;
-# the first screen lists what patrons get in its "For patrons" section (templates/index.html).
+# Comps (access a creator grants by hand) join the example here: a comp for one of the demo accounts (DEMO_ACCOUNTS)
+# granted from the settings page; the first screen lists what patrons get in its "For patrons" section
+# (templates/index.html).
 POSTS = [
     Post("welcome", "Welcome to the studio", None, "Hello! This one is free for everyone.",
          "Everything else here is for patrons: log in, connect your Patreon account, and read on."),
@@ -113,6 +117,32 @@ POSTS = [
     Post("premium-archive", "The premium archive", "premium", "Ten years of studies, sorted by theme.",
          "The whole archive: every study, with its reference photos and notes."),
 ]
+
+
+#: How long the early-access post is for patrons only, from the demo's first start (its own clock: "advance the clock
+#: a month" in Play Patreon opens it to everyone).
+EARLY_ACCESS = timedelta(days=14)
+#: Where the early-access post's patrons-only time starts when the site runs against the real Patreon (no demo clock).
+EARLY_ACCESS_START = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def early_access_post(start: datetime) -> Post:
+    """The post that is early access: for patrons of any paid tier from ``start``, for everyone
+    :data:`EARLY_ACCESS` later, as on Patreon. Its lock is its own (a one-off rule with the post's date)."""
+    public_after = start + EARLY_ACCESS
+    lock = Lock(name=None, rule=make_rule(min_cents=100, public_after=public_after))
+    return Post(
+        "new-series", "First look: the harbour series", lock,
+        "Six paintings of the harbour at dawn: patrons see them first.",
+        "The whole harbour series, with the colour notes for each painting...",
+        public_after=public_after,
+    )
+
+
+def posts_of(app: Flask) -> list[Post]:
+    """The site's posts: :data:`POSTS`, with the early-access post second (dated by the demo's clock)."""
+    posts: list[Post] = app.extensions["example_posts"]
+    return posts
 
 
 #: Set these in the environment to use the real Patreon instead of the sandbox (lists: comma-separated).
@@ -287,6 +317,8 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
             _prepare_demo_accounts()
         if "example_demo" in app.extensions:
             _store_the_sandbox_tiers(app.extensions["example_demo"].sandbox)
+    demo_opened = app.extensions["example_demo"].opened_at if "example_demo" in app.extensions else None
+    app.extensions["example_posts"] = [POSTS[0], early_access_post(demo_opened or EARLY_ACCESS_START), *POSTS[1:]]
     if "example_sandbox" in app.extensions:  # the visitor's control panel, and webhooks from the sandbox to here
         from .panel import init_panel
 
@@ -298,7 +330,7 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     _routes(app)
     from .feeds import init_feeds
 
-    init_feeds(app, POSTS)
+    init_feeds(app, posts_of(app))
     if "example_demo" in app.extensions:
         app.extensions["example_demo"].kept.save()  # what the panel set up (its webhook to this site)
     return app
@@ -374,7 +406,7 @@ def _routes(app: Flask) -> None:
     @app.context_processor
     def site() -> dict[str, Any]:
         return {
-            "posts": POSTS,
+            "posts": posts_of(app),
             "now": get_state().store.clock(),  # the one clock (the sandbox's, offline)
             "csrf_token": generate_csrf,
             "demo_accounts": DEMO_ACCOUNTS if _demo_accounts_open() else (),
@@ -404,7 +436,7 @@ def _routes(app: Flask) -> None:
 
     @app.get("/posts/<slug>")
     def post(slug: str) -> str:
-        found = next((p for p in POSTS if p.slug == slug), None)
+        found = next((p for p in posts_of(app) if p.slug == slug), None)
         if found is None:
             abort(404)
         return render_template("post.html", post=found)

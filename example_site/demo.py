@@ -95,12 +95,15 @@ def _read(engine: Engine, table: Table) -> dict[str, Any] | None:
 
 
 class KeptSandbox:
-    """Saves the sandbox (and the clock's offset) in the site's database whenever they changed."""
+    """Saves the sandbox (and the clock's offset, and when the demo opened) in the site's database whenever they
+    changed."""
 
-    def __init__(self, engine: Engine, table: Table, clock: DemoClock) -> None:
+    def __init__(self, engine: Engine, table: Table, clock: DemoClock, opened_at: datetime) -> None:
         self.engine = engine
         self.table = table
         self.clock = clock
+        #: when the demo first opened, on its own clock: what its dated posts count from.
+        self.opened_at = opened_at
         self._lock = threading.RLock()
         self._last: str | None = None
         self._warned = False
@@ -120,11 +123,12 @@ class KeptSandbox:
                     self._warned = True
                 return False
             now = state.pop("now")
-            compared = json.dumps({"format": FORMAT, "clock_offset": offset, "sandbox": state}, sort_keys=True)
+            kept = {"format": FORMAT, "clock_offset": offset, "opened_at": self.opened_at.isoformat(), "sandbox": state}
+            compared = json.dumps(kept, sort_keys=True)
             if compared == self._last:
                 return False
             state["now"] = now
-            text = json.dumps({"format": FORMAT, "clock_offset": offset, "sandbox": state}, sort_keys=True)
+            text = json.dumps(kept, sort_keys=True)
             table, saved_at = self.table, datetime.now(UTC)
             with transaction(self.engine) as conn:
                 done = conn.execute(update(table).where(table.c.id == 1).values(state=text, saved_at=saved_at))
@@ -153,6 +157,11 @@ class Demo:
     sandbox: Sandbox
     clock: DemoClock
     kept: KeptSandbox
+
+    @property
+    def opened_at(self) -> datetime:
+        """When the demo first opened, on its own clock (kept across restarts)."""
+        return self.kept.opened_at
 
 
 def move_database_aside(engine: Engine, why: str) -> Path | None:
@@ -198,6 +207,7 @@ def open_demo(app: Flask, db: SQLAlchemy, new_sandbox: Callable[[], Sandbox]) ->
     saved = _read(engine, table)
     sandbox: Sandbox | None = None
     offset = timedelta(0)
+    opened_at: datetime | None = None
     problem = None
     if saved is not None:
         try:
@@ -205,6 +215,8 @@ def open_demo(app: Flask, db: SQLAlchemy, new_sandbox: Callable[[], Sandbox]) ->
                 raise SandboxError(f"a kept sandbox of another format ({saved.get('format')!r})")
             sandbox = Sandbox.load_state(saved["sandbox"])
             offset = timedelta(seconds=float(saved["clock_offset"]))
+            if saved.get("opened_at"):  # kept since the example's early-access post; older rows open now
+                opened_at = datetime.fromisoformat(saved["opened_at"])
         except (SandboxError, KeyError, TypeError, ValueError) as exc:
             problem = f"The demo's kept Patreon sandbox cannot be read ({exc})"
     if problem is None:
@@ -222,11 +234,13 @@ def open_demo(app: Flask, db: SQLAlchemy, new_sandbox: Callable[[], Sandbox]) ->
                 "(or point EXAMPLE_DATABASE_URL at a new database) and start it again."
             )
         table.create(engine, checkfirst=True)
-        sandbox, offset = None, timedelta(0)
+        sandbox, offset, opened_at = None, timedelta(0), None
     if sandbox is None:
         sandbox = new_sandbox()
     clock = DemoClock(sandbox, offset)
-    kept = KeptSandbox(engine, table, clock)
+    if opened_at is None:
+        opened_at = sandbox.now
+    kept = KeptSandbox(engine, table, clock, opened_at)
     clock.now()  # caught up with the time that passed while the demo was stopped
     kept.save()
     return Demo(sandbox, clock, kept)

@@ -15,7 +15,10 @@ the same path in its own ``templates/`` folder), and a text the creator may edit
 ``{connect_url}``, ``{login_url}``, ``{billing_url}``
     where to link a Patreon account, sign in, and update a payment method on Patreon;
 ``{date}``, ``{months}``
-    when a drip lock opens and after how many months, or the cut-off date of a "patrons before" lock.
+    when a drip lock opens and after how many months, or the cut-off date of a "patrons before" lock;
+``{public_date}``
+    when an early-access lock opens to everyone (empty for other locks). Unless the text uses it, the banner adds
+    "Patrons can see this now; it opens to everyone on {public_date}." below the message (``early_access``).
 
 The context of each banner goes through the ``banner-context`` filter (:data:`flask_patronlock.signals.banner_context`)
 before rendering, and the rendered HTML through the ``banner-html`` filter
@@ -74,6 +77,16 @@ DEFAULT_TEXTS: dict[str, str] = {
     "drip_not_reached": "This unlocks for you on {date}. Keep your pledge and it opens by itself.",
     "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
     "your pledge on Patreon brings you closer.",
+    "wrong_tier": "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
+    "on Patreon to see this.",
+    "not_a_member": "This is for members of {creator}, free or paid. Join {creator} on Patreon (a free membership "
+    "is enough) to see it.",
+}
+
+#: The built-in texts that read differently for a lock on exact tiers (``tier_match="exact"``), which is not "this
+#: tier or higher"; a text the creator wrote applies to every lock.
+_EXACT_TEXTS: dict[str, str] = {
+    "not_a_patron": "This is for patrons of {creator} at {tier}. Pledge {tier} on Patreon to see it.",
 }
 
 #: The one next step of each reason: (button label, the context key of its link); ``None`` where nothing can be done
@@ -88,11 +101,16 @@ ACTIONS: dict[str, tuple[str, str] | None] = {
     "not_patron_at_date": None,
     "drip_not_reached": None,
     "lifetime_too_low": ("Support on Patreon", "pledge_url"),
+    "wrong_tier": ("Change your tier on Patreon", "pledge_url"),
+    "not_a_member": ("Join for free on Patreon", "pledge_url"),
 }
 
 #: The placeholders a banner text may use.
 PLACEHOLDERS: frozenset[str] = frozenset(
-    {"tier", "amount", "creator", "pledge_url", "connect_url", "login_url", "billing_url", "date", "months"}
+    {
+        "tier", "amount", "creator", "pledge_url", "connect_url", "login_url", "billing_url", "date", "months",
+        "public_date",
+    }
 )
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -142,6 +160,20 @@ def _target_tier(rule_tier_ids: tuple[str, ...], cents: int | None, snapshot: Se
     floor = cents if cents is not None else 1
     offered = [t for t in tiers.values() if t.published and t.amount_cents >= floor]
     return min(offered, key=lambda t: (t.amount_cents, t.id)) if offered else None
+
+
+def _free_tier(snapshot: SettingsSnapshot) -> TierSnapshot | None:
+    """The campaign's $0 tier (its free membership), if the catalogue has one."""
+    free = [t for t in snapshot.tiers.values() if t.amount_cents <= 0]
+    return min(free, key=lambda t: (not t.published, t.id)) if free else None
+
+
+def _tier_name(tier_id: str, tiers: Mapping[str, TierSnapshot]) -> str:
+    """A required tier by its title (or price), the id only for a tier the campaign does not know."""
+    tier = tiers.get(tier_id)
+    if tier is None:
+        return tier_id
+    return tier.title or money(tier.amount_cents)
 
 
 def pledge_link(
@@ -260,8 +292,10 @@ def banner_context(
     ``lock`` (the :class:`~flask_patronlock.locks.Lock`), ``lock_name``, ``decision``, ``reason``, ``message`` (the
     creator's or the default text, placeholders filled; plain text), ``action_label`` and ``action_url`` (the one
     next step; ``None`` when there is none), the placeholder values (``tier``, ``amount``, ``creator``,
-    ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``) and ``tier_obj`` (the
-    suggested :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
+    ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``, ``public_date``),
+    ``early_access`` (on an early-access lock, the sentence saying when it opens to everyone, unless the message
+    says it already; else empty) and ``tier_obj`` (the suggested
+    :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
 
     ``shown`` (the default) records that the request's viewer was shown this lock's banner, for the dashboard's
     figures per lock (:func:`note_banner_shown`); previews pass ``False``.
@@ -276,8 +310,15 @@ def banner_context(
     config = current_app.config
     lifetime = reason == "lifetime_too_low"
     cents = rule.lifetime_cents if lifetime else decision.required_cents
-    tier = None if lifetime else _target_tier(rule.tier_ids, decision.required_cents, snapshot)
-    if tier is not None:
+    if reason == "not_a_member":
+        tier = _free_tier(snapshot)  # joining for free: never a paid tier's checkout
+    else:
+        tier = None if lifetime else _target_tier(rule.tier_ids, decision.required_cents, snapshot)
+    exact = rule.tier_match == "exact" and bool(rule.tier_ids) and not lifetime
+    if exact:
+        # any of these very tiers: name each of them ("Comics or Music"), the link preselects the cheapest
+        tier_text = " or ".join(_tier_name(t, snapshot.tiers) for t in rule.tier_ids)
+    elif tier is not None:
         tier_text = tier.title or money(tier.amount_cents)
     elif rule.tier_ids and not lifetime:
         tier_text = "the tier this asks for"  # tiers the catalogue does not know (yet): never their ids
@@ -285,7 +326,7 @@ def banner_context(
         tier_text = money(cents)
     else:
         tier_text = "any tier"
-    when = decision.available_at if reason == "drip_not_reached" else rule.patron_since_before
+    when = decision.available_at if reason == "drip_not_reached" else decision.pledged_by or rule.patron_since_before
     values: dict[str, Any] = {
         "tier": tier_text,
         "amount": money(cents) if cents else money(tier.amount_cents) if tier is not None else "",
@@ -296,9 +337,13 @@ def banner_context(
         "billing_url": _patreon_url(config["PATRONLOCK_BILLING_URL"] or "/"),
         "date": formatting.date_text(when) if when is not None else "",
         "months": rule.drip_months if rule.drip_months is not None else "",
+        "public_date": formatting.date_text(decision.public_at) if decision.public_at is not None else "",
     }
-    text = snapshot.banner_texts.get(reason) or DEFAULT_TEXTS.get(reason, "")
+    text = snapshot.banner_texts.get(reason) or (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
     action = ACTIONS.get(reason)
+    early = ""
+    if values["public_date"] and "{public_date}" not in text:
+        early = f"Patrons can see this now; it opens to everyone on {values['public_date']}."
     context: dict[str, Any] = {
         **values,
         "lock": lock,
@@ -309,6 +354,7 @@ def banner_context(
         "action_label": action[0] if action else None,
         "action_url": (values[action[1]] or None) if action else None,
         "tier_obj": tier,
+        "early_access": early,
     }
     if signals.banner_context.receivers:
         folded = signals.apply_filter(
@@ -324,14 +370,17 @@ def banner_context(
     return context
 
 
-def render_banner(lock: Lock | str | None = None, decision: Decision | None = None) -> Markup:
-    """The banner of ``lock`` for the current viewer (or for ``decision``): ``patronlock/banners/<reason>.html``
-    rendered with :func:`banner_context`. Empty when the viewer may see it."""
+def render_banner(
+    lock: Lock | str | None = None, decision: Decision | None = None, *, published_at: Any = None
+) -> Markup:
+    """The banner of ``lock`` for the current viewer (or for ``decision``; ``published_at``: about an item published
+    then, see :func:`~flask_patronlock.locks.decision_for`): ``patronlock/banners/<reason>.html`` rendered with
+    :func:`banner_context`. Empty when the viewer may see it."""
     from .locks import as_lock, decision_for
 
     target = as_lock(lock)
     if decision is None:
-        decision = decision_for(target)
+        decision = decision_for(target, published_at=published_at)
     if decision.allowed:
         return Markup("")
     context = banner_context(target, decision)
@@ -373,6 +422,7 @@ def locked_response(error: LockedError) -> Response:
             reason=error.decision.reason,
             message=context["message"],
             action_url=context["action_url"],
+            early_access=context.get("early_access") or None,
         )
     else:
         banner = _banner_html(error.lock, error.decision, context)

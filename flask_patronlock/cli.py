@@ -355,11 +355,23 @@ def webhooks_retry_command() -> None:
 @patronlock_cli.command("explain")
 @click.argument("user")
 @click.argument("lock")
-def explain_command(user: str, lock: str) -> None:
+@click.option(
+    "--published-at",
+    metavar="DATE",
+    help="The item's publish date (ISO, e.g. 2026-11-02), for a lock on patrons at the time it was published.",
+)
+def explain_command(user: str, lock: str, published_at: str | None) -> None:
     """Explain whether USER (a user id, or "-" for an anonymous visitor) may see LOCK: the story in plain words,
     then each step of the decision."""
     from .explain import explain
-    from .locks import UnknownLockError
+    from .locks import UnknownLockError, published_moment
+
+    try:
+        published = published_moment(published_at)
+    except ValueError:
+        raise click.BadParameter(
+            f"{published_at!r} is not a date: write it like 2026-11-02 or 2026-11-02T09:30", param_hint="--published-at"
+        ) from None
 
     state = get_state()
     subject: object = None
@@ -372,7 +384,7 @@ def explain_command(user: str, lock: str) -> None:
                 click.echo(f"note: the user loader found no user {user!r}; explaining for the bare id")
             subject = user
     try:
-        result = explain(subject, lock)
+        result = explain(subject, lock, published_at=published)
     except UnknownLockError as exc:
         raise click.BadParameter(str(exc), param_hint="LOCK") from None
     click.echo(result.story)

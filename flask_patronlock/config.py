@@ -94,6 +94,11 @@ KEYS: tuple[Key, ...] = (
         "Log in with Patreon links an unlinked local user with the same verified email (off: asks to log in first).",
     ),
     Key("PATRONLOCK_LOGIN_REMEMBER", False, "Log in with Patreon sets Flask-Login's remember-me cookie."),
+    Key(
+        "PATRONLOCK_ADMIN_PATREON_LOGIN",
+        False,
+        "Log in with Patreon may sign in a site admin (off: refused, audited; admins sign in with their password).",
+    ),
     Key("PATRONLOCK_DEFAULT_NEXT", "/", "Where users land after connecting or logging in without a safe next."),
     Key("PATRONLOCK_STATUS_REFRESH_INTERVAL", 300, "Seconds a user must wait between two Refresh my status."),
     # -- the creators' settings page (issue 7: flask_patronlock/admin) --

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import PatronLockError
-from .policy import Combine, LockRule
+from .policy import Combine, LockRule, TierMatch
 
 if TYPE_CHECKING:
     from .patreon.types import UserSnapshot
@@ -53,10 +53,14 @@ class RuleOptions(TypedDict, total=False):
 
     tier: str | None
     tiers: tuple[str, ...] | list[str]
+    exact: bool
     min_cents: int | None
     lifetime_cents: int | None
     patron_since_before: datetime | date | str | None
     drip_months: int | None
+    patrons_at_publish: bool
+    free_members: bool
+    public_after: datetime | date | str | None
     combine: Combine
     enabled: bool
 
@@ -65,10 +69,14 @@ def make_rule(
     *,
     tier: str | None = None,
     tiers: tuple[str, ...] | list[str] = (),
+    exact: bool = False,
     min_cents: int | None = None,
     lifetime_cents: int | None = None,
     patron_since_before: datetime | date | str | None = None,
     drip_months: int | None = None,
+    patrons_at_publish: bool = False,
+    free_members: bool = False,
+    public_after: datetime | date | str | None = None,
     combine: Combine = "all",
     enabled: bool = True,
 ) -> LockRule:
@@ -76,11 +84,21 @@ def make_rule(
 
     :param tier: one tier, by title (case-insensitive) or id: "this tier or higher".
     :param tiers: several tiers: any of them, or any tier costing at least the cheapest of them.
+    :param exact: only the tiers named in ``tier``/``tiers``, not dearer ones ("Comics" patrons only, not "Music"
+        patrons at the same price).
     :param min_cents: at least this many cents a month.
     :param lifetime_cents: at least this much lifetime support, in cents.
     :param patron_since_before: only patrons whose current pledge started before this moment (a date, a datetime, or
         an ISO string; without a time zone it is UTC).
     :param drip_months: only patrons who have pledged for at least this many months.
+    :param patrons_at_publish: only patrons whose current pledge started no later than the publish date of the item
+        shown, which the site passes with each decision (``@locked(..., published_at=...)``, ``decision_for``,
+        ``{% patronlock "lock", published_at=post.published_at %}``).
+    :param free_members: free members of the campaign (a free membership, or a pledge that ended or was declined)
+        are held to the other conditions as $0 members instead of being denied; a lock on the campaign's $0 tier does
+        this without it.
+    :param public_after: early access: the rule applies until this moment, and from it on everyone may see what the
+        lock guards (a date, a datetime, or an ISO string; without a time zone it is UTC).
     :param combine: ``"all"`` conditions must hold, or ``"any"`` one of them.
     :raises ValueError: on a bad value, naming it.
     """
@@ -91,13 +109,20 @@ def make_rule(
         {
             "min_cents": min_cents,
             "tier_ids": tier_refs,
+            "tier_match": _TIER_MATCH[bool(exact)],
             "lifetime_cents": lifetime_cents,
             "patron_since_before": patron_since_before,
             "drip_months": drip_months,
+            "patrons_at_publish": patrons_at_publish,
+            "free_members": free_members,
+            "public_after": public_after,
             "combine": combine,
             "enabled": enabled,
         }
     )
+
+
+_TIER_MATCH: dict[bool, TierMatch] = {False: "or_higher", True: "exact"}
 
 
 class LockRegistry:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 
 from .formatting import date_text, money
-from .locks import Lock, as_lock, evaluate
+from .locks import Lock, as_lock, evaluate, published_moment
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, Viewer, entitlement, explain_steps
 from .state import PatronLockState, get_state
@@ -58,7 +58,10 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
                 if tier is not None
                 else "a tier Patreon no longer lists"
             )
-        parts.append("tier " + " or ".join(names) + " or higher")
+        if rule.tier_match == "exact":
+            parts.append(("tier " if len(names) == 1 else "one of the tiers ") + " or ".join(names) + " only")
+        else:
+            parts.append("tier " + " or ".join(names) + " or higher")
     if rule.min_cents is not None:
         parts.append(f"at least {money(rule.min_cents)} a month")
     if rule.lifetime_cents is not None:
@@ -68,9 +71,15 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
     if rule.drip_months is not None:
         months = rule.drip_months
         parts.append(f"pledging for at least {months} month{'' if months == 1 else 's'}")
-    if not parts:
-        return "any entitled patron"
-    return (" and " if rule.combine == "all" else " or ").join(parts)
+    if rule.patrons_at_publish:
+        parts.append("pledging when each item was published")
+    default = "any member, free or paid" if rule.free_members else "any entitled patron"
+    who = (" and " if rule.combine == "all" else " or ").join(parts) if parts else default
+    if rule.free_members and parts:
+        who = f"{who} (free members included)"
+    if rule.public_after is not None:
+        return f"{who}; everyone from {date_text(rule.public_after, day_first=True)} (early access)"
+    return who
 
 
 class _UserId:
@@ -85,7 +94,9 @@ class _UserId:
         return self._id
 
 
-def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Explanation:
+def explain(
+    user: Any, lock: str | Lock, *, now: datetime | None = None, published_at: datetime | None = None
+) -> Explanation:
     """Explain the decision of ``lock`` for ``user``, as a page view of that user would make it now.
 
     :param user: the host's user object (anything with ``get_id()`` and ``is_authenticated``, as Flask-Login wants),
@@ -93,10 +104,13 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
         ``None`` for an anonymous visitor.
     :param lock: a declared lock's name, or a :class:`~flask_patronlock.locks.Lock`.
     :param now: the moment to decide at (default: the store's clock).
+    :param published_at: the publish date of the item, for a lock on "patrons at the time this was published"
+        (a datetime, date or ISO string; UTC when naive).
     :raises UnknownLockError: for a lock name never declared.
     """
     state = get_state()
     target = as_lock(lock)
+    published_at = published_moment(published_at)
     snapshot = state.settings.current()
     now = now if now is not None else state.store.clock()
     if isinstance(user, str | int):
@@ -158,8 +172,14 @@ def explain(user: Any, lock: str | Lock, *, now: datetime | None = None) -> Expl
                          "callback), taken as not an admin.")
         else:
             steps.append(f"Admin: the admin callback says this user is {'' if viewer.is_admin else 'not '}an admin.")
-    steps.extend(explain_steps(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=target.name))
-    _rule, decided, final = evaluate(target, viewer, user=user, state=state, snapshot=snapshot, now=now)
+    steps.extend(
+        explain_steps(
+            rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=target.name, published_at=published_at
+        )
+    )
+    _rule, decided, final = evaluate(
+        target, viewer, user=user, state=state, snapshot=snapshot, now=now, published_at=published_at
+    )
     if viewer.comps:
         steps.extend(_comp_steps(state, user, viewer, decided, now))
     if final != decided:

@@ -36,7 +36,7 @@ from .config import as_list
 from .declarations import Lock, LockRegistry, UnknownLockError, make_rule
 from .errors import ConfigurationError, PatronLockError
 from .paths import path_locks_for
-from .policy import Decision, LockRule, Viewer, decide
+from .policy import Decision, LockRule, Viewer, _parse_datetime, decide
 from .state import PatronLockState, get_state
 from .viewers import (
     _G_DECISIONS,
@@ -75,6 +75,7 @@ __all__ = [
     "lock_exempt",
     "locked",
     "make_rule",
+    "published_moment",
     "require",
     "send_locked_file",
     "viewer_changed",
@@ -120,14 +121,18 @@ def evaluate(
     state: PatronLockState | None = None,
     snapshot: SettingsSnapshot | None = None,
     now: datetime | None = None,
+    published_at: datetime | None = None,
 ) -> tuple[LockRule, Decision, Decision]:
-    """Decide ``lock`` for ``viewer``: the rule in force, the decision of :func:`~flask_patronlock.policy.decide`,
-    and the decision after the ``access-decision`` filter (what is used)."""
+    """Decide ``lock`` for ``viewer`` (about an item published at ``published_at``, if given): the rule in force,
+    the decision of :func:`~flask_patronlock.policy.decide`, and the decision after the ``access-decision`` filter
+    (what is used)."""
     state = state if state is not None else get_state()
     snapshot = snapshot if snapshot is not None else state.settings.current()
     now = now if now is not None else state.store.clock()
     rule = snapshot.rule_for(lock)
-    decided = decide(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=lock.name)
+    decided = decide(
+        rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=lock.name, published_at=published_at
+    )
     final = decided
     if signals.access_decision.receivers:
         strict = bool(state.app.config["PATRONLOCK_STRICT_SIGNALS"])
@@ -152,20 +157,34 @@ def evaluate(
     return rule, decided, final
 
 
-def decision_for(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
+def published_moment(value: Any) -> datetime | None:
+    """An item's publish date as :func:`~flask_patronlock.policy.decide` wants it: a timezone-aware datetime (a naive
+    one, as many databases store, and a bare date are taken as UTC; an ISO string is parsed).
+
+    :raises ValueError: on anything else, naming ``published_at``.
+    """
+    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
+        return value
+    return _parse_datetime("published_at", "value", value)
+
+
+def decision_for(lock: LockLike = None, *, published_at: Any = None, **rule_kwargs: Any) -> Decision:
     """The :class:`~flask_patronlock.policy.Decision` of ``lock`` (a declared name, a :class:`Lock`, or one-off rule
-    arguments) for the current viewer; made once per request and lock. Marks the response ``Cache-Control:
-    private``."""
+    arguments) for the current viewer; made once per request, lock and ``published_at`` (the item's publish date,
+    for a lock on "patrons at the time this was published": a datetime, a date or an ISO string, UTC when naive).
+    Marks the response ``Cache-Control: private``."""
     state = get_state()
-    return _decision(state, as_lock(lock, rule_kwargs, state=state))
+    return _decision(state, as_lock(lock, rule_kwargs, state=state), published_moment(published_at))
 
 
-def _decision(state: PatronLockState, target: Lock) -> Decision:
+def _decision(state: PatronLockState, target: Lock, published_at: datetime | None = None) -> Decision:
     """``decision_for`` once the lock is resolved: the request's decision of ``target``, made at most once."""
     # g's attributes are its __dict__ (Flask's _AppCtxGlobals): reading and writing them there skips a Python-level
     # __getattr__ (which raises for a missing name) and __setattr__ per access.
     request_values = vars(_g_now())
     key: Any = target.name if target.name is not None else target
+    if published_at is not None:
+        key = (key, published_at)
     cache: dict[Any, Decision] | None = request_values.get(_G_DECISIONS)
     if cache is None:
         cache = request_values[_G_DECISIONS] = {}
@@ -175,25 +194,29 @@ def _decision(state: PatronLockState, target: Lock) -> Decision:
         viewer = request_values.get(_G_VIEWER)
         if viewer is None:
             viewer = _load_viewer(state, request_values)
-        decision = evaluate(target, viewer, user=request_values.get(_G_USER), state=state)[2]
+        decision = evaluate(
+            target, viewer, user=request_values.get(_G_USER), state=state, published_at=published_at
+        )[2]
         cache[key] = decision
     return decision
 
 
-def can_view(lock: LockLike = None, **rule_kwargs: Any) -> bool:
+def can_view(lock: LockLike = None, *, published_at: Any = None, **rule_kwargs: Any) -> bool:
     """Whether the current viewer may see ``lock`` (a declared name, a :class:`Lock`, or one-off rule arguments),
-    in Python (``if can_view("premium"): ...``) and in templates (``{% if can_view("premium") %}``)."""
-    return decision_for(lock, **rule_kwargs).allowed
+    in Python (``if can_view("premium"): ...``) and in templates (``{% if can_view("premium") %}``); with
+    ``published_at``, about an item published then (see :func:`decision_for`)."""
+    return decision_for(lock, published_at=published_at, **rule_kwargs).allowed
 
 
-def require(lock: LockLike = None, **rule_kwargs: Any) -> Decision:
-    """The allowing decision of ``lock`` for the current viewer.
+def require(lock: LockLike = None, *, published_at: Any = None, **rule_kwargs: Any) -> Decision:
+    """The allowing decision of ``lock`` for the current viewer (about an item published at ``published_at``, see
+    :func:`decision_for`).
 
     :raises LockedError: when the viewer may not see it.
     """
     state = get_state()
     target = as_lock(lock, rule_kwargs, state=state)
-    decision = _decision(state, target)
+    decision = _decision(state, target, published_moment(published_at))
     if not decision.allowed:
         raise LockedError(target, decision)
     return decision
@@ -240,15 +263,21 @@ class LockedError(Forbidden, PatronLockError):
 # -- decorators ------------------------------------------------------------------------------------------------------
 
 
-def locked(lock: LockLike | Callable[..., Any] = None, /, **rule_kwargs: Any) -> Any:
+def locked(lock: LockLike | Callable[..., Any] = None, /, *, published_at: Any = None, **rule_kwargs: Any) -> Any:
     """Lock a view: ``@locked("premium")`` (a declared lock), ``@locked(tier="Gold")`` or ``@locked(min_cents=500)``
     (a one-off rule, see :func:`make_rule`), or bare ``@locked`` (any entitled patron).
+
+    ``published_at``: the publish date of what the view shows, for a lock on "patrons at the time this was
+    published" (:attr:`~flask_patronlock.policy.LockRule.patrons_at_publish`): a callable called with the view's
+    arguments (``published_at=lambda slug: Post.by_slug(slug).published_at``), or a fixed moment.
 
     A viewer who may not pass gets :class:`LockedError` (403). ``OPTIONS`` requests pass through; async views work
     (through ``current_app.ensure_sync``). Put it below ``@app.route`` and, if used, below ``@login_required``.
     """
     if callable(lock) and not isinstance(lock, Lock) and not rule_kwargs:
         return _decorate(Lock(name=None, rule=LockRule()), lock)
+    if published_at is not None and not callable(published_at):
+        published_at = published_moment(published_at)  # a bad fixed date fails at import time
     if rule_kwargs:
         if lock is not None:
             raise TypeError("pass a lock name or rule arguments, not both")
@@ -261,12 +290,12 @@ def locked(lock: LockLike | Callable[..., Any] = None, /, **rule_kwargs: Any) ->
         raise TypeError(f"@locked takes a lock name, a Lock or rule arguments, not {type(lock).__name__}")
 
     def decorator(func: F) -> F:
-        return _decorate(target, func)
+        return _decorate(target, func, published_at)
 
     return decorator
 
 
-def _decorate(target: str | Lock, func: F) -> F:
+def _decorate(target: str | Lock, func: F, published_at: Any = None) -> F:
     is_async = iscoroutinefunction(func)  # decided once, as Flask's ensure_sync would decide on every call
 
     @functools.wraps(func)
@@ -274,7 +303,10 @@ def _decorate(target: str | Lock, func: F) -> F:
         if _request_now().method not in EXEMPT_METHODS:
             state = get_state()
             lock = target if isinstance(target, Lock) else state.declarations.locks.get(target)
-            decision = _decision(state, lock)
+            at = None
+            if published_at is not None:
+                at = published_moment(published_at(*args, **kwargs) if callable(published_at) else published_at)
+            decision = _decision(state, lock, at)
             if not decision.allowed:
                 raise LockedError(lock, decision)
         if is_async:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal
@@ -43,10 +43,13 @@ __all__ = [
     "REASON_FORMER_PATRON",
     "REASON_LIFETIME_TOO_LOW",
     "REASON_LOCK_DISABLED",
+    "REASON_NOT_A_MEMBER",
     "REASON_NOT_A_PATRON",
     "REASON_NOT_LINKED",
     "REASON_NOT_PATRON_AT_DATE",
     "REASON_PAYMENT_DECLINED",
+    "REASON_PUBLIC",
+    "REASON_WRONG_TIER",
     "STATES",
     "Comp",
     "Decision",
@@ -76,12 +79,16 @@ Reason = Literal[
     "admin_bypass",
     "allowed",
     "comp",
+    "wrong_tier",
+    "public",
+    "not_a_member",
 ]
 State = Literal["active", "grace", "restricted", "former", "none"]
 DeclinedPolicy = Literal["restrict", "grace", "retry_window"]
 CancelledPolicy = Literal["paid_period", "at_once"]
 FirstChargePolicy = Literal["entitled_at_once", "after_first_charge"]
 Combine = Literal["all", "any"]
+TierMatch = Literal["or_higher", "exact"]
 
 #: not signed in.
 REASON_ANONYMOUS: Final = "anonymous"
@@ -89,8 +96,14 @@ REASON_ANONYMOUS: Final = "anonymous"
 REASON_NOT_LINKED: Final = "not_linked"
 #: linked, but not a member of the campaign, or a member owed nothing (follower, free trial not counted, ...).
 REASON_NOT_A_PATRON: Final = "not_a_patron"
+#: linked, but not a member of the campaign at all (not even a free one), and the lock admits free members
+#: (:attr:`LockRule.free_members`, or a lock on a $0 tier): joining for free opens it.
+REASON_NOT_A_MEMBER: Final = "not_a_member"
 #: entitled, but to too little: cents or tier below the lock's, or the lock's tier is unknown.
 REASON_AMOUNT_TOO_LOW: Final = "amount_too_low"
+#: entitled, but to another tier than the ones an exact-tier lock (``tier_match="exact"``) is for: paying more does
+#: not help, changing tier does.
+REASON_WRONG_TIER: Final = "wrong_tier"
 #: the payment was declined and the declined-payment policy no longer keeps access (or the charge was fraud).
 REASON_PAYMENT_DECLINED: Final = "payment_declined"
 #: the pledge ended (and any paid period with it), or the member vanished from complete sync runs.
@@ -105,6 +118,8 @@ REASON_LIFETIME_TOO_LOW: Final = "lifetime_too_low"
 REASON_LOCK_DISABLED: Final = "lock_disabled"
 #: the viewer is an admin of the site.
 REASON_ADMIN_BYPASS: Final = "admin_bypass"
+#: the lock's early access is over (:attr:`LockRule.public_after` has passed): everyone may see it.
+REASON_PUBLIC: Final = "public"
 #: every condition of the lock holds.
 REASON_ALLOWED: Final = "allowed"
 #: the lock would deny, but the creator gave the viewer a comp (:class:`Comp`) for it or for a tier that meets it.
@@ -133,11 +148,14 @@ REASONS: Final[frozenset[str]] = frozenset(
         REASON_ADMIN_BYPASS,
         REASON_ALLOWED,
         REASON_COMP,
+        REASON_WRONG_TIER,
+        REASON_PUBLIC,
+        REASON_NOT_A_MEMBER,
     }
 )
 #: the reasons that come with ``allowed=True``.
 ALLOWING_REASONS: Final[frozenset[str]] = frozenset(
-    {REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS, REASON_COMP}
+    {REASON_ALLOWED, REASON_LOCK_DISABLED, REASON_ADMIN_BYPASS, REASON_COMP, REASON_PUBLIC}
 )
 #: the :attr:`Entitlement.state` values; only ``active`` and ``grace`` are owed anything.
 STATES: Final[frozenset[str]] = frozenset({"active", "grace", "restricted", "former", "none"})
@@ -149,6 +167,7 @@ _LEGACY_DECLINED: Final = {"until_patreon_gives_up": "retry_window"}
 _CANCELLED: Final = ("paid_period", "at_once")
 _FIRST_CHARGE: Final = ("entitled_at_once", "after_first_charge")
 _COMBINE: Final = ("all", "any")
+_TIER_MATCH: Final = ("or_higher", "exact")
 _REFUNDED: Final = frozenset({"Refunded", "Refunded by Patreon"})
 _MAX_DAYS: Final = 3650
 _MAX_MONTHS: Final = 1200
@@ -324,14 +343,27 @@ class LockRule:
 
     #: at least this many cents a month (monthly equivalent; an annual pledge counts a twelfth).
     min_cents: int | None = None
-    #: any of these tiers, or any tier costing at least the cheapest of them ("this tier or higher").
+    #: any of these tiers, or (under ``tier_match="or_higher"``) any tier costing at least the cheapest of them.
     tier_ids: tuple[str, ...] = ()
+    #: how :attr:`tier_ids` is read: ``or_higher`` ("this tier or higher", the ladder) or ``exact`` (only a patron
+    #: entitled to one of these very tiers: a $5 "Music" patron does not open a $5 "Comics" lock).
+    tier_match: TierMatch = "or_higher"
     #: at least this much lifetime support to the campaign, in cents.
     lifetime_cents: int | None = None
     #: the current pledge started before this moment (timezone-aware).
     patron_since_before: datetime | None = None
     #: the current pledge started at least this many calendar months ago.
     drip_months: int | None = None
+    #: "patrons at the time this was published": the current pledge started no later than the item's publish date,
+    #: which the site passes with each decision (``published_at``); without one the condition is not checked.
+    patrons_at_publish: bool = False
+    #: free members count: a member of the campaign with no paid pledge (Patreon's free membership, a $0 tier, or
+    #: a pledge that ended or was declined) is held to the rule's conditions as a $0 member instead of being denied.
+    #: A lock naming a $0 tier (the campaign's Free tier) admits free members without it.
+    free_members: bool = False
+    #: early access: until this moment (timezone-aware) the lock's conditions apply; from it on, everyone may see it
+    #: (reason ``public``), as Patreon's early-access posts do.
+    public_after: datetime | None = None
     #: a disabled lock lets everyone in.
     enabled: bool = True
     #: ``all``: every condition set must hold; ``any``: one of them is enough.
@@ -347,11 +379,17 @@ class LockRule:
             if not isinstance(tier_id, str) or not tier_id:
                 raise _bad(o, "tier_ids", tier_ids, "a sequence of non-empty tier id strings")
         object.__setattr__(self, "tier_ids", tuple(tier_ids))
+        _check_choice(o, "tier_match", self.tier_match, _TIER_MATCH)
         _check_int(o, "lifetime_cents", self.lifetime_cents, 0, optional=True)
         before = self.patron_since_before
         if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
             raise _bad(o, "patron_since_before", before, "a timezone-aware datetime or None")
         _check_int(o, "drip_months", self.drip_months, 0, _MAX_MONTHS, optional=True)
+        _check_bool(o, "patrons_at_publish", self.patrons_at_publish)
+        _check_bool(o, "free_members", self.free_members)
+        public = self.public_after
+        if public is not None and (not isinstance(public, datetime) or public.tzinfo is None):
+            raise _bad(o, "public_after", public, "a timezone-aware datetime or None")
         _check_bool(o, "enabled", self.enabled)
         _check_choice(o, "combine", self.combine, _COMBINE)
 
@@ -360,29 +398,34 @@ class LockRule:
         return {
             "min_cents": self.min_cents,
             "tier_ids": list(self.tier_ids),
+            "tier_match": self.tier_match,
             "lifetime_cents": self.lifetime_cents,
             "patron_since_before": None if self.patron_since_before is None else self.patron_since_before.isoformat(),
             "drip_months": self.drip_months,
+            "patrons_at_publish": self.patrons_at_publish,
+            "free_members": self.free_members,
+            "public_after": None if self.public_after is None else self.public_after.isoformat(),
             "enabled": self.enabled,
             "combine": self.combine,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LockRule:
-        """A rule from :meth:`to_dict` output; missing keys take their defaults. ``patron_since_before`` may be an
-        ISO date or datetime; without a time zone it is taken as UTC.
+        """A rule from :meth:`to_dict` output; missing keys take their defaults (so a rule stored by an earlier
+        version reads as it did). ``patron_since_before`` and ``public_after`` may be an ISO date or datetime; without
+        a time zone it is taken as UTC.
 
         :raises ValueError: on an unknown key, a negative amount, a bad date or any other bad value, naming it.
         """
         values = dict(_known_keys("LockRule", data, _RULE_KEYS))
-        if "patron_since_before" in values:
-            values["patron_since_before"] = _parse_datetime(
-                "LockRule", "patron_since_before", values["patron_since_before"]
-            )
+        for key in _RULE_MOMENTS:
+            if key in values:
+                values[key] = _parse_datetime("LockRule", key, values[key])
         return cls(**values)
 
 
 _RULE_KEYS: Final = frozenset(f.name for f in fields(LockRule))
+_RULE_MOMENTS: Final = ("patron_since_before", "public_after")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -476,8 +519,14 @@ class Decision:
     missing: str | None = None
     #: when a drip lock opens for this viewer.
     available_at: datetime | None = None
+    #: on a ``not_patron_at_date`` denial, the moment the pledge had to have started by: the lock's
+    #: :attr:`~LockRule.patron_since_before`, or the item's publish date (:attr:`~LockRule.patrons_at_publish`).
+    pledged_by: datetime | None = None
     #: the comp that let the viewer in (reason ``comp``).
     comp: Comp | None = None
+    #: an early-access lock's :attr:`LockRule.public_after`, on a denial made before it: when the lock opens to
+    #: everyone.
+    public_at: datetime | None = None
 
 
 _NO_PATRON: Final = Entitlement(state="none", basis="no_patron")
@@ -702,7 +751,7 @@ def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) 
     return _entitlement(patron, settings, now, None)
 
 
-# (met, reason when not met, what is missing, available at)
+# (met, reason when not met, what is missing, the moment it names: when a drip opens, or a date condition's cut-off)
 _Outcome = tuple[bool, Reason, str | None, datetime | None]
 _MET: Final[_Outcome] = (True, REASON_ALLOWED, None, None)
 _Tiers = Mapping[str, TierSnapshot]
@@ -747,11 +796,19 @@ def _check_tiers(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime,
     if not wanted:
         return None
     named = ", ".join(wanted)
+    exact = rule.tier_match == "exact"
     for tier_id in ent.tier_ids:
         if tier_id in wanted:
             if steps is not None:
-                _note(steps, f"tier {named} or higher; the patron is entitled to tier {tier_id}", True)
+                wording = f"one of tiers {named}" if exact else f"tier {named} or higher"
+                _note(steps, f"{wording}; the patron is entitled to tier {tier_id}", True)
             return _MET
+    if exact:
+        # only the tiers named: a patron of another tier (dearer or not) or with cents but no tier is not in
+        if steps is not None:
+            held = ", ".join(ent.tier_ids) if ent.tier_ids else "none"
+            _note(steps, f"one of tiers {named} exactly; the patron is entitled to tier(s) {held}", False)
+        return (False, REASON_WRONG_TIER, f"one of tiers {named}", None)
     cheapest: int | None = None
     for tier_id in wanted:
         tier = tiers.get(tier_id)
@@ -780,7 +837,19 @@ def _check_since(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime,
     if steps is not None:
         started = "an unknown date" if ent.since is None else ent.since.isoformat()
         _note(steps, f"pledging since before {before.isoformat()}; the pledge started {started}", met)
-    return _MET if met else (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started before {before.date()}", None)
+    return _MET if met else (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started before {before.date()}", before)
+
+
+def _check_published(ent: Entitlement, published_at: datetime, steps: _Steps) -> _Outcome:
+    """``patrons_at_publish`` for an item published at ``published_at``: the pledge started no later than that."""
+    met = ent.since is not None and ent.since <= published_at
+    if steps is not None:
+        started = "an unknown date" if ent.since is None else ent.since.isoformat()
+        published = published_at.isoformat()
+        _note(steps, f"pledging when this was published ({published}); the pledge started {started}", met)
+    if met:
+        return _MET
+    return (False, REASON_NOT_PATRON_AT_DATE, f"a pledge started by {published_at.date()}", published_at)
 
 
 def _check_lifetime(rule: LockRule, ent: Entitlement, tiers: _Tiers, now: datetime, steps: _Steps) -> _Outcome | None:
@@ -866,10 +935,13 @@ def _decide(
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
     lock: str | None = None,
+    published_at: datetime | None = None,
 ) -> Decision:
-    decision = _decide_inner(rule, viewer, settings, now, tiers, steps)
+    decision = _decide_inner(rule, viewer, settings, now, tiers, steps, published_at)
     if viewer.comps and not decision.allowed:
-        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, steps)
+        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, steps, published_at)
+    if rule.public_after is not None and not decision.allowed:
+        decision = replace(decision, public_at=rule.public_after)
     if steps is not None:
         verdict = "allowed" if decision.allowed else "denied"
         extra = f" ({decision.missing})" if decision.missing else ""
@@ -884,11 +956,20 @@ def _decide_inner(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    published_at: datetime | None = None,
 ) -> Decision:
     if not rule.enabled:
         if steps is not None:
             steps.append("The lock is disabled: everyone may see it.")
         return Decision(allowed=True, reason=REASON_LOCK_DISABLED, required_tier_ids=rule.tier_ids)
+    public = rule.public_after
+    if public is not None:
+        if now >= public:
+            if steps is not None:
+                steps.append(f"Early access ended at {public.isoformat()}: everyone may see it now.")
+            return Decision(allowed=True, reason=REASON_PUBLIC, required_tier_ids=rule.tier_ids)
+        if steps is not None:
+            steps.append(f"Early access: until {public.isoformat()} only those the lock lets in may see it.")
     if viewer.is_admin:
         if steps is not None:
             steps.append("The viewer is an admin: admins bypass locks.")
@@ -919,6 +1000,8 @@ def _decide_inner(
         tier_text = ", tiers " + ", ".join(ent.tier_ids) if ent.tier_ids else ""
         steps.append(f"Entitlement: {ent.state}{until}, {money(ent.monthly_cents)} a month{tier_text}.")
     unentitled = _UNENTITLED.get(ent.state)
+    if unentitled is not None and (rule.free_members or _names_free_tier(rule, tiers)):
+        return _free_member(rule, patron, ent, now, tiers, steps, published_at, unentitled)
     if unentitled is not None:
         return Decision(
             allowed=False,
@@ -927,7 +1010,71 @@ def _decide_inner(
             required_tier_ids=rule.tier_ids,
             missing=unentitled[1],
         )
-    return _conditions(rule, ent, now, tiers, steps)
+    return _conditions(rule, ent, now, tiers, steps, published_at)
+
+
+def _names_free_tier(rule: LockRule, tiers: Mapping[str, TierSnapshot] | None) -> bool:
+    """Whether ``rule`` names a tier ``tiers`` knows to cost nothing (the campaign's Free tier)."""
+    if not rule.tier_ids or not tiers:
+        return False
+    for tier_id in rule.tier_ids:
+        tier = tiers.get(tier_id)
+        if tier is not None and tier.amount_cents <= 0:
+            return True
+    return False
+
+
+def _free_member(
+    rule: LockRule,
+    patron: Patron | None,
+    ent: Entitlement,
+    now: datetime,
+    tiers: Mapping[str, TierSnapshot] | None,
+    steps: list[str] | None,
+    published_at: datetime | None,
+    unentitled: tuple[Reason, str],
+) -> Decision:
+    """A lock that admits free members, for a viewer owed nothing: no membership at all is ``not_a_member``; a member
+    gone from Patreon (missing from complete sync runs) keeps the denial of ``ent``; any other stored member is held
+    to the rule's conditions as a $0 member holding only the $0 tiers Patreon lists for them (never a paid tier a
+    declined or ended pledge still shows). Where only money would help (the amount or tier conditions), the denial
+    is ``ent``'s own (pledge, update the payment method, rejoin), with ``ent``; any other (a drip, a date, lifetime
+    support) is the condition's."""
+    if patron is None:
+        if steps is not None:
+            steps.append("The lock admits free members, but this Patreon account is not a member of the campaign.")
+        return Decision(
+            allowed=False,
+            reason=REASON_NOT_A_MEMBER,
+            entitlement=ent,
+            required_tier_ids=rule.tier_ids,
+            missing="a membership of this campaign (free or paid)",
+        )
+    if ent.basis == "missing":
+        return Decision(
+            allowed=False, reason=unentitled[0], entitlement=ent, required_tier_ids=rule.tier_ids, missing=unentitled[1]
+        )
+    known = _EMPTY_TIERS if tiers is None else tiers
+    free_tiers = tuple(t for t in patron.entitled_tier_ids if t in known and known[t].amount_cents <= 0)
+    if steps is not None:
+        steps.append(
+            "The lock admits free members: the viewer is a member of the campaign without a paid pledge, so the "
+            "lock's conditions are checked for a free membership ($0 a month"
+            + (f", tiers {', '.join(free_tiers)})." if free_tiers else ").")
+        )
+    free = Entitlement(
+        state=ent.state,
+        basis=ent.basis,
+        monthly_cents=0,
+        tier_ids=free_tiers,
+        lifetime_cents=ent.lifetime_cents,
+        since=ent.since,
+    )
+    decision = _conditions(rule, free, now, tiers, steps, published_at)
+    if decision.reason == REASON_AMOUNT_TOO_LOW or decision.reason == REASON_WRONG_TIER:
+        # what a paid tier would fix is what the member's own state says: pledge, update the card, rejoin
+        return replace(decision, reason=unentitled[0], entitlement=ent, missing=unentitled[1])
+    return decision
 
 
 def _conditions(
@@ -936,6 +1083,7 @@ def _conditions(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    published_at: datetime | None = None,
 ) -> Decision:
     """The rule's conditions for an entitled ``ent``: the last step of :func:`decide`, and what a tier comp is held
     to (:func:`_comp_meets`)."""
@@ -956,6 +1104,14 @@ def _conditions(
         checks.append(_check_lifetime)
     if rule.drip_months is not None:
         checks.append(_check_drip)
+    if rule.patrons_at_publish:
+        if published_at is not None:
+            checks.append(lambda *_: _check_published(ent, published_at, steps))
+        elif steps is not None:
+            steps.append(
+                "Condition: pledging when this was published: not checked, the page gave no publish date "
+                "(published_at)."
+            )
     for check in checks:
         result = check(rule, ent, known, now, steps)
         if result is None:
@@ -972,7 +1128,7 @@ def _conditions(
             failed = result
     if steps is not None and not conditions:
         steps.append("The lock sets no condition: every entitled patron may see it.")
-    met, reason, missing, available_at = _MET if failed is None else failed
+    met, reason, missing, moment = _MET if failed is None else failed
     return Decision(
         allowed=met,
         reason=REASON_ALLOWED if met else reason,
@@ -980,7 +1136,8 @@ def _conditions(
         required_cents=_required_cents(rule, known),
         required_tier_ids=rule.tier_ids,
         missing=missing,
-        available_at=available_at,
+        available_at=moment if reason == REASON_DRIP_NOT_REACHED else None,
+        pledged_by=moment if reason == REASON_NOT_PATRON_AT_DATE else None,
     )
 
 
@@ -992,11 +1149,13 @@ def decide(
     *,
     tiers: Mapping[str, TierSnapshot] | None = None,
     lock: str | None = None,
+    published_at: datetime | None = None,
 ) -> Decision:
     """May ``viewer`` see what ``rule`` (the rule of the named lock ``lock``, if it is one) locks at ``now``? First
     match wins:
 
-    1. a disabled lock: allowed, ``lock_disabled``;
+    1. a disabled lock: allowed, ``lock_disabled``; an early-access lock at or after its ``public_after``: allowed,
+       ``public`` (before it, a denial carries the moment as :attr:`Decision.public_at`);
     2. an admin: allowed, ``admin_bypass``;
     3. not signed in: ``anonymous``;
     4. not linked to Patreon: ``not_linked``;
@@ -1008,9 +1167,12 @@ def decide(
        entitled tier among them, else the best known entitled tier costs at least the cheapest known required tier,
        else -- no entitled tier known in ``tiers`` -- the monthly cents reach that amount; a required tier unknown in
        ``tiers`` can only be met by holding it exactly, and denies ``amount_too_low`` saying why in ``missing``), all
-       ``amount_too_low``; ``patron_since_before``
-       (``not_patron_at_date``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months`` (``drip_not_reached``,
-       with ``available_at``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
+       ``amount_too_low``; under ``tier_match="exact"``, ``tier_ids`` is met only by an entitled tier among them
+       (``wrong_tier`` otherwise); ``patron_since_before``
+       (``not_patron_at_date``, with ``pledged_by``); ``lifetime_cents`` (``lifetime_too_low``); ``drip_months``
+       (``drip_not_reached``, with ``available_at``); ``patrons_at_publish``, when ``published_at`` (the item's
+       publish date, timezone-aware) is given: the pledge started no later than it (``not_patron_at_date``, with
+       ``pledged_by``). Under ``combine="all"`` the first unmet condition denies; under ``"any"`` the first
        met one allows, and if none is met the first unmet one's reason is given.
     7. everything met (or no condition set): allowed, ``allowed``.
     8. denied, but one of the viewer's :attr:`~Viewer.comps` that has not expired at ``now`` is for ``lock``, or for
@@ -1025,9 +1187,12 @@ def decide(
     without a known tier are cents compared, and then an annual pledge's monthly equivalent (often discounted) may fall
     below a tier's monthly price.
     """
-    decision = _decide_inner(rule, viewer, settings, now, tiers, None)  # _decide without steps, one call less
+    decision = _decide_inner(rule, viewer, settings, now, tiers, None, published_at)  # _decide without steps
     if viewer.comps and not decision.allowed:
-        return _decide_comps(decision, rule, lock, viewer, now, tiers, None)
+        decision = _decide_comps(decision, rule, lock, viewer, now, tiers, None, published_at)
+    if rule.public_after is not None and not decision.allowed:
+        # before public_after (after it _decide_inner let everyone in): say when the lock opens to everyone
+        return replace(decision, public_at=rule.public_after)
     return decision
 
 
@@ -1039,10 +1204,11 @@ def explain_steps(
     *,
     tiers: Mapping[str, TierSnapshot] | None = None,
     lock: str | None = None,
+    published_at: datetime | None = None,
 ) -> list[str]:
     """The plain-English steps :func:`decide` takes for these arguments, ending with the result (same code path)."""
     steps: list[str] = []
-    _decide(rule, viewer, settings, now, tiers, steps, lock)
+    _decide(rule, viewer, settings, now, tiers, steps, lock, published_at)
     return steps
 
 
@@ -1057,6 +1223,7 @@ def _decide_comps(
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
     steps: list[str] | None,
+    published_at: datetime | None = None,
 ) -> Decision:
     """The viewer's comps, after ``denied``: the comp that lets them in (one for ``lock`` first, then the one that
     lasts longest), or ``denied`` unchanged. A lock comp opens its lock whatever the rule; a tier comp counts as being
@@ -1076,7 +1243,7 @@ def _decide_comps(
             if not met:
                 continue  # a comp for another lock says nothing about this one
         else:
-            met = _comp_meets(comp, rule, viewer, denied.entitlement, now, tiers)
+            met = _comp_meets(comp, rule, viewer, denied.entitlement, now, tiers, published_at)
         if steps is not None:
             until = "with no end date" if comp.expires_at is None else f"until {comp.expires_at.isoformat()}"
             outcome = "it opens this lock" if met else "that tier does not meet this lock"
@@ -1102,6 +1269,7 @@ def _comp_meets(
     ent: Entitlement | None,
     now: datetime,
     tiers: Mapping[str, TierSnapshot] | None,
+    published_at: datetime | None = None,
 ) -> bool:
     """Whether the tier comp ``comp`` meets ``rule``: the rule's conditions for the viewer's entitlement (``ent``,
     ``None`` when none was needed) with the comp's tier added, as a patron entitled to that tier would be."""
@@ -1125,7 +1293,7 @@ def _comp_meets(
             lifetime_cents=patron.lifetime_cents if patron is not None else 0,
             since=patron.pledge_start if patron is not None else None,
         )
-    return _conditions(rule, comped, now, tiers, None).allowed
+    return _conditions(rule, comped, now, tiers, None, published_at).allowed
 
 
 def _lasts_longer(comp: Comp, best: Comp, lock: str | None) -> bool:

@@ -14,6 +14,7 @@ The Python API that writes them is :mod:`flask_patronlock.settings`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -243,15 +244,7 @@ class SettingsSnapshot:
             ids.extend(t for t in found if t not in ids)
         if tuple(ids) == rule.tier_ids:
             return rule
-        return LockRule(
-            min_cents=rule.min_cents,
-            tier_ids=tuple(ids),
-            lifetime_cents=rule.lifetime_cents,
-            patron_since_before=rule.patron_since_before,
-            drip_months=rule.drip_months,
-            enabled=rule.enabled,
-            combine=rule.combine,
-        )
+        return dataclasses.replace(rule, tier_ids=tuple(ids))
 
 
 def _warn_unknown_tier(ref: str) -> None:

@@ -139,6 +139,8 @@ def _lock_sentence(lock: str, needs: str, decision: Decision, now: datetime) -> 
             return f"They can see {name}: admins of this site see everything."
         if reason == "lock_disabled":
             return f"Everyone can see {name}: the lock is switched off."
+        if reason == "public":
+            return f"Everyone can see {name} now: its early access for patrons has ended."
         if reason == "comp":
             return f"They can see {name} through a comp you granted."
         return f"They can see {name}, which needs {needs}."
@@ -148,6 +150,10 @@ def _lock_sentence(lock: str, needs: str, decision: Decision, now: datetime) -> 
         return f"They can't see {name} until they connect Patreon here; it needs {needs}."
     if reason == "drip_not_reached" and decision.available_at is not None:
         return f"They can't see {name} yet: it needs {needs}, so it opens for them on {_day(decision.available_at)}."
+    if reason == "not_a_member":
+        return f"They can't see {name} until they join the campaign on Patreon (free or paid); it needs {needs}."
+    if reason == "lock_unavailable":
+        return f"Nobody but an admin can see {name}: the lock it names was deleted, so it stays locked."
     if reason == "payment_declined":
         return f"So they can't see {name} for now; it needs {needs}."
     if reason == "former_patron":

@@ -25,7 +25,12 @@ The tag::
       An explicit teaser, shown only to those who may not see the post, above the banner (or the else part).
     {% endpatronlock %}
 
-The lock is any expression: a declared lock's name, or a :class:`~flask_patronlock.locks.Lock`. A block has at most
+    {% patronlock "premium", published_at=post.published_at %}
+      For a lock on "patrons at the time this was published": the decision is about this item's date.
+    {% endpatronlock %}
+
+The lock is any expression: a declared lock's name, or a :class:`~flask_patronlock.locks.Lock`; ``published_at``
+(optional, after a comma) is any expression too. A block has at most
 one of ``{% more %}`` and ``{% teaser %}``, and then at most one ``{% else %}``. The decision is made once per request
 and lock, however many blocks and ``can_view`` calls use it.
 """
@@ -56,6 +61,13 @@ class PatronLockExtension(Extension):
     def parse(self, parser: Parser) -> nodes.Node | list[nodes.Node]:
         lineno = next(parser.stream).lineno
         lock = parser.parse_expression()
+        published: nodes.Expr = nodes.Const(None)
+        if parser.stream.skip_if("comma"):
+            name = parser.stream.expect("name")
+            if name.value != "published_at":
+                parser.fail(f"{{% patronlock %}} takes published_at=..., not {name.value}", name.lineno)
+            parser.stream.expect("assign")
+            published = parser.parse_expression()
         sections: dict[str, list[nodes.Node]] = {}
         kind = "body"
         while True:
@@ -74,11 +86,11 @@ class PatronLockExtension(Extension):
                 parser.fail("a {% patronlock %} block has at most one {% else %}", token.lineno)
             kind = tag
 
-        allowed_call = self.call_method("_can_view", [lock], lineno=lineno)
+        allowed_call = self.call_method("_can_view", [lock, published], lineno=lineno)
         denied: list[nodes.Node] = (
             sections["else"]
             if "else" in sections
-            else [nodes.Output([self.call_method("_banner", [lock], lineno=lineno)], lineno=lineno)]
+            else [nodes.Output([self.call_method("_banner", [lock, published], lineno=lineno)], lineno=lineno)]
         )
         if "more" in sections:  # the part before {% more %} is the teaser everyone sees
             return [
@@ -89,17 +101,18 @@ class PatronLockExtension(Extension):
         return nodes.If(allowed_call, sections["body"], [], [*teaser, *denied], lineno=lineno)
 
     @staticmethod
-    def _can_view(lock: Any) -> bool:
-        return can_view(lock)
+    def _can_view(lock: Any, published_at: Any = None) -> bool:
+        return can_view(lock, published_at=published_at)
 
     @staticmethod
-    def _banner(lock: Any) -> Markup:
-        return render_banner(lock)
+    def _banner(lock: Any, published_at: Any = None) -> Markup:
+        return render_banner(lock, published_at=published_at)
 
 
-def _banner_global(lock: Any = None, **rule_kwargs: Any) -> Markup:
-    """``{{ patronlock_banner("premium") }}``: the banner for the current viewer (empty when they may see it)."""
-    return render_banner(as_lock(lock, rule_kwargs))
+def _banner_global(lock: Any = None, *, published_at: Any = None, **rule_kwargs: Any) -> Markup:
+    """``{{ patronlock_banner("premium") }}``: the banner for the current viewer (empty when they may see it); with
+    ``published_at=``, about an item published then."""
+    return render_banner(as_lock(lock, rule_kwargs), published_at=published_at)
 
 
 def init_app(app: Flask) -> None:

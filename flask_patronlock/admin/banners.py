@@ -36,6 +36,8 @@ REASON_TITLES = {
     "not_patron_at_date": "Joined after the lock's date",
     "drip_not_reached": "Not pledged long enough yet",
     "lifetime_too_low": "Lifetime support too low",
+    "wrong_tier": "Pledged to another tier than the lock's (exact tiers)",
+    "not_a_member": "Not a member, on a lock free members may see",
 }
 PLACEHOLDER_HELP = {
     "tier": "the tier to pledge or upgrade to (the cheapest one that opens the lock)",
@@ -47,6 +49,7 @@ PLACEHOLDER_HELP = {
     "billing_url": "Patreon's page to update a payment method",
     "date": "the lock's date, or when a drip lock opens",
     "months": "the drip lock's months",
+    "public_date": "when an early-access lock opens to everyone",
 }
 
 

@@ -125,13 +125,28 @@ class LockForm(FlaskForm):
     """One named lock's rule."""
 
     enabled = BooleanField("On (off: everyone may see what this lock guards)")
-    tiers = SelectMultipleField("Tier (this tier or higher)", choices=[], validate_choice=False)
+    tiers = SelectMultipleField("Tiers", choices=[], validate_choice=False)
+    tier_match = RadioField(
+        "Which patrons of these tiers",
+        choices=choices(
+            [
+                ("or_higher", "A ticked tier, or any tier that costs at least as much"),
+                ("exact", "Only the ticked tiers (a patron of another tier does not pass, whatever it costs)"),
+            ]
+        ),
+        default="or_higher",
+    )
     min_amount = AmountField("…or at least this much a month")
     lifetime_amount = AmountField("Lifetime support of at least")
     patron_since_before = DateField("Patrons since before", validators=[Optional()])
     drip_months = WholeNumberField(
         "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
     )
+    free_members = BooleanField("Free members too (members of your Patreon with no paid pledge)")
+    patrons_at_publish = BooleanField(
+        "Only those who were patrons when the item was published"
+    )
+    public_after = DateField("Early access: open to everyone on", validators=[Optional()])
     combine = RadioField(
         "Combine the conditions",
         choices=choices([("all", "All conditions must hold"), ("any", "Any one condition is enough")]),
@@ -142,9 +157,13 @@ class LockForm(FlaskForm):
     ERROR_FIELDS = {
         "min_cents": "min_amount",
         "tier_ids": "tiers",
+        "tier_match": "tier_match",
         "lifetime_cents": "lifetime_amount",
         "patron_since_before": "patron_since_before",
         "drip_months": "drip_months",
+        "public_after": "public_after",
+        "patrons_at_publish": "patrons_at_publish",
+        "free_members": "free_members",
         "combine": "combine",
         "enabled": "enabled",
     }
@@ -164,10 +183,14 @@ class LockForm(FlaskForm):
         """Show ``rule`` in the form (a GET)."""
         self.enabled.data = rule.enabled
         self.tiers.data = list(rule.tier_ids)
+        self.tier_match.data = rule.tier_match
         self.min_amount.data = money(rule.min_cents)
         self.lifetime_amount.data = money(rule.lifetime_cents)
         self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
         self.drip_months.data = rule.drip_months
+        self.public_after.data = rule.public_after.date() if rule.public_after else None
+        self.patrons_at_publish.data = rule.patrons_at_publish
+        self.free_members.data = rule.free_members
         self.combine.data = rule.combine
 
     def rule(self) -> LockRule | None:
@@ -175,15 +198,20 @@ class LockForm(FlaskForm):
         if not self.validate():
             return None
         since: date | None = self.patron_since_before.data
+        public: date | None = self.public_after.data
         try:
             return LockRule.from_dict(
                 {
                     "enabled": bool(self.enabled.data),
                     "tier_ids": [t for t in (self.tiers.data or []) if t],
+                    "tier_match": self.tier_match.data or "or_higher",
                     "min_cents": self.min_amount.cents,
                     "lifetime_cents": self.lifetime_amount.cents,
                     "patron_since_before": since.isoformat() if since else None,
                     "drip_months": self.drip_months.data,
+                    "public_after": public.isoformat() if public else None,
+                    "patrons_at_publish": bool(self.patrons_at_publish.data),
+                    "free_members": bool(self.free_members.data),
                     "combine": self.combine.data or "all",
                 }
             )

@@ -309,6 +309,8 @@ def _finish_login(
                 )
             created = True
 
+    if not current_app.config["PATRONLOCK_ADMIN_PATREON_LOGIN"]:
+        _refuse_admin(user, patreon_user.id, "signup" if created else via, flow.next_url)
     try:
         result = accounts.link(_user_id(user), patreon_user, tokens)
     except AlreadyLinked:  # another login of the same Patreon account linked it a moment ago
@@ -333,6 +335,50 @@ def _finish_login(
     first = "Welcome! Your account was created from" if created else "Logged in with"
     flash(f"{first} your Patreon account{f' ({label})' if label else ''}. {described}", "patronlock")
     return redirect(_landing(flow.next_url))
+
+
+def _refuse_admin(user: Any, patreon_user_id: str, via: str, next_url: str | None) -> None:
+    """Refuse Log in with Patreon for a site admin (``PATRONLOCK_ADMIN_PATREON_LOGIN`` off, the default), as
+    Patreon's WordPress plugin does: a Patreon account is not a second key to the site's settings. Audited
+    (``admin_patreon_login_refused``) and logged; nothing is linked, nobody is signed in."""
+    loader = get_state().declarations.admin_loader
+    if loader is None or not loader(user):
+        return
+    user_id = _user_id(user)
+    store = get_state().store
+    with store.transaction() as conn:
+        store.record_event(
+            conn,
+            "admin_patreon_login_refused",
+            source="oauth",
+            patreon_user_id=patreon_user_id,
+            user_id=user_id,
+            detail={"via": via},
+        )
+    log.warning(
+        "Log in with Patreon refused for admin user %s (Patreon user %s): PATRONLOCK_ADMIN_PATREON_LOGIN is off",
+        user_id,
+        patreon_user_id,
+    )
+    raise ConnectProblem(
+        "admin_login_refused",
+        "Administrators sign in with their password",
+        "This Patreon account belongs to an administrator of this site. For the site's safety, administrators "
+        "cannot sign in with Patreon, so you were not signed in.",
+        "Sign in with your password on this site's login page instead.",
+        code=403,
+        actions=_password_login_actions(next_url),
+    )
+
+
+def _password_login_actions(next_url: str | None) -> tuple[tuple[str, str], ...]:
+    """A "Sign in with your password" link to Flask-Login's login view, back to ``next_url``, when one is set."""
+    view = getattr(_login_manager(), "login_view", None)
+    if not view:
+        return ()
+    from flask_login import login_url
+
+    return (("Sign in with your password", login_url(view, next_url=_landing(next_url))),)
 
 
 def _login_first_actions(next_url: str | None) -> tuple[tuple[str, str], ...]:

@@ -380,3 +380,66 @@ def test_url_locks_are_stored_in_one_spelling_and_impossible_ones_explained(site
     assert "the same URL as /Files/Gold" in html  # case and dot segments do not make another URL
     assert 'value="/post?page=2"' in html and 'value="/files/./gold/"' in html  # kept as typed to fix
     assert len(audit(site, "routing_set")) == 1
+
+
+# -- richer access rules (issue 18) -------------------------------------------------------------------------------
+
+
+def test_only_the_ticked_tiers_is_saved_and_shown_in_plain_words(site: AdminSite) -> None:
+    site.apply("m-gold", full_name="Gol", entitled_cents=1000, entitled_tier_ids=("t10",), user_id="p-gol")
+    site.link("gwen", "p-gol")
+    page = html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert "Only the ticked tiers" in page and "any tier that costs at least as much" in page
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"], tier_match="exact"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        rule = get_lock_override("premium").rule  # type: ignore[union-attr]
+    assert rule.tier_match == "exact" and rule.tier_ids == ("t5",)
+    assert "tier Silver (id t5, 5.00 a month) only" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert site.get("/premium", "bob").status_code == 200  # Silver
+    assert site.get("/premium", "gwen").status_code == 403  # Gold is dearer, but not Silver
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tier_match="sideways"))
+    assert response.status_code == 422 and "Not a valid choice" in html_of(response)
+
+
+def test_an_early_access_date_is_saved_and_opens_the_lock_to_everyone_on_the_day(site: AdminSite) -> None:
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after="2026-04-01"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        rule = get_lock_override("premium").rule  # type: ignore[union-attr]
+    assert rule.public_after is not None and rule.public_after.isoformat() == "2026-04-01T00:00:00+00:00"
+    page = html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert "everyone from 1 April 2026 (early access)" in page and 'value="2026-04-01"' in page
+    assert site.get("/premium", "bob").status_code == 403  # before the day: Gold or higher
+    site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after=NOW.date().isoformat()))
+    assert site.get("/premium").status_code == 200  # from the day on: everyone, signed in or not
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(public_after="soonish"))
+    assert response.status_code == 422 and "Not a valid date value" in html_of(response)
+    assert 'value="soonish"' in html_of(response)
+
+
+def test_patrons_when_published_is_a_tick_box_saved_with_the_rule(site: AdminSite) -> None:
+    page = html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert "Only those who were patrons when the item was published" in page
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"], patrons_at_publish="y"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        assert get_lock_override("premium").rule.patrons_at_publish  # type: ignore[union-attr]
+    assert "pledging when each item was published" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=["t5"]))  # unticked
+    with site.app.app_context():
+        assert not get_lock_override("premium").rule.patrons_at_publish  # type: ignore[union-attr]
+
+
+def test_free_members_is_a_tick_box_saved_with_the_rule(site: AdminSite) -> None:
+    assert "Free members too" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    site.apply("m-free", full_name="Fre", patron_status=None, last_charge_status=None, last_charge_date=None,
+               entitled_cents=0, entitled_tier_ids=(), will_pay_cents=0, user_id="p-fre")
+    site.link("fay", "p-fre")
+    assert site.get("/premium", "fay").status_code == 403
+    response = site.post(ADMIN_PREFIX + "/locks/premium", lock_form(tiers=[], free_members="y"))
+    assert response.status_code == 302
+    with site.app.app_context():
+        assert get_lock_override("premium").rule.free_members  # type: ignore[union-attr]
+    assert "any member, free or paid" in html_of(site.get(ADMIN_PREFIX + "/locks/premium"))
+    assert site.get("/premium", "fay").status_code == 200

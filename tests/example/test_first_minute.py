@@ -89,14 +89,14 @@ def test_the_first_screen_says_who_you_are_and_offers_both_sides(site: tuple[str
     creator = sign_in(base, "creator")
     home = creator.get(base + "/", timeout=10).text
     assert 'data-role="creator"' in home and "Every post below is open to you" in home
-    assert home.count('data-open="creator"') == 5 and 'data-open="no"' not in home  # why nothing looks locked
+    assert home.count('data-open="creator"') == 6 and 'data-open="no"' not in home  # why nothing looks locked
     post = creator.get(base + "/posts/masterclass", timeout=10).text
     assert "full masterclass video" in post and "data-creator-note" in post and "passes every lock" in post
     assert "Settings" in home and "Switch to Sam (reader)" in home
 
     reader = sign_in(base, "reader")
     home = reader.get(base + "/", timeout=10).text
-    assert 'data-next-step="connect"' in home and home.count('data-open="no"') == 5
+    assert 'data-next-step="connect"' in home and home.count('data-open="no"') == 6  # the early-access post too
     assert "Switch to Kopi (creator)" in home and "Settings" not in home
     post = reader.get(base + "/posts/masterclass", timeout=10).text
     assert reason(post) == "not_linked" and "data-creator-note" not in post

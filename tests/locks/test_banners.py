@@ -37,7 +37,9 @@ def site(make_app: Callable[..., Flask]) -> Site:
     site.ext.lock("early", patron_since_before=NOW - timedelta(days=200))
     site.ext.lock("drip", drip_months=6)
     site.ext.lock("lifetime", lifetime_cents=10000)
-    for name in ("premium", "early", "drip", "lifetime"):
+    site.ext.lock("gold-only", tier="Gold", exact=True)
+    site.ext.lock("members", free_members=True)
+    for name in ("premium", "early", "drip", "lifetime", "gold-only", "members"):
         app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
     site.user("stranger")
     site.link("linked-only", "p-nobody")
@@ -58,6 +60,7 @@ def site(make_app: Callable[..., Flask]) -> Site:
         entitled_tier_ids=(),
     )
     site.linked_patron("gold")
+    site.linked_patron("platinum", entitled_cents=2500, entitled_tier_ids=("t25",))
     return site
 
 
@@ -72,6 +75,8 @@ CASES: dict[str, tuple[str | None, str, str | None, tuple[str, ...]]] = {
     "not_patron_at_date": ("gold", "/early", None, ("August 27, 2025",)),
     "drip_not_reached": ("gold", "/drip", None, ("unlocks for you on June 5, 2026", "opens by itself")),
     "lifetime_too_low": ("gold", "/lifetime", f"{BASE}/checkout/c1", ("$100.00 in total",)),
+    "wrong_tier": ("platinum", "/gold-only", f"{BASE}/checkout/c1?rid=t10", ("at Gold.", "change it to Gold")),
+    "not_a_member": ("linked-only", "/members", f"{BASE}/checkout/c1", ("free or paid", "a free membership")),
 }
 
 
@@ -195,3 +200,52 @@ def test_banner_context_and_pledge_url_filters(site: Site, connected: list[tuple
     body = html.unescape(site.get("/premium", "silver").get_data(as_text=True))
     assert "UPGRADE YOUR PLEDGE TO GOLD" in body
     assert f'href="{BASE}/checkout/c1?rid=t10&utm=site&cents=1000"' in body
+
+
+def test_an_exact_tier_lock_does_not_say_or_higher(site: Site) -> None:
+    body = html.unescape(site.get("/gold-only", "linked-only").get_data(as_text=True))
+    assert "This is for patrons of Kopi Studio at Gold. Pledge Gold on Patreon to see it." in body
+    assert "or higher" not in body
+    assert site.get("/gold-only", "gold").status_code == 200
+    assert site.get("/premium", "platinum").status_code == 200  # the ladder lock lets the dearer tier in
+
+
+def test_an_early_access_banner_says_when_it_opens_to_everyone(site: Site) -> None:
+    site.ext.lock("sneak-peek", tier="Gold", public_after=NOW + timedelta(days=20))
+    site.ext.lock("was-early", tier="Gold", public_after=NOW - timedelta(days=1))
+    for name in ("sneak-peek", "was-early"):
+        site.app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
+    for user in (None, "silver"):
+        response = site.get("/sneak-peek", user)
+        assert response.status_code == 403
+        assert "Patrons can see this now; it opens to everyone on April 4, 2026." in response.get_data(as_text=True)
+    assert site.get("/sneak-peek", "gold").get_data(as_text=True) == "SECRET:sneak-peek"
+    assert site.get("/was-early", None).get_data(as_text=True) == "SECRET:was-early"
+    body = site.get("/sneak-peek", None, headers={"Accept": "application/json"}).get_json()
+    assert body["early_access"] == "Patrons can see this now; it opens to everyone on April 4, 2026."
+    assert "patronlock-early-access" not in site.get("/premium", None).get_data(as_text=True)
+    with site.app.app_context():
+        set_banner_text("anonymous", "Early birds only until {public_date}. Log in.")
+    body = html.unescape(site.get("/sneak-peek", None).get_data(as_text=True))
+    assert "Early birds only until April 4, 2026. Log in." in body and "patronlock-early-access" not in body
+
+
+def test_a_lock_on_the_free_tier_never_asks_a_free_member_to_pledge_free(make_app: Callable[..., Flask]) -> None:
+    from tests.helpers.constants import FREE, GOLD, SILVER
+
+    site = make_site(make_app, tiers=(FREE, SILVER, GOLD), PATRONLOCK_OAUTH_BASE_URL=BASE,
+                     PATRONLOCK_CREATOR_NAME="Kopi Studio")
+    site.ext.lock("community", tier="Free")
+    site.app.add_url_rule("/community", "community", locked("community")(lambda: "SECRET:community"))
+    site.linked_patron(  # a free member as Patreon reports one: no patron status, the $0 tier, nothing paid
+        "freebie", patron_status=None, last_charge_status=None, last_charge_date=None, next_charge_date=None,
+        entitled_cents=0, entitled_tier_ids=("free",), will_pay_cents=0, lifetime_cents=0, pledge_start=None,
+    )
+    site.link("outsider", "p-nobody")
+    assert site.get("/community", "freebie").get_data(as_text=True) == "SECRET:community"
+    response = site.get("/community", "outsider")
+    body = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 403 and "Pledge Free" not in body
+    assert "This is for members of Kopi Studio, free or paid." in body
+    assert re.findall(r'class="patronlock-action" href="([^"]*)"', body) == [f"{BASE}/checkout/c1?rid=free"]
+    assert "Join for free on Patreon" in body

@@ -109,3 +109,15 @@ def test_cli_explain(site: Site, runner: Any) -> None:
     assert gold.output.rstrip().endswith("=> ALLOWED (allowed)")
     typo = runner.invoke(args=["patronlock", "explain", "gold", "premiun"])
     assert typo.exit_code == 2 and "no lock named 'premiun'" in typo.output
+
+
+def test_cli_explain_for_one_item_by_its_publish_date(site: Site, runner: Any) -> None:
+    site.ext.lock("back-issues", tier="Silver", patrons_at_publish=True)  # Site.patron pledged 100 days before NOW
+    old = runner.invoke(args=["patronlock", "explain", "gold", "back-issues", "--published-at", "2025-06-01"])
+    assert old.exit_code == 0, old.output
+    assert "pledging when this was published (2025-06-01T00:00:00+00:00)" in old.output
+    assert old.output.rstrip().endswith("=> DENIED (not_patron_at_date)")
+    new = runner.invoke(args=["patronlock", "explain", "gold", "back-issues", "--published-at", "2026-03-01"])
+    assert new.output.rstrip().endswith("=> ALLOWED (allowed)")
+    bad = runner.invoke(args=["patronlock", "explain", "gold", "back-issues", "--published-at", "last week"])
+    assert bad.exit_code == 2 and "'last week' is not a date" in bad.output

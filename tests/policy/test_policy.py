@@ -401,8 +401,9 @@ def test_drip_available_at() -> None:
 
 
 def test_decisions_use_the_closed_reason_set() -> None:
-    assert "drip_not_reached" in REASONS and "comp" in REASONS and len(REASONS) == 13
-    assert {"allowed", "lock_disabled", "admin_bypass", "comp"} == ALLOWING_REASONS
+    assert "drip_not_reached" in REASONS and "comp" in REASONS and "wrong_tier" in REASONS and "not_a_member" in REASONS
+    assert len(REASONS) == 16
+    assert {"allowed", "lock_disabled", "admin_bypass", "comp", "public"} == ALLOWING_REASONS
 
 
 # -- explain_steps -----------------------------------------------------------------------------------------------

@@ -333,3 +333,92 @@ def test_remember_me_is_configurable(make_app: Callable[..., Flask], patreon_san
     oauth_flow(client, "rem@patreon.example", path=LOGIN)
     client.get("/_test/session")  # Flask-Login sets the cookie after a request that saw the login
     assert (client.get_cookie("remember_token") is not None) is remember
+
+
+# -- admins and Log in with Patreon (PATRONLOCK_ADMIN_PATREON_LOGIN) -------------------------------------------------
+
+
+def _admin_site(make_app: Callable[..., Flask], sandbox: Any, **config: Any) -> tuple[ConnectSite, Any]:
+    site = sandbox_site(make_app, sandbox, **config)
+    site.patronlock.admin_loader(lambda user: user.admin)
+    sandbox.add_patron("boss@patreon.example", tier="Gold")
+    admin = site.user("boss", email="boss@site.example", admin=True)
+    _connected(site, admin, "boss@patreon.example")  # the admin connected Patreon from their account, as anyone may
+    with site.app.app_context():
+        assert get_accounts().get("boss") is not None
+    return site, admin
+
+
+def _connected(site: ConnectSite, user: Any, patreon_email: str) -> None:
+    """``user`` signs in the usual way and connects the Patreon account of ``patreon_email``."""
+    client = site.app.test_client()
+    log_in(client, user)
+    oauth_flow(client, patreon_email)
+
+
+def _refusals(site: ConnectSite) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    with site.app.app_context():
+        state = get_state()
+        e = state.tables.events
+        with state.store.engine.connect() as conn:
+            query = select(e).where(e.c.kind == "admin_patreon_login_refused")
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def test_an_admin_cannot_log_in_with_patreon_by_default(
+    make_app: Callable[..., Flask], patreon_sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    site, _admin = _admin_site(make_app, patreon_sandbox)
+    client = site.app.test_client()
+    with capture(signals.patron_logged_in) as seen:
+        response = oauth_flow(client, "boss@patreon.example", path=LOGIN, next="/posts/3")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 403 and problem_kind(html) == "admin_login_refused"
+    assert "Administrators sign in with their password" in html
+    assert "Sign in with your password on this site&#39;s login page instead." in html
+    assert 'href="/_test/login?next=%2Fposts%2F3"' in html  # the way forward, back to where they were going
+    assert seen == [] and whoami(client)["user_id"] is None
+    rows = _refusals(site)
+    assert len(rows) == 1 and rows[0]["user_id"] == "boss" and rows[0]["source"] == "oauth"
+    assert rows[0]["detail"] == {"via": "login"} and rows[0]["patreon_user_id"]
+    assert any("refused for admin user boss" in r.getMessage() for r in caplog.records)
+
+
+def test_an_admin_found_by_verified_email_is_refused_and_not_linked(
+    make_app: Callable[..., Flask], patreon_sandbox: Any
+) -> None:
+    site = sandbox_site(make_app, patreon_sandbox, PATRONLOCK_AUTO_LINK_VERIFIED_EMAIL=True)
+    site.patronlock.admin_loader(lambda user: user.admin)
+    site.find_by_email()
+    site.vouch_for_verified_emails()
+    patreon_sandbox.add_patron("chief@example.com", tier="Gold")
+    site.user("chief", email="chief@example.com", admin=True, email_verified=True)
+    client = site.app.test_client()
+    response = oauth_flow(client, "chief@example.com", path=LOGIN)
+    assert response.status_code == 403 and problem_kind(response.get_data(as_text=True)) == "admin_login_refused"
+    assert whoami(client)["user_id"] is None
+    with site.app.app_context():
+        assert get_accounts().get("chief") is None  # nothing linked either
+    assert [row["detail"] for row in _refusals(site)] == [{"via": "email"}]
+
+
+def test_the_switch_lets_admins_log_in_with_patreon(make_app: Callable[..., Flask], patreon_sandbox: Any) -> None:
+    site, _admin = _admin_site(make_app, patreon_sandbox, PATRONLOCK_ADMIN_PATREON_LOGIN=True)
+    client = site.app.test_client()
+    response = oauth_flow(client, "boss@patreon.example", path=LOGIN)
+    assert response.status_code == 302 and whoami(client)["user_id"] == "boss"
+    assert _refusals(site) == []
+
+
+def test_a_patron_who_is_no_admin_still_logs_in_with_the_switch_off(
+    make_app: Callable[..., Flask], patreon_sandbox: Any
+) -> None:
+    site, _admin = _admin_site(make_app, patreon_sandbox)
+    patreon_sandbox.add_patron("reader@patreon.example", tier="Silver")
+    reader = site.add_user("reader@site.example")
+    _connected(site, reader, "reader@patreon.example")
+    fresh = site.app.test_client()
+    assert oauth_flow(fresh, "reader@patreon.example", path=LOGIN).status_code == 302
+    assert whoami(fresh)["user_id"] == reader.id and _refusals(site) == []
