@@ -73,6 +73,8 @@ DEFAULT_TEXTS: dict[str, str] = {
     "opens by itself.",
     "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
     "your pledge on Patreon brings you closer.",
+    "lock_unavailable": "This isn't available at the moment: {creator} is changing who it is for. Please look again "
+    "later.",
 }
 
 #: The one next step of each reason: (button label, the context key of its link); ``None`` where nothing can be done
@@ -87,6 +89,7 @@ ACTIONS: dict[str, tuple[str, str] | None] = {
     "not_patron_at_date": None,
     "drip_not_reached": None,
     "lifetime_too_low": ("Support on Patreon", "pledge_url"),
+    "lock_unavailable": None,
 }
 
 #: The placeholders a banner text may use.

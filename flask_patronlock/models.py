@@ -164,6 +164,8 @@ class Tables:
     feed_tokens: Table
     # -- comps: access the creator grants by hand --
     comps: Table
+    # -- locks creators make on the settings page (issue 17) --
+    locks: Table
 
     def all(self) -> list[Table]:
         """Every table, in creation order."""
@@ -412,6 +414,21 @@ def _define(metadata: MetaData) -> Tables:
         # what every worker's settings cache reads, and what the scheduler's expiry sweep looks for
         Index("ix_patronlock_comps_open", "revoked_at", "expires_at"),
     )
+    # A lock a creator made on the settings page; its rule is the lock's row in patronlock_lock_overrides, as for a lock
+    # declared in code. A deleted lock keeps its row (deleted_at set): content still naming it stays locked, and the
+    # log says why, instead of the name becoming unknown.
+    locks = Table(
+        "patronlock_locks",
+        metadata,
+        Column("name", String(100), primary_key=True),
+        Column("title", String(100), nullable=False, default=""),
+        Column("description", Text, nullable=False, default=""),
+        Column("created_by", String(64), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_by", String(64), nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("deleted_at", UTCDateTime, nullable=True),
+    )
     return Tables(
         accounts=accounts,
         patrons=patrons,
@@ -425,6 +442,7 @@ def _define(metadata: MetaData) -> Tables:
         held_revocations=held_revocations,
         feed_tokens=feed_tokens,
         comps=comps,
+        locks=locks,
     )
 
 

@@ -15,7 +15,7 @@ from jinja2 import ChoiceLoader, DictLoader
 
 from flask_patronlock import locked, signals
 from flask_patronlock.banners import DEFAULT_TEXTS, fill
-from flask_patronlock.settings import BANNER_REASONS, get_banner_text, set_banner_text
+from flask_patronlock.settings import BANNER_REASONS, create_lock, delete_lock, get_banner_text, set_banner_text
 from flask_patronlock.signals import filter_receiver
 from tests.helpers.constants import NOW
 from tests.helpers.sites import Site, make_site
@@ -37,7 +37,10 @@ def site(make_app: Callable[..., Flask]) -> Site:
     site.ext.lock("early", patron_since_before=NOW - timedelta(days=200))
     site.ext.lock("drip", drip_months=6)
     site.ext.lock("lifetime", lifetime_cents=10000)
-    for name in ("premium", "early", "drip", "lifetime"):
+    with app.app_context():  # a lock a creator made, then deleted: content still on it stays locked
+        create_lock("gone", title="Gone", by="creator")
+        delete_lock("gone", by="creator")
+    for name in ("premium", "early", "drip", "lifetime", "gone"):
         app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
     site.user("stranger")
     site.link("linked-only", "p-nobody")
@@ -72,6 +75,7 @@ CASES: dict[str, tuple[str | None, str, str | None, tuple[str, ...]]] = {
     "not_patron_at_date": ("gold", "/early", None, ("August 27, 2025",)),
     "drip_not_reached": ("gold", "/drip", None, ("6 month(s)", "unlocks on")),
     "lifetime_too_low": ("gold", "/lifetime", f"{BASE}/checkout/c1", ("$100.00 in total",)),
+    "lock_unavailable": ("gold", "/gone", None, ("isn't available", "Kopi Studio")),
 }
 
 

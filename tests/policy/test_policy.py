@@ -401,7 +401,8 @@ def test_drip_available_at() -> None:
 
 
 def test_decisions_use_the_closed_reason_set() -> None:
-    assert "drip_not_reached" in REASONS and "comp" in REASONS and len(REASONS) == 13
+    assert "drip_not_reached" in REASONS and "comp" in REASONS and "lock_unavailable" in REASONS
+    assert len(REASONS) == 14
     assert {"allowed", "lock_disabled", "admin_bypass", "comp"} == ALLOWING_REASONS
 
 
