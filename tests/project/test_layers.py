@@ -36,6 +36,7 @@ REQUEST_LAYER = (
     "views.",
     "admin.",
     "contrib.",
+    "content",  # the lock picker (a form field, on the settings page's forms) and the content model mixin
     "sandbox.app",  # the offline Patreon's own web server, and its page groups:
     "sandbox.web",
     "sandbox.api",
