@@ -17,15 +17,18 @@ from cryptography.fernet import Fernet
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
-from sqlalchemy import String
+from sqlalchemy import String, Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 
-from flask_patronlock import ConfigurationError, PatronLock, locked
+from flask_patronlock import ConfigurationError, PatronLock, UnknownLockError, locked
+from flask_patronlock.content import LockedContentMixin, LockField
 from flask_patronlock.formatting import date_text
+from flask_patronlock.settings import find_lock
 from flask_patronlock.state import get_state
 
 from .demo import move_database_aside
@@ -74,30 +77,43 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined]
     is_admin: Mapped[bool] = mapped_column(default=False)
 
 
-@dataclass(frozen=True)
-class Post:
-    slug: str
-    title: str
-    lock: str | None
-    teaser: str
-    body: str
+class Post(LockedContentMixin, db.Model):  # type: ignore[name-defined,misc]
+    """A post; its ``lock`` (from LockedContentMixin) is chosen by the creator in the post editor: ``""`` is free for
+    everyone, else the name of a lock (declared below in code, or made in the settings page)."""
+
+    __tablename__ = "example_posts"
+    locked_content_label = "post"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    teaser: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class PostLockForm(FlaskForm):
+    """The post editor's one setting: who may read the post."""
+
+    lock = LockField("Who may read it", public_label="Free for everyone")
 
 
 # Early access (public after a date) and comps (access a creator grants by hand) join the example here: a post with
 # its own date beside these, and a comp for one of the demo accounts (DEMO_ACCOUNTS) granted from the settings page;
 # the first screen lists what patrons get in its "For patrons" section (templates/index.html).
+#: The posts the site starts with (slug, title, lock, teaser, body); stored in ``example_posts`` on the first start,
+#: after which the creator chooses each post's lock in the post editor (``/editor``).
 POSTS = [
-    Post("welcome", "Welcome to the studio", None, "Hello! This one is free for everyone.",
+    ("welcome", "Welcome to the studio", "", "Hello! This one is free for everyone.",
          "Everything else here is for patrons: log in, connect your Patreon account, and read on."),
-    Post("sketchbook", "Sketchbook, week 12", "supporters", "Twelve new sketches, with notes on each.",
+    ("sketchbook", "Sketchbook, week 12", "supporters", "Twelve new sketches, with notes on each.",
          "Thank you for supporting the studio. Here are this week's sketches in full resolution..."),
-    Post("process", "How I paint a city at night", "silver", "A look at the palette and the first layers.",
+    ("process", "How I paint a city at night", "silver", "A look at the palette and the first layers.",
          "Step one: block in the sky with a warm dark... (the full twenty-step process follows)"),
-    Post("masterclass", "Masterclass: light and reflections", "gold", "Two hours of live painting.",
+    ("masterclass", "Masterclass: light and reflections", "gold", "Two hours of live painting.",
          "The full masterclass video and the layered source files."),
-    Post("founders-letter", "A letter to the founding patrons", "founders", "To the people who were here first.",
+    ("founders-letter", "A letter to the founding patrons", "founders", "To the people who were here first.",
          "You believed in this before anyone else did. Here is what your support built..."),
-    Post("premium-archive", "The premium archive", "premium", "Ten years of studies, sorted by theme.",
+    ("premium-archive", "The premium archive", "premium", "Ten years of studies, sorted by theme.",
          "The whole archive: every study, with its reference photos and notes."),
 ]
 
@@ -270,6 +286,7 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
     with app.app_context():
         db.create_all()
+        _store_the_first_posts()
         if app.config["EXAMPLE_DEMO_ACCOUNTS"]:
             _prepare_demo_accounts()
         if "example_demo" in app.extensions:
@@ -285,7 +302,7 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     _routes(app)
     from .feeds import init_feeds
 
-    init_feeds(app, POSTS)
+    init_feeds(app, all_posts)
     if "example_demo" in app.extensions:
         app.extensions["example_demo"].kept.save()  # what the panel set up (its webhook to this site)
     return app
@@ -304,6 +321,19 @@ def _store_the_sandbox_tiers(sandbox: Any) -> None:
     get_state().store.replace_tiers(sandbox.campaign.id, tiers)
 
 
+def _store_the_first_posts() -> None:
+    """Store :data:`POSTS` when the site has no posts yet (never touching posts that exist)."""
+    if db.session.execute(db.select(Post.id).limit(1)).first() is None:
+        for slug, title, lock, teaser, body in POSTS:
+            db.session.add(Post(slug=slug, title=title, lock=lock, teaser=teaser, body=body))
+        db.session.commit()
+
+
+def all_posts() -> list[Post]:
+    """Every post, in the order they were written."""
+    return list(db.session.execute(db.select(Post).order_by(Post.id)).scalars())
+
+
 def _prepare_demo_accounts() -> None:
     """Make the demo's accounts that are missing (never touching one that exists)."""
     for account in DEMO_ACCOUNTS:
@@ -311,6 +341,27 @@ def _prepare_demo_accounts() -> None:
             db.session.add(User(email=account.email, name=account.name, password_hash="!demo-account",
                                 is_admin=account.is_admin))  # fmt: skip
     db.session.commit()
+
+
+def _creator_only() -> None:
+    """The post editor is the creator's (the site's admin)."""
+    if not getattr(current_user, "is_admin", False):
+        abort(403)
+
+
+def _who_may_read(lock: str) -> str:
+    """``"free for everyone"``, or ``"for Early access"`` (the lock's title)."""
+    return f"for {lock_label(lock)}" if lock else "free for everyone"
+
+
+def lock_label(lock: str) -> str:
+    """What the post editor says of a post's lock: "Free for everyone", the lock's title, or that it was deleted."""
+    if not lock:
+        return "Free for everyone"
+    try:
+        return find_lock(lock).display_name
+    except UnknownLockError:
+        return f"{lock} (deleted: only you can read it until you choose another lock)"
 
 
 def _demo_accounts_open() -> bool:
@@ -347,12 +398,14 @@ def _routes(app: Flask) -> None:
     @app.context_processor
     def site() -> dict[str, Any]:
         return {
-            "posts": POSTS,
+            "posts": all_posts,
             "now": get_state().store.clock(),  # the one clock (the sandbox's, offline)
             "csrf_token": generate_csrf,
             "demo_accounts": DEMO_ACCOUNTS if _demo_accounts_open() else (),
             "offline_demo": "example_sandbox" in app.extensions,
         }
+
+    app.add_template_global(lock_label)
 
     @app.template_filter("day")
     def day(when: datetime | None) -> str:
@@ -378,10 +431,33 @@ def _routes(app: Flask) -> None:
 
     @app.get("/posts/<slug>")
     def post(slug: str) -> str:
-        found = next((p for p in POSTS if p.slug == slug), None)
+        found = db.session.execute(db.select(Post).filter_by(slug=slug)).scalar_one_or_none()
         if found is None:
             abort(404)
         return render_template("post.html", post=found)
+
+    # The post editor: the creator chooses who may read each post (a LockField of "Free for everyone" and every
+    # lock, the ones declared in code above and the ones made in the settings page). The change applies at once.
+    @app.get("/editor")
+    @login_required
+    def editor() -> str:
+        _creator_only()
+        return render_template("editor.html")
+
+    @app.route("/editor/<slug>", methods=["GET", "POST"])
+    @login_required
+    def edit_post(slug: str) -> Any:
+        _creator_only()
+        found = db.session.execute(db.select(Post).filter_by(slug=slug)).scalar_one_or_none()
+        if found is None:
+            abort(404)
+        form = PostLockForm(obj=found)
+        if form.validate_on_submit():
+            form.populate_obj(found)
+            db.session.commit()
+            flash(f"Saved: “{found.title}” is now {_who_may_read(found.lock)}.", "info")
+            return redirect(url_for("editor"))
+        return render_template("edit_post.html", post=found, form=form), 422 if form.errors else 200
 
     @app.get("/members")
     @login_required
