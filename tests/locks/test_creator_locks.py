@@ -161,3 +161,16 @@ def test_a_made_lock_reaches_another_worker(make_app: Callable[..., Flask]) -> N
         delete_lock("vip")
     reader.state.settings.invalidate()
     assert reader.get("/vip", "gold").status_code == 403
+
+
+def test_the_explainer_says_a_deleted_lock_keeps_content_locked(site: Site) -> None:
+    from flask_patronlock.explain import explain
+
+    with site.app.app_context():
+        create_lock("vip", title="VIP")
+        made = explain("gold", "vip")
+        assert made.decision.allowed and "a lock made on the settings page" in made.steps[0]
+        delete_lock("vip")
+        gone = explain("gold", "vip")
+    assert gone.decision.reason == "lock_unavailable" and not gone.decision.allowed
+    assert "no lock has this name" in gone.steps[0] and "stays locked to everyone but admins" in gone.steps[0]
