@@ -30,9 +30,10 @@ from ..settings import (
     update_lock,
 )
 from ..state import get_state
+from ..whatif import lock_change
 from .blueprint import admin_user_id, nav, route
 from .forms import LockDetailsForm, LockForm, NewLockForm, RoutingForm
-from .preview import lock_preview
+from .preview import confirm_change, lock_preview
 
 nav("patronlock_admin.locks", "Locks")
 
@@ -215,12 +216,35 @@ def edit_lock(name: str) -> ResponseReturnValue:
     if request.method == "POST":
         form = _lock_form(lock, request.form)
         rule = form.rule()
-        if rule is not None:
-            set_lock_override(name, rule, by=admin_user_id())
-            flash(f"Saved lock {name!r}: {describe_rule(rule, get_state().settings.current().tiers)}.", "success")
-            return redirect(url_for(".edit_lock", name=name))
-        return _render_lock(lock, form, 422)
+        if rule is None:
+            return _render_lock(lock, form, 422)
+        if request.form.get("edit") == "1":  # back from the what-if step, with what was typed
+            return _render_lock(lock, form)
+        if request.form.get("confirm") != "1":  # first: who this would let in or shut out
+            return _confirm_rule(lock, rule)
+        set_lock_override(name, rule, by=admin_user_id())
+        flash(f"Saved lock {name!r}: {describe_rule(rule, get_state().settings.current().tiers)}.", "success")
+        return redirect(url_for(".edit_lock", name=name))
     return _render_lock(lock, _lock_form(lock))
+
+
+def _confirm_rule(lock: Lock, rule: LockRule, *, back: bool = True) -> ResponseReturnValue:
+    """The what-if step of a change of ``lock``'s rule to ``rule`` (a new rule, or switched on or off)."""
+    snapshot = get_state().settings.current()
+    before = describe_rule(snapshot.base_rule_for(lock), snapshot.tiers)
+    after = describe_rule(snapshot.resolve(rule), snapshot.tiers)
+    what = f"“{lock.display_name}”: from {before} to {after}." if before != after else (
+        f"“{lock.display_name}” stays: {after}."
+    )
+    name = lock.name or ""
+    return confirm_change(
+        title=f"Before you save “{lock.display_name}”",
+        what=what,
+        change=lock_change(lock, rule),
+        action=request.path,
+        back=url_for(".edit_lock", name=name) if back else None,
+        cancel_url=url_for(".edit_lock", name=name),
+    )
 
 
 def _render_lock(
@@ -271,6 +295,8 @@ def toggle_lock(name: str) -> ResponseReturnValue:
     override = snapshot.overrides.get(name)
     rule = override.rule if override is not None else lock.rule
     on = request.form.get("enabled") == "1"
+    if request.form.get("confirm") != "1":  # switching off opens it to everyone: say so first
+        return _confirm_rule(lock, _with(rule, enabled=on), back=False)
     set_lock_override(name, _with(rule, enabled=on), by=admin_user_id())
     flash(f"Lock {name!r} is {'on' if on else 'off: everyone may see what it guards'}.", "success")
     return redirect(url_for(".edit_lock", name=name) if request.form.get("back") == "lock" else url_for(".locks"))

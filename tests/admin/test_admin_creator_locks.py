@@ -93,7 +93,7 @@ def test_a_creator_makes_a_lock_sets_its_rule_and_a_patron_sees_the_change(site:
     assert "Made the lock “Early access”" in html and "made here" in html and "Any patron may pass it" in html
     # the rule: Gold; Bob (Silver) below it
     rule = {"enabled": "y", "tiers": ["t10"], "min_amount": "", "lifetime_amount": "", "patron_since_before": "",
-            "drip_months": "", "combine": "all"}
+            "drip_months": "", "combine": "all", "confirm": "1"}
     assert site.post(LOCKS + "/early-access", rule).status_code == 302
     with site.app.app_context():
         db = get_state().db
@@ -144,7 +144,7 @@ def test_a_duplicate_of_a_made_lock_is_refused(site: AdminSite) -> None:
 def test_rename_describe_and_switch_off(site: AdminSite) -> None:
     site.post(LOCKS, {"title": "VIP", "name": "vip"})
     article = add_article(site, "Secret", "vip")
-    site.post(LOCKS + "/vip", {"enabled": "y", "tiers": ["t10"], "combine": "all"})
+    site.post(LOCKS + "/vip", {"enabled": "y", "tiers": ["t10"], "combine": "all", "confirm": "1"})
     assert site.get(f"/articles/{article}", "bob").status_code == 403
     response = site.post(LOCKS + "/vip/details", {"title": "Inner circle", "description": "Gold only"})
     assert response.status_code == 302
@@ -153,7 +153,7 @@ def test_rename_describe_and_switch_off(site: AdminSite) -> None:
     assert site.get(f"/articles/{article}", "bob").status_code == 403  # renaming changed nothing for the content
     bad = site.post(LOCKS + "/vip/details", {"title": "", "description": ""})
     assert bad.status_code == 422 and "Give the lock a name" in page(bad)
-    assert site.post(LOCKS + "/vip/toggle", {"enabled": "0"}).status_code == 302
+    assert site.post(LOCKS + "/vip/toggle", {"enabled": "0", "confirm": "1"}).status_code == 302
     assert page(site.get(f"/articles/{article}", "bob")) == "ARTICLE Secret"  # off: everyone may see it
     with site.app.app_context():
         override = get_lock_override("vip")
@@ -162,7 +162,7 @@ def test_rename_describe_and_switch_off(site: AdminSite) -> None:
 
 def test_deleting_says_what_still_uses_the_lock_and_that_content_stays_locked(site: AdminSite) -> None:
     site.post(LOCKS, {"title": "VIP", "name": "vip"})
-    site.post(LOCKS + "/vip/toggle", {"enabled": "0"})  # off: the articles are open to everyone while it exists
+    site.post(LOCKS + "/vip/toggle", {"enabled": "0", "confirm": "1"})  # off: the articles are open while it exists
     first, _second = add_article(site, "One", "vip"), add_article(site, "Two", "vip")
     assert site.get(f"/articles/{first}", None).status_code == 200
     html = page(site.get(LOCKS + "/vip"))

@@ -60,7 +60,7 @@ def test_the_creator_changes_a_posts_lock_and_the_patron_sees_it(site: tuple[str
     silver = re.search(r'name="tiers" value="([^"]+)"> Silver', made.text)  # the campaign's Silver tier
     assert silver is not None
     saved_rule = admin_post(kopi, base, "/locks/early-access", "/locks/early-access", enabled="y",
-                            tiers=silver.group(1), combine="all")
+                            tiers=silver.group(1), combine="all", confirm="1")
     assert saved_rule.ok and "Saved lock" in text(saved_rule)
     assert "Early access" in choose(kopi, base, "process", "early-access").text
     assert "twenty-step process" in sam.get(base + "/posts/process", timeout=10).text

@@ -78,6 +78,7 @@ BELOW_REQUEST = (
     "settings",
     "settings_cache",
     "signals",
+    "whatif",  # who a proposed lock or policy change would let in or shut out: decide over the stored patrons
     "state",
     "store",
     "store.",
