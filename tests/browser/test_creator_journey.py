@@ -65,6 +65,9 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         page.check("label:has-text('Gold') input[type=checkbox]")
         page.fill("input[name=min_amount]", "")
         page.click("button:has-text('Save the lock')")
+        expect(page.locator("[data-whatif-summary]")).to_contain_text("would gain access")  # the what-if step
+        shots(page, "lock-premium-whatif")
+        page.click("button:has-text('Save the change')")
         expect(page.locator(".pl-flash--success")).to_contain_text("Saved lock 'premium'")
         expect(page.locator("[data-rule]")).to_contain_text("Gold")
         page.select_option("select[name=as]", label="a patron of Bronze")
