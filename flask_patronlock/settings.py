@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 
 from . import settings_cache
 from .declarations import Lock
@@ -359,7 +359,8 @@ def lock_in_routing(name: str) -> str | None:
 def delete_lock(name: str, *, by: str | None = None) -> None:
     """Delete the creator-made lock ``name``. Content that still names it fails closed: it stays locked to everyone
     but admins (reason ``lock_unavailable``, and an error in the log naming the lock) until it gets another lock or a
-    lock of that name is made again. Its rule and its comps stop applying.
+    lock of that name is made again. Its rule goes, and its open comps are revoked (each audited as ``comp_revoked``),
+    so a lock made again under the name starts afresh.
 
     :raises LockError: for a lock made in code or that does not exist, or one the site-wide or URL-prefix locks use
         (choose another lock there first).
@@ -369,13 +370,22 @@ def delete_lock(name: str, *, by: str | None = None) -> None:
     if used is not None:
         raise LockError("lock", f"“{name}” is {used}. Choose another lock there first, then delete this one.")
     state = get_state()
-    t, o = state.tables.locks, state.tables.lock_overrides
+    t, o, c = state.tables.locks, state.tables.lock_overrides, state.tables.comps
     rule = _snapshot().overrides.get(name)
 
     def apply(conn: Any, version: int) -> None:
         now = state.store.clock()
         conn.execute(update(t).where(t.c.name == name).values(deleted_at=now, updated_by=by, updated_at=now))
         conn.execute(delete(o).where(o.c.name == name))
+        open_comps = conn.execute(select(c).where(c.c.lock == name, c.c.revoked_at.is_(None))).mappings().all()
+        for comp in open_comps:
+            conn.execute(update(c).where(c.c.id == comp["id"]).values(revoked_at=now, revoked_by=by,
+                                                                      revoked_source="admin"))
+            state.store.record_event(
+                conn, "comp_revoked", source="admin", user_id=comp["user_id"], member_id=comp["member_id"],
+                patreon_user_id=comp["patreon_user_id"],
+                detail={"comp": comp["id"], "lock": name, "tier": None, "by": by, "why": "lock_deleted"},
+            )
 
     _write("lock_deleted", by, {"lock": name, "rule": rule.rule.to_dict() if rule else None}, apply)
 

@@ -174,3 +174,21 @@ def test_the_explainer_says_a_deleted_lock_keeps_content_locked(site: Site) -> N
         gone = explain("gold", "vip")
     assert gone.decision.reason == "lock_unavailable" and not gone.decision.allowed
     assert "no lock has this name" in gone.steps[0] and "stays locked to everyone but admins" in gone.steps[0]
+
+
+def test_deleting_a_lock_revokes_its_comps_so_a_new_lock_of_that_name_starts_afresh(site: Site) -> None:
+    from flask_patronlock.comps import grant_comp, list_comps
+
+    site.app.add_url_rule("/vip", "vip", locked("vip")(lambda: "SECRET vip"))
+    with site.app.app_context():
+        create_lock("vip", title="VIP", rule={"tier_ids": ["Gold"]})
+        grant_comp(get_state(), member_id="m-silver", lock="vip", by="kopi")
+    assert site.get("/vip", "silver").status_code == 200  # the comp opens it
+    with site.app.app_context():
+        delete_lock("vip", by="kopi")
+        create_lock("vip", title="VIP again", rule={"tier_ids": ["Gold"]})
+        assert list_comps(get_state()) == []
+        ended = list_comps(get_state(), ended=True)
+        assert [(c.lock, c.revoked_by, c.revoked_source) for c in ended] == [("vip", "kopi", "admin")]
+    assert site.get("/vip", "silver").status_code == 403
+    assert [kind for kind, _, _ in audit(site.app)][-3:] == ["lock_created", "lock_deleted", "lock_created"]
