@@ -93,14 +93,17 @@ def find_lock(name: str) -> Lock:
     return lock
 
 
-def _write(kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable[[Any, int], None]) -> int:
-    """Run ``apply(conn, new_version)`` in a write transaction with a version bump and an audit row."""
+def _write(
+    kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable[[Any, int], None], source: str = "admin"
+) -> int:
+    """Run ``apply(conn, new_version)`` in a write transaction with a version bump and an audit row (from
+    ``source``: ``admin`` for the settings page and the Python API, ``cli`` for the command line)."""
     state = get_state()
     store = state.store
     with store.transaction() as conn:
         version = store.bump_settings_version(conn, by=by)
         apply(conn, version)
-        store.record_event(conn, kind, source="admin", user_id=by, detail={**detail, "version": version})
+        store.record_event(conn, kind, source=source, user_id=by, detail={**detail, "version": version})
     state.settings.invalidate()
     return version
 
@@ -202,6 +205,8 @@ LOCK_TITLE_MAX = 100
 LOCK_DESCRIPTION_MAX = 500
 
 LockField = Literal["name", "title", "description", "rule", "lock"]
+#: where a change of a lock comes from, as its audit row records it.
+Source = Literal["admin", "cli"]
 
 
 class LockError(ValueError):
@@ -250,6 +255,7 @@ def create_lock(
     description: str = "",
     rule: LockRule | Mapping[str, Any] | None = None,
     by: str | None = None,
+    source: Source = "admin",
 ) -> Lock:
     """Make a lock without code: usable at once, on every worker within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``, by
     ``@locked(name)``, ``{% patronlock name %}``, :func:`~flask_patronlock.locks.can_view` and everything else that
@@ -263,6 +269,7 @@ def create_lock(
     :param rule: the lock's rule (a :class:`~flask_patronlock.policy.LockRule` or its ``to_dict`` form); ``None``:
         any patron entitled to something.
     :param by: who made it (recorded, and in the audit row).
+    :param source: where the change comes from (``admin`` or ``cli``), for the audit row.
     :raises LockError: naming the field at fault: a bad or taken name, a missing or too long title, a too long
         description, or a bad rule.
     """
@@ -309,11 +316,19 @@ def create_lock(
         if data is not None:
             conn.execute(insert(o).values(name=name, rule=data, updated_by=by, updated_at=now))
 
-    _write("lock_created", by, {"lock": name, "title": title, "description": description, "rule": data}, apply)
+    detail = {"lock": name, "title": title, "description": description, "rule": data}
+    _write("lock_created", by, detail, apply, source)
     return Lock(name=name, rule=LockRule(), description=description, title=title, origin="creator")
 
 
-def update_lock(name: str, *, title: str | None = None, description: str | None = None, by: str | None = None) -> Lock:
+def update_lock(
+    name: str,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    by: str | None = None,
+    source: Source = "admin",
+) -> Lock:
     """Rename (change the title of) or describe the creator-made lock ``name``; its name stays, so code, templates
     and content that use it keep working. Change its rule with :func:`set_lock_override`.
 
@@ -337,7 +352,7 @@ def update_lock(name: str, *, title: str | None = None, description: str | None 
             .values(title=new_title, description=new_description, updated_by=by, updated_at=state.store.clock())
         )
 
-    _write("lock_updated", by, {"lock": name, "title": new_title, "description": new_description}, apply)
+    _write("lock_updated", by, {"lock": name, "title": new_title, "description": new_description}, apply, source)
     return Lock(name=name, rule=LockRule(), description=new_description, title=new_title, origin="creator")
 
 
@@ -356,7 +371,7 @@ def lock_in_routing(name: str) -> str | None:
     return f"the lock of {', '.join(prefixes)}" if prefixes else None
 
 
-def delete_lock(name: str, *, by: str | None = None) -> None:
+def delete_lock(name: str, *, by: str | None = None, source: Source = "admin") -> None:
     """Delete the creator-made lock ``name``. Content that still names it fails closed: it stays locked to everyone
     but admins (reason ``lock_unavailable``, and an error in the log naming the lock) until it gets another lock or a
     lock of that name is made again. Its rule goes, and its open comps are revoked (each audited as ``comp_revoked``),
@@ -380,14 +395,14 @@ def delete_lock(name: str, *, by: str | None = None) -> None:
         open_comps = conn.execute(select(c).where(c.c.lock == name, c.c.revoked_at.is_(None))).mappings().all()
         for comp in open_comps:
             conn.execute(update(c).where(c.c.id == comp["id"]).values(revoked_at=now, revoked_by=by,
-                                                                      revoked_source="admin"))
+                                                                      revoked_source=source))
             state.store.record_event(
-                conn, "comp_revoked", source="admin", user_id=comp["user_id"], member_id=comp["member_id"],
+                conn, "comp_revoked", source=source, user_id=comp["user_id"], member_id=comp["member_id"],
                 patreon_user_id=comp["patreon_user_id"],
                 detail={"comp": comp["id"], "lock": name, "tier": None, "by": by, "why": "lock_deleted"},
             )
 
-    _write("lock_deleted", by, {"lock": name, "rule": rule.rule.to_dict() if rule else None}, apply)
+    _write("lock_deleted", by, {"lock": name, "rule": rule.rule.to_dict() if rule else None}, apply, source)
 
 
 def get_policy_settings() -> PolicySettings:

@@ -192,3 +192,29 @@ def test_deleting_a_lock_revokes_its_comps_so_a_new_lock_of_that_name_starts_afr
         assert [(c.lock, c.revoked_by, c.revoked_source) for c in ended] == [("vip", "kopi", "admin")]
     assert site.get("/vip", "silver").status_code == 403
     assert [kind for kind, _, _ in audit(site.app)][-3:] == ["lock_created", "lock_deleted", "lock_created"]
+
+
+def test_the_command_line_makes_lists_renames_and_deletes_locks(site: Site) -> None:
+    runner = site.app.test_cli_runner()
+    made = runner.invoke(args=["patronlock", "lock", "create", "--title", "Early access", "--tier", "Silver",
+                               "--by", "kopi"])
+    assert made.exit_code == 0, made.output
+    assert "Made the lock early-access (Early access)" in made.output
+    listed = runner.invoke(args=["patronlock", "lock", "list"]).output
+    assert "early-access (Early access): tier Silver" in listed and "made on the settings page" in listed
+    assert "premium: tier Gold" in listed and "made in code" in listed
+    renamed = runner.invoke(args=["patronlock", "lock", "rename", "early-access", "--title", "Patrons first"])
+    assert renamed.exit_code == 0 and "now called Patrons first" in renamed.output
+    bad = runner.invoke(args=["patronlock", "lock", "create", "Bad Name", "--title", "x" * 101])
+    assert bad.exit_code == 2 and "lower-case letters" in bad.output and "Also: --title" in bad.output
+    code = runner.invoke(args=["patronlock", "lock", "delete", "premium"])
+    assert code.exit_code == 2 and "made in code" in code.output
+    gone = runner.invoke(args=["patronlock", "lock", "delete", "early-access", "--by", "kopi"])
+    assert gone.exit_code == 0 and "stays locked to everyone but admins" in gone.output
+    assert [(kind, by) for kind, by, _ in audit(site.app)] == [
+        ("lock_created", "kopi"), ("lock_updated", None), ("lock_deleted", "kopi")
+    ]
+    e = get_state(site.app).tables.events
+    with get_state(site.app).store.engine.connect() as conn:
+        sources = set(conn.execute(select(e.c.source).where(e.c.kind.like("lock_%"))).scalars())
+    assert sources == {"cli"}
