@@ -22,7 +22,7 @@ from .settings_cache import SettingsSnapshot
 from .state import PatronLockState, get_state
 from .store import row_to_patron
 
-__all__ = ["AccessChange", "lock_change", "policy_change"]
+__all__ = ["AccessChange", "lock_change", "lock_deletion", "policy_change"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,22 @@ def lock_change(lock: Lock, rule: LockRule, *, state: PatronLockState | None = N
         elif was and not will:
             lost.append(name)
     return AccessChange(tuple(gained), tuple(lost), total, opens_to_everyone=before.enabled and not after.enabled)
+
+
+def lock_deletion(lock: Lock, *, state: PatronLockState | None = None) -> AccessChange:
+    """What deleting the named lock ``lock`` would change for what still uses it: everyone it lets in now loses
+    access (content on a deleted lock stays locked to everyone but admins)."""
+    state = state if state is not None else get_state()
+    snapshot = state.settings.current()
+    now = state.store.clock()
+    rule = snapshot.base_rule_for(lock)
+    lost: list[str] = []
+    total = 0
+    for name, viewer in _stored_viewers(state, snapshot):
+        total += 1
+        if decide(rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=lock.name).allowed:
+            lost.append(name)
+    return AccessChange((), tuple(lost), total)
 
 
 def policy_change(policy: PolicySettings, *, state: PatronLockState | None = None) -> AccessChange:

@@ -30,7 +30,7 @@ from ..settings import (
     update_lock,
 )
 from ..state import get_state
-from ..whatif import lock_change
+from ..whatif import lock_change, lock_deletion
 from .blueprint import admin_user_id, nav, route
 from .forms import LockDetailsForm, LockForm, NewLockForm, RoutingForm
 from .preview import confirm_change, lock_preview
@@ -272,6 +272,7 @@ def _render_lock(
             made_on=date_text(made.created_at) if made is not None and made.created_at is not None else None,
             details=details,
             usage=_usage_text(used) if used else None,
+            losing=lock_deletion(lock).lost if used else (),
             in_routing=lock_in_routing(lock.name or "") if made is not None else None,
         ),
         status,

@@ -5,6 +5,7 @@ LockedContentMixin column."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from html import unescape
 from typing import Any
@@ -167,6 +168,8 @@ def test_deleting_says_what_still_uses_the_lock_and_that_content_stays_locked(si
     assert site.get(f"/articles/{first}", None).status_code == 200
     html = page(site.get(LOCKS + "/vip"))
     assert "2 articles are still on this lock" in html and "nobody but admins can see them" in html
+    assert "1 patron who can see them now would lose access." in html  # Sil, linked as bob: the lock is off
+    assert re.search(r"<ul data-lost>\s*<li>Sil</li>\s*</ul>", html)
     response = site.post(LOCKS + "/vip/delete")
     assert response.status_code == 302 and response.headers["Location"].endswith("/locks")
     listed = page(site.get(LOCKS))

@@ -17,7 +17,7 @@ from flask_patronlock.comps import grant_comp
 from flask_patronlock.policy import LockRule, PolicySettings
 from flask_patronlock.settings import get_lock_override, get_policy_settings
 from flask_patronlock.state import get_state
-from flask_patronlock.whatif import lock_change, policy_change
+from flask_patronlock.whatif import lock_change, lock_deletion, policy_change
 from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
 from tests.helpers.constants import NOW
 
@@ -127,5 +127,7 @@ def test_comps_count_and_nobody_is_counted_twice(site: AdminSite) -> None:
         assert not lock_change(lock, LockRule(tier_ids=("t10",))).changes_anything
         off = lock_change(lock, LockRule(tier_ids=("t10",), enabled=False))
         assert off.opens_to_everyone and off.gained == ("Dee", "Sil")
+        gone = lock_deletion(lock)
+        assert gone.gained == () and gone.lost == ("Bea", "Gia") and gone.patrons == 4  # Bea through her comp
         same = policy_change(PolicySettings())
         assert same.gained == same.lost == () and same.patrons == 4
