@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from flask.cli import AppGroup
@@ -12,6 +13,8 @@ from . import config as _config
 from .errors import ConfigurationError
 from .models import schema_gaps
 from .state import PatronLockState, get_state
+
+T = TypeVar("T")
 
 patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
 
@@ -573,10 +576,17 @@ patronlock_cli.add_command(lock_cli)
 _LOCK_OPTIONS = {"name": "NAME", "title": "--title", "description": "--description", "rule": "--tier", "lock": "NAME"}
 
 
-def _lock_failed(exc: Any) -> click.ClickException:
-    for field, message in exc.errors[1:]:
-        click.echo(f"Also: {_LOCK_OPTIONS.get(field, field)}: {message}", err=True)
-    return click.BadParameter(str(exc), param_hint=_LOCK_OPTIONS.get(exc.field))
+def _lock_call(action: Callable[[], T]) -> T:
+    """``action()``; a :class:`~flask_patronlock.settings.LockError` becomes a usage error naming the argument or option
+    at fault (its other problems listed first)."""
+    from .settings import LockError
+
+    try:
+        return action()
+    except LockError as exc:
+        for field, message in exc.errors[1:]:
+            click.echo(f"Also: {_LOCK_OPTIONS.get(field, field)}: {message}", err=True)
+        raise click.BadParameter(str(exc), param_hint=_LOCK_OPTIONS.get(exc.field)) from None
 
 
 @lock_cli.command("list")
@@ -604,13 +614,12 @@ def lock_list_command() -> None:
 @click.option("--by", default=None, help="Who makes it (recorded in the audit log).")
 def lock_create_command(name: str, title: str, description: str, tiers: tuple[str, ...], by: str | None) -> None:
     """Make the lock NAME (lower-case letters, digits and hyphens; made from --title when left out)."""
-    from .settings import LockError, create_lock
+    from .settings import create_lock
 
     rule = {"tier_ids": list(tiers)} if tiers else None
-    try:
-        lock = create_lock(name, title=title, description=description, rule=rule, by=by, source="cli")
-    except LockError as exc:
-        raise _lock_failed(exc) from None
+    lock = _lock_call(
+        lambda: create_lock(name, title=title, description=description, rule=rule, by=by, source="cli")
+    )
     click.echo(f"Made the lock {lock.name} ({lock.display_name}). Use it as @locked({lock.name!r}).")
 
 
@@ -621,14 +630,11 @@ def lock_create_command(name: str, title: str, description: str, tiers: tuple[st
 @click.option("--by", default=None, help="Who changes it (recorded in the audit log).")
 def lock_rename_command(name: str, title: str | None, description: str | None, by: str | None) -> None:
     """Change the title or description of the lock NAME; NAME itself stays, so nothing that uses it breaks."""
-    from .settings import LockError, update_lock
+    from .settings import update_lock
 
     if title is None and description is None:
         raise click.UsageError("give --title, --description or both")
-    try:
-        lock = update_lock(name, title=title, description=description, by=by, source="cli")
-    except LockError as exc:
-        raise _lock_failed(exc) from None
+    lock = _lock_call(lambda: update_lock(name, title=title, description=description, by=by, source="cli"))
     click.echo(f"The lock {lock.name} is now called {lock.display_name}.")
 
 
@@ -637,11 +643,8 @@ def lock_rename_command(name: str, title: str | None, description: str | None, b
 @click.option("--by", default=None, help="Who deletes it (recorded in the audit log).")
 def lock_delete_command(name: str, by: str | None) -> None:
     """Delete the lock NAME, made on the settings page. What still uses it stays locked to everyone but admins."""
-    from .settings import LockError, delete_lock
+    from .settings import delete_lock
 
-    try:
-        delete_lock(name, by=by, source="cli")
-    except LockError as exc:
-        raise _lock_failed(exc) from None
+    _lock_call(lambda: delete_lock(name, by=by, source="cli"))
     click.echo(f"Deleted the lock {name}. Anything still on it stays locked to everyone but admins until it gets "
                "another lock.")
