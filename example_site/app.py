@@ -17,17 +17,21 @@ from cryptography.fernet import Fernet
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import FlaskForm
 from flask_wtf.csrf import generate_csrf, validate_csrf
-from sqlalchemy import String
+from sqlalchemy import String, Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 
-from flask_patronlock import ConfigurationError, Lock, PatronLock, locked
+from flask_patronlock import ConfigurationError, PatronLock, UnknownLockError, locked
 from flask_patronlock.comps import grant_comp, list_comps
+from flask_patronlock.content import LockedContentMixin, LockField
 from flask_patronlock.formatting import date_text
-from flask_patronlock.locks import make_rule
+from flask_patronlock.locks import named_lock
+from flask_patronlock.policy import LockRule
+from flask_patronlock.settings import create_lock, find_lock
 from flask_patronlock.state import get_state
 
 from .demo import move_database_aside
@@ -88,33 +92,52 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined]
     is_admin: Mapped[bool] = mapped_column(default=False)
 
 
-@dataclass(frozen=True)
-class Post:
-    slug: str
-    title: str
-    #: a named lock, a post's own lock (early access), or None: free for everyone.
-    lock: str | Lock | None
-    teaser: str
-    body: str
-    #: early access: patrons see it now, everyone from this moment.
-    public_after: datetime | None = None
+class Post(LockedContentMixin, db.Model):  # type: ignore[name-defined]
+    """A post; its ``lock`` (from LockedContentMixin) is chosen by the creator in the post editor: ``""`` is free for
+    everyone, else the name of a lock (declared below in code, or made in the settings page)."""
+
+    __tablename__ = "example_posts"
+    locked_content_label = "post"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    teaser: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+    @property
+    def public_after(self) -> datetime | None:
+        """Early access: when the post's lock opens to everyone (its rule's ``public_after``), if it does."""
+        if not self.lock:
+            return None
+        state = get_state()
+        return state.settings.current().rule_for(named_lock(state, self.lock)).public_after
 
 
-# Comps (access a creator grants by hand) join the example here: a comp for one of the demo accounts (DEMO_ACCOUNTS)
-# granted from the settings page; the first screen lists what patrons get in its "For patrons" section
-# (templates/index.html).
+class PostLockForm(FlaskForm):
+    """The post editor's one setting: who may read the post."""
+
+    lock = LockField("Who may read it", public_label="Free for everyone")
+
+
+#: The posts the site starts with (slug, title, lock, teaser, body); stored in ``example_posts`` on the first start,
+#: after which the creator chooses each post's lock in the post editor (``/editor``). The second is early access: its
+#: lock, "first-look", is one the demo makes as a creator would on the settings page (:func:`_make_early_access`).
 POSTS = [
-    Post("welcome", "Welcome to the studio", None, "Hello! This one is free for everyone.",
+    ("welcome", "Welcome to the studio", "", "Hello! This one is free for everyone.",
          "Everything else here is for patrons: log in, connect your Patreon account, and read on."),
-    Post("sketchbook", "Sketchbook, week 12", "supporters", "Twelve new sketches, with notes on each.",
+    ("new-series", "First look: the harbour series", "first-look",
+         "Six paintings of the harbour at dawn: patrons see them first.",
+         "The whole harbour series, with the colour notes for each painting..."),
+    ("sketchbook", "Sketchbook, week 12", "supporters", "Twelve new sketches, with notes on each.",
          "Thank you for supporting the studio. Here are this week's sketches in full resolution..."),
-    Post("process", "How I paint a city at night", "silver", "A look at the palette and the first layers.",
+    ("process", "How I paint a city at night", "silver", "A look at the palette and the first layers.",
          "Step one: block in the sky with a warm dark... (the full twenty-step process follows)"),
-    Post("masterclass", "Masterclass: light and reflections", "gold", "Two hours of live painting.",
+    ("masterclass", "Masterclass: light and reflections", "gold", "Two hours of live painting.",
          "The full masterclass video and the layered source files."),
-    Post("founders-letter", "A letter to the founding patrons", "founders", "To the people who were here first.",
+    ("founders-letter", "A letter to the founding patrons", "founders", "To the people who were here first.",
          "You believed in this before anyone else did. Here is what your support built..."),
-    Post("premium-archive", "The premium archive", "premium", "Ten years of studies, sorted by theme.",
+    ("premium-archive", "The premium archive", "premium", "Ten years of studies, sorted by theme.",
          "The whole archive: every study, with its reference photos and notes."),
 ]
 
@@ -126,23 +149,16 @@ EARLY_ACCESS = timedelta(days=14)
 EARLY_ACCESS_START = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def early_access_post(start: datetime) -> Post:
-    """The post that is early access: for patrons of any paid tier from ``start``, for everyone
-    :data:`EARLY_ACCESS` later, as on Patreon. Its lock is its own (a one-off rule with the post's date)."""
-    public_after = start + EARLY_ACCESS
-    lock = Lock(name=None, rule=make_rule(min_cents=100, public_after=public_after))
-    return Post(
-        "new-series", "First look: the harbour series", lock,
-        "Six paintings of the harbour at dawn: patrons see them first.",
-        "The whole harbour series, with the colour notes for each painting...",
-        public_after=public_after,
+def _make_early_access(start: datetime) -> None:
+    """Make the early-access lock of the first posts: patrons of any paid tier from ``start``, everyone
+    :data:`EARLY_ACCESS` later, as on Patreon. Made like a creator makes one on the settings page, so the creator can
+    change its date or delete it there."""
+    create_lock(
+        "first-look",
+        title="First look (early access)",
+        description="New series: patrons of any paid tier see them first, everyone two weeks later.",
+        rule=LockRule(min_cents=100, public_after=start + EARLY_ACCESS),
     )
-
-
-def posts_of(app: Flask) -> list[Post]:
-    """The site's posts: :data:`POSTS`, with the early-access post second (dated by the demo's clock)."""
-    posts: list[Post] = app.extensions["example_posts"]
-    return posts
 
 
 #: Set these in the environment to use the real Patreon instead of the sandbox (lists: comma-separated).
@@ -313,12 +329,12 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
 
     with app.app_context():
         db.create_all()
+        demo_opened = app.extensions["example_demo"].opened_at if "example_demo" in app.extensions else None
+        _store_the_first_posts(demo_opened or EARLY_ACCESS_START)
         if app.config["EXAMPLE_DEMO_ACCOUNTS"]:
             _prepare_demo_accounts()
         if "example_demo" in app.extensions:
             _store_the_sandbox_tiers(app.extensions["example_demo"].sandbox)
-    demo_opened = app.extensions["example_demo"].opened_at if "example_demo" in app.extensions else None
-    app.extensions["example_posts"] = [POSTS[0], early_access_post(demo_opened or EARLY_ACCESS_START), *POSTS[1:]]
     if "example_sandbox" in app.extensions:  # the visitor's control panel, and webhooks from the sandbox to here
         from .panel import init_panel
 
@@ -330,7 +346,7 @@ def create_app(config: dict[str, Any] | None = None, *, base_url: str = "http://
     _routes(app)
     from .feeds import init_feeds
 
-    init_feeds(app, posts_of(app))
+    init_feeds(app, all_posts)
     if "example_demo" in app.extensions:
         app.extensions["example_demo"].kept.save()  # what the panel set up (its webhook to this site)
     return app
@@ -347,6 +363,24 @@ def _store_the_sandbox_tiers(sandbox: Any) -> None:
     tiers = [TierSnapshot(id=t.id, title=t.title, amount_cents=t.amount_cents, published=t.published,
                           description=t.description, url=t.url) for t in sandbox.tiers]  # fmt: skip
     get_state().store.replace_tiers(sandbox.campaign.id, tiers)
+
+
+def _store_the_first_posts(early_access_from: datetime) -> None:
+    """Store :data:`POSTS`, and make the early-access lock of one of them, when the site has no posts yet (never
+    touching posts or locks that exist: a lock the creator deleted stays deleted)."""
+    if db.session.execute(db.select(Post.id).limit(1)).first() is None:
+        try:
+            find_lock("first-look")
+        except UnknownLockError:
+            _make_early_access(early_access_from)
+        for slug, title, lock, teaser, body in POSTS:
+            db.session.add(Post(slug=slug, title=title, lock=lock, teaser=teaser, body=body))
+        db.session.commit()
+
+
+def all_posts() -> list[Post]:
+    """Every post, in the order they were written."""
+    return list(db.session.execute(db.select(Post).order_by(Post.id)).scalars())
 
 
 def _prepare_demo_accounts() -> None:
@@ -370,6 +404,27 @@ def _prepare_demo_accounts() -> None:
         grant_comp(state, user_id=str(user.id), lock=lock, note=note,
                    expires_at=(state.store.clock() + timedelta(days=days)).date(),
                    by=str(creator.id) if creator is not None else None)  # fmt: skip
+
+
+def _creator_only() -> None:
+    """The post editor is the creator's (the site's admin)."""
+    if not getattr(current_user, "is_admin", False):
+        abort(403)
+
+
+def _who_may_read(lock: str) -> str:
+    """``"free for everyone"``, or ``"for Early access"`` (the lock's title)."""
+    return f"for {lock_label(lock)}" if lock else "free for everyone"
+
+
+def lock_label(lock: str) -> str:
+    """What the post editor says of a post's lock: "Free for everyone", the lock's title, or that it was deleted."""
+    if not lock:
+        return "Free for everyone"
+    try:
+        return find_lock(lock).display_name
+    except UnknownLockError:
+        return f"{lock} (deleted: only you can read it until you choose another lock)"
 
 
 def _demo_accounts_open() -> bool:
@@ -406,12 +461,14 @@ def _routes(app: Flask) -> None:
     @app.context_processor
     def site() -> dict[str, Any]:
         return {
-            "posts": posts_of(app),
+            "posts": all_posts,
             "now": get_state().store.clock(),  # the one clock (the sandbox's, offline)
             "csrf_token": generate_csrf,
             "demo_accounts": DEMO_ACCOUNTS if _demo_accounts_open() else (),
             "offline_demo": "example_sandbox" in app.extensions,
         }
+
+    app.add_template_global(lock_label)
 
     @app.template_filter("day")
     def day(when: datetime | None) -> str:
@@ -436,10 +493,33 @@ def _routes(app: Flask) -> None:
 
     @app.get("/posts/<slug>")
     def post(slug: str) -> str:
-        found = next((p for p in posts_of(app) if p.slug == slug), None)
+        found = db.session.execute(db.select(Post).filter_by(slug=slug)).scalar_one_or_none()
         if found is None:
             abort(404)
         return render_template("post.html", post=found)
+
+    # The post editor: the creator chooses who may read each post (a LockField of "Free for everyone" and every
+    # lock, the ones declared in code above and the ones made in the settings page). The change applies at once.
+    @app.get("/editor")
+    @login_required
+    def editor() -> str:
+        _creator_only()
+        return render_template("editor.html")
+
+    @app.route("/editor/<slug>", methods=["GET", "POST"])
+    @login_required
+    def edit_post(slug: str) -> Any:
+        _creator_only()
+        found = db.session.execute(db.select(Post).filter_by(slug=slug)).scalar_one_or_none()
+        if found is None:
+            abort(404)
+        form = PostLockForm(obj=found)
+        if form.validate_on_submit():
+            form.populate_obj(found)
+            db.session.commit()
+            flash(f"Saved: “{found.title}” is now {_who_may_read(found.lock)}.", "info")
+            return redirect(url_for("editor"))
+        return render_template("edit_post.html", post=found, form=form), 422 if form.errors else 200
 
     @app.get("/members")
     @login_required

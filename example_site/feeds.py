@@ -3,6 +3,7 @@ enclosure for patrons the ``downloads`` lock lets in. Patrons find their feed's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, render_template
@@ -13,14 +14,15 @@ from flask_patronlock.feeds import feed_url, feed_view
 from .downloads import LOCK, files_folder
 
 
-def init_feeds(app: Flask, posts: list[Any]) -> None:
-    """The feed (``PATRONLOCK_FEED_ENDPOINT = "feed"``) and its enclosures (from the downloads folder)."""
+def init_feeds(app: Flask, posts: Callable[[], list[Any]]) -> None:
+    """The feed (``PATRONLOCK_FEED_ENDPOINT = "feed"``) of ``posts()`` and its enclosures (from the downloads
+    folder)."""
     folder = files_folder(app)
 
     @app.get("/feed/<feed_token>/posts.xml")
     @feed_view
     def feed() -> Any:
-        items = [(post, post.lock is None or can_view(post.lock)) for post in posts]
+        items = [(post, can_view(post.lock)) for post in posts()]  # a free post's lock is "": public
         xml = render_template("feed.xml", items=items, downloads=can_view(LOCK), feed_url=feed_url)
         return xml, {"Content-Type": "application/rss+xml; charset=utf-8"}
 

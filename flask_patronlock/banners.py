@@ -77,6 +77,8 @@ DEFAULT_TEXTS: dict[str, str] = {
     "drip_not_reached": "This unlocks for you on {date}. Keep your pledge and it opens by itself.",
     "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
     "your pledge on Patreon brings you closer.",
+    "lock_unavailable": "This isn't available at the moment: {creator} is changing who it is for. Please look again "
+    "later.",
     "wrong_tier": "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
     "on Patreon to see this.",
     "not_a_member": "This is for members of {creator}, free or paid. Join {creator} on Patreon (a free membership "
@@ -103,6 +105,7 @@ ACTIONS: dict[str, tuple[str, str] | None] = {
     "lifetime_too_low": ("Support on Patreon", "pledge_url"),
     "wrong_tier": ("Change your tier on Patreon", "pledge_url"),
     "not_a_member": ("Join for free on Patreon", "pledge_url"),
+    "lock_unavailable": None,
 }
 
 #: The placeholders a banner text may use.

@@ -6,8 +6,9 @@ prints what a function of the package returns; one module keeps ``flask patronlo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from flask.cli import AppGroup
@@ -16,6 +17,8 @@ from . import config as _config
 from .errors import ConfigurationError
 from .models import schema_gaps
 from .state import PatronLockState, get_state
+
+T = TypeVar("T")
 
 patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
 
@@ -604,3 +607,86 @@ def comp_revoke_command(comp_id: int, by: str | None) -> None:
     except (LookupError, CompError) as exc:
         raise click.ClickException(str(exc.args[0])) from None
     click.echo(f"Comp {comp_id} revoked. {comp_sentence(state, record)}.")
+
+
+# -- locks creators make (flask_patronlock.settings) ------------------------------------------------------------------
+
+lock_cli = AppGroup("lock", help="Locks: list them, and make, rename or delete the ones not declared in code.")
+patronlock_cli.add_command(lock_cli)
+
+#: a lock's field -> the argument or option that sets it, for errors.
+_LOCK_OPTIONS = {"name": "NAME", "title": "--title", "description": "--description", "rule": "--tier", "lock": "NAME"}
+
+
+def _lock_call(action: Callable[[], T]) -> T:
+    """``action()``; a :class:`~flask_patronlock.settings.LockError` becomes a usage error naming the argument or option
+    at fault (its other problems listed first)."""
+    from .settings import LockError
+
+    try:
+        return action()
+    except LockError as exc:
+        for field, message in exc.errors[1:]:
+            click.echo(f"Also: {_LOCK_OPTIONS.get(field, field)}: {message}", err=True)
+        raise click.BadParameter(str(exc), param_hint=_LOCK_OPTIONS.get(exc.field)) from None
+
+
+@lock_cli.command("list")
+def lock_list_command() -> None:
+    """Every lock: its name, who may pass it now, and whether it was made in code or on the settings page."""
+    from .explain import describe_rule
+    from .settings import list_locks
+
+    tiers = get_state().settings.current().tiers
+    infos = list_locks()
+    if not infos:
+        click.echo("No locks: make one with `flask patronlock lock create NAME --title TITLE`.")
+    for info in infos:
+        made = "made in code" if info.origin == "code" else "made on the settings page"
+        title = f" ({info.title})" if info.title != info.name else ""
+        click.echo(f"{info.name}{title}: {describe_rule(info.effective, tiers)}; {made}.")
+
+
+@lock_cli.command("create")
+@click.argument("name", default="")
+@click.option("--title", default="", help="The name patrons read (default: NAME).")
+@click.option("--description", default="", help="What the lock is for.")
+@click.option("--tier", "tiers", multiple=True, metavar="TIER",
+              help="Who may pass: this tier (title or id) or higher; repeat for several. Default: any patron.")
+@click.option("--by", default=None, help="Who makes it (recorded in the audit log).")
+def lock_create_command(name: str, title: str, description: str, tiers: tuple[str, ...], by: str | None) -> None:
+    """Make the lock NAME (lower-case letters, digits and hyphens; made from --title when left out)."""
+    from .settings import create_lock
+
+    rule = {"tier_ids": list(tiers)} if tiers else None
+    lock = _lock_call(
+        lambda: create_lock(name, title=title, description=description, rule=rule, by=by, source="cli")
+    )
+    click.echo(f"Made the lock {lock.name} ({lock.display_name}). Use it as @locked({lock.name!r}).")
+
+
+@lock_cli.command("rename")
+@click.argument("name")
+@click.option("--title", default=None, help="The new name patrons read.")
+@click.option("--description", default=None, help="The new description.")
+@click.option("--by", default=None, help="Who changes it (recorded in the audit log).")
+def lock_rename_command(name: str, title: str | None, description: str | None, by: str | None) -> None:
+    """Change the title or description of the lock NAME; NAME itself stays, so nothing that uses it breaks."""
+    from .settings import update_lock
+
+    if title is None and description is None:
+        raise click.UsageError("give --title, --description or both")
+    lock = _lock_call(lambda: update_lock(name, title=title, description=description, by=by, source="cli"))
+    click.echo(f"The lock {lock.name} is now called {lock.display_name}.")
+
+
+@lock_cli.command("delete")
+@click.argument("name")
+@click.option("--by", default=None, help="Who deletes it (recorded in the audit log).")
+def lock_delete_command(name: str, by: str | None) -> None:
+    """Delete the lock NAME, made on the settings page. What still uses it stays locked to everyone but admins."""
+    from .settings import delete_lock
+
+    _lock_call(lambda: delete_lock(name, by=by, source="cli"))
+    click.echo(f"Deleted the lock {name}. Anything still on it stays locked to everyone but admins until it gets "
+               "another lock.")

@@ -280,10 +280,11 @@ def _check_patreon_user(state: PatronLockState, patreon_user_id: str) -> None:
 
 
 def _check_lock(state: PatronLockState, lock: str) -> None:
+    snapshot = state.settings.current()
     try:
-        state.declarations.locks.get(lock)
+        snapshot.find_lock(state.declarations.locks, lock)
     except UnknownLockError:
-        names = ", ".join(sorted(lk.name for lk in state.declarations.locks if lk.name)) or "none are declared"
+        names = ", ".join(snapshot.lock_names(state.declarations.locks)) or "none are declared"
         raise CompError("lock", f"This site has no lock called {lock!r} (the locks: {names}).") from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from .errors import PatronLockError
 from .policy import Combine, LockRule, TierMatch
@@ -19,7 +19,7 @@ from .policy import Combine, LockRule, TierMatch
 if TYPE_CHECKING:
     from .patreon.types import UserSnapshot
 
-__all__ = ["Declarations", "Lock", "LockRegistry", "UnknownLockError", "make_rule"]
+__all__ = ["Declarations", "Lock", "LockName", "LockRegistry", "UnknownLockError", "make_rule"]
 
 #: a host callback answering ``{address: user id}`` for the addresses a site verified (see
 #: :meth:`PatronLock.verified_users_by_email <flask_patronlock.PatronLock.verified_users_by_email>`).
@@ -27,12 +27,28 @@ EmailFinder = Callable[[Sequence[str]], Mapping[str, Any]]
 
 
 class UnknownLockError(PatronLockError, LookupError):
-    """A lock name that was never declared with :meth:`PatronLock.lock <flask_patronlock.PatronLock.lock>`."""
+    """A lock name that was neither declared with :meth:`PatronLock.lock <flask_patronlock.PatronLock.lock>` nor
+    made by a creator on the settings page (:func:`flask_patronlock.settings.create_lock`)."""
+
+
+class LockName(str):
+    """A lock name read from the site's content (the column of
+    :class:`~flask_patronlock.content.LockedContentMixin`). A content's lock may have been deleted since it was chosen,
+    so a name nobody knows fails closed (the content stays locked, and the log says why) instead of raising
+    :class:`UnknownLockError` as a typo in code does. The empty name is "public": no lock."""
+
+    __slots__ = ()
+
+
+#: where a named lock comes from: declared in code, made by a creator on the settings page, or a name no lock has any
+#: more (a creator deleted it, or content names a lock that never existed): such a lock opens for nobody but admins.
+LockOrigin = Literal["code", "creator", "missing"]
 
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """A lock: a named one declared in code (creators may override its rule), or a one-off rule (``name=None``).
+    """A lock: a named one declared in code or made by a creator (creators may change the rule of both), or a
+    one-off rule (``name=None``).
 
     ``rule.tier_ids`` may hold tier titles as well as ids; they are resolved against the campaign's tiers when a
     decision is made.
@@ -41,11 +57,20 @@ class Lock:
     name: str | None
     rule: LockRule
     description: str = ""
+    #: what creators and patrons read; the name when empty. A creator renames a lock by changing it: the name, which
+    #: code, templates and content refer to, never changes.
+    title: str = ""
+    origin: LockOrigin = "code"
 
     @property
     def label(self) -> str:
         """The name, or ``"(one-off rule)"``."""
         return self.name if self.name is not None else "(one-off rule)"
+
+    @property
+    def display_name(self) -> str:
+        """The title, else the name (``"(one-off rule)"`` for a one-off rule)."""
+        return self.title or self.label
 
 
 class RuleOptions(TypedDict, total=False):
@@ -125,6 +150,15 @@ def make_rule(
 _TIER_MATCH: dict[bool, TierMatch] = {False: "or_higher", True: "exact"}
 
 
+def unknown_lock(name: str, known: str) -> UnknownLockError:
+    """The error for a lock name nobody declared or made; ``known`` lists the names that exist."""
+    return UnknownLockError(
+        f"no lock named {name!r} is declared (declared: {known}). Declare it with "
+        f"patronlock.lock({name!r}, ...), make it on the settings page, or use a one-off rule such as "
+        f"@locked(tier='Gold')."
+    )
+
+
 class LockRegistry:
     """The named locks declared on one :class:`~flask_patronlock.PatronLock` extension."""
 
@@ -156,10 +190,7 @@ class LockRegistry:
             return self._locks[name]
         except KeyError:
             known = ", ".join(sorted(self._locks)) or "none"
-            raise UnknownLockError(
-                f"no lock named {name!r} is declared (declared: {known}). Declare it with "
-                f"patronlock.lock({name!r}, ...), or use a one-off rule such as @locked(tier='Gold')."
-            ) from None
+            raise unknown_lock(name, known) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._locks

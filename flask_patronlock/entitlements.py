@@ -92,7 +92,7 @@ def issue_entitlement_token(user: Any = None, *, state: PatronLockState | None =
     snapshot = state.settings.current()
     names: list[str] = []
     comp_ends: list[datetime] = []
-    for lock in state.extension.locks:
+    for lock in snapshot.all_locks(state.declarations.locks):
         if lock.name is None:
             continue
         decision = evaluate(lock, viewer, user=user, state=state, snapshot=snapshot, now=now)[2]

@@ -130,9 +130,18 @@ def explain(
         who = f" by {override.updated_by}" if override.updated_by else ""
         when = f" at {override.updated_at.isoformat()}" if override.updated_at else ""
         steps.append(f"Lock {target.name!r}: the creator's override (set{who}{when}) applies: {described}.")
+    elif target.origin == "missing":
+        source = "default"
+        steps.append(
+            f"Lock {target.name!r}: no lock has this name (it was deleted on the settings page, or never made), so "
+            "what uses it stays locked to everyone but admins until it gets another lock."
+        )
     else:
         source = "default"
-        steps.append(f"Lock {target.name!r}: the default rule declared in code applies: {described}.")
+        what = "a lock made on the settings page, with no rule set yet" if target.origin == "creator" else (
+            "the default rule declared in code applies"
+        )
+        steps.append(f"Lock {target.name!r}: {what}: {described}.")
     if rule != base:
         steps.append(f"Filter: a lock-rule receiver changed the rule to: {describe_rule(rule, snapshot.tiers)}.")
 
@@ -172,11 +181,12 @@ def explain(
                          "callback), taken as not an admin.")
         else:
             steps.append(f"Admin: the admin callback says this user is {'' if viewer.is_admin else 'not '}an admin.")
-    steps.extend(
-        explain_steps(
-            rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=target.name, published_at=published_at
+    if target.origin != "missing":
+        steps.extend(
+            explain_steps(
+                rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=target.name, published_at=published_at
+            )
         )
-    )
     _rule, decided, final = evaluate(
         target, viewer, user=user, state=state, snapshot=snapshot, now=now, published_at=published_at
     )

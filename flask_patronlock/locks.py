@@ -33,10 +33,10 @@ from werkzeug.exceptions import Forbidden
 
 from . import signals
 from .config import as_list
-from .declarations import Lock, LockRegistry, UnknownLockError, make_rule
+from .declarations import Lock, LockName, LockRegistry, UnknownLockError, make_rule
 from .errors import ConfigurationError, PatronLockError
 from .paths import path_locks_for
-from .policy import Decision, LockRule, Viewer, _parse_datetime, decide
+from .policy import Decision, LockRule, Viewer, _parse_datetime, decide, decide_unavailable
 from .state import PatronLockState, get_state
 from .viewers import (
     _G_DECISIONS,
@@ -62,8 +62,10 @@ if TYPE_CHECKING:
     from .settings_cache import SettingsSnapshot
 
 __all__ = [
+    "PUBLIC",
     "SESSION_STAMP_KEY",
     "Lock",
+    "LockName",
     "LockRegistry",
     "LockedError",
     "UnknownLockError",
@@ -93,13 +95,38 @@ EXEMPT_METHODS = frozenset({"OPTIONS"})
 
 LockLike = str | Lock | None
 
+#: no lock: everyone may see it. What the empty lock name means (a post whose creator picked "Public" in a
+#: :class:`~flask_patronlock.content.LockField`), so ``{% patronlock post.lock %}`` shows a public post to everyone.
+PUBLIC = Lock(name=None, rule=LockRule(enabled=False), title="Public")
+
+
+def named_lock(state: PatronLockState, name: str) -> Lock:
+    """The lock called ``name``: declared in code or made by a creator.
+
+    A name a creator deleted, or a :class:`~flask_patronlock.declarations.LockName` read from content that names no
+    lock, fails closed: a lock with ``origin="missing"`` that only admins pass (reason ``lock_unavailable``), logged
+    as an error when decided. The empty name is :data:`PUBLIC`.
+
+    :raises UnknownLockError: for any other unknown name (a typo in code is an error, not a locked page).
+    """
+    snapshot = state.settings.current()
+    try:
+        return snapshot.find_lock(state.declarations.locks, name)
+    except UnknownLockError:
+        if not name:
+            return PUBLIC
+        if name in snapshot.deleted_locks or isinstance(name, LockName):
+            return Lock(name=str(name), rule=LockRule(), origin="missing")
+        raise
+
 
 def as_lock(
     lock: LockLike = None, rule_kwargs: Mapping[str, Any] | None = None, *, state: PatronLockState | None = None
 ) -> Lock:
-    """A :class:`Lock` from a declared name, a :class:`Lock`, or one-off rule arguments (see :func:`make_rule`)."""
+    """A :class:`Lock` from a lock's name (declared in code or made by a creator; ``""``: :data:`PUBLIC`), a
+    :class:`Lock`, or one-off rule arguments (see :func:`make_rule`). ``None`` is any entitled patron."""
     if isinstance(lock, str) and not rule_kwargs:  # the common case first
-        return (state if state is not None else get_state()).declarations.locks.get(lock)
+        return named_lock(state if state is not None else get_state(), lock)
     if rule_kwargs:
         if lock is not None:
             raise TypeError("pass a lock name or rule arguments, not both")
@@ -108,8 +135,6 @@ def as_lock(
         return lock
     if lock is None:
         return Lock(name=None, rule=LockRule())  # every entitled patron
-    if isinstance(lock, str):
-        return get_state().declarations.locks.get(lock)
     raise TypeError(f"a lock is a name, a Lock or rule arguments, not {type(lock).__name__}")
 
 
@@ -130,9 +155,18 @@ def evaluate(
     snapshot = snapshot if snapshot is not None else state.settings.current()
     now = now if now is not None else state.store.clock()
     rule = snapshot.rule_for(lock)
-    decided = decide(
-        rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=lock.name, published_at=published_at
-    )
+    if lock.origin == "missing":
+        log.error(
+            "content is locked with %r, which is no lock (deleted on the settings page, or never made): it stays "
+            "locked to everyone but admins. Choose another lock for it, or make a lock called %r again.",
+            lock.name,
+            lock.name,
+        )
+        decided = decide_unavailable(viewer)
+    else:
+        decided = decide(
+            rule, viewer, snapshot.policy, now, tiers=snapshot.tiers, lock=lock.name, published_at=published_at
+        )
     final = decided
     if signals.access_decision.receivers:
         strict = bool(state.app.config["PATRONLOCK_STRICT_SIGNALS"])
@@ -263,9 +297,24 @@ class LockedError(Forbidden, PatronLockError):
 # -- decorators ------------------------------------------------------------------------------------------------------
 
 
-def locked(lock: LockLike | Callable[..., Any] = None, /, *, published_at: Any = None, **rule_kwargs: Any) -> Any:
-    """Lock a view: ``@locked("premium")`` (a declared lock), ``@locked(tier="Gold")`` or ``@locked(min_cents=500)``
-    (a one-off rule, see :func:`make_rule`), or bare ``@locked`` (any entitled patron).
+def locked(
+    lock: LockLike | Callable[..., Any] = None,
+    /,
+    *,
+    lock_from: Callable[..., LockLike] | None = None,
+    published_at: Any = None,
+    **rule_kwargs: Any,
+) -> Any:
+    """Lock a view: ``@locked("premium")`` (a lock declared in code or made by a creator), ``@locked(tier="Gold")`` or
+    ``@locked(min_cents=500)`` (a one-off rule, see :func:`make_rule`), or bare ``@locked`` (any entitled patron).
+
+    Content whose creator picks its lock (a :class:`~flask_patronlock.content.LockField` stored in a
+    :class:`~flask_patronlock.content.LockedContentMixin` column) uses ``lock_from``: a function called with the view's
+    keyword arguments that returns the lock (a name, ``""`` for public, or a :class:`Lock`)::
+
+        @app.route("/posts/<int:post_id>")
+        @locked(lock_from=lambda post_id: db.get_or_404(Post, post_id).lock)
+        def post(post_id): ...
 
     ``published_at``: the publish date of what the view shows, for a lock on "patrons at the time this was
     published" (:attr:`~flask_patronlock.policy.LockRule.patrons_at_publish`): a callable called with the view's
@@ -274,6 +323,20 @@ def locked(lock: LockLike | Callable[..., Any] = None, /, *, published_at: Any =
     A viewer who may not pass gets :class:`LockedError` (403). ``OPTIONS`` requests pass through; async views work
     (through ``current_app.ensure_sync``). Put it below ``@app.route`` and, if used, below ``@login_required``.
     """
+    if lock_from is not None:
+        if lock is not None or rule_kwargs:
+            raise TypeError("pass lock_from alone, not with a lock name or rule arguments")
+        if not callable(lock_from):
+            raise TypeError(f"lock_from must be a function of the view's arguments, not {type(lock_from).__name__}")
+        chooser = lock_from
+        if published_at is not None and not callable(published_at):
+            published_at = published_moment(published_at)
+        when = published_at
+
+        def per_item(func: F) -> F:
+            return _decorate(chooser, func, when)
+
+        return per_item
     if callable(lock) and not isinstance(lock, Lock) and not rule_kwargs:
         return _decorate(Lock(name=None, rule=LockRule()), lock)
     if published_at is not None and not callable(published_at):
@@ -295,14 +358,20 @@ def locked(lock: LockLike | Callable[..., Any] = None, /, *, published_at: Any =
     return decorator
 
 
-def _decorate(target: str | Lock, func: F, published_at: Any = None) -> F:
+def _decorate(target: str | Lock | Callable[..., LockLike], func: F, published_at: Any = None) -> F:
     is_async = iscoroutinefunction(func)  # decided once, as Flask's ensure_sync would decide on every call
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _request_now().method not in EXEMPT_METHODS:
             state = get_state()
-            lock = target if isinstance(target, Lock) else state.declarations.locks.get(target)
+            if isinstance(target, Lock):
+                lock = target
+            elif isinstance(target, str):
+                lock = named_lock(state, target)
+            else:  # lock_from: the content's own lock; None is public here, as an empty name; unknown fails closed
+                chosen = target(**kwargs)
+                lock = chosen if isinstance(chosen, Lock) else named_lock(state, LockName(chosen or ""))
             at = None
             if published_at is not None:
                 at = published_moment(published_at(*args, **kwargs) if callable(published_at) else published_at)

@@ -166,6 +166,8 @@ class Tables:
     comps: Table
     # -- insight: which lock's banner each viewer was shown, at most once a day --
     banner_views: Table
+    # -- locks creators make on the settings page (issue 17) --
+    locks: Table
 
     def all(self) -> list[Table]:
         """Every table, in creation order."""
@@ -433,6 +435,22 @@ def _define(metadata: MetaData) -> Tables:
         Index("ix_patronlock_banner_views_once", "day", "lock", "reason", "viewer", unique=True),
         Index("ix_patronlock_banner_views_user", "user_id", "day"),
     )
+
+    # A lock a creator made on the settings page; its rule is the lock's row in patronlock_lock_overrides, as for a lock
+    # declared in code. A deleted lock keeps its row (deleted_at set): content still naming it stays locked, and the
+    # log says why, instead of the name becoming unknown.
+    locks = Table(
+        "patronlock_locks",
+        metadata,
+        Column("name", String(100), primary_key=True),
+        Column("title", String(100), nullable=False, default=""),
+        Column("description", Text, nullable=False, default=""),
+        Column("created_by", String(64), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_by", String(64), nullable=True),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("deleted_at", UTCDateTime, nullable=True),
+    )
     return Tables(
         accounts=accounts,
         patrons=patrons,
@@ -447,6 +465,7 @@ def _define(metadata: MetaData) -> Tables:
         feed_tokens=feed_tokens,
         comps=comps,
         banner_views=banner_views,
+        locks=locks,
     )
 
 

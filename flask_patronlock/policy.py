@@ -43,6 +43,7 @@ __all__ = [
     "REASON_FORMER_PATRON",
     "REASON_LIFETIME_TOO_LOW",
     "REASON_LOCK_DISABLED",
+    "REASON_LOCK_UNAVAILABLE",
     "REASON_NOT_A_MEMBER",
     "REASON_NOT_A_PATRON",
     "REASON_NOT_LINKED",
@@ -58,6 +59,7 @@ __all__ = [
     "PolicySettings",
     "Viewer",
     "decide",
+    "decide_unavailable",
     "decline_outstanding",
     "entitlement",
     "explain_steps",
@@ -75,6 +77,7 @@ Reason = Literal[
     "not_patron_at_date",
     "drip_not_reached",
     "lifetime_too_low",
+    "lock_unavailable",
     "lock_disabled",
     "admin_bypass",
     "allowed",
@@ -114,6 +117,9 @@ REASON_NOT_PATRON_AT_DATE: Final = "not_patron_at_date"
 REASON_DRIP_NOT_REACHED: Final = "drip_not_reached"
 #: lifetime support below the lock's threshold.
 REASON_LIFETIME_TOO_LOW: Final = "lifetime_too_low"
+#: the content names a lock that no longer exists (a creator deleted it) or never did: it stays locked to everyone but
+#: admins until the creator picks another lock for it.
+REASON_LOCK_UNAVAILABLE: Final = "lock_unavailable"
 #: the lock is switched off: everyone may see it.
 REASON_LOCK_DISABLED: Final = "lock_disabled"
 #: the viewer is an admin of the site.
@@ -144,6 +150,7 @@ REASONS: Final[frozenset[str]] = frozenset(
         REASON_NOT_PATRON_AT_DATE,
         REASON_DRIP_NOT_REACHED,
         REASON_LIFETIME_TOO_LOW,
+        REASON_LOCK_UNAVAILABLE,
         REASON_LOCK_DISABLED,
         REASON_ADMIN_BYPASS,
         REASON_ALLOWED,
@@ -1139,6 +1146,14 @@ def _conditions(
         available_at=moment if reason == REASON_DRIP_NOT_REACHED else None,
         pledged_by=moment if reason == REASON_NOT_PATRON_AT_DATE else None,
     )
+
+
+def decide_unavailable(viewer: Viewer) -> Decision:
+    """The decision for content whose lock no longer exists (a creator deleted it) or never did: it fails closed.
+    An admin passes (``admin_bypass``: they need to see what to fix); anyone else is denied ``lock_unavailable``."""
+    if viewer.is_admin:
+        return Decision(allowed=True, reason=REASON_ADMIN_BYPASS)
+    return Decision(allowed=False, reason=REASON_LOCK_UNAVAILABLE, missing="a lock that exists")
 
 
 def decide(

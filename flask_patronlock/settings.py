@@ -1,6 +1,7 @@
 """Creator-editable settings, the Python API (used by the settings page and by the CLI); it works on the current app:
 
 * :func:`get_lock_override`, :func:`set_lock_override`, :func:`clear_lock_override`, :func:`list_locks`
+* :func:`create_lock`, :func:`update_lock`, :func:`delete_lock`, :func:`find_lock` (locks creators make)
 * :func:`get_policy_settings`, :func:`set_policy_settings`
 * :func:`get_banner_text`, :func:`set_banner_text`
 * :func:`get_campaign_id`, :func:`set_campaign_id`, :func:`set_routing`, :func:`clear_routing` (the settings page's
@@ -13,12 +14,13 @@ Every write bumps the settings version and writes an audit row in one transactio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 
 from . import settings_cache
 from .declarations import Lock
@@ -45,8 +47,12 @@ from .state import get_state
 
 __all__ = [
     "AddonInfo",
+    "LockError",
     "clear_lock_override",
     "clear_routing",
+    "create_lock",
+    "delete_lock",
+    "find_lock",
     "get_banner_text",
     "get_campaign_id",
     "get_lock_override",
@@ -60,6 +66,7 @@ __all__ = [
     "set_lock_override",
     "set_policy_settings",
     "set_routing",
+    "update_lock",
 ]
 # the settings' value types, re-exported: settings_cache exports exactly those
 __all__ += settings_cache.__all__
@@ -73,18 +80,30 @@ def _snapshot() -> SettingsSnapshot:
 
 
 def _declared(name: str) -> Lock:
-    lock: Lock = get_state().declarations.locks.get(name)
+    return find_lock(name)
+
+
+def find_lock(name: str) -> Lock:
+    """The named lock ``name``: declared in code, or made by a creator on the settings page.
+
+    :raises UnknownLockError: if there is no such lock (naming those there are).
+    """
+    state = get_state()
+    lock: Lock = state.settings.current().find_lock(state.declarations.locks, name)
     return lock
 
 
-def _write(kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable[[Any, int], None]) -> int:
-    """Run ``apply(conn, new_version)`` in a write transaction with a version bump and an audit row."""
+def _write(
+    kind: str, by: str | None, detail: Mapping[str, Any], apply: Callable[[Any, int], None], source: str = "admin"
+) -> int:
+    """Run ``apply(conn, new_version)`` in a write transaction with a version bump and an audit row (from
+    ``source``: ``admin`` for the settings page and the Python API, ``cli`` for the command line)."""
     state = get_state()
     store = state.store
     with store.transaction() as conn:
         version = store.bump_settings_version(conn, by=by)
         apply(conn, version)
-        store.record_event(conn, kind, source="admin", user_id=by, detail={**detail, "version": version})
+        store.record_event(conn, kind, source=source, user_id=by, detail={**detail, "version": version})
     state.settings.invalidate()
     return version
 
@@ -154,11 +173,12 @@ def clear_lock_override(name: str, *, by: str | None = None) -> bool:
 
 
 def list_locks() -> list[LockInfo]:
-    """Every declared lock, sorted by name, with its default, override and effective rule."""
+    """Every lock, declared in code or made by a creator, sorted by name, with its default, override and effective
+    rule."""
     snapshot = _snapshot()
     out = []
-    named = [(lock.name, lock) for lock in get_state().declarations.locks if lock.name is not None]  # all are named
-    for name, lock in sorted(named, key=lambda pair: pair[0]):
+    for lock in snapshot.all_locks(get_state().declarations.locks):
+        name = lock.name or ""
         override = snapshot.overrides.get(name)
         out.append(
             LockInfo(
@@ -168,9 +188,221 @@ def list_locks() -> list[LockInfo]:
                 override=override,
                 effective=snapshot.rule_for(lock),
                 source="override" if override is not None else "default",
+                origin=lock.origin,
+                title=lock.display_name,
             )
         )
     return out
+
+
+# -- locks creators make (issue 17) -----------------------------------------------------------------------------------
+
+#: a lock's name: lower-case letters, digits and single hyphens (``early-access``); what code, templates and content
+#: store, so it never changes once the lock exists.
+LOCK_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+LOCK_NAME_MAX = 100
+LOCK_TITLE_MAX = 100
+LOCK_DESCRIPTION_MAX = 500
+
+LockField = Literal["name", "title", "description", "rule", "lock"]
+#: where a change of a lock comes from, as its audit row records it.
+Source = Literal["admin", "cli"]
+
+
+class LockError(ValueError):
+    """A lock that cannot be made, changed or deleted, said in plain words; :attr:`field` names the input at fault
+    (``name``, ``title``, ``description``, ``rule``, or ``lock`` for the lock as a whole), so a form shows the message
+    next to it. :attr:`errors` lists every problem found, this one first."""
+
+    def __init__(self, field: LockField, message: str, *, others: Iterable[tuple[LockField, str]] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+        self.errors: list[tuple[LockField, str]] = [(field, message), *others]
+
+
+def slugify(text: str) -> str:
+    """A lock name made from ``text`` ("Early access!" -> ``early-access``); empty if nothing usable is left."""
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:LOCK_NAME_MAX].strip("-")
+
+
+def _check_details(title: str, description: str) -> list[tuple[LockField, str]]:
+    problems: list[tuple[LockField, str]] = []
+    if not title:
+        problems.append(("title", "Give the lock a name your patrons will read, such as “Early access”."))
+    elif len(title) > LOCK_TITLE_MAX:
+        problems.append(("title", f"A lock's name may be at most {LOCK_TITLE_MAX} characters ({len(title)} now)."))
+    if len(description) > LOCK_DESCRIPTION_MAX:
+        too_long = f"The description may be at most {LOCK_DESCRIPTION_MAX} characters ({len(description)} now)."
+        problems.append(("description", too_long))
+    return problems
+
+
+def _creator_lock(name: str, doing: str) -> Lock:
+    """The creator-made lock ``name``, or a :class:`LockError` saying why ``doing`` it is not possible."""
+    state = get_state()
+    if name in state.declarations.locks:
+        raise LockError("lock", f"“{name}” is made in code: only its rule can be changed here, not {doing} it.")
+    made = _snapshot().creator_locks.get(name)
+    if made is None:
+        raise LockError("lock", f"There is no lock called “{name}”.")
+    return made.lock
+
+
+def create_lock(
+    name: str,
+    *,
+    title: str = "",
+    description: str = "",
+    rule: LockRule | Mapping[str, Any] | None = None,
+    by: str | None = None,
+    source: Source = "admin",
+) -> Lock:
+    """Make a lock without code: usable at once, on every worker within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``, by
+    ``@locked(name)``, ``{% patronlock name %}``, :func:`~flask_patronlock.locks.can_view` and everything else that
+    takes a lock name, exactly like a lock declared in code.
+
+    :param name: the lock's permanent name: lower-case letters, digits and hyphens (``early-access``); empty makes
+        one from ``title``. A lock a creator deleted may be made again under its old name: content still naming it
+        opens again under the new rule.
+    :param title: what creators and patrons read ("Early access"); empty uses the name.
+    :param description: a sentence on what the lock is for (at most 500 characters).
+    :param rule: the lock's rule (a :class:`~flask_patronlock.policy.LockRule` or its ``to_dict`` form); ``None``:
+        any patron entitled to something.
+    :param by: who made it (recorded, and in the audit row).
+    :param source: where the change comes from (``admin`` or ``cli``), for the audit row.
+    :raises LockError: naming the field at fault: a bad or taken name, a missing or too long title, a too long
+        description, or a bad rule.
+    """
+    state = get_state()
+    title, description = (title or "").strip(), (description or "").strip()
+    name = (name or "").strip() or slugify(title)
+    if not title:
+        title = name
+    problems: list[tuple[LockField, str]] = []
+    if not name:
+        problems.append(("name", "Give the lock a short name of letters, digits and hyphens, such as early-access."))
+    elif len(name) > LOCK_NAME_MAX:
+        problems.append(("name", f"The short name may be at most {LOCK_NAME_MAX} characters ({len(name)} now)."))
+    elif not LOCK_NAME.fullmatch(name):
+        problems.append(
+            ("name", "The short name may hold only lower-case letters, digits and single hyphens, such as "
+             f"early-access (not “{name}”).")
+        )
+    elif name in state.declarations.locks:
+        problems.append(("name", f"“{name}” is already a lock made in code. Choose another short name."))
+    elif name in _snapshot().creator_locks:
+        problems.append(("name", f"There is already a lock called “{name}”. Choose another short name."))
+    problems += _check_details(title, description)
+    data: dict[str, Any] | None = None
+    if rule is not None:
+        try:
+            data = (rule if isinstance(rule, LockRule) else LockRule.from_dict(rule)).to_dict()
+        except ValueError as exc:
+            problems.append(("rule", str(exc)))
+    if problems:
+        (field, message), *others = problems
+        raise LockError(field, message, others=others)
+    t, o = state.tables.locks, state.tables.lock_overrides
+
+    def apply(conn: Any, version: int) -> None:
+        now = state.store.clock()
+        values = {"title": title, "description": description, "updated_by": by, "updated_at": now}
+        revived = conn.execute(
+            update(t).where(t.c.name == name).values(**values, created_by=by, created_at=now, deleted_at=None)
+        ).rowcount
+        if not revived:
+            conn.execute(insert(t).values(name=name, created_by=by, created_at=now, **values))
+        conn.execute(delete(o).where(o.c.name == name))  # a revived name starts from its new rule, never an old one
+        if data is not None:
+            conn.execute(insert(o).values(name=name, rule=data, updated_by=by, updated_at=now))
+
+    detail = {"lock": name, "title": title, "description": description, "rule": data}
+    _write("lock_created", by, detail, apply, source)
+    return Lock(name=name, rule=LockRule(), description=description, title=title, origin="creator")
+
+
+def update_lock(
+    name: str,
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    by: str | None = None,
+    source: Source = "admin",
+) -> Lock:
+    """Rename (change the title of) or describe the creator-made lock ``name``; its name stays, so code, templates
+    and content that use it keep working. Change its rule with :func:`set_lock_override`.
+
+    :raises LockError: for a lock made in code or that does not exist (``field="lock"``), or a bad title or
+        description.
+    """
+    lock = _creator_lock(name, "renaming")
+    new_title = lock.title if title is None else title.strip()
+    new_description = lock.description if description is None else description.strip()
+    problems = _check_details(new_title, new_description)
+    if problems:
+        (field, message), *others = problems
+        raise LockError(field, message, others=others)
+    state = get_state()
+    t = state.tables.locks
+
+    def apply(conn: Any, version: int) -> None:
+        conn.execute(
+            update(t)
+            .where(t.c.name == name)
+            .values(title=new_title, description=new_description, updated_by=by, updated_at=state.store.clock())
+        )
+
+    _write("lock_updated", by, {"lock": name, "title": new_title, "description": new_description}, apply, source)
+    return Lock(name=name, rule=LockRule(), description=new_description, title=new_title, origin="creator")
+
+
+def lock_in_routing(name: str) -> str | None:
+    """How the site-wide or URL-prefix locks use ``name`` ("the site-wide lock", "the lock of /premium"), or
+    ``None`` when they don't."""
+    snapshot = _snapshot()
+    cfg = get_state().app.config
+    if snapshot.routing is not None:
+        site, paths = snapshot.routing.site_lock, dict(snapshot.routing.path_locks)
+    else:
+        site, paths = cfg["PATRONLOCK_SITE_LOCK"], dict(cfg["PATRONLOCK_PATH_LOCKS"] or {})
+    if site == name:
+        return "the site-wide lock"
+    prefixes = sorted(prefix for prefix, lock in paths.items() if lock == name)
+    return f"the lock of {', '.join(prefixes)}" if prefixes else None
+
+
+def delete_lock(name: str, *, by: str | None = None, source: Source = "admin") -> None:
+    """Delete the creator-made lock ``name``. Content that still names it fails closed: it stays locked to everyone
+    but admins (reason ``lock_unavailable``, and an error in the log naming the lock) until it gets another lock or a
+    lock of that name is made again. Its rule goes, and its open comps are revoked (each audited as ``comp_revoked``),
+    so a lock made again under the name starts afresh.
+
+    :raises LockError: for a lock made in code or that does not exist, or one the site-wide or URL-prefix locks use
+        (choose another lock there first).
+    """
+    _creator_lock(name, "deleting")
+    used = lock_in_routing(name)
+    if used is not None:
+        raise LockError("lock", f"“{name}” is {used}. Choose another lock there first, then delete this one.")
+    state = get_state()
+    t, o, c = state.tables.locks, state.tables.lock_overrides, state.tables.comps
+    rule = _snapshot().overrides.get(name)
+
+    def apply(conn: Any, version: int) -> None:
+        now = state.store.clock()
+        conn.execute(update(t).where(t.c.name == name).values(deleted_at=now, updated_by=by, updated_at=now))
+        conn.execute(delete(o).where(o.c.name == name))
+        open_comps = conn.execute(select(c).where(c.c.lock == name, c.c.revoked_at.is_(None))).mappings().all()
+        for comp in open_comps:
+            conn.execute(update(c).where(c.c.id == comp["id"]).values(revoked_at=now, revoked_by=by,
+                                                                      revoked_source=source))
+            state.store.record_event(
+                conn, "comp_revoked", source=source, user_id=comp["user_id"], member_id=comp["member_id"],
+                patreon_user_id=comp["patreon_user_id"],
+                detail={"comp": comp["id"], "lock": name, "tier": None, "by": by, "why": "lock_deleted"},
+            )
+
+    _write("lock_deleted", by, {"lock": name, "rule": rule.rule.to_dict() if rule else None}, apply, source)
 
 
 def get_policy_settings() -> PolicySettings:

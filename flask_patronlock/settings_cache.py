@@ -1,7 +1,8 @@
 """The creator-editable settings as each worker caches them: lock overrides, policies, banner texts, the campaign's
 tiers, routing and add-on switches.
 
-Everything here is stored in ``patronlock_settings`` and ``patronlock_lock_overrides``; every write bumps one version
+Everything here is stored in ``patronlock_settings``, ``patronlock_lock_overrides`` and ``patronlock_locks`` (the
+locks creators made); every write bumps one version
 number (a row of ``patronlock_settings``) in the same transaction and writes an audit row naming who changed what.
 
 A page view never reads these tables. Each worker keeps a :class:`SettingsSnapshot` (policy, overrides, banner texts,
@@ -26,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import select
 
 from . import signals
+from .declarations import Lock, LockRegistry, unknown_lock
 from .paths import normalize_path_locks
 from .patreon.types import TierSnapshot
 from .patron import Patron
 from .policy import ALLOWING_REASONS, REASONS, Comp, LockRule, PolicySettings
 
 if TYPE_CHECKING:
-    from .declarations import Lock
     from .store import Store
 
 #: the settings' value types (:mod:`flask_patronlock.settings` re-exports exactly these); the row keys and prefixes
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BANNER_REASONS",
     "AddonSwitch",
+    "CreatorLock",
     "LockInfo",
     "Override",
     "Routing",
@@ -82,8 +84,20 @@ class AddonSwitch:
 
 
 @dataclass(frozen=True, slots=True)
+class CreatorLock:
+    """A lock a creator made on the settings page, as stored (its rule is its :class:`Override`)."""
+
+    #: the lock, with ``origin="creator"`` and the rule it has before the creator set one (any patron).
+    lock: Lock
+    created_by: str | None = None
+    created_at: datetime | None = None
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LockInfo:
-    """A declared lock with its default rule, the creator's override (if any) and the rule in effect."""
+    """A named lock with its default rule, the creator's override (if any) and the rule in effect."""
 
     name: str
     description: str
@@ -93,6 +107,11 @@ class LockInfo:
     effective: LockRule
     #: ``"override"`` or ``"default"``.
     source: Literal["default", "override"]
+    #: ``"code"`` (declared with :meth:`PatronLock.lock <flask_patronlock.PatronLock.lock>`: it can't be deleted on
+    #: the settings page) or ``"creator"`` (made on the settings page).
+    origin: str = "code"
+    #: what creators read: the title, else the name.
+    title: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +173,10 @@ class SettingsSnapshot:
     #: ``("user", local user id)``, ``("member", member id)`` or ``("patreon_user", Patreon user id)``; see
     #: :meth:`comps_for`.
     comps: dict[tuple[str, str], tuple[Comp, ...]] = field(default_factory=dict)
+    #: the locks creators made on the settings page, by name (deleted ones are in :attr:`deleted_locks`).
+    creator_locks: dict[str, CreatorLock] = field(default_factory=dict)
+    #: the names of locks creators deleted: content still naming one stays locked (see :meth:`find_lock`).
+    deleted_locks: frozenset[str] = frozenset()
     #: the app, sent as the sender of the ``lock-rule`` filter.
     sender: Any = field(default=None, repr=False, compare=False)
     #: strict mode of the ``lock-rule`` filter (read when it is folded).
@@ -180,6 +203,27 @@ class SettingsSnapshot:
                 rule = self._filter_rule(lock, rule)
             self._rules[key] = rule
         return rule
+
+    def find_lock(self, declared: LockRegistry, name: str) -> Lock:
+        """The named lock ``name``: declared in code (``declared``), else made by a creator.
+
+        :raises UnknownLockError: naming the locks that exist.
+        """
+        if name in declared:
+            return declared.get(name)
+        made = self.creator_locks.get(name)
+        if made is not None:
+            return made.lock
+        raise unknown_lock(name, ", ".join(sorted(self.lock_names(declared))) or "none")
+
+    def lock_names(self, declared: LockRegistry) -> list[str]:
+        """The names of every lock in force: declared in code and made by creators, sorted."""
+        names = {lock.name for lock in declared if lock.name is not None}
+        return sorted(names | set(self.creator_locks))
+
+    def all_locks(self, declared: LockRegistry) -> list[Lock]:
+        """Every lock in force (declared in code, then made by creators, in :meth:`lock_names` order)."""
+        return [self.find_lock(declared, name) for name in self.lock_names(declared)]
 
     def rule_source(self, lock: Lock) -> Literal["default", "override", "one-off"]:
         """Where ``lock``'s rule comes from: declared in code, the creator's override, or a one-off rule."""
@@ -322,6 +366,8 @@ class SettingsCache:
         campaign_id: str | None = None
         routing: Routing | None = None
         switches: dict[str, AddonSwitch] = {}
+        made: dict[str, CreatorLock] = {}
+        deleted: set[str] = set()
         with self.store.engine.connect() as conn:
             for row in conn.execute(select(s.c.key, s.c.value, s.c.updated_by, s.c.updated_at)).mappings():
                 key, value = row["key"], row["value"]
@@ -351,6 +397,20 @@ class SettingsCache:
                     continue
                 overrides[row["name"]] = Override(rule, row["updated_by"], row["updated_at"])
             comps = _open_comps(conn, tables)
+            for row in conn.execute(select(tables.locks)).mappings():
+                if row["deleted_at"] is not None:
+                    deleted.add(row["name"])
+                    continue
+                lock = Lock(
+                    name=row["name"],
+                    rule=LockRule(),
+                    description=row["description"] or "",
+                    title=row["title"] or "",
+                    origin="creator",
+                )
+                made[row["name"]] = CreatorLock(
+                    lock, row["created_by"], row["created_at"], row["updated_by"], row["updated_at"]
+                )
         tiers = {t.id: t for t in self.store.tiers(campaign_id or self._campaign_id())}
         by_title: dict[str, tuple[str, ...]] = {}
         for tier in tiers.values():
@@ -369,6 +429,8 @@ class SettingsCache:
             routing=routing,
             addon_switches=switches,
             comps=comps,
+            creator_locks=made,
+            deleted_locks=frozenset(deleted),
             sender=self.sender,
             strict=self.strict,
         )

@@ -38,6 +38,7 @@ REASON_TITLES = {
     "lifetime_too_low": "Lifetime support too low",
     "wrong_tier": "Pledged to another tier than the lock's (exact tiers)",
     "not_a_member": "Not a member, on a lock free members may see",
+    "lock_unavailable": "Its lock was deleted",
 }
 PLACEHOLDER_HELP = {
     "tier": "the tier to pledge or upgrade to (the cheapest one that opens the lock)",
@@ -54,12 +55,12 @@ PLACEHOLDER_HELP = {
 
 
 def _banner_lock(name: str | None) -> Lock:
-    locks = get_state().extension.locks
-    if name and name in locks:
-        lock: Lock = locks.get(name)
-        return lock
-    declared = sorted((lk for lk in locks if lk.name), key=lambda lk: lk.name or "")
-    return declared[0] if declared else Lock(name=None, rule=LockRule(min_cents=500))
+    st = get_state()
+    declared = st.settings.current().all_locks(st.declarations.locks)
+    named = [lk for lk in declared if lk.name == name]
+    if named or declared:
+        return (named or declared)[0]
+    return Lock(name=None, rule=LockRule(min_cents=500))
 
 
 def _sample_decision(reason: str, lock: Lock) -> Decision:
@@ -111,7 +112,8 @@ def banners() -> ResponseReturnValue:
         for reason in REASON_ORDER
         if reason in BANNER_REASONS
     ]
-    names = sorted((lk.name for lk in get_state().extension.locks if lk.name), key=str)
+    st = get_state()
+    names = st.settings.current().lock_names(st.declarations.locks)
     return render_template("patronlock/admin/banners.html", rows=rows, lock=lock, lock_names=names)
 
 
@@ -123,7 +125,7 @@ def edit_banner(reason: str) -> ResponseReturnValue:
         abort(404)
     st = get_state()
     form = BannerForm(formdata=request.form if request.method == "POST" else None)
-    locks = sorted((lk.name for lk in st.extension.locks if lk.name), key=str)
+    locks = st.settings.current().lock_names(st.declarations.locks)
     form.lock.choices = choices((name, name) for name in locks)
     status = 200
     if request.method == "GET":

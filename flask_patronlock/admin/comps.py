@@ -34,7 +34,7 @@ nav("patronlock_admin.comps", "Comps")
 def _form(st: PatronLockState, formdata: Any) -> CompForm:
     form = CompForm(formdata=formdata)
     snapshot = st.settings.current()
-    locks = sorted((lk.name, lk.description) for lk in st.declarations.locks if lk.name is not None)
+    locks = [(lk.name or "", lk.description) for lk in snapshot.all_locks(st.declarations.locks)]
     tiers = sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id))
     form.set_access_choices(locks, tiers, str(current_app.config["PATRONLOCK_CURRENCY_SYMBOL"] or ""))
     return form

@@ -41,7 +41,9 @@ from ..policy import LockRule, PolicySettings
 __all__ = [
     "BannerForm",
     "CompForm",
+    "LockDetailsForm",
     "LockForm",
+    "NewLockForm",
     "PolicyForm",
     "RoutingForm",
     "attach_error",
@@ -218,6 +220,29 @@ class LockForm(FlaskForm):
         except (ValueError, TypeError) as exc:
             attach_error(self, str(exc), self.ERROR_FIELDS)
             return None
+
+
+class LockDetailsForm(FlaskForm):
+    """The title and description of a lock a creator made (its name never changes)."""
+
+    title = StringField("Name patrons read", render_kw={"maxlength": 100})
+    description = TextAreaField("What it is for (optional)", render_kw={"maxlength": 500, "rows": 2})
+
+    def show_errors(self, errors: Iterable[tuple[str, str]]) -> None:
+        """Put each ``(field, message)`` of a :class:`~flask_patronlock.settings.LockError` next to its field (on the
+        form as a whole when the form has no such field)."""
+        for field_name, message in errors:
+            field = getattr(self, field_name, None)
+            if isinstance(field, Field):
+                field.errors = [*list(field.errors or []), message]
+            else:
+                self.form_errors.append(message)
+
+
+class NewLockForm(LockDetailsForm):
+    """A new lock: what patrons read, and the short name code, templates and content use."""
+
+    name = StringField("Short name (optional)", render_kw={"maxlength": 100, "placeholder": "early-access"})
 
 
 class PathLockForm(Form):

@@ -1,5 +1,6 @@
 """The locks pages: every named lock with its rule in force, one lock's rule (with a preview as a patron of
-any tier), and the site-wide and URL-prefix locks.
+any tier), and the site-wide and URL-prefix locks. Creators make, rename, describe and delete their own locks here;
+locks declared in code are marked so and only their rule changes.
 """
 
 from __future__ import annotations
@@ -10,24 +11,43 @@ from typing import Any
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from ..content import lock_usage
 from ..explain import describe_rule
+from ..formatting import date_text
 from ..locks import Lock, UnknownLockError
 from ..policy import LockRule
-from ..settings import clear_lock_override, clear_routing, list_locks, set_lock_override, set_routing
+from ..settings import (
+    LockError,
+    clear_lock_override,
+    clear_routing,
+    create_lock,
+    delete_lock,
+    find_lock,
+    list_locks,
+    lock_in_routing,
+    set_lock_override,
+    set_routing,
+    update_lock,
+)
 from ..state import get_state
+from ..whatif import lock_change, lock_deletion
 from .blueprint import admin_user_id, nav, route
-from .forms import LockForm, RoutingForm
-from .preview import lock_preview
+from .forms import LockDetailsForm, LockForm, NewLockForm, RoutingForm
+from .preview import confirm_change, lock_preview
 
 nav("patronlock_admin.locks", "Locks")
 
 
 def _declared(name: str) -> Lock:
     try:
-        lock: Lock = get_state().extension.locks.get(name)
+        return find_lock(name)
     except UnknownLockError:
         abort(404)
-    return lock
+
+
+def _lock_names() -> list[str]:
+    st = get_state()
+    return st.settings.current().lock_names(st.declarations.locks)
 
 
 def _routing_form(formdata: Any = None) -> RoutingForm:
@@ -45,7 +65,7 @@ def _routing_form(formdata: Any = None) -> RoutingForm:
     if formdata is None:
         for _ in range(2):  # two empty rows to add a prefix without JavaScript
             form.paths.append_entry()
-    form.set_lock_choices(sorted(lock.name for lock in st.extension.locks if lock.name))
+    form.set_lock_choices(_lock_names())
     return form
 
 
@@ -55,7 +75,9 @@ def locks() -> ResponseReturnValue:
     return _render_locks(_routing_form())
 
 
-def _render_locks(routing: RoutingForm, status: int = 200) -> ResponseReturnValue:
+def _render_locks(
+    routing: RoutingForm, status: int = 200, new_lock: NewLockForm | None = None
+) -> ResponseReturnValue:
     st = get_state()
     snapshot = st.settings.current()
     rows = [
@@ -72,6 +94,7 @@ def _render_locks(routing: RoutingForm, status: int = 200) -> ResponseReturnValu
             rows=rows,
             routing=routing,
             routing_stored=snapshot.routing is not None,
+            new_lock=new_lock if new_lock is not None else NewLockForm(formdata=None),
             tiers=sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id)),
         ),
         status,
@@ -82,7 +105,7 @@ def _render_locks(routing: RoutingForm, status: int = 200) -> ResponseReturnValu
 def save_routing() -> ResponseReturnValue:
     """Store the site-wide lock and the URL-prefix locks (they replace the configuration's)."""
     form = _routing_form(request.form)
-    value = form.routing(lock.name for lock in get_state().extension.locks if lock.name)
+    value = form.routing(_lock_names())
     if value is None:
         return _render_locks(form, 422)
     set_routing(value, by=admin_user_id())
@@ -96,6 +119,80 @@ def reset_routing() -> ResponseReturnValue:
     clear_routing(by=admin_user_id())
     flash("The site-wide and URL locks are those of the app's configuration again.", "success")
     return redirect(url_for(".locks"))
+
+
+#: names whose lock page address would be one of this page's own (``/locks/routing``).
+_RESERVED = frozenset({"routing"})
+
+
+@route("/locks", methods=("POST",))
+def new_lock() -> ResponseReturnValue:
+    """Make a lock: it opens to any patron until its rule is chosen on its page, where this leads."""
+    form = NewLockForm(request.form)
+    if not form.validate():
+        return _render_locks(_routing_form(), 422, form)
+    typed = (form.name.data or "").strip()
+    if typed in _RESERVED:
+        form.show_errors([("name", f"“{typed}” is taken by this page's own addresses: choose another.")])
+        return _render_locks(_routing_form(), 422, form)
+    try:
+        made = create_lock(
+            form.name.data or "", title=form.title.data or "", description=form.description.data or "",
+            by=admin_user_id(),
+        )
+    except LockError as exc:
+        form.show_errors(exc.errors)
+        return _render_locks(_routing_form(), 422, form)
+    flash(
+        f"Made the lock “{made.display_name}”. Any patron may pass it for now: choose below who may see it.",
+        "success",
+    )
+    return redirect(url_for(".edit_lock", name=made.name))
+
+
+@route("/locks/<name>/details", methods=("POST",))
+def lock_details(name: str) -> ResponseReturnValue:
+    """Rename or describe a lock a creator made (its short name stays, so nothing that uses it breaks)."""
+    lock = _declared(name)
+    form = LockDetailsForm(request.form)
+    if form.validate():
+        try:
+            update_lock(name, title=form.title.data or "", description=form.description.data or "", by=admin_user_id())
+        except LockError as exc:
+            form.show_errors(exc.errors)
+        else:
+            flash("Saved the lock's name and description.", "success")
+            return redirect(url_for(".edit_lock", name=name))
+    return _render_lock(lock, _lock_form(lock), 422, details=form)
+
+
+@route("/locks/<name>/delete", methods=("POST",))
+def remove_lock(name: str) -> ResponseReturnValue:
+    """Delete a lock a creator made. Content still on it stays locked to everyone but admins (the page said so)."""
+    lock = _declared(name)
+    try:
+        delete_lock(name, by=admin_user_id())
+    except LockError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".edit_lock", name=name))
+    used = lock_usage(name)
+    if used:
+        flash(
+            f"Deleted the lock “{lock.display_name}”. {_usage_text(used)} still on it: nobody but admins can see "
+            "them until you choose another lock for them.",
+            "success",
+        )
+    else:
+        flash(f"Deleted the lock “{lock.display_name}”.", "success")
+    return redirect(url_for(".locks"))
+
+
+def _usage_text(used: list[tuple[str, int]]) -> str:
+    """``[("posts", 3), ("video", 1)]`` -> ``"3 posts and 1 video are"``."""
+    parts = [f"{count} {label}" for label, count in used]
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    one = len(used) == 1 and used[0][1] == 1
+    return f"{text} {'is' if one else 'are'}"
 
 
 def _lock_form(lock: Lock, formdata: Any = None) -> LockForm:
@@ -119,19 +216,48 @@ def edit_lock(name: str) -> ResponseReturnValue:
     if request.method == "POST":
         form = _lock_form(lock, request.form)
         rule = form.rule()
-        if rule is not None:
-            set_lock_override(name, rule, by=admin_user_id())
-            flash(f"Saved lock {name!r}: {describe_rule(rule, get_state().settings.current().tiers)}.", "success")
-            return redirect(url_for(".edit_lock", name=name))
-        return _render_lock(lock, form, 422)
+        if rule is None:
+            return _render_lock(lock, form, 422)
+        if request.form.get("edit") == "1":  # back from the what-if step, with what was typed
+            return _render_lock(lock, form)
+        if request.form.get("confirm") != "1":  # first: who this would let in or shut out
+            return _confirm_rule(lock, rule)
+        set_lock_override(name, rule, by=admin_user_id())
+        flash(f"Saved lock {name!r}: {describe_rule(rule, get_state().settings.current().tiers)}.", "success")
+        return redirect(url_for(".edit_lock", name=name))
     return _render_lock(lock, _lock_form(lock))
 
 
-def _render_lock(lock: Lock, form: LockForm, status: int = 200) -> ResponseReturnValue:
+def _confirm_rule(lock: Lock, rule: LockRule, *, back: bool = True) -> ResponseReturnValue:
+    """The what-if step of a change of ``lock``'s rule to ``rule`` (a new rule, or switched on or off)."""
+    snapshot = get_state().settings.current()
+    before = describe_rule(snapshot.base_rule_for(lock), snapshot.tiers)
+    after = describe_rule(snapshot.resolve(rule), snapshot.tiers)
+    what = f"“{lock.display_name}”: from {before} to {after}." if before != after else (
+        f"“{lock.display_name}” stays: {after}."
+    )
+    name = lock.name or ""
+    return confirm_change(
+        title=f"Before you save “{lock.display_name}”",
+        what=what,
+        change=lock_change(lock, rule),
+        action=request.path,
+        back=url_for(".edit_lock", name=name) if back else None,
+        cancel_url=url_for(".edit_lock", name=name),
+    )
+
+
+def _render_lock(
+    lock: Lock, form: LockForm, status: int = 200, details: LockDetailsForm | None = None
+) -> ResponseReturnValue:
     st = get_state()
     snapshot = st.settings.current()
     info = next(i for i in list_locks() if i.name == lock.name)
     preview = lock_preview(lock)
+    made = snapshot.creator_locks.get(lock.name or "")
+    if details is None and made is not None:
+        details = LockDetailsForm(formdata=None, data={"title": lock.title, "description": lock.description})
+    used = lock_usage(lock.name or "") if made is not None else []
     return (
         render_template(
             "patronlock/admin/lock.html",
@@ -142,6 +268,12 @@ def _render_lock(lock: Lock, form: LockForm, status: int = 200) -> ResponseRetur
             default=describe_rule(snapshot.resolve(info.default), snapshot.tiers),
             tiers=sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id)),
             preview=preview,
+            made=made,
+            made_on=date_text(made.created_at) if made is not None and made.created_at is not None else None,
+            details=details,
+            usage=_usage_text(used) if used else None,
+            losing=lock_deletion(lock).lost if used else (),
+            in_routing=lock_in_routing(lock.name or "") if made is not None else None,
         ),
         status,
     )
@@ -164,6 +296,8 @@ def toggle_lock(name: str) -> ResponseReturnValue:
     override = snapshot.overrides.get(name)
     rule = override.rule if override is not None else lock.rule
     on = request.form.get("enabled") == "1"
+    if request.form.get("confirm") != "1":  # switching off opens it to everyone: say so first
+        return _confirm_rule(lock, _with(rule, enabled=on), back=False)
     set_lock_override(name, _with(rule, enabled=on), by=admin_user_id())
     flash(f"Lock {name!r} is {'on' if on else 'off: everyone may see what it guards'}.", "success")
     return redirect(url_for(".edit_lock", name=name) if request.form.get("back") == "lock" else url_for(".locks"))

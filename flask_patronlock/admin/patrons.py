@@ -75,14 +75,14 @@ def patron(member_id: str) -> ResponseReturnValue:
         abort(404)
     user = load_user(st, found.local_user_id) if found.local_user_id is not None else None
     snapshot = st.settings.current()
-    locks = sorted((lk.name for lk in st.extension.locks if lk.name), key=str)
+    locks = snapshot.lock_names(st.declarations.locks)
     chosen = request.args.get("lock") or (locks[0] if locks else "")
     explanation = None
     if chosen in locks:
         if found.local_user_id is not None:
             explanation = {"linked": True, "result": explain(user or found.local_user_id, chosen)}
         else:  # not linked: what they would get once they connect this Patreon account here
-            lock = st.extension.locks.get(chosen)
+            lock = snapshot.find_lock(st.declarations.locks, chosen)
             viewer = with_comps(Viewer(authenticated=True, linked=True, patron=found), st, None)
             now = st.store.clock()
             rule, _d, decision = evaluate(lock, viewer, user=None, state=st, now=now)

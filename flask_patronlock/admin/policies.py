@@ -8,8 +8,10 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from ..settings import get_policy_settings, set_policy_settings
+from ..whatif import policy_change
 from .blueprint import admin_user_id, nav, route
 from .forms import PolicyForm
+from .preview import confirm_change
 
 nav("patronlock_admin.policies", "Policies")
 
@@ -20,6 +22,17 @@ def policies() -> ResponseReturnValue:
     if request.method == "POST":
         form = PolicyForm(formdata=request.form)
         settings = form.settings()
+        if settings is not None and request.form.get("edit") == "1":  # back from the what-if, with what was typed
+            return render_template("patronlock/admin/policies.html", form=form)
+        if settings is not None and request.form.get("confirm") != "1":  # first: who this would let in or shut out
+            return confirm_change(
+                title="Before you save the access policies",
+                what="You are changing how a patron's standing on Patreon turns into access here.",
+                change=policy_change(settings),
+                action=url_for(".policies"),
+                back=url_for(".policies"),
+                cancel_url=url_for(".policies"),
+            )
         if settings is not None:
             set_policy_settings(settings, by=admin_user_id())
             flash("Saved the access policies. Every page follows them within a few seconds.", "success")

@@ -1,11 +1,13 @@
-"""The "preview as a patron of tier X": a made-up viewer, and what a page would show them for a lock."""
+"""The "preview as a patron of tier X": a made-up viewer, and what a page would show them for a lock; and the
+what-if step before a lock or policy change is saved (:func:`confirm_change`)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from flask import request
+from flask import render_template, request
+from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
 from ..banners import _banner_html as banner_html
@@ -15,6 +17,7 @@ from ..locks import Lock, evaluate
 from ..patron import Patron
 from ..policy import Viewer, explain_steps
 from ..state import get_state
+from ..whatif import AccessChange
 
 #: the preview's viewers that are not a tier.
 PREVIEW_VIEWERS = {
@@ -80,3 +83,58 @@ def lock_preview(lock: Lock) -> dict[str, Any] | None:
         banner = banner_html(lock, decision, banner_context(lock, decision, state=st, shown=False))
     return {"label": label, "decision": decision, "banner": banner, "steps": steps, "choice": choice,
             "months": months}
+
+
+# -- what-if before saving (issue 17, item 5) --------------------------------------------------------------------------
+
+#: at most this many names per list on the confirmation page (the count is always whole).
+NAMES_SHOWN = 200
+
+
+def _patrons(count: int, none: str = "No patron") -> str:
+    """``0`` -> "No patron", ``1`` -> "1 patron", ``3`` -> "3 patrons"."""
+    return none if count == 0 else f"{count} patron" if count == 1 else f"{count} patrons"
+
+
+def confirm_change(
+    *,
+    title: str,
+    what: str,
+    change: AccessChange,
+    action: str,
+    back: str | None = None,
+    back_label: str = "Change it again",
+    cancel_url: str,
+    save_label: str = "Save the change",
+) -> ResponseReturnValue:
+    """The step before a lock or policy change is saved: who would gain and lose access (names behind a disclosure),
+    and whether it opens a lock to everyone; *Save the change* posts the same values again with ``confirm=1``.
+
+    :param what: the change in one sentence ("“premium”: from Gold or higher to Silver or higher").
+    :param action: where the form posts (the same view as the first post).
+    :param back: where *Change it again* posts the same values with ``edit=1`` (``None``: no such button).
+    :param cancel_url: where *Cancel* leads (nothing is saved).
+    """
+    own = ("csrf_token", "confirm", "edit")
+    fields = [(key, value) for key, value in request.form.items(multi=True) if key not in own]
+    summary = (
+        f"{_patrons(len(change.gained))} would gain access, {_patrons(len(change.lost), 'no patron')} would lose it."
+    )
+    return render_template(
+        "patronlock/admin/confirm.html",
+        title=title,
+        what=what,
+        change=change,
+        summary=summary,
+        counted=_patrons(change.patrons, "no patrons"),
+        gained=change.gained[:NAMES_SHOWN],
+        lost=change.lost[:NAMES_SHOWN],
+        more_gained=max(len(change.gained) - NAMES_SHOWN, 0),
+        more_lost=max(len(change.lost) - NAMES_SHOWN, 0),
+        fields=fields,
+        action=action,
+        back=back,
+        back_label=back_label,
+        cancel_url=cancel_url,
+        save_label=save_label,
+    )

@@ -67,8 +67,9 @@ def test_bad_amounts_are_refused(text: str) -> None:
 
 
 def lock_form(**changes: Any) -> dict[str, Any]:
+    # "confirm": the second press, on the what-if step (tests/admin/test_admin_whatif.py covers the first)
     data: dict[str, Any] = {"enabled": "y", "tiers": ["t10"], "min_amount": "", "lifetime_amount": "",
-                            "patron_since_before": "", "drip_months": "", "combine": "all"}
+                            "patron_since_before": "", "drip_months": "", "combine": "all", "confirm": "1"}
     data.update(changes)
     return {k: v for k, v in data.items() if v is not None}
 
@@ -153,7 +154,7 @@ def test_a_tier_not_in_the_catalogue_is_kept_not_dropped(site: AdminSite) -> Non
 
 
 def test_toggle_and_reset(site: AdminSite) -> None:
-    assert site.post(ADMIN_PREFIX + "/locks/premium/toggle", {"enabled": "0"}).status_code == 302
+    assert site.post(ADMIN_PREFIX + "/locks/premium/toggle", {"enabled": "0", "confirm": "1"}).status_code == 302
     assert site.get("/premium", "bob").status_code == 200  # off: everyone may see it
     with site.app.app_context():
         assert get_lock_override("premium").rule.enabled is False  # type: ignore[union-attr]
@@ -266,7 +267,7 @@ def test_restoring_the_default_text(site: AdminSite) -> None:
 def policy_form(**changes: Any) -> dict[str, Any]:
     data = {"declined": "grace", "declined_grace_days": "3", "cancelled": "at_once", "first_charge":
             "after_first_charge", "count_free_trials": "y", "missing_runs": "3", "missing_hours": "",
-            "breaker_min_patrons": "10", "breaker_percent": "5"}
+            "breaker_min_patrons": "10", "breaker_percent": "5", "confirm": "1"}  # confirmed on the what-if step
     data.update(changes)
     return {k: v for k, v in data.items() if v is not None}
 

@@ -71,6 +71,7 @@ def _drop_example_tables(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS example_users"))
+        conn.execute(text("DROP TABLE IF EXISTS example_posts"))  # the posts and the locks the creator chose
         conn.execute(text("DROP TABLE IF EXISTS example_sandbox"))  # the demo's kept sandbox goes with its users
     engine.dispose()
 

@@ -1,7 +1,8 @@
 """The creator's journey in a real browser: sign in as the example site's creator (the demo's Kopi), complete the
-setup checklist against the sandbox, set lock "premium" to a tier, edit the banner a patron below it sees, and -- in
-a second browser context -- a Bronze patron logs in with Patreon and sees that new banner. Screenshots of each page
-are saved (see conftest.py)."""
+setup checklist against the sandbox, set lock "premium" to a tier (past the what-if step), edit the banner a patron
+below it sees, make a lock of their own and put it on a post in the site's editor, and -- in a second browser context
+-- a Bronze patron logs in with Patreon and sees that new banner, and the post locked. Screenshots of each page are
+saved (see conftest.py)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         page.check("label:has-text('Gold') input[type=checkbox]")
         page.fill("input[name=min_amount]", "")
         page.click("button:has-text('Save the lock')")
+        expect(page.locator("[data-whatif-summary]")).to_contain_text("would gain access")  # the what-if step
+        shots(page, "lock-premium-whatif")
+        page.click("button:has-text('Save the change')")
         expect(page.locator(".pl-flash--success")).to_contain_text("Saved lock 'premium'")
         expect(page.locator("[data-rule]")).to_contain_text("Gold")
         page.select_option("select[name=as]", label="a patron of Bronze")
@@ -83,6 +87,26 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         shots(page, "banner-live-preview")
         page.click("button:has-text('Save the banner')")
         expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner")
+
+        # -- a lock of the creator's own, for Gold patrons, put on a post in the site's post editor
+        page.click("nav >> text=Locks")
+        page.fill("input[name=title]", "Early access")
+        page.click("button:has-text('Make the lock')")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Made the lock “Early access”")
+        page.check("label:has-text('Gold') input[type=checkbox]")
+        page.click("button:has-text('Save the lock')")
+        expect(page.locator("[data-whatif-summary]")).to_contain_text("would lose it")
+        page.click("summary:has-text('Show who')")
+        shots(page, "lock-made-whatif")
+        page.click("button:has-text('Save the change')")
+        expect(page.locator("[data-rule]")).to_contain_text("Gold")
+        shots(page, "lock-made")
+        page.goto("/editor/process")
+        page.select_option("select[name=lock]", "early-access")
+        page.click("button:has-text('Save')")
+        expect(page.locator("[data-post=process] [data-post-lock]")).to_contain_text("Early access")
+        shots(page, "post-editor")
+        page.goto("/patronlock/admin/locks")
 
         # -- the other pages, for the record
         for name in ("Banners", "Policies", "Patrons", "Dashboard", "Add-ons"):
@@ -115,6 +139,10 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(banner).to_contain_text("The premium archive is for Gold patrons. Upgrade for $10.00 a month!")
         expect(page.locator("body")).not_to_contain_text("every study, with its reference photos")
         shots(page, "patron-bronze-sees-new-banner")
+        page.goto("/posts/process")  # the post the creator put on their own lock, Early access (Gold)
+        expect(page.locator('[data-patronlock-reason="amount_too_low"]')).to_be_visible()
+        expect(page.locator("body")).not_to_contain_text("the full twenty-step process")
+        shots(page, "patron-bronze-sees-the-creators-lock")
         # the settings page is not theirs
         response = page.goto("/patronlock/admin/locks")
         assert response is not None and response.status == 403

@@ -15,7 +15,7 @@ from jinja2 import ChoiceLoader, DictLoader
 
 from flask_patronlock import locked, signals
 from flask_patronlock.banners import DEFAULT_TEXTS, fill
-from flask_patronlock.settings import BANNER_REASONS, get_banner_text, set_banner_text
+from flask_patronlock.settings import BANNER_REASONS, create_lock, delete_lock, get_banner_text, set_banner_text
 from flask_patronlock.signals import filter_receiver
 from tests.helpers.constants import NOW
 from tests.helpers.sites import Site, make_site
@@ -39,7 +39,10 @@ def site(make_app: Callable[..., Flask]) -> Site:
     site.ext.lock("lifetime", lifetime_cents=10000)
     site.ext.lock("gold-only", tier="Gold", exact=True)
     site.ext.lock("members", free_members=True)
-    for name in ("premium", "early", "drip", "lifetime", "gold-only", "members"):
+    with app.app_context():  # a lock a creator made, then deleted: content still on it stays locked
+        create_lock("gone", title="Gone", by="creator")
+        delete_lock("gone", by="creator")
+    for name in ("premium", "early", "drip", "lifetime", "gold-only", "members", "gone"):
         app.add_url_rule(f"/{name}", name, locked(name)((lambda n: lambda: f"SECRET:{n}")(name)))
     site.user("stranger")
     site.link("linked-only", "p-nobody")
@@ -77,6 +80,7 @@ CASES: dict[str, tuple[str | None, str, str | None, tuple[str, ...]]] = {
     "lifetime_too_low": ("gold", "/lifetime", f"{BASE}/checkout/c1", ("$100.00 in total",)),
     "wrong_tier": ("platinum", "/gold-only", f"{BASE}/checkout/c1?rid=t10", ("at Gold.", "change it to Gold")),
     "not_a_member": ("linked-only", "/members", f"{BASE}/checkout/c1", ("free or paid", "a free membership")),
+    "lock_unavailable": ("gold", "/gone", None, ("isn't available", "Kopi Studio")),
 }
 
 

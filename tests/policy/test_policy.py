@@ -402,7 +402,8 @@ def test_drip_available_at() -> None:
 
 def test_decisions_use_the_closed_reason_set() -> None:
     assert "drip_not_reached" in REASONS and "comp" in REASONS and "wrong_tier" in REASONS and "not_a_member" in REASONS
-    assert len(REASONS) == 16
+    assert "lock_unavailable" in REASONS
+    assert len(REASONS) == 17
     assert {"allowed", "lock_disabled", "admin_bypass", "comp", "public"} == ALLOWING_REASONS
 
 

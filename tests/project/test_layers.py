@@ -36,6 +36,7 @@ REQUEST_LAYER = (
     "views.",
     "admin.",
     "contrib.",
+    "content",  # the lock picker (a form field, on the settings page's forms) and the content model mixin
     "sandbox.app",  # the offline Patreon's own web server, and its page groups:
     "sandbox.web",
     "sandbox.api",
@@ -79,6 +80,7 @@ BELOW_REQUEST = (
     "settings",
     "settings_cache",
     "signals",
+    "whatif",  # who a proposed lock or policy change would let in or shut out: decide over the stored patrons
     "state",
     "store",
     "store.",
