@@ -28,6 +28,7 @@ Over 600 lines: one class, the write path and the reads that share its row layou
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -49,6 +50,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from . import firstseen, runs, signals
 from .catalogue import Catalogue
@@ -373,32 +375,49 @@ class Store:
         and its Patreon fields equal the snapshot's (compared here, on just those columns).
         """
         by_id = {s.member_id: s for s in snapshots}
-        stmt = self._settled_statement(conn.dialect.name)
+        dialect = conn.dialect.name
+        stmt, processors = self._settled_statement(conn.dialect)
         width = len(COMPARED)
         settled: set[str] = set()
-        ids, dialect = list(by_id), conn.dialect.name
+        ids = list(by_id)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             ids_in = ids_value(chunk, dialect)
             params = {"ids": ids_in, "observed_at": observed_at, "key": access.key, "now": access.now}
-            for row in conn.execute(stmt, params).all():
+            rows: Iterable[Sequence[Any]]
+            if dialect == "sqlite":
+                decoded: list[list[Any]] = json.loads(conn.execute(stmt, params).scalar_one())
+                for raw in decoded:
+                    for index, process in processors:
+                        raw[index] = process(raw[index])
+                rows = decoded
+            else:
+                rows = conn.execute(stmt, params).all()
+            for row in rows:
                 values = tuple(row)
                 snapshot = by_id[values[width]]
                 if compared_of(snapshot) == values[:width] and optional_agree(snapshot, *values[width + 1 :]):
                     settled.add(snapshot.member_id)
         return settled
 
-    def _settled_statement(self, dialect: str) -> Any:
+    def _settled_statement(self, engine_dialect: Dialect) -> tuple[Any, list[tuple[int, Callable[[Any], Any]]]]:
+        """The select of :meth:`_settled` and, on SQLite, the result processors of its columns by position.
+
+        On SQLite the rows come back as ONE value, a JSON array of arrays (``json_group_array``), whose columns are
+        converted here as SQLAlchemy would have: Python's sqlite3 releases the GIL around each row it steps, and
+        while a run's next page is parsed in another thread each row then waits out that thread's switch interval
+        (5 ms) to take it back. One step for the whole chunk lets the query run beside the parsing."""
         # Built once: constructing the select costs more than a page's worth of comparing. Booleans come back as
         # SQLite's 0/1 (equal to False/True in a comparison) instead of through a processor each.
-        stmt = self._statements.get(("settled", dialect))
-        if stmt is None:
+        dialect = engine_dialect.name
+        cached = self._statements.get(("settled", dialect))
+        if cached is None:
             p = self.tables.patrons
             columns = [
                 type_coerce(p.c[name], Integer) if isinstance(p.c[name].type, Boolean) else p.c[name]
                 for name in (*COMPARED, "member_id", "campaign_id", "patreon_user_id", "email", "email_verified")
             ]
-            stmt = select(*columns).where(
+            where = (
                 in_ids(p.c.member_id, dialect),
                 p.c.observed_at <= bindparam("observed_at", type_=p.c.observed_at.type),
                 p.c.missing_since.is_(None),
@@ -408,8 +427,17 @@ class Store:
                 p.c.access_policy == bindparam("key", type_=p.c.access_policy.type),
                 or_(p.c.access_until.is_(None), p.c.access_until > bindparam("now", type_=p.c.access_until.type)),
             )
-            self._statements[("settled", dialect)] = stmt
-        return stmt
+            processors: list[tuple[int, Callable[[Any], Any]]] = []
+            if dialect == "sqlite":
+                for index, column in enumerate(columns):
+                    process = column.type._cached_result_processor(engine_dialect, None)
+                    if process is not None:
+                        processors.append((index, process))
+                stmt = select(func.json_group_array(func.json_array(*columns))).where(*where)
+            else:
+                stmt = select(*columns).where(*where)
+            cached = self._statements[("settled", dialect)] = (stmt, processors)
+        return cached
 
     def _note_evaluated(self, conn: Connection, results: Iterable[ApplyResult], access: AccessContext) -> None:
         """Record that the unchanged members among ``results`` had their access evaluated under ``access``'s settings
