@@ -18,7 +18,6 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
-from sqlalchemy.engine import Dialect
 from sqlalchemy.types import JSON
 
 #: how many ids one ``IN (...)`` or one bulk statement takes. SQLite's default limit on bound parameters is 32766
@@ -118,13 +117,14 @@ _SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], SqliteInsert] = {
 
 
 def sqlite_insert_plan(
-    dialect: Dialect, table: Any, names: tuple[str, ...], skip_conflicts_on: str | None
+    conn: Connection, table: Any, names: tuple[str, ...], skip_conflicts_on: str | None
 ) -> SqliteInsert:
     """The ``INSERT`` for ``names`` (skipping rows whose ``skip_conflicts_on`` is taken, when given), with the bind
-    processors of the columns that have one on ``dialect`` (a connection's)."""
+    processors of the columns that have one."""
     key = (id(table), names, skip_conflicts_on)
     cached = _SQLITE_INSERTS.get(key)
     if cached is None:
+        dialect = conn.dialect
         quote = dialect.identifier_preparer.quote
         tail = f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING" if skip_conflicts_on is not None else ""
         processors: list[tuple[int, Any]] = []
@@ -154,7 +154,7 @@ def executemany_sqlite(
     """``INSERT`` ``rows`` (value sequences in the order of ``names``) on SQLite in multi-row statements
     (:class:`SqliteInsert`): the columns' own bind processors convert the values (so what is stored is exactly what
     SQLAlchemy would store), but no statement is compiled by SQLAlchemy and no parameter dict is built per row."""
-    plan = sqlite_insert_plan(conn.dialect, table, names, skip_conflicts_on)
+    plan = sqlite_insert_plan(conn, table, names, skip_conflicts_on)
     params = []
     for row in rows:
         values = list(row)

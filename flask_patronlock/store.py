@@ -168,8 +168,6 @@ class Store:
         defer_revocations: bool = False,
         load_unchanged: bool = True,
         also: Callable[[Connection, list[ApplyResult]], None] | None = None,
-        prepared: firstseen.Prepared | None = None,
-        send: bool = True,
     ) -> list[ApplyResult]:
         """Apply snapshots in one transaction, then send signals for what changed.
 
@@ -185,12 +183,6 @@ class Store:
             ``previous`` ``None``. A sync run asks for this: nearly every member of nearly every run is unchanged.
         :param also: called with the open connection and the results before the commit, so what it writes commits
             with them or not at all (a sync run records its progress on its row this way).
-        :param prepared: the snapshots computed as first sightings ahead of the transaction
-            (:func:`flask_patronlock.firstseen.prepare`): the members found with no stored row are created from it
-            where it gives what computing them now would (a sync run prepares the next page while the current one
-            is written).
-        :param send: ``False``: the caller sends the signals (:meth:`send`) of the results after this returns (a sync
-            run writes its pages from a thread of its own and sends them from the run's).
         :raises ValueError: an unknown source, a naive ``observed_at``, or the same member twice in one call.
         :returns: one :class:`ApplyResult` per snapshot, in order.
         """
@@ -213,12 +205,10 @@ class Store:
                 run_id=run_id,
                 defer_revocations=defer_revocations,
                 load_unchanged=load_unchanged,
-                prepared=prepared,
             )
             if also is not None:
                 also(conn, results)
-        if send:
-            self.send(results, source=source, run_id=run_id)
+        self.send(results, source=source, run_id=run_id)
         return results
 
     def apply_locked(
@@ -231,7 +221,6 @@ class Store:
         run_id: int | None,
         defer_revocations: bool = False,
         load_unchanged: bool = True,
-        prepared: firstseen.Prepared | None = None,
     ) -> list[ApplyResult]:
         """:meth:`apply_many` inside ``conn``, a :meth:`transaction` the caller holds (a run's revocation phase applies
         several batches and writes its own row in one); the caller sends the signals (:meth:`send`) after the
@@ -256,8 +245,7 @@ class Store:
         fresh = [s for s in snapshots_left if s.member_id not in stored] if self._first_seen_in_bulk else []
         if fresh:
             created, taken = firstseen.create(
-                self, conn, fresh, links, access=access, observed_at=observed_at, source=source, run_id=run_id,
-                prepared=prepared,
+                self, conn, fresh, links, access=access, observed_at=observed_at, source=source, run_id=run_id
             )
             results.update(created)
             if taken:  # inserted by another transaction after we looked (PostgreSQL): applied to their rows below

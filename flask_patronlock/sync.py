@@ -47,7 +47,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -56,7 +55,7 @@ from flask import Flask
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from . import firstseen, signals
+from . import signals
 from .errors import PatronLockError
 from .leases import Lease
 from .models import is_row_id
@@ -65,7 +64,6 @@ from .patreon.ratelimit import TOKEN_LIMIT
 from .patreon.types import MemberPage, MemberSnapshot
 from .state import PatronLockState, get_state
 from .store import ApplyResult
-from .transitions import AccessContext
 
 if TYPE_CHECKING:
     from .patreon.client import PatreonClient
@@ -288,9 +286,6 @@ class _Run:
         )
         self.unknown_tiers: set[str] = set()
         self.empty_pages: list[int] = []
-        #: the last page written: its results, signals not sent yet; how many it applied and created
-        self.unsent: list[ApplyResult] = []
-        self.last_applied = self.last_created = 0
 
     def _db(self, what: str, step: Callable[[], _T]) -> _T:
         return _retrying(what, self.attempts, step)
@@ -438,111 +433,50 @@ class _Run:
     def _read_pages(self) -> str | None:
         """Apply every page; the reason the run is incomplete, or ``None`` when every page was read.
 
-        Three threads share the work, pages still applied one at a time, in order: a helper fetches and parses the
-        next page (Patreon's side of a page and our writes overlap), another writes the current page (:class:`_Writer`),
-        and this one, meanwhile, prepares the members of the page after it as first sightings
-        (:func:`~flask_patronlock.firstseen.prepare`: pure work, used by its transaction for the members it finds no
-        row for) while the run is creating members, and sends each page's signals once it committed.
+        The next page is fetched and parsed in a helper thread while this one is applied (Patreon's side of a page
+        and our writes overlap); pages are still applied one at a time, in order.
         """
         pages = self.client.iter_member_pages(self.campaign_id, page_size=self.page_size)
         prefetch = _Prefetch(pages, lambda: _now(self.state), self.campaign_id)
         try:
-            with _Writer(self.state.app) as writer:
-                return self._apply_pages(prefetch, writer)
+            return self._apply_pages(prefetch)
         finally:
             prefetch.close()
 
-    def _apply_pages(self, prefetch: _Prefetch, writer: _Writer) -> str | None:
+    def _apply_pages(self, prefetch: _Prefetch) -> str | None:
         result = self.result
         number = 0
-        writing: Future[str | None] | None = None  # the page before, being written
-        # whether the pages create members (a first run): only then is preparing them ahead worth its work
-        creating = self._db("counting stored members", lambda: self.store.count_members(self.campaign_id)) == 0
         while True:
             number += 1
-            reason: str | None = None
-            drifted = False
-            page: MemberPage | None = None
             try:
                 page, observed_at = prefetch.next()
             except PatreonError as exc:
                 reason = f"page {number}: {type(exc).__name__}: {exc}"[:500]
-                drifted = isinstance(exc, SchemaDrift)
-            prepared = None
-            members: list[MemberSnapshot] = []
-            if page is not None:
-                if page.raw_count != len(page.members):
-                    reason = f"page {number}: {page.raw_count - len(page.members)} member(s) could not be parsed"
-                members = [m for m in page.members if m.campaign_id in (None, self.campaign_id)]
-                if reason is None and creating and members:
-                    prepared = self._prepare(members, observed_at)  # while the page before is written
-            earlier = self._after_written(writing)
-            writing = None
-            if earlier is not None:
-                return earlier
-            if drifted:
-                assert reason is not None
-                self._drifted(reason)
-            if page is None:
+                if isinstance(exc, SchemaDrift):
+                    self._drifted(reason)
                 return reason
+            if page is None:
+                return None
             if page.total is not None:
                 result.total_reported = page.total
-            if reason is not None:
-                return reason
+            if page.raw_count != len(page.members):
+                return f"page {number}: {page.raw_count - len(page.members)} member(s) could not be parsed"
             if page.raw_count == 0 and page.next_cursor is not None:
                 self.empty_pages.append(number)
-            if self.last_applied:
-                creating = self.last_created * 2 >= self.last_applied
-            writing = writer.submit(functools.partial(self._write_page, members, observed_at, number, prepared))
-
-    def _prepare(self, members: list[MemberSnapshot], observed_at: datetime) -> firstseen.Prepared:
-        """``members`` computed as first sightings, ahead of their page's transaction."""
-        store = self.store
-        access = AccessContext(store.policy_settings(), store.clock(), True)
-        return firstseen.prepare(
-            store.engine.dialect, store.tables, members, access=access, observed_at=observed_at, source="sync",
-            run_id=self.result.run_id,
-        )
-
-    def _write_page(
-        self, members: list[MemberSnapshot], observed_at: datetime, number: int, prepared: firstseen.Prepared | None
-    ) -> str | None:
-        """In the writer's thread: check page ``number`` for drift and apply it; why the run stops here, or ``None``."""
-        unpledged = self._db(f"checking page {number}", functools.partial(self._unpledged, members))
-        if unpledged is not None:
-            reason = f"page {number}: SchemaDrift: {unpledged}"[:500]
-            self._drifted(reason)
-            return reason
-        self._db(
-            f"applying page {number}", functools.partial(self._apply_page, members, observed_at, number, prepared)
-        )
-        return None
-
-    def _after_written(self, writing: Future[str | None] | None) -> str | None:
-        """Wait for the page being written; then send its signals, report progress and renew the lease. Why the run
-        stops there, or ``None``."""
-        if writing is None:
-            return None
-        reason = writing.result()  # re-raises what writing raised
-        if reason is not None:
-            return reason
-        result = self.result
-
-        def send() -> None:
-            # A lost connection in a receiver retries the page's step as when signals were sent inside it: the page
-            # is written, so the retry finds nothing more to send.
-            unsent, self.unsent = self.unsent, []
-            self.store.send(unsent, source="sync", run_id=result.run_id)
-
-        self._db(f"applying page {result.pages}", send)
-        if self.progress is not None:
-            self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
-        if self.heartbeat.lost.is_set() or not self._db("renewing the sync lease", self._renew):
-            return (
-                "the sync lease was lost: another run took over after PATRONLOCK_SYNC_LEASE_SECONDS without "
-                "renewal"
-            )
-        return None
+            members = [m for m in page.members if m.campaign_id in (None, self.campaign_id)]
+            unpledged = self._db(f"checking page {number}", functools.partial(self._unpledged, members))
+            if unpledged is not None:
+                reason = f"page {number}: SchemaDrift: {unpledged}"[:500]
+                self._drifted(reason)
+                return reason
+            self._db(f"applying page {number}", functools.partial(self._apply_page, members, observed_at, number))
+            if self.progress is not None:
+                self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
+            if self.heartbeat.lost.is_set() or not self._db("renewing the sync lease", self._renew):
+                return (
+                    "the sync lease was lost: another run took over after PATRONLOCK_SYNC_LEASE_SECONDS without "
+                    "renewal"
+                )
 
     def _unpledged(self, members: list[MemberSnapshot]) -> str | None:
         """Drift no single document shows: members stored as pledging whom the page lists with no ``patron_status``
@@ -565,9 +499,7 @@ class _Run:
             reason,
         )
 
-    def _apply_page(
-        self, members: list[MemberSnapshot], observed_at: datetime, number: int, prepared: firstseen.Prepared | None
-    ) -> None:
+    def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime, number: int) -> None:
         """Apply page ``number`` and record the run's progress on its row in the same transaction (so the row always
         counts the changes its audit rows show); one attempt of a retried step, so nothing here counts until it
         commits."""
@@ -591,8 +523,6 @@ class _Run:
                 defer_revocations=True,
                 load_unchanged=False,  # nearly every member of a run is unchanged: found without reading whole rows
                 also=progress,
-                prepared=prepared,
-                send=False,  # sent from the run's thread (_after_written)
             )
             for m in fresh:
                 self.unknown_tiers.update(t for t in m.entitled_tier_ids if t not in known)
@@ -609,9 +539,6 @@ class _Run:
         result.changed += changed[0]
         result.pages += 1
         result.members_seen = len(self.seen)
-        self.unsent = outcomes
-        self.last_applied = len(outcomes)
-        self.last_created = sum(1 for o in outcomes if o.outcome == "created")
 
     def _renew(self) -> bool:
         """Renew the lease after a page (at most once a second; the heartbeat renews it between pages too)."""
@@ -836,45 +763,6 @@ class _Heartbeat:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-
-
-class _Writer:
-    """Runs a run's page steps, one at a time and in order, in a thread of its own inside the app's context, so the
-    run's thread can prepare the next page meanwhile: SQLite and PostgreSQL do their part of a page with the GIL
-    released. Leaving the ``with`` block waits for the step under way."""
-
-    def __init__(self, app: Flask) -> None:
-        self._app = app
-        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._work, name="patronlock-sync-write", daemon=True)
-
-    def _work(self) -> None:
-        with self._app.app_context():
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    return
-                step, future = job
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    future.set_result(step())
-                except BaseException as exc:  # handed to the run's thread, which re-raises it
-                    future.set_exception(exc)
-
-    def submit(self, step: Callable[[], _T]) -> Future[_T]:
-        """Run ``step`` after the steps submitted before it; its future has its result or exception."""
-        future: Future[_T] = Future()
-        self._jobs.put((step, future))
-        return future
-
-    def __enter__(self) -> _Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._jobs.put(None)
-        self._thread.join()
 
 
 def _page_ranges(numbers: list[int]) -> str:

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from sqlalchemy import MetaData, create_engine, delete, event, insert, select
 from sqlalchemy.pool import StaticPool
 
-from flask_patronlock import firstseen, signals
+from flask_patronlock import signals
 from flask_patronlock.models import tables_for
 from flask_patronlock.patreon.types import MemberSnapshot, UserSnapshot
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.store import Store
-from flask_patronlock.transitions import AccessContext, ApplyResult
+from flask_patronlock.transitions import ApplyResult
 from tests.helpers.constants import T0
 from tests.helpers.patrons import snap
 
@@ -249,39 +249,3 @@ def test_rows_are_split_by_sqlites_limit_on_parameters() -> None:
     finally:
         default.close()
         lowered.close()
-
-
-@pytest.mark.parametrize(
-    ("policy", "moment", "reused"),
-    [
-        (PolicySettings(), T0, "all"),
-        # prepared 2 days earlier: m23's paid period (to T0 - 1 day) was running then, so it is computed again
-        (PolicySettings(), T0 - timedelta(days=2), "all but m23"),
-        (PolicySettings(cancelled="at_once"), T0, "none"),  # the settings changed since
-        (PolicySettings(), T0 + timedelta(seconds=1), "none"),  # prepared for a later moment than the transaction's
-    ],
-    ids=["same", "earlier", "other-settings", "later"],
-)
-def test_members_prepared_ahead_are_what_the_transaction_computes(
-    world: World, policy: PolicySettings, moment: Any, reused: str
-) -> None:
-    """A run prepares the next page's members as first sightings while the current page is written
-    (firstseen.prepare); the transaction takes a prepared member only where computing it then gives the same, so the
-    rows, audit rows, results and signals are the general path's either way."""
-    cancelled = snap("m23", patron_status="former_patron", last_charge_date=T0 - timedelta(days=31),
-                     next_charge_date=T0 - timedelta(days=1))
-    members = [*_members(), cancelled]
-    general = world.apply(members, bulk=False)
-    prepared = firstseen.prepare(
-        world.engine.dialect, world.tables, members, access=AccessContext(policy, moment), observed_at=OBSERVED,
-        source="sync", run_id=3,
-    )
-    ahead = {member_id: result.patron for member_id, (result, _, _) in prepared.created.items()}
-    made = world.apply(members, bulk=True, prepared=prepared)
-    for key in ("patrons", "raw_patrons", "events", "results", "signals"):
-        assert made[key] == general[key], key
-    taken = {r[0] for r in made["results"] if r[2] is ahead[r[0]]}
-    expected = {"all": {m.member_id for m in members}, "all but m23": {m.member_id for m in members} - {"m23"},
-                "none": set()}[reused]
-    assert taken == expected
-    assert made["results"][19][2].local_user_id == "local-7"  # m20, linked in the transaction
