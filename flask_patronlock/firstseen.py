@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean, Connection
@@ -119,6 +120,9 @@ def _write_sqlite(
         for index, value in fixed.items():
             values[index] = value
         rows.append(values)
+    # in key order (the page's order is the API's, random to the key): SQLite's B-tree takes them in fewer page
+    # visits; the audit rows keep the page's order
+    rows.sort(key=itemgetter(0))
     plan.execute(conn, rows)
 
     event_plan = sqlite_insert_plan(conn, tables.events, EVENT_COLUMNS, None)

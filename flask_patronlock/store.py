@@ -55,7 +55,7 @@ from sqlalchemy.engine import Dialect
 from . import firstseen, runs, signals
 from .catalogue import Catalogue
 from .dbutil import CHUNK, executemany, executemany_sqlite, json_ready, transaction
-from .models import Tables, ids_value, in_ids
+from .models import Tables, ids_chunk, ids_value, in_ids
 from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot
 from .patron import Patron
@@ -350,8 +350,9 @@ class Store:
                 stmt = stmt.with_for_update(of=p)
             self._statements[("load_for_update", dialect)] = stmt
         out: dict[str, Patron] = {}
-        for start in range(0, len(member_ids), CHUNK):
-            chunk = sorted(member_ids[start : start + CHUNK])  # one lock order for every writer: no deadlocks
+        size = ids_chunk(dialect)
+        for start in range(0, len(member_ids), size):
+            chunk = sorted(member_ids[start : start + size])  # one lock order for every writer: no deadlocks
             # fetchall: one call, not one per row
             for row in conn.execute(stmt, {"ids": ids_value(chunk, dialect)}).all():
                 out[row[0]] = Patron(*row)
@@ -379,9 +380,9 @@ class Store:
         stmt, processors = self._settled_statement(conn.dialect)
         width = len(COMPARED)
         settled: set[str] = set()
-        ids = list(by_id)
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
+        ids, size = list(by_id), ids_chunk(dialect)
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
             ids_in = ids_value(chunk, dialect)
             params = {"ids": ids_in, "observed_at": observed_at, "key": access.key, "now": access.now}
             rows: Iterable[Sequence[Any]]
@@ -453,14 +454,17 @@ class Store:
             )
 
     def _local_users(self, conn: Connection, patreon_user_ids: Iterable[str]) -> dict[str, str]:
-        a = self.tables.accounts
-        ids = list(patreon_user_ids)
+        dialect = conn.dialect.name
+        stmt = self._statements.get(("local_users", dialect))
+        if stmt is None:
+            a = self.tables.accounts
+            stmt = select(a.c.patreon_user_id, a.c.user_id).where(in_ids(a.c.patreon_user_id, dialect))
+            self._statements[("local_users", dialect)] = stmt
+        ids, size = list(patreon_user_ids), ids_chunk(dialect)
         out: dict[str, str] = {}
-        for start in range(0, len(ids), CHUNK):
-            rows = conn.execute(
-                select(a.c.patreon_user_id, a.c.user_id).where(a.c.patreon_user_id.in_(ids[start : start + CHUNK]))
-            )
-            out.update({row.patreon_user_id: row.user_id for row in rows})
+        for start in range(0, len(ids), size):
+            rows = conn.execute(stmt, {"ids": ids_value(ids[start : start + size], dialect)})
+            out.update({patreon_user_id: user_id for patreon_user_id, user_id in rows})
         return out
 
     def _row(self, patron: Patron, now: datetime) -> dict[str, Any]:
