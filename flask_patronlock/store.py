@@ -28,7 +28,6 @@ Over 600 lines: one class, the write path and the reads that share its row layou
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -54,7 +53,7 @@ from sqlalchemy.engine import Dialect
 
 from . import firstseen, runs, signals
 from .catalogue import Catalogue
-from .dbutil import CHUNK, executemany, executemany_sqlite, json_ready, transaction
+from .dbutil import CHUNK, executemany, executemany_sqlite, json_ready, json_rows, rows_from_json, transaction
 from .models import Tables, ids_chunk, ids_value, in_ids
 from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot
@@ -387,7 +386,7 @@ class Store:
             params = {"ids": ids_in, "observed_at": observed_at, "key": access.key, "now": access.now}
             rows: Iterable[Sequence[Any]]
             if dialect == "sqlite":
-                decoded: list[list[Any]] = json.loads(conn.execute(stmt, params).scalar_one())
+                decoded = rows_from_json(conn.execute(stmt, params).scalar_one())
                 for raw in decoded:
                     for index, process in processors:
                         raw[index] = process(raw[index])
@@ -404,10 +403,9 @@ class Store:
     def _settled_statement(self, engine_dialect: Dialect) -> tuple[Any, list[tuple[int, Callable[[Any], Any]]]]:
         """The select of :meth:`_settled` and, on SQLite, the result processors of its columns by position.
 
-        On SQLite the rows come back as ONE value, a JSON array of arrays (``json_group_array``), whose columns are
-        converted here as SQLAlchemy would have: Python's sqlite3 releases the GIL around each row it steps, and
-        while a run's next page is parsed in another thread each row then waits out that thread's switch interval
-        (5 ms) to take it back. One step for the whole chunk lets the query run beside the parsing."""
+        On SQLite the rows come back as ONE value (:func:`~flask_patronlock.dbutil.json_rows`: one step for the whole
+        chunk, so the query runs beside a run's parsing of its next page), whose columns are converted here as
+        SQLAlchemy would have."""
         # Built once: constructing the select costs more than a page's worth of comparing. Booleans come back as
         # SQLite's 0/1 (equal to False/True in a comparison) instead of through a processor each.
         dialect = engine_dialect.name
@@ -434,7 +432,7 @@ class Store:
                     process = column.type._cached_result_processor(engine_dialect, None)
                     if process is not None:
                         processors.append((index, process))
-                stmt = select(func.json_group_array(func.json_array(*columns))).where(*where)
+                stmt = select(json_rows(*columns)).where(*where)
             else:
                 stmt = select(*columns).where(*where)
             cached = self._statements[("settled", dialect)] = (stmt, processors)
@@ -716,11 +714,18 @@ class Store:
         out: set[str] = set()
         pledging = ("active_patron", "declined_patron")
         with self.engine.connect() as conn:
+            on_sqlite = conn.dialect.name == "sqlite"
+            columns = (p.c.member_id, p.c.patron_status)
             for start in range(0, len(member_ids), CHUNK):
                 # filtered here, not in SQL: with a condition on patron_status SQLite's planner walks the status index
                 # (every active patron) instead of looking the few ids up by key, 40 % of an unchanged run's time
                 chunk = member_ids[start : start + CHUNK]
-                rows = conn.execute(select(p.c.member_id, p.c.patron_status).where(p.c.member_id.in_(chunk)))
+                rows: Iterable[Sequence[Any]]
+                if on_sqlite:  # one step (see dbutil.json_rows)
+                    stmt = select(json_rows(*columns)).where(p.c.member_id.in_(chunk))
+                    rows = rows_from_json(conn.execute(stmt).scalar_one())
+                else:
+                    rows = conn.execute(select(*columns).where(p.c.member_id.in_(chunk)))
                 out.update(member_id for member_id, status in rows if status in pledging)
         return out
 
