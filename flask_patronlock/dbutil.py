@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, func, insert
 from sqlalchemy.types import JSON
 
 #: how many ids one ``IN (...)`` or one bulk statement takes. SQLite's default limit on bound parameters is 32766
@@ -68,26 +69,83 @@ def dumps_json(value: Any) -> str:
     return "null" if value is None else _encode_json(value)
 
 
+# -- reading many rows in one step on SQLite ---------------------------------------------------------------------------
+
+
+def json_rows(*columns: Any) -> Any:
+    """A select column that makes SQLite return every row of the query as ONE value, a JSON array of arrays of
+    ``columns`` (read back with :func:`rows_from_json`; text, integers and NULLs come back as they are stored).
+
+    Python's sqlite3 releases the GIL around each row it steps; while another thread of the process runs Python (a
+    run's next page being parsed), each row then waits out that thread's switch interval (5 ms) to take it back. One
+    value is one step."""
+    return func.json_group_array(func.json_array(*columns))
+
+
+def rows_from_json(value: str | None) -> list[list[Any]]:
+    """The rows of a :func:`json_rows` value."""
+    rows: list[list[Any]] = json.loads(value) if value else []
+    return rows
+
+
 # -- bulk inserts without per-row statement overhead (a first run writes 100,000 rows) ---------------------------------
 
-_SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], tuple[str, list[tuple[int, Any]]]] = {}
+#: SQLite's default limit on one statement's bound parameters before 3.32 (``getlimit`` says the build's own).
+_SQLITE_OLD_MAX_VARIABLES = 999
+
+
+class SqliteInsert:
+    """An ``INSERT`` into some columns of a table on SQLite, run as multi-row ``VALUES`` statements.
+
+    SQLite does a whole statement in one ``sqlite3_step``, and Python's sqlite3 releases the GIL around every step:
+    ``executemany`` steps (and gives up and takes back the GIL) once per row, so while another thread of the process
+    runs Python -- a run's next page being parsed -- each row waits for that thread's switch interval (5 ms) to get
+    the GIL back. One statement of many rows steps once: the rows' B-tree work runs with the GIL released, beside the
+    other thread, instead of behind it. What is stored is the same as row by row, in the same order.
+    """
+
+    def __init__(self, table_name: str, names: tuple[str, ...], processors: list[tuple[int, Any]], tail: str) -> None:
+        #: by position in ``names``, the bind processors of the columns that have one.
+        self.processors = processors
+        self._head = f"INSERT INTO {table_name} ({', '.join(names)}) VALUES "
+        self._row = f"({', '.join('?' for _ in names)})"
+        self._tail = tail
+        self._width = len(names)
+        self._statements: dict[int, str] = {}  # rows in the statement -> its SQL (sqlite3 caches each prepared)
+
+    def _sql(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            sql = self._statements[rows] = self._head + ", ".join([self._row] * rows) + self._tail
+        return sql
+
+    def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows``, their values already as SQLite stores them (see :attr:`processors`), in as few
+        statements as SQLite's limit on bound parameters allows."""
+        if not rows:
+            return
+        getlimit = getattr(conn.connection.dbapi_connection, "getlimit", None)
+        limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else _SQLITE_OLD_MAX_VARIABLES
+        per = max(1, limit // self._width)
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            conn.exec_driver_sql(self._sql(len(chunk)), tuple(chain.from_iterable(chunk)))
+
+
+_SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], SqliteInsert] = {}
 
 
 def sqlite_insert_plan(
     conn: Connection, table: Any, names: tuple[str, ...], skip_conflicts_on: str | None
-) -> tuple[str, list[tuple[int, Any]]]:
-    """The ``INSERT`` for ``names`` and, by position, the bind processors of the columns that have one."""
+) -> SqliteInsert:
+    """The ``INSERT`` for ``names`` (skipping rows whose ``skip_conflicts_on`` is taken, when given), with the bind
+    processors of the columns that have one."""
     key = (id(table), names, skip_conflicts_on)
     cached = _SQLITE_INSERTS.get(key)
     if cached is None:
         dialect = conn.dialect
         quote = dialect.identifier_preparer.quote
-        sql = (
-            f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
-            f"VALUES ({', '.join('?' for _ in names)})"
-        )
-        if skip_conflicts_on is not None:
-            sql += f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING"
+        tail = f" ON CONFLICT ({quote(skip_conflicts_on)}) DO NOTHING" if skip_conflicts_on is not None else ""
         processors: list[tuple[int, Any]] = []
         for index, name in enumerate(names):
             column_type = table.c[name].type
@@ -99,7 +157,7 @@ def sqlite_insert_plan(
             process = column_type._cached_bind_processor(dialect)
             if process is not None:
                 processors.append((index, process))
-        cached = (sql, processors)
+        cached = SqliteInsert(quote(table.name), tuple(quote(n) for n in names), processors, tail)
         _SQLITE_INSERTS[key] = cached
     return cached
 
@@ -112,18 +170,17 @@ def executemany_sqlite(
     *,
     skip_conflicts_on: str | None = None,
 ) -> None:
-    """``INSERT`` ``rows`` (value sequences in the order of ``names``) through the DBAPI's executemany on SQLite: the
-    columns' own bind processors convert the values (so what is stored is exactly what SQLAlchemy would store), but
-    no statement is compiled and no parameter dict is built per row."""
-    sql, processors = sqlite_insert_plan(conn, table, names, skip_conflicts_on)
+    """``INSERT`` ``rows`` (value sequences in the order of ``names``) on SQLite in multi-row statements
+    (:class:`SqliteInsert`): the columns' own bind processors convert the values (so what is stored is exactly what
+    SQLAlchemy would store), but no statement is compiled by SQLAlchemy and no parameter dict is built per row."""
+    plan = sqlite_insert_plan(conn, table, names, skip_conflicts_on)
     params = []
     for row in rows:
         values = list(row)
-        for index, process in processors:
+        for index, process in plan.processors:
             values[index] = process(values[index])
-        params.append(tuple(values))
-    if params:
-        conn.exec_driver_sql(sql, params)
+        params.append(values)
+    plan.execute(conn, params)
 
 
 def executemany(conn: Connection, table: Any, names: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:

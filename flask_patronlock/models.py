@@ -39,6 +39,8 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.types import JSON, TypeDecorator
 
+from .dbutil import CHUNK
+
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 #: the largest row id a table holds (a BIGINT; SQLite's INTEGER is 64-bit too).
@@ -482,6 +484,13 @@ def in_ids(column: Any, dialect: str, name: str = "ids") -> ColumnElement[bool]:
     if dialect == "postgresql":
         return column == func.any(bindparam(name, type_=postgresql.ARRAY(column.type)))
     return column.in_(bindparam(name, expanding=True))
+
+
+def ids_chunk(dialect: str) -> int:
+    """How many ids one :func:`in_ids` statement takes: a page of a run's members at once where they are bound as one
+    parameter (each statement is a round trip and, on SQLite, a moment the GIL is handed to another thread), else
+    :data:`~flask_patronlock.dbutil.CHUNK`."""
+    return 5000 if dialect in ("sqlite", "postgresql") else CHUNK
 
 
 def ids_value(ids: Sequence[str], dialect: str) -> Any:

@@ -49,11 +49,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from . import firstseen, runs, signals
 from .catalogue import Catalogue
-from .dbutil import CHUNK, executemany, executemany_sqlite, json_ready, transaction
-from .models import Tables, ids_value, in_ids
+from .dbutil import CHUNK, executemany, executemany_sqlite, json_ready, json_rows, rows_from_json, transaction
+from .models import Tables, ids_chunk, ids_value, in_ids
 from .patreon.jsonapi import is_patreon_id
 from .patreon.types import MemberSnapshot, TierSnapshot
 from .patron import Patron
@@ -348,8 +349,9 @@ class Store:
                 stmt = stmt.with_for_update(of=p)
             self._statements[("load_for_update", dialect)] = stmt
         out: dict[str, Patron] = {}
-        for start in range(0, len(member_ids), CHUNK):
-            chunk = sorted(member_ids[start : start + CHUNK])  # one lock order for every writer: no deadlocks
+        size = ids_chunk(dialect)
+        for start in range(0, len(member_ids), size):
+            chunk = sorted(member_ids[start : start + size])  # one lock order for every writer: no deadlocks
             # fetchall: one call, not one per row
             for row in conn.execute(stmt, {"ids": ids_value(chunk, dialect)}).all():
                 out[row[0]] = Patron(*row)
@@ -373,32 +375,48 @@ class Store:
         and its Patreon fields equal the snapshot's (compared here, on just those columns).
         """
         by_id = {s.member_id: s for s in snapshots}
-        stmt = self._settled_statement(conn.dialect.name)
+        dialect = conn.dialect.name
+        stmt, processors = self._settled_statement(conn.dialect)
         width = len(COMPARED)
         settled: set[str] = set()
-        ids, dialect = list(by_id), conn.dialect.name
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
+        ids, size = list(by_id), ids_chunk(dialect)
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
             ids_in = ids_value(chunk, dialect)
             params = {"ids": ids_in, "observed_at": observed_at, "key": access.key, "now": access.now}
-            for row in conn.execute(stmt, params).all():
+            rows: Iterable[Sequence[Any]]
+            if dialect == "sqlite":
+                decoded = rows_from_json(conn.execute(stmt, params).scalar_one())
+                for raw in decoded:
+                    for index, process in processors:
+                        raw[index] = process(raw[index])
+                rows = decoded
+            else:
+                rows = conn.execute(stmt, params).all()
+            for row in rows:
                 values = tuple(row)
                 snapshot = by_id[values[width]]
                 if compared_of(snapshot) == values[:width] and optional_agree(snapshot, *values[width + 1 :]):
                     settled.add(snapshot.member_id)
         return settled
 
-    def _settled_statement(self, dialect: str) -> Any:
+    def _settled_statement(self, engine_dialect: Dialect) -> tuple[Any, list[tuple[int, Callable[[Any], Any]]]]:
+        """The select of :meth:`_settled` and, on SQLite, the result processors of its columns by position.
+
+        On SQLite the rows come back as ONE value (:func:`~flask_patronlock.dbutil.json_rows`: one step for the whole
+        chunk, so the query runs beside a run's parsing of its next page), whose columns are converted here as
+        SQLAlchemy would have."""
         # Built once: constructing the select costs more than a page's worth of comparing. Booleans come back as
         # SQLite's 0/1 (equal to False/True in a comparison) instead of through a processor each.
-        stmt = self._statements.get(("settled", dialect))
-        if stmt is None:
+        dialect = engine_dialect.name
+        cached = self._statements.get(("settled", dialect))
+        if cached is None:
             p = self.tables.patrons
             columns = [
                 type_coerce(p.c[name], Integer) if isinstance(p.c[name].type, Boolean) else p.c[name]
                 for name in (*COMPARED, "member_id", "campaign_id", "patreon_user_id", "email", "email_verified")
             ]
-            stmt = select(*columns).where(
+            where = (
                 in_ids(p.c.member_id, dialect),
                 p.c.observed_at <= bindparam("observed_at", type_=p.c.observed_at.type),
                 p.c.missing_since.is_(None),
@@ -408,8 +426,17 @@ class Store:
                 p.c.access_policy == bindparam("key", type_=p.c.access_policy.type),
                 or_(p.c.access_until.is_(None), p.c.access_until > bindparam("now", type_=p.c.access_until.type)),
             )
-            self._statements[("settled", dialect)] = stmt
-        return stmt
+            processors: list[tuple[int, Callable[[Any], Any]]] = []
+            if dialect == "sqlite":
+                for index, column in enumerate(columns):
+                    process = column.type._cached_result_processor(engine_dialect, None)
+                    if process is not None:
+                        processors.append((index, process))
+                stmt = select(json_rows(*columns)).where(*where)
+            else:
+                stmt = select(*columns).where(*where)
+            cached = self._statements[("settled", dialect)] = (stmt, processors)
+        return cached
 
     def _note_evaluated(self, conn: Connection, results: Iterable[ApplyResult], access: AccessContext) -> None:
         """Record that the unchanged members among ``results`` had their access evaluated under ``access``'s settings
@@ -425,14 +452,17 @@ class Store:
             )
 
     def _local_users(self, conn: Connection, patreon_user_ids: Iterable[str]) -> dict[str, str]:
-        a = self.tables.accounts
-        ids = list(patreon_user_ids)
+        dialect = conn.dialect.name
+        stmt = self._statements.get(("local_users", dialect))
+        if stmt is None:
+            a = self.tables.accounts
+            stmt = select(a.c.patreon_user_id, a.c.user_id).where(in_ids(a.c.patreon_user_id, dialect))
+            self._statements[("local_users", dialect)] = stmt
+        ids, size = list(patreon_user_ids), ids_chunk(dialect)
         out: dict[str, str] = {}
-        for start in range(0, len(ids), CHUNK):
-            rows = conn.execute(
-                select(a.c.patreon_user_id, a.c.user_id).where(a.c.patreon_user_id.in_(ids[start : start + CHUNK]))
-            )
-            out.update({row.patreon_user_id: row.user_id for row in rows})
+        for start in range(0, len(ids), size):
+            rows = conn.execute(stmt, {"ids": ids_value(ids[start : start + size], dialect)})
+            out.update({patreon_user_id: user_id for patreon_user_id, user_id in rows})
         return out
 
     def _row(self, patron: Patron, now: datetime) -> dict[str, Any]:
@@ -684,11 +714,18 @@ class Store:
         out: set[str] = set()
         pledging = ("active_patron", "declined_patron")
         with self.engine.connect() as conn:
+            on_sqlite = conn.dialect.name == "sqlite"
+            columns = (p.c.member_id, p.c.patron_status)
             for start in range(0, len(member_ids), CHUNK):
                 # filtered here, not in SQL: with a condition on patron_status SQLite's planner walks the status index
                 # (every active patron) instead of looking the few ids up by key, 40 % of an unchanged run's time
                 chunk = member_ids[start : start + CHUNK]
-                rows = conn.execute(select(p.c.member_id, p.c.patron_status).where(p.c.member_id.in_(chunk)))
+                rows: Iterable[Sequence[Any]]
+                if on_sqlite:  # one step (see dbutil.json_rows)
+                    stmt = select(json_rows(*columns)).where(p.c.member_id.in_(chunk))
+                    rows = rows_from_json(conn.execute(stmt).scalar_one())
+                else:
+                    rows = conn.execute(select(*columns).where(p.c.member_id.in_(chunk)))
                 out.update(member_id for member_id, status in rows if status in pledging)
         return out
 

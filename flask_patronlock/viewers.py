@@ -274,10 +274,11 @@ def _stamp_session(state: PatronLockState) -> None:
 
 def _on_user_changed(app: Any, user_ids: tuple[str | None, ...]) -> None:
     state: PatronLockState | None = getattr(app, "extensions", {}).get(EXTENSION_KEY)
-    if state is None:
+    changed = {str(u) for u in user_ids if u is not None}
+    if state is None or not changed:  # most patrons of a run are linked to nobody here
         return
     current = _request_user_id(app)
-    for user_id in {str(u) for u in user_ids if u is not None}:
+    for user_id in changed:
         forget_cached_viewer(user_id, app=app)
         if user_id == current:
             _stamp_session(state)

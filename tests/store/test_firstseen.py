@@ -4,6 +4,7 @@ the access evaluation, diff(), one by one) makes of them, on SQLite and PostgreS
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import MetaData, create_engine, delete, insert, select
+from sqlalchemy import MetaData, create_engine, delete, event, insert, select
 from sqlalchemy.pool import StaticPool
 
 from flask_patronlock import signals
@@ -220,3 +221,31 @@ def test_any_first_sighting_in_bulk_is_the_general_transition(members: list[Memb
         _agree(world, [m.replace(member_id=f"m{i}") for i, m in enumerate(members)])
     finally:
         world.close()
+
+
+def test_rows_are_split_by_sqlites_limit_on_parameters() -> None:
+    """On SQLite the rows go in multi-row statements no larger than its limit on bound parameters: with the limit
+    lowered to 100 (3 patron rows or 9 audit rows a statement), the page is stored exactly as under the default."""
+    default = World("sqlite://", PolicySettings())
+    lowered = World("sqlite://", PolicySettings())
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO patronlock_"):
+            inserts.append(statement.split()[2])
+
+    try:
+        with lowered.engine.connect() as conn:
+            conn.connection.dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # type: ignore[union-attr]
+        event.listen(lowered.engine, "before_cursor_execute", count)
+        expected = _agree(default, _members())
+        for bulk in (True, False):
+            inserts.clear()
+            made = lowered.apply(_members(), bulk=bulk)
+            for key in ("patrons", "raw_patrons", "events", "results", "signals"):
+                assert made[key] == expected[key], key
+            assert inserts.count("patronlock_patrons") == 8  # 22 rows, 3 a statement
+            assert inserts.count("patronlock_events") == 3  # 22 rows, 9 a statement
+    finally:
+        default.close()
+        lowered.close()
