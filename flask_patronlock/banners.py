@@ -77,7 +77,7 @@ DEFAULT_TEXTS: dict[str, str] = {
     "drip_not_reached": "This unlocks for you on {date}. Keep your pledge and it opens by itself.",
     "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
     "your pledge on Patreon brings you closer.",
-    "lock_unavailable": "This isn't available at the moment: {creator} is changing who it is for. Please look again "
+    "lock_unavailable": "This isn't available at the moment: {creator} is changing who can see it. Please look again "
     "later.",
     "wrong_tier": "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
     "on Patreon to see this.",
