@@ -232,7 +232,7 @@ def set_banner_text(reason: str, text: str | None, *, lock: str | None = None, b
     if value:
         check_text(value)
     if lock is None:
-        _put("banner_text_set", by, {"reason": reason, "text": value}, BANNER_PREFIX + reason, value)
+        _put("banner_text_set", by, {"reason": reason, "lock": None, "text": value}, BANNER_PREFIX + reason, value)
         return
     _declared(lock)
     s = get_state().tables.settings
