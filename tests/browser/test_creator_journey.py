@@ -14,7 +14,7 @@ from tests.helpers.browser import TIMEOUT_MS, Shots, new_page
 
 pytestmark = pytest.mark.slow
 
-NEW_BANNER = "The premium archive is for {tier} patrons. Upgrade for {amount} a month!"
+NEW_BANNER = "The **premium archive** is for {tier} patrons. Upgrade for {amount} a month!"
 
 
 def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
@@ -80,9 +80,12 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(page.locator("#banner-preview")).to_contain_text(
             "The premium archive is for Gold patrons. Upgrade for $10.00 a month!"
         )
+        expect(page.locator("#banner-preview strong")).to_have_text("premium archive")
+        expect(page.locator("#text-counter")).to_contain_text(f"{len(NEW_BANNER)} of at most 500 characters")
+        page.check("label:has-text('Only the lock “premium”') input[type=radio]")  # not every lock's banner
         shots(page, "banner-live-preview")
         page.click("button:has-text('Save the banner')")
-        expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner for the lock “premium” only")
 
         # -- the other pages, for the record
         for name in ("Banners", "Policies", "Patrons", "Dashboard", "Add-ons"):
@@ -113,6 +116,7 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(page).to_have_url(re.compile(r"/posts/premium-archive$"))
         banner = page.locator('[data-patronlock-reason="amount_too_low"]')
         expect(banner).to_contain_text("The premium archive is for Gold patrons. Upgrade for $10.00 a month!")
+        expect(banner.locator("strong")).to_have_text("premium archive")
         expect(page.locator("body")).not_to_contain_text("every study, with its reference photos")
         shots(page, "patron-bronze-sees-new-banner")
         # the settings page is not theirs
