@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import nh3
 from flask import current_app, has_request_context, jsonify, render_template, request, url_for
@@ -112,15 +112,18 @@ _INLINE = re.compile(
     r"|\*(?=[^*\s])(?P<em>(?:\*\*[^*]+\*\*|\[[^\[\]\n]+\]\([^()\s]+\)|[^*])+?)(?<=\S)\*"
 )
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
+_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)*\.?(?::\d{1,5})?")
 #: what nh3 lets through: the tags the formatting makes, ``href`` on links only, web and mail links only.
 _ALLOWED_TAGS = {"a", "strong", "em"}
 
 
 def _safe_href(url: str) -> bool:
-    """A web or mail link, or a page of this site (``/path``, never ``//host``)."""
+    """A web link to a host (no user name in it), a mail link, or a page of this site (``/path``, never ``//host``)."""
     lowered = url.lower()
+    if lowered.startswith("mailto:"):
+        return len(lowered) > len("mailto:")
     if lowered.startswith(_LINK_SCHEMES):
-        return len(lowered) > lowered.index(":") + 1
+        return bool(_HOST.fullmatch(urlsplit(url).netloc))
     return url.startswith("/") and not url.startswith("//") and "\\" not in url
 
 
@@ -144,8 +147,9 @@ def check_text(text: str) -> None:
         href = match.group("href")
         if href is not None and not _safe_href(fill(href, sample)):
             raise ValueError(
-                f"The link \u201c{match.group('label')}\u201d goes to \u201c{href}\u201d. A link must start with "
-                "https://, http:// or mailto:, or be a page of this site starting with /, or one of "
+                f"The link \u201c{match.group('label')}\u201d goes to \u201c{href}\u201d. A link must go to a web page "
+                "(https://example.com/...), an email address (mailto:...), a page of this site (starting with /) or "
+                "one of "
                 + ", ".join("{" + p + "}" for p in sorted(LINK_PLACEHOLDERS))
                 + "."
             )
@@ -170,7 +174,19 @@ def render_text(text: str, values: Mapping[str, Any]) -> tuple[Markup, str]:
         url_schemes={"http", "https", "mailto"},
         link_rel="nofollow noopener",
     )
+    # nh3 writes quotes in text as they are; escape them as Markup would, so the message is safe in an attribute too;
+    # a link nh3 found no valid address in stays its label
+    cleaned = _BARE_LINK.sub(r"\1", _TEXT_QUOTES.sub(_quote, cleaned))
     return Markup(cleaned), "".join(text_parts)
+
+
+_TEXT_QUOTES = re.compile(r"(<[^>]*>)|[\"']")  # a tag (its href has no < > " ', see _inline), or a quote in text
+_BARE_LINK = re.compile(r'<a rel="nofollow noopener">(.*?)</a>', re.S)
+_URL_QUOTES = str.maketrans({'"': "%22", "'": "%27", "<": "%3C", ">": "%3E"})
+
+
+def _quote(match: re.Match[str]) -> str:
+    return match.group(1) or ("&#34;" if match.group(0) == '"' else "&#39;")
 
 
 def _inline(text: str, values: Mapping[str, Any], html: list[str], plain: list[str], *, links: bool) -> None:
@@ -181,7 +197,7 @@ def _inline(text: str, values: Mapping[str, Any], html: list[str], plain: list[s
         _text(text[pos : match.start()], values, html, plain)
         pos = match.end()
         if match.group("href") is not None:
-            href = fill(match.group("href"), values).strip()
+            href = fill(match.group("href"), values).strip().translate(_URL_QUOTES)
             if _safe_href(href):
                 html.append(f'<a href="{escape(href)}">')
                 _inline(match.group("label"), values, html, plain, links=False)

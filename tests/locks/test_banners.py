@@ -295,7 +295,7 @@ def assert_safe(rendered: str, plain: str) -> None:
     ("text", "expected"),
     [
         ("<script>alert(1)</script>hi", "&lt;script&gt;alert(1)&lt;/script&gt;hi"),
-        ('<a href="javascript:alert(1)" onclick="x()">x</a>', '&lt;a href="javascript:alert(1)" onclick="x()"&gt;x'),
+        ('<a href="javascript:x" onclick="x()">x</a>', "&lt;a href=&#34;javascript:x&#34; onclick=&#34;x()&#34;&gt;x"),
         ("<b>unclosed <i>tags", "&lt;b&gt;unclosed &lt;i&gt;tags"),
         ("**unclosed *bold [link](https://x.test", "**unclosed *bold [link](https://x.test"),
         ("[x](javascript:alert(1))", "[x](javascript:alert(1))"),
@@ -303,8 +303,10 @@ def assert_safe(rendered: str, plain: str) -> None:
         ("[x](JaVaScRiPt:alert`1`)", "x"),
         ("[x](data:text/html,hi)", "x"),
         ("[x](//evil.test/)", "x"),
+        ("[x](https://kopi.test@evil.test/)", "x"),
+        ("[x](https://evil.test\"onclick=x/)", "x"),
         ("[x](/\\evil.test/)", "x"),
-        ('[x](https://a.test/"onclick="alert`1`)', '<a href="https://a.test/&quot;onclick=&quot;alert`1`" rel'),
+        ('[x](https://a.test/"onclick="alert`1`)', '<a href="https://a.test/%22onclick=%22alert`1`" rel'),
         ("[a [b](https://b.test)](https://a.test)", '[a <a href="https://b.test" rel="nofollow noopener">b</a>]'),
         ("**<em onclick=x>**", "<strong>&lt;em onclick=x&gt;</strong>"),
     ],
@@ -327,6 +329,15 @@ def test_a_placeholder_value_is_always_text(value: str) -> None:
     assert re.findall(r'href="([^"]*)"', rendered) == ["https://p.test/"]
 
 
+def test_a_message_is_safe_inside_an_attribute_too(site: Site) -> None:
+    from flask import render_template_string
+
+    rendered, _ = render_text("\" onmouseover=\"alert(1) 'x' **b**", {})
+    with site.app.app_context():
+        out = render_template_string('<p title="{{ m }}" data-x=\'{{ m }}\'>', m=rendered)
+    assert out.count("<p ") == 1 and "onmouseover=\"" not in out and "'x'" not in out and "&#34;" in out
+
+
 def test_a_link_placeholder_filled_with_something_unsafe_is_no_link() -> None:
     rendered, plain = render_text("[Pledge]({pledge_url})", {"pledge_url": "javascript:alert(1)"})
     assert rendered == "Pledge" and plain == "Pledge"
@@ -335,7 +346,7 @@ def test_a_link_placeholder_filled_with_something_unsafe_is_no_link() -> None:
 
 def test_links_that_can_never_be_safe_are_refused_when_saved() -> None:
     for text in ("[x](javascript:alert`1`)", "[x]({tier})", "[x](ftp://a.test/)", "[x](//evil.test)"):
-        with pytest.raises(ValueError, match="A link must start with https://"):
+        with pytest.raises(ValueError, match="A link must go to a web page"):
             check_text(text)
     for text in ("[x]({pledge_url})", "[x](https://a.test/{tier})", "[x](mailto:kopi@studio.test)", "[x](/about)"):
         check_text(text)
