@@ -223,7 +223,7 @@ def set_banner_text(reason: str, text: str | None, *, lock: str | None = None, b
 
     :raises ValueError: if ``reason`` is not one that shows a banner, or ``text`` is too long, names an unknown
         placeholder or links to something that is not a web page or an email address.
-    :raises UnknownLockError: if no lock named ``lock`` is declared.
+    :raises UnknownLockError: if a text is set for a lock that is not declared (removing one never raises).
     """
     from .banners import check_text
 
@@ -234,7 +234,8 @@ def set_banner_text(reason: str, text: str | None, *, lock: str | None = None, b
     if lock is None:
         _put("banner_text_set", by, {"reason": reason, "lock": None, "text": value}, BANNER_PREFIX + reason, value)
         return
-    _declared(lock)
+    if value:
+        _declared(lock)  # removing stays possible after the lock itself is gone
     s = get_state().tables.settings
     key = LOCK_BANNER_PREFIX + reason
 

@@ -76,6 +76,13 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         page.click("text=Edit this banner's text")
         expect(page).to_have_url(re.compile(r"/banners/amount_too_low"))
         page.wait_for_load_state("load")  # the preview script is attached; typing now fires its input listener
+        # an unbroken word wraps inside the banner; the counter says how many characters are too many
+        page.fill("textarea[name=text]", "x" * 480)
+        expect(page.locator("#banner-preview .patronlock-message")).to_contain_text("x" * 480)
+        assert page.locator("#banner-preview").evaluate("e => e.scrollWidth <= e.clientWidth")
+        page.fill("textarea[name=text]", "y" * 510)
+        expect(page.locator("#text-counter .pl-counter--over")).to_contain_text("510 of at most 500 characters (10 too")
+        expect(page.locator("#banner-preview")).to_contain_text("Shorten it by 10")
         page.fill("textarea[name=text]", NEW_BANNER)
         expect(page.locator("#banner-preview")).to_contain_text(
             "The premium archive is for Gold patrons. Upgrade for $10.00 a month!"

@@ -224,6 +224,7 @@ def test_a_locks_own_text_wins_over_the_site_wide_text_which_wins_over_the_defau
         assert get_banner_text("amount_too_low", lock="premium") == DEFAULT_TEXTS["amount_too_low"]
         with pytest.raises(LookupError, match="nope"):
             set_banner_text("amount_too_low", "hi", lock="nope")
+        set_banner_text("amount_too_low", None, lock="nope")  # removing never needs the lock (it may be gone)
 
 
 def test_a_locks_own_text_shows_on_that_lock_only(site: Site) -> None:
