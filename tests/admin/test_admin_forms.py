@@ -273,6 +273,8 @@ def test_a_banner_saved_for_one_lock_shows_on_that_lock_only(site: AdminSite) ->
     site.app.add_url_rule("/archive", "archive", locked("archive")(lambda: "archive content"))
     form = html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=premium"))
     assert scope_of(form) == "all" and "All locks" in form and "Only the lock \u201cpremium\u201d" in form
+    # a link from a lock's own page may ask for "only this lock"
+    assert scope_of(html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=premium&scope=lock"))) == "lock"
     response = site.post(ADMIN_PREFIX + "/banners/amount_too_low", {
         "text": "The **premium** room is for {tier}.", "lock": "premium", "scope": "lock", "action": "save"})
     assert response.status_code == 302
