@@ -1,8 +1,9 @@
 """Call-to-action banners: what a viewer who may not see something reads, and the one next step to take.
 
 Each denying reason has a template, ``patronlock/banners/<reason>.html`` (an app overrides one by putting a template of
-the same path in its own ``templates/`` folder), and a text the creator may edit
-(:func:`flask_patronlock.settings.set_banner_text`) with placeholders filled in here:
+the same path in its own ``templates/`` folder), and a text the creator may edit, for every lock or for one lock
+(:func:`flask_patronlock.settings.set_banner_text`), of at most :data:`MAX_TEXT_LENGTH` characters, with ``**bold**``,
+``*italics*`` and ``[links](https://...)`` (:func:`render_text`) and placeholders filled in here:
 
 ``{tier}``
     the title of the tier to pledge or upgrade to (the cheapest one that satisfies the lock), else the amount;
