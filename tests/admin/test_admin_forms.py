@@ -261,6 +261,11 @@ def test_restoring_the_default_text(site: AdminSite) -> None:
     assert site.get(ADMIN_PREFIX + "/banners/allowed").status_code == 404
 
 
+def save_banner(site: AdminSite, text: str, *, lock: str = "premium", **fields: str) -> Any:
+    """Post the amount-too-low banner form as its Save button does."""
+    return site.post(ADMIN_PREFIX + "/banners/amount_too_low", {"text": text, "lock": lock, "action": "save", **fields})
+
+
 def scope_of(page: str) -> str:
     """The scope radio chosen on a banner page."""
     match = re.search(r'<input checked[^>]* name="scope" type="radio" value="(\w+)"', page)
@@ -275,8 +280,7 @@ def test_a_banner_saved_for_one_lock_shows_on_that_lock_only(site: AdminSite) ->
     assert scope_of(form) == "all" and "All locks" in form and "Only the lock \u201cpremium\u201d" in form
     # a link from a lock's own page may ask for "only this lock"
     assert scope_of(html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=premium&scope=lock"))) == "lock"
-    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low", {
-        "text": "The **premium** room is for {tier}.", "lock": "premium", "scope": "lock", "action": "save"})
+    response = save_banner(site, "The **premium** room is for {tier}.", scope="lock")
     assert response.status_code == 302
     assert "for the lock \u201cpremium\u201d only" in html_of(site.get(response.headers["Location"]))
     assert "The <strong>premium</strong> room is for Gold." in html_of(site.get("/premium", "bob"))
@@ -296,10 +300,8 @@ def test_a_banner_saved_for_one_lock_shows_on_that_lock_only(site: AdminSite) ->
 
 
 def test_saving_for_all_locks_keeps_a_locks_own_text(site: AdminSite) -> None:
-    site.post(ADMIN_PREFIX + "/banners/amount_too_low",
-              {"text": "Premium's own.", "lock": "premium", "scope": "lock", "action": "save"})
-    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low",
-                         {"text": "Everyone's.", "lock": "premium", "scope": "all", "action": "save"})
+    save_banner(site, "Premium's own.", scope="lock")
+    response = save_banner(site, "Everyone's.", scope="all")
     assert response.status_code == 302
     assert "for all locks without a text of their own" in html_of(site.get(response.headers["Location"]))
     assert "Premium&#39;s own." in html_of(site.get("/premium", "bob"))
@@ -307,8 +309,7 @@ def test_saving_for_all_locks_keeps_a_locks_own_text(site: AdminSite) -> None:
 
 
 def test_removing_a_locks_own_text(site: AdminSite) -> None:
-    site.post(ADMIN_PREFIX + "/banners/amount_too_low",
-              {"text": "Premium's own.", "lock": "premium", "scope": "lock", "action": "save"})
+    save_banner(site, "Premium's own.", scope="lock")
     response = site.post(ADMIN_PREFIX + "/banners/amount_too_low",
                          {"action": "remove", "remove": "premium", "lock": "supporters"})
     assert response.status_code == 302
@@ -323,8 +324,7 @@ def test_removing_a_locks_own_text(site: AdminSite) -> None:
 
 def test_a_banner_text_over_the_limit_is_refused_in_plain_words_and_kept(site: AdminSite) -> None:
     text = "Upgrade " + "x" * 600
-    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low",
-                         {"text": text, "lock": "premium", "scope": "lock", "action": "save"})
+    response = save_banner(site, text, scope="lock")
     assert response.status_code == 422
     page = html_of(response)
     assert "The text is 608 characters long; a banner can be at most 500 characters. Shorten it by 108." in page
@@ -332,7 +332,7 @@ def test_a_banner_text_over_the_limit_is_refused_in_plain_words_and_kept(site: A
     assert audit(site, "banner_text_set") == []
     # line ends count once, as the counter in the browser counts them
     lines = "\r\n".join(["x" * 99] * 5)
-    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low", {"text": lines, "lock": "premium", "action": "save"})
+    response = save_banner(site, lines)
     assert response.status_code == 302
 
 
@@ -342,8 +342,7 @@ def test_a_hostile_banner_text_is_shown_as_text(site: AdminSite) -> None:
                          {"text": text, "lock": "premium", "action": "preview"})
     assert response.status_code == 422 and "A link must go to a web page" in html_of(response)
     text = '<script>alert(1)</script> <b onclick="x()">**bold** [Pledge]({pledge_url})'
-    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low", {"text": text, "lock": "premium",
-                                                                     "action": "save"})
+    response = save_banner(site, text)
     assert response.status_code == 302
     page = html_of(site.get("/premium", "bob"))
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
