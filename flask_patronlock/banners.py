@@ -1,8 +1,9 @@
 """Call-to-action banners: what a viewer who may not see something reads, and the one next step to take.
 
 Each denying reason has a template, ``patronlock/banners/<reason>.html`` (an app overrides one by putting a template of
-the same path in its own ``templates/`` folder), and a text the creator may edit
-(:func:`flask_patronlock.settings.set_banner_text`) with placeholders filled in here:
+the same path in its own ``templates/`` folder), and a text the creator may edit, for every lock or for one lock
+(:func:`flask_patronlock.settings.set_banner_text`), of at most :data:`MAX_TEXT_LENGTH` characters, with ``**bold**``,
+``*italics*`` and ``[links](https://...)`` (:func:`render_text`) and placeholders filled in here:
 
 ``{tier}``
     the title of the tier to pledge or upgrade to (the cheapest one that satisfies the lock), else the amount;
@@ -30,8 +31,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
+import nh3
 from flask import current_app, g, has_request_context, jsonify, render_template, request, url_for
 from jinja2 import Template
 from markupsafe import Markup, escape
@@ -53,12 +55,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "DEFAULT_TEXTS",
+    "MAX_TEXT_LENGTH",
     "PLACEHOLDERS",
     "banner_context",
     "check_text",
     "fill",
     "pledge_link",
     "render_banner",
+    "render_text",
 ]
 
 #: The built-in text of each banner (the creator may replace any of them).
@@ -118,15 +122,129 @@ PLACEHOLDERS: frozenset[str] = frozenset(
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
+#: The longest banner text accepted, in characters as typed (formatting and placeholders included).
+MAX_TEXT_LENGTH = 500
+
+#: The placeholders that hold a link (a banner's own link may go to one of them).
+LINK_PLACEHOLDERS: frozenset[str] = frozenset({"pledge_url", "connect_url", "login_url", "billing_url"})
+
+# The formatting a banner text may use: [a link](https://...), **bold**, *italics* (nested: a bold link, italics in
+# bold); everything else, HTML included, is text.
+_INLINE = re.compile(
+    r"\[(?P<label>[^\[\]\n]+)\]\((?P<href>[^()\s]+)\)"
+    r"|\*\*(?=[^*\s])(?P<bold>(?:\[[^\[\]\n]+\]\([^()\s]+\)|[^*]|\*(?!\*))+?)(?<=[^*\s])\*\*"
+    r"|\*(?=[^*\s])(?P<em>(?:\*\*[^*]+\*\*|\[[^\[\]\n]+\]\([^()\s]+\)|[^*])+?)(?<=\S)\*"
+)
+_LINK_SCHEMES = ("http://", "https://", "mailto:")
+_HOST = re.compile(r"[\w-]+(?:\.[\w-]+)*\.?(?::\d{1,5})?")
+#: what nh3 lets through: the tags the formatting makes, ``href`` on links only, web and mail links only.
+_ALLOWED_TAGS = {"a", "strong", "em"}
+
+
+def _safe_href(url: str) -> bool:
+    """A web link to a host (no user name in it), a mail link, or a page of this site (``/path``, never ``//host``)."""
+    lowered = url.lower()
+    if lowered.startswith("mailto:"):
+        return len(lowered) > len("mailto:")
+    if lowered.startswith(_LINK_SCHEMES):
+        return bool(_HOST.fullmatch(urlsplit(url).netloc))
+    return url.startswith("/") and not url.startswith("//") and "\\" not in url
+
 
 def check_text(text: str) -> None:
-    """Raise :class:`ValueError` if ``text`` uses a placeholder that does not exist (a typo would show verbatim)."""
+    """Raise :class:`ValueError` (in plain words) if ``text`` is longer than :data:`MAX_TEXT_LENGTH`, uses a
+    placeholder that does not exist (a typo would show verbatim) or links to something other than a web page, an
+    email address, a page of this site or one of the link placeholders."""
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(
+            f"The text is {len(text):,} characters long; a banner can be at most {MAX_TEXT_LENGTH} characters. "
+            f"Shorten it by {len(text) - MAX_TEXT_LENGTH:,}."
+        )
     unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in PLACEHOLDERS})
     if unknown:
         raise ValueError(
             f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; use "
             + ", ".join("{" + p + "}" for p in sorted(PLACEHOLDERS))
         )
+    sample = {name: ("https://example.com/" if name in LINK_PLACEHOLDERS else "x") for name in PLACEHOLDERS}
+    for match in _INLINE.finditer(text):
+        href = match.group("href")
+        if href is not None and not _safe_href(fill(href, sample)):
+            raise ValueError(
+                f"The link \u201c{match.group('label')}\u201d goes to \u201c{href}\u201d. A link must go to a web page "
+                "(https://example.com/...), an email address (mailto:...), a page of this site (starting with /) or "
+                "one of "
+                + ", ".join("{" + p + "}" for p in sorted(LINK_PLACEHOLDERS))
+                + "."
+            )
+
+
+def render_text(text: str, values: Mapping[str, Any]) -> tuple[Markup, str]:
+    """A banner text as HTML and as plain text, placeholders filled with ``values``.
+
+    The formatting ``**bold**``, ``*italics*`` and ``[a link](https://...)`` becomes ``<strong>``, ``<em>`` and
+    ``<a href rel="nofollow noopener">``; anything else, HTML included, is text. A placeholder's value is always text
+    (escaped, never formatting), also inside a link's label; a link whose target is not a web page, an email address
+    or a page of this site (``/...``), once filled, stays its label. The HTML then goes through nh3 (the ammonia
+    sanitiser) allowing only those three tags, ``href`` and the schemes http, https and mailto.
+    """
+    html_parts: list[str] = []
+    text_parts: list[str] = []
+    _inline(text, values, html_parts, text_parts, links=True)
+    cleaned = nh3.clean(
+        "".join(html_parts),
+        tags=_ALLOWED_TAGS,
+        attributes={"a": {"href"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="nofollow noopener",
+    )
+    # nh3 writes quotes in text as they are; escape them as Markup would, so the message is safe in an attribute too;
+    # a link nh3 found no valid address in stays its label
+    cleaned = _BARE_LINK.sub(r"\1", _TEXT_QUOTES.sub(_quote, cleaned))
+    return Markup(cleaned), "".join(text_parts)
+
+
+_TEXT_QUOTES = re.compile(r"(<[^>]*>)|[\"']")  # a tag (its href has no < > " ', see _inline), or a quote in text
+_BARE_LINK = re.compile(r'<a rel="nofollow noopener">(.*?)</a>', re.S)
+_URL_QUOTES = str.maketrans({'"': "%22", "'": "%27", "<": "%3C", ">": "%3E"})
+
+
+def _quote(match: re.Match[str]) -> str:
+    return match.group(1) or ("&#34;" if match.group(0) == '"' else "&#39;")
+
+
+def _inline(text: str, values: Mapping[str, Any], html: list[str], plain: list[str], *, links: bool) -> None:
+    pos = 0
+    for match in _INLINE.finditer(text):
+        if match.group("href") is not None and not links:
+            continue  # no link inside a link: its brackets are text
+        _text(text[pos : match.start()], values, html, plain)
+        pos = match.end()
+        if match.group("href") is not None:
+            href = fill(match.group("href"), values).strip().translate(_URL_QUOTES)
+            if _safe_href(href):
+                html.append(f'<a href="{escape(href)}">')
+                _inline(match.group("label"), values, html, plain, links=False)
+                html.append("</a>")
+            else:
+                _inline(match.group("label"), values, html, plain, links=False)
+        else:
+            tag = "strong" if match.group("bold") is not None else "em"
+            html.append(f"<{tag}>")
+            _inline(match.group("bold") or match.group("em"), values, html, plain, links=links)
+            html.append(f"</{tag}>")
+    _text(text[pos:], values, html, plain)
+
+
+def _text(text: str, values: Mapping[str, Any], html: list[str], plain: list[str]) -> None:
+    """Plain text with placeholders filled: escaped (values too) into ``html``, as it is into ``plain``."""
+    plain.append(fill(text, values))
+
+    def sub(match: re.Match[str]) -> str:
+        value = values.get(match.group(1))
+        return match.group(0) if value is None else str(escape(str(value)))
+
+    html.append(_PLACEHOLDER.sub(sub, str(escape(text))))
 
 
 def fill(text: str, values: Mapping[str, Any]) -> str:
@@ -293,11 +411,12 @@ def banner_context(
     """Everything a banner template gets, after the ``banner-context`` filter:
 
     ``lock`` (the :class:`~flask_patronlock.locks.Lock`), ``lock_name``, ``decision``, ``reason``, ``message`` (the
-    creator's or the default text, placeholders filled; plain text), ``action_label`` and ``action_url`` (the one
-    next step; ``None`` when there is none), the placeholder values (``tier``, ``amount``, ``creator``,
-    ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``, ``months``, ``public_date``),
-    ``early_access`` (on an early-access lock, the sentence saying when it opens to everyone, unless the message
-    says it already; else empty) and ``tier_obj`` (the suggested
+    lock's own text, else the site-wide one, else the default; placeholders filled and formatting applied, as safe
+    HTML: see :func:`render_text`), ``message_text`` (the same as plain text, for attributes, JSON and emails),
+    ``action_label`` and ``action_url`` (the one next step; ``None`` when there is none), the placeholder values
+    (``tier``, ``amount``, ``creator``, ``pledge_url``, ``connect_url``, ``login_url``, ``billing_url``, ``date``,
+    ``months``, ``public_date``), ``early_access`` (on an early-access lock, the sentence saying when it opens to
+    everyone, unless the message says it already; else empty) and ``tier_obj`` (the suggested
     :class:`~flask_patronlock.patreon.types.TierSnapshot`, or ``None``).
 
     ``shown`` (the default) records that the request's viewer was shown this lock's banner, for the dashboard's
@@ -342,7 +461,10 @@ def banner_context(
         "months": rule.drip_months if rule.drip_months is not None else "",
         "public_date": formatting.date_text(decision.public_at) if decision.public_at is not None else "",
     }
-    text = snapshot.banner_texts.get(reason) or (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
+    text = (
+        snapshot.banner_text(reason, lock.name) or (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
+    )
+    message, message_text = render_text(text, values)
     action = ACTIONS.get(reason)
     early = ""
     if values["public_date"] and "{public_date}" not in text:
@@ -353,7 +475,8 @@ def banner_context(
         "lock_name": lock.name,
         "decision": decision,
         "reason": reason,
-        "message": fill(text, values),
+        "message": message,
+        "message_text": message_text,
         "action_label": action[0] if action else None,
         "action_url": (values[action[1]] or None) if action else None,
         "tier_obj": tier,
@@ -370,6 +493,9 @@ def banner_context(
         )
         if isinstance(folded, dict):
             context = folded
+            changed = context.get("message")
+            if changed is not message:  # a receiver rewrote the message: the plain text follows it
+                context["message_text"] = changed.striptags() if isinstance(changed, Markup) else str(changed or "")
     return context
 
 
@@ -423,7 +549,7 @@ def locked_response(error: LockedError) -> Response:
             error="locked",
             lock=error.lock.name,
             reason=error.decision.reason,
-            message=context["message"],
+            message=context["message_text"],
             action_url=context["action_url"],
             early_access=context.get("early_access") or None,
         )

@@ -3,7 +3,7 @@
 * :func:`get_lock_override`, :func:`set_lock_override`, :func:`clear_lock_override`, :func:`list_locks`
 * :func:`create_lock`, :func:`update_lock`, :func:`delete_lock`, :func:`find_lock` (locks creators make)
 * :func:`get_policy_settings`, :func:`set_policy_settings`
-* :func:`get_banner_text`, :func:`set_banner_text`
+* :func:`get_banner_text`, :func:`set_banner_text`, :func:`list_banner_overrides` (site-wide, or for one lock)
 * :func:`get_campaign_id`, :func:`set_campaign_id`, :func:`set_routing`, :func:`clear_routing` (the settings page's
   choice of campaign and of site-wide / path locks, which win over the configuration)
 * :func:`list_addons`, :func:`set_addon_enabled`, :func:`is_addon_enabled`
@@ -30,6 +30,7 @@ from .settings_cache import (
     BANNER_PREFIX,
     BANNER_REASONS,
     CAMPAIGN_KEY,
+    LOCK_BANNER_PREFIX,
     POLICY_KEY,
     ROUTING_KEY,
     LockInfo,
@@ -59,6 +60,7 @@ __all__ = [
     "get_policy_settings",
     "is_addon_enabled",
     "list_addons",
+    "list_banner_overrides",
     "list_locks",
     "set_addon_enabled",
     "set_banner_text",
@@ -421,24 +423,39 @@ def set_policy_settings(settings: PolicySettings | Mapping[str, Any], *, by: str
     return checked
 
 
-def get_banner_text(reason: str) -> str:
-    """The banner text of ``reason``: the creator's, else the built-in default (placeholders unfilled).
+def get_banner_text(reason: str, *, lock: str | None = None) -> str:
+    """The banner text of ``reason`` (placeholders unfilled) as the lock named ``lock`` shows it: that lock's own
+    text, else the site-wide text, else the built-in default. Without ``lock``: the site-wide text, else the default.
 
     :raises ValueError: if ``reason`` is not one that shows a banner.
     """
     from .banners import DEFAULT_TEXTS
 
     _check_reason(reason)
-    return _snapshot().banner_texts.get(reason) or DEFAULT_TEXTS[reason]
+    return _snapshot().banner_text(reason, lock) or DEFAULT_TEXTS[reason]
 
 
-def set_banner_text(reason: str, text: str | None, *, by: str | None = None) -> None:
-    """Set the creator's text of the banner for ``reason``; ``None`` or an empty text restores the default.
+def list_banner_overrides(reason: str) -> dict[str, str]:
+    """The locks whose banner for ``reason`` has a text of its own, by lock name (sorted), with that text.
+
+    :raises ValueError: if ``reason`` is not one that shows a banner.
+    """
+    _check_reason(reason)
+    return dict(sorted(_snapshot().lock_banner_texts.get(reason, {}).items()))
+
+
+def set_banner_text(reason: str, text: str | None, *, lock: str | None = None, by: str | None = None) -> None:
+    """Set the creator's text of the banner for ``reason``: for every lock (``lock=None``: the site-wide text), or
+    for the lock named ``lock`` only (it wins over the site-wide text there). ``None`` or an empty text removes it:
+    the site-wide text restores the built-in default, a lock's own text gives way to the site-wide one.
 
     The text may use the placeholders ``{tier}``, ``{amount}``, ``{creator}``, ``{pledge_url}``, ``{connect_url}``,
-    ``{login_url}``, ``{billing_url}``, ``{date}`` and ``{months}``; it is plain text (HTML is escaped).
+    ``{login_url}``, ``{billing_url}``, ``{date}`` and ``{months}``, and the formatting ``**bold**``, ``*italics*`` and
+    ``[a link](https://...)``; any HTML in it is shown as typed (see :func:`flask_patronlock.banners.render_text`).
 
-    :raises ValueError: if ``reason`` is not one that shows a banner, or ``text`` names an unknown placeholder.
+    :raises ValueError: if ``reason`` is not one that shows a banner, or ``text`` is too long, names an unknown
+        placeholder or links to something that is not a web page or an email address.
+    :raises UnknownLockError: if a text is set for a lock that is not declared (removing one never raises).
     """
     from .banners import check_text
 
@@ -446,7 +463,25 @@ def set_banner_text(reason: str, text: str | None, *, by: str | None = None) -> 
     value = text.strip() if text else None
     if value:
         check_text(value)
-    _put("banner_text_set", by, {"reason": reason, "text": value}, BANNER_PREFIX + reason, value)
+    if lock is None:
+        _put("banner_text_set", by, {"reason": reason, "lock": None, "text": value}, BANNER_PREFIX + reason, value)
+        return
+    if value:
+        _declared(lock)  # removing stays possible after the lock itself is gone
+    s = get_state().tables.settings
+    key = LOCK_BANNER_PREFIX + reason
+
+    def apply(conn: Any, version: int) -> None:
+        # read after the version bump: a concurrent write of another lock's text has committed (or waits on us)
+        stored = conn.execute(select(s.c.value).where(s.c.key == key)).scalar()
+        texts = {k: v for k, v in (stored or {}).items() if isinstance(v, str)} if isinstance(stored, dict) else {}
+        if value:
+            texts[lock] = value
+        else:
+            texts.pop(lock, None)
+        _upsert_setting(conn, key, dict(sorted(texts.items())), version, by)
+
+    _write("banner_text_set", by, {"reason": reason, "lock": lock, "text": value}, apply)
 
 
 def _check_reason(reason: str) -> None:

@@ -56,6 +56,8 @@ BANNER_REASONS: frozenset[str] = frozenset(REASONS - ALLOWING_REASONS)
 
 POLICY_KEY = "policy"
 BANNER_PREFIX = "banner:"
+#: one row per reason: ``{lock name: text}``, the locks whose banner of that reason has a text of its own.
+LOCK_BANNER_PREFIX = "lock-banners:"
 #: the settings page's choice of campaign, and of site-wide / path locks (issue 7).
 CAMPAIGN_KEY = "patronlock.campaign_id"
 ROUTING_KEY = "patronlock.routing"
@@ -159,6 +161,8 @@ class SettingsSnapshot:
     policy: PolicySettings = field(default_factory=PolicySettings)
     overrides: dict[str, Override] = field(default_factory=dict)
     banner_texts: dict[str, str] = field(default_factory=dict)
+    #: the banner texts of one lock only, by reason then lock name (they win over :attr:`banner_texts`).
+    lock_banner_texts: dict[str, dict[str, str]] = field(default_factory=dict)
     #: the campaign's tiers by id.
     tiers: dict[str, TierSnapshot] = field(default_factory=dict)
     #: lower-cased tier title -> the ids of the tiers with that title.
@@ -224,6 +228,12 @@ class SettingsSnapshot:
     def all_locks(self, declared: LockRegistry) -> list[Lock]:
         """Every lock in force (declared in code, then made by creators, in :meth:`lock_names` order)."""
         return [self.find_lock(declared, name) for name in self.lock_names(declared)]
+
+    def banner_text(self, reason: str, lock: str | None) -> str | None:
+        """The creator's text of the banner for ``reason`` on the lock named ``lock``: the lock's own text, else the
+        site-wide one; ``None`` when the creator wrote neither (the built-in text applies)."""
+        own = self.lock_banner_texts.get(reason, {}).get(lock) if lock is not None else None
+        return own or self.banner_texts.get(reason) or None
 
     def rule_source(self, lock: Lock) -> Literal["default", "override", "one-off"]:
         """Where ``lock``'s rule comes from: declared in code, the creator's override, or a one-off rule."""
@@ -362,6 +372,7 @@ class SettingsCache:
         s, o = tables.settings, tables.lock_overrides
         policy = PolicySettings()
         banners: dict[str, str] = {}
+        lock_banners: dict[str, dict[str, str]] = {}
         overrides: dict[str, Override] = {}
         campaign_id: str | None = None
         routing: Routing | None = None
@@ -385,6 +396,10 @@ class SettingsCache:
                         log.exception("the stored access policy is invalid; using the defaults until it is fixed")
                 elif key.startswith(BANNER_PREFIX) and isinstance(value, str):
                     banners[key[len(BANNER_PREFIX) :]] = value
+                elif key.startswith(LOCK_BANNER_PREFIX) and isinstance(value, dict):
+                    texts = {str(k): v for k, v in value.items() if isinstance(v, str) and v}
+                    if texts:
+                        lock_banners[key[len(LOCK_BANNER_PREFIX) :]] = texts
                 elif key.startswith(ADDON_PREFIX) and isinstance(value, dict):
                     switches[key[len(ADDON_PREFIX) :]] = AddonSwitch(
                         bool(value.get("enabled", True)), row["updated_by"], row["updated_at"]
@@ -423,6 +438,7 @@ class SettingsCache:
             policy=policy,
             overrides=overrides,
             banner_texts=banners,
+            lock_banner_texts=lock_banners,
             tiers=tiers,
             tier_ids_by_title=by_title,
             campaign_id=campaign_id,

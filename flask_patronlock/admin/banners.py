@@ -1,5 +1,5 @@
-"""The banners pages: each denying reason's text, its placeholders, and a preview rendered by the real banner
-template.
+"""The banners pages: each denying reason's text -- for every lock, or a lock's own -- its placeholders, and a
+preview rendered by the real banner template for the lock chosen.
 """
 
 from __future__ import annotations
@@ -10,13 +10,23 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
-from ..banners import ACTIONS, DEFAULT_TEXTS, PLACEHOLDERS, banner_context, fill, money
+from ..banners import (
+    ACTIONS,
+    DEFAULT_TEXTS,
+    MAX_TEXT_LENGTH,
+    PLACEHOLDERS,
+    banner_context,
+    check_text,
+    money,
+    render_text,
+)
 from ..banners import _banner_html as banner_html
 from ..dates import add_months
+from ..declarations import UnknownLockError
 from ..formatting import date_text
 from ..locks import Lock
 from ..policy import ALLOWING_REASONS, Decision, LockRule, Reason, _required_cents
-from ..settings import BANNER_REASONS, get_banner_text, set_banner_text
+from ..settings import BANNER_REASONS, get_banner_text, list_banner_overrides, set_banner_text
 from ..state import get_state
 from .blueprint import admin_user_id, nav, route
 from .forms import BannerForm, choices
@@ -92,78 +102,120 @@ def render_preview(reason: str, text: str, lock: Lock) -> Markup:
         values["date"] = date_text(st.store.clock().replace(month=1, day=1))
     if reason == "lifetime_too_low" and not values.get("amount"):
         values["amount"] = money(5000)
-    context["message"] = fill(text.strip() or DEFAULT_TEXTS[reason], values)
+    context["message"], context["message_text"] = render_text(text.strip() or DEFAULT_TEXTS[reason], values)
     return banner_html(lock, decision, context)
 
 
 @route("/banners")
 def banners() -> ResponseReturnValue:
-    """Every banner reason with its current text."""
+    """Every banner reason with the text the chosen lock shows, and which locks have a text of their own."""
     snapshot = get_state().settings.current()
     lock = _banner_lock(request.args.get("lock"))
-    rows = [
-        {
+    rows = []
+    for reason in REASON_ORDER:
+        if reason not in BANNER_REASONS:
+            continue
+        text = get_banner_text(reason, lock=lock.name)
+        rows.append({
             "reason": reason,
             "title": REASON_TITLES[reason],
-            "text": get_banner_text(reason),
+            "text": text,
             "custom": bool(snapshot.banner_texts.get(reason)),
-            "preview": render_preview(reason, get_banner_text(reason), lock),
-        }
-        for reason in REASON_ORDER
-        if reason in BANNER_REASONS
-    ]
+            "own": lock.name in snapshot.lock_banner_texts.get(reason, {}),
+            "overrides": list(list_banner_overrides(reason)),
+            "preview": render_preview(reason, text, lock),
+        })
+    return render_template("patronlock/admin/banners.html", rows=rows, lock=lock, lock_names=_lock_names())
+
+
+def _typed(text: str | None) -> str:
+    """A textarea's text with the browser's CRLF line ends as one character each, as the counter counts them."""
+    return (text or "").replace("\r\n", "\n")
+
+
+def _lock_names() -> list[str]:
+    """Every lock in force: declared in code and made by creators."""
     st = get_state()
-    names = st.settings.current().lock_names(st.declarations.locks)
-    return render_template("patronlock/admin/banners.html", rows=rows, lock=lock, lock_names=names)
+    return st.settings.current().lock_names(st.declarations.locks)
 
 
 @route("/banners/<reason>", methods=("GET", "POST"))
 def edit_banner(reason: str) -> ResponseReturnValue:
-    """One reason's text, its placeholders, and a live preview rendered by the real banner template. The "Preview"
-    button shows the typed text without saving; JavaScript, when on, refreshes the preview while typing."""
+    """One reason's text for every lock or for one lock only, its placeholders, and a preview rendered by the real
+    banner template for that lock. The "Preview" button shows the typed text without saving; JavaScript, when on,
+    refreshes the preview while typing and counts the characters."""
     if reason not in BANNER_REASONS:
         abort(404)
     st = get_state()
     form = BannerForm(formdata=request.form if request.method == "POST" else None)
-    locks = st.settings.current().lock_names(st.declarations.locks)
-    form.lock.choices = choices((name, name) for name in locks)
-    status = 200
+    names = _lock_names()
     if request.method == "GET":
-        form.text.data = get_banner_text(reason)
-        form.lock.data = request.args.get("lock") or (locks[0] if locks else "")
-    elif request.form.get("action") == "default":
+        form.lock.data = request.args.get("lock") or (names[0] if names else "")
+    lock = _banner_lock(form.lock.data)
+    form.lock.data = lock.name or ""
+    overrides = list_banner_overrides(reason)
+    scopes = [("all", "All locks (those with a text of their own keep it)")]
+    if lock.name:
+        scopes.append(("lock", f"Only the lock \u201c{lock.name}\u201d"))
+    form.scope.choices = choices(scopes)
+    back = url_for(".edit_banner", reason=reason, lock=lock.name)
+    status = 200
+    action = request.form.get("action")
+    if request.method == "GET":
+        own = lock.name in overrides
+        form.scope.data = "lock" if own or (request.args.get("scope") == "lock" and lock.name) else "all"
+        form.text.data = overrides[lock.name] if own and lock.name else get_banner_text(reason)
+    elif action == "default":
         set_banner_text(reason, None, by=admin_user_id())
         flash(f"The {REASON_TITLES[reason].lower()} banner uses the built-in text again.", "success")
-        return redirect(url_for(".edit_banner", reason=reason, lock=form.lock.data or None))
+        return redirect(back)
+    elif action == "remove":
+        name = request.form.get("remove") or lock.name
+        if name not in overrides:
+            flash(f"The lock \u201c{name}\u201d has no text of its own for this banner.", "error")
+            return redirect(back)
+        set_banner_text(reason, None, lock=name, by=admin_user_id())
+        flash(f"The lock \u201c{name}\u201d shows the text of all locks again.", "success")
+        return redirect(back)
     elif form.validate():
-        text = form.text.data or ""
+        text = form.text.data = _typed(form.text.data)
+        only = form.scope.data == "lock" and lock.name is not None
         try:
-            from ..banners import check_text
-
-            check_text(text)
-        except ValueError as exc:
+            check_text(text.strip())
+            if action != "preview":
+                set_banner_text(reason, text, lock=lock.name if only else None, by=admin_user_id())
+        except (ValueError, UnknownLockError) as exc:
             form.text.errors = [str(exc)]
             status = 422
         else:
-            if request.form.get("action") != "preview":
-                set_banner_text(reason, text, by=admin_user_id())
-                flash("Saved the banner. Every page shows it within a few seconds.", "success")
-                return redirect(url_for(".edit_banner", reason=reason, lock=form.lock.data or None))
+            if action != "preview":
+                if only:
+                    flash(f"Saved the banner for the lock \u201c{lock.name}\u201d only. Its pages show it within "
+                          "a few seconds.", "success")
+                else:
+                    flash("Saved the banner for all locks without a text of their own. Every page shows it within "
+                          "a few seconds.", "success")
+                return redirect(back)
     else:
         status = 422
-    lock = _banner_lock(form.lock.data)
     text = form.text.data or ""
+    snapshot = st.settings.current()
     return (
         render_template(
             "patronlock/admin/banner.html",
             reason=reason,
             title=REASON_TITLES[reason],
             form=form,
+            lock=lock,
+            lock_names=names,
+            overrides=overrides,
             preview=render_preview(reason, text, lock),
             placeholders=[(name, PLACEHOLDER_HELP[name]) for name in sorted(PLACEHOLDERS)],
             default=DEFAULT_TEXTS[reason],
+            site_text=snapshot.banner_texts.get(reason) or DEFAULT_TEXTS[reason],
+            max_length=MAX_TEXT_LENGTH,
             action=ACTIONS.get(reason),
-            custom=bool(st.settings.current().banner_texts.get(reason)),
+            custom=bool(snapshot.banner_texts.get(reason)),
         ),
         status,
     )
@@ -174,11 +226,9 @@ def banner_preview(reason: str) -> ResponseReturnValue:
     """The live preview's HTML fragment for the text being typed (JavaScript enhancement; saves nothing)."""
     if reason not in BANNER_REASONS:
         abort(404)
-    text = request.form.get("text", "")
+    text = _typed(request.form.get("text"))
     try:
-        from ..banners import check_text
-
-        check_text(text)
+        check_text(text.strip())
     except ValueError as exc:
         return render_template("patronlock/admin/_preview_error.html", message=str(exc)), 200
     return render_preview(reason, text, _banner_lock(request.form.get("lock")))

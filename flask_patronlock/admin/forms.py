@@ -23,6 +23,7 @@ from wtforms import (
     FieldList,
     Form,
     FormField,
+    HiddenField,
     IntegerField,
     RadioField,
     SelectField,
@@ -322,7 +323,10 @@ class BannerForm(FlaskForm):
     """One reason's banner text."""
 
     text = TextAreaField("Text")
-    lock = SelectField("Preview with the lock", choices=[], validate_choice=False)
+    #: the lock the page is about: its preview, and the lock of the "only this lock" scope.
+    lock = HiddenField()
+    #: "all" (the site-wide text, the default when absent) or "lock" (a text of the lock's own).
+    scope = RadioField("Show this text on", choices=[], validate_choice=False, default="all")
 
 
 # -- policies ---------------------------------------------------------------------------------------------------------

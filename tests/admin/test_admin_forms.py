@@ -3,6 +3,7 @@ every change, and the change reaching another worker through the settings versio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -259,6 +260,95 @@ def test_restoring_the_default_text(site: AdminSite) -> None:
     site.post(ADMIN_PREFIX + "/banners/not_linked", {"text": "", "lock": "premium", "action": "default"})
     assert "Connect!" not in html_of(site.get(ADMIN_PREFIX + "/banners"))
     assert site.get(ADMIN_PREFIX + "/banners/allowed").status_code == 404
+
+
+def save_banner(site: AdminSite, text: str, *, lock: str = "premium", **fields: str) -> Any:
+    """Post the amount-too-low banner form as its Save button does."""
+    return site.post(ADMIN_PREFIX + "/banners/amount_too_low", {"text": text, "lock": lock, "action": "save", **fields})
+
+
+def scope_of(page: str) -> str:
+    """The scope radio chosen on a banner page."""
+    match = re.search(r'<input checked[^>]* name="scope" type="radio" value="(\w+)"', page)
+    assert match is not None
+    return match.group(1)
+
+
+def test_a_banner_saved_for_one_lock_shows_on_that_lock_only(site: AdminSite) -> None:
+    site.ext.lock("archive", tier="Gold")
+    site.app.add_url_rule("/archive", "archive", locked("archive")(lambda: "archive content"))
+    form = html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=premium"))
+    assert scope_of(form) == "all" and "All locks" in form and "Only the lock \u201cpremium\u201d" in form
+    # a link from a lock's own page may ask for "only this lock"
+    assert scope_of(html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=premium&scope=lock"))) == "lock"
+    response = save_banner(site, "The **premium** room is for {tier}.", scope="lock")
+    assert response.status_code == 302
+    assert "for the lock \u201cpremium\u201d only" in html_of(site.get(response.headers["Location"]))
+    assert "The <strong>premium</strong> room is for Gold." in html_of(site.get("/premium", "bob"))
+    assert "room" not in html_of(site.get("/archive", "bob"))
+    row = audit(site, "banner_text_set")[-1]
+    assert row["user_id"] == "admin" and row["detail"]["lock"] == "premium" and row["detail"]["text"].startswith("The")
+    # the page says which locks have a text of their own, and opens on that lock's text with "only this lock" chosen
+    listing = html_of(site.get(ADMIN_PREFIX + "/banners?lock=premium"))
+    assert "Locks with a text of their own: premium." in listing and "own text of \u201cpremium\u201d" in listing
+    editing = html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=premium"))
+    assert scope_of(editing) == "lock" and "The **premium** room is for {tier}.</textarea>" in editing
+    assert '<li data-lock="premium">' in editing
+    assert "The <strong>premium</strong> room is for Gold." in editing  # the preview, through the real template
+    other = html_of(site.get(ADMIN_PREFIX + "/banners/amount_too_low?lock=archive"))
+    preview = other.split('id="banner-preview"')[1].split("</div>")[0]
+    assert scope_of(other) == "all" and "room is for" not in preview and "patronlock-banner" in preview
+
+
+def test_saving_for_all_locks_keeps_a_locks_own_text(site: AdminSite) -> None:
+    save_banner(site, "Premium's own.", scope="lock")
+    response = save_banner(site, "Everyone's.", scope="all")
+    assert response.status_code == 302
+    assert "for all locks without a text of their own" in html_of(site.get(response.headers["Location"]))
+    assert "Premium&#39;s own." in html_of(site.get("/premium", "bob"))
+    assert audit(site, "banner_text_set")[-1]["detail"]["lock"] is None
+
+
+def test_removing_a_locks_own_text(site: AdminSite) -> None:
+    save_banner(site, "Premium's own.", scope="lock")
+    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low",
+                         {"action": "remove", "remove": "premium", "lock": "supporters"})
+    assert response.status_code == 302
+    assert "shows the text of all locks again" in html_of(site.get(response.headers["Location"]))
+    assert "Premium" not in html_of(site.get("/premium", "bob"))
+    detail = audit(site, "banner_text_set")[-1]["detail"]
+    assert (detail["reason"], detail["lock"], detail["text"]) == ("amount_too_low", "premium", None)
+    again = site.post(ADMIN_PREFIX + "/banners/amount_too_low", {"action": "remove", "remove": "premium"})
+    assert "has no text of its own" in html_of(site.get(again.headers["Location"]))
+    assert len(audit(site, "banner_text_set")) == 2
+
+
+def test_a_banner_text_over_the_limit_is_refused_in_plain_words_and_kept(site: AdminSite) -> None:
+    text = "Upgrade " + "x" * 600
+    response = save_banner(site, text, scope="lock")
+    assert response.status_code == 422
+    page = html_of(response)
+    assert "The text is 608 characters long; a banner can be at most 500 characters. Shorten it by 108." in page
+    assert f"{text}</textarea>" in page and "608 of at most 500 characters" in page and "pl-counter--over" in page
+    assert audit(site, "banner_text_set") == []
+    # line ends count once, as the counter in the browser counts them
+    lines = "\r\n".join(["x" * 99] * 5)
+    response = save_banner(site, lines)
+    assert response.status_code == 302
+
+
+def test_a_hostile_banner_text_is_shown_as_text(site: AdminSite) -> None:
+    text = '<script>alert(1)</script> [click](javascript:alert`1`) <b onclick="x()">**bold**'
+    response = site.post(ADMIN_PREFIX + "/banners/amount_too_low",
+                         {"text": text, "lock": "premium", "action": "preview"})
+    assert response.status_code == 422 and "A link must go to a web page" in html_of(response)
+    text = '<script>alert(1)</script> <b onclick="x()">**bold** [Pledge]({pledge_url})'
+    response = save_banner(site, text)
+    assert response.status_code == 302
+    page = html_of(site.get("/premium", "bob"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b onclick=&#34;x()&#34;&gt;<strong>bold</strong>" in page
+    assert '<a href="https://www.patreon.com/checkout/' in page and 'rel="nofollow noopener">Pledge</a>' in page
 
 
 # -- policies -------------------------------------------------------------------------------------------------------

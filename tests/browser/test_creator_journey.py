@@ -15,7 +15,7 @@ from tests.helpers.browser import TIMEOUT_MS, Shots, new_page
 
 pytestmark = pytest.mark.slow
 
-NEW_BANNER = "The premium archive is for {tier} patrons. Upgrade for {amount} a month!"
+NEW_BANNER = "The **premium archive** is for {tier} patrons. Upgrade for {amount} a month!"
 
 
 def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
@@ -80,13 +80,23 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         page.click("text=Edit this banner's text")
         expect(page).to_have_url(re.compile(r"/banners/amount_too_low"))
         page.wait_for_load_state("load")  # the preview script is attached; typing now fires its input listener
+        # an unbroken word wraps inside the banner; the counter says how many characters are too many
+        page.fill("textarea[name=text]", "x" * 480)
+        expect(page.locator("#banner-preview .patronlock-message")).to_contain_text("x" * 480)
+        assert page.locator("#banner-preview").evaluate("e => e.scrollWidth <= e.clientWidth")
+        page.fill("textarea[name=text]", "y" * 510)
+        expect(page.locator("#text-counter .pl-counter--over")).to_contain_text("510 of at most 500 characters (10 too")
+        expect(page.locator("#banner-preview")).to_contain_text("Shorten it by 10")
         page.fill("textarea[name=text]", NEW_BANNER)
         expect(page.locator("#banner-preview")).to_contain_text(
             "The premium archive is for Gold patrons. Upgrade for $10.00 a month!"
         )
+        expect(page.locator("#banner-preview strong")).to_have_text("premium archive")
+        expect(page.locator("#text-counter")).to_contain_text(f"{len(NEW_BANNER)} of at most 500 characters")
+        page.check("label:has-text('Only the lock “premium”') input[type=radio]")  # not every lock's banner
         shots(page, "banner-live-preview")
         page.click("button:has-text('Save the banner')")
-        expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner")
+        expect(page.locator(".pl-flash--success")).to_contain_text("Saved the banner for the lock “premium” only")
 
         # -- a lock of the creator's own, for Gold patrons, put on a post in the site's post editor
         page.click("nav >> text=Locks")
@@ -137,6 +147,7 @@ def test_creator_sets_up_locks_a_tier_and_a_patron_below_it_sees_the_new_banner(
         expect(page).to_have_url(re.compile(r"/posts/premium-archive$"))
         banner = page.locator('[data-patronlock-reason="amount_too_low"]')
         expect(banner).to_contain_text("The premium archive is for Gold patrons. Upgrade for $10.00 a month!")
+        expect(banner.locator("strong")).to_have_text("premium archive")
         expect(page.locator("body")).not_to_contain_text("every study, with its reference photos")
         shots(page, "patron-bronze-sees-new-banner")
         page.goto("/posts/process")  # the post the creator put on their own lock, Early access (Gold)

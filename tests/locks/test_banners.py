@@ -14,8 +14,15 @@ from flask import Flask
 from jinja2 import ChoiceLoader, DictLoader
 
 from flask_patronlock import locked, signals
-from flask_patronlock.banners import DEFAULT_TEXTS, fill
-from flask_patronlock.settings import BANNER_REASONS, create_lock, delete_lock, get_banner_text, set_banner_text
+from flask_patronlock.banners import DEFAULT_TEXTS, MAX_TEXT_LENGTH, check_text, fill, render_text
+from flask_patronlock.settings import (
+    BANNER_REASONS,
+    create_lock,
+    delete_lock,
+    get_banner_text,
+    list_banner_overrides,
+    set_banner_text,
+)
 from flask_patronlock.signals import filter_receiver
 from tests.helpers.constants import NOW
 from tests.helpers.sites import Site, make_site
@@ -253,3 +260,168 @@ def test_a_lock_on_the_free_tier_never_asks_a_free_member_to_pledge_free(make_ap
     assert "This is for members of Kopi Studio, free or paid." in body
     assert re.findall(r'class="patronlock-action" href="([^"]*)"', body) == [f"{BASE}/checkout/c1?rid=free"]
     assert "Join for free on Patreon" in body
+
+
+# -- a lock's own text, the length limit, the formatting subset (issue 17 item 4) ----------------------------------
+
+
+def message_of(body: str) -> str:
+    match = re.search(r'<p class="patronlock-message">(.*?)</p>', body, re.S)
+    assert match is not None, body
+    return match.group(1)
+
+
+def test_a_locks_own_text_wins_over_the_site_wide_text_which_wins_over_the_default(site: Site) -> None:
+    with site.app.app_context():
+        assert get_banner_text("amount_too_low", lock="premium") == DEFAULT_TEXTS["amount_too_low"]
+        set_banner_text("amount_too_low", "Site-wide {tier}.", by="kopi")
+        set_banner_text("amount_too_low", "Premium only: {tier}.", lock="premium", by="kopi")
+        assert get_banner_text("amount_too_low") == "Site-wide {tier}."
+        assert get_banner_text("amount_too_low", lock="premium") == "Premium only: {tier}."
+        assert get_banner_text("amount_too_low", lock="lifetime") == "Site-wide {tier}."
+        assert get_banner_text("not_a_patron", lock="premium") == DEFAULT_TEXTS["not_a_patron"]  # other reasons
+        assert list_banner_overrides("amount_too_low") == {"premium": "Premium only: {tier}."}
+        set_banner_text("amount_too_low", None, by="kopi")  # the site-wide text back to the default ...
+        assert get_banner_text("amount_too_low", lock="premium") == "Premium only: {tier}."  # ... the lock keeps its
+        assert get_banner_text("amount_too_low", lock="lifetime") == DEFAULT_TEXTS["amount_too_low"]
+        set_banner_text("amount_too_low", "", lock="premium", by="kopi")  # removing the lock's text
+        assert list_banner_overrides("amount_too_low") == {}
+        assert get_banner_text("amount_too_low", lock="premium") == DEFAULT_TEXTS["amount_too_low"]
+        with pytest.raises(LookupError, match="nope"):
+            set_banner_text("amount_too_low", "hi", lock="nope")
+        set_banner_text("amount_too_low", None, lock="nope")  # removing never needs the lock (it may be gone)
+
+
+def test_a_locks_own_text_shows_on_that_lock_only(site: Site) -> None:
+    site.ext.lock("premium2", tier="Gold")
+    site.app.add_url_rule("/premium2", "premium2", locked("premium2")(lambda: "SECRET"))
+    with site.app.app_context():
+        set_banner_text("amount_too_low", "The **premium** archive wants {tier}.", lock="premium", by="kopi")
+    assert message_of(site.get("/premium", "silver").get_data(as_text=True)) == (
+        "The <strong>premium</strong> archive wants Gold."
+    )
+    other = html.unescape(message_of(site.get("/premium2", "silver").get_data(as_text=True)))
+    assert "archive" not in other and other.startswith("This is for patrons of Kopi Studio at Gold")
+    # another reason on the same lock keeps the site-wide (here: built-in) text
+    assert "separate" in html.unescape(message_of(site.get("/premium", "stranger").get_data(as_text=True)))
+
+
+def test_a_saved_text_reaches_another_worker_through_the_settings_version(site: Site) -> None:
+    from flask_patronlock.settings_cache import SettingsCache
+
+    other = SettingsCache(site.state.store, lambda: 0)
+    before = other.current()
+    with site.app.app_context():
+        set_banner_text("former_patron", "Come back to {creator}", lock="premium", by="kopi")
+    after = other.current()
+    assert after.version > before.version
+    assert after.banner_text("former_patron", "premium") == "Come back to {creator}"
+    assert after.banner_text("former_patron", "drip") is None
+
+
+def test_the_length_limit_counts_what_was_typed() -> None:
+    check_text("x" * MAX_TEXT_LENGTH)
+    with pytest.raises(ValueError, match=r"501 characters long; a banner can be at most 500 characters\. Shorten"):
+        check_text("x" * (MAX_TEXT_LENGTH + 1))
+    with pytest.raises(ValueError, match="Shorten it by 9,500"):
+        check_text("y" * 10_000)
+
+
+def test_formatting_bold_italics_and_links() -> None:
+    values = {"tier": "Gold", "pledge_url": "https://patreon.test/checkout/c1?rid=t10&x=1", "login_url": "/login"}
+    rendered, plain = render_text("**Bold {tier}**, *so* [pledge]({pledge_url}) or [sign in]({login_url}).", values)
+    assert rendered == (
+        '<strong>Bold Gold</strong>, <em>so</em> <a href="https://patreon.test/checkout/c1?rid=t10&amp;x=1" '
+        'rel="nofollow noopener">pledge</a> or <a href="/login" rel="nofollow noopener">sign in</a>.'
+    )
+    assert plain == "Bold Gold, so pledge or sign in."
+    nested, _ = render_text("**a *b* [c **d**](mailto:kopi@studio.test) e**", {})
+    assert nested == (
+        '<strong>a <em>b</em> <a href="mailto:kopi@studio.test" rel="nofollow noopener">c <strong>d</strong></a> e'
+        "</strong>"
+    )
+    assert render_text("2*3*4 costs * nothing *", {})[0] == "2<em>3</em>4 costs * nothing *"
+
+
+def assert_safe(rendered: str, plain: str) -> None:
+    """Only <a href>, <strong> and <em>; links to web pages, mail or this site; the text is the plain text."""
+    for tag, attributes in re.findall(r"<(\w+)([^>]*)>", rendered):
+        assert tag in {"a", "strong", "em"}, rendered
+        if tag == "a":
+            match = re.fullmatch(r' href="([^"]*)" rel="nofollow noopener"', attributes)
+            assert match is not None, rendered
+            href = match.group(1)
+            assert href.startswith(("https://", "http://", "mailto:", "/")) and not href.startswith("//"), href
+        else:
+            assert attributes == "", rendered
+    assert html.unescape(re.sub(r"<[^>]*>", "", rendered)) == plain
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<script>alert(1)</script>hi", "&lt;script&gt;alert(1)&lt;/script&gt;hi"),
+        ('<a href="javascript:x" onclick="x()">x</a>', "&lt;a href=&#34;javascript:x&#34; onclick=&#34;x()&#34;&gt;x"),
+        ("<b>unclosed <i>tags", "&lt;b&gt;unclosed &lt;i&gt;tags"),
+        ("**unclosed *bold [link](https://x.test", "**unclosed *bold [link](https://x.test"),
+        ("[x](javascript:alert(1))", "[x](javascript:alert(1))"),
+        ("[x](javascript:alert`1`)", "x"),
+        ("[x](JaVaScRiPt:alert`1`)", "x"),
+        ("[x](data:text/html,hi)", "x"),
+        ("[x](//evil.test/)", "x"),
+        ("[x](https://kopi.test@evil.test/)", "x"),
+        ("[x](https://evil.test\"onclick=x/)", "x"),
+        ("[x](/\\evil.test/)", "x"),
+        ('[x](https://a.test/"onclick="alert`1`)', '<a href="https://a.test/%22onclick=%22alert`1`" rel'),
+        ("[a [b](https://b.test)](https://a.test)", '[a <a href="https://b.test" rel="nofollow noopener">b</a>]'),
+        ("**<em onclick=x>**", "<strong>&lt;em onclick=x&gt;</strong>"),
+    ],
+)
+def test_hostile_text_stays_text(text: str, expected: str) -> None:
+    rendered, plain = render_text(text, {})
+    assert expected in rendered
+    assert_safe(rendered, plain)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["<script>alert(1)</script>", "**bold** [x](https://evil.test)", '"><img src=x onerror=alert(1)>', "{tier}"],
+)
+def test_a_placeholder_value_is_always_text(value: str) -> None:
+    values = {"creator": value, "pledge_url": "https://p.test/", "tier": "Gold"}
+    rendered, plain = render_text("Hi {creator}, [pledge {creator}]({pledge_url}) *{creator}*", values)
+    assert_safe(rendered, plain)
+    assert plain == f"Hi {value}, pledge {value} {value}"
+    assert re.findall(r'href="([^"]*)"', rendered) == ["https://p.test/"]
+
+
+def test_a_message_is_safe_inside_an_attribute_too(site: Site) -> None:
+    from flask import render_template_string
+
+    rendered, _ = render_text("\" onmouseover=\"alert(1) 'x' **b**", {})
+    with site.app.app_context():
+        out = render_template_string('<p title="{{ m }}" data-x=\'{{ m }}\'>', m=rendered)
+    assert out.count("<p ") == 1 and "onmouseover=\"" not in out and "'x'" not in out and "&#34;" in out
+
+
+def test_a_link_placeholder_filled_with_something_unsafe_is_no_link() -> None:
+    rendered, plain = render_text("[Pledge]({pledge_url})", {"pledge_url": "javascript:alert(1)"})
+    assert rendered == "Pledge" and plain == "Pledge"
+    assert render_text("[Connect]({connect_url})", {"connect_url": ""})[0] == "Connect"
+
+
+def test_links_that_can_never_be_safe_are_refused_when_saved() -> None:
+    for text in ("[x](javascript:alert`1`)", "[x]({tier})", "[x](ftp://a.test/)", "[x](//evil.test)"):
+        with pytest.raises(ValueError, match="A link must go to a web page"):
+            check_text(text)
+    for text in ("[x]({pledge_url})", "[x](https://a.test/{tier})", "[x](mailto:kopi@studio.test)", "[x](/about)"):
+        check_text(text)
+
+
+def test_a_formatted_text_renders_in_the_banner_json_and_image_as_plain_text(site: Site) -> None:
+    with site.app.app_context():
+        set_banner_text("amount_too_low", "**Upgrade** to {tier} & *more*", lock="premium", by="kopi")
+    body = site.get("/premium", "silver").get_data(as_text=True)
+    assert message_of(body) == "<strong>Upgrade</strong> to Gold &amp; <em>more</em>"
+    data = site.get("/premium", "silver", headers={"Accept": "application/json"}).get_json()
+    assert data["message"] == "Upgrade to Gold & more"

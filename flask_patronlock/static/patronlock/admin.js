@@ -1,5 +1,21 @@
 // flask-patronlock settings page: the one enhancement. Without JavaScript the "Preview without saving" button does
 // the same; with it, the banner preview follows the text as it is typed. No libraries, nothing loaded from outside.
+// The character counter is rendered by the server too; here it follows the typing (the server enforces the limit).
+(function () {
+  "use strict";
+  var text = document.querySelector("#banner-form textarea[data-max-length]");
+  var counter = document.querySelector("#text-counter .pl-counter");
+  if (!text || !counter) { return; }
+  var max = parseInt(text.getAttribute("data-max-length"), 10);
+  function count() {
+    var used = Array.from(text.value).length;  // characters, as the server counts them (not UTF-16 units)
+    counter.textContent = used + " of at most " + max + " characters" +
+      (used > max ? " (" + (used - max) + " too many)" : "");
+    counter.classList.toggle("pl-counter--over", used > max);
+  }
+  text.addEventListener("input", count);
+  count();
+}());
 (function () {
   "use strict";
   var form = document.getElementById("banner-form");
