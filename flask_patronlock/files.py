@@ -262,6 +262,7 @@ def locked_file_url(
     expires_in: float | None = None,
     endpoint: str = "patronlock_files.signed_file",
     external: bool = False,
+    published_at: Any = None,
     **url_values: Any,
 ) -> str:
     """A signed, short-lived link to ``path`` (under ``PATRONLOCK_FILE_ROOT``) for the current viewer, who must pass
@@ -277,12 +278,14 @@ def locked_file_url(
     :param endpoint: the view that serves it (its URL rule takes ``<path:name>``): the built-in
         ``patronlock_files.signed_file``, or one of the app's own that calls :func:`send_signed_file`.
     :param external: an absolute URL (``url_for(..., _external=True)``).
+    :param published_at: when the file was published, for a lock on "patrons at the time this was published"
+        (decided now, when the link is issued: the link itself reads no database).
     :raises LockedError: when the viewer may not see ``lock`` (guard links with ``can_view`` in templates).
     :raises ValueError: for a path that could leave the root, or a lifetime over the maximum.
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     target = as_lock(lock)
-    decision = decision_for(target)
+    decision = decision_for(target, published_at=published_at)
     if not decision.allowed:
         raise LockedError(target, decision)
     relative = normalize_link_path(path)

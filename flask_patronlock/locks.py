@@ -406,12 +406,15 @@ def send_locked_file(
     path: str | os.PathLike[str],
     *,
     directory: str | os.PathLike[str] | None = None,
+    published_at: Any = None,
     **send_kwargs: Any,
 ) -> Response:
     """Serve a file to viewers who may see ``lock``; anyone else gets a placeholder.
 
     :param path: the file; with ``directory``, a path inside it, joined safely (``send_from_directory``), which is
         what to use for any path that comes from the URL.
+    :param published_at: when the file was published, for a lock on "patrons at the time this was published"
+        (:attr:`~flask_patronlock.policy.LockRule.patrons_at_publish`; see :func:`decision_for`).
     :param send_kwargs: passed to ``send_file`` (``mimetype``, ``as_attachment``, ``download_name``, ...).
     :returns: the file (sent by Python, or handed to nginx or Apache: see
         :func:`~flask_patronlock.files.send_allowed_file`); or, for an image (by ``mimetype`` or the file name), a 403
@@ -422,7 +425,7 @@ def send_locked_file(
     :raises LockedError: for any other file, rendered as the locked page (or JSON).
     """
     target = as_lock(lock)
-    decision = decision_for(target)
+    decision = decision_for(target, published_at=published_at)
     if decision.allowed:
         from .files import send_allowed_file  # python, X-Accel-Redirect or X-Sendfile: PATRONLOCK_FILE_DELIVERY
 

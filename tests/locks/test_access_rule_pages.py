@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from flask import Flask, render_template_string
@@ -92,3 +93,30 @@ def test_the_template_tag_refuses_another_argument(site: Site) -> None:
 
     with site.app.app_context(), pytest.raises(TemplateSyntaxError, match="published_at"):
         site.app.jinja_env.from_string("{% patronlock 'back-issues', when=x %}x{% endpatronlock %}")
+
+
+def test_a_locked_file_and_its_signed_link_take_the_items_publish_date(site: Site, tmp_path: Any) -> None:
+    from flask_patronlock import LockedError, locked_file_url, send_locked_file
+
+    (tmp_path / "issue.pdf").write_bytes(b"%PDF-1.4 back issue")
+    app = site.app
+
+    @app.get("/files/<slug>")
+    def issue_file(slug: str) -> Any:
+        return send_locked_file("back-issues", "issue.pdf", directory=tmp_path, published_at=POSTS[slug])
+
+    @app.get("/links/<slug>")
+    def issue_link(slug: str) -> str:
+        try:
+            return locked_file_url("back-issues", "issue.pdf", published_at=POSTS[slug])
+        except LockedError as exc:
+            return f"refused: {exc.decision.reason}"
+
+    new = site.get("/files/new", "gold")
+    assert new.get_data() == b"%PDF-1.4 back issue"
+    new.close()  # the file sent
+    old = site.get("/files/old", "gold")
+    assert old.status_code == 403 and b"back issue" not in old.get_data()
+    assert "patronlock-banner--not_patron_at_date" in old.get_data(as_text=True)
+    assert "issue.pdf" in site.get("/links/new", "gold").get_data(as_text=True)
+    assert site.get("/links/old", "gold").get_data(as_text=True) == "refused: not_patron_at_date"
