@@ -39,7 +39,8 @@ from jinja2 import Template
 from markupsafe import Markup, escape
 from werkzeug.routing import BuildError
 
-from . import formatting, signals
+from . import i18n, signals
+from .i18n import N_, gettext
 from .insight import NOT_DENIALS, anonymous_key, record_banner_view
 from .patreon.types import TierSnapshot
 from .policy import Decision
@@ -65,50 +66,67 @@ __all__ = [
     "render_text",
 ]
 
-#: The built-in text of each banner (the creator may replace any of them).
+#: The built-in text of each banner (the creator may replace any of them). English; each is marked for the
+#: catalogue (``N_``) and shown in the site's locale (:func:`flask_patronlock.i18n.gettext`). A text the creator
+#: wrote is shown as written.
 DEFAULT_TEXTS: dict[str, str] = {
-    "anonymous": "This is for patrons of {creator}. Log in to see it.",
-    "not_linked": "This is for patrons of {creator}. Your account on this site and your Patreon account are separate: "
-    "connect your Patreon account once, and your membership unlocks it.",
-    "not_a_patron": "This is for patrons of {creator} at {tier} or higher. Pledge {tier} on Patreon to see it.",
-    "amount_too_low": "This is for patrons of {creator} at {tier} ({amount} a month) or higher. Upgrade your pledge "
-    "to {tier} on Patreon to see it.",
-    "payment_declined": "Your last payment to {creator} on Patreon was declined. Update your payment method on "
-    "Patreon to see this again.",
-    "former_patron": "Your membership of {creator} has ended. Rejoin at {tier} on Patreon to see this again.",
-    "not_patron_at_date": "This was for those who were already patrons of {creator} on {date}. Thank you for "
-    "your support: the rest of the patron content is yours.",
-    "drip_not_reached": "This unlocks for you on {date}. Keep your pledge and it opens by itself.",
-    "lifetime_too_low": "This is for patrons who have supported {creator} with {amount} in total. Every month of "
-    "your pledge on Patreon brings you closer.",
-    "lock_unavailable": "This isn't available at the moment: {creator} is changing who can see it. Please look again "
-    "later.",
-    "wrong_tier": "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
-    "on Patreon to see this.",
-    "not_a_member": "This is for members of {creator}, free or paid. Join {creator} on Patreon (a free membership "
-    "is enough) to see it.",
+    "anonymous": N_("This is for patrons of {creator}. Log in to see it."),
+    "not_linked": N_(
+        "This is for patrons of {creator}. Your account on this site and your Patreon account are separate: "
+        "connect your Patreon account once, and your membership unlocks it."
+    ),
+    "not_a_patron": N_("This is for patrons of {creator} at {tier} or higher. Pledge {tier} on Patreon to see it."),
+    "amount_too_low": N_(
+        "This is for patrons of {creator} at {tier} ({amount} a month) or higher. Upgrade your pledge "
+        "to {tier} on Patreon to see it."
+    ),
+    "payment_declined": N_(
+        "Your last payment to {creator} on Patreon was declined. Update your payment method on "
+        "Patreon to see this again."
+    ),
+    "former_patron": N_("Your membership of {creator} has ended. Rejoin at {tier} on Patreon to see this again."),
+    "not_patron_at_date": N_(
+        "This was for those who were already patrons of {creator} on {date}. Thank you for "
+        "your support: the rest of the patron content is yours."
+    ),
+    "drip_not_reached": N_("This unlocks for you on {date}. Keep your pledge and it opens by itself."),
+    "lifetime_too_low": N_(
+        "This is for patrons who have supported {creator} with {amount} in total. Every month of "
+        "your pledge on Patreon brings you closer."
+    ),
+    "lock_unavailable": N_(
+        "This isn't available at the moment: {creator} is changing who can see it. Please look again later."
+    ),
+    "wrong_tier": N_(
+        "This is for patrons of {creator} at {tier}. Your pledge is for another tier: change it to {tier} "
+        "on Patreon to see this."
+    ),
+    "not_a_member": N_(
+        "This is for members of {creator}, free or paid. Join {creator} on Patreon (a free membership "
+        "is enough) to see it."
+    ),
 }
 
 #: The built-in texts that read differently for a lock on exact tiers (``tier_match="exact"``), which is not "this
 #: tier or higher"; a text the creator wrote applies to every lock.
 _EXACT_TEXTS: dict[str, str] = {
-    "not_a_patron": "This is for patrons of {creator} at {tier}. Pledge {tier} on Patreon to see it.",
+    "not_a_patron": N_("This is for patrons of {creator} at {tier}. Pledge {tier} on Patreon to see it."),
 }
 
 #: The one next step of each reason: (button label, the context key of its link); ``None`` where nothing can be done
-#: now (pledged too late, or wait for the drip).
+#: now (pledged too late, or wait for the drip). The labels are English, shown in the site's locale.
 ACTIONS: dict[str, tuple[str, str] | None] = {
-    "anonymous": ("Log in", "login_url"),
-    "not_linked": ("Connect your Patreon account", "connect_url"),
-    "not_a_patron": ("Become a patron on Patreon", "pledge_url"),
-    "amount_too_low": ("Upgrade on Patreon", "pledge_url"),
-    "payment_declined": ("Update your payment method on Patreon", "billing_url"),
-    "former_patron": ("Rejoin on Patreon", "pledge_url"),
+    "anonymous": (N_("Log in"), "login_url"),
+    "not_linked": (N_("Connect your Patreon account"), "connect_url"),
+    "not_a_patron": (N_("Become a patron on Patreon"), "pledge_url"),
+    "amount_too_low": (N_("Upgrade on Patreon"), "pledge_url"),
+    "payment_declined": (N_("Update your payment method on Patreon"), "billing_url"),
+    "former_patron": (N_("Rejoin on Patreon"), "pledge_url"),
     "not_patron_at_date": None,
     "drip_not_reached": None,
-    "lifetime_too_low": ("Support on Patreon", "pledge_url"),
-    "wrong_tier": ("Change your tier on Patreon", "pledge_url"),
-    "not_a_member": ("Join for free on Patreon", "pledge_url"),
+    "lifetime_too_low": (N_("Support on Patreon"), "pledge_url"),
+    "wrong_tier": (N_("Change your tier on Patreon"), "pledge_url"),
+    "not_a_member": (N_("Join for free on Patreon"), "pledge_url"),
     "lock_unavailable": None,
 }
 
@@ -260,8 +278,9 @@ def fill(text: str, values: Mapping[str, Any]) -> str:
 
 
 def money(cents: int | None) -> str:
-    """``1250`` -> ``$12.50`` with ``PATRONLOCK_CURRENCY_SYMBOL`` (see :func:`flask_patronlock.formatting.money`)."""
-    return formatting.money(cents, current_app.config["PATRONLOCK_CURRENCY_SYMBOL"] or "")
+    """``1250`` -> ``$12.50`` with ``PATRONLOCK_CURRENCY_SYMBOL``, or in the site's locale and currency (see
+    :func:`flask_patronlock.i18n.money`)."""
+    return i18n.money(cents)
 
 
 def _patreon_url(path: str) -> str:
@@ -439,36 +458,36 @@ def banner_context(
     exact = rule.tier_match == "exact" and bool(rule.tier_ids) and not lifetime
     if exact:
         # any of these very tiers: name each of them ("Comics or Music"), the link preselects the cheapest
-        tier_text = " or ".join(_tier_name(t, snapshot.tiers) for t in rule.tier_ids)
+        tier_text = gettext(" or ").join(_tier_name(t, snapshot.tiers) for t in rule.tier_ids)
     elif tier is not None:
         tier_text = tier.title or money(tier.amount_cents)
     elif rule.tier_ids and not lifetime:
-        tier_text = "the tier this asks for"  # tiers the catalogue does not know (yet): never their ids
+        tier_text = gettext("the tier this asks for")  # tiers the catalogue does not know (yet): never their ids
     elif cents:
         tier_text = money(cents)
     else:
-        tier_text = "any tier"
+        tier_text = gettext("any tier")
     when = decision.available_at if reason == "drip_not_reached" else decision.pledged_by or rule.patron_since_before
     values: dict[str, Any] = {
         "tier": tier_text,
         "amount": money(cents) if cents else money(tier.amount_cents) if tier is not None else "",
-        "creator": config["PATRONLOCK_CREATOR_NAME"] or "the creator",
+        "creator": config["PATRONLOCK_CREATOR_NAME"] or gettext("the creator"),
         "pledge_url": pledge_link(tier, cents, lock=lock.name, decision=decision),
         "connect_url": connect_url(),
         "login_url": login_url(),
         "billing_url": _patreon_url(config["PATRONLOCK_BILLING_URL"] or "/"),
-        "date": formatting.date_text(when) if when is not None else "",
+        "date": i18n.date_text(when) if when is not None else "",
         "months": rule.drip_months if rule.drip_months is not None else "",
-        "public_date": formatting.date_text(decision.public_at) if decision.public_at is not None else "",
+        "public_date": i18n.date_text(decision.public_at) if decision.public_at is not None else "",
     }
-    text = (
-        snapshot.banner_text(reason, lock.name) or (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
-    )
+    # the creator's own text as written; a built-in one in the site's locale
+    built_in = (exact and _EXACT_TEXTS.get(reason)) or DEFAULT_TEXTS.get(reason, "")
+    text = snapshot.banner_text(reason, lock.name) or (gettext(built_in) if built_in else "")
     message, message_text = render_text(text, values)
     action = ACTIONS.get(reason)
     early = ""
     if values["public_date"] and "{public_date}" not in text:
-        early = f"Patrons can see this now; it opens to everyone on {values['public_date']}."
+        early = gettext("Patrons can see this now; it opens to everyone on %(date)s.", date=values["public_date"])
     context: dict[str, Any] = {
         **values,
         "lock": lock,
@@ -477,7 +496,7 @@ def banner_context(
         "reason": reason,
         "message": message,
         "message_text": message_text,
-        "action_label": action[0] if action else None,
+        "action_label": gettext(action[0]) if action else None,
         "action_url": (values[action[1]] or None) if action else None,
         "tier_obj": tier,
         "early_access": early,

@@ -82,6 +82,8 @@ KEYS: tuple[Key, ...] = (
         "Patreon's page to update a payment method, relative to PATRONLOCK_OAUTH_BASE_URL."),
     Key("PATRONLOCK_CREATOR_NAME", None, "The creator's name in banners ({creator}); default: 'the creator'."),
     Key("PATRONLOCK_CURRENCY_SYMBOL", "$", "The symbol banners put before amounts ({amount})."),
+    Key("PATRONLOCK_CURRENCY", "USD", "The campaign's currency (ISO 4217 code) for amounts written by Babel."),
+    Key("PATRONLOCK_LOCALE", "en", "The locale of patron-facing words, amounts and dates without Flask-Babel."),
     # -- Connect / log in with Patreon (views/, accounts.py, oauth.py) --
     Key("PATRONLOCK_URL_PREFIX", "/patreon", "Where the routes live (webhook: PREFIX/webhook; None: no views)."),
     Key("PATRONLOCK_REDIRECT_URI", None, "The OAuth callback URL as registered with Patreon (or: from SERVER_NAME)."),

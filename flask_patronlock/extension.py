@@ -25,6 +25,7 @@ from .errors import ConfigurationError
 from .feeds import init_app as init_feeds
 from .files import init_files
 from .health import init_health
+from .i18n import init_app as init_i18n
 from .jobs import Jobs, init_jobs
 from .locks import init_app as init_locks
 from .models import tables_for
@@ -106,6 +107,7 @@ class PatronLock:
 
         init_locks(app)
         init_templating(app)
+        init_i18n(app)
         app.cli.add_command(patronlock_cli)
 
         # Connect / log in with Patreon: the patronlock blueprint (views.py); PATRONLOCK_URL_PREFIX = None leaves it

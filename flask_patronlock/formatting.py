@@ -7,6 +7,7 @@ Every page, banner, flash message, explanation and policy trace writes an amount
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 __all__ = [
     "ENTITLEMENT_WORDS",
@@ -76,18 +77,38 @@ def words(table: dict[str | None, str], code: str | None) -> str:
     return str(code).replace("_", " ")
 
 
-def money(cents: int | None, symbol: str = "") -> str:
+def money(cents: int | None, symbol: str = "", *, locale: str | None = None, currency: str | None = None) -> str:
     """``1250`` -> ``"12.50"``, or ``"$12.50"`` with ``symbol="$"`` (``PATRONLOCK_CURRENCY_SYMBOL`` on pages);
-    ``None`` -> ``""`` (an empty form field, no amount to show)."""
+    ``None`` -> ``""`` (an empty form field, no amount to show).
+
+    With ``locale`` or ``currency`` (an ISO code, ``"USD"`` if only ``locale`` is given), Babel writes it in that
+    locale's format (``symbol`` is then unused): ``"12,50\xa0$"`` for ``locale="de"``, ``"\u20ac12.50"`` for
+    ``currency="EUR"`` (English). :func:`flask_patronlock.i18n.money` passes the site's."""
     if cents is None:
         return ""
+    if locale is not None or currency is not None:
+        from babel.numbers import format_currency
+
+        return str(format_currency(Decimal(cents) / 100, currency or "USD", locale=locale or "en"))
     return f"{symbol}{cents // 100}.{cents % 100:02d}"
 
 
-def date_text(when: datetime, *, day_first: bool = False, now: datetime | None = None) -> str:
+def date_text(
+    when: datetime, *, day_first: bool = False, now: datetime | None = None, locale: str | None = None
+) -> str:
     """``"January 4, 2027"`` (patrons' pages and banners), or ``"4 January 2027"`` with ``day_first`` (the settings
-    pages). With ``now``, the year is left out when it is ``now``'s (``"4 January"``)."""
+    pages). With ``now``, the year is left out when it is ``now``'s (``"4 January"``).
+
+    With ``locale``, Babel writes it in that locale's long format (``"4. Januar 2027"``, ``"4. Januar"`` for
+    ``locale="de"``; ``day_first`` is then the locale's business). :func:`flask_patronlock.i18n.date_text` passes
+    the site's."""
     year = "" if now is not None and when.year == now.year else str(when.year)
+    if locale is not None:
+        from babel.dates import format_date, format_skeleton
+
+        if year:
+            return str(format_date(when, "long", locale=locale))
+        return str(format_skeleton("MMMMd", when, locale=locale))
     if day_first:
         return f"{when.day} {when:%B} {year}".rstrip()
     return f"{when:%B} {when.day}, {year}" if year else f"{when:%B} {when.day}"
