@@ -40,6 +40,7 @@ __all__ = [
     "N_",
     "TRANSLATIONS",
     "date_text",
+    "format_args",
     "gettext",
     "init_app",
     "lazy_gettext",
@@ -111,8 +112,9 @@ def locale() -> str:
     return "en"
 
 
-def _format_args() -> tuple[str | None, str | None]:
-    """(locale, currency) to pass to :mod:`flask_patronlock.formatting`: ``(None, None)`` -- today's English
+def format_args() -> tuple[str | None, str | None]:
+    """(locale, currency) to pass to :mod:`flask_patronlock.formatting` for the current request: ``(None, None)`` -- "
+    "today's English
     output -- for an English locale with US dollars, or when Babel is not installed."""
     site_locale = locale()
     currency = str(current_app.config.get("PATRONLOCK_CURRENCY") or "USD").upper() if has_app_context() else "USD"
@@ -128,7 +130,7 @@ def _format_args() -> tuple[str | None, str | None]:
 def money(cents: int | None) -> str:
     """``1250`` as the site writes an amount: ``$12.50`` (English, ``PATRONLOCK_CURRENCY_SYMBOL``), ``12,50 $``
     (German), ``€12.50`` (English with ``PATRONLOCK_CURRENCY = "EUR"``); ``""`` for ``None``."""
-    site_locale, currency = _format_args()
+    site_locale, currency = format_args()
     symbol = str(current_app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or "") if has_app_context() else ""
     return formatting.money(cents, symbol, locale=site_locale, currency=currency)
 
@@ -136,7 +138,7 @@ def money(cents: int | None) -> str:
 def date_text(when: datetime, *, day_first: bool = False, now: datetime | None = None) -> str:
     """``when`` as the site writes a date: ``January 4, 2027`` (English), ``4. Januar 2027`` (German); see
     :func:`flask_patronlock.formatting.date_text`."""
-    site_locale, _currency = _format_args()
+    site_locale, _currency = format_args()
     return formatting.date_text(when, day_first=day_first, now=now, locale=site_locale)
 
 

@@ -11,6 +11,7 @@ from .. import signals
 from ..accounts import NeedsReauthorization, NotLinked, RefreshTooSoon, get_accounts
 from ..csrf import check_csrf
 from ..errors import TokenDecryptionError
+from ..i18n import gettext, ngettext
 from ..patreon.errors import PatreonError, RateLimited
 from ..state import get_state
 from ..viewers import current_viewer_changed as viewer_changed
@@ -38,13 +39,14 @@ def unlink() -> ResponseReturnValue:
     accounts = get_accounts()
     removed = accounts.unlink(_user_id(user), reason="user")
     if removed is None:
-        flash("No Patreon account was connected.", "patronlock")
+        flash(gettext("No Patreon account was connected."), "patronlock")
     else:
         _send(signals.patron_unlinked, user_id=removed.user_id, patreon_user_id=removed.patreon_user_id, reason="user")
         viewer_changed()
         flash(
-            "Disconnected your Patreon account. Patron posts are locked for this account until you connect Patreon "
-            "again.",
+            gettext("Disconnected your Patreon account. Patron posts are locked for this account until you connect "
+            "Patreon "
+            "again."),
             "patronlock",
         )
     return redirect(_landing(request.form.get("next")) if request.form.get("next") else url_for(".status"))
@@ -65,13 +67,18 @@ def refresh() -> ResponseReturnValue:
     try:
         previous = accounts.claim_status_refresh(user_id, interval=interval)
     except NotLinked:
-        flash("Connect your Patreon account first; then your status can be refreshed.", "patronlock")
+        flash(gettext("Connect your Patreon account first; then your status can be refreshed."), "patronlock")
         return redirect(url_for(".status"))
     except RefreshTooSoon as exc:
         minutes = max(1, -(-int(exc.retry_after) // 60))
         flash(
-            f"Your status was refreshed a moment ago. You can refresh it again in {minutes} "
-            f"minute{'s' if minutes != 1 else ''}; Patreon changes also arrive here on their own.",
+            ngettext(
+                "Your status was refreshed a moment ago. You can refresh it again in %(num)d minute; Patreon changes "
+                "also arrive here on their own.",
+                "Your status was refreshed a moment ago. You can refresh it again in %(num)d minutes; Patreon changes "
+                "also arrive here on their own.",
+                minutes,
+            ),
             "patronlock",
         )
         return redirect(back)
@@ -79,14 +86,14 @@ def refresh() -> ResponseReturnValue:
         identity = accounts.identity(user_id)
     except NeedsReauthorization:
         flash(
-            "Patreon asks you to connect your account again before your status can be read. Nothing about your "
-            "access changed.",
+            gettext("Patreon asks you to connect your account again before your status can be read. Nothing about your "
+            "access changed."),
             "patronlock",
         )
         return redirect(url_for(".status"))
     except TokenDecryptionError:
         log.error("the stored Patreon tokens of local user %s cannot be decrypted (PATRONLOCK_TOKEN_KEYS?)", user_id)
-        flash("Please connect your Patreon account again to refresh your status.", "patronlock")
+        flash(gettext("Please connect your Patreon account again to refresh your status."), "patronlock")
         return redirect(url_for(".status"))
     except PatreonError as exc:
         if not isinstance(exc, RateLimited):
@@ -96,7 +103,7 @@ def refresh() -> ResponseReturnValue:
     member, patron = accounts.apply_identity(identity, observed_at=now)
     viewer_changed()  # also when nothing changed: no signal then, but the viewer asked to see the fresh state
     described = _describe(patron, member, now)
-    flash(f"Refreshed your Patreon status. {described}", "patronlock")
+    flash(f"{gettext('Refreshed your Patreon status.')} {described}", "patronlock")
     return redirect(back)
 
 

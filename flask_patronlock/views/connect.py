@@ -14,6 +14,7 @@ from werkzeug.exceptions import NotFound
 from .. import oauth, signals
 from ..accounts import AlreadyLinked, LinkResult, get_accounts
 from ..errors import ConfigurationError
+from ..i18n import N_, gettext
 from ..patreon.errors import PatreonError
 from ..patreon.types import Identity, TokenSet
 from ..patron import Patron
@@ -31,34 +32,34 @@ _STORING_TOKENS = "storing a patron's Patreon connection"
 #: sent the visitor back without a sign-in.
 _PROBLEMS: dict[str, tuple[str, str, str, int]] = {
     "access_denied": (
-        "You cancelled on Patreon",
-        "Patreon says you did not allow this site to see your Patreon account, so nothing was changed.",
-        "To unlock patron posts here, try again and choose Allow on Patreon.",
+        N_("You cancelled on Patreon"),
+        N_("Patreon says you did not allow this site to see your Patreon account, so nothing was changed."),
+        N_("To unlock patron posts here, try again and choose Allow on Patreon."),
         403,
     ),
     "authorize_error": (
-        "Patreon did not complete the sign-in",
-        "Patreon sent you back with an error instead of a sign-in. Nothing was changed.",
-        "Try again; if it keeps happening, please tell the site's owner.",
+        N_("Patreon did not complete the sign-in"),
+        N_("Patreon sent you back with an error instead of a sign-in. Nothing was changed."),
+        N_("Try again; if it keeps happening, please tell the site's owner."),
         502,
     ),
     "no_code": (
-        "Patreon did not complete the sign-in",
-        "Patreon sent you back without a sign-in code. Nothing was changed.",
-        "Try again from this site.",
+        N_("Patreon did not complete the sign-in"),
+        N_("Patreon sent you back without a sign-in code. Nothing was changed."),
+        N_("Try again from this site."),
         ConnectProblem.code,
     ),
     "session_changed": (
-        "You were logged out meanwhile",
-        "The account that started connecting Patreon is no longer the one logged in here, so nothing was linked.",
-        "Log in to your account here, then connect Patreon again.",
+        N_("You were logged out meanwhile"),
+        N_("The account that started connecting Patreon is no longer the one logged in here, so nothing was linked."),
+        N_("Log in to your account here, then connect Patreon again."),
         403,
     ),
     "linked_elsewhere": (
-        "That Patreon account is connected to another account here",
-        "The Patreon account you approved is already connected to a different account on this site, so it was "
-        "not connected to this one.",
-        "Log in to that other account and unlink Patreon there first, or connect a different Patreon account.",
+        N_("That Patreon account is connected to another account here"),
+        N_("The Patreon account you approved is already connected to a different account on this site, so it was "
+        "not connected to this one."),
+        N_("Log in to that other account and unlink Patreon there first, or connect a different Patreon account."),
         409,
     ),
 }
@@ -67,7 +68,7 @@ _PROBLEMS: dict[str, tuple[str, str, str, int]] = {
 def _problem(kind: str, *actions: tuple[str, str]) -> ConnectProblem:
     """The problem page ``kind`` of :data:`_PROBLEMS`, with its ``actions`` (label, URL)."""
     title, description, next_steps, code = _PROBLEMS[kind]
-    return ConnectProblem(kind, title, description, next_steps, code=code, actions=actions)
+    return ConnectProblem(kind, gettext(title), gettext(description), gettext(next_steps), code=code, actions=actions)
 
 
 def _sent_back(flow: oauth.PendingFlow, kind: str) -> ConnectProblem:
@@ -152,7 +153,7 @@ def callback() -> ResponseReturnValue:
     if flow.flow == "connect":
         user = _current_user()
         if not user.is_authenticated or _user_id(user) != flow.user_id:
-            raise _problem("session_changed", ("Connect Patreon", url_for("patronlock.connect")))
+            raise _problem("session_changed", (gettext("Connect Patreon"), url_for("patronlock.connect")))
 
     state.token_cipher(_STORING_TOKENS)  # the keys may have gone since the start: refuse before the code is spent
     client = state.interactive_client("connecting with Patreon")
@@ -177,14 +178,21 @@ def _finish_connect(
     try:
         result = accounts.link(_user_id(user), identity.user, tokens)
     except AlreadyLinked:
-        raise _problem("linked_elsewhere", ("Your Patreon status", url_for("patronlock.status"))) from None
+        raise _problem("linked_elsewhere", (gettext("Your Patreon status"), url_for("patronlock.status"))) from None
     member, patron = accounts.apply_identity(identity, observed_at=observed_at)
     _signal_link(result, user, identity, patron, "connect")
     viewer_changed()  # every worker reads this viewer afresh on their next page
     label = _account_label(identity.user)
-    verb = "Reconnected" if result.outcome == "reauthorized" else "Connected"
     described = _describe(patron, member, observed_at)
-    flash(f"{verb} your Patreon account{f' ({label})' if label else ''}. {described}", "patronlock")
+    if result.outcome == "reauthorized":
+        done = gettext("Reconnected your Patreon account (%(label)s).", label=label) if label else gettext(
+            "Reconnected your Patreon account."
+        )
+    else:
+        done = gettext("Connected your Patreon account (%(label)s).", label=label) if label else gettext(
+            "Connected your Patreon account."
+        )
+    flash(f"{done} {described}", "patronlock")
     return redirect(_landing(flow.next_url))
 
 
@@ -211,9 +219,10 @@ def _log_in(user: Any) -> None:
     if not login_user(user, remember=remember):
         raise ConnectProblem(
             "inactive_user",
-            "This account is disabled",
-            "Your Patreon account is connected to an account here that is not active, so you were not logged in.",
-            "Please contact the site's owner.",
+            gettext("This account is disabled"),
+            gettext("Your Patreon account is connected to an account here that is not active, so you were not logged "
+            "in."),
+            gettext("Please contact the site's owner."),
             code=403,
         )
 
@@ -245,12 +254,14 @@ def _finish_login(
             # settings. Its owner logs in the usual way and connects once (with Patreon's consent); then this works.
             raise ConnectProblem(
                 "linked_by_email",
-                "Please log in first",
-                "Your Patreon account was connected to an account here because they share an email address. For "
+                gettext("Please log in first"),
+                gettext("Your Patreon account was connected to an account here because they share an email address. "
+                "For "
                 "your safety, Log in with Patreon opens that account only after you have connected Patreon from it "
-                "yourself.",
-                "Log in to your account here the usual way, then connect Patreon from your account; after that, "
-                "Log in with Patreon works directly.",
+                "yourself."),
+                gettext("Log in to your account here the usual way, then connect Patreon from your account; after "
+                "that, "
+                "Log in with Patreon works directly."),
                 code=409,
                 actions=_login_first_actions(flow.next_url),
             )
@@ -262,11 +273,13 @@ def _finish_login(
             if not verified:
                 raise ConnectProblem(
                     "email_unverified",
-                    "Please log in first",
-                    "An account here uses the email address of your Patreon account, but Patreon has not verified "
-                    "that address, so the two cannot be connected automatically.",
-                    "Log in to your account here (or verify your email on Patreon), then connect Patreon from your "
-                    "account.",
+                    gettext("Please log in first"),
+                    gettext("An account here uses the email address of your Patreon account, but Patreon has not "
+                    "verified "
+                    "that address, so the two cannot be connected automatically."),
+                    gettext("Log in to your account here (or verify your email on Patreon), then connect Patreon "
+                    "from your "
+                    "account."),
                     code=409,
                     actions=_login_first_actions(flow.next_url),
                 )
@@ -276,11 +289,11 @@ def _finish_login(
                 # register someone else's address here and wait for them to log in with Patreon).
                 raise ConnectProblem(
                     "email_exists",
-                    "You already have an account here",
-                    "An account on this site already uses the email address of your Patreon account. For your "
-                    "safety it is not connected to Patreon without you logging in.",
-                    "Log in to that account the usual way, then connect Patreon from your account; after that, "
-                    "Log in with Patreon works directly.",
+                    gettext("You already have an account here"),
+                    gettext("An account on this site already uses the email address of your Patreon account. For your "
+                    "safety it is not connected to Patreon without you logging in."),
+                    gettext("Log in to that account the usual way, then connect Patreon from your account; after that, "
+                    "Log in with Patreon works directly."),
                     code=409,
                     actions=_login_first_actions(flow.next_url),
                 )
@@ -290,10 +303,11 @@ def _finish_login(
             if creator is None:
                 raise ConnectProblem(
                     "signup_not_configured",
-                    "Sign-up with Patreon is not available here",
-                    "Your Patreon account is not connected to an account on this site, and this site does not create "
-                    "accounts from Patreon.",
-                    "Create an account on this site (or log in), then connect Patreon from your account.",
+                    gettext("Sign-up with Patreon is not available here"),
+                    gettext("Your Patreon account is not connected to an account on this site, and this site does "
+                    "not create "
+                    "accounts from Patreon."),
+                    gettext("Create an account on this site (or log in), then connect Patreon from your account."),
                     code=403,
                     actions=_login_first_actions(flow.next_url),
                 )
@@ -301,9 +315,9 @@ def _finish_login(
             if user is None:
                 raise ConnectProblem(
                     "signup_refused",
-                    "An account could not be created",
-                    "This site did not create an account from your Patreon account.",
-                    "Create an account on this site (or log in), then connect Patreon from your account.",
+                    gettext("An account could not be created"),
+                    gettext("This site did not create an account from your Patreon account."),
+                    gettext("Create an account on this site (or log in), then connect Patreon from your account."),
                     code=403,
                     actions=_login_first_actions(flow.next_url),
                 )
@@ -316,9 +330,9 @@ def _finish_login(
     except AlreadyLinked:  # another login of the same Patreon account linked it a moment ago
         raise ConnectProblem(
             "linked_elsewhere",
-            "That Patreon account is connected to another account here",
-            "The Patreon account you approved was just connected to a different account on this site.",
-            "Try logging in with Patreon again.",
+            gettext("That Patreon account is connected to another account here"),
+            gettext("The Patreon account you approved was just connected to a different account on this site."),
+            gettext("Try logging in with Patreon again."),
             code=409,
             actions=(_try_again("login", flow.next_url),),
         ) from None
@@ -332,8 +346,15 @@ def _finish_login(
     viewer_changed()
     described = _describe(patron, member, observed_at)
     label = _account_label(patreon_user)
-    first = "Welcome! Your account was created from" if created else "Logged in with"
-    flash(f"{first} your Patreon account{f' ({label})' if label else ''}. {described}", "patronlock")
+    if created:
+        done = gettext("Welcome! Your account was created from your Patreon account (%(label)s).", label=label) if (
+            label
+        ) else gettext("Welcome! Your account was created from your Patreon account.")
+    else:
+        done = gettext("Logged in with your Patreon account (%(label)s).", label=label) if label else gettext(
+            "Logged in with your Patreon account."
+        )
+    flash(f"{done} {described}", "patronlock")
     return redirect(_landing(flow.next_url))
 
 
@@ -362,10 +383,10 @@ def _refuse_admin(user: Any, patreon_user_id: str, via: str, next_url: str | Non
     )
     raise ConnectProblem(
         "admin_login_refused",
-        "Administrators sign in with their password",
-        "This Patreon account belongs to an administrator of this site. For the site's safety, administrators "
-        "cannot sign in with Patreon, so you were not signed in.",
-        "Sign in with your password on this site's login page instead.",
+        gettext("Administrators sign in with their password"),
+        gettext("This Patreon account belongs to an administrator of this site. For the site's safety, administrators "
+        "cannot sign in with Patreon, so you were not signed in."),
+        gettext("Sign in with your password on this site's login page instead."),
         code=403,
         actions=_password_login_actions(next_url),
     )
@@ -378,7 +399,7 @@ def _password_login_actions(next_url: str | None) -> tuple[tuple[str, str], ...]
         return ()
     from flask_login import login_url
 
-    return (("Sign in with your password", login_url(view, next_url=_landing(next_url))),)
+    return ((gettext("Sign in with your password"), login_url(view, next_url=_landing(next_url))),)
 
 
 def _login_first_actions(next_url: str | None) -> tuple[tuple[str, str], ...]:
@@ -389,7 +410,7 @@ def _login_first_actions(next_url: str | None) -> tuple[tuple[str, str], ...]:
     from flask_login import login_url
 
     connect = url_for("patronlock.connect", **_next_args(next_url))
-    return (("Log in", login_url(view, next_url=connect)),)
+    return ((gettext("Log in"), login_url(view, next_url=connect)),)
 
 
 def _signal_link(result: LinkResult, user: Any, identity: Identity, patron: Patron | None, via: str) -> None:

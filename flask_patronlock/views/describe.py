@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app
 
 from ..formatting import date_text, money
+from ..i18n import format_args, gettext
 from ..patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from ..patron import Patron
 from ..policy import Entitlement, PolicySettings, entitlement
@@ -23,7 +24,8 @@ def _describe(patron: Patron | None, member: MemberSnapshot | None, now: datetim
     if member is not None:
         tiers.update({t.id: t for t in member.tiers if t.title or t.id not in tiers})
     currency = current_app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or ""
-    return describe_access(patron, tiers, now, snapshot.policy, currency=currency)
+    locale, code = format_args()
+    return describe_access(patron, tiers, now, snapshot.policy, currency=currency, locale=locale, currency_code=code)
 
 
 def _mask_email(email: str | None) -> str | None:
@@ -46,6 +48,8 @@ def describe_access(
     settings: PolicySettings | None = None,
     *,
     currency: str = "$",
+    locale: str | None = None,
+    currency_code: str | None = None,
 ) -> str:
     """One or two sentences saying what ``patron`` has on this site now, from
     :func:`~flask_patronlock.policy.entitlement` (never from comparing tiers or amounts here), and the next step when
@@ -54,58 +58,71 @@ def describe_access(
     :param tiers: tier titles by id (the identity's tiers, and those synced into ``patronlock_tiers``).
     :param settings: the creator's access policy (default: the defaults).
     :param currency: put before amounts (``PATRONLOCK_CURRENCY_SYMBOL``).
+    :param locale: with ``currency_code``, how amounts and dates are written (see
+        :func:`flask_patronlock.formatting.money`); the sentences are in the current request's locale.
     """
     ent: Entitlement = entitlement(patron, settings or PolicySettings(), now)
     titles = [tiers[t].title for t in ent.tier_ids if t in tiers and tiers[t].title]
     if titles:
-        what = f"a {' and '.join(titles)} patron"
-        unlocked = f"posts for {' and '.join(titles)} and below are unlocked"
+        joined = gettext(" and ").join(titles)
+        what = gettext("a %(tiers)s patron", tiers=joined)
+        unlocked = gettext("posts for %(tiers)s and below are unlocked", tiers=joined)
     elif ent.monthly_cents:
-        amount = money(ent.monthly_cents, currency)
-        what = f"a patron at {amount} a month"
-        unlocked = f"posts for {amount} a month and below are unlocked"
+        amount = money(ent.monthly_cents, currency, locale=locale, currency=currency_code)
+        what = gettext("a patron at %(amount)s a month", amount=amount)
+        unlocked = gettext("posts for %(amount)s a month and below are unlocked", amount=amount)
     else:
-        what, unlocked = "a patron", "posts for patrons at your level are unlocked"
-    until = f" until {date_text(ent.until)}" if ent.until is not None else ""
+        what, unlocked = gettext("a patron"), gettext("posts for patrons at your level are unlocked")
+    until = (
+        gettext(" until %(date)s", date=date_text(ent.until, locale=locale)) if ent.until is not None else ""
+    )
     if ent.state == "active":
-        return f"You're {what}: {unlocked}."
+        return gettext("You're %(what)s: %(unlocked)s.", what=what, unlocked=unlocked)
     if ent.state == "grace":
         if ent.basis == "cancelled_paid_period":
-            return f"Your pledge has ended, but you paid through this period: {unlocked}{until}."
-        if ent.basis.startswith("declined"):
-            return (
-                f"Patreon could not charge your last payment. You're still {what} for now and {unlocked}{until}; "
-                "please update your payment method on Patreon."
+            return gettext(
+                "Your pledge has ended, but you paid through this period: %(unlocked)s%(until)s.",
+                unlocked=unlocked, until=until,
             )
-        return f"You're {what}: {unlocked}{until}."
+        if ent.basis.startswith("declined"):
+            return gettext(
+                "Patreon could not charge your last payment. You're still %(what)s for now and %(unlocked)s%(until)s; "
+                "please update your payment method on Patreon.",
+                what=what, unlocked=unlocked, until=until,
+            )
+        return gettext("You're %(what)s: %(unlocked)s%(until)s.", what=what, unlocked=unlocked, until=until)
     if ent.state == "restricted":
-        return (
+        return gettext(
             "Patreon could not charge your payment, so patron posts are locked for now. Update your payment method "
             "on Patreon, then refresh your status here."
         )
     if ent.state == "former":
-        return (
+        return gettext(
             "Your pledge to this creator has ended, so patron posts are locked. If you pledge again on Patreon, "
             "refresh your status here and they unlock at once."
         )
     if patron is None:
-        return (
+        return gettext(
             "We found no pledge to this creator on that Patreon account, so nothing is unlocked yet. This site and "
             "Patreon are separate accounts: if you pledged with another Patreon account, connect that one instead; "
             "if you pledge now, refresh your status here afterwards."
         )
     if ent.basis == "free_trial_not_counted":
-        return "Free trials don't unlock posts on this site; they unlock once Patreon charges your first payment."
+        return gettext(
+            "Free trials don't unlock posts on this site; they unlock once Patreon charges your first payment."
+        )
     if ent.basis == "gifted_not_counted":
-        return "Gifted memberships don't unlock posts on this site. Pledge on Patreon, then refresh your status here."
+        return gettext(
+            "Gifted memberships don't unlock posts on this site. Pledge on Patreon, then refresh your status here."
+        )
     if ent.basis in ("first_charge_pending", "refunded"):
-        return (
+        return gettext(
             "Your pledge unlocks posts once Patreon charges your payment. When it has gone through, refresh your "
             "status here."
         )
     if ent.basis == "not_pledged":
-        return (
+        return gettext(
             "That Patreon account follows this creator but has no paid pledge, so nothing is unlocked yet. Pledge on "
             "Patreon, then refresh your status here."
         )
-    return "Your Patreon membership does not unlock posts on this site right now."
+    return gettext("Your Patreon membership does not unlock posts on this site right now.")

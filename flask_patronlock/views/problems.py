@@ -9,6 +9,7 @@ from flask import Response, render_template, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ConfigurationError
+from ..i18n import N_, gettext
 from ..patreon.errors import InvalidGrant, PatreonError, RateLimited, TokenError
 from .common import blueprint, log
 
@@ -69,27 +70,29 @@ class ConnectProblem(HTTPException):
 
 def _try_again(flow: str, next_url: str | None) -> tuple[str, str]:
     if flow == "refresh":
-        return ("Back to your Patreon status", url_for("patronlock.status"))
+        return (gettext("Back to your Patreon status"), url_for("patronlock.status"))
     endpoint = "patronlock.login" if flow == "login" else "patronlock.connect"
     args: dict[str, Any] = {"next": next_url} if next_url else {}
-    return ("Try again", url_for(endpoint, **args))
+    return (gettext("Try again"), url_for(endpoint, **args))
 
 
 def _state_problem(kind: str) -> ConnectProblem:
     texts = {
-        "missing": "Patreon sent you back without the check this site needs to trust the answer.",
-        "no_session": "This site no longer remembers starting a Patreon sign-in in this browser: the page may have "
-        "been open too long, or cookies are blocked for this site.",
-        "mismatch": "The answer from Patreon does not belong to a sign-in started in this browser.",
-        "reused": "This Patreon sign-in link was already used.",
-        "expired": "The Patreon sign-in took longer than 10 minutes.",
+        "missing": N_("Patreon sent you back without the check this site needs to trust the answer."),
+        "no_session": N_(
+            "This site no longer remembers starting a Patreon sign-in in this browser: the page may have "
+            "been open too long, or cookies are blocked for this site."
+        ),
+        "mismatch": N_("The answer from Patreon does not belong to a sign-in started in this browser."),
+        "reused": N_("This Patreon sign-in link was already used."),
+        "expired": N_("The Patreon sign-in took longer than 10 minutes."),
     }
     return ConnectProblem(
         f"state_{kind}",
-        "That Patreon sign-in can't be finished",
-        texts.get(kind, texts["mismatch"]) + " Nothing was changed.",
-        "Start again from this site (allow cookies for it), and finish on Patreon within 10 minutes.",
-        actions=(("Start again", url_for("patronlock.status")),),
+        gettext("That Patreon sign-in can't be finished"),
+        gettext(texts.get(kind, texts["mismatch"])) + " " + gettext("Nothing was changed."),
+        gettext("Start again from this site (allow cookies for it), and finish on Patreon within 10 minutes."),
+        actions=((gettext("Start again"), url_for("patronlock.status")),),
     )
 
 
@@ -101,9 +104,10 @@ def _not_configured(exc: ConfigurationError) -> Response:
     log.error("connecting with Patreon is not configured: %s", exc)
     return ConnectProblem(
         "not_configured",
-        "Connecting Patreon isn't set up on this site yet",
-        "This site can't connect Patreon accounts until its owner finishes setting it up. Nothing was changed.",
-        "Please tell the site's owner; connecting with Patreon will work once they have.",
+        gettext("Connecting Patreon isn't set up on this site yet"),
+        gettext("This site can't connect Patreon accounts until its owner finishes setting it up. Nothing was "
+        "changed."),
+        gettext("Please tell the site's owner; connecting with Patreon will work once they have."),
         code=500,
         owner_details=str(exc) + " Run `flask patronlock check` to see everything that is missing.",
     ).get_response()
@@ -116,9 +120,9 @@ def _patreon_problem(exc: PatreonError, flow: str, next_url: str | None) -> Conn
     if isinstance(exc, RateLimited):
         return ConnectProblem(
             "patreon_rate_limited",
-            "Patreon asked us to slow down",
-            "Too many requests went to Patreon just now. Nothing was changed.",
-            "Please wait a minute, then try again.",
+            gettext("Patreon asked us to slow down"),
+            gettext("Too many requests went to Patreon just now. Nothing was changed."),
+            gettext("Please wait a minute, then try again."),
             code=503,
             actions=(again,),
             retry_after=max(exc.retry_after, 30.0),
@@ -126,24 +130,24 @@ def _patreon_problem(exc: PatreonError, flow: str, next_url: str | None) -> Conn
     if isinstance(exc, InvalidGrant):
         return ConnectProblem(
             "code_rejected",
-            "Patreon did not accept the sign-in",
-            "Patreon said the sign-in code was expired or already used. Nothing was changed.",
-            "Start again; it only takes a moment.",
+            gettext("Patreon did not accept the sign-in"),
+            gettext("Patreon said the sign-in code was expired or already used. Nothing was changed."),
+            gettext("Start again; it only takes a moment."),
             actions=(again,),
         )
     if isinstance(exc, TokenError) and exc.status_code < 500:
         return ConnectProblem(
             "client_rejected",
-            "This site's Patreon connection is misconfigured",
-            "Patreon refused this site's credentials. Nothing was changed.",
-            "Please tell the site's owner; connecting with Patreon will work once they fix the configuration.",
+            gettext("This site's Patreon connection is misconfigured"),
+            gettext("Patreon refused this site's credentials. Nothing was changed."),
+            gettext("Please tell the site's owner; connecting with Patreon will work once they fix the configuration."),
             code=502,
         )
     return ConnectProblem(
         "patreon_unavailable",
-        "Patreon is not answering right now",
-        "We could not reach Patreon, or it answered with an error. Nothing was changed.",
-        "Patreon is probably having a short outage: please try again in a few minutes.",
+        gettext("Patreon is not answering right now"),
+        gettext("We could not reach Patreon, or it answered with an error. Nothing was changed."),
+        gettext("Patreon is probably having a short outage: please try again in a few minutes."),
         code=502,
         actions=(again,),
     )
@@ -153,9 +157,9 @@ def _csrf_problem(reason: str | None) -> ConnectProblem:
     """The page for a POST whose CSRF token did not check out (see :func:`flask_patronlock.csrf.check_csrf`)."""
     return ConnectProblem(
         "csrf",
-        "This form has expired",
-        f"The form's security token did not check out ({reason if reason is not None else 'invalid'}). "
-        "Nothing was changed.",
-        "Go back, reload the page, and try again.",
-        actions=(("Back to your Patreon status", url_for("patronlock.status")),),
+        gettext("This form has expired"),
+        gettext("The form's security token did not check out (%(reason)s). Nothing was changed.",
+                reason=reason if reason is not None else "invalid"),
+        gettext("Go back, reload the page, and try again."),
+        actions=((gettext("Back to your Patreon status"), url_for("patronlock.status")),),
     )
