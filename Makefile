@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PORT ?= 5000
 
-.PHONY: example test lint docs bench clean
+.PHONY: example test lint docs bench clean translations
 
 # everything the tests, the linters and the docs need
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +35,17 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# flask-patronlock's own catalogue (domain flask_patronlock, see docs/i18n.rst): extract the marked strings (babel.cfg),
+# update every language's .po, compile the .mo files the package ships
+TRANSLATIONS := flask_patronlock/translations
+PYBABEL_KEYWORDS := --no-default-keywords -k gettext -k ngettext:1,2 -k lazy_gettext -k N_ -k pl_ -k pl_n:1,2
+translations: $(VENV)/.installed
+	$(VENV)/bin/pybabel extract -F babel.cfg $(PYBABEL_KEYWORDS) --project flask-patronlock --no-location \
+		--sort-output --omit-header -o $(TRANSLATIONS)/flask_patronlock.pot .
+	$(VENV)/bin/pybabel update -D flask_patronlock -i $(TRANSLATIONS)/flask_patronlock.pot -d $(TRANSLATIONS) \
+		--no-fuzzy-matching
+	$(VENV)/bin/pybabel compile -D flask_patronlock -d $(TRANSLATIONS) --statistics
 
 bench: $(VENV)/.installed
 	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

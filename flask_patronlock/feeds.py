@@ -55,7 +55,7 @@ from werkzeug.exceptions import NotFound, TooManyRequests
 from . import signals
 from .cli import patronlock_cli
 from .errors import ConfigurationError
-from .formatting import date_text
+from .i18n import date_text
 from .models import UTCDateTime
 from .state import PatronLockState, get_state
 from .viewers import use_viewer, viewer_for

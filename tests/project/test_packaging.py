@@ -1,6 +1,6 @@
-"""The built wheel carries the templates (the library's and the sandbox's) and ``py.typed``; installed into a fresh
-virtualenv (dependencies from the package index), it runs the example site -- a copy of ``example_site/`` only, so
-nothing is imported from this source tree."""
+"""The built wheel carries the templates (the library's and the sandbox's), the translations and ``py.typed``;
+installed into a fresh virtualenv (dependencies from the package index), it runs the example site -- a copy of
+``example_site/`` only, so nothing is imported from this source tree."""
 
 from __future__ import annotations
 
@@ -63,6 +63,10 @@ def test_the_wheel_carries_templates_and_py_typed(wheel: Path) -> None:
     for static in (ROOT / "flask_patronlock").rglob("static/**/*"):
         if static.is_file():
             assert static.relative_to(ROOT).as_posix() in names
+    for catalogue in (ROOT / "flask_patronlock" / "translations").rglob("*"):
+        if catalogue.is_file():  # the gettext template, each language's .po and its compiled .mo
+            assert catalogue.relative_to(ROOT).as_posix() in names
+    assert "flask_patronlock/translations/de/LC_MESSAGES/flask_patronlock.mo" in names
     assert not any(n.startswith(("tests/", "example_site/")) for n in names)
 
 
