@@ -55,7 +55,7 @@ from werkzeug.exceptions import NotFound, TooManyRequests
 from . import signals
 from .cli import patronlock_cli
 from .errors import ConfigurationError
-from .i18n import date_text
+from .i18n import date_text, gettext
 from .models import UTCDateTime
 from .state import PatronLockState, get_state
 from .viewers import use_viewer, viewer_for
@@ -317,7 +317,8 @@ def _resolve_request(token_arg: str) -> _FeedRequest:
         raise NotFound()
     if access.retry_after is not None:
         raise TooManyRequests(
-            "This feed was read too often; your feed reader will try again later.", retry_after=access.retry_after
+            gettext("This feed was read too often; your feed reader will try again later."),
+            retry_after=access.retry_after,
         )
     manager = getattr(state.app, "login_manager", None)
     loader = getattr(manager, "user_callback", None)
@@ -451,7 +452,10 @@ def rotate_feed() -> ResponseReturnValue:
         return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
     check_csrf(_csrf_problem)
     get_feed_tokens().rotate(str(current_user.get_id()), reason="user", source="user")
-    flash("Your private feed has a new address. Put it in your feed reader: the old one no longer works.", "patronlock")
+    flash(
+        gettext("Your private feed has a new address. Put it in your feed reader: the old one no longer works."),
+        "patronlock",
+    )
     return redirect(flask_url_for("patronlock.feed"))
 
 

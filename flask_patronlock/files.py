@@ -29,6 +29,7 @@ from werkzeug.utils import send_file as werkzeug_send_file
 from .config import as_list
 from .errors import ConfigurationError, PatronLockError
 from .file_links import InvalidFileLink, derive_key, link_query, normalize_link_path, verify_file_link
+from .i18n import gettext
 from .locks import Lock, LockedError, LockLike, as_lock, decision_for, lock_exempt
 
 __all__ = [
@@ -56,9 +57,9 @@ class FileLinkError(Forbidden, PatronLockError):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
-        text = ("This download link has expired. Go back to the page you found it on for a new one."
-                if reason == "expired" else "This download link is not valid. Go back to the page you found it on "
-                "for a new one.")
+        text = (gettext("This download link has expired. Go back to the page you found it on for a new one.")
+                if reason == "expired" else gettext("This download link is not valid. Go back to the page you found "
+                                                    "it on for a new one."))
         super().__init__(description=text)
 
 
@@ -413,7 +414,8 @@ def send_image_preview(
     from .banners import banner_context
 
     context = banner_context(target, decision)
-    label = f"For patrons at {context['tier']}" if context.get("tier_obj") is not None else "For patrons"
+    label = (gettext("For patrons at %(tier)s", tier=context["tier"]) if context.get("tier_obj") is not None
+             else gettext("For patrons"))
     detail = str(context.get("action_label") or "")
     real, _relative = _resolve(app, path, directory, _root(app, "send_image_preview"))
     data = _preview_cache(app).get(real, size=_preview_size(app, size), label=label, detail=detail,

@@ -23,7 +23,7 @@ from ..banners import (
 from ..banners import _banner_html as banner_html
 from ..dates import add_months
 from ..declarations import UnknownLockError
-from ..formatting import date_text
+from ..i18n import date_text, gettext
 from ..locks import Lock
 from ..policy import ALLOWING_REASONS, Decision, LockRule, Reason, _required_cents
 from ..settings import BANNER_REASONS, get_banner_text, list_banner_overrides, set_banner_text
@@ -102,7 +102,8 @@ def render_preview(reason: str, text: str, lock: Lock) -> Markup:
         values["date"] = date_text(st.store.clock().replace(month=1, day=1))
     if reason == "lifetime_too_low" and not values.get("amount"):
         values["amount"] = money(5000)
-    context["message"], context["message_text"] = render_text(text.strip() or DEFAULT_TEXTS[reason], values)
+    # the built-in text as the site shows it: in the site's locale (see flask_patronlock.i18n)
+    context["message"], context["message_text"] = render_text(text.strip() or gettext(DEFAULT_TEXTS[reason]), values)
     return banner_html(lock, decision, context)
 
 
