@@ -19,7 +19,7 @@ from flask import Flask, render_template_string
 from flask_babel import Babel
 from flask_babel import gettext as host_gettext
 
-from flask_patronlock import formatting, locked
+from flask_patronlock import formatting, i18n, locked
 from flask_patronlock.i18n import DOMAIN, TRANSLATIONS
 from flask_patronlock.settings import set_banner_text
 from tests.helpers.constants import NOW
@@ -99,6 +99,19 @@ def test_without_flask_babel_the_english_output_is_unchanged(make_app: Callable[
     assert action(body) == "Upgrade on Patreon"
     assert "<title>Patrons only</title>" in body and '<html lang="en">' in body
     assert "This unlocks for you on June 5, 2026." in message(page(site, "/drip", "gold"))
+
+
+def test_without_flask_babel_installed_the_output_is_english(
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(i18n, "flask_babel", None)  # as if `pip install flask-patronlock` had no i18n extra
+    monkeypatch.setattr(i18n, "_domain", None)
+    site = build(make_app, locale="de")
+    body = page(site, "/premium", "silver")
+    # Flask-Babel's locale selector is not asked: PATRONLOCK_LOCALE ("en") is the locale, the words are English
+    assert "at Gold ($10.00 a month) or higher" in message(body)
+    assert action(body) == "Upgrade on Patreon" and "<title>Patrons only</title>" in body
+    assert i18n.lazy_gettext("Log in %(x)s", x=1) == "Log in 1"
 
 
 def test_flask_babel_in_english_changes_nothing(make_app: Callable[..., Flask]) -> None:
