@@ -425,14 +425,16 @@ def set_policy_settings(settings: PolicySettings | Mapping[str, Any], *, by: str
 
 def get_banner_text(reason: str, *, lock: str | None = None) -> str:
     """The banner text of ``reason`` (placeholders unfilled) as the lock named ``lock`` shows it: that lock's own
-    text, else the site-wide text, else the built-in default. Without ``lock``: the site-wide text, else the default.
+    text, else the site-wide text, else the built-in default (in the site's locale: see :mod:`flask_patronlock.i18n`).
+    Without ``lock``: the site-wide text, else the default.
 
     :raises ValueError: if ``reason`` is not one that shows a banner.
     """
     from .banners import DEFAULT_TEXTS
+    from .i18n import gettext
 
     _check_reason(reason)
-    return _snapshot().banner_text(reason, lock) or DEFAULT_TEXTS[reason]
+    return _snapshot().banner_text(reason, lock) or gettext(DEFAULT_TEXTS[reason])
 
 
 def list_banner_overrides(reason: str) -> dict[str, str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from ..i18n import N_
 from ..settings import list_addons, set_addon_enabled
 from .blueprint import admin_user_id, nav, route
 
-nav("patronlock_admin.addons", "Add-ons")
+nav("patronlock_admin.addons", N_("Add-ons"))
 
 
 @route("/addons")

@@ -23,7 +23,7 @@ from ..banners import (
 from ..banners import _banner_html as banner_html
 from ..dates import add_months
 from ..declarations import UnknownLockError
-from ..i18n import date_text, gettext
+from ..i18n import N_, date_text, gettext
 from ..locks import Lock
 from ..policy import ALLOWING_REASONS, Decision, LockRule, Reason, _required_cents
 from ..settings import BANNER_REASONS, get_banner_text, list_banner_overrides, set_banner_text
@@ -31,36 +31,36 @@ from ..state import get_state
 from .blueprint import admin_user_id, nav, route
 from .forms import BannerForm, choices
 
-nav("patronlock_admin.banners", "Banners")
+nav("patronlock_admin.banners", N_("Banners"))
 
 
 #: the banner reasons in the order a visitor meets them.
 REASON_ORDER = tuple(r for r in get_args(Reason) if r not in ALLOWING_REASONS)
 REASON_TITLES = {
-    "anonymous": "Not signed in",
-    "not_linked": "Signed in, Patreon not connected",
-    "not_a_patron": "Not a patron",
-    "amount_too_low": "Pledge below the lock's tier",
-    "payment_declined": "Payment declined",
-    "former_patron": "Membership ended",
-    "not_patron_at_date": "Joined after the lock's date",
-    "drip_not_reached": "Not pledged long enough yet",
-    "lifetime_too_low": "Lifetime support too low",
-    "wrong_tier": "Pledged to another tier than the lock's (exact tiers)",
-    "not_a_member": "Not a member, on a lock free members may see",
-    "lock_unavailable": "Its lock was deleted",
+    "anonymous": N_("Not signed in"),
+    "not_linked": N_("Signed in, Patreon not connected"),
+    "not_a_patron": N_("Not a patron"),
+    "amount_too_low": N_("Pledge below the lock's tier"),
+    "payment_declined": N_("Payment declined"),
+    "former_patron": N_("Membership ended"),
+    "not_patron_at_date": N_("Joined after the lock's date"),
+    "drip_not_reached": N_("Not pledged long enough yet"),
+    "lifetime_too_low": N_("Lifetime support too low"),
+    "wrong_tier": N_("Pledged to another tier than the lock's (exact tiers)"),
+    "not_a_member": N_("Not a member, on a lock free members may see"),
+    "lock_unavailable": N_("Its lock was deleted"),
 }
 PLACEHOLDER_HELP = {
-    "tier": "the tier to pledge or upgrade to (the cheapest one that opens the lock)",
-    "amount": "the amount asked for, e.g. $5.00",
-    "creator": "your name (PATRONLOCK_CREATOR_NAME)",
-    "pledge_url": "a Patreon link that preselects that tier",
-    "connect_url": "where to connect a Patreon account here",
-    "login_url": "where to sign in here",
-    "billing_url": "Patreon's page to update a payment method",
-    "date": "the lock's date, or when a drip lock opens",
-    "months": "the drip lock's months",
-    "public_date": "when an early-access lock opens to everyone",
+    "tier": N_("the tier to pledge or upgrade to (the cheapest one that opens the lock)"),
+    "amount": N_("the amount asked for, e.g. $5.00"),
+    "creator": N_("your name (PATRONLOCK_CREATOR_NAME)"),
+    "pledge_url": N_("a Patreon link that preselects that tier"),
+    "connect_url": N_("where to connect a Patreon account here"),
+    "login_url": N_("where to sign in here"),
+    "billing_url": N_("Patreon's page to update a payment method"),
+    "date": N_("the lock's date, or when a drip lock opens"),
+    "months": N_("the drip lock's months"),
+    "public_date": N_("when an early-access lock opens to everyone"),
 }
 
 
@@ -119,7 +119,7 @@ def banners() -> ResponseReturnValue:
         text = get_banner_text(reason, lock=lock.name)
         rows.append({
             "reason": reason,
-            "title": REASON_TITLES[reason],
+            "title": gettext(REASON_TITLES[reason]),
             "text": text,
             "custom": bool(snapshot.banner_texts.get(reason)),
             "own": lock.name in snapshot.lock_banner_texts.get(reason, {}),
@@ -155,9 +155,9 @@ def edit_banner(reason: str) -> ResponseReturnValue:
     lock = _banner_lock(form.lock.data)
     form.lock.data = lock.name or ""
     overrides = list_banner_overrides(reason)
-    scopes = [("all", "All locks (those with a text of their own keep it)")]
+    scopes = [("all", gettext("All locks (those with a text of their own keep it)"))]
     if lock.name:
-        scopes.append(("lock", f"Only the lock \u201c{lock.name}\u201d"))
+        scopes.append(("lock", gettext("Only the lock \u201c%(lock)s\u201d", lock=lock.name)))
     form.scope.choices = choices(scopes)
     back = url_for(".edit_banner", reason=reason, lock=lock.name)
     status = 200
@@ -168,15 +168,16 @@ def edit_banner(reason: str) -> ResponseReturnValue:
         form.text.data = overrides[lock.name] if own and lock.name else get_banner_text(reason)
     elif action == "default":
         set_banner_text(reason, None, by=admin_user_id())
-        flash(f"The {REASON_TITLES[reason].lower()} banner uses the built-in text again.", "success")
+        flash(gettext("The banner “%(title)s” uses the built-in text again.", title=gettext(REASON_TITLES[reason])),
+              "success")
         return redirect(back)
     elif action == "remove":
         name = request.form.get("remove") or lock.name
         if name not in overrides:
-            flash(f"The lock \u201c{name}\u201d has no text of its own for this banner.", "error")
+            flash(gettext("The lock \u201c%(lock)s\u201d has no text of its own for this banner.", lock=name), "error")
             return redirect(back)
         set_banner_text(reason, None, lock=name, by=admin_user_id())
-        flash(f"The lock \u201c{name}\u201d shows the text of all locks again.", "success")
+        flash(gettext("The lock \u201c%(lock)s\u201d shows the text of all locks again.", lock=name), "success")
         return redirect(back)
     elif form.validate():
         text = form.text.data = _typed(form.text.data)
@@ -191,11 +192,11 @@ def edit_banner(reason: str) -> ResponseReturnValue:
         else:
             if action != "preview":
                 if only:
-                    flash(f"Saved the banner for the lock \u201c{lock.name}\u201d only. Its pages show it within "
-                          "a few seconds.", "success")
+                    flash(gettext("Saved the banner for the lock \u201c%(lock)s\u201d only. Its pages show it "
+                                  "within a few seconds.", lock=lock.name), "success")
                 else:
-                    flash("Saved the banner for all locks without a text of their own. Every page shows it within "
-                          "a few seconds.", "success")
+                    flash(gettext("Saved the banner for all locks without a text of their own. Every page shows "
+                                  "it within a few seconds."), "success")
                 return redirect(back)
     else:
         status = 422
@@ -205,15 +206,15 @@ def edit_banner(reason: str) -> ResponseReturnValue:
         render_template(
             "patronlock/admin/banner.html",
             reason=reason,
-            title=REASON_TITLES[reason],
+            title=gettext(REASON_TITLES[reason]),
             form=form,
             lock=lock,
             lock_names=names,
             overrides=overrides,
             preview=render_preview(reason, text, lock),
-            placeholders=[(name, PLACEHOLDER_HELP[name]) for name in sorted(PLACEHOLDERS)],
-            default=DEFAULT_TEXTS[reason],
-            site_text=snapshot.banner_texts.get(reason) or DEFAULT_TEXTS[reason],
+            placeholders=[(name, gettext(PLACEHOLDER_HELP[name])) for name in sorted(PLACEHOLDERS)],
+            default=gettext(DEFAULT_TEXTS[reason]),
+            site_text=snapshot.banner_texts.get(reason) or gettext(DEFAULT_TEXTS[reason]),
             max_length=MAX_TEXT_LENGTH,
             action=ACTIONS.get(reason),
             custom=bool(snapshot.banner_texts.get(reason)),

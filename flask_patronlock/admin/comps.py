@@ -23,12 +23,13 @@ from ..comps import (
     user_name,
 )
 from ..formatting import date_text
+from ..i18n import N_
 from ..models import is_row_id
 from ..state import PatronLockState, get_state
 from .blueprint import admin_user_id, nav, route
 from .forms import CompForm, attach_error
 
-nav("patronlock_admin.comps", "Comps")
+nav("patronlock_admin.comps", N_("Comps"))
 
 
 def _form(st: PatronLockState, formdata: Any) -> CompForm:

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from ..dates import add_months
 from ..formatting import date_text, month_text, number
 from ..health import health_report
+from ..i18n import N_
 from ..insight import figures_csv, insight, patrons_csv
 from ..state import get_state
 from . import charts
@@ -22,7 +23,7 @@ from .blueprint import nav, route
 from .data import tier_counts
 from .setup import checklist
 
-nav("patronlock_admin.dashboard", "Dashboard")
+nav("patronlock_admin.dashboard", N_("Dashboard"))
 
 
 @route("/")

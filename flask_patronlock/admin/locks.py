@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from ..content import lock_usage
 from ..explain import describe_rule
 from ..formatting import date_text
+from ..i18n import N_
 from ..locks import Lock, UnknownLockError
 from ..policy import LockRule
 from ..settings import (
@@ -35,7 +36,7 @@ from .blueprint import admin_user_id, nav, route
 from .forms import LockDetailsForm, LockForm, NewLockForm, RoutingForm
 from .preview import confirm_change, lock_preview
 
-nav("patronlock_admin.locks", "Locks")
+nav("patronlock_admin.locks", N_("Locks"))
 
 
 def _declared(name: str) -> Lock:

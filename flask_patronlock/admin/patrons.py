@@ -14,6 +14,7 @@ from ..banners import money
 from ..comps import comps_about, load_user
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..explain import describe_rule, explain
+from ..i18n import N_
 from ..locks import evaluate
 from ..patreon.errors import NotFound, PatreonError
 from ..policy import Viewer, entitlement, explain_steps
@@ -26,7 +27,7 @@ from .data import STATUS_FILTERS, patron_timeline, search_patrons
 
 log = logging.getLogger("flask_patronlock.admin")
 
-nav("patronlock_admin.patrons", "Patrons")
+nav("patronlock_admin.patrons", N_("Patrons"))
 
 
 @route("/patrons")

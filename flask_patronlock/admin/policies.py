@@ -7,13 +7,14 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from ..i18n import N_
 from ..settings import get_policy_settings, set_policy_settings
 from ..whatif import policy_change
 from .blueprint import admin_user_id, nav, route
 from .forms import PolicyForm
 from .preview import confirm_change
 
-nav("patronlock_admin.policies", "Policies")
+nav("patronlock_admin.policies", N_("Policies"))
 
 
 @route("/policies", methods=("GET", "POST"))

@@ -23,6 +23,7 @@ from ..creator import disconnect_creator, get_creator_connection, save_creator_t
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..formatting import date_text
 from ..health import health_report
+from ..i18n import N_
 from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
 from ..settings import set_campaign_id
@@ -35,7 +36,7 @@ log = logging.getLogger("flask_patronlock.admin")
 
 CALLBACK_ENDPOINT = "patronlock_admin.creator_callback"
 
-nav("patronlock_admin.setup", "Setup")
+nav("patronlock_admin.setup", N_("Setup"))
 
 
 @dataclass(frozen=True, slots=True)

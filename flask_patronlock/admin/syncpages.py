@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..formatting import date_text, moment_text
+from ..i18n import N_
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
 from ..state import get_state
@@ -44,7 +45,7 @@ __all__ = ["webhook_health", "webhook_steps"]
 
 log = logging.getLogger("flask_patronlock.admin")
 
-nav("patronlock_admin.sync", "Sync")
+nav("patronlock_admin.sync", N_("Sync"))
 
 WEBHOOK_ENDPOINT = "patronlock_webhooks.receive"
 #: seconds a process remembers what Patreon said about the webhook (the Setup and Sync pages ask it).

@@ -7,10 +7,13 @@
   var counter = document.querySelector("#text-counter .pl-counter");
   if (!text || !counter) { return; }
   var max = parseInt(text.getAttribute("data-max-length"), 10);
+  // the words in the page's language, from the server's catalogue (English when the template does not say)
+  var words = counter.getAttribute("data-words") || "%(used)s of at most %(max)s characters";
+  var over = counter.getAttribute("data-over") || " (%(over)s too many)";
   function count() {
     var used = Array.from(text.value).length;  // characters, as the server counts them (not UTF-16 units)
-    counter.textContent = used + " of at most " + max + " characters" +
-      (used > max ? " (" + (used - max) + " too many)" : "");
+    counter.textContent = words.replace("%(used)s", used).replace("%(max)s", max) +
+      (used > max ? over.replace("%(over)s", used - max) : "");
     counter.classList.toggle("pl-counter--over", used > max);
   }
   text.addEventListener("input", count);
