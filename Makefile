@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PORT ?= 5000
 
-.PHONY: example test lint docs bench clean
+.PHONY: example test lint docs screenshots bench clean
 
 # everything the tests, the linters and the docs need
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +35,10 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# the README's picture (docs/_static/locked-post.png), taken by the browser journey (tests/browser/test_full_journey.py)
+screenshots: $(VENV)/.installed
+	PATRONLOCK_README_SCREENSHOT=1 $(PY) -m pytest -q -p no:cacheprovider tests/browser/test_full_journey.py -k sqlite
 
 bench: $(VENV)/.installed
 	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

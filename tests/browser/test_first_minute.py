@@ -53,9 +53,7 @@ def test_a_newcomers_first_minute(browser: Any, demo_site: tuple[str, Any], shot
         banner = page.locator("[data-patronlock-reason=not_linked]")
         expect(banner).to_be_visible()
         expect(page.locator("body")).not_to_contain_text(LOCKED_TEXT)
-        page.set_viewport_size({"width": 1000, "height": 540})  # the README's picture (docs/_static/locked-post.png)
-        shots(page, "locked-post")
-        page.set_viewport_size({"width": 1100, "height": 850})
+        shots(page, "a-locked-post")  # (the README's picture is test_full_journey's)
         banner.locator("a.patronlock-action").click()
         expect(page).to_have_url(re.compile(r"/_patreon/oauth2/authorize"))
         expect(page.locator("input[name=user_id][value=new]")).to_be_checked()  # a new patron, not the creator
