@@ -106,10 +106,12 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
 
         # -- the payment is declined: the example starts on "restrict", so the post locks at once
         sam.click("header >> text=Play Patreon")
-        declined_on = _today(sam)
         sam.click("#decline")
         flush()
         expect(sam.locator("#site-status")).to_have_attribute("data-status", "declined_patron")
+        charge = re.search(r"Last payment declined on (\d{1,2} \w+ \d{4})", sam.locator("#sandbox-status").inner_text())
+        assert charge, sam.locator("#sandbox-status").inner_text()
+        declined_on = datetime.strptime(charge.group(1), "%d %B %Y")
         sam.goto(SILVER_POST)
         expect(sam.locator("[data-patronlock-reason=payment_declined]")).to_be_visible()
         expect(sam.locator("body")).not_to_contain_text(SILVER_TEXT)
@@ -138,6 +140,8 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         expect(sentence).to_contain_text("Patreon could not charge your last payment")
         expect(sentence).to_contain_text(f"until {grace_end}")
         shots(sam, "declined-grace-countdown")
+        sam.click("header >> text=Play Patreon")  # the panel says what the site knows in the same words
+        expect(sam.locator("#site-status")).to_contain_text(f"until {grace_end}")
 
         # -- the payment goes through: a Silver patron again, no end date
         sam.click("header >> text=Play Patreon")
