@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from flask_patronlock.formatting import date_text
-from tests.helpers.browser import Shots, new_page
+from tests.helpers.browser import Shots, connect_from_banner, new_page, play_patreon
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ NOTES_POST = "/posts/sketchbook"
 NOTES_TEXT = "this week's sketches in full resolution"
 GRACE_DAYS = 5
 OWN_BANNER = "Studio notes are for **{tier}** patrons for now: thank you for being here!"
+OWN_BANNER_SHOWN = "Studio notes are for Gold patrons for now: thank you for being here!"
 
 
 def _today(panel: Any) -> datetime:
@@ -53,14 +54,25 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
     creator_context, kopi = new_page(browser, base, 1200, 900)
     patron_context, sam = new_page(browser, base, 1100, 850)
 
-    def flush() -> None:
-        """Play Patreon's "Send the webhooks", as Sam: the site hears of what changed on Patreon."""
-        sam.click("#flush")
-        expect(sam.locator("#pending")).to_have_text("0")
+    def sam_reads(path: str, text: str, shot: str) -> None:
+        """Sam opens ``path`` and reads it in full."""
+        sam.goto(path)
+        expect(sam.locator("body")).to_contain_text(text)
+        shots(sam, shot)
 
     def status_sentence() -> Any:
+        """What Sam's "Your Patreon" page says Sam has on this site."""
         sam.click("header >> text=Your Patreon")
         return sam.locator(".patronlock-described")
+
+    def past_the_whatif(save: str, summary: str, names: str, shot: str) -> None:
+        """Kopi presses ``save``; the what-if step says ``summary`` and, opened, names Sam in ``names``; Kopi saves."""
+        kopi.click(f"button:has-text('{save}')")
+        expect(kopi.locator("[data-whatif-summary]")).to_contain_text(summary)
+        kopi.click("summary:has-text('Show who')")
+        expect(kopi.locator(names)).to_contain_text(patreon_name)
+        shots(kopi, shot)
+        kopi.click(".pl-actions button.pl-primary:has-text('Save the change')")
 
     try:
         # -- first visit: the first screen offers both sides
@@ -81,34 +93,19 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         sam.set_viewport_size(README_VIEWPORT)
         readme_shot = shots(sam, README_SHOT)
         sam.set_viewport_size({"width": 1100, "height": 850})
-        sam.click("[data-patronlock-reason=not_linked] >> a.patronlock-action")
-        expect(sam).to_have_url(re.compile(r"/_patreon/oauth2/authorize"))
-        expect(sam.locator("input[name=user_id][value=new]")).to_be_checked()  # a new patron, not the creator
-        shots(sam, "connect-proposes-a-new-patron")
-        sam.click("button:has-text('Approve')")
+        connect_from_banner(sam, shots)
         expect(sam).to_have_url(re.compile(r"/posts/process$"))
-        expect(sam.locator("[data-patronlock-reason=not_a_patron]")).to_be_visible()
         shots(sam, "connected-not-a-patron-yet")
 
         # -- pledge Silver on Patreon, send the webhooks: the Silver post opens
-        sam.click("header >> text=Play Patreon")
-        sam.select_option("select[name=tier]", "Silver")
-        sam.click("#pledge")
-        expect(sam.locator(".flash")).to_contain_text("Silver patron")
-        flush()
-        expect(sam.locator("#site-status")).to_have_attribute("data-status", "active_patron")
+        play_patreon(sam, "pledge", "active_patron", tier="Silver")
         shots(sam, "pledged-silver")
         account = sam.locator("#panel-state tr:has-text('Your Patreon account') td").inner_text()
         patreon_name = re.search(r"connected \((.+?), ", account).group(1)  # the sandbox's new patron's name
-        sam.goto(SILVER_POST)
-        expect(sam.locator("body")).to_contain_text(SILVER_TEXT)
-        shots(sam, "silver-post-open")
+        sam_reads(SILVER_POST, SILVER_TEXT, "silver-post-open")
 
         # -- the payment is declined: the example starts on "restrict", so the post locks at once
-        sam.click("header >> text=Play Patreon")
-        sam.click("#decline")
-        flush()
-        expect(sam.locator("#site-status")).to_have_attribute("data-status", "declined_patron")
+        play_patreon(sam, "decline", "declined_patron")
         charge = re.search(r"Last payment declined on (\d{1,2} \w+ \d{4})", sam.locator("#sandbox-status").inner_text())
         assert charge, sam.locator("#sandbox-status").inner_text()
         declined_on = datetime.strptime(charge.group(1), "%d %B %Y")
@@ -122,19 +119,12 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         kopi.click("nav >> text=Policies")
         kopi.check("label:has-text('Keep access for a grace period') input[type=radio]")
         kopi.fill("input[name=declined_grace_days]", str(GRACE_DAYS))
-        kopi.click("button:has-text('Save the policies')")
-        expect(kopi.locator("[data-whatif-summary]")).to_contain_text("1 patron would gain access")
-        kopi.click("summary:has-text('Show who')")
-        expect(kopi.locator("[data-gained]")).to_contain_text(patreon_name)
-        shots(kopi, "policy-grace-whatif")
-        kopi.click(".pl-actions button.pl-primary")
+        past_the_whatif("Save the policies", "1 patron would gain access", "[data-gained]", "policy-grace-whatif")
         expect(kopi.locator(".pl-flash--success")).to_contain_text("Saved the access policies")
         expect(kopi.locator("input[name=declined_grace_days]")).to_have_value(str(GRACE_DAYS))
 
-        # -- Sam reads again, and the status page counts down: until the decline's day plus the grace period
-        sam.goto(SILVER_POST)
-        expect(sam.locator("body")).to_contain_text(SILVER_TEXT)
-        shots(sam, "declined-grace-post-open")
+        # -- Sam reads again, and the status page counts down: until the declined charge's day plus the grace period
+        sam_reads(SILVER_POST, SILVER_TEXT, "declined-grace-post-open")
         grace_end = date_text(declined_on + timedelta(days=GRACE_DAYS))
         sentence = status_sentence()
         expect(sentence).to_contain_text("Patreon could not charge your last payment")
@@ -144,31 +134,21 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         expect(sam.locator("#site-status")).to_contain_text(f"until {grace_end}")
 
         # -- the payment goes through: a Silver patron again, no end date
-        sam.click("header >> text=Play Patreon")
-        sam.click("#recover")
-        flush()
-        expect(sam.locator("#site-status")).to_have_attribute("data-status", "active_patron")
-        sam.goto(SILVER_POST)
-        expect(sam.locator("body")).to_contain_text(SILVER_TEXT)
+        play_patreon(sam, "recover", "active_patron")
+        sam_reads(SILVER_POST, SILVER_TEXT, "recovered-post-open")
         sentence = status_sentence()
         expect(sentence).to_contain_text("You're a Silver patron")
         expect(sentence).not_to_contain_text("until")
         shots(sam, "recovered")
 
         # -- Kopi makes a lock for Gold patrons; the what-if says Sam, a Silver patron, would lose it
-        sam.goto(NOTES_POST)
-        expect(sam.locator("body")).to_contain_text(NOTES_TEXT)
+        sam_reads(NOTES_POST, NOTES_TEXT, "sketchbook-open")
         kopi.click("nav >> text=Locks")
         kopi.fill("input[name=title]", "Studio notes")
         kopi.click("button:has-text('Make the lock')")
         expect(kopi.locator(".pl-flash--success")).to_contain_text("Made the lock “Studio notes”")
         kopi.check("label:has-text('Gold') input[type=checkbox]")
-        kopi.click("button:has-text('Save the lock')")
-        expect(kopi.locator("[data-whatif-summary]")).to_contain_text("would lose it")
-        kopi.click("summary:has-text('Show who')")
-        expect(kopi.locator("[data-lost]")).to_contain_text(patreon_name)
-        shots(kopi, "new-lock-whatif")
-        kopi.click("button:has-text('Save the change')")
+        past_the_whatif("Save the lock", "would lose it", "[data-lost]", "new-lock-whatif")
         expect(kopi.locator("[data-rule]")).to_contain_text("Gold")
         shots(kopi, "new-lock-saved")
         sam.reload()
@@ -182,7 +162,6 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         shots(kopi, "post-editor")
         sam.reload()
         banner = sam.locator("[data-patronlock-lock=studio-notes][data-patronlock-reason]")
-        expect(banner).to_be_visible()
         expect(banner).to_contain_text("Gold")
         expect(sam.locator("body")).not_to_contain_text(NOTES_TEXT)
         reason = banner.get_attribute("data-patronlock-reason")
@@ -191,44 +170,31 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         # -- Kopi gives that banner a text of this lock's own; Sam reads it, other locks keep theirs
         kopi.goto("/patronlock/admin/banners?lock=studio-notes")
         kopi.click(f"[data-reason={reason}] >> text=Edit the text")
-        kopi.wait_for_load_state("load")
+        kopi.wait_for_load_state("load")  # the preview script is attached; typing now fires its input listener
         kopi.fill("textarea[name=text]", OWN_BANNER)
-        expect(kopi.locator("#banner-preview")).to_contain_text(
-            "Studio notes are for Gold patrons for now: thank you for being here!"
-        )
+        expect(kopi.locator("#banner-preview")).to_contain_text(OWN_BANNER_SHOWN)
         kopi.check("label:has-text('Only the lock “studio-notes”') input[type=radio]")
         shots(kopi, "banner-for-this-lock-only")
         kopi.click("button:has-text('Save the banner')")
         expect(kopi.locator(".pl-flash--success")).to_contain_text("for the lock “studio-notes” only")
         sam.reload()
-        expect(banner).to_contain_text("Studio notes are for Gold patrons for now: thank you for being here!")
+        expect(banner).to_contain_text(OWN_BANNER_SHOWN)
         expect(banner.locator("strong")).to_have_text("Gold")
         shots(sam, "own-banner")
         sam.goto("/posts/masterclass")  # Gold too, on another lock: the site-wide text
-        expect(sam.locator("[data-patronlock-lock=gold][data-patronlock-reason]")).to_be_visible()
-        expect(sam.locator("body")).not_to_contain_text("Studio notes are for")
+        expect(sam.locator(f"[data-patronlock-lock=gold][data-patronlock-reason={reason}]")).to_be_visible()
+        expect(sam.locator("body")).not_to_contain_text(OWN_BANNER_SHOWN)
 
         # -- Kopi widens the lock to Silver; the what-if says Sam would gain access, and the post opens for Sam
         kopi.goto("/patronlock/admin/locks/studio-notes")
         kopi.check("label:has-text('Silver') input[type=checkbox]")
-        kopi.click("button:has-text('Save the lock')")
-        expect(kopi.locator("[data-whatif-summary]")).to_contain_text("would gain access")
-        kopi.click("summary:has-text('Show who')")
-        expect(kopi.locator("[data-gained]")).to_contain_text(patreon_name)
-        shots(kopi, "widen-lock-whatif")
-        kopi.click("button:has-text('Save the change')")
+        past_the_whatif("Save the lock", "would gain access", "[data-gained]", "widen-lock-whatif")
         expect(kopi.locator("[data-rule]")).to_contain_text("Silver")
-        sam.goto(NOTES_POST)
-        expect(sam.locator("body")).to_contain_text(NOTES_TEXT)
-        shots(sam, "lock-widened-post-open")
+        sam_reads(NOTES_POST, NOTES_TEXT, "lock-widened-post-open")
 
         # -- Sam cancels: paid for, so still open, and the status page says until when
-        sam.click("header >> text=Play Patreon")
-        sam.click("#cancel")
-        flush()
-        expect(sam.locator("#site-status")).to_have_attribute("data-status", "former_patron")
-        sam.goto(SILVER_POST)
-        expect(sam.locator("body")).to_contain_text(SILVER_TEXT)
+        play_patreon(sam, "cancel", "former_patron")
+        sam_reads(SILVER_POST, SILVER_TEXT, "cancelled-post-open")
         sentence = status_sentence()
         expect(sentence).to_contain_text("you paid through this period")
         found = re.search(r"until (\w+ \d{1,2}, \d{4})", sentence.inner_text())
@@ -238,8 +204,7 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
 
         # -- a month later the paid period has ended: locked, with the former patron's banner
         sam.click("header >> text=Play Patreon")
-        before = _today(sam)
-        assert before < paid_until
+        assert _today(sam) < paid_until
         sam.click("#advance")
         expect(sam.locator(".flash")).to_contain_text("The clock moved a month")
         assert _today(sam) >= paid_until  # a month on: the paid period ended at that day's renewal time
