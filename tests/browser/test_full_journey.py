@@ -1,6 +1,6 @@
 """The whole demo in one journey, two browser contexts side by side: Kopi, the creator, and Sam, a reader who becomes
 a patron. Sam's first visit, connecting Patreon, a Silver pledge, a declined payment (locked under the example's
-``restrict`` policy, then open again with a grace countdown once Kopi switches to a grace period past the what-if
+``restrict`` policy, then open again, until a day the pages name, once Kopi switches to a grace period past the what-if
 step), the payment recovered; meanwhile Kopi makes a lock, puts it on a post in the site's editor, overrides its
 banner for that lock only and widens it, each time past the what-if; then Sam cancels (open until the paid period's
 end, the page says when) and the clock moves a month past it (locked, the former patron's banner). After every
