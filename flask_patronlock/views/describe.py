@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import current_app
 
-from ..formatting import date_text, money
+from ..formatting import countdown_text, date_text, money
 from ..patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from ..patron import Patron
 from ..policy import Entitlement, PolicySettings, entitlement
@@ -66,7 +66,7 @@ def describe_access(
         unlocked = f"posts for {amount} a month and below are unlocked"
     else:
         what, unlocked = "a patron", "posts for patrons at your level are unlocked"
-    until = f" until {date_text(ent.until)}" if ent.until is not None else ""
+    until = f" until {date_text(ent.until)} ({countdown_text(ent.until, now)})" if ent.until is not None else ""
     if ent.state == "active":
         return f"You're {what}: {unlocked}."
     if ent.state == "grace":

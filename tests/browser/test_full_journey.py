@@ -128,7 +128,7 @@ def test_a_creator_and_a_patron_side_by_side(browser: Any, demo_site_on_db: tupl
         grace_end = date_text(declined_on + timedelta(days=GRACE_DAYS))
         sentence = status_sentence()
         expect(sentence).to_contain_text("Patreon could not charge your last payment")
-        expect(sentence).to_contain_text(f"until {grace_end}")
+        expect(sentence).to_contain_text(f"until {grace_end} (in {GRACE_DAYS} days)")  # declined today: N days left
         shots(sam, "declined-grace-countdown")
         sam.click("header >> text=Play Patreon")  # the panel says what the site knows in the same words
         expect(sam.locator("#site-status")).to_contain_text(f"until {grace_end}")
