@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PORT ?= 5000
 
-.PHONY: example test lint docs bench clean translations
+.PHONY: example test lint docs screenshots bench clean translations
 
 # everything the tests, the linters and the docs need
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
+# the README's picture (docs/_static/locked-post.png), taken by the browser journey (tests/browser/test_full_journey.py)
+screenshots: $(VENV)/.installed
+	PATRONLOCK_README_SCREENSHOT=1 $(PY) -m pytest -q -p no:cacheprovider tests/browser/test_full_journey.py -k sqlite
+
 # flask-patronlock's own catalogue (domain flask_patronlock, see docs/i18n.rst): extract the marked strings (babel.cfg),
 # update every language's .po, compile the .mo files the package ships
 TRANSLATIONS := flask_patronlock/translations
@@ -44,7 +48,7 @@ translations: $(VENV)/.installed
 	$(VENV)/bin/pybabel extract -F babel.cfg $(PYBABEL_KEYWORDS) --project flask-patronlock --no-location \
 		--sort-output --omit-header -o $(TRANSLATIONS)/flask_patronlock.pot .
 	$(VENV)/bin/pybabel update -D flask_patronlock -i $(TRANSLATIONS)/flask_patronlock.pot -d $(TRANSLATIONS) \
-		--no-fuzzy-matching
+		--no-fuzzy-matching --ignore-obsolete
 	$(VENV)/bin/pybabel compile -D flask_patronlock -d $(TRANSLATIONS) --statistics
 
 bench: $(VENV)/.installed

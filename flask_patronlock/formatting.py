@@ -14,6 +14,7 @@ __all__ = [
     "PATRON_STATUS_WORDS",
     "REASON_WORDS",
     "SOURCE_WORDS",
+    "countdown_text",
     "date_text",
     "moment_text",
     "money",
@@ -117,6 +118,15 @@ def date_text(
 def month_text(when: datetime) -> str:
     """``"January 2027"``: a calendar month in words (the dashboard's months)."""
     return f"{when:%B} {when.year}"
+
+
+def countdown_text(when: datetime, now: datetime) -> str:
+    """How far off ``when`` is, counted in the calendar days of UTC: ``"today"``, ``"tomorrow"``, ``"in 5 days"``
+    (``"today"`` for a moment already past: what it ends has ended today at the latest)."""
+    days = (when.date() - now.date()).days
+    if days <= 0:
+        return "today"
+    return "tomorrow" if days == 1 else f"in {days} days"
 
 
 def moment_text(when: datetime, *, now: datetime | None = None) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "DOMAIN",
     "N_",
     "TRANSLATIONS",
+    "countdown_text",
     "date_text",
     "format_args",
     "gettext",
@@ -152,6 +153,20 @@ def _template_ngettext(singular: str, plural: str, num: int, **variables: Any) -
     """``pl_n``: :func:`ngettext` escaped as ``pl_`` is."""
     variables.setdefault("num", num)
     return Markup(escape(ngettext(singular, plural, num))) % variables
+
+
+#: the words :func:`flask_patronlock.formatting.countdown_text` says for a day that is not "in N days".
+_COUNTDOWN_WORDS = (N_("today"), N_("tomorrow"))
+
+
+def countdown_text(when: datetime, now: datetime) -> str:
+    """:func:`flask_patronlock.formatting.countdown_text` in the current locale: "today", "tomorrow", "in 5 days"
+    (German: "heute", "morgen", "in 5 Tagen")."""
+    english = formatting.countdown_text(when, now)
+    days = (when.date() - now.date()).days
+    if english in _COUNTDOWN_WORDS:
+        return gettext(english)
+    return ngettext("in %(num)d day", "in %(num)d days", days)
 
 
 def init_app(app: Flask) -> None:

@@ -10,6 +10,9 @@
 
 Every write bumps the settings version and writes an audit row in one transaction; every worker's cache
 (:mod:`flask_patronlock.settings_cache`) sees it within ``PATRONLOCK_SETTINGS_CHECK_SECONDS``.
+
+Over 600 lines: the whole public API of what a creator may change, each function a short validate-write-audit step
+through the same versioned write (:func:`_write`); split by kind, every module would repeat that write and its checks.
 """
 
 from __future__ import annotations

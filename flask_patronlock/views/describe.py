@@ -9,7 +9,7 @@ from typing import Any
 from flask import current_app
 
 from ..formatting import date_text, money
-from ..i18n import format_args, gettext
+from ..i18n import countdown_text, format_args, gettext
 from ..patreon.types import MemberSnapshot, TierSnapshot, UserSnapshot
 from ..patron import Patron
 from ..policy import Entitlement, PolicySettings, entitlement
@@ -74,7 +74,13 @@ def describe_access(
     else:
         what, unlocked = gettext("a patron"), gettext("posts for patrons at your level are unlocked")
     until = (
-        gettext(" until %(date)s", date=date_text(ent.until, locale=locale)) if ent.until is not None else ""
+        gettext(
+            " until %(date)s (%(countdown)s)",
+            date=date_text(ent.until, locale=locale),
+            countdown=countdown_text(ent.until, now),
+        )
+        if ent.until is not None
+        else ""
     )
     if ent.state == "active":
         return gettext("You're %(what)s: %(unlocked)s.", what=what, unlocked=unlocked)

@@ -11,6 +11,7 @@ Screenshots of each page go to ``tests/browser/screenshots/<test>/`` (gitignored
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,27 @@ def live_site(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """The example site served on a free port (threaded), on this test's database, with the sandbox mounted.
 
     The creator's token and the campaign are left unset, so the creator sets them up in the settings page."""
+    config = {"PATRONLOCK_CREATOR_ACCESS_TOKEN": None, "PATRONLOCK_CAMPAIGN_ID": None}
+    with _example_site_on(db_url, tmp_path, config) as served:
+        yield served
+
+
+@pytest.fixture
+def demo_site_on_db(db_url: str, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """The example site as ``make example`` serves it (the sandbox set up as the campaign, the demo's accounts), on
+    this test's database: SQLite, or PostgreSQL when configured."""
+    with _example_site_on(db_url, tmp_path, {}) as served:
+        yield served
+
+
+@contextmanager
+def _example_site_on(db_url: str, tmp_path: Path, config: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     _drop_example_tables(db_url)
     config = {
         "SQLALCHEMY_DATABASE_URI": db_url,
         "PATRONLOCK_STRICT_SIGNALS": True,
-        "PATRONLOCK_CREATOR_ACCESS_TOKEN": None,
-        "PATRONLOCK_CAMPAIGN_ID": None,
         "PATRONLOCK_FILE_ROOT": str(tmp_path / "files"),  # the demo's downloads, outside the repository
+        **config,
     }
     with serve_example_site(config) as served:
         yield served

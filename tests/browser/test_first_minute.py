@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.browser import Shots, new_page
+from tests.helpers.browser import Shots, connect_from_banner, new_page, play_patreon
 from tests.helpers.example_server import serve_example_site
 
 pytestmark = pytest.mark.slow
@@ -53,35 +53,19 @@ def test_a_newcomers_first_minute(browser: Any, demo_site: tuple[str, Any], shot
         banner = page.locator("[data-patronlock-reason=not_linked]")
         expect(banner).to_be_visible()
         expect(page.locator("body")).not_to_contain_text(LOCKED_TEXT)
-        page.set_viewport_size({"width": 1000, "height": 540})  # the README's picture (docs/_static/locked-post.png)
-        shots(page, "locked-post")
-        page.set_viewport_size({"width": 1100, "height": 850})
-        banner.locator("a.patronlock-action").click()
-        expect(page).to_have_url(re.compile(r"/_patreon/oauth2/authorize"))
-        expect(page.locator("input[name=user_id][value=new]")).to_be_checked()  # a new patron, not the creator
-        shots(page, "authorize-proposes-a-new-patron")
-        page.click("button:has-text('Approve')")
+        shots(page, "a-locked-post")  # (the README's picture is test_full_journey's)
+        connect_from_banner(page, shots)
         expect(page).to_have_url(re.compile(r"/posts/process$"))
-        expect(page.locator("[data-patronlock-reason=not_a_patron]")).to_be_visible()
 
         # -- pledge on Patreon, tell the site, read
-        page.click("header >> text=Play Patreon")
-        page.select_option("select[name=tier]", "Silver")
-        page.click("#pledge")
-        expect(page.locator(".flash")).to_contain_text("Silver patron")
-        page.click("#flush")
-        expect(page.locator("#pending")).to_have_text("0")
-        expect(page.locator("#site-status")).to_have_attribute("data-status", "active_patron")
+        play_patreon(page, "pledge", "active_patron", tier="Silver")
         shots(page, "panel-a-silver-patron")
         page.goto("/posts/process")
         expect(page.locator("body")).to_contain_text(LOCKED_TEXT)
         shots(page, "post-unlocked")
 
         # -- cancel: paid for, so still readable; a month later the paid period has ended, on the site too
-        page.goto("/panel/")
-        page.click("#cancel")
-        page.click("#flush")
-        expect(page.locator("#site-status")).to_have_attribute("data-status", "former_patron")
+        play_patreon(page, "cancel", "former_patron")
         before = page.locator("#today").inner_text()
         page.goto("/posts/process")
         expect(page.locator("body")).to_contain_text(LOCKED_TEXT)

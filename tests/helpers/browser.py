@@ -53,3 +53,34 @@ def new_page(browser: Any, base: str, width: int, height: int) -> tuple[Any, Any
     context = browser.new_context(base_url=base, viewport={"width": width, "height": height})
     context.set_default_timeout(TIMEOUT_MS)
     return context, context.new_page()
+
+
+def connect_from_banner(page: Any, shots: Shots) -> None:
+    """From a ``not_linked`` banner, connect Patreon as a newcomer does: the sandbox's authorize page proposes a new
+    patron (not the creator's account), and Approve is enough. Back on the post, it asks for a pledge."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page.click("[data-patronlock-reason=not_linked] >> a.patronlock-action")
+    expect(page).to_have_url(re.compile(r"/_patreon/oauth2/authorize"))
+    expect(page.locator("input[name=user_id][value=new]")).to_be_checked()  # a new patron, not the creator
+    shots(page, "authorize-proposes-a-new-patron")
+    page.click("button:has-text('Approve')")
+    expect(page.locator("[data-patronlock-reason=not_a_patron]")).to_be_visible()
+
+
+def play_patreon(page: Any, action: str, status: str, *, tier: str | None = None) -> None:
+    """In Play Patreon, press ``action``'s button (``pledge``, with ``tier``; ``decline``, ``recover``, ``cancel``),
+    send the webhooks, and wait until the site knows the patron status ``status``."""
+    from playwright.sync_api import expect
+
+    page.click("header >> text=Play Patreon")
+    if tier is not None:
+        page.select_option("select[name=tier]", tier)
+    page.click(f"#{action}")
+    if tier is not None:
+        expect(page.locator(".flash")).to_contain_text(f"{tier} patron")
+    page.click("#flush")
+    expect(page.locator("#pending")).to_have_text("0")
+    expect(page.locator("#site-status")).to_have_attribute("data-status", status)

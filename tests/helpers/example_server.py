@@ -14,6 +14,8 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
+from flask_patronlock.insight import flush_banner_views
+
 #: the hidden CSRF field of the site's forms.
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -86,5 +88,7 @@ def serve_example_site(config: dict[str, Any]) -> Iterator[tuple[str, Flask]]:
         sandbox = app.extensions.get("example_sandbox")
         if sandbox is not None:
             sandbox.stop_webhook_worker()
+        # banner views a page queued: written now, not at exit into tables a fixture has dropped by then
+        flush_banner_views(app.extensions["patronlock"])
         with app.app_context():
             db.engine.dispose()

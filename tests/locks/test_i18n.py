@@ -154,6 +154,15 @@ def test_the_connect_status_page_is_german(make_app: Callable[..., Flask]) -> No
     assert "<h1>Deine Patreon-Verbindung</h1>" in body and ">Patreon verbinden</a>" in body
 
 
+def test_the_countdown_and_the_access_sentence_are_german(make_app: Callable[..., Flask]) -> None:
+    site = build(make_app, locale="de")
+    with site.app.test_request_context("/"):
+        days = [i18n.countdown_text(NOW + timedelta(days=d), NOW) for d in (0, 1, 5)]
+        assert days == ["heute", "morgen", "in 5 Tagen"]
+    body = html.unescape(site.get("/patreon/", "silver").get_data(as_text=True))
+    assert "Du bist Patron mit Silver: Beiträge für Silver und darunter sind freigeschaltet." in body
+
+
 def test_pure_formatting_takes_locale_and_currency() -> None:
     when = NOW.replace(year=2027, month=1, day=4)
     assert formatting.money(500, "$") == "$5.00" and formatting.money(500) == "5.00"

@@ -28,7 +28,7 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
     ("declined, in grace", patron(patron_status="declined_patron", last_charge_status="Declined",
                                   declined_since=NOW - timedelta(days=1)), PolicySettings(),
      "Patreon could not charge your last payment. You're still a Silver patron for now and posts for Silver and below "
-     "are unlocked until March 7, 2026; please update your payment method on Patreon."),
+     "are unlocked until March 7, 2026 (in 6 days); please update your payment method on Patreon."),
     ("declined, restricted", patron(patron_status="declined_patron", last_charge_status="Declined"),
      PolicySettings(declined="restrict"), "Patreon could not charge your payment, so patron posts are locked"),
     ("cancelled, paid period left", patron(patron_status="former_patron", last_charge_status="Deleted",
@@ -36,7 +36,7 @@ CASES: list[tuple[str, Patron | None, PolicySettings, str]] = [
                                            last_entitled_tier_ids=("t5",), paid_through=NOW + timedelta(days=10),
                                            next_charge_date=NOW + timedelta(days=10)),
      PolicySettings(), "Your pledge has ended, but you paid through this period: posts for Silver and below are "
-     "unlocked until March 11, 2026."),
+     "unlocked until March 11, 2026 (in 10 days)."),
     ("cancelled", patron(patron_status="former_patron", last_charge_status="Deleted", entitled_cents=0,
                          entitled_tier_ids=()), PolicySettings(cancelled="at_once"),
      "Your pledge to this creator has ended"),
@@ -59,3 +59,12 @@ def test_describe_access(why: str, who: Patron | None, settings: PolicySettings,
 def test_currency_symbol() -> None:
     text = describe_access(patron(entitled_tier_ids=(), entitled_cents=1234), {}, NOW, currency="£")
     assert text == "You're a patron at £12.34 a month: posts for £12.34 a month and below are unlocked."
+
+
+def test_the_countdown_counts_calendar_days() -> None:
+    from flask_patronlock.formatting import countdown_text
+
+    assert countdown_text(NOW + timedelta(hours=2), NOW) == "today"
+    assert countdown_text(NOW - timedelta(days=3), NOW) == "today"
+    assert countdown_text(NOW + timedelta(hours=13), NOW) == "tomorrow"  # 12:00 + 13 h is the next day
+    assert countdown_text(NOW + timedelta(days=5), NOW) == "in 5 days"
