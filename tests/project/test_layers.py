@@ -52,6 +52,7 @@ BELOW_REQUEST = (
     "comps",  # comps granted by hand: the store's tables and the settings version, through the state
     "dbutil",
     "formatting",
+    "i18n",  # the package's gettext domain and the locale (Flask-Babel's, read through the app, not the request)
     "insight",  # the dashboard's figures (pure functions over audit rows) and the banner-view table's one writer
     "runs",
     "story",  # the explainer's answer in sentences (pure)
