@@ -459,6 +459,9 @@ class _Recorder:
         self.pending: list[dict[str, Any]] = []
         self.timer: threading.Timer | None = None
         self.lock = threading.Lock()
+        #: held while rows are written: a flush returns only once every write begun before it has ended (so whoever
+        #: flushes before disposing the engine never leaves a timer's connection open behind it)
+        self.writing = threading.Lock()
 
     def add(self, day: datetime, key: tuple[str, str, str], row: dict[str, Any], delay: float) -> bool:
         """Queue ``row`` unless ``key`` was recorded today; whether it was queued."""
@@ -478,6 +481,10 @@ class _Recorder:
 
     def flush(self) -> int:
         """Write the queued rows (a duplicate another worker wrote is skipped); how many were queued."""
+        with self.writing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self.lock:
             rows, self.pending = self.pending, []
             if self.timer is not None and self.timer is not threading.current_thread():
