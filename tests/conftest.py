@@ -129,3 +129,21 @@ def app_ctx(app: Flask) -> Iterator[Flask]:
 def client(app: Flask) -> Any:
     """Flask's test client for ``app``."""
     return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def _no_banner_view_timer_outlives_its_test() -> Iterator[None]:
+    """Banner views a test's page views queued and nobody flushed are dropped when the test ends, their timer
+    cancelled: otherwise the timer writes seconds later through an engine the test already disposed, opening a
+    connection nobody closes (psycopg then warns when it is collected, in whichever test runs then)."""
+    yield
+    from flask_patronlock import insight
+
+    with insight._recorders_lock:
+        recorders = list(insight._recorders.values())
+    for recorder in recorders:
+        with recorder.writing, recorder.lock:
+            if recorder.timer is not None:
+                recorder.timer.cancel()
+            recorder.timer = None
+            recorder.pending = []
