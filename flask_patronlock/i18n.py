@@ -143,16 +143,28 @@ def date_text(when: datetime, *, day_first: bool = False, now: datetime | None =
     return formatting.date_text(when, day_first=day_first, now=now, locale=site_locale)
 
 
+def _escape_text(text: str) -> Markup:
+    """``text`` escaped as template text: ``<``, ``>``, ``&`` and ``"`` are, an apostrophe is kept (as the page's
+    literal text kept it before it was translatable; every attribute of the templates is in double quotes)."""
+    return Markup(str(escape(text)).replace("&#39;", "'"))
+
+
 def _template_gettext(string: str, **variables: Any) -> Markup:
     """``pl_``: the translation is template text (escaped), the variables are escaped unless they are markup."""
     translated = gettext(string)
-    return Markup(escape(translated)) % variables if variables else escape(translated)
+    return _escape_text(translated) % variables if variables else _escape_text(translated)
 
 
 def _template_ngettext(singular: str, plural: str, num: int, **variables: Any) -> Markup:
-    """``pl_n``: :func:`ngettext` escaped as ``pl_`` is."""
+    """``pl_n``: :func:`ngettext` escaped as ``pl_`` is; the variables (``num`` and any other, e.g.
+    ``pl_n("%(num)d patron of %(tier)s", "%(num)d patrons of %(tier)s", n, tier=name)``) are put in once, escaped
+    unless they are markup."""
     variables.setdefault("num", num)
-    return Markup(escape(ngettext(singular, plural, num))) % variables
+    if _babel_active():
+        translated = str(_domain.get_translations().ungettext(singular, plural, num))
+    else:
+        translated = singular if num == 1 else plural
+    return _escape_text(translated) % variables
 
 
 #: the words :func:`flask_patronlock.formatting.countdown_text` says for a day that is not "in N days".

@@ -14,23 +14,22 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, flash, redirect, render_template, request, url_for
+from flask import Flask, current_app, flash, has_app_context, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from .. import config as _config
-from .. import oauth
+from .. import formatting, oauth
 from ..creator import disconnect_creator, get_creator_connection, save_creator_tokens
 from ..errors import ConfigurationError, TokenDecryptionError
-from ..formatting import date_text
 from ..health import health_report
-from ..i18n import N_
+from ..i18n import N_, gettext, locale, ngettext
 from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
 from ..settings import set_campaign_id
 from ..state import get_state
 from .blueprint import admin_user_id, nav, route
 
-__all__ = ["Step", "checklist", "creator_redirect_uri", "site_url"]
+__all__ = ["Step", "checklist", "creator_redirect_uri", "day_text", "moment_text", "site_url"]
 
 log = logging.getLogger("flask_patronlock.admin")
 
@@ -52,6 +51,8 @@ class Step:
     next_step: str = ""
     #: template fragment name of the step's buttons (``patronlock/admin/steps/<key>.html``), if any.
     actions: bool = True
+    #: what the step's buttons need to know about it, in any language (``registered``, ``paused``, ``no_campaign``).
+    tag: str = ""
 
 
 def site_url(app: Flask, endpoint: str, **values: Any) -> str:
@@ -98,11 +99,40 @@ def _missing_scopes(scope: str) -> list[str]:
     return [s for s in wanted if s not in have]
 
 
-def _on_day(when: datetime | None, now: datetime) -> str:
-    """`` on 4 December`` (with the year when it is not this year's), or nothing without a date."""
+def _text_locale() -> str | None:
+    """The locale the Setup and Sync pages' sentences write days in: ``None`` (today's English) for an English site
+    or without Flask-Babel (the words are English then, so are the days), else the site's."""
+    if not has_app_context() or "babel" not in current_app.extensions:
+        return None
+    site_locale = locale()
+    return None if site_locale.split("_")[0].lower() == "en" else site_locale
+
+
+def day_text(when: datetime, *, now: datetime | None = None) -> str:
+    """``"4 December 2026"`` (``"4. Dezember 2026"`` on a German site); without the year when it is ``now``'s."""
+    return formatting.date_text(when, day_first=True, now=now, locale=_text_locale())
+
+
+def moment_text(when: datetime) -> str:
+    """``"7 December 2026, 11:18 UTC"`` (``"7. Dezember 2026, 11:18 UTC"`` on a German site)."""
+    return f"{day_text(when)}, {when:%H:%M} UTC"
+
+
+def _stopped_text(when: datetime | None, now: datetime, fallback: bool) -> str:
+    """Patreon stopped accepting the creator's connection (``on 4 December``, with the year when it is not this
+    year's), and what that means meanwhile."""
     if when is None:
-        return ""
-    return f" on {date_text(when, day_first=True, now=now)}"
+        if fallback:
+            return gettext("Patreon stopped accepting the site's connection; the token in "
+                           "PATRONLOCK_CREATOR_ACCESS_TOKEN is used meanwhile.")
+        return gettext("Patreon stopped accepting the site's connection. Until you reconnect, changes on Patreon do "
+                       "not reach this site, and nobody loses access because of it.")
+    day = day_text(when, now=now)
+    if fallback:
+        return gettext("Patreon stopped accepting the site's connection on %(day)s; the token in "
+                       "PATRONLOCK_CREATOR_ACCESS_TOKEN is used meanwhile.", day=day)
+    return gettext("Patreon stopped accepting the site's connection on %(day)s. Until you reconnect, changes on "
+                   "Patreon do not reach this site, and nobody loses access because of it.", day=day)
 
 
 def checklist(*, live: bool = False) -> list[Step]:
@@ -119,46 +149,58 @@ def checklist(*, live: bool = False) -> list[Step]:
     except ConfigurationError:
         callback = None
         missing.append("PATRONLOCK_REDIRECT_URI")
-    steps.append(
-        Step(
+    if missing:
+        credentials = Step(
             "credentials",
-            "App credentials",
-            not missing,
-            "The Patreon API client's id and secret, a key to encrypt tokens, and the redirect URIs are configured."
-            if not missing
-            else "Missing from the app's configuration: " + ", ".join(missing) + ".",
-            (f"Patreon must know this redirect URI for the creator's connection: {callback}" if callback else "")
-            if not missing
-            else "Register a client at https://www.patreon.com/portal/registration/register-clients, then set "
-            + ", ".join(missing)
-            + " in the app's configuration (see the configuration docs) and restart the app. This is the one step "
-            "that needs the server: secrets never go through a web page.",
+            gettext("App credentials"),
+            False,
+            gettext("Missing from the app's configuration: %(settings)s.", settings=", ".join(missing)),
+            gettext("Register a client at %(url)s, then set %(settings)s in the app's configuration (see the "
+                    "configuration docs) and restart the app. This is the one step that needs the server: secrets "
+                    "never go through a web page.",
+                    url="https://www.patreon.com/portal/registration/register-clients", settings=", ".join(missing)),
         )
-    )
+    else:
+        credentials = Step(
+            "credentials",
+            gettext("App credentials"),
+            True,
+            gettext("The Patreon API client's id and secret, a key to encrypt tokens, and the redirect URIs are "
+                    "configured."),
+            gettext("Patreon must know this redirect URI for the creator's connection: %(url)s", url=callback)
+            if callback
+            else "",
+        )
+    steps.append(credentials)
 
     connection = get_creator_connection(st)
     config_token = bool(cfg.get("PATRONLOCK_CREATOR_ACCESS_TOKEN"))
+    creator_title = gettext("Creator account connected")
     if connection is not None and not connection.needs_reauth and connection.origin == "config":
         steps.append(
             Step(
                 "creator",
-                "Creator account connected",
+                creator_title,
                 True,
-                "Using the creator's token from the app's configuration; the site renews it when Patreon asks.",
-                "Optional: connect your account here instead.",
+                gettext("Using the creator's token from the app's configuration; the site renews it when Patreon "
+                        "asks."),
+                gettext("Optional: connect your account here instead."),
             )
         )
     elif connection is not None and not connection.needs_reauth:
         gaps = _missing_scopes(connection.scope)
-        who = connection.full_name or connection.email or f"Patreon user {connection.patreon_user_id}"
+        who = connection.full_name or connection.email or gettext(
+            "Patreon user %(id)s", id=connection.patreon_user_id
+        )
         steps.append(
             Step(
                 "creator",
-                "Creator account connected",
+                creator_title,
                 not gaps,
-                f"Connected as {who}."
-                + (f" Patreon did not grant: {', '.join(gaps)}." if gaps else ""),
-                "Connect again and allow every permission Patreon asks for." if gaps else "",
+                gettext("Connected as %(who)s. Patreon did not grant: %(scopes)s.", who=who, scopes=", ".join(gaps))
+                if gaps
+                else gettext("Connected as %(who)s.", who=who),
+                gettext("Connect again and allow every permission Patreon asks for.") if gaps else "",
             )
         )
     elif connection is not None:
@@ -166,36 +208,28 @@ def checklist(*, live: bool = False) -> list[Step]:
         steps.append(
             Step(
                 "creator",
-                "Creator account connected",
+                creator_title,
                 False,
-                f"Patreon stopped accepting the site's connection{_on_day(connection.failed_at, st.store.clock())}"
-                + (
-                    "; the token in PATRONLOCK_CREATOR_ACCESS_TOKEN is used meanwhile."
-                    if fallback
-                    else ". Until you reconnect, changes on Patreon do not reach this site, and nobody loses access "
-                    "because of it."
-                ),
-                "Reconnect the creator account here"
-                + (
-                    ", or set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and PATRONLOCK_CREATOR_REFRESH_TOKEN."
-                    if connection.origin == "config"
-                    else "."
-                ),
+                _stopped_text(connection.failed_at, st.store.clock(), fallback),
+                gettext("Reconnect the creator account here, or set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN "
+                        "and PATRONLOCK_CREATOR_REFRESH_TOKEN.")
+                if connection.origin == "config"
+                else gettext("Reconnect the creator account here."),
             )
         )
     else:
         steps.append(
             Step(
                 "creator",
-                "Creator account connected",
+                creator_title,
                 config_token,
-                "Using the token set in PATRONLOCK_CREATOR_ACCESS_TOKEN."
+                gettext("Using the token set in PATRONLOCK_CREATOR_ACCESS_TOKEN.")
                 if config_token
-                else "No creator account is connected, so the campaign's patrons cannot be read.",
-                "Optional: connect your account here instead, so the token is refreshed for you."
+                else gettext("No creator account is connected, so the campaign's patrons cannot be read."),
+                gettext("Optional: connect your account here instead, so the token is refreshed for you.")
                 if config_token
-                else "Connect your Patreon creator account (you are asked to allow reading your campaign and its "
-                "members, and managing its webhooks).",
+                else gettext("Connect your Patreon creator account (you are asked to allow reading your campaign "
+                             "and its members, and managing its webhooks)."),
             )
         )
 
@@ -203,28 +237,39 @@ def checklist(*, live: bool = False) -> list[Step]:
     campaign = snapshot.campaign_id or cfg.get("PATRONLOCK_CAMPAIGN_ID")
     tiers = sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id))
     if campaign:
-        source = "chosen here" if snapshot.campaign_id else "set in the site's configuration"
-        names = ", ".join(t.title or "(untitled)" for t in tiers)
-        detail = f"The campaign is {source}; " + (
-            f"its tiers are known: {names}." if tiers else "its tiers have not been read yet."
-        )
+        names = ", ".join(t.title or gettext("(untitled)") for t in tiers)
+        if snapshot.campaign_id:
+            detail = (
+                gettext("The campaign is chosen here; its tiers are known: %(tiers)s.", tiers=names)
+                if tiers
+                else gettext("The campaign is chosen here; its tiers have not been read yet.")
+            )
+        else:
+            detail = (
+                gettext("The campaign is set in the site's configuration; its tiers are known: %(tiers)s.",
+                        tiers=names)
+                if tiers
+                else gettext("The campaign is set in the site's configuration; its tiers have not been read yet.")
+            )
         steps.append(
             Step(
                 "campaign",
-                "Campaign chosen",
+                gettext("Campaign chosen"),
                 bool(tiers),
                 detail,
-                "" if tiers else "Read the campaign's tiers, so locks can name them.",
+                "" if tiers else gettext("Read the campaign's tiers, so locks can name them."),
             )
         )
     else:
         steps.append(
             Step(
                 "campaign",
-                "Campaign chosen",
+                gettext("Campaign chosen"),
                 False,
-                "No campaign is chosen yet.",
-                "Connect your creator account first, then choose the campaign whose patrons unlock this site.",
+                gettext("No campaign is chosen yet."),
+                gettext("Connect your creator account first, then choose the campaign whose patrons unlock this "
+                        "site."),
+                tag="no_campaign",
             )
         )
 
@@ -283,11 +328,14 @@ def creator_connect() -> ResponseReturnValue:
 
 
 _STATE_TEXTS = {
-    "missing": "Patreon sent you back without the check this site needs to trust the answer.",
-    "no_session": "This browser no longer has the connection that was started (cookies blocked, or it took long).",
-    "mismatch": "The answer from Patreon does not belong to a connection started from this page.",
-    "reused": "This answer from Patreon was already used.",
-    "expired": "Connecting took longer than 10 minutes.",
+    "missing": N_("Patreon sent you back without the check this site needs to trust the answer. Nothing was changed; "
+                  "connect again."),
+    "no_session": N_("This browser no longer has the connection that was started (cookies blocked, or it took long). "
+                     "Nothing was changed; connect again."),
+    "mismatch": N_("The answer from Patreon does not belong to a connection started from this page. Nothing was "
+                   "changed; connect again."),
+    "reused": N_("This answer from Patreon was already used. Nothing was changed; connect again."),
+    "expired": N_("Connecting took longer than 10 minutes. Nothing was changed; connect again."),
 }
 
 
@@ -298,23 +346,24 @@ def creator_callback() -> ResponseReturnValue:
     try:
         flow = oauth.take_flow(request.args.get("state"), now=st.store.clock(), flows=("creator",))
     except oauth.StateProblem as exc:
-        flash(_STATE_TEXTS.get(exc.kind, _STATE_TEXTS["mismatch"]) + " Nothing was changed; connect again.", "error")
+        flash(gettext(_STATE_TEXTS.get(exc.kind, _STATE_TEXTS["mismatch"])), "error")
         return redirect(url_for(".setup"))
     if flow.user_id != admin_user_id():
-        flash("The connection was started by another account here. Nothing was changed; connect again.", "error")
+        flash(gettext("The connection was started by another account here. Nothing was changed; connect again."),
+              "error")
         return redirect(url_for(".setup"))
     error = request.args.get("error")
     if error or not request.args.get("code"):
         if error == "access_denied":
-            flash("You did not allow access on Patreon, so nothing was connected.", "error")
+            flash(gettext("You did not allow access on Patreon, so nothing was connected."), "error")
         else:
             log.warning("the creator's Patreon authorization answered error=%.64s", error or "(no code)")
-            flash("Patreon did not complete the connection. Nothing was changed; try again.", "error")
+            flash(gettext("Patreon did not complete the connection. Nothing was changed; try again."), "error")
         return redirect(url_for(".setup"))
     try:  # the keys may have gone since the connect started: refuse before the code is spent
         st.token_cipher("storing your Patreon connection")
     except ConfigurationError as exc:
-        flash(f"{exc} Nothing was connected; connect again once it is set.", "error")
+        flash(gettext("%(problem)s Nothing was connected; connect again once it is set.", problem=str(exc)), "error")
         return redirect(url_for(".setup"))
     client = st.client(purpose="connecting the creator's Patreon account")
     client.max_retries = 1
@@ -323,19 +372,20 @@ def creator_callback() -> ResponseReturnValue:
         identity = client.identity(access_token=tokens.access_token)
     except PatreonError as exc:
         log.warning("connecting the creator's account failed: %s: %s", type(exc).__name__, exc)
-        flash("Patreon did not answer as expected, so nothing was connected. Please try again in a minute.", "error")
+        flash(gettext("Patreon did not answer as expected, so nothing was connected. Please try again in a minute."),
+              "error")
         return redirect(url_for(".setup"))
     finally:
         client.close()
     connection = save_creator_tokens(st, identity.user, tokens, by=admin_user_id())
     who = connection.full_name or connection.email or connection.patreon_user_id
-    flash(f"Connected your Patreon creator account ({who}).", "success")
+    flash(gettext("Connected your Patreon creator account (%(who)s).", who=who), "success")
     if not st.settings.current().campaign_id and not current_app.config.get("PATRONLOCK_CAMPAIGN_ID"):
         return redirect(url_for(".choose_campaign"))
     gaps = _missing_scopes(connection.scope)
     if gaps:
-        flash(f"Patreon did not grant {', '.join(gaps)}; some features will not work until you connect again.",
-              "error")
+        flash(gettext("Patreon did not grant %(scopes)s; some features will not work until you connect again.",
+                      scopes=", ".join(gaps)), "error")
     return redirect(url_for(".setup"))
 
 
@@ -343,23 +393,34 @@ def creator_callback() -> ResponseReturnValue:
 def creator_disconnect() -> ResponseReturnValue:
     """Forget the creator's stored tokens."""
     if disconnect_creator(get_state(), by=admin_user_id()):
-        flash("Disconnected your Patreon creator account from this site.", "success")
+        flash(gettext("Disconnected your Patreon creator account from this site."), "success")
     else:
-        flash("No creator account was connected here.", "info")
+        flash(gettext("No creator account was connected here."), "info")
     return redirect(url_for(".setup"))
 
 
 # -- the campaign and its tiers ---------------------------------------------------------------------------------------
 
 
+#: what :func:`_patreon_failure` says Patreon did not answer to (the English phrase is also the log's).
+_DOING_TEXTS = {
+    "listing your campaigns": N_("Patreon did not answer while listing your campaigns. Nothing was changed; try again "
+                                 "in a minute."),
+    "reading your tiers": N_("Patreon did not answer while reading your tiers. Nothing was changed; try again in a "
+                             "minute."),
+}
+
+
 def _patreon_failure(exc: Exception, doing: str) -> None:
     if isinstance(exc, ConfigurationError):
         flash(str(exc), "error")
     elif isinstance(exc, TokenDecryptionError):
-        flash("The stored creator token cannot be decrypted with PATRONLOCK_TOKEN_KEYS: connect again.", "error")
+        flash(gettext("The stored creator token cannot be decrypted with PATRONLOCK_TOKEN_KEYS: connect again."),
+              "error")
     else:
         log.warning("%s failed: %s: %s", doing, type(exc).__name__, exc)
-        flash(f"Patreon did not answer while {doing}. Nothing was changed; try again in a minute.", "error")
+        flash(gettext(_DOING_TEXTS[doing]) if doing in _DOING_TEXTS else
+              f"Patreon did not answer while {doing}. Nothing was changed; try again in a minute.", "error")
 
 
 @route("/setup/campaign", methods=("GET", "POST"))
@@ -381,11 +442,12 @@ def choose_campaign() -> ResponseReturnValue:
         chosen = request.form.get("campaign_id", "")
         match = next((c for c in campaigns if c.id == chosen), None)
         if match is None:
-            flash("Choose one of your campaigns.", "error")
+            flash(gettext("Choose one of your campaigns."), "error")
         else:
             set_campaign_id(match.id, by=admin_user_id())
             _store_tiers(match)
-            flash(f"This site now unlocks for the patrons of {match.creation_name or match.id}.", "success")
+            flash(gettext("This site now unlocks for the patrons of %(campaign)s.",
+                          campaign=match.creation_name or match.id), "success")
             return redirect(url_for(".setup"))
     return render_template("patronlock/admin/campaign.html", campaigns=campaigns, current=current)
 
@@ -401,7 +463,8 @@ def _store_tiers(campaign: CampaignSnapshot) -> None:
     st.store.replace_tiers(campaign.id, campaign.tiers)
     st.settings.invalidate()
     names = ", ".join(t.title or t.id for t in sorted(campaign.tiers, key=lambda t: t.amount_cents))
-    flash(f"Read {len(campaign.tiers)} tier(s): {names}.", "success")
+    flash(ngettext("Read %(num)d tier(s): %(tiers)s.", "Read %(num)d tier(s): %(tiers)s.", len(campaign.tiers),
+                   tiers=names), "success")
 
 
 @route("/setup/tiers", methods=("POST",))

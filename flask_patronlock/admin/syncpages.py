@@ -12,6 +12,7 @@ refreshes itself every two seconds (``<meta http-equiv="refresh">``: no JavaScri
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -20,8 +21,7 @@ from flask import Flask, abort, flash, redirect, render_template, request, url_f
 from flask.typing import ResponseReturnValue
 
 from ..errors import ConfigurationError, TokenDecryptionError
-from ..formatting import date_text, moment_text
-from ..i18n import N_
+from ..i18n import N_, gettext, ngettext
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
 from ..state import get_state
@@ -39,9 +39,9 @@ from ..webhooks import (
     stored_webhook,
 )
 from .blueprint import admin_user_id, nav, route
-from .setup import Step, site_url
+from .setup import Step, _text_locale, day_text, moment_text, site_url
 
-__all__ = ["webhook_health", "webhook_steps"]
+__all__ = ["reason_text", "run_summary", "status_text", "webhook_health", "webhook_steps"]
 
 log = logging.getLogger("flask_patronlock.admin")
 
@@ -82,7 +82,7 @@ def webhook_health(*, refresh: bool = False) -> tuple[list[WebhookSnapshot] | No
         hooks, problem = None, str(exc)
     except PatreonError as exc:
         log.warning("reading the webhooks failed: %s: %s", type(exc).__name__, exc)
-        hooks, problem = None, "Patreon did not answer just now."
+        hooks, problem = None, N_("Patreon did not answer just now.")  # cached: translated where shown
     with _health_lock:
         _health_cache[key] = (time.monotonic(), hooks, problem)
     return hooks, problem
@@ -102,10 +102,30 @@ def _ours(hooks: list[WebhookSnapshot] | None) -> WebhookSnapshot | None:
 
 
 #: the checklist's webhook step: a name that reads right whether the step is done or not.
-WEBHOOK_TITLE = "Webhook"
-#: what a stored delivery's status means, in words.
-DELIVERY_WORDS = {"done": "applied", "pending": "waiting", "retry": "to be tried again", "processing": "being applied",
-                  "ignored": "set aside", "failed": "failed"}
+WEBHOOK_TITLE = N_("Webhook")
+#: what a stored delivery's status means, in words (translated where shown).
+DELIVERY_WORDS = {"done": N_("applied"), "pending": N_("waiting"), "retry": N_("to be tried again"),
+                  "processing": N_("being applied"), "ignored": N_("set aside"), "failed": N_("failed")}
+#: a run's status in words (translated where shown; in English the status itself).
+STATUS_WORDS = {"complete": N_("complete"), "incomplete": N_("incomplete"), "held": N_("held"),
+                "failed": N_("failed"), "running": N_("running"), "approved": N_("approved"),
+                "rejected": N_("rejected"), "skipped": N_("skipped")}
+#: the keys of a run's ``detail`` in words (the run page's table; in English the key with spaces).
+DETAIL_WORDS = {"api_requests": N_("api requests"), "deferred": N_("deferred"), "dropped": N_("dropped"),
+                "missing_marked": N_("missing marked"), "created": N_("created"), "updated": N_("updated"),
+                "unchanged": N_("unchanged"), "stale": N_("stale"), "access_refreshed": N_("access refreshed"),
+                "linked": N_("linked"), "tiers": N_("tiers"), "unseen": N_("unseen"), "revoking": N_("revoking"),
+                "entitled": N_("entitled"), "losses": N_("losses")}
+
+
+def status_text(status: str) -> str:
+    """A run's status in the site's language (``"complete"``; an unknown status as it is)."""
+    return gettext(STATUS_WORDS[status]) if status in STATUS_WORDS else status
+
+
+def detail_text(key: str) -> str:
+    """A key of a run's ``detail`` in words (``"api requests"``)."""
+    return gettext(DETAIL_WORDS[key]) if key in DETAIL_WORDS else key.replace("_", " ")
 
 
 def received_text(st: Any) -> str | None:
@@ -115,8 +135,26 @@ def received_text(st: Any) -> str | None:
     if not total:
         return None
     last = last_delivery_at(st)
-    when = f" (the last on {date_text(last, day_first=True, now=st.store.clock())})" if last is not None else ""
-    return f"Patreon has sent this site {total} message{'' if total == 1 else 's'}{when}"
+    if last is None:
+        return ngettext("Patreon has sent this site %(num)d message", "Patreon has sent this site %(num)d messages",
+                        total)
+    return ngettext(
+        "Patreon has sent this site %(num)d message (the last on %(day)s)",
+        "Patreon has sent this site %(num)d messages (the last on %(day)s)",
+        total,
+        day=day_text(last, now=st.store.clock()),
+    )
+
+
+def deliveries_text(counts: dict[str, int]) -> str:
+    """``"Messages from Patreon received here: 3 applied, 1 failed."`` (``none yet`` without any)."""
+    if not counts:
+        return gettext("Messages from Patreon received here: none yet.")
+    parts = ", ".join(
+        f"{count} {gettext(DELIVERY_WORDS[status]) if status in DELIVERY_WORDS else status}"
+        for status, count in sorted(counts.items())
+    )
+    return gettext("Messages from Patreon received here: %(counts)s.", counts=parts)
 
 
 def webhook_steps(*, live: bool) -> list[Step]:
@@ -124,72 +162,94 @@ def webhook_steps(*, live: bool) -> list[Step]:
     st = get_state()
     stored = stored_webhook(st)
     received = received_text(st)
+    title = gettext(WEBHOOK_TITLE)
     if stored is None and received is not None:
         # a webhook made on Patreon's side (or by an earlier install) reaches this site: it works, unwatched
         webhook = Step(
             "webhook",
-            WEBHOOK_TITLE,
+            title,
             True,
-            f"No webhook was registered from this site, but {received}: one set up on Patreon's side reaches it.",
-            "Optional: register it here too, so this page can tell you when Patreon pauses it.",
+            gettext("No webhook was registered from this site, but %(received)s: one set up on Patreon's side "
+                    "reaches it.", received=received),
+            gettext("Optional: register it here too, so this page can tell you when Patreon pauses it."),
         )
     elif stored is None:
         webhook = Step(
             "webhook",
-            WEBHOOK_TITLE,
+            title,
             False,
-            "No webhook is registered, and Patreon has sent this site no message yet: changes on Patreon reach it "
-            "only with the next sync.",
-            "Register the webhook, so Patreon tells this site about every pledge change at once.",
+            gettext("No webhook is registered, and Patreon has sent this site no message yet: changes on Patreon "
+                    "reach it only with the next sync."),
+            gettext("Register the webhook, so Patreon tells this site about every pledge change at once."),
         )
     elif not live:
-        webhook = Step("webhook", WEBHOOK_TITLE, True, f"Registered at {stored.get('uri')}.")
+        webhook = Step("webhook", title, True, gettext("Registered at %(url)s.", url=stored.get("uri")),
+                       tag="registered")
     else:
         hooks, problem = webhook_health()
         ours = _ours(hooks)
         if problem is not None:
-            webhook = Step("webhook", WEBHOOK_TITLE, False,
-                           f"Registered at {stored.get('uri')}, but its health is unknown: {problem}",
-                           "Try again in a minute.")
+            webhook = Step("webhook", title, False,
+                           gettext("Registered at %(url)s, but its health is unknown: %(problem)s",
+                                   url=stored.get("uri"), problem=gettext(problem)),
+                           gettext("Try again in a minute."), tag="registered")
         elif ours is None:
-            webhook = Step("webhook", WEBHOOK_TITLE, False,
-                           "Patreon no longer lists the webhook registered here.", "Register the webhook again.")
+            webhook = Step("webhook", title, False,
+                           gettext("Patreon no longer lists the webhook registered here."),
+                           gettext("Register the webhook again."))
         elif ours.paused or ours.num_consecutive_times_failed:
+            failed = ours.num_consecutive_times_failed
             webhook = Step(
                 "webhook",
-                WEBHOOK_TITLE,
+                title,
                 False,
-                f"Patreon {'paused the webhook' if ours.paused else 'is retrying the webhook'} after "
-                f"{ours.num_consecutive_times_failed} failed deliveries in a row.",
-                "Check that the site answers at " + ours.uri + ", then register the webhook again (it unpauses "
-                "it, and Patreon sends what it missed).",
+                ngettext("Patreon paused the webhook after %(num)d failed deliveries in a row.",
+                         "Patreon paused the webhook after %(num)d failed deliveries in a row.", failed)
+                if ours.paused
+                else ngettext("Patreon is retrying the webhook after %(num)d failed deliveries in a row.",
+                              "Patreon is retrying the webhook after %(num)d failed deliveries in a row.", failed),
+                gettext("Check that the site answers at %(url)s, then register the webhook again (it unpauses it, "
+                        "and Patreon sends what it missed).", url=ours.uri),
+                tag="paused" if ours.paused else "",
             )
         else:
-            webhook = Step("webhook", WEBHOOK_TITLE, True,
-                           f"Registered at {ours.uri}; Patreon reports no failed delivery.")
+            webhook = Step("webhook", title, True,
+                           gettext("Registered at %(url)s; Patreon reports no failed delivery.", url=ours.uri),
+                           tag="registered")
     alert = sync_alert()
     if alert is not None:
-        since = f" since {alert['since']}" if alert["since"] else " yet"
+        streak = int(str(alert["streak"]))
+        detail = (
+            ngettext("The last %(num)d syncs could not read every patron from Patreon, so nobody who stopped "
+                     "pledging has lost access since %(day)s.",
+                     "The last %(num)d syncs could not read every patron from Patreon, so nobody who stopped "
+                     "pledging has lost access since %(day)s.", streak, day=alert["since"])
+            if alert["since"]
+            else ngettext("The last %(num)d syncs could not read every patron from Patreon, so nobody who stopped "
+                          "pledging has lost access yet.",
+                          "The last %(num)d syncs could not read every patron from Patreon, so nobody who stopped "
+                          "pledging has lost access yet.", streak)
+        )
         return [webhook, Step(
             "sync",
-            "Last complete sync",
+            gettext("Last complete sync"),
             False,
-            f"The last {alert['streak']} syncs could not read every patron from Patreon, so nobody who stopped "
-            f"pledging has lost access{since}.",
-            "Open the Sync page to see why, and run a sync once it is fixed.",
+            detail,
+            gettext("Open the Sync page to see why, and run a sync once it is fixed."),
         )]
     runs = list_runs(st.app, limit=50)
     complete = next((r for r in runs if r.complete), None)
     when = complete.finished_at or complete.started_at if complete is not None else None
     last = Step(
         "sync",
-        "Last complete sync",
+        gettext("Last complete sync"),
         complete is not None,
-        f"The last complete sync read all {complete.members_seen} member"
-        f"{'' if complete.members_seen == 1 else 's'} on {moment_text(when)}."
+        ngettext("The last complete sync read all %(num)d member on %(moment)s.",
+                 "The last complete sync read all %(num)d members on %(moment)s.",
+                 complete.members_seen, moment=moment_text(when))
         if complete is not None and when is not None
-        else "No complete sync yet: patrons are only known as they connect.",
-        "" if complete is not None else "Run a sync: it reads every member of the campaign.",
+        else gettext("No complete sync yet: patrons are only known as they connect."),
+        "" if complete is not None else gettext("Run a sync: it reads every member of the campaign."),
     )
     return [webhook, last]
 
@@ -198,21 +258,184 @@ def problem_sentence(row: dict[str, Any]) -> str:
     """What happened to a delivery that ended ``failed`` or ``ignored``, in words (its ``error`` is the detail)."""
     error = row.get("error") or ""
     if error.startswith(NOT_OURS):
-        return "Not applied: Patreon does not confirm this member belongs to your campaign."
+        return gettext("Not applied: Patreon does not confirm this member belongs to your campaign.")
     if error.startswith(MALFORMED):
-        return ("Patreon's message could not be read (a value in it is out of range or of the wrong kind), so it "
-                "was set aside. The next sync brings this member up to date.")
+        return gettext("Patreon's message could not be read (a value in it is out of range or of the wrong kind), "
+                       "so it was set aside. The next sync brings this member up to date.")
     if error.startswith(REFUSED):
-        return "Patreon would not say more about this member, so the message was set aside."
+        return gettext("Patreon would not say more about this member, so the message was set aside.")
     if error.startswith(GAVE_UP):
-        return (f"Gave up after {row.get('attempts')} attempts to process it. The next sync brings this member "
-                "up to date.")
-    return "Set aside. The next sync brings this member up to date."
+        attempts = row.get("attempts")
+        if isinstance(attempts, int):
+            return ngettext("Gave up after %(num)d attempts to process it. The next sync brings this member up to "
+                            "date.",
+                            "Gave up after %(num)d attempts to process it. The next sync brings this member up to "
+                            "date.", attempts)
+        return gettext("Gave up after %(attempts)s attempts to process it. The next sync brings this member up to "
+                       "date.", attempts=attempts)
+    return gettext("Set aside. The next sync brings this member up to date.")
+
+
+def _registered_text(action: str, uri: str) -> str:
+    """The flash after registering the webhook (``action``: ``created`` or ``updated``)."""
+    if action == "created":
+        return gettext("Webhook created: Patreon now tells %(url)s about every pledge change.", url=uri)
+    if action == "updated":
+        return gettext("Webhook updated: Patreon now tells %(url)s about every pledge change.", url=uri)
+    return gettext("Webhook %(action)s: Patreon now tells %(url)s about every pledge change.", action=action, url=uri)
+
+
+# -- a run's reason and summary in words ------------------------------------------------------------------------------
+# A run's ``reason`` is stored in English (the sync writes it, logs and the CLI show it as it is); the pages show it
+# in the site's language: each shape :mod:`flask_patronlock.sync` writes is read back here and said again through
+# the catalogue (the English msgids are the shapes themselves, so an English page shows the stored text unchanged).
+# Technical parts (an exception's text, a setting's name) stay as they are; a shape not known here is shown as stored.
+
+_COUNT = r"(?:\d{1,3}(?:,\d{3})+|\d+)"
+_FIXED_REASONS = frozenset((
+    N_("interrupted: the process running it stopped before it finished"),
+    N_("the sync lease was lost: another run took over after PATRONLOCK_SYNC_LEASE_SECONDS without renewal"),
+    N_("database connection lost while recording the run's end; the next run marks it interrupted"),
+))
+_DB_LOST = re.compile(r"database connection lost \((?P<detail>.*)\) after (?P<num>\d+) attempt\(s\)", re.S)
+_UNPARSED = re.compile(r"page (?P<page>\d+): (?P<num>\d+) member\(s\) could not be parsed")
+_EMPTY = re.compile(r"page\(s\) (?P<pages>\d+(?:, \d+)*) came back empty but pointed to a next page")
+_TOTAL = re.compile(r"saw (?P<seen>\d+) member\(s\) but Patreon reported a total of (?P<total>\d+) "
+                    r"\(more than (?P<slack>\d+) apart\)")
+_PAGE_ERROR = re.compile(r"page (?P<page>\d+): (?P<error>.+)", re.S)
+_HELD = re.compile(
+    rf"(?P<what>.*): the run would take something away from (?P<revoking>{_COUNT}) of (?P<total>{_COUNT}) entitled "
+    r"patron\(s\), more than the breaker allows \(max\((?P<min>\d+), (?P<fraction>[^()]*)\)\); approve or "
+    r"reject it",
+    re.S,
+)
+_LOSS = re.compile(rf"(?P<kind>access ended|tiers emptied|entitled cents fell to 0) for (?P<n>{_COUNT}) patron\(s\) "
+                   r"on (?P<pages>pages? \d+(?:-\d+)?(?:, \d+(?:-\d+)?)*)")
+_MISSING = re.compile(rf"(?P<n>{_COUNT}) entitled patron\(s\) missing from the listing")
+
+
+def _number(text: str) -> tuple[int, str]:
+    """``"1,234"`` (as the sync writes a count) -> ``(1234, "1,234")``, the text in the site's locale."""
+    value = int(text.replace(",", ""))
+    site_locale = _text_locale()
+    if site_locale is None:
+        return value, text
+    from babel.numbers import format_decimal
+
+    return value, str(format_decimal(value, locale=site_locale))
+
+
+def _pages_text(text: str) -> str:
+    """``"pages 1-3, 7"`` (:func:`flask_patronlock.sync._page_ranges`) in the site's language."""
+    spans = text.split(" ", 1)[1]
+    count = 0
+    for span in spans.split(", "):
+        first, _dash, last = span.partition("-")
+        count += int(last or first) - int(first) + 1
+    return ngettext("page %(pages)s", "pages %(pages)s", count, pages=spans)
+
+
+def _loss_text(part: str) -> str | None:
+    loss = _LOSS.fullmatch(part)
+    if loss is not None:
+        num, n = _number(loss["n"])
+        pages = _pages_text(loss["pages"])
+        if loss["kind"] == "access ended":
+            return ngettext("access ended for %(n)s patron(s) on %(pages)s",
+                            "access ended for %(n)s patron(s) on %(pages)s", num, n=n, pages=pages)
+        if loss["kind"] == "tiers emptied":
+            return ngettext("tiers emptied for %(n)s patron(s) on %(pages)s",
+                            "tiers emptied for %(n)s patron(s) on %(pages)s", num, n=n, pages=pages)
+        return ngettext("entitled cents fell to 0 for %(n)s patron(s) on %(pages)s",
+                        "entitled cents fell to 0 for %(n)s patron(s) on %(pages)s", num, n=n, pages=pages)
+    missing = _MISSING.fullmatch(part)
+    if missing is not None:
+        num, n = _number(missing["n"])
+        return ngettext("%(n)s entitled patron(s) missing from the listing",
+                        "%(n)s entitled patron(s) missing from the listing", num, n=n)
+    return None
+
+
+def _held_text(match: re.Match[str]) -> str | None:
+    parts = [_loss_text(part) for part in match["what"].split("; ")] if match["what"] else []
+    if any(part is None for part in parts):
+        return None
+    total, total_text = _number(match["total"])
+    _revoking, revoking_text = _number(match["revoking"])
+    return ngettext(
+        "%(what)s: the run would take something away from %(revoking)s of %(total)s entitled patron(s), more than "
+        "the breaker allows (max(%(min)s, %(fraction)s)); approve or reject it",
+        "%(what)s: the run would take something away from %(revoking)s of %(total)s entitled patron(s), more than "
+        "the breaker allows (max(%(min)s, %(fraction)s)); approve or reject it",
+        total,
+        what="; ".join(str(part) for part in parts),
+        revoking=revoking_text,
+        total=total_text,
+        min=match["min"],
+        fraction=match["fraction"],
+    )
+
+
+def reason_text(reason: str | None) -> str:
+    """Why a run is incomplete, failed or held (its stored ``reason``), in the site's language; ``""`` for none."""
+    if not reason:
+        return ""
+    if reason in _FIXED_REASONS:
+        return gettext(reason)
+    if (held := _HELD.fullmatch(reason)) is not None:
+        return _held_text(held) or reason
+    if (lost := _DB_LOST.fullmatch(reason)) is not None:
+        return ngettext("database connection lost (%(detail)s) after %(num)d attempt(s)",
+                        "database connection lost (%(detail)s) after %(num)d attempt(s)", int(lost["num"]),
+                        detail=lost["detail"])
+    if (unparsed := _UNPARSED.fullmatch(reason)) is not None:
+        return ngettext("page %(page)s: %(num)d member(s) could not be parsed",
+                        "page %(page)s: %(num)d member(s) could not be parsed", int(unparsed["num"]),
+                        page=unparsed["page"])
+    if (empty := _EMPTY.fullmatch(reason)) is not None:
+        return ngettext("page(s) %(pages)s came back empty but pointed to a next page",
+                        "page(s) %(pages)s came back empty but pointed to a next page",
+                        empty["pages"].count(",") + 1, pages=empty["pages"])
+    if (total := _TOTAL.fullmatch(reason)) is not None:
+        return ngettext("saw %(num)d member(s) but Patreon reported a total of %(total)s (more than %(slack)s apart)",
+                        "saw %(num)d member(s) but Patreon reported a total of %(total)s (more than %(slack)s apart)",
+                        int(total["seen"]), total=total["total"], slack=total["slack"])
+    if (page := _PAGE_ERROR.fullmatch(reason)) is not None:
+        return gettext("page %(page)s: %(error)s", page=page["page"], error=page["error"])
+    return reason
+
+
+#: :meth:`RunResult.summary <flask_patronlock.sync.RunResult.summary>`'s word for how a run ended.
+_SUMMARY_WORDS = {"complete": N_("complete"), "INCOMPLETE": N_("INCOMPLETE"), "complete, HELD": N_("complete, HELD"),
+                  "FAILED": N_("FAILED")}
+
+
+def run_summary(run: RunResult) -> str:
+    """:meth:`RunResult.summary <flask_patronlock.sync.RunResult.summary>` (the run page's first line) in the site's
+    language, its reason too (:func:`reason_text`)."""
+    words = {True: "complete", False: "INCOMPLETE"}[run.complete] if run.status != "held" else "complete, HELD"
+    if run.status == "failed":
+        words = "FAILED"
+    line = gettext(
+        "run %(run)s: %(status)s; %(pages)s, %(members)s of %(total)s; %(changed)s changed, %(revoked)s revoked, "
+        "%(held)s held",
+        run=run.run_id,
+        status=gettext(_SUMMARY_WORDS[words]),
+        pages=ngettext("%(num)d page(s)", "%(num)d page(s)", run.pages),
+        members=ngettext("%(num)d member(s)", "%(num)d member(s)", run.members_seen),
+        total=run.total_reported if run.total_reported is not None else "?",
+        changed=run.changed,
+        revoked=run.revoked,
+        held=run.held,
+    )
+    if run.reason:
+        line = gettext("%(summary)s; reason: %(reason)s", summary=line, reason=reason_text(run.reason))
+    return line
 
 
 def _day(run: RunResult | None) -> str | None:
     when = (run.finished_at or run.started_at) if run is not None else None
-    return date_text(when, day_first=True) if when is not None else None
+    return day_text(when) if when is not None else None
 
 
 def sync_alert() -> dict[str, object] | None:
@@ -256,13 +479,15 @@ def sync() -> ResponseReturnValue:
         stored=stored_webhook(st),
         hooks=hooks,
         ours=_ours(hooks),
-        problem=problem,
+        problem=gettext(problem) if problem is not None else None,
         counts=delivery_counts(st),
-        delivery_words=DELIVERY_WORDS,
+        deliveries=deliveries_text(delivery_counts(st)),
         received=received_text(st),
         problems=[{**row, "sentence": problem_sentence(row)} for row in delivery_problems(st)],
         webhook_url=url,
         jobs_mode=st.app.config.get("PATRONLOCK_JOBS"),
+        status_text=status_text,
+        reason_text=reason_text,
     )
 
 
@@ -281,12 +506,12 @@ def start_sync() -> ResponseReturnValue:
     try:
         st.jobs.start_run(trigger="admin")
     except AlreadyRunning:
-        flash("A sync is already running; its progress is below.", "info")
+        flash(gettext("A sync is already running; its progress is below."), "info")
     except PatreonError as exc:  # inline mode runs it here
         log.warning("a sync started from the settings page failed: %s: %s", type(exc).__name__, exc)
-        flash("The sync could not read Patreon; the run below says why. Nothing was revoked.", "error")
+        flash(gettext("The sync could not read Patreon; the run below says why. Nothing was revoked."), "error")
     else:
-        flash("Sync started: reading every member of the campaign.", "success")
+        flash(gettext("Sync started: reading every member of the campaign."), "success")
         return redirect(follow)
     return redirect(url_for(".sync"))
 
@@ -299,7 +524,8 @@ def run_detail(run_id: int) -> ResponseReturnValue:
     if run is None:
         abort(404)
     held = st.store.held_revocations(run_id) if run.status == "held" else []
-    return render_template("patronlock/admin/run.html", run=run, held=held)
+    return render_template("patronlock/admin/run.html", run=run, held=held, summary=run_summary(run),
+                           status_text=status_text, reason_text=reason_text, detail_text=detail_text)
 
 
 def _decide(run_id: int, approve: bool) -> ResponseReturnValue:
@@ -309,19 +535,34 @@ def _decide(run_id: int, approve: bool) -> ResponseReturnValue:
     except LookupError:
         abort(404)
     except ValueError as exc:
-        flash(str(exc), "error")
+        flash(_not_held_text(run_id, str(exc)), "error")
         return redirect(url_for(".run_detail", run_id=run_id))
     if approve:
         revoked = sum(1 for r in results if "access_revoked" in r.events)
         changed = sum(1 for r in results if r.changed)
         flash(
-            f"Approved run {run_id}: {changed} held change(s) applied; {revoked} patron(s) lost access now. Patrons "
-            "missing from syncs lose access when the missing-patrons policy says so.",
+            gettext(
+                "Approved run %(run)s: %(changes)s applied; %(patrons)s lost access now. Patrons missing from syncs "
+                "lose access when the missing-patrons policy says so.",
+                run=run_id,
+                changes=ngettext("%(num)d held change(s)", "%(num)d held change(s)", changed),
+                patrons=ngettext("%(num)d patron(s)", "%(num)d patron(s)", revoked),
+            ),
             "success",
         )
     else:
-        flash(f"Rejected run {run_id}: everyone it held keeps access.", "success")
+        flash(gettext("Rejected run %(run)s: everyone it held keeps access.", run=run_id), "success")
     return redirect(url_for(".run_detail", run_id=run_id))
+
+
+def _not_held_text(run_id: int, english: str) -> str:
+    """Why a run cannot be decided (it is not held), in the site's language: the store's message
+    (``"sync run 3 is approved, not held: there is nothing to decide"``) with the run's status in words."""
+    run = get_run(get_state().app, run_id)
+    if run is None or english != f"sync run {run_id} is {run.status}, not held: there is nothing to decide":
+        return english
+    return gettext("sync run %(run)s is %(status)s, not held: there is nothing to decide", run=run_id,
+                   status=status_text(run.status))
 
 
 @route("/sync/runs/<int:run_id>/approve", methods=("POST",))
@@ -344,12 +585,13 @@ def register() -> ResponseReturnValue:
         url = webhook_url(st.app)
         webhook, action, _encrypted = register_webhook(st, url)
     except (ConfigurationError, TokenDecryptionError) as exc:
-        flash(f"{exc} Nothing was registered.", "error")
+        flash(gettext("%(problem)s Nothing was registered.", problem=str(exc)), "error")
     except PatreonError as exc:
         log.warning("registering the webhook failed: %s: %s", type(exc).__name__, exc)
-        flash("Patreon did not accept the webhook just now. Nothing was changed; try again in a minute.", "error")
+        flash(gettext("Patreon did not accept the webhook just now. Nothing was changed; try again in a minute."),
+              "error")
     else:
-        flash(f"Webhook {action}: Patreon now tells {webhook.uri} about every pledge change.", "success")
+        flash(_registered_text(action, webhook.uri), "success")
     _forget_health()
     back = request.form.get("back")
     return redirect(url_for(".setup") if back == "setup" else url_for(".sync"))
