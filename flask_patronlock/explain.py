@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from .i18n import amount_text, day_text, ngettext
-from .i18n import gettext as _
+from .i18n import amount_text, day_text, gettext, ngettext
 from .locks import Lock, as_lock, evaluate, published_moment
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, Viewer, entitlement, explain_steps
@@ -50,7 +49,7 @@ class Explanation:
 def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) -> str:
     """The rule in plain words, naming tiers by title where known (in the site's locale)."""
     if not rule.enabled:
-        return _("disabled (everyone may see it)")
+        return gettext("disabled (everyone may see it)")
     known = tiers or {}
     parts = []
     if rule.tier_ids:
@@ -58,33 +57,33 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         for tier_id in rule.tier_ids:
             tier = known.get(tier_id)
             names.append(
-                _("%(tier)s (%(amount)s a month)", tier=tier.title or _("an untitled tier"),
-                  amount=amount_text(tier.amount_cents))
+                gettext("%(tier)s (%(amount)s a month)", tier=tier.title or gettext("an untitled tier"),
+                        amount=amount_text(tier.amount_cents))
                 if tier is not None
-                else _("a tier Patreon no longer lists")
+                else gettext("a tier Patreon no longer lists")
             )  # fmt: skip
-        listed = _(" or ").join(names)
+        listed = gettext(" or ").join(names)
         if rule.tier_match == "exact":
             parts.append(ngettext("tier %(tiers)s only", "one of the tiers %(tiers)s only", len(names), tiers=listed))
         else:
-            parts.append(_("tier %(tiers)s or higher", tiers=listed))
+            parts.append(gettext("tier %(tiers)s or higher", tiers=listed))
     if rule.min_cents is not None:
-        parts.append(_("at least %(amount)s a month", amount=amount_text(rule.min_cents)))
+        parts.append(gettext("at least %(amount)s a month", amount=amount_text(rule.min_cents)))
     if rule.lifetime_cents is not None:
-        parts.append(_("lifetime support of at least %(amount)s", amount=amount_text(rule.lifetime_cents)))
+        parts.append(gettext("lifetime support of at least %(amount)s", amount=amount_text(rule.lifetime_cents)))
     if rule.patron_since_before is not None:
-        parts.append(_("pledging since before %(date)s", date=day_text(rule.patron_since_before)))
+        parts.append(gettext("pledging since before %(date)s", date=day_text(rule.patron_since_before)))
     if rule.drip_months is not None:
         parts.append(ngettext("pledging for at least %(num)d month", "pledging for at least %(num)d months",
                               rule.drip_months))  # fmt: skip
     if rule.patrons_at_publish:
-        parts.append(_("pledging when each item was published"))
-    default = _("any member, free or paid") if rule.free_members else _("any entitled patron")
-    who = (_(" and ") if rule.combine == "all" else _(" or ")).join(parts) if parts else default
+        parts.append(gettext("pledging when each item was published"))
+    default = gettext("any member, free or paid") if rule.free_members else gettext("any entitled patron")
+    who = (gettext(" and ") if rule.combine == "all" else gettext(" or ")).join(parts) if parts else default
     if rule.free_members and parts:
-        who = _("%(who)s (free members included)", who=who)
+        who = gettext("%(who)s (free members included)", who=who)
     if rule.public_after is not None:
-        return _("%(who)s; everyone from %(date)s (early access)", who=who, date=day_text(rule.public_after))
+        return gettext("%(who)s; everyone from %(date)s (early access)", who=who, date=day_text(rule.public_after))
     return who
 
 
@@ -128,75 +127,64 @@ def explain(
     base = snapshot.base_rule_for(target)
     source: Literal["default", "override", "one-off"]
     described = describe_rule(base, snapshot.tiers)
+    named = repr(target.name)
     if target.name is None:
         source = "one-off"
-        steps.append(_("Lock: a one-off rule: %(rule)s.", rule=described))
+        steps.append(gettext("Lock: a one-off rule: %(rule)s.", rule=described))
     elif override is not None:
         source = "override"
-        steps.append(_("Lock %(lock)s: the creator's override (%(set)s) applies: %(rule)s.", lock=repr(target.name),
-                       set=_override_set(override.updated_by, override.updated_at), rule=described))  # fmt: skip
+        set_by = _override_set(override.updated_by, override.updated_at)
+        steps.append(gettext("Lock %(lock)s: the creator's override (%(set)s) applies: %(rule)s.", lock=named,
+                             set=set_by, rule=described))  # fmt: skip
     elif target.origin == "missing":
         source = "default"
-        steps.append(_(
+        steps.append(gettext(
             "Lock %(lock)s: no lock has this name (it was deleted on the settings page, or never made), so what uses "
-            "it stays locked to everyone but admins until it gets another lock.", lock=repr(target.name)
+            "it stays locked to everyone but admins until it gets another lock.", lock=named,
         ))  # fmt: skip
     else:
         source = "default"
         if target.origin == "creator":
-            steps.append(_("Lock %(lock)s: a lock made on the settings page, with no rule set yet: %(rule)s.",
-                           lock=repr(target.name), rule=described))  # fmt: skip
+            steps.append(gettext("Lock %(lock)s: a lock made on the settings page, with no rule set yet: %(rule)s.",
+                                 lock=named, rule=described))  # fmt: skip
         else:
-            steps.append(_("Lock %(lock)s: the default rule declared in code applies: %(rule)s.",
-                           lock=repr(target.name), rule=described))  # fmt: skip
+            steps.append(gettext("Lock %(lock)s: the default rule declared in code applies: %(rule)s.", lock=named,
+                                 rule=described))  # fmt: skip
     if rule != base:
-        steps.append(_("Filter: a lock-rule receiver changed the rule to: %(rule)s.",
-                       rule=describe_rule(rule, snapshot.tiers)))  # fmt: skip
+        steps.append(gettext("Filter: a lock-rule receiver changed the rule to: %(rule)s.",
+                             rule=describe_rule(rule, snapshot.tiers)))  # fmt: skip
 
     authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
     if not authenticated:
-        steps.append(_("Viewer: an anonymous visitor (not signed in)."))
+        steps.append(gettext("Viewer: an anonymous visitor (not signed in)."))
     else:
         user_id = str(user.get_id())
         a = state.tables.accounts
         with state.store.engine.connect() as conn:
             patreon_user_id = conn.execute(select(a.c.patreon_user_id).where(a.c.user_id == user_id)).scalar()
         if patreon_user_id is None:
-            steps.append(_("Viewer: user %(user)s, signed in; no Patreon account is linked to this user.",
-                           user=user_id))  # fmt: skip
+            steps.append(gettext("Viewer: user %(user)s, signed in; no Patreon account is linked to this user.",
+                                 user=user_id))  # fmt: skip
         else:
-            steps.append(_("Viewer: user %(user)s, signed in, linked to Patreon user %(patreon_user)s.", user=user_id,
-                           patreon_user=patreon_user_id))  # fmt: skip
+            steps.append(gettext("Viewer: user %(user)s, signed in, linked to Patreon user %(patreon_user)s.",
+                                 user=user_id, patreon_user=patreon_user_id))  # fmt: skip
     bare_id = isinstance(user, _UserId)
     viewer = viewer_for(user, state, is_admin=False if bare_id else None, cached=False)  # the stored truth
     if viewer.linked:
-        campaign = state.campaign_id_or_none()
-        patron = viewer.patron
-        if patron is None and campaign:
-            steps.append(_("Member: no membership of campaign %(campaign)s is stored for that Patreon user (never "
-                           "pledged or followed, or not synced yet).", campaign=campaign))  # fmt: skip
-        elif patron is None:
-            steps.append(_("Member: no membership is stored for that Patreon user (never pledged or followed, or not "
-                           "synced yet)."))  # fmt: skip
-        else:
-            # a trace line of data: the member, then what qualifies it (each a phrase of its own)
-            name = f" ({patron.full_name})" if patron.full_name else ""
-            of_campaign = _(" of campaign %(campaign)s", campaign=campaign) if campaign else ""
-            seen = (_(", as of %(when)s from %(source)s", when=patron.observed_at.isoformat(), source=patron.source)
-                    if patron.observed_at else "")  # fmt: skip
-            steps.append(_("Member: %(member)s%(details)s.", member=patron.member_id,
-                           details=f"{name}{of_campaign}{seen}"))  # fmt: skip
+        steps.append(_member_step(viewer, state.campaign_id_or_none()))
     if authenticated:
         has_loader = state.declarations.admin_loader is not None
         if not has_loader:
-            steps.append(_("Admin: no admin callback is registered, so nobody is an admin."))
+            steps.append(gettext("Admin: no admin callback is registered, so nobody is an admin."))
         elif bare_id:
-            steps.append(_("Admin: not checked (explained for a bare user id; pass the user object to ask the admin "
-                           "callback), taken as not an admin."))  # fmt: skip
+            steps.append(gettext(
+                "Admin: not checked (explained for a bare user id; pass the user object to ask the admin callback), "
+                "taken as not an admin."
+            ))  # fmt: skip
         elif viewer.is_admin:
-            steps.append(_("Admin: the admin callback says this user is an admin."))
+            steps.append(gettext("Admin: the admin callback says this user is an admin."))
         else:
-            steps.append(_("Admin: the admin callback says this user is not an admin."))
+            steps.append(gettext("Admin: the admin callback says this user is not an admin."))
     if target.origin != "missing":
         steps.extend(
             explain_steps(
@@ -209,12 +197,13 @@ def explain(
     if viewer.comps:
         steps.extend(_comp_steps(state, user, viewer, decided, now))
     if final != decided:
+        reason = repr(final.reason)
         if final.allowed:
-            steps.append(_("Filter: an access-decision receiver changed the result to allowed, reason %(reason)s.",
-                           reason=repr(final.reason)))  # fmt: skip
+            steps.append(gettext("Filter: an access-decision receiver changed the result to allowed, reason "
+                                 "%(reason)s.", reason=reason))  # fmt: skip
         else:
-            steps.append(_("Filter: an access-decision receiver changed the result to denied, reason %(reason)s.",
-                           reason=repr(final.reason)))  # fmt: skip
+            steps.append(gettext("Filter: an access-decision receiver changed the result to denied, reason "
+                                 "%(reason)s.", reason=reason))  # fmt: skip
     told = story(
         who=_who(user, viewer),
         lock=target.label,
@@ -231,15 +220,33 @@ def explain(
     return Explanation(lock=target, rule=rule, source=source, decision=final, steps=tuple(steps), story=told)
 
 
+def _member_step(viewer: Viewer, campaign: str | None) -> str:
+    """The "Member: ..." step: the stored membership of the viewer's Patreon user, or that there is none."""
+    patron = viewer.patron
+    if patron is None and campaign:
+        return gettext("Member: no membership of campaign %(campaign)s is stored for that Patreon user (never pledged "
+                       "or followed, or not synced yet).", campaign=campaign)  # fmt: skip
+    if patron is None:
+        return gettext("Member: no membership is stored for that Patreon user (never pledged or followed, or not "
+                       "synced yet).")  # fmt: skip
+    # a trace line of data: the member, then what qualifies it (each a phrase of its own)
+    name = f" ({patron.full_name})" if patron.full_name else ""
+    of_campaign = gettext(" of campaign %(campaign)s", campaign=campaign) if campaign else ""
+    seen = ""
+    if patron.observed_at:
+        seen = gettext(", as of %(when)s from %(source)s", when=patron.observed_at.isoformat(), source=patron.source)
+    return gettext("Member: %(member)s%(details)s.", member=patron.member_id, details=f"{name}{of_campaign}{seen}")
+
+
 def _override_set(by: str | None, at: datetime | None) -> str:
     """"set by Kopi at 2026-12-01T09:00:00+00:00" and its shorter forms (the override step's parenthesis)."""
     if by and at:
-        return _("set by %(by)s at %(at)s", by=by, at=at.isoformat())
+        return gettext("set by %(by)s at %(at)s", by=by, at=at.isoformat())
     if by:
-        return _("set by %(by)s", by=by)
+        return gettext("set by %(by)s", by=by)
     if at:
-        return _("set at %(at)s", at=at.isoformat())
-    return _("set")
+        return gettext("set at %(at)s", at=at.isoformat())
+    return gettext("set")
 
 
 def _who(user: Any, viewer: Viewer) -> str:
@@ -247,11 +254,11 @@ def _who(user: Any, viewer: Viewer) -> str:
     from .comps import user_name
 
     if user is None or not getattr(user, "is_authenticated", False):
-        return _("This visitor")
+        return gettext("This visitor")
     name = "" if isinstance(user, _UserId) else user_name(user) or ""
     if not name and viewer.patron is not None:
         name = viewer.patron.full_name or ""
-    return name or _("This user")
+    return name or gettext("This user")
 
 
 def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Decision, now: datetime) -> list[str]:
@@ -264,7 +271,8 @@ def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Deci
         patron = viewer.patron
         who = (patron.full_name or "") if patron is not None else ""
     if not who:
-        who = _("This user") if isinstance(user, _UserId) or user is None else _("User %(id)s", id=user.get_id())
+        bare = isinstance(user, _UserId) or user is None
+        who = gettext("This user") if bare else gettext("User %(id)s", id=user.get_id())
     used = decided.comp.id if decided.comp is not None else None
     out = []
     for comp in viewer.comps:
@@ -273,9 +281,9 @@ def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Deci
             continue
         sentence = comp_sentence(state, record, who=who, now=now)
         if record.id == used:
-            out.append(_("Comp: %(comp)s. That comp opens this lock.", comp=sentence))
+            out.append(gettext("Comp: %(comp)s. That comp opens this lock.", comp=sentence))
         elif record.active_at(now):
-            out.append(_("Comp: %(comp)s. It does not open this lock.", comp=sentence))
+            out.append(gettext("Comp: %(comp)s. It does not open this lock.", comp=sentence))
         else:
-            out.append(_("Comp: %(comp)s.", comp=sentence))
+            out.append(gettext("Comp: %(comp)s.", comp=sentence))
     return out

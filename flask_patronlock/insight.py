@@ -54,8 +54,7 @@ from .dates import add_months
 from .dbutil import transaction
 from .formatting import REASON_WORDS
 from .formatting import money as formatting_money
-from .i18n import gettext as _
-from .i18n import month_text, ngettext, words
+from .i18n import gettext, month_text, ngettext, words
 from .policy import payment_declined
 from .state import PatronLockState
 
@@ -613,9 +612,11 @@ def figures_text(figures: Insight) -> Iterator[str]:
         return "-" if value is None else f"{value:g}%" if isinstance(value, float) else str(value)
 
     # the columns' headings and widths (a translated heading widens its column)
-    columns = [(_("Month"), 15), (_("Active at start"), 16), (_("New"), 6), (_("Cancelled"), 11),
-               (_("Declined"), 10), (_("Recovered"), 11), (_("Churn"), 8), (_("Declines"), 10),
-               (_("Active at end"), 15)]  # fmt: skip
+    columns = [
+        (gettext("Month"), 15), (gettext("Active at start"), 16), (gettext("New"), 6), (gettext("Cancelled"), 11),
+        (gettext("Declined"), 10), (gettext("Recovered"), 11), (gettext("Churn"), 8), (gettext("Declines"), 10),
+        (gettext("Active at end"), 15),
+    ]  # fmt: skip
     widths = [max(width, len(heading) + 1) for heading, width in columns]
     yield "".join(f"{heading:<{w}}" if i == 0 else f"{heading:>{w}}" for i, ((heading, _w), w) in
                   enumerate(zip(columns, widths, strict=True)))  # fmt: skip
@@ -626,15 +627,18 @@ def figures_text(figures: Insight) -> Iterator[str]:
                       enumerate(zip(cells, widths, strict=True)))  # fmt: skip
     yield ""
     if not figures.locks:
-        yield _("No visitor has been shown a lock's banner in these months.")
+        yield gettext("No visitor has been shown a lock's banner in these months.")
         return
     yield ngettext("What each lock's banner brought (pledges and upgrades within %(num)d day):",
                    "What each lock's banner brought (pledges and upgrades within %(num)d days):", figures.credit_days)
     for lock in figures.locks:
         reasons = ", ".join(f"{words(REASON_WORDS, r)}: {n}" for r, n in sorted(lock.denials.items()))
-        yield _("  %(lock)s: %(viewers)s visitor(s) shown its banner (%(reasons)s); %(pledges)s pledge(s) and "
-                "%(upgrades)s upgrade(s) followed", lock=lock.lock or _("rules written in code"), viewers=lock.viewers,
-                reasons=reasons, pledges=lock.pledges, upgrades=lock.upgrades)  # fmt: skip
+        name = lock.lock or gettext("rules written in code")
+        yield "  " + gettext(
+            "%(lock)s: %(viewers)s visitor(s) shown its banner (%(reasons)s); %(pledges)s pledge(s) and %(upgrades)s "
+            "upgrade(s) followed", lock=name, viewers=lock.viewers, reasons=reasons, pledges=lock.pledges,
+            upgrades=lock.upgrades,
+        )  # fmt: skip
 
 
 def _rate(value: float | None) -> str:
