@@ -237,3 +237,21 @@ def test_without_flask_babel_the_command_line_is_english(make_app: Callable[...,
         "10. Result: denied, reason 'amount_too_low' (tier t10 or higher).\n"
         "=> DENIED (amount_too_low)\n"
     )
+
+
+
+def test_flask_patronlock_insight_speaks_patronlock_locale(make_app: Callable[..., Flask]) -> None:
+    site = declined_site(make_app, PATRONLOCK_LOCALE="de")
+    Babel(site.app, locale_selector=_never_asked)
+    runner = site.app.test_cli_runner()
+    german = runner.invoke(args=["patronlock", "insight", "--months", "2"]).output.splitlines()
+    assert german[0].split() == ["Monat", "Aktiv", "am", "Anfang", "Neu", "Gekündigt", "Abgelehnt", "Wieder",
+                                 "bezahlt", "Abwanderung", "Ablehnungen", "Aktiv", "am", "Ende"]  # fmt: skip
+    assert german[2].startswith("März 2026 ")
+    assert german[-1] == "In diesen Monaten hat kein Besucher das Banner einer Sperre gesehen."
+    site.app.config["PATRONLOCK_LOCALE"] = "en"
+    english = runner.invoke(args=["patronlock", "insight", "--months", "2"]).output.splitlines()
+    assert english[0] == ("Month           Active at start   New  Cancelled  Declined  Recovered   Churn  Declines  "
+                          "Active at end")  # fmt: skip
+    assert english[2].startswith("March 2026 ") and len(english[2]) == len(english[0])
+    assert english[-1] == "No visitor has been shown a lock's banner in these months."
