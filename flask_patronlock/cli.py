@@ -1,11 +1,15 @@
 """``flask patronlock …`` commands. Each needs only an app context.
 
+What a command prints is in the language of ``PATRONLOCK_LOCALE`` when the app initialised Flask-Babel (a command
+has no request to ask the locale selector about), English without it; the options' help stays English.
+
 Over 600 lines: every command of the ``flask patronlock`` group, each a thin wrapper that parses its arguments and
 prints what a function of the package returns; one module keeps ``flask patronlock --help`` and this file in step.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any, TypeVar
@@ -15,12 +19,39 @@ from flask.cli import AppGroup
 
 from . import config as _config
 from .errors import ConfigurationError
+from .i18n import N_, command_locale, gettext, ngettext
 from .models import schema_gaps
 from .state import PatronLockState, get_state
 
 T = TypeVar("T")
 
-patronlock_cli = AppGroup("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
+
+def _in_command_locale(f: Callable[..., T]) -> Callable[..., T]:
+    """``f`` run in the command line's language (:func:`flask_patronlock.i18n.command_locale`)."""
+
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> T:
+        with command_locale():
+            return f(*args, **kwargs)
+
+    return run
+
+
+class _Group(AppGroup):
+    """An :class:`~flask.cli.AppGroup` whose commands, groups and subgroups print in the command line's language:
+    each callback runs in :func:`~flask_patronlock.i18n.command_locale`, inside the app context."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:  # type: ignore[override]
+        decorate = super().command(*args, **kwargs)
+        return lambda f: decorate(_in_command_locale(f))
+
+    def group(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Group]:  # type: ignore[override]
+        kwargs.setdefault("cls", _Group)
+        decorate = super().group(*args, **kwargs)
+        return lambda f: decorate(_in_command_locale(f))
+
+
+patronlock_cli = _Group("patronlock", help="flask-patronlock: Patreon patrons, locks, sync and webhooks.")
 
 
 @patronlock_cli.command("check")
@@ -44,7 +75,7 @@ def check_command(live: bool, save_path: str | None) -> None:
     from .webhooks import webhook_secret_in_clear
 
     if save_path is not None and not live:
-        raise click.UsageError("--save goes with --live")
+        raise click.UsageError(gettext("--save goes with --live"))
     if live:
         _check_live(save_path)
         return
@@ -52,43 +83,58 @@ def check_command(live: bool, save_path: str | None) -> None:
     cfg = state.app.config
     problems = 0
     for key, purpose in (
-        ("PATRONLOCK_CLIENT_ID", "Log in / connect with Patreon"),
-        ("PATRONLOCK_CLIENT_SECRET", "Log in / connect with Patreon"),
-        ("PATRONLOCK_CAMPAIGN_ID", "matching members to this site"),
-        ("PATRONLOCK_WEBHOOK_SECRETS", "verifying webhooks"),
+        ("PATRONLOCK_CLIENT_ID", N_("Log in / connect with Patreon")),
+        ("PATRONLOCK_CLIENT_SECRET", N_("Log in / connect with Patreon")),
+        ("PATRONLOCK_CAMPAIGN_ID", N_("matching members to this site")),
+        ("PATRONLOCK_WEBHOOK_SECRETS", N_("verifying webhooks")),
     ):
         try:
             _config.require(cfg, key, purpose)
-            click.echo(f"ok       {key}")
+            click.echo(f"{_label(_OK)} {key}")
         except ConfigurationError:
             problems += 1
-            click.echo(f"missing  {key}  (needed for {purpose})")
+            needed = gettext("%(key)s  (needed for %(purpose)s)", key=key, purpose=gettext(purpose))
+            click.echo(f"{_label(_MISSING)} {needed}")
     problems += _check_token_keys(state)
     missing, columns = schema_gaps(state.store.engine, state.tables)
     if not missing:
         problems += _check_creator_token(state)
     if missing:
         problems += 1
-        click.echo(
-            f"missing  tables {', '.join(missing)}: run db.create_all() or `flask db migrate && flask db upgrade`"
-        )
+        click.echo(f"{_label(_MISSING)} " + gettext(
+            "tables %(tables)s: run db.create_all() or `flask db migrate && flask db upgrade`",
+            tables=", ".join(missing),
+        ))  # fmt: skip
     if columns:
         problems += 1
-        click.echo(
-            f"missing  columns {', '.join(columns)} (tables made by an earlier version): "
-            "run `flask db migrate && flask db upgrade`"
-        )
+        click.echo(f"{_label(_MISSING)} " + gettext(
+            "columns %(columns)s (tables made by an earlier version): run `flask db migrate && flask db upgrade`",
+            columns=", ".join(columns),
+        ))  # fmt: skip
     if not missing and not columns:
-        click.echo("ok       tables")
+        click.echo(f"{_label(_OK)} " + gettext("tables"))
         if webhook_secret_in_clear(state):
             problems += 1
-            click.echo(
-                "clear    the registered webhook's secret is stored in the clear (registered before any key was "
-                "set): run `flask patronlock rotate-keys` to encrypt it"
-            )
+            click.echo(f"{_label(_CLEAR)} " + gettext(
+                "the registered webhook's secret is stored in the clear (registered before any key was set): run "
+                "`flask patronlock rotate-keys` to encrypt it"
+            ))  # fmt: skip
         problems += _check_health(state)
     if problems:
         raise SystemExit(1)
+
+
+#: the labels of ``check``'s lines, each padded to 8 characters ("ok      ", "missing ").
+_OK, _MISSING, _CLEAR, _INVALID, _DEGRADED = N_("ok"), N_("missing"), N_("clear"), N_("invalid"), N_("DEGRADED")
+_DRIFT, _NOTE = N_("DRIFT"), N_("note")
+#: the health report's statuses in ``check`` and ``health``.
+_STATUS_LABELS = {"ok": N_("ok"), "warning": N_("WARNING"), "failing": N_("FAILING")}
+_HEALTH_STATUS = {"ok": N_("ok"), "warning": N_("warning"), "failing": N_("failing")}
+
+
+def _label(label: str) -> str:
+    """A line's label, translated and padded: ``"ok      "``."""
+    return f"{gettext(label):<8}"
 
 
 def _check_live(save_path: str | None) -> None:
@@ -96,16 +142,18 @@ def _check_live(save_path: str | None) -> None:
 
     report = live_check()
     if report.total is not None:
-        click.echo(f"read one members page: {report.members_read} member(s) of {report.total}")
+        click.echo(gettext("read one members page: %(read)s member(s) of %(total)s", read=report.members_read,
+                           total=report.total))  # fmt: skip
     for finding in report.findings:
-        click.echo(("DRIFT    " if finding.blocking else "note     ") + finding.describe())
+        click.echo(f"{_label(_DRIFT if finding.blocking else _NOTE)} {finding.describe()}")
     if not report.findings:
-        click.echo("ok       Patreon's campaign, members page and webhooks look as expected")
+        click.echo(f"{_label(_OK)} " + gettext("Patreon's campaign, members page and webhooks look as expected"))
     if save_path is not None:
         save_findings(report, save_path)
-        click.echo(f"findings saved, anonymised, to {save_path}")
+        click.echo(gettext("findings saved, anonymised, to %(path)s", path=save_path))
     if report.drifting:
-        click.echo(f"{len(report.blocking)} finding(s) would make a sync refuse its pages: see docs/sync.rst")
+        click.echo(gettext("%(num)s finding(s) would make a sync refuse its pages: see docs/sync.rst",
+                           num=len(report.blocking)))  # fmt: skip
         raise SystemExit(1)
 
 
@@ -117,8 +165,7 @@ def _check_health(state: PatronLockState) -> int:
     for item in health_report(state.app).checks:
         if item.name == "creator_token":
             continue
-        label = {"ok": "ok", "warning": "WARNING", "failing": "FAILING"}[item.status]
-        click.echo(f"{label:<8} {item.name.replace('_', ' ')}: {item.message}")
+        click.echo(f"{_label(_STATUS_LABELS[item.status])} {item.name.replace('_', ' ')}: {item.message}")
         problems += item.status == "failing"
     return problems
 
@@ -138,9 +185,10 @@ def health_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(health.as_dict(), indent=2))
     else:
-        click.echo(f"health: {health.status}")
+        click.echo(gettext("health: %(status)s", status=gettext(_HEALTH_STATUS.get(health.status, health.status))))
         for item in health.checks:
-            click.echo(f"{item.status:<8} {item.name.replace('_', ' ')}: {item.message}")
+            click.echo(f"{_label(_HEALTH_STATUS.get(item.status, item.status))} {item.name.replace('_', ' ')}: "
+                       f"{item.message}")  # fmt: skip
             if item.detail:
                 click.echo(f"         ({item.detail})")
     if health.failing:
@@ -155,28 +203,37 @@ def _check_creator_token(state: PatronLockState) -> int:
     connection = get_creator_connection(state)
     problems = 0
     if connection is not None and connection.needs_reauth:
-        when = f" on {connection.failed_at:%Y-%m-%d %H:%M} UTC" if connection.failed_at else ""
-        fix = (
-            "set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and PATRONLOCK_CREATOR_REFRESH_TOKEN, or connect the "
-            "creator account on the settings page (Setup)"
-            if connection.origin == "config"
-            else "connect the creator account again on the settings page (Setup)"
-        )
-        click.echo(
-            f"DEGRADED creator token: Patreon stopped accepting it{when} ({connection.failure or 'refused'}); "
-            f"runs cannot complete until you {fix}"
-        )
+        failure = connection.failure or gettext("refused")
+        if connection.failed_at:
+            stopped = gettext("creator token: Patreon stopped accepting it on %(when)s UTC (%(failure)s)",
+                              when=f"{connection.failed_at:%Y-%m-%d %H:%M}", failure=failure)  # fmt: skip
+        else:
+            stopped = gettext("creator token: Patreon stopped accepting it (%(failure)s)", failure=failure)
+        if connection.origin == "config":
+            fix = gettext(
+                "%(stopped)s; runs cannot complete until you set new tokens in PATRONLOCK_CREATOR_ACCESS_TOKEN and "
+                "PATRONLOCK_CREATOR_REFRESH_TOKEN, or connect the creator account on the settings page (Setup)",
+                stopped=stopped,
+            )  # fmt: skip
+        else:
+            fix = gettext(
+                "%(stopped)s; runs cannot complete until you connect the creator account again on the settings page "
+                "(Setup)", stopped=stopped,
+            )  # fmt: skip
+        click.echo(f"{_label(_DEGRADED)} {fix}")
         problems += 1
     elif connection is not None:
-        where = "from the configuration" if connection.origin == "config" else "connected on the settings page"
-        click.echo(f"ok       creator token (stored, {where})")
+        if connection.origin == "config":
+            click.echo(f"{_label(_OK)} " + gettext("creator token (stored, from the configuration)"))
+        else:
+            click.echo(f"{_label(_OK)} " + gettext("creator token (stored, connected on the settings page)"))
     elif cfg.get("PATRONLOCK_CREATOR_ACCESS_TOKEN") or cfg.get("PATRONLOCK_CREATOR_REFRESH_TOKEN"):
-        click.echo("ok       PATRONLOCK_CREATOR_ACCESS_TOKEN / PATRONLOCK_CREATOR_REFRESH_TOKEN")
+        click.echo(f"{_label(_OK)} PATRONLOCK_CREATOR_ACCESS_TOKEN / PATRONLOCK_CREATOR_REFRESH_TOKEN")
     else:
-        click.echo(
-            "missing  PATRONLOCK_CREATOR_ACCESS_TOKEN  (needed for reconcile runs and webhooks; or connect the "
-            "creator account on the settings page)"
-        )
+        click.echo(f"{_label(_MISSING)} " + gettext(
+            "PATRONLOCK_CREATOR_ACCESS_TOKEN  (needed for reconcile runs and webhooks; or connect the creator account "
+            "on the settings page)"
+        ))  # fmt: skip
         problems += 1
     # a missing PATRONLOCK_TOKEN_KEYS (without which a configured refresh token is never stored, so never used) is
     # reported once, by _check_token_keys
@@ -188,17 +245,19 @@ def _check_token_keys(state: PatronLockState) -> int:
     from .crypto import NEW_KEY_COMMAND
 
     problems = 0
-    purpose = "encrypting patrons' and the creator's Patreon tokens and the webhook's secret"
     if not state.app.config.get("PATRONLOCK_TOKEN_KEYS"):
         problems += 1
-        click.echo(f"missing  PATRONLOCK_TOKEN_KEYS  (needed for {purpose}; make a key with `{NEW_KEY_COMMAND}`)")
+        click.echo(f"{_label(_MISSING)} " + gettext(
+            "PATRONLOCK_TOKEN_KEYS  (needed for encrypting patrons' and the creator's Patreon tokens and the webhook's "
+            "secret; make a key with `%(command)s`)", command=NEW_KEY_COMMAND
+        ))  # fmt: skip
     else:
         try:
             state.token_cipher()
-            click.echo("ok       PATRONLOCK_TOKEN_KEYS")
+            click.echo(f"{_label(_OK)} PATRONLOCK_TOKEN_KEYS")
         except ConfigurationError as exc:
             problems += 1
-            click.echo(f"invalid  PATRONLOCK_TOKEN_KEYS  ({exc})")
+            click.echo(f"{_label(_INVALID)} PATRONLOCK_TOKEN_KEYS  ({exc})")
     return problems
 
 
@@ -221,23 +280,46 @@ def sync_command(ctx: click.Context, trigger: str, quiet: bool) -> None:
     def show(p: Progress) -> None:
         if not quiet:
             total = p.total if p.total is not None else "?"
-            click.echo(f"\r  pages {p.pages}  members {p.members}/{total}", nl=False, err=True)
+            counted = gettext("pages %(pages)s  members %(members)s/%(total)s", pages=p.pages, members=p.members,
+                              total=total)  # fmt: skip
+            click.echo(f"\r  {counted}", nl=False, err=True)
 
     try:
         result = run_sync(trigger=trigger, progress=show)
     except AlreadyRunning as exc:
-        click.echo(f"already running: {exc}", err=True)
+        click.echo(gettext("already running: %(error)s", error=exc), err=True)
         raise SystemExit(2) from None
     if not quiet:
         click.echo("", err=True)
-    click.echo(result.summary())
+    click.echo(_summary(result))
     if result.status == "held":
-        click.echo(
-            f"revocations held: review with `flask patronlock sync held {result.run_id}`, then "
-            f"`flask patronlock sync approve {result.run_id}` or `reject {result.run_id}`"
-        )
+        click.echo(gettext(
+            "revocations held: review with `flask patronlock sync held %(run)s`, then `flask patronlock sync approve "
+            "%(run)s` or `reject %(run)s`", run=result.run_id
+        ))  # fmt: skip
     if not result.complete:
         raise SystemExit(1)
+
+
+def _summary(run: Any) -> str:
+    """:meth:`flask_patronlock.sync.RunResult.summary` in the command line's language: "run 7: complete; 3 page(s),
+    250 member(s) of 250; 4 changed, 1 revoked, 0 held"."""
+    if run.status == "failed":
+        words = gettext("FAILED")
+    elif run.status == "held":
+        words = gettext("complete, HELD")
+    else:
+        words = gettext("complete") if run.complete else gettext("INCOMPLETE")
+    line = gettext(
+        "run %(run)s: %(words)s; %(pages)s page(s), %(members)s member(s) of %(total)s; %(changed)s changed, "
+        "%(revoked)s revoked, %(held)s held",
+        run=run.run_id, words=words, pages=run.pages, members=run.members_seen,
+        total=run.total_reported if run.total_reported is not None else "?", changed=run.changed,
+        revoked=run.revoked, held=run.held,
+    )  # fmt: skip
+    if run.reason:
+        line += gettext("; reason: %(reason)s", reason=run.reason)
+    return line
 
 
 @sync_command.command("runs")
@@ -248,7 +330,7 @@ def sync_runs_command(limit: int) -> None:
 
     for run in list_runs(limit=limit):
         started = run.started_at.isoformat(timespec="seconds") if run.started_at else "?"
-        click.echo(f"{started}  {run.summary()}")
+        click.echo(f"{started}  {_summary(run)}")
 
 
 @sync_command.command("held")
@@ -257,12 +339,12 @@ def sync_held_command(run_id: int) -> None:
     """Show the revocations a held run waits to make."""
     held = get_state().store.held_revocations(run_id)
     if not held:
-        click.echo(f"run {run_id} holds no revocations")
+        click.echo(gettext("run %(run)s holds no revocations", run=run_id))
     for row in held:
         why = (
-            "missing from the run" if row["kind"] == "missing"
-            else "Patreon's new state ends the entitlement or empties its tiers or cents"
-        )
+            gettext("missing from the run") if row["kind"] == "missing"
+            else gettext("Patreon's new state ends the entitlement or empties its tiers or cents")
+        )  # fmt: skip
         click.echo(f"{row['member_id']}  {row['full_name'] or '-'}  {row['email'] or '-'}  ({why})")
 
 
@@ -274,8 +356,13 @@ def _decide(run_id: int, approve: bool, by: str | None) -> None:
         click.echo(str(exc), err=True)
         raise SystemExit(1) from None
     revoked = sum(1 for r in results if "access_revoked" in r.events)
-    verb = "approved" if approve else "rejected"
-    click.echo(f"run {run_id} {verb}: {revoked} revoked, {sum(1 for r in results if r.changed)} patron(s) changed")
+    changed = sum(1 for r in results if r.changed)
+    if approve:
+        click.echo(gettext("run %(run)s approved: %(revoked)s revoked, %(changed)s patron(s) changed", run=run_id,
+                           revoked=revoked, changed=changed))  # fmt: skip
+    else:
+        click.echo(gettext("run %(run)s rejected: %(revoked)s revoked, %(changed)s patron(s) changed", run=run_id,
+                           revoked=revoked, changed=changed))  # fmt: skip
 
 
 @sync_command.command("approve")
@@ -309,15 +396,18 @@ def webhooks_register_command(url: str) -> None:
     try:
         webhook, action, secret_stored = register_webhook(get_state(), url)
     except ConfigurationError as exc:
-        click.echo(f"{exc} Nothing was registered.", err=True)
+        click.echo(gettext("%(error)s Nothing was registered.", error=exc), err=True)
         raise SystemExit(1) from None
     except PatreonError as exc:
-        click.echo(f"Patreon refused: {exc}", err=True)
+        click.echo(gettext("Patreon refused: %(error)s", error=exc), err=True)
         raise SystemExit(1) from None
-    click.echo(f"webhook {webhook.id} {action}: {webhook.uri}")
-    click.echo(f"triggers: {', '.join(webhook.triggers)}")
+    if action == "created":
+        click.echo(gettext("webhook %(id)s created: %(uri)s", id=webhook.id, uri=webhook.uri))
+    else:
+        click.echo(gettext("webhook %(id)s updated: %(uri)s", id=webhook.id, uri=webhook.uri))
+    click.echo(gettext("triggers: %(triggers)s", triggers=", ".join(webhook.triggers)))
     if secret_stored:
-        click.echo("secret stored (encrypted with PATRONLOCK_TOKEN_KEYS)")
+        click.echo(gettext("secret stored (encrypted with PATRONLOCK_TOKEN_KEYS)"))
 
 
 @webhooks_command.command("status")
@@ -333,27 +423,28 @@ def webhooks_status_command() -> None:
             hooks = client.webhooks()
         note_patreon_view(state, hooks)
     except PatreonError as exc:
-        click.echo(f"could not ask Patreon: {exc}", err=True)
+        click.echo(gettext("could not ask Patreon: %(error)s", error=exc), err=True)
         hooks = []
     if not hooks:
-        click.echo("no webhook registered: run `flask patronlock webhooks register --url URL`")
+        click.echo(gettext("no webhook registered: run `flask patronlock webhooks register --url URL`"))
     for hook in hooks:
-        mark = "  (registered here)" if hook.id == stored.get("id") else ""
-        last = hook.last_attempted_at.isoformat(timespec="seconds") if hook.last_attempted_at else "never"
-        click.echo(
-            f"webhook {hook.id}: {hook.uri}{mark}\n  paused: {'YES' if hook.paused else 'no'}; "
-            f"consecutive failures: {hook.num_consecutive_times_failed}; last attempt: {last}"
-        )
+        mark = gettext("  (registered here)") if hook.id == stored.get("id") else ""
+        last = hook.last_attempted_at.isoformat(timespec="seconds") if hook.last_attempted_at else gettext("never")
+        paused = gettext("YES") if hook.paused else gettext("no")
+        click.echo(f"webhook {hook.id}: {hook.uri}{mark}\n  " + gettext(
+            "paused: %(paused)s; consecutive failures: %(failures)s; last attempt: %(last)s",
+            paused=paused, failures=hook.num_consecutive_times_failed, last=last,
+        ))  # fmt: skip
     counts = delivery_counts(state)
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"
-    click.echo(f"deliveries received: {summary}")
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or gettext("none yet")
+    click.echo(gettext("deliveries received: %(summary)s", summary=summary))
 
 
 @webhooks_command.command("retry")
 def webhooks_retry_command() -> None:
     """Process, now, the deliveries that are pending or due for a retry."""
     tried = get_state().jobs.retry_due(limit=10_000)
-    click.echo(f"{tried} deliver{'y' if tried == 1 else 'ies'} processed")
+    click.echo(ngettext("%(num)d delivery processed", "%(num)d deliveries processed", tried))
 
 
 # -- locks (issue 4) -------------------------------------------------------------------------------------------------
@@ -377,7 +468,9 @@ def explain_command(user: str, lock: str, published_at: str | None) -> None:
         published = published_moment(published_at)
     except ValueError:
         raise click.BadParameter(
-            f"{published_at!r} is not a date: write it like 2026-11-02 or 2026-11-02T09:30", param_hint="--published-at"
+            gettext("%(value)s is not a date: write it like 2026-11-02 or 2026-11-02T09:30",
+                    value=repr(published_at)),
+            param_hint="--published-at",
         ) from None
 
     state = get_state()
@@ -388,16 +481,17 @@ def explain_command(user: str, lock: str, published_at: str | None) -> None:
         subject = loader(user) if loader is not None else None
         if subject is None:
             if loader is not None:
-                click.echo(f"note: the user loader found no user {user!r}; explaining for the bare id")
+                click.echo(gettext("note: the user loader found no user %(user)s; explaining for the bare id",
+                                   user=repr(user)))  # fmt: skip
             subject = user
     try:
         result = explain(subject, lock, published_at=published)
     except UnknownLockError as exc:
         raise click.BadParameter(str(exc), param_hint="LOCK") from None
     click.echo(result.story)
-    click.echo("\nHow this was decided:")
+    click.echo("\n" + gettext("How this was decided:"))
     click.echo(str(result))
-    verdict = "ALLOWED" if result.decision.allowed else "DENIED"
+    verdict = gettext("ALLOWED") if result.decision.allowed else gettext("DENIED")
     click.echo(f"=> {verdict} ({result.decision.reason})")
 
 
@@ -445,18 +539,25 @@ def rotate_keys_command() -> None:
         webhook = rotate_webhook_secret(get_state())  # what `webhooks register` stored
     except (TokenDecryptionError, ConfigurationError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"Re-encrypted {report.tokens} token(s) of {report.accounts} linked account(s) under the first key of "
-        "PATRONLOCK_TOKEN_KEYS"
-        + (f", the creator's {creator} token(s)" if creator else "")
-        + (", the webhook's secret" if webhook else "")
-        + ". The other keys can now be removed."
-    )
+    counts = {"tokens": report.tokens, "accounts": report.accounts, "creator": creator}
+    if creator and webhook:
+        done = gettext("Re-encrypted %(tokens)s token(s) of %(accounts)s linked account(s) under the first key of "
+                       "PATRONLOCK_TOKEN_KEYS, the creator's %(creator)s token(s), the webhook's secret.", **counts)
+    elif creator:
+        done = gettext("Re-encrypted %(tokens)s token(s) of %(accounts)s linked account(s) under the first key of "
+                       "PATRONLOCK_TOKEN_KEYS, the creator's %(creator)s token(s).", **counts)
+    elif webhook:
+        done = gettext("Re-encrypted %(tokens)s token(s) of %(accounts)s linked account(s) under the first key of "
+                       "PATRONLOCK_TOKEN_KEYS, the webhook's secret.", **counts)
+    else:
+        done = gettext("Re-encrypted %(tokens)s token(s) of %(accounts)s linked account(s) under the first key of "
+                       "PATRONLOCK_TOKEN_KEYS.", **counts)
+    click.echo(done + " " + gettext("The other keys can now be removed."))
 
 
 # -- add-ons (issue 6) -----------------------------------------------------------------------------------------------
 
-addons_cli = AppGroup("addons", help="Installed add-ons: list them, switch them on or off.")
+addons_cli = _Group("addons", help="Installed add-ons: list them, switch them on or off.")
 patronlock_cli.add_command(addons_cli)
 
 
@@ -467,14 +568,14 @@ def addons_list_command() -> None:
 
     found = list_addons()
     if not found:
-        click.echo("No add-ons installed (entry point group flask_patronlock.addons).")
+        click.echo(gettext("No add-ons installed (entry point group flask_patronlock.addons)."))
         return
     for info in found:
-        status = "BROKEN" if not info.loaded else "on" if info.enabled else "off"
+        status = gettext("BROKEN") if not info.loaded else gettext("on") if info.enabled else gettext("off")
         click.echo(f"{info.name:<24} {info.version or '-':<12} {status:<6} {info.description}")
-        click.echo(f"{'':<24} from {info.origin}")
+        click.echo(f"{'':<24} " + gettext("from %(origin)s", origin=info.origin))
         if info.error:
-            click.echo(f"{'':<24} error: {info.error}")
+            click.echo(f"{'':<24} " + gettext("error: %(error)s", error=info.error))
 
 
 def _switch(name: str, enabled: bool, by: str | None) -> None:
@@ -484,8 +585,12 @@ def _switch(name: str, enabled: bool, by: str | None) -> None:
         set_addon_enabled(name, enabled, by=by)
     except LookupError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="NAME") from None
-    click.echo(f"Add-on {name} is now {'on' if enabled else 'off'} (every worker within "
-               "PATRONLOCK_SETTINGS_CHECK_SECONDS).")
+    if enabled:
+        click.echo(gettext("Add-on %(name)s is now on (every worker within PATRONLOCK_SETTINGS_CHECK_SECONDS).",
+                           name=name))  # fmt: skip
+    else:
+        click.echo(gettext("Add-on %(name)s is now off (every worker within PATRONLOCK_SETTINGS_CHECK_SECONDS).",
+                           name=name))  # fmt: skip
 
 
 @addons_cli.command("enable")
@@ -506,7 +611,7 @@ def addons_disable_command(name: str, by: str) -> None:
 
 # -- comps (flask_patronlock.comps) ------------------------------------------------------------------------------------
 
-comp_cli = AppGroup("comp", help="Comps: access you grant by hand (a friend, a press copy), with a note and an end.")
+comp_cli = _Group("comp", help="Comps: access you grant by hand (a friend, a press copy), with a note and an end.")
 patronlock_cli.add_command(comp_cli)
 
 #: a comp's field -> the option that sets it, for errors.
@@ -527,10 +632,10 @@ def _comp_end(until: str | None, days: int | None) -> Any:
     from datetime import date, datetime, timedelta
 
     if until is not None and days is not None:
-        raise click.UsageError("give --until or --days, not both")
+        raise click.UsageError(gettext("give --until or --days, not both"))
     if days is not None:
         if days < 1:
-            raise click.BadParameter("give at least 1 day", param_hint="--days")
+            raise click.BadParameter(gettext("give at least 1 day"), param_hint="--days")
         return get_state().store.clock() + timedelta(days=days)
     if until is None:
         return None
@@ -541,7 +646,9 @@ def _comp_end(until: str | None, days: int | None) -> Any:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise click.BadParameter(
-            f"{until!r} is not a date: write it like 2027-01-04 (or 2027-01-04T12:00+00:00)", param_hint="--until"
+            gettext("%(value)s is not a date: write it like 2027-01-04 (or 2027-01-04T12:00+00:00)",
+                    value=repr(until)),
+            param_hint="--until",
         ) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
@@ -572,9 +679,10 @@ def comp_grant_command(user_id: str | None, member: str | None, patreon_user_id:
         )
     except CompError as exc:
         for field, message in exc.errors[1:]:
-            click.echo(f"Also: {_COMP_OPTIONS.get(field, field)}: {message}", err=True)
+            also = gettext("Also: %(option)s: %(message)s", option=_COMP_OPTIONS.get(field, field), message=message)
+            click.echo(also, err=True)
         raise click.BadParameter(str(exc), param_hint=_COMP_OPTIONS.get(exc.field)) from None
-    click.echo(f"Comp {record.id} granted. {comp_sentence(state, record)}.")
+    click.echo(gettext("Comp %(id)s granted. %(comp)s.", id=record.id, comp=comp_sentence(state, record)))
 
 
 @comp_cli.command("list")
@@ -586,7 +694,10 @@ def comp_list_command(ended: bool) -> None:
     state = get_state()
     records = list_comps(state, ended=ended)
     if not records:
-        click.echo("No ended comps." if ended else "No comps: grant one with `flask patronlock comp grant`.")
+        if ended:
+            click.echo(gettext("No ended comps."))
+        else:
+            click.echo(gettext("No comps: grant one with `flask patronlock comp grant`."))
     for record in records:
         click.echo(f"{record.id:>6}  {comp_sentence(state, record)}")
 
@@ -602,16 +713,16 @@ def comp_revoke_command(comp_id: int, by: str | None) -> None:
     state = get_state()
     try:
         if not is_row_id(comp_id):
-            raise LookupError(f"There is no comp {comp_id}.")
+            raise LookupError(gettext("There is no comp %(id)s.", id=comp_id))
         record = revoke_comp(state, comp_id, by=by, source="cli")
     except (LookupError, CompError) as exc:
         raise click.ClickException(str(exc.args[0])) from None
-    click.echo(f"Comp {comp_id} revoked. {comp_sentence(state, record)}.")
+    click.echo(gettext("Comp %(id)s revoked. %(comp)s.", id=comp_id, comp=comp_sentence(state, record)))
 
 
 # -- locks creators make (flask_patronlock.settings) ------------------------------------------------------------------
 
-lock_cli = AppGroup("lock", help="Locks: list them, and make, rename or delete the ones not declared in code.")
+lock_cli = _Group("lock", help="Locks: list them, and make, rename or delete the ones not declared in code.")
 patronlock_cli.add_command(lock_cli)
 
 #: a lock's field -> the argument or option that sets it, for errors.
@@ -627,7 +738,8 @@ def _lock_call(action: Callable[[], T]) -> T:
         return action()
     except LockError as exc:
         for field, message in exc.errors[1:]:
-            click.echo(f"Also: {_LOCK_OPTIONS.get(field, field)}: {message}", err=True)
+            also = gettext("Also: %(option)s: %(message)s", option=_LOCK_OPTIONS.get(field, field), message=message)
+            click.echo(also, err=True)
         raise click.BadParameter(str(exc), param_hint=_LOCK_OPTIONS.get(exc.field)) from None
 
 
@@ -640,11 +752,15 @@ def lock_list_command() -> None:
     tiers = get_state().settings.current().tiers
     infos = list_locks()
     if not infos:
-        click.echo("No locks: make one with `flask patronlock lock create NAME --title TITLE`.")
+        click.echo(gettext("No locks: make one with `flask patronlock lock create NAME --title TITLE`."))
     for info in infos:
-        made = "made in code" if info.origin == "code" else "made on the settings page"
         title = f" ({info.title})" if info.title != info.name else ""
-        click.echo(f"{info.name}{title}: {describe_rule(info.effective, tiers)}; {made}.")
+        rule = describe_rule(info.effective, tiers)
+        named = f"{info.name}{title}"
+        if info.origin == "code":
+            click.echo(gettext("%(lock)s: %(rule)s; made in code.", lock=named, rule=rule))
+        else:
+            click.echo(gettext("%(lock)s: %(rule)s; made on the settings page.", lock=named, rule=rule))
 
 
 @lock_cli.command("create")
@@ -662,7 +778,8 @@ def lock_create_command(name: str, title: str, description: str, tiers: tuple[st
     lock = _lock_call(
         lambda: create_lock(name, title=title, description=description, rule=rule, by=by, source="cli")
     )
-    click.echo(f"Made the lock {lock.name} ({lock.display_name}). Use it as @locked({lock.name!r}).")
+    click.echo(gettext("Made the lock %(name)s (%(title)s). Use it as @locked(%(code)s).", name=lock.name,
+                       title=lock.display_name, code=repr(lock.name)))  # fmt: skip
 
 
 @lock_cli.command("rename")
@@ -675,9 +792,9 @@ def lock_rename_command(name: str, title: str | None, description: str | None, b
     from .settings import update_lock
 
     if title is None and description is None:
-        raise click.UsageError("give --title, --description or both")
+        raise click.UsageError(gettext("give --title, --description or both"))
     lock = _lock_call(lambda: update_lock(name, title=title, description=description, by=by, source="cli"))
-    click.echo(f"The lock {lock.name} is now called {lock.display_name}.")
+    click.echo(gettext("The lock %(name)s is now called %(title)s.", name=lock.name, title=lock.display_name))
 
 
 @lock_cli.command("delete")
@@ -688,5 +805,5 @@ def lock_delete_command(name: str, by: str | None) -> None:
     from .settings import delete_lock
 
     _lock_call(lambda: delete_lock(name, by=by, source="cli"))
-    click.echo(f"Deleted the lock {name}. Anything still on it stays locked to everyone but admins until it gets "
-               "another lock.")
+    click.echo(gettext("Deleted the lock %(name)s. Anything still on it stays locked to everyone but admins until it "
+                       "gets another lock.", name=name))  # fmt: skip

@@ -3,6 +3,9 @@
 It runs the same code as a page view: the viewer from the stored link and patron, the rule in force from the settings
 cache, :func:`flask_patronlock.policy.explain_steps` (the very code of ``decide``) and the ``access-decision`` filter.
 ``flask patronlock explain USER LOCK`` prints it.
+
+The rule in words and the explainer's own steps are messages of the ``flask_patronlock`` catalogue, in the site's
+locale (the policy's steps, :func:`flask_patronlock.policy.explain_steps`, are English yet).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from .formatting import date_text, money
+from .i18n import amount_text, day_text, gettext, ngettext
 from .locks import Lock, as_lock, evaluate, published_moment
 from .patreon.types import TierSnapshot
 from .policy import Decision, LockRule, Viewer, entitlement, explain_steps
@@ -44,9 +47,9 @@ class Explanation:
 
 
 def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) -> str:
-    """The rule in plain words, naming tiers by title where known."""
+    """The rule in plain words, naming tiers by title where known (in the site's locale)."""
     if not rule.enabled:
-        return "disabled (everyone may see it)"
+        return gettext("disabled (everyone may see it)")
     known = tiers or {}
     parts = []
     if rule.tier_ids:
@@ -54,31 +57,33 @@ def describe_rule(rule: LockRule, tiers: dict[str, TierSnapshot] | None = None) 
         for tier_id in rule.tier_ids:
             tier = known.get(tier_id)
             names.append(
-                f"{tier.title or 'an untitled tier'} ({money(tier.amount_cents)} a month)"
+                gettext("%(tier)s (%(amount)s a month)", tier=tier.title or gettext("an untitled tier"),
+                        amount=amount_text(tier.amount_cents))
                 if tier is not None
-                else "a tier Patreon no longer lists"
-            )
+                else gettext("a tier Patreon no longer lists")
+            )  # fmt: skip
+        listed = gettext(" or ").join(names)
         if rule.tier_match == "exact":
-            parts.append(("tier " if len(names) == 1 else "one of the tiers ") + " or ".join(names) + " only")
+            parts.append(ngettext("tier %(tiers)s only", "one of the tiers %(tiers)s only", len(names), tiers=listed))
         else:
-            parts.append("tier " + " or ".join(names) + " or higher")
+            parts.append(gettext("tier %(tiers)s or higher", tiers=listed))
     if rule.min_cents is not None:
-        parts.append(f"at least {money(rule.min_cents)} a month")
+        parts.append(gettext("at least %(amount)s a month", amount=amount_text(rule.min_cents)))
     if rule.lifetime_cents is not None:
-        parts.append(f"lifetime support of at least {money(rule.lifetime_cents)}")
+        parts.append(gettext("lifetime support of at least %(amount)s", amount=amount_text(rule.lifetime_cents)))
     if rule.patron_since_before is not None:
-        parts.append(f"pledging since before {date_text(rule.patron_since_before, day_first=True)}")
+        parts.append(gettext("pledging since before %(date)s", date=day_text(rule.patron_since_before)))
     if rule.drip_months is not None:
-        months = rule.drip_months
-        parts.append(f"pledging for at least {months} month{'' if months == 1 else 's'}")
+        parts.append(ngettext("pledging for at least %(num)d month", "pledging for at least %(num)d months",
+                              rule.drip_months))  # fmt: skip
     if rule.patrons_at_publish:
-        parts.append("pledging when each item was published")
-    default = "any member, free or paid" if rule.free_members else "any entitled patron"
-    who = (" and " if rule.combine == "all" else " or ").join(parts) if parts else default
+        parts.append(gettext("pledging when each item was published"))
+    default = gettext("any member, free or paid") if rule.free_members else gettext("any entitled patron")
+    who = (gettext(" and ") if rule.combine == "all" else gettext(" or ")).join(parts) if parts else default
     if rule.free_members and parts:
-        who = f"{who} (free members included)"
+        who = gettext("%(who)s (free members included)", who=who)
     if rule.public_after is not None:
-        return f"{who}; everyone from {date_text(rule.public_after, day_first=True)} (early access)"
+        return gettext("%(who)s; everyone from %(date)s (early access)", who=who, date=day_text(rule.public_after))
     return who
 
 
@@ -122,65 +127,64 @@ def explain(
     base = snapshot.base_rule_for(target)
     source: Literal["default", "override", "one-off"]
     described = describe_rule(base, snapshot.tiers)
+    named = repr(target.name)
     if target.name is None:
         source = "one-off"
-        steps.append(f"Lock: a one-off rule: {described}.")
+        steps.append(gettext("Lock: a one-off rule: %(rule)s.", rule=described))
     elif override is not None:
         source = "override"
-        who = f" by {override.updated_by}" if override.updated_by else ""
-        when = f" at {override.updated_at.isoformat()}" if override.updated_at else ""
-        steps.append(f"Lock {target.name!r}: the creator's override (set{who}{when}) applies: {described}.")
+        set_by = _override_set(override.updated_by, override.updated_at)
+        steps.append(gettext("Lock %(lock)s: the creator's override (%(set)s) applies: %(rule)s.", lock=named,
+                             set=set_by, rule=described))  # fmt: skip
     elif target.origin == "missing":
         source = "default"
-        steps.append(
-            f"Lock {target.name!r}: no lock has this name (it was deleted on the settings page, or never made), so "
-            "what uses it stays locked to everyone but admins until it gets another lock."
-        )
+        steps.append(gettext(
+            "Lock %(lock)s: no lock has this name (it was deleted on the settings page, or never made), so what uses "
+            "it stays locked to everyone but admins until it gets another lock.", lock=named,
+        ))  # fmt: skip
     else:
         source = "default"
-        what = "a lock made on the settings page, with no rule set yet" if target.origin == "creator" else (
-            "the default rule declared in code applies"
-        )
-        steps.append(f"Lock {target.name!r}: {what}: {described}.")
+        if target.origin == "creator":
+            steps.append(gettext("Lock %(lock)s: a lock made on the settings page, with no rule set yet: %(rule)s.",
+                                 lock=named, rule=described))  # fmt: skip
+        else:
+            steps.append(gettext("Lock %(lock)s: the default rule declared in code applies: %(rule)s.", lock=named,
+                                 rule=described))  # fmt: skip
     if rule != base:
-        steps.append(f"Filter: a lock-rule receiver changed the rule to: {describe_rule(rule, snapshot.tiers)}.")
+        steps.append(gettext("Filter: a lock-rule receiver changed the rule to: %(rule)s.",
+                             rule=describe_rule(rule, snapshot.tiers)))  # fmt: skip
 
     authenticated = user is not None and bool(getattr(user, "is_authenticated", False))
     if not authenticated:
-        steps.append("Viewer: an anonymous visitor (not signed in).")
+        steps.append(gettext("Viewer: an anonymous visitor (not signed in)."))
     else:
         user_id = str(user.get_id())
         a = state.tables.accounts
         with state.store.engine.connect() as conn:
             patreon_user_id = conn.execute(select(a.c.patreon_user_id).where(a.c.user_id == user_id)).scalar()
         if patreon_user_id is None:
-            steps.append(f"Viewer: user {user_id}, signed in; no Patreon account is linked to this user.")
+            steps.append(gettext("Viewer: user %(user)s, signed in; no Patreon account is linked to this user.",
+                                 user=user_id))  # fmt: skip
         else:
-            steps.append(f"Viewer: user {user_id}, signed in, linked to Patreon user {patreon_user_id}.")
+            steps.append(gettext("Viewer: user %(user)s, signed in, linked to Patreon user %(patreon_user)s.",
+                                 user=user_id, patreon_user=patreon_user_id))  # fmt: skip
     bare_id = isinstance(user, _UserId)
     viewer = viewer_for(user, state, is_admin=False if bare_id else None, cached=False)  # the stored truth
     if viewer.linked:
-        campaign = state.campaign_id_or_none()
-        of_campaign = f" of campaign {campaign}" if campaign else ""
-        patron = viewer.patron
-        if patron is None:
-            steps.append(
-                f"Member: no membership{of_campaign} is stored for that Patreon user (never pledged or followed, or "
-                "not synced yet)."
-            )
-        else:
-            name = f" ({patron.full_name})" if patron.full_name else ""
-            seen = f", as of {patron.observed_at.isoformat()} from {patron.source}" if patron.observed_at else ""
-            steps.append(f"Member: {patron.member_id}{name}{of_campaign}{seen}.")
+        steps.append(_member_step(viewer, state.campaign_id_or_none()))
     if authenticated:
         has_loader = state.declarations.admin_loader is not None
         if not has_loader:
-            steps.append("Admin: no admin callback is registered, so nobody is an admin.")
+            steps.append(gettext("Admin: no admin callback is registered, so nobody is an admin."))
         elif bare_id:
-            steps.append("Admin: not checked (explained for a bare user id; pass the user object to ask the admin "
-                         "callback), taken as not an admin.")
+            steps.append(gettext(
+                "Admin: not checked (explained for a bare user id; pass the user object to ask the admin callback), "
+                "taken as not an admin."
+            ))  # fmt: skip
+        elif viewer.is_admin:
+            steps.append(gettext("Admin: the admin callback says this user is an admin."))
         else:
-            steps.append(f"Admin: the admin callback says this user is {'' if viewer.is_admin else 'not '}an admin.")
+            steps.append(gettext("Admin: the admin callback says this user is not an admin."))
     if target.origin != "missing":
         steps.extend(
             explain_steps(
@@ -193,8 +197,13 @@ def explain(
     if viewer.comps:
         steps.extend(_comp_steps(state, user, viewer, decided, now))
     if final != decided:
-        verdict = "allowed" if final.allowed else "denied"
-        steps.append(f"Filter: an access-decision receiver changed the result to {verdict}, reason {final.reason!r}.")
+        reason = repr(final.reason)
+        if final.allowed:
+            steps.append(gettext("Filter: an access-decision receiver changed the result to allowed, reason "
+                                 "%(reason)s.", reason=reason))  # fmt: skip
+        else:
+            steps.append(gettext("Filter: an access-decision receiver changed the result to denied, reason "
+                                 "%(reason)s.", reason=reason))  # fmt: skip
     told = story(
         who=_who(user, viewer),
         lock=target.label,
@@ -211,16 +220,45 @@ def explain(
     return Explanation(lock=target, rule=rule, source=source, decision=final, steps=tuple(steps), story=told)
 
 
+def _member_step(viewer: Viewer, campaign: str | None) -> str:
+    """The "Member: ..." step: the stored membership of the viewer's Patreon user, or that there is none."""
+    patron = viewer.patron
+    if patron is None and campaign:
+        return gettext("Member: no membership of campaign %(campaign)s is stored for that Patreon user (never pledged "
+                       "or followed, or not synced yet).", campaign=campaign)  # fmt: skip
+    if patron is None:
+        return gettext("Member: no membership is stored for that Patreon user (never pledged or followed, or not "
+                       "synced yet).")  # fmt: skip
+    # a trace line of data: the member, then what qualifies it (each a phrase of its own)
+    name = f" ({patron.full_name})" if patron.full_name else ""
+    of_campaign = gettext(" of campaign %(campaign)s", campaign=campaign) if campaign else ""
+    seen = ""
+    if patron.observed_at:
+        seen = gettext(", as of %(when)s from %(source)s", when=patron.observed_at.isoformat(), source=patron.source)
+    return gettext("Member: %(member)s%(details)s.", member=patron.member_id, details=f"{name}{of_campaign}{seen}")
+
+
+def _override_set(by: str | None, at: datetime | None) -> str:
+    """"set by Kopi at 2026-12-01T09:00:00+00:00" and its shorter forms (the override step's parenthesis)."""
+    if by and at:
+        return gettext("set by %(by)s at %(at)s", by=by, at=at.isoformat())
+    if by:
+        return gettext("set by %(by)s", by=by)
+    if at:
+        return gettext("set at %(at)s", at=at.isoformat())
+    return gettext("set")
+
+
 def _who(user: Any, viewer: Viewer) -> str:
     """What the story calls the viewer: their name here, their name on Patreon, or a description."""
     from .comps import user_name
 
     if user is None or not getattr(user, "is_authenticated", False):
-        return "This visitor"
+        return gettext("This visitor")
     name = "" if isinstance(user, _UserId) else user_name(user) or ""
     if not name and viewer.patron is not None:
         name = viewer.patron.full_name or ""
-    return name or "This user"
+    return name or gettext("This user")
 
 
 def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Decision, now: datetime) -> list[str]:
@@ -233,7 +271,8 @@ def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Deci
         patron = viewer.patron
         who = (patron.full_name or "") if patron is not None else ""
     if not who:
-        who = "This user" if isinstance(user, _UserId) or user is None else f"User {user.get_id()}"
+        bare = isinstance(user, _UserId) or user is None
+        who = gettext("This user") if bare else gettext("User %(id)s", id=user.get_id())
     used = decided.comp.id if decided.comp is not None else None
     out = []
     for comp in viewer.comps:
@@ -242,9 +281,9 @@ def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Deci
             continue
         sentence = comp_sentence(state, record, who=who, now=now)
         if record.id == used:
-            out.append(f"Comp: {sentence}. That comp opens this lock.")
+            out.append(gettext("Comp: %(comp)s. That comp opens this lock.", comp=sentence))
         elif record.active_at(now):
-            out.append(f"Comp: {sentence}. It does not open this lock.")
+            out.append(gettext("Comp: %(comp)s. It does not open this lock.", comp=sentence))
         else:
-            out.append(f"Comp: {sentence}.")
+            out.append(gettext("Comp: %(comp)s.", comp=sentence))
     return out

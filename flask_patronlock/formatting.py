@@ -23,50 +23,58 @@ __all__ = [
     "words",
 ]
 
+
+def N_(string: str) -> str:
+    """Mark ``string`` for extraction into the ``flask_patronlock`` catalogue (``make translations``) without
+    translating it: this module is pure, so the tables below stay English here and are translated where they are
+    shown, by :func:`flask_patronlock.i18n.words`."""
+    return string
+
+
 #: Patreon's ``patron_status`` in a creator's words (``None``: the member never pledged, e.g. a follower).
 PATRON_STATUS_WORDS: dict[str | None, str] = {
-    "active_patron": "pledging",
-    "declined_patron": "pledging, payment declined",
-    "former_patron": "former patron",
-    None: "never pledged",
+    "active_patron": N_("pledging"),
+    "declined_patron": N_("pledging, payment declined"),
+    "former_patron": N_("former patron"),
+    None: N_("never pledged"),
 }
 #: what :func:`flask_patronlock.policy.entitlement` says, in words ("Access now: ...").
 ENTITLEMENT_WORDS: dict[str | None, str] = {
-    "active": "yes",
-    "grace": "yes, in a grace period",
-    "restricted": "no, until a payment goes through",
-    "former": "no, the membership ended",
-    "none": "no",
-    None: "no",
+    "active": N_("yes"),
+    "grace": N_("yes, in a grace period"),
+    "restricted": N_("no, until a payment goes through"),
+    "former": N_("no, the membership ended"),
+    "none": N_("no"),
+    None: N_("no"),
 }
 #: where a change came from (audit rows' and stored patrons' ``source``).
 SOURCE_WORDS: dict[str | None, str] = {
-    "oauth": "the patron connecting Patreon",
-    "webhook": "a message from Patreon",
-    "sync": "a reconcile run",
-    "admin": "the settings page",
-    "cli": "the command line",
-    "scheduler": "the scheduler",
-    "clock": "time passing (a paid or grace period ended)",
-    "user": "the patron, on this site",
-    "feed": "a private feed",
-    None: "unknown",
+    "oauth": N_("the patron connecting Patreon"),
+    "webhook": N_("a message from Patreon"),
+    "sync": N_("a reconcile run"),
+    "admin": N_("the settings page"),
+    "cli": N_("the command line"),
+    "scheduler": N_("the scheduler"),
+    "clock": N_("time passing (a paid or grace period ended)"),
+    "user": N_("the patron, on this site"),
+    "feed": N_("a private feed"),
+    None: N_("unknown"),
 }
 #: a decision's reason, as the answer to "why?" (the banners' titles for denials).
 REASON_WORDS: dict[str | None, str] = {
-    "anonymous": "not signed in",
-    "not_linked": "signed in, but Patreon is not connected",
-    "not_a_patron": "not a patron",
-    "amount_too_low": "the pledge is below the lock's tier",
-    "payment_declined": "the payment was declined",
-    "former_patron": "the membership ended",
-    "not_patron_at_date": "joined after the lock's date",
-    "drip_not_reached": "not pledged long enough yet",
-    "lifetime_too_low": "lifetime support is too low",
-    "lock_disabled": "the lock is switched off",
-    "admin_bypass": "an admin of this site sees everything",
-    "allowed": "every condition of the lock holds",
-    "comp": "a comp you granted",
+    "anonymous": N_("not signed in"),
+    "not_linked": N_("signed in, but Patreon is not connected"),
+    "not_a_patron": N_("not a patron"),
+    "amount_too_low": N_("the pledge is below the lock's tier"),
+    "payment_declined": N_("the payment was declined"),
+    "former_patron": N_("the membership ended"),
+    "not_patron_at_date": N_("joined after the lock's date"),
+    "drip_not_reached": N_("not pledged long enough yet"),
+    "lifetime_too_low": N_("lifetime support is too low"),
+    "lock_disabled": N_("the lock is switched off"),
+    "admin_bypass": N_("an admin of this site sees everything"),
+    "allowed": N_("every condition of the lock holds"),
+    "comp": N_("a comp you granted"),
 }
 
 
@@ -115,8 +123,13 @@ def date_text(
     return f"{when:%B} {when.day}, {year}" if year else f"{when:%B} {when.day}"
 
 
-def month_text(when: datetime) -> str:
-    """``"January 2027"``: a calendar month in words (the dashboard's months)."""
+def month_text(when: datetime, *, locale: str | None = None) -> str:
+    """``"January 2027"``: a calendar month in words (the dashboard's months); with ``locale``, Babel's
+    (``"Januar 2027"`` for ``locale="de"``)."""
+    if locale is not None:
+        from babel.dates import format_skeleton
+
+        return str(format_skeleton("yMMMM", when, locale=locale))
     return f"{when:%B} {when.year}"
 
 
@@ -129,9 +142,15 @@ def countdown_text(when: datetime, now: datetime) -> str:
     return "tomorrow" if days == 1 else f"in {days} days"
 
 
-def moment_text(when: datetime, *, now: datetime | None = None) -> str:
+def moment_text(when: datetime, *, now: datetime | None = None, locale: str | None = None) -> str:
     """``"7 December 2026, 11:18 UTC"`` (the settings pages' times; every stored time is UTC). With ``now``, the year
-    is left out when it is ``now``'s."""
+    is left out when it is ``now``'s. With ``locale``, the date and the time are Babel's (``"7. Dezember 2026, 11:18
+    UTC"`` for ``locale="de"``)."""
+    if locale is not None:
+        from babel.dates import format_time
+
+        clock = format_time(when, "short", tzinfo=when.tzinfo, locale=locale)
+        return f"{date_text(when, now=now, locale=locale)}, {clock} UTC"
     return f"{date_text(when, day_first=True, now=now)}, {when:%H:%M} UTC"
 
 

@@ -26,6 +26,8 @@ Amounts and dates (:func:`money`, :func:`date_text`) go through Babel in the sit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,15 +41,21 @@ __all__ = [
     "DOMAIN",
     "N_",
     "TRANSLATIONS",
+    "amount_text",
+    "command_locale",
     "countdown_text",
     "date_text",
+    "day_text",
     "format_args",
     "gettext",
     "init_app",
     "lazy_gettext",
     "locale",
+    "moment_text",
     "money",
+    "month_text",
     "ngettext",
+    "words",
 ]
 
 #: The folder of the shipped catalogues (``<lang>/LC_MESSAGES/flask_patronlock.mo``).
@@ -179,6 +187,71 @@ def countdown_text(when: datetime, now: datetime) -> str:
     if english in _COUNTDOWN_WORDS:
         return gettext(english)
     return ngettext("in %(num)d day", "in %(num)d days", days)
+
+
+def words(table: dict[str | None, str], code: str | None) -> str:
+    """:func:`flask_patronlock.formatting.words` in the current locale: ``words(REASON_WORDS, "anonymous")`` is "not
+    signed in" (German: "nicht angemeldet"); a code the table does not know stays its fallback text."""
+    text = formatting.words(table, code)
+    return gettext(text) if text else text
+
+
+def _text_locale() -> str | None:
+    """The locale the settings pages, the explainer and the command line write dates and amounts in: ``None``
+    (today's English, whatever the currency) for an English site or without Flask-Babel (their words are English
+    then, so are their dates), else the site's."""
+    if not _babel_active():
+        return None
+    site_locale = locale()
+    if site_locale.split("_")[0].lower() == "en":
+        return None
+    try:
+        import babel  # noqa: F401 - the formats need it (Flask-Babel depends on it)
+    except ImportError:  # pragma: no cover - babel comes with the i18n extra
+        return None
+    return site_locale
+
+
+def day_text(when: datetime | None, *, now: datetime | None = None) -> str:
+    """A day as the settings pages write it: ``4 January 2027`` (English), ``4. Januar 2027`` (German); ``""`` for
+    ``None``. With ``now``, the year is left out when it is ``now``'s."""
+    if when is None:
+        return ""
+    return formatting.date_text(when, day_first=True, now=now, locale=_text_locale())
+
+
+def moment_text(when: datetime | None, *, now: datetime | None = None) -> str:
+    """A time as the settings pages write it: ``7 December 2026, 11:18 UTC`` (English), ``7. Dezember 2026, 11:18
+    UTC`` (German); ``""`` for ``None``."""
+    if when is None:
+        return ""
+    return formatting.moment_text(when, now=now, locale=_text_locale())
+
+
+def month_text(when: datetime) -> str:
+    """A calendar month: ``January 2027`` (English), ``Januar 2027`` (German)."""
+    return formatting.month_text(when, locale=_text_locale())
+
+
+def amount_text(cents: int | None) -> str:
+    """An amount as the explainer and the lock rules write it: ``5.00`` (English, no symbol, as always), ``5,00 $``
+    (German, in ``PATRONLOCK_CURRENCY``); ``""`` for ``None``."""
+    text_locale = _text_locale()
+    if text_locale is None:
+        return formatting.money(cents)
+    _site_locale, currency = format_args()
+    return formatting.money(cents, locale=text_locale, currency=currency)
+
+
+@contextmanager
+def command_locale() -> Iterator[None]:
+    """The command line's language: a command has no request, so Flask-Babel's locale selector is not asked; with
+    Flask-Babel initialised, the command runs in ``PATRONLOCK_LOCALE`` (``"en"`` by default); without it, English."""
+    if not _babel_active():
+        yield
+        return
+    with flask_babel.force_locale(str(current_app.config.get("PATRONLOCK_LOCALE") or "en")):
+        yield
 
 
 def init_app(app: Flask) -> None:

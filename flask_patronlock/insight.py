@@ -52,8 +52,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .dates import add_months
 from .dbutil import transaction
-from .formatting import REASON_WORDS, month_text, words
+from .formatting import REASON_WORDS
 from .formatting import money as formatting_money
+from .i18n import gettext, month_text, ngettext, words
 from .policy import payment_declined
 from .state import PatronLockState
 
@@ -150,7 +151,7 @@ class Month:
 
     @property
     def label(self) -> str:
-        """``"January 2027"``."""
+        """``"January 2027"`` (German: ``"Januar 2027"``)."""
         return month_text(self.start)
 
     @property
@@ -610,21 +611,34 @@ def figures_text(figures: Insight) -> Iterator[str]:
     def cell(value: float | None) -> str:
         return "-" if value is None else f"{value:g}%" if isinstance(value, float) else str(value)
 
-    yield (f"{'Month':<15}{'Active at start':>16}{'New':>6}{'Cancelled':>11}{'Declined':>10}{'Recovered':>11}"
-           f"{'Churn':>8}{'Declines':>10}{'Active at end':>15}")
+    # the columns' headings and widths (a translated heading widens its column)
+    columns = [
+        (gettext("Month"), 15), (gettext("Active at start"), 16), (gettext("New"), 6), (gettext("Cancelled"), 11),
+        (gettext("Declined"), 10), (gettext("Recovered"), 11), (gettext("Churn"), 8), (gettext("Declines"), 10),
+        (gettext("Active at end"), 15),
+    ]  # fmt: skip
+    widths = [max(width, len(heading) + 1) for heading, width in columns]
+    yield "".join(f"{heading:<{w}}" if i == 0 else f"{heading:>{w}}" for i, ((heading, _w), w) in
+                  enumerate(zip(columns, widths, strict=True)))  # fmt: skip
     for m in figures.months:
-        yield (f"{m.label:<15}{cell(m.active_at_start):>16}{m.new:>6}{m.cancelled:>11}{m.declined:>10}"
-               f"{m.recovered:>11}{cell(m.churn):>8}{cell(m.decline_rate):>10}{cell(m.active_at_end):>15}")
+        cells = (m.label, cell(m.active_at_start), m.new, m.cancelled, m.declined, m.recovered, cell(m.churn),
+                 cell(m.decline_rate), cell(m.active_at_end))  # fmt: skip
+        yield "".join(f"{value:<{w}}" if i == 0 else f"{value:>{w}}" for i, (value, w) in
+                      enumerate(zip(cells, widths, strict=True)))  # fmt: skip
     yield ""
     if not figures.locks:
-        yield "No visitor has been shown a lock's banner in these months."
+        yield gettext("No visitor has been shown a lock's banner in these months.")
         return
-    days = figures.credit_days
-    yield f"What each lock's banner brought (pledges and upgrades within {days} day{'' if days == 1 else 's'}):"
+    yield ngettext("What each lock's banner brought (pledges and upgrades within %(num)d day):",
+                   "What each lock's banner brought (pledges and upgrades within %(num)d days):", figures.credit_days)
     for lock in figures.locks:
         reasons = ", ".join(f"{words(REASON_WORDS, r)}: {n}" for r, n in sorted(lock.denials.items()))
-        yield (f"  {lock.lock or 'rules written in code'}: {lock.viewers} visitor(s) shown its banner ({reasons}); "
-               f"{lock.pledges} pledge(s) and {lock.upgrades} upgrade(s) followed")
+        name = lock.lock or gettext("rules written in code")
+        yield "  " + gettext(
+            "%(lock)s: %(viewers)s visitor(s) shown its banner (%(reasons)s); %(pledges)s pledge(s) and %(upgrades)s "
+            "upgrade(s) followed", lock=name, viewers=lock.viewers, reasons=reasons, pledges=lock.pledges,
+            upgrades=lock.upgrades,
+        )  # fmt: skip
 
 
 def _rate(value: float | None) -> str:

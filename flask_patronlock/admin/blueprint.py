@@ -27,15 +27,8 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.exceptions import BadRequest, Forbidden
 
 from ..csrf import check_csrf
-from ..formatting import (
-    ENTITLEMENT_WORDS,
-    PATRON_STATUS_WORDS,
-    REASON_WORDS,
-    SOURCE_WORDS,
-    date_text,
-    moment_text,
-    words,
-)
+from ..formatting import ENTITLEMENT_WORDS, PATRON_STATUS_WORDS, REASON_WORDS, SOURCE_WORDS
+from ..i18n import day_text, moment_text, words
 from ..locks import lock_exempt
 from ..state import get_state
 
@@ -183,8 +176,8 @@ def _template_globals() -> dict[str, Any]:
         "admin_csrf_token": generate_csrf,
         "admin_user": admin_user,
         "admin_nav": list(NAV),
-        # dates, times and codes in a creator's words (flask_patronlock.formatting): ``{{ day(d) }}``,
-        # ``{{ moment(t) }}``, ``{{ words(PATRON_STATUS_WORDS, p.patron_status) }}``
+        # dates, times and codes in a creator's words, in the site's locale (flask_patronlock.i18n):
+        # ``{{ day(d) }}``, ``{{ moment(t) }}``, ``{{ words(PATRON_STATUS_WORDS, p.patron_status) }}``
         "day": _day,
         "moment": moment_text,
         "words": words,
@@ -196,5 +189,5 @@ def _template_globals() -> dict[str, Any]:
 
 
 def _day(when: datetime | None) -> str:
-    """``"4 January 2027"``; ``""`` for no date."""
-    return date_text(when, day_first=True) if when is not None else ""
+    """``"4 January 2027"`` (German: ``"4. Januar 2027"``); ``""`` for no date."""
+    return day_text(when)
