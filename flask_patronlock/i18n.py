@@ -55,6 +55,7 @@ __all__ = [
     "money",
     "month_text",
     "ngettext",
+    "text_locale",
     "words",
 ]
 
@@ -196,7 +197,7 @@ def words(table: dict[str | None, str], code: str | None) -> str:
     return gettext(text) if text else text
 
 
-def _text_locale() -> str | None:
+def text_locale() -> str | None:
     """The locale the settings pages, the explainer and the command line write dates and amounts in: ``None``
     (today's English, whatever the currency) for an English site or without Flask-Babel (their words are English
     then, so are their dates), else the site's."""
@@ -217,7 +218,7 @@ def day_text(when: datetime | None, *, now: datetime | None = None) -> str:
     ``None``. With ``now``, the year is left out when it is ``now``'s."""
     if when is None:
         return ""
-    return formatting.date_text(when, day_first=True, now=now, locale=_text_locale())
+    return formatting.date_text(when, day_first=True, now=now, locale=text_locale())
 
 
 def moment_text(when: datetime | None, *, now: datetime | None = None) -> str:
@@ -225,22 +226,22 @@ def moment_text(when: datetime | None, *, now: datetime | None = None) -> str:
     UTC`` (German); ``""`` for ``None``."""
     if when is None:
         return ""
-    return formatting.moment_text(when, now=now, locale=_text_locale())
+    return formatting.moment_text(when, now=now, locale=text_locale())
 
 
 def month_text(when: datetime) -> str:
     """A calendar month: ``January 2027`` (English), ``Januar 2027`` (German)."""
-    return formatting.month_text(when, locale=_text_locale())
+    return formatting.month_text(when, locale=text_locale())
 
 
 def amount_text(cents: int | None) -> str:
     """An amount as the explainer and the lock rules write it: ``5.00`` (English, no symbol, as always), ``5,00 $``
     (German, in ``PATRONLOCK_CURRENCY``); ``""`` for ``None``."""
-    text_locale = _text_locale()
-    if text_locale is None:
+    written_in = text_locale()
+    if written_in is None:
         return formatting.money(cents)
     _site_locale, currency = format_args()
-    return formatting.money(cents, locale=text_locale, currency=currency)
+    return formatting.money(cents, locale=written_in, currency=currency)
 
 
 @contextmanager

@@ -14,15 +14,15 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, flash, has_app_context, redirect, render_template, request, url_for
+from flask import Flask, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from .. import config as _config
-from .. import formatting, oauth
+from .. import oauth
 from ..creator import disconnect_creator, get_creator_connection, save_creator_tokens
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..health import health_report
-from ..i18n import N_, gettext, locale, ngettext
+from ..i18n import N_, day_text, gettext, moment_text, ngettext
 from ..patreon.errors import PatreonError
 from ..patreon.types import CampaignSnapshot
 from ..settings import set_campaign_id
@@ -97,25 +97,6 @@ def _missing_scopes(scope: str) -> list[str]:
     wanted = _config.as_list(current_app.config["PATRONLOCK_CREATOR_SCOPES"], "PATRONLOCK_CREATOR_SCOPES")
     have = set(scope.split())
     return [s for s in wanted if s not in have]
-
-
-def _text_locale() -> str | None:
-    """The locale the Setup and Sync pages' sentences write days in: ``None`` (today's English) for an English site
-    or without Flask-Babel (the words are English then, so are the days), else the site's."""
-    if not has_app_context() or "babel" not in current_app.extensions:
-        return None
-    site_locale = locale()
-    return None if site_locale.split("_")[0].lower() == "en" else site_locale
-
-
-def day_text(when: datetime, *, now: datetime | None = None) -> str:
-    """``"4 December 2026"`` (``"4. Dezember 2026"`` on a German site); without the year when it is ``now``'s."""
-    return formatting.date_text(when, day_first=True, now=now, locale=_text_locale())
-
-
-def moment_text(when: datetime) -> str:
-    """``"7 December 2026, 11:18 UTC"`` (``"7. Dezember 2026, 11:18 UTC"`` on a German site)."""
-    return f"{day_text(when)}, {when:%H:%M} UTC"
 
 
 def _stopped_text(when: datetime | None, now: datetime, fallback: bool) -> str:

@@ -21,7 +21,7 @@ from flask import Flask, abort, flash, redirect, render_template, request, url_f
 from flask.typing import ResponseReturnValue
 
 from ..errors import ConfigurationError, TokenDecryptionError
-from ..i18n import N_, gettext, ngettext
+from ..i18n import N_, day_text, gettext, moment_text, ngettext, text_locale
 from ..patreon.errors import PatreonError
 from ..patreon.types import WebhookSnapshot
 from ..state import get_state
@@ -39,7 +39,7 @@ from ..webhooks import (
     stored_webhook,
 )
 from .blueprint import admin_user_id, nav, route
-from .setup import Step, _text_locale, day_text, moment_text, site_url
+from .setup import Step, site_url
 
 __all__ = ["reason_text", "run_summary", "status_text", "webhook_health", "webhook_steps"]
 
@@ -317,7 +317,7 @@ _MISSING = re.compile(rf"(?P<n>{_COUNT}) entitled patron\(s\) missing from the l
 def _number(text: str) -> tuple[int, str]:
     """``"1,234"`` (as the sync writes a count) -> ``(1234, "1,234")``, the text in the site's locale."""
     value = int(text.replace(",", ""))
-    site_locale = _text_locale()
+    site_locale = text_locale()
     if site_locale is None:
         return value, text
     from babel.numbers import format_decimal
