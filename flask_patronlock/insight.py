@@ -54,6 +54,7 @@ from .dates import add_months
 from .dbutil import transaction
 from .formatting import REASON_WORDS, month_text, words
 from .formatting import money as formatting_money
+from .i18n import format_args
 from .policy import payment_declined
 from .state import PatronLockState
 
@@ -72,6 +73,7 @@ __all__ = [
     "flush_banner_views",
     "insight",
     "lock_figures",
+    "month_label",
     "monthly_figures",
     "patrons_csv",
     "pledge_of",
@@ -150,8 +152,8 @@ class Month:
 
     @property
     def label(self) -> str:
-        """``"January 2027"``."""
-        return month_text(self.start)
+        """``"January 2027"`` (in the site's language: ``"Januar 2027"``)."""
+        return month_label(self.start)
 
     @property
     def key(self) -> str:
@@ -172,6 +174,17 @@ class Month:
     def decline_rate(self) -> float | None:
         """Payments declined in the month per 100 patrons active at its start; ``None`` when none were."""
         return self._per_100(self.declined)
+
+
+def month_label(when: datetime) -> str:
+    """``when``'s calendar month in words, as the site writes it: ``"January 2027"`` (German ``"Januar 2027"``);
+    :func:`flask_patronlock.formatting.month_text` outside a request or for English."""
+    site_locale, _currency = format_args()
+    if site_locale is None:
+        return month_text(when)
+    from babel.dates import format_skeleton
+
+    return str(format_skeleton("yMMMM", when.date(), locale=site_locale))
 
 
 def month_start(moment: datetime) -> datetime:
