@@ -95,7 +95,7 @@ def bar_chart(
         f'<svg class="pl-chart" data-chart="bar" viewBox="0 0 {width} {height}" role="img" '
         f'preserveAspectRatio="xMinYMin meet" width="100%">',
         f"<title>{escape(title)}</title>",
-        "<desc>" + escape("; ".join(f"{label}: {_value_label(v, unit)}" for label, v in items)) + "</desc>",
+        f"<desc>{escape('; '.join(f'{label}: {_value_label(v, unit)}' for label, v in items))}</desc>",
     ]
     for i, (label, value) in enumerate(items):
         y = pad + i * row
