@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
-from .formatting import date_text
+from .i18n import N_, date_text, format_args, gettext, ngettext
 from .locks import lock_exempt
 from .state import PatronLockState, get_state
 from .sync import RunResult, _row_to_result, incomplete_streak
@@ -87,15 +87,27 @@ def _iso(when: datetime | None) -> str | None:
 
 def _ago(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
-    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}{'' if n == 1 else 's'} ago"
-    return "just now"
+    if seconds >= 86400:
+        return ngettext("%(num)d day ago", "%(num)d days ago", seconds // 86400)
+    if seconds >= 3600:
+        return ngettext("%(num)d hour ago", "%(num)d hours ago", seconds // 3600)
+    if seconds >= 60:
+        return ngettext("%(num)d minute ago", "%(num)d minutes ago", seconds // 60)
+    return gettext("just now")
+
+
+def _count(n: int) -> str:
+    """A count as the site writes it: ``1,234`` (German ``1.234``)."""
+    site_locale, _currency = format_args()
+    if site_locale is None:
+        return f"{n:,}"
+    from babel.numbers import format_decimal
+
+    return str(format_decimal(n, locale=site_locale))
 
 
 def when_in_words(when: datetime, now: datetime) -> str:
-    """``4 December, 3 hours ago`` (with the year when it is not this year's)."""
+    """``4 December, 3 hours ago`` (with the year when it is not this year's; in the site's language)."""
     when, now = when.astimezone(UTC), now.astimezone(UTC)
     return f"{date_text(when, day_first=True, now=now)}, {_ago(now - when)}"
 
@@ -144,19 +156,20 @@ def _last_complete(state: PatronLockState, now: datetime, run: RunResult | None)
     if run is None or when is None:
         return Check(
             "last_complete_run", FAILING,
-            "No sync has read every patron from Patreon yet, so nobody who stopped pledging loses access.",
+            gettext("No sync has read every patron from Patreon yet, so nobody who stopped pledging loses access."),
             "no complete run is stored", {"run_id": None, "at": None, "age_seconds": None, **limits},
         )
     age = now - when
     data = {"run_id": run.run_id, "at": _iso(when), "age_seconds": _seconds(age), **limits}
     detail = f"run {run.run_id} ({run.status}) finished {_iso(when)}; {run.members_seen} member(s)"
-    said = f"The last sync that read every patron was on {when_in_words(when, now)}."
+    said = gettext("The last sync that read every patron was on %(when)s.", when=when_in_words(when, now))
     if age > fail_after:
         return Check("last_complete_run", FAILING,
-                     said + " Changes on Patreon are not reaching this site, and nobody who stopped pledging loses "
-                     "access until a sync completes.", detail, data)
+                     said + " " + gettext("Changes on Patreon are not reaching this site, and nobody who stopped "
+                                          "pledging loses access until a sync completes."), detail, data)
     if age > warn_after:
-        return Check("last_complete_run", WARNING, said + " Syncs should run more often than that.", detail, data)
+        return Check("last_complete_run", WARNING, said + " " + gettext("Syncs should run more often than that."),
+                     detail, data)
     return Check("last_complete_run", OK, said, detail, data)
 
 
@@ -166,13 +179,18 @@ def _incomplete(state: PatronLockState, streak: int, latest: RunResult | None) -
     data = {"streak": streak, "alert_after": alert_after, "latest_run_id": latest.run_id if latest else None,
             "latest_reason": reason}
     if streak == 0:
-        said = "No sync has run yet." if latest is None else "The latest sync read every patron."
+        said = gettext("No sync has run yet.") if latest is None else gettext("The latest sync read every patron.")
         return Check("incomplete_runs", OK, said, "", data)
     if streak == 1:
-        message = "The latest sync could not read every patron from Patreon; the next one tries again."
-    else:
-        message = (f"The last {streak} syncs in a row could not read every patron from Patreon, so nobody who stopped "
-                   "pledging loses access until one does. Open the Sync page to see why.")
+        message = gettext("The latest sync could not read every patron from Patreon; the next one tries again.")
+    else:  # two or more: English says "syncs" either way, other languages may need the count's own form
+        message = ngettext(
+            "The last %(num)d syncs in a row could not read every patron from Patreon, so nobody who stopped "
+            "pledging loses access until one does.",
+            "The last %(num)d syncs in a row could not read every patron from Patreon, so nobody who stopped "
+            "pledging loses access until one does.",
+            streak,
+        ) + " " + gettext("Open the Sync page to see why.")
     detail = f"latest run {latest.run_id} {latest.status}: {reason}" if latest is not None else ""
     status = FAILING if alert_after >= 1 and streak >= alert_after else WARNING
     return Check("incomplete_runs", status, message, detail, data)
@@ -180,26 +198,35 @@ def _incomplete(state: PatronLockState, streak: int, latest: RunResult | None) -
 
 #: what a held run's reason says when Patreon's pages emptied tiers or zeroed cents (sync._what_changed).
 _LOSS_KINDS = ("tiers", "cents")
+#: the drift check's warning for a held run, by what Patreon's pages lost.
+_LOSS_MESSAGES = {
+    ("tiers",): N_("Patreon suddenly reported no tiers for many patrons who still pledge, so that sync is held for "
+                   "your decision on the Sync page."),
+    ("cents",): N_("Patreon suddenly reported no pledge amounts for many patrons who still pledge, so that sync is "
+                   "held for your decision on the Sync page."),
+    ("tiers", "cents"): N_("Patreon suddenly reported no tiers and pledge amounts for many patrons who still pledge, "
+                           "so that sync is held for your decision on the Sync page."),
+}
+#: what to do about answers that changed shape.
+_UPDATE = N_("Update flask-patronlock, or report it if you run the latest version.")
 
 
 def _drift(latest: RunResult | None, held: list[RunResult], state: PatronLockState) -> Check:
     if latest is not None and latest.reason and "SchemaDrift" in latest.reason:
         return Check(
             "drift", FAILING,
-            "Patreon's answers changed shape in a way this site does not understand, so syncs stop before changing "
-            "anybody's access. Update flask-patronlock, or report it if you run the latest version.",
+            gettext("Patreon's answers changed shape in a way this site does not understand, so syncs stop before "
+                    "changing anybody's access.") + " " + gettext(_UPDATE),
             f"run {latest.run_id}: {latest.reason}",
             {"run_id": latest.run_id, "reason": latest.reason},
         )
     for run in reversed(held):
         losses = run.detail.get("losses") or {}
-        kinds = [k for k in _LOSS_KINDS if losses.get(k)]
+        kinds = tuple(k for k in _LOSS_KINDS if losses.get(k))
         if kinds:
-            what = " and ".join({"tiers": "tiers", "cents": "pledge amounts"}[k] for k in kinds)
             return Check(
                 "drift", WARNING,
-                f"Patreon suddenly reported no {what} for many patrons who still pledge, so that sync is held for "
-                "your decision on the Sync page.",
+                gettext(_LOSS_MESSAGES[kinds]),
                 f"held run {run.run_id}: {run.reason}",
                 {"run_id": run.run_id, "reason": run.reason, "losses": losses},
             )
@@ -209,27 +236,37 @@ def _drift(latest: RunResult | None, held: list[RunResult], state: PatronLockSta
     if live is not None and live.get("drifting"):
         return Check(
             "drift", WARNING,
-            "The daily check of Patreon's answers found they changed shape in a way this site does not understand: "
-            "the next sync will stop before changing anybody's access. Update flask-patronlock, or report it if you "
-            "run the latest version.",
+            gettext("The daily check of Patreon's answers found they changed shape in a way this site does not "
+                    "understand: the next sync will stop before changing anybody's access.") + " " + gettext(_UPDATE),
             f"live check at {live.get('at')}: " + "; ".join(str(f) for f in live.get("findings") or []),
             {"run_id": None, "reason": None, "live_check": live},
         )
-    return Check("drift", OK, "Patreon's answers look as expected.", "", {"run_id": None, "reason": None})
+    return Check("drift", OK, gettext("Patreon's answers look as expected."), "", {"run_id": None, "reason": None})
 
 
 def _held(held: list[RunResult], now: datetime) -> Check:
     if not held:
-        return Check("held_runs", OK, "No sync is waiting for your decision.", "", {"run_ids": []})
+        return Check("held_runs", OK, gettext("No sync is waiting for your decision."), "", {"run_ids": []})
     oldest = held[0]
     when = _run_time(oldest)
-    since = f" since {when_in_words(when, now)}" if when is not None else ""
     patrons = sum(r.held for r in held)
+    who = ngettext("%(count)s patron", "%(count)s patrons", patrons, count=_count(patrons))
+    if when is not None:
+        waits = ngettext(
+            "A sync would take access away from %(patrons)s at once, so it waits for your decision since %(when)s.",
+            "%(num)d syncs would take access away from %(patrons)s at once, so they wait for your decision since "
+            "%(when)s.",
+            len(held), patrons=who, when=when_in_words(when, now),
+        )
+    else:
+        waits = ngettext(
+            "A sync would take access away from %(patrons)s at once, so it waits for your decision.",
+            "%(num)d syncs would take access away from %(patrons)s at once, so they wait for your decision.",
+            len(held), patrons=who,
+        )
     return Check(
         "held_runs", WARNING,
-        f"{'A sync would' if len(held) == 1 else f'{len(held)} syncs would'} take access away from {patrons:,} "
-        f"patron{'' if patrons == 1 else 's'} at once, so {'it waits' if len(held) == 1 else 'they wait'} for your "
-        f"decision{since}. Review on the Sync page.",
+        waits + " " + gettext("Review on the Sync page."),
         "; ".join(f"run {r.run_id}: {r.reason}" for r in held),
         {"run_ids": [r.run_id for r in held], "held": patrons},
     )
@@ -248,20 +285,24 @@ def _creator(state: PatronLockState) -> Check:
                   f"origin {connection.origin}")
         if config_token and connection.origin != "config":
             return Check("creator_token", WARNING,
-                         "Patreon stopped accepting the account connected here; the token from the configuration is "
-                         "used meanwhile. Reconnect on the Setup page.", detail, data)
+                         gettext("Patreon stopped accepting the account connected here; the token from the "
+                                 "configuration is used meanwhile.") + " " + gettext("Reconnect on the Setup page."),
+                         detail, data)
         return Check("creator_token", FAILING,
-                     "Patreon stopped accepting the site's creator account, so changes on Patreon no longer reach "
-                     "this site. Reconnect it on the Setup page.", detail, data)
+                     gettext("Patreon stopped accepting the site's creator account, so changes on Patreon no longer "
+                             "reach this site.") + " " + gettext("Reconnect it on the Setup page."), detail, data)
     if connection is not None:
-        return Check("creator_token", OK, "Patreon accepts the site's creator account.", f"origin {connection.origin}",
+        return Check("creator_token", OK, gettext("Patreon accepts the site's creator account."),
+                     f"origin {connection.origin}",
                      {"state": "ok", "origin": connection.origin})
     if config_token:
-        return Check("creator_token", OK, "A creator token is configured.", "from the configuration (not stored yet)",
+        return Check("creator_token", OK, gettext("A creator token is configured."),
+                     "from the configuration (not stored yet)",
                      {"state": "configured", "origin": "config"})
     return Check("creator_token", FAILING,
-                 "No creator account is connected, so the campaign's patrons cannot be read. Connect it on the "
-                 "Setup page.", "no stored connection and no PATRONLOCK_CREATOR_ACCESS_TOKEN",
+                 gettext("No creator account is connected, so the campaign's patrons cannot be read.") + " "
+                 + gettext("Connect it on the Setup page."),
+                 "no stored connection and no PATRONLOCK_CREATOR_ACCESS_TOKEN",
                  {"state": "missing", "origin": None})
 
 
@@ -297,35 +338,68 @@ def _webhook(state: PatronLockState, now: datetime) -> Check:
                    f"{patreon.get('paused')}, {patreon.get('failures')} failure(s) in a row")
     if stuck:
         return Check("webhook", FAILING,
-                     f"{stuck:,} message{'' if stuck == 1 else 's'} from Patreon {'has' if stuck == 1 else 'have'} "
-                     "waited more than 15 minutes: nothing is processing them. Check that the site's background "
-                     "worker runs.", detail, data)
+                     ngettext("%(count)s message from Patreon has waited more than 15 minutes: nothing is processing "
+                              "them.",
+                              "%(count)s messages from Patreon have waited more than 15 minutes: nothing is processing "
+                              "them.", stuck, count=_count(stuck))
+                     + " " + gettext("Check that the site's background worker runs."), detail, data)
     if not registered and applied:
         return Check("webhook", OK,
-                     f"Patreon has sent this site {applied:,} message{'' if applied == 1 else 's'} that "
-                     f"{'was' if applied == 1 else 'were'} applied, through a webhook set up on Patreon's side "
-                     "(register it on the Sync page too, to be told when Patreon pauses it).", detail, data)
+                     ngettext("Patreon has sent this site %(count)s message that was applied, through a webhook set "
+                              "up on Patreon's side (register it on the Sync page too, to be told when Patreon pauses "
+                              "it).",
+                              "Patreon has sent this site %(count)s messages that were applied, through a webhook set "
+                              "up on Patreon's side (register it on the Sync page too, to be told when Patreon pauses "
+                              "it).", applied, count=_count(applied)), detail, data)
     if not registered:
         return Check("webhook", WARNING,
-                     "No webhook is registered, so changes on Patreon reach this site only with the next sync. "
-                     "Register it on the Sync page.", detail, data)
+                     gettext("No webhook is registered, so changes on Patreon reach this site only with the next "
+                             "sync.") + " " + gettext("Register it on the Sync page."), detail, data)
     if patreon is not None and (not patreon.get("listed") or patreon.get("paused") or patreon.get("failures")):
         failures = int(patreon.get("failures") or 0)
-        after = f" after {failures} failed deliveries in a row" if failures > 1 else (
-            " after a failed delivery" if failures == 1 else "")
-        said = ("Patreon no longer lists the webhook registered here" if not patreon.get("listed") else
-                f"Patreon {'paused the webhook' if patreon.get('paused') else 'is retrying the webhook'}{after}")
         return Check("webhook", WARNING,
-                     f"{said}, so changes on Patreon reach this site only with the next sync. Check that the site "
-                     "answers, then register the webhook again on the Sync page.", detail, data)
+                     _webhook_trouble(bool(patreon.get("listed")), bool(patreon.get("paused")), failures) + " "
+                     + gettext("Check that the site answers, then register the webhook again on the Sync page."),
+                     detail, data)
     if failed:
         return Check("webhook", WARNING,
-                     f"{failed:,} message{'' if failed == 1 else 's'} from Patreon could not be applied in the last "
-                     "24 hours; the next sync brings those patrons up to date. The Sync page says why.", detail, data)
+                     ngettext("%(count)s message from Patreon could not be applied in the last 24 hours; the next "
+                              "sync brings those patrons up to date.",
+                              "%(count)s messages from Patreon could not be applied in the last 24 hours; the next "
+                              "sync brings those patrons up to date.", failed, count=_count(failed))
+                     + " " + gettext("The Sync page says why."), detail, data)
     if retrying:
-        return Check("webhook", OK, f"Registered; {retrying:,} message{'' if retrying == 1 else 's'} from Patreon "
-                     "will be tried again shortly.", detail, data)
-    return Check("webhook", OK, "Registered; every message from Patreon was applied.", detail, data)
+        return Check("webhook", OK,
+                     ngettext("Registered; %(count)s message from Patreon will be tried again shortly.",
+                              "Registered; %(count)s messages from Patreon will be tried again shortly.",
+                              retrying, count=_count(retrying)), detail, data)
+    return Check("webhook", OK, gettext("Registered; every message from Patreon was applied."), detail, data)
+
+
+def _webhook_trouble(listed: bool, paused: bool, failures: int) -> str:
+    """What Patreon did with the webhook registered here (no longer listed, paused, retrying), in one sentence."""
+    if not listed:
+        return gettext("Patreon no longer lists the webhook registered here, so changes on Patreon reach this site "
+                       "only with the next sync.")
+    if paused:
+        if failures > 1:
+            return ngettext("Patreon paused the webhook after %(num)d failed deliveries in a row, so changes on "
+                            "Patreon reach this site only with the next sync.",
+                            "Patreon paused the webhook after %(num)d failed deliveries in a row, so changes on "
+                            "Patreon reach this site only with the next sync.", failures)
+        if failures == 1:
+            return gettext("Patreon paused the webhook after a failed delivery, so changes on Patreon reach this site "
+                           "only with the next sync.")
+        return gettext("Patreon paused the webhook, so changes on Patreon reach this site only with the next sync.")
+    if failures > 1:
+        return ngettext("Patreon is retrying the webhook after %(num)d failed deliveries in a row, so changes on "
+                        "Patreon reach this site only with the next sync.",
+                        "Patreon is retrying the webhook after %(num)d failed deliveries in a row, so changes on "
+                        "Patreon reach this site only with the next sync.", failures)
+    if failures == 1:
+        return gettext("Patreon is retrying the webhook after a failed delivery, so changes on Patreon reach this "
+                       "site only with the next sync.")
+    return gettext("Patreon is retrying the webhook, so changes on Patreon reach this site only with the next sync.")
 
 
 # -- the JSON endpoint -------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ..i18n import N_
+from ..i18n import N_, gettext
 from ..settings import list_addons, set_addon_enabled
 from .blueprint import admin_user_id, nav, route
 
@@ -26,5 +26,9 @@ def switch_addon(name: str) -> ResponseReturnValue:
         set_addon_enabled(name, on, by=admin_user_id())
     except LookupError:
         abort(404)
-    flash(f"Add-on {name!r} is {'on' if on else 'off'}. Every page follows within a few seconds.", "success")
+    if on:
+        said = gettext("Add-on %(name)s is on.", name=repr(name))
+    else:
+        said = gettext("Add-on %(name)s is off.", name=repr(name))
+    flash(said + " " + gettext("Every page follows within a few seconds."), "success")
     return redirect(url_for(".addons"))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from markupsafe import Markup, escape
 
 from ..formatting import number
+from ..i18n import format_args, gettext
 
-__all__ = ["Series", "bar_chart", "line_chart"]
+__all__ = ["Series", "bar_chart", "line_chart", "number_text", "percent_text"]
 
 _PALETTE = ("#c2410c", "#1d4ed8", "#15803d", "#7e22ce", "#b45309", "#0f766e")
 
@@ -50,16 +52,41 @@ def _label_lines(label: str) -> tuple[str, str]:
     return (head, tail) if head else (label, "")
 
 
+def number_text(value: float) -> str:
+    """:func:`flask_patronlock.formatting.number` in the site's locale: ``12.5`` -> ``"12.5"`` (German ``"12,5"``)."""
+    site_locale, _currency = format_args()
+    if site_locale is None:
+        return number(value)
+    from babel.numbers import format_decimal
+
+    return str(format_decimal(Decimal(number(value)), format="0.#", locale=site_locale))
+
+
+def percent_text(value: float) -> str:
+    """A percentage as the site writes it: ``12.5`` -> ``"12.5%"`` (German ``"12,5 %"``), at most one decimal."""
+    site_locale, _currency = format_args()
+    if site_locale is None:
+        return f"{number(value)}%"
+    from babel.numbers import format_percent
+
+    return str(format_percent(Decimal(number(value)) / 100, locale=site_locale, decimal_quantization=False))
+
+
 def _value_label(value: float, unit: str) -> str:
-    return f"{number(value)}{unit}"
+    return percent_text(value) if unit == "%" else f"{number_text(value)}{unit}"
+
+
+def _empty(text: str | None) -> str:
+    return text if text is not None else gettext("Nothing to show yet.")
 
 
 def bar_chart(
-    items: Sequence[tuple[str, float]], *, title: str, unit: str = "", empty: str = "Nothing to show yet."
+    items: Sequence[tuple[str, float]], *, title: str, unit: str = "", empty: str | None = None
 ) -> Markup:
-    """Horizontal bars, one per ``(label, value)``, with the value written at the end of each bar."""
+    """Horizontal bars, one per ``(label, value)``, with the value written at the end of each bar; ``empty`` (by
+    default "Nothing to show yet.") when there is none."""
     if not items:
-        return Markup('<p class="pl-empty" data-chart="bar">{}</p>').format(empty)
+        return Markup('<p class="pl-empty" data-chart="bar">{}</p>').format(_empty(empty))
     row, label_w, bar_w, pad = 28, 190, 360, 8
     width = label_w + bar_w + 80
     height = pad * 2 + row * len(items)
@@ -68,7 +95,7 @@ def bar_chart(
         f'<svg class="pl-chart" data-chart="bar" viewBox="0 0 {width} {height}" role="img" '
         f'preserveAspectRatio="xMinYMin meet" width="100%">',
         f"<title>{escape(title)}</title>",
-        "<desc>" + escape("; ".join(f"{label}: {_value_label(v, unit)}" for label, v in items)) + "</desc>",
+        f"<desc>{escape('; '.join(f'{label}: {_value_label(v, unit)}' for label, v in items))}</desc>",
     ]
     for i, (label, value) in enumerate(items):
         y = pad + i * row
@@ -96,13 +123,13 @@ def line_chart(
     title: str,
     unit: str = "",
     y_max: float | None = None,
-    empty: str = "Nothing to show yet.",
+    empty: str | None = None,
 ) -> Markup:
     """Lines over ``labels`` (e.g. months), one per :class:`Series`, with a y axis from 0, a legend, and a dot and
     a tooltip per point."""
     points_known = [v for s in series for v in s.values if v is not None]
     if not labels or not points_known:
-        return Markup('<p class="pl-empty" data-chart="line">{}</p>').format(empty)
+        return Markup('<p class="pl-empty" data-chart="line">{}</p>').format(_empty(empty))
     left, right, top_pad, bottom, legend = 56, 40, 16, 56, 22
     plot_w = max(120, 76 * (len(labels) - 1) if len(labels) > 1 else 120)
     plot_h = 200

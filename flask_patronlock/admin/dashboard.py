@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 from flask import Response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 
 from ..dates import add_months
-from ..formatting import date_text, month_text, number
 from ..health import health_report
-from ..i18n import N_
+from ..i18n import N_, date_text, gettext, month_text, ngettext
 from ..insight import figures_csv, insight, patrons_csv
 from ..state import get_state
 from . import charts
@@ -35,7 +35,20 @@ def index() -> ResponseReturnValue:
 
 
 def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{number(value)}%"
+    return "—" if value is None else charts.percent_text(value)
+
+
+def _page_text(text: Markup) -> Markup:
+    """A translated sentence (``pl_``'s escaped markup) as the text of an element, with its apostrophes and quotes
+    as typed: they need no escaping outside an attribute, and the page then reads as it did before it was
+    translated (never use it for an attribute's value)."""
+    return Markup(str(text).replace("&#39;", "'").replace("&#34;", '"'))
+
+
+def _setup_left(left: int, total: int) -> str:
+    """The dashboard's reminder that setup is not finished: "2 of 5 steps are left"."""
+    return ngettext("Setup is not finished: %(num)d of %(total)d steps is left.",
+                    "Setup is not finished: %(num)d of %(total)d steps are left.", left, total=total)
 
 
 @route("/dashboard")
@@ -50,35 +63,39 @@ def dashboard() -> ResponseReturnValue:
     known = [m for m in months if m.active_at_end is not None]
     first_known = known[0] if known else None
     if first_known is None:
-        rates_empty = ("No patron history yet: it starts with the first sync or the first patron who connects. "
-                       "Churn and the decline rate then appear from the next month on.")
+        rates_empty = " ".join((
+            gettext("No patron history yet: it starts with the first sync or the first patron who connects."),
+            gettext("Churn and the decline rate then appear from the next month on."),
+        ))
     else:
-        rates_empty = (
-            f"No churn or decline rate yet: each is a share of the patrons active at the start of a month, and this "
-            f"site's history starts in {first_known.label}. The first rates appear for "
-            f"{month_text(add_months(first_known.start, 1))}."
-        )
+        rates_empty = " ".join((
+            gettext("No churn or decline rate yet: each is a share of the patrons active at the start of a month, "
+                    "and this site's history starts in %(month)s.", month=first_known.label),
+            gettext("The first rates appear for %(month)s.", month=month_text(add_months(first_known.start, 1))),
+        ))
     reasons = [r for r in REASON_ORDER if any(r in lock.denials for lock in figures.locks)]
     return render_template(
         "patronlock/admin/dashboard.html",
         health=health_report(st.app),
-        by_tier=charts.bar_chart(by_tier, title="Active patrons by tier", empty="No active patrons stored yet."),
+        by_tier=charts.bar_chart(
+            by_tier, title=gettext("Active patrons by tier"), empty=gettext("No active patrons stored yet.")
+        ),
         over_time=charts.line_chart(
             labels,
             [
-                charts.Series("Active", [m.active_at_end for m in months], "#15803d"),
-                charts.Series("Payment declined", [m.declined_at_end for m in months], "#c2410c"),
+                charts.Series(gettext("Active"), [m.active_at_end for m in months], "#15803d"),
+                charts.Series(gettext("Payment declined"), [m.declined_at_end for m in months], "#c2410c"),
             ],
-            title="Active and declined patrons at the end of each month",
-            empty="No patron history yet: it starts with the first sync or the first patron who connects.",
+            title=gettext("Active and declined patrons at the end of each month"),
+            empty=gettext("No patron history yet: it starts with the first sync or the first patron who connects."),
         ),
         rates=charts.line_chart(
             labels,
             [
-                charts.Series("Churn", [m.churn for m in months], "#7e22ce"),
-                charts.Series("Decline rate", [m.decline_rate for m in months], "#b45309", dashed=True),
+                charts.Series(gettext("Churn"), [m.churn for m in months], "#7e22ce"),
+                charts.Series(gettext("Decline rate"), [m.decline_rate for m in months], "#b45309", dashed=True),
             ],
-            title="Churn and decline rate by month",
+            title=gettext("Churn and decline rate by month"),
             unit="%",
             empty=rates_empty,
         ),
@@ -91,6 +108,8 @@ def dashboard() -> ResponseReturnValue:
         views_since=date_text(figures.views_since, day_first=True) if figures.views_since is not None else None,
         by_tier_rows=by_tier,
         steps=checklist(),
+        setup_left=_setup_left,
+        page_text=_page_text,
     )
 
 

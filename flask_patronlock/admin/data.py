@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import String, and_, func, literal, or_, select, type_coerce
 
+from ..i18n import N_, gettext
 from ..patron import Patron
 from ..state import PatronLockState
 from ..store import row_to_patron
@@ -25,17 +26,17 @@ __all__ = [
     "tier_counts",
 ]
 
-#: the patron list's status filter: value -> label.
+#: the patron list's status filter: value -> label (English; the page shows it through the catalogue).
 STATUS_FILTERS: dict[str, str] = {
-    "": "Any status",
-    "active": "Active",
-    "declined": "Payment declined",
-    "former": "Former patrons",
-    "none": "Never pledged (followers, free members)",
-    "linked": "Connected to an account here",
-    "unlinked": "Not connected to an account here",
-    "held": "Revocation held for approval",
-    "missing": "Missing from the last syncs",
+    "": N_("Any status"),
+    "active": N_("Active"),
+    "declined": N_("Payment declined"),
+    "former": N_("Former patrons"),
+    "none": N_("Never pledged (followers, free members)"),
+    "linked": N_("Connected to an account here"),
+    "unlinked": N_("Not connected to an account here"),
+    "held": N_("Revocation held for approval"),
+    "missing": N_("Missing from the last syncs"),
 }
 
 PAGE_SIZE = 50
@@ -147,7 +148,7 @@ def tier_counts(state: PatronLockState) -> list[tuple[str, int]]:
     known = sorted((t for t in tiers.values()), key=lambda t: (t.amount_cents, t.id))
     out = [(t.title or t.id, counts.pop(t.id, 0)) for t in known]
     no_tier = counts.pop("", 0)
-    out.extend((f"{tier_id} (unknown tier)", n) for tier_id, n in sorted(counts.items()))
+    out.extend((gettext("%(tier)s (unknown tier)", tier=tier_id), n) for tier_id, n in sorted(counts.items()))
     if no_tier:
-        out.append(("No tier (amount only)", no_tier))
+        out.append((gettext("No tier (amount only)"), no_tier))
     return out

@@ -14,7 +14,7 @@ from ..banners import money
 from ..comps import comps_about, load_user
 from ..errors import ConfigurationError, TokenDecryptionError
 from ..explain import describe_rule, explain
-from ..i18n import N_
+from ..i18n import N_, gettext
 from ..locks import evaluate
 from ..patreon.errors import NotFound, PatreonError
 from ..policy import Viewer, entitlement, explain_steps
@@ -28,6 +28,24 @@ from .data import STATUS_FILTERS, patron_timeline, search_patrons
 log = logging.getLogger("flask_patronlock.admin")
 
 nav("patronlock_admin.patrons", N_("Patrons"))
+
+#: Patreon's ``last_charge_status`` values, shown in the site's language (another value is shown as Patreon sent it).
+CHARGE_STATUS_WORDS = {
+    "Paid": N_("Paid"),
+    "Declined": N_("Declined"),
+    "Pending": N_("Pending"),
+    "Refunded": N_("Refunded"),
+    "Deleted": N_("Deleted"),
+    "Fraud": N_("Fraud"),
+    "Other": N_("Other"),
+}
+
+
+def _charge_status(status: str | None) -> str:
+    """The patron page's "Last charge": Patreon's status in words, ``none`` without one."""
+    if not status:
+        return gettext("none")
+    return gettext(CHARGE_STATUS_WORDS[status]) if status in CHARGE_STATUS_WORDS else status
 
 
 @route("/patrons")
@@ -64,7 +82,9 @@ def _user_label(user: Any, user_id: str | None) -> str:
     if user_id is None:
         return ""
     parts = [str(getattr(user, attr)) for attr in ("name", "email") if user is not None and getattr(user, attr, None)]
-    return f"{' · '.join(parts)} (user {user_id})" if parts else f"user {user_id}"
+    if parts:
+        return gettext("%(name)s (user %(id)s)", name=" · ".join(parts), id=user_id)
+    return gettext("user %(id)s", id=user_id)
 
 
 @route("/patrons/<member_id>")
@@ -116,6 +136,7 @@ def patron(member_id: str) -> ResponseReturnValue:
         chosen=chosen,
         explanation=explanation,
         comps=comp_rows(st, comps_about(st, found)),
+        charge_status=_charge_status(found.last_charge_status),
         tier_names={t.id: t.title or t.id for t in snapshot.tiers.values()},
         money=money,
     )
@@ -136,27 +157,29 @@ def sync_patron(member_id: str) -> ResponseReturnValue:
         finally:
             client.close()
     except NotFound:
-        flash("Patreon no longer has this member (deleted, or not visible to your account). Nothing was changed; "
-              "the next complete sync treats them as missing.", "error")
+        flash(gettext("Patreon no longer has this member (deleted, or not visible to your account). Nothing was "
+                      "changed; the next complete sync treats them as missing."), "error")
         return redirect(url_for(".patron", member_id=member_id))
     except (ConfigurationError, TokenDecryptionError, PatreonError) as exc:
         if isinstance(exc, ConfigurationError):
             flash(str(exc), "error")
         else:
             log.warning("syncing member %s failed: %s: %s", member_id, type(exc).__name__, exc)
-            flash("Patreon did not answer, so nothing was changed. Try again in a minute.", "error")
+            flash(gettext("Patreon did not answer, so nothing was changed. Try again in a minute."), "error")
         return redirect(url_for(".patron", member_id=member_id))
     campaign = st.campaign_id_or_none()
     if campaign and member.campaign_id and member.campaign_id != campaign:
-        flash("Patreon says this member belongs to another campaign; nothing was changed.", "error")
+        flash(gettext("Patreon says this member belongs to another campaign; nothing was changed."), "error")
         return redirect(url_for(".patron", member_id=member_id))
     result = st.store.apply(member, source="admin", observed_at=observed_at)
     if result.outcome == "unchanged":
-        flash("Synced: Patreon says what this site already knew.", "success")
+        flash(gettext("Synced: Patreon says what this site already knew."), "success")
     elif result.outcome == "stale":
-        flash("A newer change arrived meanwhile (a webhook or sync); it was kept.", "info")
+        flash(gettext("A newer change arrived meanwhile (a webhook or sync); it was kept."), "info")
     else:
-        changed = ", ".join(sorted(result.changes)) or "the record"
-        events = f" Events: {', '.join(result.events)}." if result.events else ""
-        flash(f"Synced from Patreon: {changed} updated.{events}", "success")
+        changed = ", ".join(sorted(result.changes)) or gettext("the record")
+        said = gettext("Synced from Patreon: %(fields)s updated.", fields=changed)
+        if result.events:  # the field and event names are the audit log's (technical, as the timeline shows them)
+            said += " " + gettext("Events: %(events)s.", events=", ".join(result.events))
+        flash(said, "success")
     return redirect(url_for(".patron", member_id=member_id))
