@@ -30,6 +30,8 @@ from sqlalchemy import and_, func, or_, select, update
 
 from .declarations import UnknownLockError
 from .formatting import date_text, money
+from .i18n import date_text as local_date
+from .i18n import gettext
 from .patron import Patron
 from .policy import Comp
 from .state import PatronLockState
@@ -179,9 +181,9 @@ def resolve_member(state: PatronLockState, text: str) -> Patron:
     """
     wanted = text.strip()
     if not wanted:
-        raise CompError("member", "Write the member's e-mail address or Patreon member id.")
+        raise CompError("member", gettext("Write the member's e-mail address or Patreon member id."))
     if _CONTROL.search(wanted) or len(wanted) > 320:
-        raise CompError("member", "That is not an e-mail address or a Patreon member id.")
+        raise CompError("member", gettext("That is not an e-mail address or a Patreon member id."))
     found = state.store.get_patron(wanted) if len(wanted) <= 64 else None
     if found is not None:
         return found
@@ -194,14 +196,18 @@ def resolve_member(state: PatronLockState, text: str) -> Patron:
         with state.store.engine.connect() as conn:
             ids = list(conn.execute(stmt).scalars())
         if len(ids) > 1:
-            raise CompError("member", f"More than one member has the e-mail {wanted}: use the Patreon member id.")
+            several = gettext("More than one member has the e-mail %(email)s: use the Patreon member id.", email=wanted)
+            raise CompError("member", several)
         if ids:
             patron = state.store.get_patron(ids[0])
             if patron is not None:
                 return patron
     raise CompError(
         "member",
-        f"No Patreon member {wanted} is known here. Check the spelling, or sync first if they joined just now.",
+        gettext(
+            "No Patreon member %(member)s is known here. Check the spelling, or sync first if they joined just now.",
+            member=wanted,
+        ),
     )
 
 
@@ -218,10 +224,18 @@ def resolve_tier(state: PatronLockState, text: str) -> str:
     if len(ids) == 1:
         return ids[0]
     if len(ids) > 1:
-        raise CompError("tier", f"More than one tier is called {wanted!r}: give the tier's id.")
+        several = gettext("More than one tier is called %(tier)s: give the tier's id.", tier=repr(wanted))
+        raise CompError("tier", several)
     names = ", ".join(t.title or t.id for t in sorted(snapshot.tiers.values(), key=lambda t: (t.amount_cents, t.id)))
-    there = f"the tiers are {names}" if names else "no tiers are stored yet: sync first"
-    raise CompError("tier", f"The campaign has no tier called {wanted!r} ({there}).")
+    if names:
+        raise CompError(
+            "tier", gettext("The campaign has no tier called %(tier)s (the tiers are %(tiers)s).", tier=repr(wanted),
+                            tiers=names)
+        )
+    raise CompError(
+        "tier", gettext("The campaign has no tier called %(tier)s (no tiers are stored yet: sync first).",
+                        tier=repr(wanted))
+    )
 
 
 # -- writing -----------------------------------------------------------------------------------------------------------
@@ -257,16 +271,16 @@ def user_name(user: Any) -> str | None:
 
 def _check_user(state: PatronLockState, user_id: str) -> None:
     if len(user_id) > 64 or _CONTROL.search(user_id):
-        raise CompError("user", "That is not an account id of this site.")
+        raise CompError("user", gettext("That is not an account id of this site."))
     if getattr(getattr(state.app, "login_manager", None), "user_callback", None) is None:
         return  # the site has no user loader to ask: the id is taken as it is
     if load_user(state, user_id) is None:
-        raise CompError("user", f"This site has no account {user_id!r}.")
+        raise CompError("user", gettext("This site has no account %(user)s.", user=repr(user_id)))
 
 
 def _check_patreon_user(state: PatronLockState, patreon_user_id: str) -> None:
     if len(patreon_user_id) > 64 or _CONTROL.search(patreon_user_id):
-        raise CompError("patreon_user", "That is not a Patreon user id.")
+        raise CompError("patreon_user", gettext("That is not a Patreon user id."))
     p, a = state.tables.patrons, state.tables.accounts
     with state.store.engine.connect() as conn:
         known = conn.execute(select(p.c.member_id).where(p.c.patreon_user_id == patreon_user_id).limit(1)).first()
@@ -275,7 +289,10 @@ def _check_patreon_user(state: PatronLockState, patreon_user_id: str) -> None:
     if known is None:
         raise CompError(
             "patreon_user",
-            f"No Patreon user {patreon_user_id} is known here (no member of the campaign, no connected account).",
+            gettext(
+                "No Patreon user %(user)s is known here (no member of the campaign, no connected account).",
+                user=patreon_user_id,
+            ),
         )
 
 
@@ -284,8 +301,9 @@ def _check_lock(state: PatronLockState, lock: str) -> None:
     try:
         snapshot.find_lock(state.declarations.locks, lock)
     except UnknownLockError:
-        names = ", ".join(snapshot.lock_names(state.declarations.locks)) or "none are declared"
-        raise CompError("lock", f"This site has no lock called {lock!r} (the locks: {names}).") from None
+        names = ", ".join(snapshot.lock_names(state.declarations.locks)) or gettext("none are declared")
+        message = gettext("This site has no lock called %(lock)s (the locks: %(locks)s).", lock=repr(lock), locks=names)
+        raise CompError("lock", message) from None
 
 
 def _end(expires_at: datetime | date | None, now: datetime) -> datetime | None:
@@ -294,9 +312,10 @@ def _end(expires_at: datetime | date | None, now: datetime) -> datetime | None:
     if not isinstance(expires_at, datetime):
         expires_at = datetime.combine(expires_at, time(), tzinfo=UTC)  # a date: from the start of that day (UTC)
     elif expires_at.tzinfo is None:
-        raise CompError("expires_at", "The end needs a time zone (or give a date).")
+        raise CompError("expires_at", gettext("The end needs a time zone (or give a date)."))
     if expires_at <= now:
-        raise CompError("expires_at", f"The end must be in the future (after {date_text(now, day_first=True)}).")
+        today = local_date(now, day_first=True)
+        raise CompError("expires_at", gettext("The end must be in the future (after %(date)s).", date=today))
     return expires_at.astimezone(UTC)
 
 
@@ -337,7 +356,9 @@ def grant_comp(
 
     user_id, member_id, patreon_user_id = _text(user_id), _text(member_id), _text(patreon_user_id)
     if sum(value is not None for value in (user_id, member_id, patreon_user_id)) != 1:
-        problems.append(CompError("who", "Say who the comp is for: one account on this site, or one Patreon member."))
+        problems.append(
+            CompError("who", gettext("Say who the comp is for: one account on this site, or one Patreon member."))
+        )
     elif user_id is not None:
         check(lambda: _check_user(state, user_id))
     elif member_id is not None:
@@ -349,16 +370,17 @@ def grant_comp(
     lock, tier = _text(lock), _text(tier)
     tier_id: str | None = None
     if (lock is None) == (tier is None):
-        problems.append(CompError("access", "Choose what the comp opens: one lock, or one tier."))
+        problems.append(CompError("access", gettext("Choose what the comp opens: one lock, or one tier.")))
     elif lock is not None:
         check(lambda: _check_lock(state, lock))
     elif tier is not None:
         tier_id = check(lambda: resolve_tier(state, tier))
     note = (note or "").strip()
     if len(note) > MAX_NOTE:
-        problems.append(CompError("note", f"Keep the note to {MAX_NOTE} characters (it has {len(note)})."))
+        too_long = gettext("Keep the note to %(max)d characters (it has %(now)d).", max=MAX_NOTE, now=len(note))
+        problems.append(CompError("note", too_long))
     elif "\x00" in note:
-        problems.append(CompError("note", "The note holds a character that cannot be stored."))
+        problems.append(CompError("note", gettext("The note holds a character that cannot be stored.")))
     end = check(lambda: _end(expires_at, now))
     if problems:
         first = problems[0]
@@ -413,8 +435,10 @@ def revoke_comp(
         ).rowcount
         if not done:
             ended = _record(row)
-            when = date_text(ended.revoked_at, day_first=True) if ended.revoked_at is not None else "earlier"
-            raise CompError("who", f"That comp had already ended ({when}).")
+            if ended.revoked_at is None:
+                raise CompError("who", gettext("That comp had already ended (earlier)."))
+            when = local_date(ended.revoked_at, day_first=True)
+            raise CompError("who", gettext("That comp had already ended (%(date)s).", date=when))
         store.bump_settings_version(conn, by=by or source)
         store.record_event(
             conn, "comp_revoked", source=source, user_id=row["user_id"], member_id=row["member_id"],

@@ -27,6 +27,7 @@ from sqlalchemy import delete, insert, select, update
 
 from . import settings_cache
 from .declarations import Lock
+from .i18n import gettext
 from .policy import LockRule, PolicySettings
 from .settings_cache import (
     ADDON_PREFIX,
@@ -233,23 +234,38 @@ def slugify(text: str) -> str:
 def _check_details(title: str, description: str) -> list[tuple[LockField, str]]:
     problems: list[tuple[LockField, str]] = []
     if not title:
-        problems.append(("title", "Give the lock a name your patrons will read, such as “Early access”."))
+        problems.append(("title", gettext("Give the lock a name your patrons will read, such as “Early access”.")))
     elif len(title) > LOCK_TITLE_MAX:
-        problems.append(("title", f"A lock's name may be at most {LOCK_TITLE_MAX} characters ({len(title)} now)."))
+        too_long = gettext(
+            "A lock's name may be at most %(max)d characters (%(now)d now).", max=LOCK_TITLE_MAX, now=len(title)
+        )
+        problems.append(("title", too_long))
     if len(description) > LOCK_DESCRIPTION_MAX:
-        too_long = f"The description may be at most {LOCK_DESCRIPTION_MAX} characters ({len(description)} now)."
+        too_long = gettext(
+            "The description may be at most %(max)d characters (%(now)d now).",
+            max=LOCK_DESCRIPTION_MAX,
+            now=len(description),
+        )
         problems.append(("description", too_long))
     return problems
 
 
-def _creator_lock(name: str, doing: str) -> Lock:
+def _creator_lock(name: str, doing: Literal["renaming", "deleting"]) -> Lock:
     """The creator-made lock ``name``, or a :class:`LockError` saying why ``doing`` it is not possible."""
     state = get_state()
     if name in state.declarations.locks:
-        raise LockError("lock", f"“{name}” is made in code: only its rule can be changed here, not {doing} it.")
+        if doing == "renaming":
+            message = gettext(
+                "“%(name)s” is made in code: only its rule can be changed here, not renaming it.", name=name
+            )
+        else:
+            message = gettext(
+                "“%(name)s” is made in code: only its rule can be changed here, not deleting it.", name=name
+            )
+        raise LockError("lock", message)
     made = _snapshot().creator_locks.get(name)
     if made is None:
-        raise LockError("lock", f"There is no lock called “{name}”.")
+        raise LockError("lock", gettext("There is no lock called “%(name)s”.", name=name))
     return made.lock
 
 
@@ -285,18 +301,25 @@ def create_lock(
         title = name
     problems: list[tuple[LockField, str]] = []
     if not name:
-        problems.append(("name", "Give the lock a short name of letters, digits and hyphens, such as early-access."))
+        problems.append(
+            ("name", gettext("Give the lock a short name of letters, digits and hyphens, such as early-access."))
+        )
     elif len(name) > LOCK_NAME_MAX:
-        problems.append(("name", f"The short name may be at most {LOCK_NAME_MAX} characters ({len(name)} now)."))
+        too_long = gettext(
+            "The short name may be at most %(max)d characters (%(now)d now).", max=LOCK_NAME_MAX, now=len(name)
+        )
+        problems.append(("name", too_long))
     elif not LOCK_NAME.fullmatch(name):
         problems.append(
-            ("name", "The short name may hold only lower-case letters, digits and single hyphens, such as "
-             f"early-access (not “{name}”).")
+            ("name", gettext("The short name may hold only lower-case letters, digits and single hyphens, such as "
+                             "early-access (not “%(name)s”).", name=name))
         )
     elif name in state.declarations.locks:
-        problems.append(("name", f"“{name}” is already a lock made in code. Choose another short name."))
+        problems.append(("name", gettext("“%(name)s” is already a lock made in code. Choose another short name.",
+                                         name=name)))
     elif name in _snapshot().creator_locks:
-        problems.append(("name", f"There is already a lock called “{name}”. Choose another short name."))
+        problems.append(("name", gettext("There is already a lock called “%(name)s”. Choose another short name.",
+                                         name=name)))
     problems += _check_details(title, description)
     data: dict[str, Any] | None = None
     if rule is not None:
@@ -371,9 +394,9 @@ def lock_in_routing(name: str) -> str | None:
     else:
         site, paths = cfg["PATRONLOCK_SITE_LOCK"], dict(cfg["PATRONLOCK_PATH_LOCKS"] or {})
     if site == name:
-        return "the site-wide lock"
+        return gettext("the site-wide lock")
     prefixes = sorted(prefix for prefix, lock in paths.items() if lock == name)
-    return f"the lock of {', '.join(prefixes)}" if prefixes else None
+    return gettext("the lock of %(paths)s", paths=", ".join(prefixes)) if prefixes else None
 
 
 def delete_lock(name: str, *, by: str | None = None, source: Source = "admin") -> None:
@@ -388,7 +411,10 @@ def delete_lock(name: str, *, by: str | None = None, source: Source = "admin") -
     _creator_lock(name, "deleting")
     used = lock_in_routing(name)
     if used is not None:
-        raise LockError("lock", f"“{name}” is {used}. Choose another lock there first, then delete this one.")
+        raise LockError(
+            "lock", gettext("“%(name)s” is %(used)s. Choose another lock there first, then delete this one.",
+                            name=name, used=used)
+        )
     state = get_state()
     t, o, c = state.tables.locks, state.tables.lock_overrides, state.tables.comps
     rule = _snapshot().overrides.get(name)

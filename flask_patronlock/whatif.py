@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from .declarations import Lock
+from .i18n import gettext
 from .patron import Patron
 from .policy import LockRule, PolicySettings, Viewer, decide
 from .settings_cache import SettingsSnapshot
@@ -45,7 +46,7 @@ class AccessChange:
 
 
 def _name(patron: Patron) -> str:
-    return patron.full_name or patron.email or "a patron without a name on Patreon"
+    return patron.full_name or patron.email or gettext("a patron without a name on Patreon")
 
 
 def _stored_viewers(state: PatronLockState, snapshot: SettingsSnapshot) -> Iterator[tuple[str, Viewer]]:

@@ -22,8 +22,7 @@ from ..comps import (
     subject_label,
     user_name,
 )
-from ..formatting import date_text
-from ..i18n import N_
+from ..i18n import N_, date_text, gettext
 from ..models import is_row_id
 from ..state import PatronLockState, get_state
 from .blueprint import admin_user_id, nav, route
@@ -43,11 +42,13 @@ def _form(st: PatronLockState, formdata: Any) -> CompForm:
 
 def _granted_by(st: PatronLockState, record: CompRecord) -> str:
     """Who granted it and where, in words."""
-    where = "on this settings page" if record.granted_source == "admin" else "from the command line"
+    admin = record.granted_source == "admin"
     if not record.granted_by:
-        return where
-    name = user_name(load_user(st, record.granted_by)) if record.granted_source == "admin" else None
-    return f"{where}, by {name or record.granted_by}"
+        return gettext("on this settings page") if admin else gettext("from the command line")
+    name = (user_name(load_user(st, record.granted_by)) if admin else None) or record.granted_by
+    if admin:
+        return gettext("on this settings page, by %(name)s", name=name)
+    return gettext("from the command line, by %(name)s", name=name)
 
 
 def rows(st: PatronLockState, records: list[CompRecord]) -> list[dict[str, Any]]:
@@ -58,10 +59,12 @@ def rows(st: PatronLockState, records: list[CompRecord]) -> list[dict[str, Any]]
             "record": r,
             "who": subject_label(st, r),
             "what": access_label(st, r),
-            "until": date_text(r.expires_at, day_first=True) if r.expires_at is not None else "no end",
+            "until": date_text(r.expires_at, day_first=True) if r.expires_at is not None else gettext("no end"),
             "active": r.active_at(now),
             "sentence": comp_sentence(st, r, now=now),
-            "granted": f"{date_text(r.created_at, day_first=True)}, {_granted_by(st, r)}",
+            "granted": gettext(
+                "%(date)s, %(how)s", date=date_text(r.created_at, day_first=True), how=_granted_by(st, r)
+            ),
             "ended": date_text(r.revoked_at, day_first=True) if r.revoked_at is not None else None,
         }
         for r in records
@@ -93,9 +96,9 @@ def _grant(st: PatronLockState, form: CompForm) -> bool:
         who = form.who.data
         member = (form.member.data or "").strip()
         if who == "member" and not member:
-            raise CompError("member", "Write the member's e-mail address or Patreon member id.")
+            raise CompError("member", gettext("Write the member's e-mail address or Patreon member id."))
         if who == "user" and not (form.user_id.data or "").strip():
-            raise CompError("user", "Write the user id of the account on this site.")
+            raise CompError("user", gettext("Write the user id of the account on this site."))
         record = grant_comp(
             st,
             user_id=(form.user_id.data or "") if who == "user" else None,
@@ -115,7 +118,10 @@ def _grant(st: PatronLockState, form: CompForm) -> bool:
             else:
                 attach_error(form, message, {})
         return False
-    flash(f"Granted. {comp_sentence(st, record)}. Every page follows within a few seconds.", "success")
+    flash(
+        gettext("Granted. %(comp)s. Every page follows within a few seconds.", comp=comp_sentence(st, record)),
+        "success",
+    )
     return True
 
 
@@ -141,7 +147,7 @@ def revoke(comp_id: int) -> ResponseReturnValue:
     except CompError as exc:
         flash(str(exc), "info")
     else:
-        flash(f"Revoked. {comp_sentence(st, record)}.", "success")
+        flash(gettext("Revoked. %(comp)s.", comp=comp_sentence(st, record)), "success")
     back = request.form.get("back", "")
     if back.startswith("patron:"):
         return redirect(url_for(".patron", member_id=back[len("patron:"):]))

@@ -33,7 +33,8 @@ from wtforms import (
 )
 from wtforms.validators import NumberRange, Optional, ValidationError
 
-from ..formatting import money
+from .. import formatting
+from ..i18n import format_args, gettext, lazy_gettext
 from ..paths import normalize_prefix, url_key
 from ..patreon.jsonapi import INT32
 from ..patreon.types import TierSnapshot
@@ -79,9 +80,16 @@ def cents_from_text(text: str | None) -> int | None:
         return None
     match = _AMOUNT.match(text)
     if match is None:
-        raise ValueError(f"{text.strip()!r} is not an amount: write it like 5 or 5.00")
+        raise ValueError(gettext("%(text)s is not an amount: write it like 5 or 5.00", text=repr(text.strip())))
     whole, frac = match.group(1), match.group(2) or "0"
     return int(whole) * 100 + int(frac.ljust(2, "0"))
+
+
+def _amount(cents: int, symbol: str = "") -> str:
+    """``cents`` as the form's choices show it: ``10.00`` (or ``$10.00`` with ``symbol``) in English with US dollars
+    as always, else in the site's locale and currency (``10,00 $`` in German)."""
+    site_locale, currency = format_args()
+    return formatting.money(cents, symbol, locale=site_locale, currency=currency)
 
 
 class WholeNumberField(IntegerField):
@@ -94,7 +102,7 @@ class WholeNumberField(IntegerField):
         super().process_formdata(valuelist)
         if self.data is not None and not INT32[0] <= self.data <= INT32[1]:
             self.data = None
-            raise ValueError("That number is far too large.")
+            raise ValueError(gettext("That number is far too large."))
 
 
 class AmountField(StringField):
@@ -127,32 +135,37 @@ def attach_error(form: FlaskForm, message: str, fields: Mapping[str, str]) -> No
 class LockForm(FlaskForm):
     """One named lock's rule."""
 
-    enabled = BooleanField("On (off: everyone may see what this lock guards)")
-    tiers = SelectMultipleField("Tiers", choices=[], validate_choice=False)
+    enabled = BooleanField(lazy_gettext("On (off: everyone may see what this lock guards)"))
+    tiers = SelectMultipleField(lazy_gettext("Tiers"), choices=[], validate_choice=False)
     tier_match = RadioField(
-        "Which patrons of these tiers",
+        lazy_gettext("Which patrons of these tiers"),
         choices=choices(
             [
-                ("or_higher", "A ticked tier, or any tier that costs at least as much"),
-                ("exact", "Only the ticked tiers (a patron of another tier does not pass, whatever it costs)"),
+                ("or_higher", lazy_gettext("A ticked tier, or any tier that costs at least as much")),
+                (
+                    "exact",
+                    lazy_gettext("Only the ticked tiers (a patron of another tier does not pass, whatever it costs)"),
+                ),
             ]
         ),
         default="or_higher",
     )
-    min_amount = AmountField("…or at least this much a month")
-    lifetime_amount = AmountField("Lifetime support of at least")
-    patron_since_before = DateField("Patrons since before", validators=[Optional()])
+    min_amount = AmountField(lazy_gettext("…or at least this much a month"))
+    lifetime_amount = AmountField(lazy_gettext("Lifetime support of at least"))
+    patron_since_before = DateField(lazy_gettext("Patrons since before"), validators=[Optional()])
     drip_months = WholeNumberField(
-        "Opens after this many months of pledging", validators=[Optional(), NumberRange(min=0, max=1200)]
+        lazy_gettext("Opens after this many months of pledging"), validators=[Optional(), NumberRange(min=0, max=1200)]
     )
-    free_members = BooleanField("Free members too (members of your Patreon with no paid pledge)")
+    free_members = BooleanField(lazy_gettext("Free members too (members of your Patreon with no paid pledge)"))
     patrons_at_publish = BooleanField(
-        "Only those who were patrons when the item was published"
+        lazy_gettext("Only those who were patrons when the item was published")
     )
-    public_after = DateField("Early access: open to everyone on", validators=[Optional()])
+    public_after = DateField(lazy_gettext("Early access: open to everyone on"), validators=[Optional()])
     combine = RadioField(
-        "Combine the conditions",
-        choices=choices([("all", "All conditions must hold"), ("any", "Any one condition is enough")]),
+        lazy_gettext("Combine the conditions"),
+        choices=choices(
+            [("all", lazy_gettext("All conditions must hold")), ("any", lazy_gettext("Any one condition is enough"))]
+        ),
         default="all",
     )
 
@@ -174,11 +187,14 @@ class LockForm(FlaskForm):
     def set_tier_choices(self, tiers: Iterable[TierSnapshot], keep: Sequence[str] = ()) -> None:
         """Offer the campaign's real tiers (cheapest first), plus any tier the rule names that is not (or no longer)
         among them, so saving the form never drops it silently."""
-        pairs = [(t.id, f"{t.title or t.id} ({money(t.amount_cents)} a month)") for t in tiers]
+        pairs = [
+            (t.id, gettext("%(tier)s (%(amount)s a month)", tier=t.title or t.id, amount=_amount(t.amount_cents)))
+            for t in tiers
+        ]
         known = {value for value, _ in pairs}
         for ref in keep:
             if ref not in known:
-                pairs.append((ref, f"{ref} (not a tier of the campaign)"))
+                pairs.append((ref, gettext("%(tier)s (not a tier of the campaign)", tier=ref)))
                 known.add(ref)
         self.tiers.choices = choices(pairs)
 
@@ -187,8 +203,8 @@ class LockForm(FlaskForm):
         self.enabled.data = rule.enabled
         self.tiers.data = list(rule.tier_ids)
         self.tier_match.data = rule.tier_match
-        self.min_amount.data = money(rule.min_cents)
-        self.lifetime_amount.data = money(rule.lifetime_cents)
+        self.min_amount.data = formatting.money(rule.min_cents)
+        self.lifetime_amount.data = formatting.money(rule.lifetime_cents)
         self.patron_since_before.data = rule.patron_since_before.date() if rule.patron_since_before else None
         self.drip_months.data = rule.drip_months
         self.public_after.data = rule.public_after.date() if rule.public_after else None
@@ -226,8 +242,8 @@ class LockForm(FlaskForm):
 class LockDetailsForm(FlaskForm):
     """The title and description of a lock a creator made (its name never changes)."""
 
-    title = StringField("Name patrons read", render_kw={"maxlength": 100})
-    description = TextAreaField("What it is for (optional)", render_kw={"maxlength": 500, "rows": 2})
+    title = StringField(lazy_gettext("Name patrons read"), render_kw={"maxlength": 100})
+    description = TextAreaField(lazy_gettext("What it is for (optional)"), render_kw={"maxlength": 500, "rows": 2})
 
     def show_errors(self, errors: Iterable[tuple[str, str]]) -> None:
         """Put each ``(field, message)`` of a :class:`~flask_patronlock.settings.LockError` next to its field (on the
@@ -243,28 +259,30 @@ class LockDetailsForm(FlaskForm):
 class NewLockForm(LockDetailsForm):
     """A new lock: what patrons read, and the short name code, templates and content use."""
 
-    name = StringField("Short name (optional)", render_kw={"maxlength": 100, "placeholder": "early-access"})
+    name = StringField(
+        lazy_gettext("Short name (optional)"), render_kw={"maxlength": 100, "placeholder": "early-access"}
+    )
 
 
 class PathLockForm(Form):
     """One row of the URL-prefix locks (no CSRF of its own: it lives inside :class:`RoutingForm`)."""
 
-    prefix = StringField("URL starts with")
-    lock = SelectField("Lock", choices=[], validate_choice=False)
+    prefix = StringField(lazy_gettext("URL starts with"))
+    lock = SelectField(lazy_gettext("Lock"), choices=[], validate_choice=False)
 
 
 class RoutingForm(FlaskForm):
     """The site-wide lock and the URL-prefix locks."""
 
-    site_lock = SelectField("Site-wide lock", choices=[], validate_choice=False)
+    site_lock = SelectField(lazy_gettext("Site-wide lock"), choices=[], validate_choice=False)
     paths = FieldList(FormField(PathLockForm), min_entries=0)
 
     def set_lock_choices(self, names: Iterable[str]) -> None:
         """Offer the declared locks."""
         options = [(name, name) for name in names]
-        self.site_lock.choices = choices([("", "None: the whole site is open"), *options])
+        self.site_lock.choices = choices([("", gettext("None: the whole site is open")), *options])
         for entry in self.paths:
-            entry.form.lock.choices = choices([("", "(none: remove this row)"), *options])
+            entry.form.lock.choices = choices([("", gettext("(none: remove this row)")), *options])
 
     def routing(self, declared: Iterable[str]) -> dict[str, Any] | None:
         """``{"site_lock": ..., "path_locks": {...}}``, or ``None`` with errors on the form."""
@@ -274,7 +292,7 @@ class RoutingForm(FlaskForm):
         ok = True
         site = self.site_lock.data or None
         if site is not None and site not in known:
-            self.site_lock.errors = [f"No lock named {site!r} is declared."]
+            self.site_lock.errors = [gettext("No lock named %(name)s is declared.", name=repr(site))]
             ok = False
         paths: dict[str, str] = {}
         first_of: dict[str, str] = {}  # what makes two prefixes the same URL -> the first one written
@@ -288,14 +306,15 @@ class RoutingForm(FlaskForm):
                 entry.form.prefix.errors = [problem]
                 ok = False
             elif not name:
-                entry.form.lock.errors = ["Choose the lock for this URL (or clear the URL to remove the row)."]
+                entry.form.lock.errors = [gettext("Choose the lock for this URL (or clear the URL to remove the row).")]
                 ok = False
             elif name not in known:
-                entry.form.lock.errors = [f"No lock named {name!r} is declared."]
+                entry.form.lock.errors = [gettext("No lock named %(name)s is declared.", name=repr(name))]
                 ok = False
             elif url_key(prefix) in first_of:
                 first = first_of[url_key(prefix)]
-                entry.form.prefix.errors = [f"This is the same URL as {first} above: keep one of the two."]
+                same = gettext("This is the same URL as %(url)s above: keep one of the two.", url=first)
+                entry.form.prefix.errors = [same]
                 ok = False
             else:
                 first_of[url_key(prefix)] = typed
@@ -305,15 +324,16 @@ class RoutingForm(FlaskForm):
 
 def _url_prefix(typed: str) -> tuple[str, str | None]:
     """A URL prefix as the creator typed it -> ``(its stored spelling, None)`` or ``("", what is wrong)``."""
-    for mark, part in (("?", "query"), ("#", "anchor")):
-        if mark in typed:
-            return "", f"Write the path only, without the part from {mark} on: a URL lock never reads the {part}."
+    if "?" in typed:
+        return "", gettext("Write the path only, without the part from ? on: a URL lock never reads the query.")
+    if "#" in typed:
+        return "", gettext("Write the path only, without the part from # on: a URL lock never reads the anchor.")
     if not typed.startswith("/"):
-        return "", "Write a URL path that starts with /, like /members"
+        return "", gettext("Write a URL path that starts with /, like /members")
     try:
         return normalize_prefix(typed), None
     except ValueError:
-        return "", "Write the URL without spaces (a space in an address is written %20)."
+        return "", gettext("Write the URL without spaces (a space in an address is written %(space)s).", space="%20")
 
 
 # -- banners ----------------------------------------------------------------------------------------------------------
@@ -322,11 +342,11 @@ def _url_prefix(typed: str) -> tuple[str, str | None]:
 class BannerForm(FlaskForm):
     """One reason's banner text."""
 
-    text = TextAreaField("Text")
+    text = TextAreaField(lazy_gettext("Text"))
     #: the lock the page is about: its preview, and the lock of the "only this lock" scope.
     lock = HiddenField()
     #: "all" (the site-wide text, the default when absent) or "lock" (a text of the lock's own).
-    scope = RadioField("Show this text on", choices=[], validate_choice=False, default="all")
+    scope = RadioField(lazy_gettext("Show this text on"), choices=[], validate_choice=False, default="all")
 
 
 # -- policies ---------------------------------------------------------------------------------------------------------
@@ -336,42 +356,45 @@ class PolicyForm(FlaskForm):
     """The creator's access policies (:class:`~flask_patronlock.policy.PolicySettings`)."""
 
     declined = RadioField(
-        "When a payment is declined",
+        lazy_gettext("When a payment is declined"),
         choices=choices([
-            ("restrict", "Lock patron content at once"),
-            ("grace", "Keep access for a grace period"),
-            ("retry_window", "Keep access while Patreon retries the payment (to the end of that month)"),
+            ("restrict", lazy_gettext("Lock patron content at once")),
+            ("grace", lazy_gettext("Keep access for a grace period")),
+            ("retry_window", lazy_gettext("Keep access while Patreon retries the payment (to the end of that month)")),
         ]),
     )
-    declined_grace_days = WholeNumberField("Grace period (days)", validators=[NumberRange(min=0, max=3650)])
+    declined_grace_days = WholeNumberField(
+        lazy_gettext("Grace period (days)"), validators=[NumberRange(min=0, max=3650)]
+    )
     cancelled = RadioField(
-        "When a patron cancels",
+        lazy_gettext("When a patron cancels"),
         choices=choices([
-            ("paid_period", "Keep access until the end of the period they paid for"),
-            ("at_once", "Lock patron content at once"),
+            ("paid_period", lazy_gettext("Keep access until the end of the period they paid for")),
+            ("at_once", lazy_gettext("Lock patron content at once")),
         ]),
     )
     first_charge = RadioField(
-        "A new pledge whose first payment has not gone through yet",
+        lazy_gettext("A new pledge whose first payment has not gone through yet"),
         choices=choices([
-            ("entitled_at_once", "Unlock at once (generous)"),
-            ("after_first_charge", "Unlock after the first successful payment"),
+            ("entitled_at_once", lazy_gettext("Unlock at once (generous)")),
+            ("after_first_charge", lazy_gettext("Unlock after the first successful payment")),
         ]),
     )
-    count_free_trials = BooleanField("Free trials unlock their tier")
-    count_gifted = BooleanField("Gifted memberships unlock their tier")
+    count_free_trials = BooleanField(lazy_gettext("Free trials unlock their tier"))
+    count_gifted = BooleanField(lazy_gettext("Gifted memberships unlock their tier"))
     missing_runs = WholeNumberField(
-        "A patron missing from this many complete syncs in a row loses access", validators=[NumberRange(min=1)]
+        lazy_gettext("A patron missing from this many complete syncs in a row loses access"),
+        validators=[NumberRange(min=1)],
     )
     missing_hours = WholeNumberField(
-        "…or this many hours after the first sync that missed them (empty: the count alone decides)",
+        lazy_gettext("…or this many hours after the first sync that missed them (empty: the count alone decides)"),
         validators=[Optional(), NumberRange(min=1, max=87600)],
     )
     breaker_min_patrons = WholeNumberField(
-        "Hold a sync for my approval when it would take access from more than this many patrons…",
+        lazy_gettext("Hold a sync for my approval when it would take access from more than this many patrons…"),
         validators=[NumberRange(min=0)],
     )
-    breaker_percent = StringField("…and more than this percentage of all patrons")
+    breaker_percent = StringField(lazy_gettext("…and more than this percentage of all patrons"))
 
     ERROR_FIELDS = {
         "declined_grace_days": "declined_grace_days",
@@ -409,7 +432,10 @@ class PolicyForm(FlaskForm):
         try:
             fraction = Decimal((self.breaker_percent.data or "").strip().rstrip("%").strip()) / 100
         except InvalidOperation:
-            self.breaker_percent.errors = ["Write a percentage, like 10"]
+            self.breaker_percent.errors = [gettext("Write a percentage, like 10")]
+            return None
+        if not fraction.is_finite() or not 0 < fraction <= 1:
+            self.breaker_percent.errors = [gettext("The percentage must be above 0 and at most 100.")]
             return None
         try:
             return PolicySettings.from_dict(
@@ -427,9 +453,7 @@ class PolicyForm(FlaskForm):
                 }
             )
         except (ValueError, TypeError) as exc:
-            message = str(exc).replace("breaker_fraction must be a number in (0, 1]", "percentage must be above 0 "
-                                       "and at most 100")
-            attach_error(self, message, self.ERROR_FIELDS)
+            attach_error(self, str(exc), self.ERROR_FIELDS)
             return None
 
 
@@ -447,15 +471,17 @@ class CompForm(FlaskForm):
     is shown next to the field it names)."""
 
     who = RadioField(
-        "Who is it for?",
-        choices=choices([("member", "A Patreon member"), ("user", "An account on this site")]),
+        lazy_gettext("Who is it for?"),
+        choices=choices(
+            [("member", lazy_gettext("A Patreon member")), ("user", lazy_gettext("An account on this site"))]
+        ),
         default="member",
     )
-    member = StringField("Patreon member: their e-mail address or member id")
-    user_id = StringField("Account on this site: its user id")
-    access = SelectField("What it opens", choices=[], validate_choice=False)
-    note = StringField("Note (why; only you see it)")
-    ends_on = DateField("Ends on (leave empty for no end)", validators=[Optional()])
+    member = StringField(lazy_gettext("Patreon member: their e-mail address or member id"))
+    user_id = StringField(lazy_gettext("Account on this site: its user id"))
+    access = SelectField(lazy_gettext("What it opens"), choices=[], validate_choice=False)
+    note = StringField(lazy_gettext("Note (why; only you see it)"))
+    ends_on = DateField(lazy_gettext("Ends on (leave empty for no end)"), validators=[Optional()])
 
     #: CompError.field -> the form field it is shown next to.
     ERROR_FIELDS = {
@@ -472,10 +498,24 @@ class CompForm(FlaskForm):
 
     def set_access_choices(self, locks: Iterable[tuple[str, str]], tiers: Iterable[TierSnapshot], symbol: str) -> None:
         """Offer every declared lock (``(name, description)``) and every tier of the campaign, cheapest first."""
-        pairs = [("", "Choose a lock or a tier")]
-        pairs += [(f"lock:{name}", f"The lock {name}" + (f": {text}" if text else "")) for name, text in locks]
+        pairs = [("", gettext("Choose a lock or a tier"))]
         pairs += [
-            (f"tier:{t.id}", f"Everything the {t.title or t.id} tier opens ({money(t.amount_cents, symbol)} a month)")
+            (
+                f"lock:{name}",
+                gettext("The lock %(lock)s: %(text)s", lock=name, text=text) if text
+                else gettext("The lock %(lock)s", lock=name),
+            )
+            for name, text in locks
+        ]
+        pairs += [
+            (
+                f"tier:{t.id}",
+                gettext(
+                    "Everything the %(tier)s tier opens (%(amount)s a month)",
+                    tier=t.title or t.id,
+                    amount=_amount(t.amount_cents, symbol),
+                ),
+            )
             for t in tiers
         ]
         self.access.choices = choices(pairs)

@@ -13,8 +13,7 @@ from flask.typing import ResponseReturnValue
 
 from ..content import lock_usage
 from ..explain import describe_rule
-from ..formatting import date_text
-from ..i18n import N_
+from ..i18n import N_, date_text, gettext, ngettext
 from ..locks import Lock, UnknownLockError
 from ..policy import LockRule
 from ..settings import (
@@ -110,7 +109,7 @@ def save_routing() -> ResponseReturnValue:
     if value is None:
         return _render_locks(form, 422)
     set_routing(value, by=admin_user_id())
-    flash("Saved the site-wide and URL locks. Every page follows them within a few seconds.", "success")
+    flash(gettext("Saved the site-wide and URL locks. Every page follows them within a few seconds."), "success")
     return redirect(url_for(".locks"))
 
 
@@ -118,7 +117,7 @@ def save_routing() -> ResponseReturnValue:
 def reset_routing() -> ResponseReturnValue:
     """Go back to PATRONLOCK_SITE_LOCK and PATRONLOCK_PATH_LOCKS."""
     clear_routing(by=admin_user_id())
-    flash("The site-wide and URL locks are those of the app's configuration again.", "success")
+    flash(gettext("The site-wide and URL locks are those of the app's configuration again."), "success")
     return redirect(url_for(".locks"))
 
 
@@ -134,7 +133,9 @@ def new_lock() -> ResponseReturnValue:
         return _render_locks(_routing_form(), 422, form)
     typed = (form.name.data or "").strip()
     if typed in _RESERVED:
-        form.show_errors([("name", f"“{typed}” is taken by this page's own addresses: choose another.")])
+        form.show_errors(
+            [("name", gettext("“%(name)s” is taken by this page's own addresses: choose another.", name=typed))]
+        )
         return _render_locks(_routing_form(), 422, form)
     try:
         made = create_lock(
@@ -145,7 +146,10 @@ def new_lock() -> ResponseReturnValue:
         form.show_errors(exc.errors)
         return _render_locks(_routing_form(), 422, form)
     flash(
-        f"Made the lock “{made.display_name}”. Any patron may pass it for now: choose below who may see it.",
+        gettext(
+            "Made the lock “%(lock)s”. Any patron may pass it for now: choose below who may see it.",
+            lock=made.display_name,
+        ),
         "success",
     )
     return redirect(url_for(".edit_lock", name=made.name))
@@ -162,7 +166,7 @@ def lock_details(name: str) -> ResponseReturnValue:
         except LockError as exc:
             form.show_errors(exc.errors)
         else:
-            flash("Saved the lock's name and description.", "success")
+            flash(gettext("Saved the lock's name and description."), "success")
             return redirect(url_for(".edit_lock", name=name))
     return _render_lock(lock, _lock_form(lock), 422, details=form)
 
@@ -178,22 +182,37 @@ def remove_lock(name: str) -> ResponseReturnValue:
         return redirect(url_for(".edit_lock", name=name))
     used = lock_usage(name)
     if used:
-        flash(
-            f"Deleted the lock “{lock.display_name}”. {_usage_text(used)} still on it: nobody but admins can see "
-            "them until you choose another lock for them.",
-            "success",
+        deleted = gettext("Deleted the lock “%(lock)s”.", lock=lock.display_name)
+        still = ngettext(
+            "%(things)s is still on it: nobody but admins can see them until you choose another lock for them.",
+            "%(things)s are still on it: nobody but admins can see them until you choose another lock for them.",
+            _count(used),
+            things=_things(used),
         )
+        flash(f"{deleted} {still}", "success")
     else:
-        flash(f"Deleted the lock “{lock.display_name}”.", "success")
+        flash(gettext("Deleted the lock “%(lock)s”.", lock=lock.display_name), "success")
     return redirect(url_for(".locks"))
 
 
-def _usage_text(used: list[tuple[str, int]]) -> str:
-    """``[("posts", 3), ("video", 1)]`` -> ``"3 posts and 1 video are"``."""
+def _things(used: list[tuple[str, int]]) -> str:
+    """``[("posts", 3), ("video", 1)]`` -> ``"3 posts and 1 video"`` (the labels are the content models' own)."""
     parts = [f"{count} {label}" for label, count in used]
-    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    one = len(used) == 1 and used[0][1] == 1
-    return f"{text} {'is' if one else 'are'}"
+    if len(parts) == 1:
+        return parts[0]
+    return gettext("%(items)s and %(last)s", items=", ".join(parts[:-1]), last=parts[-1])
+
+
+def _count(used: list[tuple[str, int]]) -> int:
+    """How many rows in all ``used`` (1: the sentence says "is")."""
+    return sum(count for _label, count in used)
+
+
+def _usage_text(used: list[tuple[str, int]]) -> str:
+    """``[("posts", 3), ("video", 1)]`` -> ``"3 posts and 1 video are still on this lock."``."""
+    return ngettext(
+        "%(things)s is still on this lock.", "%(things)s are still on this lock.", _count(used), things=_things(used)
+    )
 
 
 def _lock_form(lock: Lock, formdata: Any = None) -> LockForm:
@@ -224,7 +243,8 @@ def edit_lock(name: str) -> ResponseReturnValue:
         if request.form.get("confirm") != "1":  # first: who this would let in or shut out
             return _confirm_rule(lock, rule)
         set_lock_override(name, rule, by=admin_user_id())
-        flash(f"Saved lock {name!r}: {describe_rule(rule, get_state().settings.current().tiers)}.", "success")
+        described = describe_rule(rule, get_state().settings.current().tiers)
+        flash(gettext("Saved lock %(name)s: %(rule)s.", name=repr(name), rule=described), "success")
         return redirect(url_for(".edit_lock", name=name))
     return _render_lock(lock, _lock_form(lock))
 
@@ -234,12 +254,13 @@ def _confirm_rule(lock: Lock, rule: LockRule, *, back: bool = True) -> ResponseR
     snapshot = get_state().settings.current()
     before = describe_rule(snapshot.base_rule_for(lock), snapshot.tiers)
     after = describe_rule(snapshot.resolve(rule), snapshot.tiers)
-    what = f"“{lock.display_name}”: from {before} to {after}." if before != after else (
-        f"“{lock.display_name}” stays: {after}."
-    )
+    if before != after:
+        what = gettext("“%(lock)s”: from %(before)s to %(after)s.", lock=lock.display_name, before=before, after=after)
+    else:
+        what = gettext("“%(lock)s” stays: %(rule)s.", lock=lock.display_name, rule=after)
     name = lock.name or ""
     return confirm_change(
-        title=f"Before you save “{lock.display_name}”",
+        title=gettext("Before you save “%(lock)s”", lock=lock.display_name),
         what=what,
         change=lock_change(lock, rule),
         action=request.path,
@@ -285,7 +306,7 @@ def reset_lock(name: str) -> ResponseReturnValue:
     """Remove the creator's override: the default rule declared in code applies again."""
     _declared(name)
     if clear_lock_override(name, by=admin_user_id()):
-        flash(f"Lock {name!r} follows its default rule again.", "success")
+        flash(gettext("Lock %(name)s follows its default rule again.", name=repr(name)), "success")
     return redirect(url_for(".edit_lock", name=name))
 
 
@@ -300,7 +321,10 @@ def toggle_lock(name: str) -> ResponseReturnValue:
     if request.form.get("confirm") != "1":  # switching off opens it to everyone: say so first
         return _confirm_rule(lock, _with(rule, enabled=on), back=False)
     set_lock_override(name, _with(rule, enabled=on), by=admin_user_id())
-    flash(f"Lock {name!r} is {'on' if on else 'off: everyone may see what it guards'}.", "success")
+    if on:
+        flash(gettext("Lock %(name)s is on.", name=repr(name)), "success")
+    else:
+        flash(gettext("Lock %(name)s is off: everyone may see what it guards.", name=repr(name)), "success")
     return redirect(url_for(".edit_lock", name=name) if request.form.get("back") == "lock" else url_for(".locks"))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ..i18n import N_
+from ..i18n import N_, gettext
 from ..settings import get_policy_settings, set_policy_settings
 from ..whatif import policy_change
 from .blueprint import admin_user_id, nav, route
@@ -27,8 +27,8 @@ def policies() -> ResponseReturnValue:
             return render_template("patronlock/admin/policies.html", form=form)
         if settings is not None and request.form.get("confirm") != "1":  # first: who this would let in or shut out
             return confirm_change(
-                title="Before you save the access policies",
-                what="You are changing how a patron's standing on Patreon turns into access here.",
+                title=gettext("Before you save the access policies"),
+                what=gettext("You are changing how a patron's standing on Patreon turns into access here."),
                 change=policy_change(settings),
                 action=url_for(".policies"),
                 back=url_for(".policies"),
@@ -36,7 +36,7 @@ def policies() -> ResponseReturnValue:
             )
         if settings is not None:
             set_policy_settings(settings, by=admin_user_id())
-            flash("Saved the access policies. Every page follows them within a few seconds.", "success")
+            flash(gettext("Saved the access policies. Every page follows them within a few seconds."), "success")
             return redirect(url_for(".policies"))
         return render_template("patronlock/admin/policies.html", form=form), 422
     form = PolicyForm(formdata=None)

@@ -13,6 +13,7 @@ from markupsafe import Markup
 from ..banners import _banner_html as banner_html
 from ..banners import banner_context, money
 from ..dates import add_months
+from ..i18n import N_, gettext, ngettext
 from ..locks import Lock, evaluate
 from ..patron import Patron
 from ..policy import Viewer, explain_steps
@@ -21,9 +22,9 @@ from ..whatif import AccessChange
 
 #: the preview's viewers that are not a tier.
 PREVIEW_VIEWERS = {
-    "anonymous": "A visitor who is not signed in",
-    "not_linked": "Signed in, Patreon not connected",
-    "not_a_patron": "Connected to Patreon, not a patron",
+    "anonymous": N_("A visitor who is not signed in"),
+    "not_linked": N_("Signed in, Patreon not connected"),
+    "not_a_patron": N_("Connected to Patreon, not a patron"),
 }
 
 
@@ -33,11 +34,11 @@ def preview_viewer(choice: str, months: int) -> tuple[Viewer, str] | None:
     st = get_state()
     now = st.store.clock()
     if choice == "anonymous":
-        return Viewer(authenticated=False, linked=False), PREVIEW_VIEWERS[choice]
+        return Viewer(authenticated=False, linked=False), gettext(PREVIEW_VIEWERS[choice])
     if choice == "not_linked":
-        return Viewer(authenticated=True, linked=False), PREVIEW_VIEWERS[choice]
+        return Viewer(authenticated=True, linked=False), gettext(PREVIEW_VIEWERS[choice])
     if choice == "not_a_patron":
-        return Viewer(authenticated=True, linked=True, patron=None), PREVIEW_VIEWERS[choice]
+        return Viewer(authenticated=True, linked=True, patron=None), gettext(PREVIEW_VIEWERS[choice])
     tier = st.settings.current().tiers.get(choice)
     if tier is None:
         return None
@@ -57,7 +58,13 @@ def preview_viewer(choice: str, months: int) -> tuple[Viewer, str] | None:
         observed_at=now,
         source="admin",
     )
-    label = f"A {tier.title or tier.id} patron ({money(tier.amount_cents)} a month) for {months} month(s)"
+    label = ngettext(
+        "A %(tier)s patron (%(amount)s a month) for %(num)d month",
+        "A %(tier)s patron (%(amount)s a month) for %(num)d months",
+        months,
+        tier=tier.title or tier.id,
+        amount=money(tier.amount_cents),
+    )
     return Viewer(authenticated=True, linked=True, patron=patron), label
 
 
@@ -71,7 +78,7 @@ def lock_preview(lock: Lock) -> dict[str, Any] | None:
         months = 1
     found = preview_viewer(choice, months)
     if found is None:
-        return {"error": "That tier is not among the campaign's tiers any more: read the tiers again."}
+        return {"error": gettext("That tier is not among the campaign's tiers any more: read the tiers again.")}
     viewer, label = found
     st = get_state()
     now = st.store.clock()
@@ -91,9 +98,22 @@ def lock_preview(lock: Lock) -> dict[str, Any] | None:
 NAMES_SHOWN = 200
 
 
-def _patrons(count: int, none: str = "No patron") -> str:
-    """``0`` -> "No patron", ``1`` -> "1 patron", ``3`` -> "3 patrons"."""
-    return none if count == 0 else f"{count} patron" if count == 1 else f"{count} patrons"
+def _summary(gained: int, lost: int) -> str:
+    """"2 patrons would gain access, no patron would lose it." (each count with its noun in the site's language)."""
+    if gained == 0:
+        gain = gettext("No patron would gain access")
+    else:
+        gain = ngettext("%(num)d patron would gain access", "%(num)d patrons would gain access", gained)
+    if lost == 0:
+        lose = gettext("no patron would lose it")
+    else:
+        lose = ngettext("%(num)d patron would lose it", "%(num)d patrons would lose it", lost)
+    return gettext("%(gained)s, %(lost)s.", gained=gain, lost=lose)
+
+
+def _counted(count: int) -> str:
+    """How many stored patrons the what-if looked at: "no patrons", "1 patron", "4 patrons"."""
+    return gettext("no patrons") if count == 0 else ngettext("%(num)d patron", "%(num)d patrons", count)
 
 
 def confirm_change(
@@ -103,9 +123,9 @@ def confirm_change(
     change: AccessChange,
     action: str,
     back: str | None = None,
-    back_label: str = "Change it again",
+    back_label: str | None = None,
     cancel_url: str,
-    save_label: str = "Save the change",
+    save_label: str | None = None,
 ) -> ResponseReturnValue:
     """The step before a lock or policy change is saved: who would gain and lose access (names behind a disclosure),
     and whether it opens a lock to everyone; *Save the change* posts the same values again with ``confirm=1``.
@@ -117,16 +137,14 @@ def confirm_change(
     """
     own = ("csrf_token", "confirm", "edit")
     fields = [(key, value) for key, value in request.form.items(multi=True) if key not in own]
-    summary = (
-        f"{_patrons(len(change.gained))} would gain access, {_patrons(len(change.lost), 'no patron')} would lose it."
-    )
+    summary = _summary(len(change.gained), len(change.lost))
     return render_template(
         "patronlock/admin/confirm.html",
         title=title,
         what=what,
         change=change,
         summary=summary,
-        counted=_patrons(change.patrons, "no patrons"),
+        counted=_counted(change.patrons),
         gained=change.gained[:NAMES_SHOWN],
         lost=change.lost[:NAMES_SHOWN],
         more_gained=max(len(change.gained) - NAMES_SHOWN, 0),
@@ -134,7 +152,7 @@ def confirm_change(
         fields=fields,
         action=action,
         back=back,
-        back_label=back_label,
+        back_label=back_label if back_label is not None else gettext("Change it again"),
         cancel_url=cancel_url,
-        save_label=save_label,
+        save_label=save_label if save_label is not None else gettext("Save the change"),
     )
