@@ -199,7 +199,8 @@ def test_every_string_of_the_settings_pages_and_banners_goes_through_the_catalog
     press(sam, base, "decline")
     press(sam, base, "flush")
     kopi = sign_in(base, "creator")
-    pages = {f"creator {p}": (html, False) for p, html in crawl(kopi, base, "/patronlock/admin/", "/patronlock/admin").items()}
+    settings = crawl(kopi, base, "/patronlock/admin/", "/patronlock/admin")
+    pages = {f"creator {p}": (html, False) for p, html in settings.items()}
     assert len(pages) >= 8, sorted(pages)
     assert any(OPEN in html for html, _ in pages.values()), "the pseudo-translation is not in use"
     for who, http in (("patron", sam), ("visitor", requests.Session())):
