@@ -143,15 +143,31 @@ def _creator_flow(scopes: frozenset[str]) -> bool:
     return any(scope.startswith(("campaigns", "w:campaigns")) for scope in scopes)
 
 
-def _unused_email(sandbox: Sandbox) -> str:
-    """The first ``patron<N>@example.com`` no user has (proposed for a new test patron; nothing is created)."""
+#: names the consent page proposes for a new test patron, in turn (a person's name, as a Patreon account has one, so
+#: the site's settings page shows "Robin Meyer", not "Patron3").
+_PROPOSED_NAMES = (
+    "Robin Meyer", "Noor Haddad", "Mika Tanaka", "Ada Okafor", "Luca Rossi", "Ines Duarte", "Tomás Novak",
+    "Priya Raman", "Jonas Berg", "Lea Martin", "Omar Farouk", "Hana Sato",
+)  # fmt: skip
+
+
+def _proposed_person(sandbox: Sandbox) -> tuple[str, str]:
+    """``(name, email)`` the consent page proposes for a new test patron: the first of :data:`_PROPOSED_NAMES` whose
+    address (``robin.meyer@example.com``) no user has, then ``patron<N>@example.com`` with no name (nothing is
+    created)."""
+    for name in _PROPOSED_NAMES:
+        email = name.lower().replace(" ", ".").replace("á", "a") + "@example.com"
+        try:
+            sandbox.user(email)
+        except NotFoundError:
+            return name, email
     number = len(sandbox.users)
     while True:
         email = f"patron{number}@example.com"
         try:
             sandbox.user(email)
         except NotFoundError:
-            return email
+            return "", email
         number += 1
 
 
@@ -168,7 +184,7 @@ def _consent_page(sandbox: Sandbox, scopes: frozenset[str], error: str | None = 
                 status = f"{member.patron_status or 'free member'}{f' · {titles}' if titles else ''}"
             rows.append({"id": user.id, "name": user.full_name, "email": user.email or "", "status": status})
         total = len(sandbox.users)
-        suggested = _unused_email(sandbox)
+        suggested_name, suggested = _proposed_person(sandbox)
     hidden = {k: v for k, v in request.values.items() if k in _OAUTH_PARAMS}
     chosen = request.values.get("user_id") if error else (sandbox.creator.id if creator_flow else NEW_USER)
     body = render_template(
@@ -182,7 +198,7 @@ def _consent_page(sandbox: Sandbox, scopes: frozenset[str], error: str | None = 
         chosen=chosen,
         new_user=NEW_USER,
         new_email=request.values.get("new_email") if error else suggested,
-        new_name=request.values.get("new_name", "") if error else "",
+        new_name=request.values.get("new_name", "") if error else suggested_name,
         creator_flow=creator_flow,
     )
     return Response(body, mimetype="text/html")

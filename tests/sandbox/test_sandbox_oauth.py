@@ -126,6 +126,17 @@ def test_a_patron_who_just_presses_approve_is_a_new_patron_not_the_creator(
     assert again not in before | {signed_in}  # the next visitor gets a new patron too, not the previous one
 
 
+def test_the_proposed_new_patron_has_a_persons_name(http: requests.Session, sb: Sandbox) -> None:
+    """As a Patreon account has its owner's name, the proposed test patron is a person ("Robin Meyer"), not
+    "Patron3"; each next proposal is someone else, and a name already taken is skipped."""
+    sb.add_user("noor.haddad@example.com", full_name="Noor Haddad")
+    first = sb.user(approve_the_default(http, sb, "identity identity[email]"))
+    second = sb.user(approve_the_default(http, sb, "identity identity[email]"))
+    assert (first.full_name, first.email) == ("Robin Meyer", "robin.meyer@example.com")
+    assert (first.first_name, first.last_name) == ("Robin", "Meyer")
+    assert (second.full_name, second.email) == ("Mika Tanaka", "mika.tanaka@example.com")
+
+
 def test_a_creator_connecting_the_campaign_is_proposed_the_creator(http: requests.Session, sb: Sandbox) -> None:
     sb.add_patron("ann@example.com", tier="Gold")
     scope = "identity identity[email] campaigns campaigns.members w:campaigns.webhook"
