@@ -38,6 +38,7 @@ from flask_patronlock.settings import list_addons, list_locks
 from flask_patronlock.state import get_state
 from tests.example.test_first_minute import press, sam_the_patron
 from tests.example.test_plain_words import crawl
+from tests.helpers.connect import default_form
 from tests.helpers.example_server import serve_example_site, sign_in
 
 OPEN, CLOSE = "⟦", "⟧"
@@ -202,6 +203,17 @@ def test_every_string_of_the_settings_pages_and_banners_goes_through_the_catalog
     settings = crawl(kopi, base, "/patronlock/admin/", "/patronlock/admin")
     pages = {f"creator {p}": (html, False) for p, html in settings.items()}
     assert len(pages) >= 8, sorted(pages)
+    # two pages only a POST reaches: the what-if before switching a lock off, and a form with a mistake in it
+    admin = base + "/patronlock/admin"
+    policies = default_form(kopi.get(admin + "/policies", timeout=20).text)
+    toggle = {"csrf_token": policies["csrf_token"], "enabled": "0"}
+    confirm = kopi.post(admin + "/locks/premium/toggle", data=toggle, timeout=20)
+    assert confirm.status_code == 200 and 'name="confirm"' in confirm.text, confirm.text[:500]
+    pages["creator POST locks/premium/toggle"] = (confirm.text, False)
+    mistaken = {**policies, "declined_grace_days": "-3"}
+    refused = kopi.post(admin + "/policies", data=mistaken, timeout=20)
+    assert refused.status_code == 422 and "pl-field--error" in refused.text, refused.text[-3000:]
+    pages["creator POST policies (a mistake)"] = (refused.text, False)
     assert any(OPEN in html for html, _ in pages.values()), "the pseudo-translation is not in use"
     for who, http in (("patron", sam), ("visitor", requests.Session())):
         read = crawl(http, base, "/", "/posts", depth=1)
