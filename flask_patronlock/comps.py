@@ -29,9 +29,9 @@ from typing import Any, Final, Literal
 from sqlalchemy import and_, func, or_, select, update
 
 from .declarations import UnknownLockError
-from .formatting import date_text, money
 from .i18n import date_text as local_date
-from .i18n import gettext
+from .i18n import day_text, gettext
+from .i18n import money as site_money
 from .patron import Patron
 from .policy import Comp
 from .state import PatronLockState
@@ -495,7 +495,7 @@ def subject_label(state: PatronLockState, record: CompRecord) -> str:
     """Who ``record`` is for, as a creator knows them: the account's name or e-mail (from the site's user loader), or
     the member's name or e-mail; the id only when nothing else is known."""
     if record.user_id is not None:
-        return user_name(load_user(state, record.user_id)) or f"account {record.user_id}"
+        return user_name(load_user(state, record.user_id)) or gettext("account %(id)s", id=record.user_id)
     patron: Patron | None = None
     if record.member_id is not None:
         patron = state.store.get_patron(record.member_id)
@@ -509,8 +509,8 @@ def subject_label(state: PatronLockState, record: CompRecord) -> str:
     if patron is not None and (patron.full_name or patron.email):
         return patron.full_name or str(patron.email)
     if record.member_id is not None:
-        return f"Patreon member {record.member_id}"
-    return f"Patreon user {record.patreon_user_id}"
+        return gettext("Patreon member %(id)s", id=record.member_id)
+    return gettext("Patreon user %(id)s", id=record.patreon_user_id)
 
 
 def access_label(state: PatronLockState, record: CompRecord) -> str:
@@ -520,9 +520,9 @@ def access_label(state: PatronLockState, record: CompRecord) -> str:
     snapshot = state.settings.current()
     tier = snapshot.tiers.get(record.tier_id or "")
     if tier is None:
-        return f"a tier that is no longer offered ({record.tier_id})"
-    symbol = str(state.app.config.get("PATRONLOCK_CURRENCY_SYMBOL") or "")
-    return f"the {tier.title or tier.id} tier ({money(tier.amount_cents, symbol)} a month)"
+        return gettext("a tier that is no longer offered (%(id)s)", id=record.tier_id)
+    return gettext("the %(tier)s tier (%(amount)s a month)", tier=tier.title or tier.id,
+                   amount=site_money(tier.amount_cents))
 
 
 def comp_sentence(state: PatronLockState, record: CompRecord, *, who: str | None = None,
@@ -535,10 +535,14 @@ def comp_sentence(state: PatronLockState, record: CompRecord, *, who: str | None
     note = f": {record.note}" if record.note else ""
     if record.active_at(now):
         end = record.expires_at
-        until = "with no end date" if end is None else f"until {date_text(end, day_first=True)}"
-        return f"{who} has a comp for {what} from you {until}{note}"
+        if end is None:
+            return gettext("%(who)s has a comp for %(what)s from you with no end date%(note)s", who=who, what=what,
+                           note=note)
+        return gettext("%(who)s has a comp for %(what)s from you until %(day)s%(note)s", who=who, what=what,
+                       day=day_text(end), note=note)
     if record.revoked_at is not None and not record.expired:
-        revoked = date_text(record.revoked_at, day_first=True)
-        return f"{who} had a comp for {what} from you; it was revoked on {revoked}{note}"
+        return gettext("%(who)s had a comp for %(what)s from you; it was revoked on %(day)s%(note)s", who=who,
+                       what=what, day=day_text(record.revoked_at), note=note)
     end = record.expires_at or record.revoked_at or now
-    return f"{who} had a comp for {what} from you until {date_text(end, day_first=True)}; it has ended{note}"
+    return gettext("%(who)s had a comp for %(what)s from you until %(day)s; it has ended%(note)s", who=who, what=what,
+                   day=day_text(end), note=note)

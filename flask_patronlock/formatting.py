@@ -11,6 +11,7 @@ from decimal import Decimal
 
 __all__ = [
     "ENTITLEMENT_WORDS",
+    "EVENT_WORDS",
     "PATRON_STATUS_WORDS",
     "REASON_WORDS",
     "SOURCE_WORDS",
@@ -75,6 +76,38 @@ REASON_WORDS: dict[str | None, str] = {
     "admin_bypass": N_("an admin of this site sees everything"),
     "allowed": N_("every condition of the lock holds"),
     "comp": N_("a comp you granted"),
+    "wrong_tier": N_("the pledge is not one of the lock's tiers"),
+    "not_a_member": N_("not a member"),
+    "public": N_("open to everyone now"),
+    "lock_unavailable": N_("the lock no longer exists"),
+}
+#: what the audit log records (an audit row's ``kind``) and what a change of state was inferred to be (its
+#: ``events``), as the patron's timeline shows them.
+EVENT_WORDS: dict[str | None, str] = {
+    "patron_created": N_("patron created"),
+    "patron_updated": N_("patron updated"),
+    "patron_missing": N_("patron missing"),
+    "access_changed": N_("access changed"),
+    "account_linked": N_("account linked"),
+    "account_reauthorized": N_("account reauthorized"),
+    "account_unlinked": N_("account unlinked"),
+    "account_needs_reauth": N_("account needs reauth"),
+    "revocation_held": N_("revocation held"),
+    "revocation_approved": N_("revocation approved"),
+    "revocation_rejected": N_("revocation rejected"),
+    "comp_granted": N_("comp granted"),
+    "comp_revoked": N_("comp revoked"),
+    "comp_expired": N_("comp expired"),
+    "feed_token_created": N_("feed token created"),
+    "feed_token_rotated": N_("feed token rotated"),
+    "pledge_started": N_("pledge started"),
+    "pledge_cancelled": N_("pledge cancelled"),
+    "tier_changed": N_("tier changed"),
+    "charge_succeeded": N_("charge succeeded"),
+    "payment_declined": N_("payment declined"),
+    "payment_recovered": N_("payment recovered"),
+    "access_granted": N_("access granted"),
+    "access_revoked": N_("access revoked"),
 }
 
 

@@ -10,10 +10,13 @@ locale selector). Without Flask-Babel, or before the host initialises it, every 
 
 In Python::
 
-    from flask_patronlock.i18n import gettext as _, N_
+    from flask_patronlock.i18n import N_, gettext, ngettext
 
-    flash(_("Your Patreon account %(name)s is connected.", name=name))
-    TEXTS = {"x": N_("Log in")}   # marked for extraction; translated where it is shown: _(TEXTS["x"])
+    flash(gettext("Your Patreon account %(name)s is connected.", name=name))
+    TEXTS = {"x": N_("Log in")}   # marked for extraction; translated where it is shown: gettext(TEXTS["x"])
+
+(Call them by these names: ``make translations`` extracts ``gettext``, ``ngettext``, ``lazy_gettext`` and ``N_``,
+not an alias such as ``_``.)
 
 In the library's templates, ``pl_`` and ``pl_n`` (never the host's ``_``)::
 

@@ -27,7 +27,7 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.exceptions import BadRequest, Forbidden
 
 from ..csrf import check_csrf
-from ..formatting import ENTITLEMENT_WORDS, PATRON_STATUS_WORDS, REASON_WORDS, SOURCE_WORDS
+from ..formatting import ENTITLEMENT_WORDS, EVENT_WORDS, PATRON_STATUS_WORDS, REASON_WORDS, SOURCE_WORDS
 from ..i18n import day_text, moment_text, words
 from ..locks import lock_exempt
 from ..state import get_state
@@ -185,6 +185,7 @@ def _template_globals() -> dict[str, Any]:
         "ENTITLEMENT_WORDS": ENTITLEMENT_WORDS,
         "SOURCE_WORDS": SOURCE_WORDS,
         "REASON_WORDS": REASON_WORDS,
+        "EVENT_WORDS": EVENT_WORDS,
     }
 
 

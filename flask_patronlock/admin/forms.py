@@ -92,6 +92,14 @@ def _amount(cents: int, symbol: str = "") -> str:
     return formatting.money(cents, symbol, locale=site_locale, currency=currency)
 
 
+
+def _in_range(low: int, high: int | None = None) -> NumberRange:
+    """WTForms' range check with its message in the site's language, from flask-patronlock's catalogue (WTForms'
+    own message would be translated by WTForms' catalogue, or not at all for a language it lacks)."""
+    if high is None:
+        return NumberRange(min=low, message=lazy_gettext("Number must be at least %(min)s."))
+    return NumberRange(min=low, max=high, message=lazy_gettext("Number must be between %(min)s and %(max)s."))
+
 class WholeNumberField(IntegerField):
     """An ``IntegerField`` that refuses a number no ``INTEGER`` column holds before any validator sees it
     (``NumberRange`` compares through ``float``, which overflows on a 400-digit number)."""
@@ -154,7 +162,7 @@ class LockForm(FlaskForm):
     lifetime_amount = AmountField(lazy_gettext("Lifetime support of at least"))
     patron_since_before = DateField(lazy_gettext("Patrons since before"), validators=[Optional()])
     drip_months = WholeNumberField(
-        lazy_gettext("Opens after this many months of pledging"), validators=[Optional(), NumberRange(min=0, max=1200)]
+        lazy_gettext("Opens after this many months of pledging"), validators=[Optional(), _in_range(0, 1200)]
     )
     free_members = BooleanField(lazy_gettext("Free members too (members of your Patreon with no paid pledge)"))
     patrons_at_publish = BooleanField(
@@ -260,7 +268,9 @@ class NewLockForm(LockDetailsForm):
     """A new lock: what patrons read, and the short name code, templates and content use."""
 
     name = StringField(
-        lazy_gettext("Short name (optional)"), render_kw={"maxlength": 100, "placeholder": "early-access"}
+        lazy_gettext("Short name (optional)"),
+        # an example short name: lowercase letters, digits and hyphens only
+        render_kw={"maxlength": 100, "placeholder": lazy_gettext("early-access")},
     )
 
 
@@ -364,7 +374,7 @@ class PolicyForm(FlaskForm):
         ]),
     )
     declined_grace_days = WholeNumberField(
-        lazy_gettext("Grace period (days)"), validators=[NumberRange(min=0, max=3650)]
+        lazy_gettext("Grace period (days)"), validators=[_in_range(0, 3650)]
     )
     cancelled = RadioField(
         lazy_gettext("When a patron cancels"),
@@ -384,15 +394,15 @@ class PolicyForm(FlaskForm):
     count_gifted = BooleanField(lazy_gettext("Gifted memberships unlock their tier"))
     missing_runs = WholeNumberField(
         lazy_gettext("A patron missing from this many complete syncs in a row loses access"),
-        validators=[NumberRange(min=1)],
+        validators=[_in_range(1)],
     )
     missing_hours = WholeNumberField(
         lazy_gettext("…or this many hours after the first sync that missed them (empty: the count alone decides)"),
-        validators=[Optional(), NumberRange(min=1, max=87600)],
+        validators=[Optional(), _in_range(1, 87600)],
     )
     breaker_min_patrons = WholeNumberField(
         lazy_gettext("Hold a sync for my approval when it would take access from more than this many patrons…"),
-        validators=[NumberRange(min=0)],
+        validators=[_in_range(0)],
     )
     breaker_percent = StringField(lazy_gettext("…and more than this percentage of all patrons"))
 

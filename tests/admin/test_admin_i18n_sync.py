@@ -18,7 +18,7 @@ from flask import Flask
 from flask_babel import Babel
 from sqlalchemy import select
 
-from flask_patronlock.admin.syncpages import reason_text, run_summary
+from flask_patronlock.admin.runwords import reason_text, run_summary
 from flask_patronlock.i18n import DOMAIN, TRANSLATIONS
 from flask_patronlock.settings import set_policy_settings
 from flask_patronlock.sync import RunResult
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCES = (
     "flask_patronlock/admin/setup.py",
     "flask_patronlock/admin/syncpages.py",
+    "flask_patronlock/admin/runwords.py",
     "flask_patronlock/templates/patronlock/admin/setup.html",
     "flask_patronlock/templates/patronlock/admin/sync.html",
     "flask_patronlock/templates/patronlock/admin/run.html",

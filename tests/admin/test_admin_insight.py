@@ -233,7 +233,7 @@ def test_the_dashboard_shows_every_figure_and_agrees_with_the_patrons_list(site:
     assert _cells(html, "data-month", "2027-01") == ["January 2027", "4", "0", "0", "0", "1", "0%", "0%", "5", "0"]
     assert _cells(html, "data-month", "2026-10") == ["October 2026", "—", "0", "0", "0", "0", "—", "—", "—", "—"]
     # per lock: the reasons met, in words, then the pledges and upgrades that followed
-    assert "<th>Not signed in</th><th>Signed in, Patreon not connected</th><th>Pledge below the lock&#39;s tier</th>" \
+    assert "<th>Not signed in</th><th>Signed in, Patreon not connected</th><th>Pledge below the lock's tier</th>" \
         in html
     assert _cells(html, "data-lock", "premium") == ["premium · Premium posts", "4", "1", "2", "2", "1", "1"]
     assert _cells(html, "data-lock", "supporters") == ["supporters · Any paid tier", "2", "1", "1", "0", "1", "0"]

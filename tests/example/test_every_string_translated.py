@@ -127,6 +127,7 @@ def unmarked(text: str, data: list[str], dates: re.Pattern[str]) -> str:
     for value in data:
         text = text.replace(value, " ")
     text = dates.sub(" ", text)
+    text = re.sub(r"(?<![\w/])/[\w./-]*", " ", text)  # an address of the site ("/members"), as typed in a field
     for name in PROPER_NAMES:
         text = re.sub(rf"\b{name}\b", " ", text)
     left = [" ".join(line.split()) for line in text.splitlines()]
@@ -156,9 +157,12 @@ def site_data(app: Any) -> list[str]:
 
     with app.app_context():
         for table in db.metadata.sorted_tables:
-            for name in ("email", "title", "name"):
+            for name in ("email", "title", "name", "slug"):
                 if name in table.c:
                     values.update(str(v) for (v,) in db.session.execute(select(table.c[name])) if v)
+    sandbox = app.extensions.get("example_sandbox")
+    if sandbox is not None:  # what Patreon's side calls things (the campaign's name on the campaign choice)
+        values.update((sandbox.campaign.creation_name, sandbox.campaign.vanity or ""))
     return sorted((v for v in values if len(v) >= 2), key=len, reverse=True)
 
 

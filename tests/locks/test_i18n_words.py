@@ -245,7 +245,7 @@ def test_flask_patronlock_insight_speaks_patronlock_locale(make_app: Callable[..
     Babel(site.app, locale_selector=_never_asked)
     runner = site.app.test_cli_runner()
     german = runner.invoke(args=["patronlock", "insight", "--months", "2"]).output.splitlines()
-    assert german[0].split() == ["Monat", "Aktiv", "am", "Anfang", "Neu", "Gekündigt", "Abgelehnt", "Wieder",
+    assert german[0].split() == ["Monat", "Aktiv", "zu", "Beginn", "Neu", "Gekündigt", "Abgelehnt", "Wieder",
                                  "bezahlt", "Abwanderung", "Ablehnungen", "Aktiv", "am", "Ende"]  # fmt: skip
     assert german[2].startswith("März 2026 ")
     assert german[-1] == "In diesen Monaten hat kein Besucher das Banner einer Sperre gesehen."
