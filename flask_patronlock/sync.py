@@ -78,6 +78,10 @@ log = logging.getLogger("flask_patronlock.sync")
 #: the name of the lease that makes runs one at a time.
 SYNC_LEASE = "sync"
 
+#: a run's row shows its progress at most this many seconds late while pages change nothing (a page that changes
+#: something saves it in its own transaction, so the row always counts exactly the changes committed).
+PROGRESS_EVERY = 2.0
+
 
 class AlreadyRunning(PatronLockError):
     """Another run holds the sync lease."""
@@ -280,6 +284,8 @@ class _Run:
         self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
+        #: when the run row's progress was last saved; whether the last page wrote nothing (see _apply_page)
+        self.progress_saved, self.idle = time.monotonic(), True
         self.heartbeat = _Heartbeat(lease, run_id)
         self.tiers_checked_at, self.known_tiers = self._db(
             "reading the tier catalogue", lambda: self.store.tiers_checked(campaign_id)
@@ -502,15 +508,18 @@ class _Run:
     def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime, number: int) -> None:
         """Apply page ``number`` and record the run's progress on its row in the same transaction (so the row always
         counts the changes its audit rows show); one attempt of a retried step, so nothing here counts until it
-        commits."""
+        commits. A page that changes nothing writes nothing: its progress is saved with the next page that changes
+        something, or on its own when the row's was saved :data:`PROGRESS_EVERY` seconds ago or more."""
         result = self.result
         fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
         seen_after = len(self.seen | {m.member_id for m in fresh})
         changed = [0]
+        saved = [False]
 
         def progress(conn: Connection, outcomes: list[ApplyResult]) -> None:
             changed[0] = sum(1 for o in outcomes if o.outcome != "deferred" and o.changed)
             self._save_progress(conn, pages=result.pages + 1, seen=seen_after, changed=result.changed + changed[0])
+            saved[0] = True
 
         outcomes: list[ApplyResult] = []
         if fresh:
@@ -523,12 +532,18 @@ class _Run:
                 defer_revocations=True,
                 load_unchanged=False,  # nearly every member of a run is unchanged: found without reading whole rows
                 also=progress,
+                # after a page that wrote nothing, the next is likely the same: a page that changes nothing then
+                # takes no write lock and makes no commit (progress is saved below, every PROGRESS_EVERY seconds)
+                read_first=self.idle,
             )
             for m in fresh:
                 self.unknown_tiers.update(t for t in m.entitled_tier_ids if t not in known)
-        else:
+        if not saved[0] and (not fresh or time.monotonic() - self.progress_saved >= PROGRESS_EVERY):
             with self.store.transaction() as conn:
                 progress(conn, [])
+        if saved[0]:
+            self.progress_saved = time.monotonic()
+        self.idle = not saved[0] or changed[0] == 0
         self.seen.update(m.member_id for m in fresh)
         for snapshot, outcome in zip(fresh, outcomes, strict=True):
             self.counts[outcome.outcome] += 1
