@@ -284,8 +284,9 @@ class _Run:
         self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
-        #: when the run row's progress was last saved; whether the last page wrote nothing (see _apply_page)
-        self.progress_saved, self.idle = time.monotonic(), True
+        #: when the run row's progress was last saved; whether the last page wrote nothing, and whether it had
+        #: members found unchanged (see _apply_page)
+        self.progress_saved, self.idle, self.settling = time.monotonic(), True, True
         self.heartbeat = _Heartbeat(lease, run_id)
         self.tiers_checked_at, self.known_tiers = self._db(
             "reading the tier catalogue", lambda: self.store.tiers_checked(campaign_id)
@@ -511,8 +512,9 @@ class _Run:
         commits. A page that changes nothing writes nothing: its progress is saved with the next page that changes
         something, or on its own when the row's was saved :data:`PROGRESS_EVERY` seconds ago or more."""
         result = self.result
-        fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
-        seen_after = len(self.seen | {m.member_id for m in fresh})
+        seen = self.seen
+        fresh = [m for m in members if m.member_id not in seen]  # the client raises on repeats; be safe anyway
+        seen_after = len(seen) + len({m.member_id for m in fresh})  # (not a copy of the run's whole set a page)
         changed = [0]
         saved = [False]
 
@@ -530,20 +532,24 @@ class _Run:
                 observed_at=observed_at,
                 run_id=result.run_id,
                 defer_revocations=True,
-                load_unchanged=False,  # nearly every member of a run is unchanged: found without reading whole rows
+                # nearly every member of a run is unchanged: found without reading whole rows (but after a page with
+                # none unchanged, as on a first run, the next likely has none either: not asked, one query less)
+                load_unchanged=not self.settling,
                 also=progress,
                 # after a page that wrote nothing, the next is likely the same: a page that changes nothing then
                 # takes no write lock and makes no commit (progress is saved below, every PROGRESS_EVERY seconds)
                 read_first=self.idle,
             )
-            for m in fresh:
-                self.unknown_tiers.update(t for t in m.entitled_tier_ids if t not in known)
+            tiers = {t for m in fresh for t in m.entitled_tier_ids}
+            if not tiers <= known:
+                self.unknown_tiers |= tiers - known
         if not saved[0] and (not fresh or time.monotonic() - self.progress_saved >= PROGRESS_EVERY):
             with self.store.transaction() as conn:
                 progress(conn, [])
         if saved[0]:
             self.progress_saved = time.monotonic()
         self.idle = not saved[0] or changed[0] == 0
+        self.settling = not fresh or any(o.outcome == "unchanged" for o in outcomes)
         self.seen.update(m.member_id for m in fresh)
         for snapshot, outcome in zip(fresh, outcomes, strict=True):
             self.counts[outcome.outcome] += 1
