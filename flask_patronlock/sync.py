@@ -284,6 +284,8 @@ class _Run:
         self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
+        #: a page's transaction found the lease taken (see _apply_page)
+        self.lease_lost = False
         #: when the run row's progress was last saved; whether the last page wrote nothing, and whether it had
         #: members found unchanged (see _apply_page)
         self.progress_saved, self.idle, self.settling = time.monotonic(), True, True
@@ -479,7 +481,7 @@ class _Run:
             self._db(f"applying page {number}", functools.partial(self._apply_page, members, observed_at, number))
             if self.progress is not None:
                 self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
-            if self.heartbeat.lost.is_set() or not self._db("renewing the sync lease", self._renew):
+            if self.heartbeat.lost.is_set() or self.lease_lost or not self._db("renewing the sync lease", self._renew):
                 return (
                     "the sync lease was lost: another run took over after PATRONLOCK_SYNC_LEASE_SECONDS without "
                     "renewal"
@@ -517,11 +519,14 @@ class _Run:
         seen_after = len(seen) + len({m.member_id for m in fresh})  # (not a copy of the run's whole set a page)
         changed = [0]
         saved = [False]
+        renewed: list[bool | None] = [None]
 
         def progress(conn: Connection, outcomes: list[ApplyResult]) -> None:
             changed[0] = sum(1 for o in outcomes if o.outcome != "deferred" and o.changed)
             self._save_progress(conn, pages=result.pages + 1, seen=seen_after, changed=result.changed + changed[0])
             saved[0] = True
+            if time.monotonic() - self.last_renew >= 1:  # due: renewed in this transaction, not a commit of its own
+                renewed[0] = self.lease.renew_in(conn)
 
         outcomes: list[ApplyResult] = []
         if fresh:
@@ -548,6 +553,9 @@ class _Run:
                 progress(conn, [])
         if saved[0]:
             self.progress_saved = time.monotonic()
+        if renewed[0] is not None:
+            self.last_renew = time.monotonic()
+            self.lease_lost = self.lease_lost or not renewed[0]
         self.idle = not saved[0] or changed[0] == 0
         self.settling = not fresh or any(o.outcome == "unchanged" for o in outcomes)
         self.seen.update(m.member_id for m in fresh)
@@ -562,7 +570,8 @@ class _Run:
         result.members_seen = len(self.seen)
 
     def _renew(self) -> bool:
-        """Renew the lease after a page (at most once a second; the heartbeat renews it between pages too)."""
+        """Renew the lease after a page (at most once a second; the heartbeat renews it between pages too). A page
+        that wrote renewed it in its own transaction when it was due (see _apply_page): then this does nothing."""
         if time.monotonic() - self.last_renew < 1:
             return True
         self.last_renew = time.monotonic()
