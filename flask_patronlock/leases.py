@@ -101,16 +101,20 @@ class Lease:
 
     def renew(self) -> bool:
         """Push the expiry out by the TTL; ``False`` when the lease is no longer ours (it expired and was taken)."""
+        with self.store.transaction() as conn:
+            return self.renew_in(conn)
+
+    def renew_in(self, conn: Connection) -> bool:
+        """:meth:`renew` inside ``conn``, a write transaction of the caller's (it counts once that commits)."""
         table = self.store.tables.leases
         now = self._now()
-        with self.store.transaction() as conn:
-            return bool(
-                conn.execute(
-                    update(table)
-                    .where(table.c.name == self.name, table.c.holder == self.holder)
-                    .values(expires_at=now + self.ttl)
-                ).rowcount
-            )
+        return bool(
+            conn.execute(
+                update(table).where(table.c.name == self.name, table.c.holder == self.holder).values(
+                    expires_at=now + self.ttl
+                )
+            ).rowcount
+        )
 
     def release(self) -> None:
         """Give the lease up (only if we still hold it)."""

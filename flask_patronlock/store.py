@@ -167,6 +167,7 @@ class Store:
         defer_revocations: bool = False,
         load_unchanged: bool = True,
         also: Callable[[Connection, list[ApplyResult]], None] | None = None,
+        read_first: bool = False,
     ) -> list[ApplyResult]:
         """Apply snapshots in one transaction, then send signals for what changed.
 
@@ -182,6 +183,12 @@ class Store:
             ``previous`` ``None``. A sync run asks for this: nearly every member of nearly every run is unchanged.
         :param also: called with the open connection and the results before the commit, so what it writes commits
             with them or not at all (a sync run records its progress on its row this way).
+        :param read_first: with ``load_unchanged=False``, first ask which members are settled in a plain read,
+            without the write lock; when every one is, open no write transaction at all (nothing to write, nothing to
+            commit) and do not call ``also``. Otherwise the snapshots are applied as without it (settled again under
+            the lock). A sync run asks for this after a page that changed nothing: an unchanged run then takes no
+            write lock and makes no commit (a disk flush each) for its pages. Answering from the read is what the
+            locked path would answer at that moment: a member found settled is written nothing either way.
         :raises ValueError: an unknown source, a naive ``observed_at``, or the same member twice in one call.
         :returns: one :class:`ApplyResult` per snapshot, in order.
         """
@@ -195,6 +202,12 @@ class Store:
             raise ValueError("apply_many got the same member twice; apply them in separate calls, oldest first")
         if not snapshots:
             return []
+        if read_first and not load_unchanged:
+            access = AccessContext(self.policy_settings(), self.clock(), defer_revocations)
+            with self.engine.connect() as conn:
+                settled = self._settled(conn, snapshots, access, observed_at)
+            if len(settled) == len(snapshots):
+                return [ApplyResult(member_id, "unchanged", None, None) for member_id in ids]
         with self.transaction() as conn:
             results = self.apply_locked(
                 conn,

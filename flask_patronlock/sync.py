@@ -78,6 +78,10 @@ log = logging.getLogger("flask_patronlock.sync")
 #: the name of the lease that makes runs one at a time.
 SYNC_LEASE = "sync"
 
+#: a run's row shows its progress at most this many seconds late while pages change nothing (a page that changes
+#: something saves it in its own transaction, so the row always counts exactly the changes committed).
+PROGRESS_EVERY = 2.0
+
 
 class AlreadyRunning(PatronLockError):
     """Another run holds the sync lease."""
@@ -280,6 +284,11 @@ class _Run:
         self.losses: dict[str, list[int]] = {}
         self.counts: dict[str, int] = {"created": 0, "updated": 0, "unchanged": 0, "stale": 0, "deferred": 0}
         self.last_renew = time.monotonic()
+        #: a page's transaction found the lease taken (see _apply_page)
+        self.lease_lost = False
+        #: when the run row's progress was last saved; whether the last page wrote nothing, and whether it had
+        #: members found unchanged (see _apply_page)
+        self.progress_saved, self.idle, self.settling = time.monotonic(), True, True
         self.heartbeat = _Heartbeat(lease, run_id)
         self.tiers_checked_at, self.known_tiers = self._db(
             "reading the tier catalogue", lambda: self.store.tiers_checked(campaign_id)
@@ -472,7 +481,7 @@ class _Run:
             self._db(f"applying page {number}", functools.partial(self._apply_page, members, observed_at, number))
             if self.progress is not None:
                 self.progress(Progress(result.run_id, result.pages, result.members_seen, result.total_reported))
-            if self.heartbeat.lost.is_set() or not self._db("renewing the sync lease", self._renew):
+            if self.heartbeat.lost.is_set() or self.lease_lost or not self._db("renewing the sync lease", self._renew):
                 return (
                     "the sync lease was lost: another run took over after PATRONLOCK_SYNC_LEASE_SECONDS without "
                     "renewal"
@@ -502,15 +511,22 @@ class _Run:
     def _apply_page(self, members: list[MemberSnapshot], observed_at: datetime, number: int) -> None:
         """Apply page ``number`` and record the run's progress on its row in the same transaction (so the row always
         counts the changes its audit rows show); one attempt of a retried step, so nothing here counts until it
-        commits."""
+        commits. A page that changes nothing writes nothing: its progress is saved with the next page that changes
+        something, or on its own when the row's was saved :data:`PROGRESS_EVERY` seconds ago or more."""
         result = self.result
-        fresh = [m for m in members if m.member_id not in self.seen]  # the client raises on repeats; be safe anyway
-        seen_after = len(self.seen | {m.member_id for m in fresh})
+        seen = self.seen
+        fresh = [m for m in members if m.member_id not in seen]  # the client raises on repeats; be safe anyway
+        seen_after = len(seen) + len({m.member_id for m in fresh})  # (not a copy of the run's whole set a page)
         changed = [0]
+        saved = [False]
+        renewed: list[bool | None] = [None]
 
         def progress(conn: Connection, outcomes: list[ApplyResult]) -> None:
             changed[0] = sum(1 for o in outcomes if o.outcome != "deferred" and o.changed)
             self._save_progress(conn, pages=result.pages + 1, seen=seen_after, changed=result.changed + changed[0])
+            saved[0] = True
+            if time.monotonic() - self.last_renew >= 1:  # due: renewed in this transaction, not a commit of its own
+                renewed[0] = self.lease.renew_in(conn)
 
         outcomes: list[ApplyResult] = []
         if fresh:
@@ -521,14 +537,27 @@ class _Run:
                 observed_at=observed_at,
                 run_id=result.run_id,
                 defer_revocations=True,
-                load_unchanged=False,  # nearly every member of a run is unchanged: found without reading whole rows
+                # nearly every member of a run is unchanged: found without reading whole rows (but after a page with
+                # none unchanged, as on a first run, the next likely has none either: not asked, one query less)
+                load_unchanged=not self.settling,
                 also=progress,
+                # after a page that wrote nothing, the next is likely the same: a page that changes nothing then
+                # takes no write lock and makes no commit (progress is saved below, every PROGRESS_EVERY seconds)
+                read_first=self.idle,
             )
-            for m in fresh:
-                self.unknown_tiers.update(t for t in m.entitled_tier_ids if t not in known)
-        else:
+            tiers = {t for m in fresh for t in m.entitled_tier_ids}
+            if not tiers <= known:
+                self.unknown_tiers |= tiers - known
+        if not saved[0] and (not fresh or time.monotonic() - self.progress_saved >= PROGRESS_EVERY):
             with self.store.transaction() as conn:
                 progress(conn, [])
+        if saved[0]:
+            self.progress_saved = time.monotonic()
+        if renewed[0] is not None:
+            self.last_renew = time.monotonic()
+            self.lease_lost = self.lease_lost or not renewed[0]
+        self.idle = not saved[0] or changed[0] == 0
+        self.settling = not fresh or any(o.outcome == "unchanged" for o in outcomes)
         self.seen.update(m.member_id for m in fresh)
         for snapshot, outcome in zip(fresh, outcomes, strict=True):
             self.counts[outcome.outcome] += 1
@@ -541,7 +570,8 @@ class _Run:
         result.members_seen = len(self.seen)
 
     def _renew(self) -> bool:
-        """Renew the lease after a page (at most once a second; the heartbeat renews it between pages too)."""
+        """Renew the lease after a page (at most once a second; the heartbeat renews it between pages too). A page
+        that wrote renewed it in its own transaction when it was due (see _apply_page): then this does nothing."""
         if time.monotonic() - self.last_renew < 1:
             return True
         self.last_renew = time.monotonic()

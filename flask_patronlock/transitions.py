@@ -233,15 +233,17 @@ assert tuple(f.name for f in fields(Patron)) == (
 def diff(previous: Patron | None, current: Patron) -> dict[str, tuple[Any, Any]]:
     """Fields whose value changed, as ``{name: (old, new)}``; every set field when there was no previous state."""
     values = _state_of(current)
+    # "is not" first: most fields of a new patron are None like their default, and an identity test skips the slower
+    # rich comparison (a datetime against None); no field's value differs from itself
     if previous is None:
         return {
             name: (None, value) for name, default, value in zip(STATE_FIELDS, _EMPTY_STATE, values, strict=True)
-            if value != default
+            if value is not default and value != default
         } or {"patron_status": (None, current.patron_status)}
     old = _state_of(previous)
     if old == values:
         return {}
-    return {name: (a, b) for name, a, b in zip(STATE_FIELDS, old, values, strict=True) if a != b}
+    return {name: (a, b) for name, a, b in zip(STATE_FIELDS, old, values, strict=True) if a is not b and a != b}
 
 
 #: Columns of an audit row written by Store._write_events, in its order.

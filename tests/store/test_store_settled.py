@@ -183,6 +183,33 @@ def test_a_settled_member_is_answered_without_its_row(world: World) -> None:
     assert result.outcome == "unchanged" and result.patron is not None
 
 
+def test_read_first_writes_nothing_only_when_every_member_is_settled(world: World) -> None:
+    """``read_first``: a batch found settled in a plain read opens no write transaction and does not call ``also``;
+    a batch with one change is applied as without it, ``also`` inside its transaction."""
+    store = world.fast
+    members = [snap("m1"), snap("m2")]
+    store.apply_many(members, source="sync", observed_at=T0)
+    begins: list[str] = []
+    with store.engine.connect() as conn:  # one connection (StaticPool): its statements as SQLite runs them
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        raw.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    calls: list[list[str]] = []
+
+    def also(conn: Any, results: list[ApplyResult]) -> None:
+        calls.append([r.outcome for r in results])
+
+    kw: dict[str, Any] = {"source": "sync", "observed_at": T0, "load_unchanged": False, "read_first": True}
+    results = store.apply_many(members, also=also, **kw)
+    assert [r.outcome for r in results] == ["unchanged", "unchanged"] and all(r.patron is None for r in results)
+    assert not calls and not begins
+    changed = [members[0], members[1].replace(lifetime_cents=members[1].lifetime_cents + 500)]
+    results = store.apply_many(changed, also=also, **kw)
+    assert [r.outcome for r in results] == ["unchanged", "updated"] and calls == [["unchanged", "updated"]]
+    assert begins  # a write transaction, as without read_first
+    assert store.get_patron("m2").lifetime_cents == changed[1].lifetime_cents  # type: ignore[union-attr]
+
+
 def test_a_policy_change_is_never_settled_away(world: World) -> None:
     """Declined, entitled under retry_window; the creator switches to restrict. The next run's settled
     path must not call the member unchanged: it re-evaluates and revokes, once."""
