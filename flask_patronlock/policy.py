@@ -696,13 +696,28 @@ def _entitlement(
                 "revocation is held for approval, so the missing-member rule is not applied."
             )
         return base
-    deadline = None
-    if patron.missing_since is not None and settings.missing_hours is not None:
-        deadline = _plus(patron.missing_since, timedelta(hours=settings.missing_hours))
+    deadline = _missing_deadline(patron, settings)
     if patron.missing_runs >= settings.missing_runs or (deadline is not None and now >= deadline):
         return _state(patron, "former", "missing")
     until = deadline if base.until is None or (deadline is not None and deadline < base.until) else base.until
     return _state(patron, "grace", "missing_grace", until)
+
+
+def _missing_deadline(patron: Patron, settings: PolicySettings) -> datetime | None:
+    """When a member missing from complete sync runs is gone by the hours limit (``None``: no such limit)."""
+    if patron.missing_since is not None and settings.missing_hours is not None:
+        return _plus(patron.missing_since, timedelta(hours=settings.missing_hours))
+    return None
+
+
+def _gone(patron: Patron, settings: PolicySettings, now: datetime) -> bool:
+    """Whether the missing-from-sync rule says ``patron`` is no longer a member of the campaign, whatever their
+    entitlement: missing from ``settings.missing_runs`` complete runs or past ``settings.missing_hours``, and no
+    held revocation waits for the creator."""
+    if patron.held_run_id is not None or (patron.missing_since is None and patron.missing_runs <= 0):
+        return False
+    deadline = _missing_deadline(patron, settings)
+    return patron.missing_runs >= settings.missing_runs or (deadline is not None and now >= deadline)
 
 
 def entitlement(patron: Patron | None, settings: PolicySettings, now: datetime) -> Entitlement:
@@ -1008,7 +1023,8 @@ def _decide_inner(
         steps.append(f"Entitlement: {ent.state}{until}, {money(ent.monthly_cents)} a month{tier_text}.")
     unentitled = _UNENTITLED.get(ent.state)
     if unentitled is not None and (rule.free_members or _names_free_tier(rule, tiers)):
-        return _free_member(rule, patron, ent, now, tiers, steps, published_at, unentitled)
+        gone = patron is not None and _gone(patron, settings, now)
+        return _free_member(rule, patron, ent, now, tiers, steps, published_at, unentitled, gone=gone)
     if unentitled is not None:
         return Decision(
             allowed=False,
@@ -1040,11 +1056,14 @@ def _free_member(
     steps: list[str] | None,
     published_at: datetime | None,
     unentitled: tuple[Reason, str],
+    *,
+    gone: bool = False,
 ) -> Decision:
     """A lock that admits free members, for a viewer owed nothing: no membership at all is ``not_a_member``; a member
     gone from Patreon (missing from complete sync runs) keeps the denial of ``ent``; any other stored member is held
     to the rule's conditions as a $0 member holding only the $0 tiers Patreon lists for them (never a paid tier a
-    declined or ended pledge still shows). Where only money would help (the amount or tier conditions), the denial
+    declined or ended pledge still shows) -- unless ``gone``: Patreon no longer lists them, whatever their
+    entitlement (the missing-from-sync rule). Where only money would help (the amount or tier conditions), the denial
     is ``ent``'s own (pledge, update the payment method, rejoin), with ``ent``; any other (a drip, a date, lifetime
     support) is the condition's."""
     if patron is None:
@@ -1057,7 +1076,10 @@ def _free_member(
             required_tier_ids=rule.tier_ids,
             missing="a membership of this campaign (free or paid)",
         )
-    if ent.basis == "missing":
+    if ent.basis == "missing" or gone:
+        if steps is not None and ent.basis != "missing":
+            steps.append("The lock admits free members, but Patreon no longer lists this member (missing from complete "
+                         "sync runs past the limit).")
         return Decision(
             allowed=False, reason=unentitled[0], entitlement=ent, required_tier_ids=rule.tier_ids, missing=unentitled[1]
         )

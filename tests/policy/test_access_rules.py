@@ -265,6 +265,23 @@ def test_free_members_are_held_to_the_rest_of_the_lock_as_0_dollar_members() -> 
     assert see(LockRule(free_members=True, min_cents=100, combine="any", lifetime_cents=0), free_member()).allowed
 
 
+def test_a_member_patreon_no_longer_lists_is_no_free_member_under_any_declined_policy() -> None:
+    """Found by the generosity property: a declined patron missing from complete sync runs past the limit was let
+    through a lock on the Free tier under ``restrict`` (a restricted entitlement skips the missing-member rule) but
+    not under a grace period (where the rule made them former). Gone from Patreon is gone under every policy."""
+    gone = paid(BOTH, last_charge_status="Declined", declined_since=NOW - 2 * DAY, entitled_cents=0,
+                entitled_tier_ids=(), missing_runs=DEFAULTS.missing_runs, missing_since=NOW - DAY)
+    rule = LockRule(tier_ids=("free",))
+    for declined in ("restrict", "grace", "retry_window"):
+        settings = PolicySettings(declined=declined, declined_grace_days=0)
+        decision = decide(rule, gone, settings, NOW, tiers=TIERS)
+        assert not decision.allowed and decision.reason in ("payment_declined", "former_patron"), (declined, decision)
+    held = paid(BOTH, last_charge_status="Declined", declined_since=NOW - 2 * DAY, entitled_cents=0,
+                entitled_tier_ids=("free",), missing_runs=DEFAULTS.missing_runs, missing_since=NOW - DAY, held_run_id=7)
+    # a held revocation waits for the creator: until then the member still counts as one (a $0 member here)
+    assert decide(rule, held, PolicySettings(declined="restrict"), NOW, tiers=TIERS).allowed
+
+
 def test_a_declined_or_former_member_counts_as_free_never_at_their_old_tier() -> None:
     declined = paid(BOTH, patron_status="declined_patron", last_charge_status="Declined",
                     declined_since=NOW - 60 * DAY)
