@@ -255,3 +255,23 @@ def test_flask_patronlock_insight_speaks_patronlock_locale(make_app: Callable[..
                           "Active at end")  # fmt: skip
     assert english[2].startswith("March 2026 ") and len(english[2]) == len(english[0])
     assert english[-1] == "No visitor has been shown a lock's banner in these months."
+
+
+def test_every_reason_and_timeline_event_has_words() -> None:
+    """A decision's reason and what a patron's timeline shows (an audit row's kind, the events a change was inferred
+    to be) are said in words, never as a code with its underscores taken out: every one the package writes is in
+    its table."""
+    import re
+    from pathlib import Path
+
+    from flask_patronlock.formatting import EVENT_WORDS, REASON_WORDS
+    from flask_patronlock.insight import STATE_KINDS
+    from flask_patronlock.policy import REASONS
+
+    assert set(REASON_WORDS) >= REASONS
+    source = (Path(__file__).resolve().parents[2] / "flask_patronlock" / "transitions.py").read_text(encoding="utf-8")
+    inferred = set(re.findall(r'events\.append\("([a-z_]+)"\)', source))
+    inferred |= set(re.findall(r'"(access_(?:granted|revoked))"', source))
+    assert {"pledge_started", "payment_declined", "access_granted"} <= inferred  # the search finds them
+    assert inferred <= set(EVENT_WORDS), inferred - set(EVENT_WORDS)
+    assert set(STATE_KINDS) <= set(EVENT_WORDS), set(STATE_KINDS) - set(EVENT_WORDS)
