@@ -302,3 +302,7 @@ def test_the_site_decides_what_the_sandbox_charged_for(
                 world.check(where + " after a sync")
     finally:
         world.server.stop()
+        # each example makes an app of its own: its pooled connections are closed now, not when the test ends (25
+        # examples' pools would hold about as many connections as PostgreSQL's default max_connections allows)
+        with world.app.app_context():
+            world.app.extensions["sqlalchemy"].engine.dispose()
