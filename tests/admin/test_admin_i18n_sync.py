@@ -22,7 +22,7 @@ from flask_patronlock.admin.runwords import reason_text, run_summary
 from flask_patronlock.i18n import DOMAIN, TRANSLATIONS
 from flask_patronlock.settings import set_policy_settings
 from flask_patronlock.sync import RunResult
-from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
+from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site, sync_admin_site
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the templates and modules this file checks: their msgids are the English the pages must not show in German.
@@ -40,13 +40,7 @@ SOURCES = (
 
 @pytest.fixture
 def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> AdminSite:
-    for i in range(6):
-        patreon_sandbox.add_patron(f"p{i}@example.com", tier="Silver", full_name=f"Patron {i}")
-    site = make_admin_site(make_app, **patreon_sandbox.config, PATRONLOCK_JOBS="inline", PATRONLOCK_SYNC_PAGE_SIZE=2)
-    site.state.store.clock = lambda: patreon_sandbox.now
-    with site.state.store.transaction() as conn:
-        conn.execute(site.state.tables.tiers.delete())
-    return site
+    return sync_admin_site(make_app, patreon_sandbox)
 
 
 def text(page: str) -> str:

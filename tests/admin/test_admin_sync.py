@@ -12,18 +12,12 @@ from sqlalchemy import insert, select
 
 from flask_patronlock.settings import set_policy_settings
 from flask_patronlock.webhooks import stored_webhook
-from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site
+from tests.helpers.admin import ADMIN_PREFIX, AdminSite, make_admin_site, sync_admin_site
 
 
 @pytest.fixture
 def site(make_app: Callable[..., Flask], patreon_sandbox: Any) -> AdminSite:
-    for i in range(6):
-        patreon_sandbox.add_patron(f"p{i}@example.com", tier="Silver", full_name=f"Patron {i}")
-    site = make_admin_site(make_app, **patreon_sandbox.config, PATRONLOCK_JOBS="inline", PATRONLOCK_SYNC_PAGE_SIZE=2)
-    site.state.store.clock = lambda: patreon_sandbox.now
-    with site.state.store.transaction() as conn:
-        conn.execute(site.state.tables.tiers.delete())
-    return site
+    return sync_admin_site(make_app, patreon_sandbox)
 
 
 def html(site: AdminSite, path: str) -> str:

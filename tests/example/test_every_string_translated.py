@@ -36,10 +36,9 @@ from flask_patronlock import i18n
 from flask_patronlock.i18n import DOMAIN, TRANSLATIONS
 from flask_patronlock.settings import list_addons, list_locks
 from flask_patronlock.state import get_state
-from tests.example.test_first_minute import press, sam_the_patron
-from tests.example.test_plain_words import crawl
+from tests.example.test_plain_words import crawl, declined_sam_and_kopi
 from tests.helpers.connect import default_form
-from tests.helpers.example_server import serve_example_site, sign_in
+from tests.helpers.example_server import serve_example_site
 
 OPEN, CLOSE = "⟦", "⟧"
 #: a marked span with no marked span inside it (removed innermost first: a translation may hold another).
@@ -200,10 +199,7 @@ def test_the_pseudo_translation_marks_what_goes_through_the_catalogue(tmp_path: 
 
 def test_every_string_of_the_settings_pages_and_banners_goes_through_the_catalogue(site: tuple[str, Any]) -> None:
     base, app = site
-    sam = sam_the_patron(base, "Silver")
-    press(sam, base, "decline")
-    press(sam, base, "flush")
-    kopi = sign_in(base, "creator")
+    sam, kopi = declined_sam_and_kopi(base)
     settings = crawl(kopi, base, "/patronlock/admin/", "/patronlock/admin")
     pages = {f"creator {p}": (html, False) for p, html in settings.items()}
     assert len(pages) >= 8, sorted(pages)

@@ -137,12 +137,18 @@ def crawl(http: requests.Session, base: str, start: str, prefix: str, depth: int
     return pages
 
 
-def test_no_page_a_creator_or_patron_reads_speaks_developer(site: tuple[str, Any]) -> None:
-    base, _app = site
+def declined_sam_and_kopi(base: str) -> tuple[requests.Session, requests.Session]:
+    """The demo as these crawls meet it: Sam, a Silver patron whose payment was declined (the site told), and Kopi,
+    the creator, signed in; their sessions."""
     sam = sam_the_patron(base, "Silver")
     press(sam, base, "decline")
     press(sam, base, "flush")
-    kopi = sign_in(base, "creator")
+    return sam, sign_in(base, "creator")
+
+
+def test_no_page_a_creator_or_patron_reads_speaks_developer(site: tuple[str, Any]) -> None:
+    base, _app = site
+    sam, kopi = declined_sam_and_kopi(base)
     pages = {f"creator {p}": html for p, html in crawl(kopi, base, "/patronlock/admin/", "/patronlock/admin").items()}
     assert len(pages) >= 8, sorted(pages)  # the crawl reached the settings page's pages, not just its front
     for who, http in (("patron", sam), ("visitor", requests.Session())):

@@ -119,3 +119,16 @@ def make_admin_site(make_app: Callable[..., Flask], *, admin_loader: bool = True
         return "home"
 
     return site
+
+
+def sync_admin_site(make_app: Callable[..., Flask], sandbox: Any, patrons: int = 6) -> AdminSite:
+    """A settings-page site on ``sandbox`` with ``patrons`` Silver patrons there and none stored here yet, work
+    inline, two members a sync page, the store's clock the sandbox's, and no tier catalogue read yet (the Setup and
+    Sync pages' tests start from it)."""
+    for i in range(patrons):
+        sandbox.add_patron(f"p{i}@example.com", tier="Silver", full_name=f"Patron {i}")
+    site = make_admin_site(make_app, **sandbox.config, PATRONLOCK_JOBS="inline", PATRONLOCK_SYNC_PAGE_SIZE=2)
+    site.state.store.clock = lambda: sandbox.now
+    with site.state.store.transaction() as conn:
+        conn.execute(site.state.tables.tiers.delete())
+    return site
