@@ -444,7 +444,7 @@ def _store_tiers(campaign: CampaignSnapshot) -> None:
     st.store.replace_tiers(campaign.id, campaign.tiers)
     st.settings.invalidate()
     names = ", ".join(t.title or t.id for t in sorted(campaign.tiers, key=lambda t: t.amount_cents))
-    flash(ngettext("Read %(num)d tier(s): %(tiers)s.", "Read %(num)d tier(s): %(tiers)s.", len(campaign.tiers),
+    flash(ngettext("Read %(num)d tier: %(tiers)s.", "Read %(num)d tiers: %(tiers)s.", len(campaign.tiers),
                    tiers=names), "success")
 
 

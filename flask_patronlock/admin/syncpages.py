@@ -376,8 +376,8 @@ def _decide(run_id: int, approve: bool) -> ResponseReturnValue:
                 "Approved run %(run)s: %(changes)s applied; %(patrons)s lost access now. Patrons missing from syncs "
                 "lose access when the missing-patrons policy says so.",
                 run=run_id,
-                changes=ngettext("%(num)d held change(s)", "%(num)d held change(s)", changed),
-                patrons=ngettext("%(num)d patron(s)", "%(num)d patron(s)", revoked),
+                changes=ngettext("%(num)d held change", "%(num)d held changes", changed),
+                patrons=ngettext("%(num)d patron", "%(num)d patrons", revoked),
             ),
             "success",
         )

@@ -210,14 +210,14 @@ def test_an_empty_dashboard_is_german(make_app: Callable[..., Flask]) -> None:
 
 def test_the_patrons_list_is_german(site: AdminSite) -> None:
     english, german = both(site, "/patrons")
-    assert "5 patron(s)." in english and "5 Patrons." in german
+    assert "5 patrons." in english and "5 Patrons." in german
     assert "Name oder E-Mail" in german and "Jeder Status" in german and "Jede Stufe" in german
     assert "Hier verbunden" in german and "Letzte Änderung" in german
     assert "Nie unterstützt (Follower, kostenlose Mitglieder)" in german  # the status filter's options
     assert_no_english_left(english, german, at_least=5)
 
     english, german = both(site, "/patrons?q=Bo")
-    assert "1 patron(s) match." in english and "1 Patron passt." in german
+    assert "1 patron matches." in english and "1 Patron passt." in german
     english, german = both(site, "/patrons?q=nobody")
     assert "No patron matches." in english and "Kein Patron passt." in german
     assert_no_english_left(english, german, at_least=1)
@@ -351,7 +351,7 @@ def test_without_flask_babel_the_pages_are_english(make_app: Callable[..., Flask
         "Patreon account\" banner. Once connected:" in patron
     assert "Entitled $10.00 a month" in patron and "Last charge Declined on" in patron
     patrons = text(site.get(ADMIN_PREFIX + "/patrons"))
-    assert "2 patron(s). Name E-mail Status Tier Connected here Last change" in patrons
+    assert "2 patrons. Name E-mail Status Tier Connected here Last change" in patrons
 
 
 

@@ -295,8 +295,8 @@ def test_the_reasons_in_german(make_app: Callable[..., Flask]) -> None:
 def test_pl_n_puts_in_variables_besides_num(make_app: Callable[..., Flask]) -> None:
     site = make_admin_site(make_app)
     Babel(site.app, locale_selector=lambda: "de")
-    template = '{{ pl_n("Run %(run)s would take access from %(num)d patron(s).", ' \
-               '"Run %(run)s would take access from %(num)d patron(s).", n, run="<b>") }}'
+    template = '{{ pl_n("Run %(run)s would take access from %(num)d patron.", ' \
+               '"Run %(run)s would take access from %(num)d patrons.", n, run="<b>") }}'
     with site.app.test_request_context():
         one = site.app.jinja_env.from_string(template).render(n=1)
         many = site.app.jinja_env.from_string(template).render(n=4)

@@ -92,12 +92,12 @@ def test_a_held_run_is_reviewed_then_approved(site: AdminSite, patreon_sandbox: 
     assert held["status"] == "held" and held["held"] == 3
     assert "Waiting for your approval" in html(site, "/sync")
     page = html(site, f"/sync/runs/{held['id']}")
-    assert "3 patron(s) would lose access" in page and "Patron 1" in page and "missing from the run" in page
+    assert "3 patrons would lose access" in page and "Patron 1" in page and "missing from the run" in page
     assert site.post(f"{ADMIN_PREFIX}/sync/runs/{held['id']}/approve").status_code == 302
     decided = runs(site)[-1]
     assert decided["decided_by"] == "admin"
     page = html(site, f"/sync/runs/{held['id']}")
-    assert "held change(s) applied" in page and "Approve: take their access away" not in page
+    assert "3 held changes applied" in page and "Approve: take their access away" not in page
     again = site.post(f"{ADMIN_PREFIX}/sync/runs/{held['id']}/approve")
     assert again.status_code == 302 and "not held" in html(site, f"/sync/runs/{held['id']}")
 
@@ -119,7 +119,7 @@ def test_a_running_run_shows_its_progress_and_the_page_refreshes(site: AdminSite
                                       total_reported=10000, started_at=site.state.store.clock()))
     page = html(site, "/sync")
     assert '<meta http-equiv="refresh" content="2">' in page
-    assert 'value="3000"' in page and "3 page(s) read, 3000 member(s) of 10000" in page
+    assert 'value="3000"' in page and "3 pages read, 3000 members of 10000" in page
 
 
 def test_register_the_webhook_and_see_its_health(site: AdminSite, patreon_sandbox: Any) -> None:
