@@ -19,7 +19,8 @@ from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
 from flask_patronlock import PatronLock
-from flask_patronlock.insight import flush_all_banner_views
+from flask_patronlock.insight import flush_banner_views
+from flask_patronlock.state import get_state
 
 POSTGRES_URL = os.environ.get("PATRONLOCK_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("PATRONLOCK_TEST_REDIS_URL")
@@ -106,8 +107,10 @@ def make_app(db_url: str) -> Iterator[Callable[..., Flask]]:
         return app
 
     yield factory
-    flush_all_banner_views()  # banner views a page view queued: written now, not by a timer after the tables are gone
     for app, db in made:
+        # banner views a page view queued: written now, not by a timer after the tables are gone; only this factory's
+        # apps (an app a test made and disposed itself would open a new connection that nobody closes)
+        flush_banner_views(get_state(app))
         with app.app_context():
             db.engine.dispose()
 
