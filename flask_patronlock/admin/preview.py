@@ -111,11 +111,6 @@ def _summary(gained: int, lost: int) -> str:
     return gettext("%(gained)s, %(lost)s.", gained=gain, lost=lose)
 
 
-def _counted(count: int) -> str:
-    """How many stored patrons the what-if looked at: "no patrons", "1 patron", "4 patrons"."""
-    return gettext("no patrons") if count == 0 else ngettext("%(num)d patron", "%(num)d patrons", count)
-
-
 def confirm_change(
     *,
     title: str,
@@ -144,7 +139,6 @@ def confirm_change(
         what=what,
         change=change,
         summary=summary,
-        counted=_counted(change.patrons),
         gained=change.gained[:NAMES_SHOWN],
         lost=change.lost[:NAMES_SHOWN],
         more_gained=max(len(change.gained) - NAMES_SHOWN, 0),
