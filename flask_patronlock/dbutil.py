@@ -11,10 +11,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert
@@ -31,6 +31,8 @@ CHUNK = 500
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Mapping):  # a read-only mapping (an ApplyResult's changes): encoded as its dict
+        return dict(value.items())
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -40,7 +42,7 @@ def json_ready(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
-    if kind is dict:
+    if kind is dict or isinstance(value, Mapping):
         return {k: json_ready(v) for k, v in value.items()}
     if kind is tuple or kind is list:
         return [json_ready(v) for v in value]
@@ -124,12 +126,29 @@ class SqliteInsert:
         statements as SQLite's limit on bound parameters allows."""
         if not rows:
             return
-        getlimit = getattr(conn.connection.dbapi_connection, "getlimit", None)
-        limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else _SQLITE_OLD_MAX_VARIABLES
-        per = max(1, limit // self._width)
+        per = self._rows_per_statement(conn)
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
             conn.exec_driver_sql(self._sql(len(chunk)), tuple(chain.from_iterable(chunk)))
+
+    def execute_columns(self, conn: Connection, columns: Sequence[Iterable[Any]], count: int) -> None:
+        """:meth:`execute` for ``count`` rows given a column at a time, in the order of the names (each an iterable
+        of ``count`` values as SQLite stores them; an ``itertools.repeat`` for a value every row shares): no list is
+        built per row."""
+        if count <= 0:
+            return
+        if len(columns) != self._width:
+            raise ValueError(f"expected {self._width} columns, got {len(columns)}")
+        rows = zip(*columns, strict=False)  # a repeat() column is endless: the count bounds each statement
+        per = self._rows_per_statement(conn)
+        for start in range(0, count, per):
+            size = min(per, count - start)
+            conn.exec_driver_sql(self._sql(size), tuple(chain.from_iterable(islice(rows, size))))
+
+    def _rows_per_statement(self, conn: Connection) -> int:
+        getlimit = getattr(conn.connection.dbapi_connection, "getlimit", None)
+        limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else _SQLITE_OLD_MAX_VARIABLES
+        return max(1, limit // self._width)
 
 
 _SQLITE_INSERTS: dict[tuple[int, tuple[str, ...], str | None], SqliteInsert] = {}

@@ -68,6 +68,7 @@ from .transitions import (
     SOURCES,
     AccessContext,
     ApplyResult,
+    changes_dict,
     columns_of,
     compared_of,
     diff,
@@ -541,7 +542,7 @@ class Store:
                 signals.patron_changed,
                 self.sender,
                 strict=strict,
-                changes=dict(result.changes),
+                changes=changes_dict(result.changes),
                 events=result.events,
                 **common,
             )

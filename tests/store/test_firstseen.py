@@ -4,9 +4,11 @@ the access evaluation, diff(), one by one) makes of them, on SQLite and PostgreS
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
+from itertools import repeat
 from typing import Any
 
 import pytest
@@ -16,11 +18,13 @@ from sqlalchemy import MetaData, create_engine, delete, event, insert, select
 from sqlalchemy.pool import StaticPool
 
 from flask_patronlock import signals
+from flask_patronlock.dbutil import dumps_json, json_ready, sqlite_insert_plan
 from flask_patronlock.models import tables_for
 from flask_patronlock.patreon.types import MemberSnapshot, UserSnapshot
+from flask_patronlock.patron import Patron
 from flask_patronlock.policy import PolicySettings
 from flask_patronlock.store import Store
-from flask_patronlock.transitions import ApplyResult
+from flask_patronlock.transitions import STATE_FIELDS, ApplyResult, CreatedChanges, changes_dict, diff
 from tests.helpers.constants import T0
 from tests.helpers.patrons import snap
 
@@ -249,3 +253,109 @@ def test_rows_are_split_by_sqlites_limit_on_parameters() -> None:
     finally:
         default.close()
         lowered.close()
+
+
+# -- the created member's changes, read from the patron ---------------------------------------------------------------
+
+_patrons = st.builds(
+    lambda snapshot, policy: _created(snapshot, policy),
+    _snapshots,
+    _policies,
+)
+
+
+def _created(snapshot: MemberSnapshot, policy: PolicySettings) -> Patron:
+    from flask_patronlock.transitions import AccessContext, merge
+
+    patron = merge(None, snapshot, observed_at=OBSERVED, source="sync")
+    return AccessContext(policy, T0, False).evaluate(None, patron, observed_at=OBSERVED, owned=True)[0]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(patron=_patrons)
+def test_created_changes_are_diff_from_nothing(patron: Patron) -> None:
+    """CreatedChanges is diff(None, patron) in every way a reader can tell: items, order, length, membership, lookups,
+    equality both ways, the plain dict it copies to, and the JSON both encoders write."""
+    expected = diff(None, patron)
+    changes = CreatedChanges(patron)
+    assert list(changes.items()) == list(expected.items())
+    assert list(changes) == list(expected) and len(changes) == len(expected)
+    assert changes == expected and expected == changes
+    assert changes.as_dict() == expected and type(changes.as_dict()) is dict
+    assert type(changes_dict(changes)) is dict and changes_dict(changes) == expected
+    names, values = changes.set_fields()
+    assert names == tuple(expected) and values == tuple(new for _, new in expected.values())
+    for name in STATE_FIELDS:
+        assert (name in changes) is (name in expected)
+        if name in expected:
+            assert changes[name] == expected[name]
+        else:
+            with pytest.raises(KeyError):
+                changes[name]
+    assert dumps_json(changes) == dumps_json(expected)
+    assert json_ready(changes) == json_ready(expected)
+
+
+def test_created_changes_share_their_names() -> None:
+    """Two patrons with the same fields set share one names tuple (a first run keeps a page of them alive)."""
+    first, second = (_created(snap(f"m{i}"), PolicySettings()) for i in (1, 2))
+    assert CreatedChanges(first).set_fields()[0] is CreatedChanges(second).set_fields()[0]
+
+
+def test_signals_get_a_plain_dict_of_changes(world: World) -> None:
+    """patron-changed's ``changes`` is a dict of its own (as documented), not the result's read-only mapping."""
+    made = world.apply(_members()[:3], bulk=True)
+    sent = [kwargs["changes"] for name, kwargs in made["signals"] if name == "patron_changed"]
+    assert len(sent) == 3 and all(type(changes) is dict for changes in sent)
+
+
+def test_an_engine_json_serializer_writes_the_changes(tmp_path: Any) -> None:
+    """An engine with its own JSON serializer writes the created members' changes with it, as it writes every other
+    JSON value, instead of the built-in encoder."""
+    calls: list[Any] = []
+
+    def serializer(value: Any) -> str:
+        calls.append(value)
+        return json.dumps(json_ready(value), sort_keys=True)
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", json_serializer=serializer)
+    metadata = MetaData()
+    tables = tables_for(metadata)
+    metadata.create_all(engine)
+    store = Store(lambda: engine, tables, sender=object(), clock=lambda: T0, policy_settings=PolicySettings)
+    try:
+        store.apply_many(_members()[:4], source="sync", observed_at=OBSERVED, run_id=None)
+        with engine.connect() as conn:
+            stored = [row[0] for row in conn.exec_driver_sql("SELECT changes FROM patronlock_events ORDER BY id")]
+        written = [value for value in calls if value is not None]  # (and once the page's detail, None)
+        assert len(stored) == 4 and len(written) == 4 and all(type(value) is dict for value in written)
+        assert stored == [json.dumps(json_ready(value), sort_keys=True) for value in written]
+        assert json.loads(stored[0])["patron_status"] == [None, "active_patron"]
+    finally:
+        engine.dispose()
+
+
+def test_rows_given_by_column() -> None:
+    """SqliteInsert.execute_columns stores what execute() stores for the same rows, split by SQLite's limit; a wrong
+    number of columns is refused before anything is written."""
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    metadata = MetaData()
+    tables = tables_for(metadata)
+    metadata.create_all(engine)
+    names = ("created_at", "member_id", "kind", "source", "events")
+    when = "2026-01-01 00:00:00.000000"
+    try:
+        with engine.begin() as conn:
+            conn.connection.dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 12)  # type: ignore[union-attr]
+            plan = sqlite_insert_plan(conn, tables.events, names, None)
+            members = [f"m{i}" for i in range(7)]
+            plan.execute_columns(
+                conn, [repeat(when, 7), members, repeat("patron_created", 7), repeat("sync", 7), ["a"] * 7], 7
+            )
+            plan.execute_columns(conn, [[], [], [], [], []], 0)
+            with pytest.raises(ValueError, match="expected 5 columns"):
+                plan.execute_columns(conn, [members], 7)
+            rows = conn.exec_driver_sql("SELECT created_at, member_id, kind, events FROM patronlock_events ORDER BY id")
+            assert [tuple(r) for r in rows] == [(when, m, "patron_created", "a") for m in members]
+    finally:
+        engine.dispose()
