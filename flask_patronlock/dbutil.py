@@ -42,12 +42,14 @@ def json_ready(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
-    if kind is dict or isinstance(value, Mapping):
+    if kind is dict:
         return {k: json_ready(v) for k, v in value.items()}
     if kind is tuple or kind is list:
         return [json_ready(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, Mapping):  # a read-only mapping (an ApplyResult's changes)
+        return {k: json_ready(v) for k, v in value.items()}
     return value
 
 
