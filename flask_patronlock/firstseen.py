@@ -123,7 +123,7 @@ def _write_sqlite(
     # visits; the audit rows keep the page's order
     ordered = sorted(patrons, key=_MEMBER_ID)
     count = len(ordered)
-    stored_dates: dict[datetime, str] = {}  # one instant, one stored text (UTC), whatever its offset
+    stored_dates: dict[datetime, str] = {}  # UTC dates only (two datetimes of one other zone compare by wall time)
     columns: list[Any] = []
     for index, name in enumerate(INSERT_COLUMNS):
         if index in fixed:
@@ -135,7 +135,11 @@ def _write_sqlite(
         if process is None or column.count(None) == count:
             pass
         elif isinstance(column_type, UTCDateTime):
-            column = [None if value is None else _memo(stored_dates, value, process) for value in column]
+            column = [
+                None if value is None else _memo(stored_dates, value, process) if value.tzinfo is UTC
+                else process(value)
+                for value in column
+            ]
         elif isinstance(column_type, Boolean):
             # sqlite3 stores a bool as the very integer SQLAlchemy's Boolean processor makes of it: bools kept
             column = [value if value is None or value.__class__ is bool else process(value) for value in column]

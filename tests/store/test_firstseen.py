@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from itertools import repeat
 from typing import Any
 
@@ -359,3 +359,28 @@ def test_rows_given_by_column() -> None:
             assert [tuple(r) for r in rows] == [(when, m, "patron_created", "a") for m in members]
     finally:
         engine.dispose()
+
+
+def test_dates_in_other_zones(world: World) -> None:
+    """Dates Patreon never sends but a caller may: other offsets, and the two instants of one ambiguous wall time (a
+    clock going back), which compare equal within their zone. Each is stored as its own instant and audited with its
+    own offset, exactly as the general path does."""
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=berlin)  # 00:30 UTC
+    second = first.replace(fold=1)  # 01:30 UTC
+    assert first == second and first.astimezone(UTC) != second.astimezone(UTC)
+    plus_two = T0.astimezone(timezone(timedelta(hours=2)))
+    members = [
+        snap("z1", last_charge_date=first, pledge_start=plus_two),
+        snap("z2", last_charge_date=second, pledge_start=T0),
+        snap("z3", last_charge_date=first.astimezone(UTC), pledge_start=plus_two),
+    ]
+    made = _agree(world, members)
+    stored = {row[0]: row for row in made["raw_patrons"]}
+    column = [c.name for c in world.tables.patrons.columns].index("last_charge_date")
+    assert stored["z1"][column] == "2026-10-25 00:30:00.000000"
+    assert stored["z2"][column] == "2026-10-25 01:30:00.000000"
+    audits = {row[2]: json.loads(row[9]) for row in made["events"]}
+    assert audits["z1"]["pledge_start"][1].endswith("+02:00") and audits["z2"]["pledge_start"][1].endswith("+00:00")
