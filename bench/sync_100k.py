@@ -136,6 +136,18 @@ def timed_run(app: Any, creds: dict[str, Any]) -> tuple[float, Any]:
         return time.perf_counter() - started, result
 
 
+def measured_run(app: Any, creds: dict[str, Any]) -> tuple[float, float, Any]:
+    """:func:`timed_run` with this process's CPU seconds: (seconds, CPU seconds, the run's result)."""
+    cpu = cpu_seconds()
+    seconds, result = timed_run(app, creds)
+    return seconds, cpu_seconds() - cpu, result
+
+
+def ratios(seconds: float, cpu: float, floor: float, floor_cpu: float) -> str:
+    """A run's wall and CPU seconds over the floor's, as printed."""
+    return f"ratio={seconds / floor:.2f} cpu={cpu:.2f}s cpu_ratio={cpu / floor_cpu:.2f}"
+
+
 def attempt(creds: dict[str, Any], label: str) -> tuple[float, float, Any, Any]:
     """One measurement: the floor, then a first and an unchanged run into a fresh database; their ratios to it."""
     cpu = cpu_seconds()
@@ -146,22 +158,18 @@ def attempt(creds: dict[str, Any], label: str) -> tuple[float, float, Any, Any]:
         app = make_app(Path(tmp) / "bench.db", creds)
         setup_tiers(app, creds)
         print(f"{label}setup: tier catalogue read once, untimed (as a deployed site has it)")
-        cpu = cpu_seconds()
-        first_time, first = timed_run(app, creds)
-        first_cpu = cpu_seconds() - cpu
+        first_time, first_cpu, first = measured_run(app, creds)
         print(
             f"{label}run 1: {first_time:.2f}s status={first.status} changed={first.changed} "
             f"api_requests={first.detail['api_requests']} ({first.pages} member pages; "
-            f"tiers {first.detail.get('tiers')}; the floor made {floor_requests}) ratio={first_time / floor:.2f} "
-            f"cpu={first_cpu:.2f}s cpu_ratio={first_cpu / floor_cpu:.2f}"
+            f"tiers {first.detail.get('tiers')}; the floor made {floor_requests}) "
+            + ratios(first_time, first_cpu, floor, floor_cpu)
         )
-        cpu = cpu_seconds()
-        second_time, second = timed_run(app, creds)
-        second_cpu = cpu_seconds() - cpu
+        second_time, second_cpu, second = measured_run(app, creds)
         print(
             f"{label}run 2 (unchanged): {second_time:.2f}s status={second.status} "
             f"member_rows_written={second.changed} api_requests={second.detail['api_requests']} "
-            f"ratio={second_time / floor:.2f} cpu={second_cpu:.2f}s cpu_ratio={second_cpu / floor_cpu:.2f}"
+            + ratios(second_time, second_cpu, floor, floor_cpu)
         )
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
