@@ -514,10 +514,15 @@ def subject_label(state: PatronLockState, record: CompRecord) -> str:
 
 
 def access_label(state: PatronLockState, record: CompRecord) -> str:
-    """What ``record`` opens, in words: ``'masterclass'`` or ``the Gold tier ($10.00 a month)``."""
-    if record.lock is not None:
-        return repr(record.lock)
+    """What ``record`` opens, in words: ``the lock “Masterclass”`` (its title, else its name) or ``the Gold tier
+    ($10.00 a month)``."""
     snapshot = state.settings.current()
+    if record.lock is not None:
+        try:
+            lock = snapshot.find_lock(state.declarations.locks, record.lock)
+        except UnknownLockError:
+            return gettext("the lock “%(lock)s” (deleted since)", lock=record.lock)
+        return gettext("the lock “%(lock)s”", lock=lock.display_name)
     tier = snapshot.tiers.get(record.tier_id or "")
     if tier is None:
         return gettext("a tier that is no longer offered (%(id)s)", id=record.tier_id)
@@ -527,7 +532,7 @@ def access_label(state: PatronLockState, record: CompRecord) -> str:
 
 def comp_sentence(state: PatronLockState, record: CompRecord, *, who: str | None = None,
                   now: datetime | None = None) -> str:
-    """One sentence for creators: "Alex has a comp for 'masterclass' from you until 4 January 2027: press copy"
+    """One sentence for creators: "Alex has a comp for the lock “Masterclass” from you until 4 January 2027: press copy"
     (or "had ... ; it ended on ..." / "it was revoked on ..."). ``who`` defaults to :func:`subject_label`."""
     now = now if now is not None else state.store.clock()
     who = who if who is not None else subject_label(state, record)

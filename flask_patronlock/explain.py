@@ -262,8 +262,8 @@ def _who(user: Any, viewer: Viewer) -> str:
 
 
 def _comp_steps(state: PatronLockState, user: Any, viewer: Viewer, decided: Decision, now: datetime) -> list[str]:
-    """The viewer's comps in the creator's words: "Alex has a comp for 'masterclass' from you until 4 January 2027:
-    press copy", and whether it is what opened the lock."""
+    """The viewer's comps in the creator's words: "Alex has a comp for the lock “masterclass” from you until 4 January
+    2027: press copy", and whether it is what opened the lock."""
     from .comps import comp_sentence, get_comp, user_name
 
     who = user_name(user) or ""

@@ -61,8 +61,8 @@ def test_granting_a_member_a_lock_opens_the_page_for_them(site: AdminSite) -> No
                                  "note": "press copy", "ends_on": "2027-01-04"}, follow_redirects=True)
     assert response.status_code == 200
     text = _text(response)
-    assert "Granted. Ada Lovelace has a comp for 'premium' from you until 4 January 2027: press copy." in text
-    assert "Ada Lovelace 'premium' 4 January 2027 press copy" in text  # the open comps' table
+    assert "Granted. Ada Lovelace has a comp for the lock “premium” from you until 4 January 2027: press copy." in text
+    assert "Ada Lovelace the lock “premium” 4 January 2027 press copy" in text  # the open comps' table
     assert site.get("/premium", "ada").status_code == 200
     [event] = _events(site, "comp_granted")
     assert (event["source"], event["member_id"], event["detail"]["by"]) == ("admin", "m1", "admin")
@@ -134,7 +134,7 @@ def test_revoking_from_the_comps_page_and_from_the_patron_page(site: AdminSite) 
         second = grant_comp(site.state, user_id="ada", tier="Gold", note="two")
     patron_page = site.get(ADMIN_PREFIX + "/patrons/m1")
     text = _text(patron_page)
-    assert "Ada Lovelace has a comp for 'premium' from you with no end date: one." in text
+    assert "Ada Lovelace has a comp for the lock “premium” from you with no end date: one." in text
     assert "Ada has a comp for the Gold tier ($10.00 a month) from you with no end date: two." in text
     assert f'href="{COMPS}?member=m1#grant"' in patron_page.get_data(as_text=True)
     response = site.post(f"{COMPS}/{first.id}/revoke", {"back": "patron:m1"})
@@ -157,7 +157,8 @@ def test_the_explainer_on_the_patron_page_names_the_comp(site: AdminSite) -> Non
         grant_comp(site.state, member_id="m1", lock="premium", note="press copy")
     text = _text(site.get(ADMIN_PREFIX + "/patrons/m1?lock=premium"))
     assert "Yes: a comp you granted" in text
-    assert "Ada has a comp for 'premium' from you with no end date: press copy. That comp opens this lock." in text
+    assert "Ada has a comp for the lock “premium” from you with no end date: press copy. That comp opens this " \
+        "lock." in text
 
 
 def test_an_unlinked_member_s_comp_counts_once_they_connect(site: AdminSite) -> None:

@@ -234,13 +234,13 @@ def test_the_explainer_says_who_has_a_comp_in_plain_words(site: Site) -> None:
     with site.app.test_request_context():
         result = explain(site.users["alex"], "masterclass")
         assert (result.decision.allowed, result.decision.reason) == (True, "comp")
-        assert "Comp: Alex has a comp for 'masterclass' from you until 4 January 2027: press copy. That comp opens " \
-               "this lock." in result.steps
+        assert "Comp: Alex has a comp for the lock “masterclass” from you until 4 January 2027: press copy. That " \
+               "comp opens this lock." in result.steps
         other = explain(site.users["alex"], "archive")
         assert not other.decision.allowed
         assert any(s.endswith("It does not open this lock.") for s in other.steps)
     cli = site.app.test_cli_runner().invoke(args=["patronlock", "explain", "alex", "masterclass"])
-    assert "Alex has a comp for 'masterclass' from you until 4 January 2027: press copy" in cli.output
+    assert "Alex has a comp for the lock “masterclass” from you until 4 January 2027: press copy" in cli.output
     assert "=> ALLOWED (comp)" in cli.output
 
 
@@ -255,10 +255,30 @@ def test_a_patron_s_comps_and_sentences(site: Site) -> None:
             "account silver has a comp for the Platinum tier ($25.00 a month) from you with no end date: goodwill month"
         )
         assert comp_sentence(site.state, by_member) == (
-            "Patron m-silver has a comp for 'archive' from you until 4 January 2027"
+            "Patron m-silver has a comp for the lock “archive” from you until 4 January 2027"
         )
         ended = revoke_comp(site.state, by_member.id)
         assert comp_sentence(site.state, ended).endswith("; it was revoked on 15 March 2026")
+
+
+def test_a_comp_names_its_lock_by_the_title_creators_gave_it(site: Site) -> None:
+    """A creator's lock is named by its title, as on the locks page; once deleted (its comps revoked with it), by its
+    name, saying it is gone -- never as a Python string."""
+    from flask_patronlock.settings import create_lock, delete_lock
+
+    with site.app.app_context():
+        create_lock("bts", title="Behind the scenes", by="creator")
+    record = _grant(site, user_id="alex", lock="bts")
+    with site.app.app_context():
+        assert comp_sentence(site.state, record) == (
+            "Alex has a comp for the lock “Behind the scenes” from you with no end date"
+        )
+        delete_lock("bts", by="creator")
+        ended = get_comp(site.state, record.id)
+        assert ended is not None and ended.revoked_at is not None
+        assert comp_sentence(site.state, ended) == (
+            "Alex had a comp for the lock “bts” (deleted since) from you; it was revoked on 15 March 2026"
+        )
 
 
 def test_an_entitlement_token_never_outlives_the_comp_behind_it(site: Site) -> None:
@@ -277,11 +297,12 @@ def test_the_cli_grants_lists_and_revokes(site: Site) -> None:
     result = runner.invoke(args=["patronlock", "comp", "grant", "--member", "m-silver@example.com", "--lock",
                                  "masterclass", "--note", "press copy", "--until", "2027-01-04", "--by", "ops"])
     assert result.exit_code == 0, result.output
-    assert "Patron m-silver has a comp for 'masterclass' from you until 4 January 2027: press copy." in result.output
+    assert "Patron m-silver has a comp for the lock “masterclass” from you until 4 January 2027: press " \
+        "copy." in result.output
     assert site.get("/masterclass", "silver").status_code == 200
     listed = runner.invoke(args=["patronlock", "comp", "list"])
     comp_id = int(listed.output.split()[0])
-    assert "Patron m-silver has a comp for 'masterclass'" in listed.output
+    assert "Patron m-silver has a comp for the lock “masterclass”" in listed.output
     [event] = _events(site, "comp_granted")
     assert (event["source"], event["detail"]["by"]) == ("cli", "ops")
     result = runner.invoke(args=["patronlock", "comp", "revoke", str(comp_id)])
