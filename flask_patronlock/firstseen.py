@@ -158,16 +158,16 @@ def _write_sqlite(
          "detail": None},
     )
     created = [result.patron for result in results.values()]
+    to_json = dict(event_plan.processors)[EVENT_COLUMNS.index("changes")]
     made = {
         "member_id": list(results),
         "patreon_user_id": list(map(attrgetter("patreon_user_id"), created)),
         "user_id": list(map(attrgetter("local_user_id"), created)),
         "events": [",".join(result.events) for result in results.values()],
-        "changes": _changes_json(tables.patrons, results.values()),
+        "changes": _changes_json(tables.patrons, results.values()) if to_json is dumps_json
+        # the engine has its own JSON serializer: it writes the changes
+        else [to_json(changes_dict(result.changes)) for result in results.values()],
     }
-    to_json = dict(event_plan.processors)[EVENT_COLUMNS.index("changes")]
-    if to_json is not dumps_json:  # the engine has its own JSON serializer: it writes the changes
-        made["changes"] = [to_json(changes_dict(result.changes)) for result in results.values()]
     count = len(results)
     event_plan.execute_columns(
         conn,
