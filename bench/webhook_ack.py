@@ -9,8 +9,8 @@ sent twice (the second must be recognised as a duplicate). Prints requests/s of 
 >= 0.5), the p99 acknowledgement latency of the webhook route (target <= 50 ms), and, once processing has drained,
 the deliveries still queued (stored, waiting for Patreon's rate limit: each re-fetches its member, and an access
 token gets 100 requests a minute, so 4,000 members take 40 minutes to drain; ``BENCH_DRAIN_SECONDS``, default 180,
-is how long the script waits), lost ones (acknowledged but never stored, or given up on) and double-applied ones
-(processed more than once, or stored twice). The last line is ``ratio=<x>``.
+is how long the script waits; a delivery waiting to retry counts as queued), lost ones (acknowledged but never
+stored, or ended failed or ignored) and double-applied ones (processed more than once, or stored twice). The last line is ``ratio=<x>``.
 
 ``BENCH_DB_URL=postgresql+psycopg://...`` measures on PostgreSQL instead (in a schema of its own, dropped afterwards);
 ``BENCH_MEMBERS`` sets the number of members (default 4,000: 8,000 webhook requests, enough to steady the ratio on a
@@ -200,10 +200,12 @@ def main() -> int:
                 audit = conn.execute(text(
                     "SELECT count(*) FROM patronlock_events WHERE source = 'webhook'")).scalar_one()
             engine.dispose()
-            # lost: acknowledged but never stored, or given up on; queued: stored, not processed yet (still waiting
-            # for the token's rate limit when the drain window closed)
-            lost = max(0, len(hooks) - len(rows)) + sum(1 for r in rows if r.status == "failed")
-            queued = sum(1 for r in rows if r.status in ("pending", "processing"))
+            # queued: stored, not processed yet (pending, or waiting to retry after the token's rate limit when the
+            # drain window closed); lost: acknowledged but never stored, or ended without being applied (failed,
+            # ignored: every delivery here is a valid member of the campaign)
+            queued = sum(1 for r in rows if r.status in ("pending", "processing", "retry"))
+            lost = max(0, len(hooks) - len(rows)) + sum(1 for r in rows if r.status not in ("done", "pending",
+                                                                                              "processing", "retry"))
             double = sum(1 for r in rows if r.attempts > 1) + max(0, len(rows) - len(hooks)) + max(0, audit - patrons)
             print(f"requests per route={len(webhook_requests)} senders={SENDERS} non-200={bad}")
             print(f"bare: {bare_rps:,.0f} req/s; webhook: {hook_rps:,.0f} req/s")
