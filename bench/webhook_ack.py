@@ -10,7 +10,8 @@ sent twice (the second must be recognised as a duplicate). Prints requests/s of 
 the deliveries still queued (stored, waiting for Patreon's rate limit: each re-fetches its member, and an access
 token gets 100 requests a minute, so 4,000 members take 40 minutes to drain; ``BENCH_DRAIN_SECONDS``, default 180,
 is how long the script waits; a delivery waiting to retry counts as queued), lost ones (acknowledged but never
-stored, or ended failed or ignored) and double-applied ones (processed more than once, or stored twice). The last line is ``ratio=<x>``.
+stored, or ended failed or ignored) and double-applied ones (processed more than once, or stored twice). The last
+line is ``ratio=<x>``.
 
 ``BENCH_DB_URL=postgresql+psycopg://...`` measures on PostgreSQL instead (in a schema of its own, dropped afterwards);
 ``BENCH_MEMBERS`` sets the number of members (default 4,000: 8,000 webhook requests, enough to steady the ratio on a
