@@ -61,6 +61,8 @@ KEYS: tuple[Key, ...] = (
     Key("PATRONLOCK_HEALTH_TOKEN", None,
         "Bearer token that reads PREFIX/health (the health report as JSON); None: only signed-in admins may."),
     Key("PATRONLOCK_SYNC_PAGE_SIZE", 1000, "Members per page when a run reads the campaign (Patreon's maximum)."),
+    Key("PATRONLOCK_SYNC_FREEZE_HEAP", True,
+        "Keep Python's garbage collector off the objects that exist before a reconcile run, for the run (gc.freeze)."),
     Key("PATRONLOCK_LIVE_CHECK_INTERVAL", 86400,
         "Seconds between the scheduler's live self-checks of Patreon's answers (default daily); 0 turns them off."),
     Key("PATRONLOCK_TIERS_MAX_AGE", 3600, "Seconds a run trusts the stored tier catalogue before reading it again."),

@@ -56,6 +56,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from . import signals
+from .collector import heap_frozen
 from .errors import PatronLockError
 from .leases import Lease
 from .models import is_row_id
@@ -246,7 +247,9 @@ def run_sync(
             except _DatabaseLost as exc:
                 log.error("sync run not started: %s", exc.reason)
                 raise DatabaseUnavailable(f"the sync run could not start: {exc.reason}") from None
-            return run.run()
+            # the collector walks only what the run makes, not the site's whole heap every few pages
+            with heap_frozen(bool(cfg["PATRONLOCK_SYNC_FREEZE_HEAP"])):
+                return run.run()
         finally:
             if own_client:
                 client.close()

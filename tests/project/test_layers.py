@@ -58,6 +58,7 @@ BELOW_REQUEST = (
     "story",  # the explainer's answer in sentences (pure)
     "transitions",
     "cli",
+    "collector",  # the reconcile run's gc.freeze() around itself: the standard library only
     "config",
     "creator",
     "crypto",
