@@ -17,7 +17,8 @@ It leaves the collector alone when the site has switched it off (:func:`gc.disab
 frozen: a site that froze its heap itself (e.g. after importing its app, before forking its workers, to keep the
 pages shared) keeps its own arrangement, and a run never unfreezes what someone else froze. If the site freezes more
 objects while a run is on, the run leaves everything frozen when it ends rather than thaw the site's objects with
-its own. ``PATRONLOCK_SYNC_FREEZE_HEAP = False`` turns it off.
+its own. An interpreter without :func:`gc.freeze` (PyPy) is left alone too.
+``PATRONLOCK_SYNC_FREEZE_HEAP = False`` turns it off.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ __all__ = ["heap_frozen"]
 
 log = logging.getLogger(__name__)
 
+#: CPython's collector has a permanent generation; other interpreters (PyPy) have no gc.freeze() and are left alone
+_CAN_FREEZE = all(hasattr(gc, name) for name in ("freeze", "unfreeze", "get_freeze_count"))
+
 _lock = threading.Lock()
 #: runs of this process inside heap_frozen() now
 _users = 0
@@ -45,7 +49,7 @@ def heap_frozen(enabled: bool = True) -> Iterator[bool]:
     are frozen by this or an overlapping run of the process. Re-entrant and thread-safe: runs that overlap share one
     freeze, and the last one to end thaws it."""
     global _users, _frozen
-    if not enabled:
+    if not (enabled and _CAN_FREEZE):
         yield False
         return
     with _lock:

@@ -121,6 +121,14 @@ def test_turned_off_it_freezes_nothing() -> None:
         assert frozen is False and gc.get_freeze_count() == 0
 
 
+def test_an_interpreter_without_a_permanent_generation_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_patronlock import collector
+
+    monkeypatch.setattr(collector, "_CAN_FREEZE", False)  # PyPy's gc has no freeze()
+    with heap_frozen() as frozen:
+        assert frozen is False and gc.get_freeze_count() == 0
+
+
 def test_a_failing_run_thaws_the_heap_too() -> None:
     with pytest.raises(RuntimeError), heap_frozen():
         assert gc.get_freeze_count() > 0
