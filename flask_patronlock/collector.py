@@ -15,23 +15,22 @@ always; the collector only looks for cycles).
 
 It leaves the collector alone when the site has switched it off (:func:`gc.disable`), and when objects are already
 frozen: a site that froze its heap itself (e.g. after importing its app, before forking its workers, to keep the
-pages shared) keeps its own arrangement, and a run never unfreezes what someone else froze. If the site freezes more
-objects while a run is on, the run leaves everything frozen when it ends rather than thaw the site's objects with
-its own. An interpreter without :func:`gc.freeze` (PyPy) is left alone too.
+pages shared) keeps its own arrangement, and a run never unfreezes what someone else froze before it. Objects the
+site freezes *while* a run is on are thawed with the run's when it ends: the collector cannot tell them apart without
+walking the whole heap (:func:`gc.get_freeze_count` counts one by one, some 10 ms per 250,000 objects, which a test
+suite making thousands of small runs over a heap of millions would pay at every run); a site freezes at start-up,
+before forking, not while it serves. An interpreter without :func:`gc.freeze` (PyPy) is left alone too.
 ``PATRONLOCK_SYNC_FREEZE_HEAP = False`` turns it off.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["heap_frozen"]
-
-log = logging.getLogger(__name__)
 
 #: CPython's collector has a permanent generation; other interpreters (PyPy) have no gc.freeze() and are left alone
 _CAN_FREEZE = all(hasattr(gc, name) for name in ("freeze", "unfreeze", "get_freeze_count"))
@@ -39,8 +38,8 @@ _CAN_FREEZE = all(hasattr(gc, name) for name in ("freeze", "unfreeze", "get_free
 _lock = threading.Lock()
 #: runs of this process inside heap_frozen() now
 _users = 0
-#: how many objects the first of them froze (0: it froze nothing, the collector is left alone)
-_frozen = 0
+#: whether the first of them froze the heap (False: the collector is left alone)
+_ours = False
 
 
 @contextmanager
@@ -48,28 +47,24 @@ def heap_frozen(enabled: bool = True) -> Iterator[bool]:
     """Freeze the objects alive now for the duration of the ``with`` block (see the module docs); yields whether they
     are frozen by this or an overlapping run of the process. Re-entrant and thread-safe: runs that overlap share one
     freeze, and the last one to end thaws it."""
-    global _users, _frozen
+    global _users, _ours
     if not (enabled and _CAN_FREEZE):
         yield False
         return
     with _lock:
         if _users == 0:
-            _frozen = 0
-            if gc.isenabled() and gc.get_freeze_count() == 0:
+            # an empty permanent generation is counted at once; a site's own freeze is counted (once per run) only
+            # to be left alone
+            _ours = gc.isenabled() and gc.get_freeze_count() == 0
+            if _ours:
                 gc.freeze()
-                _frozen = gc.get_freeze_count()
         _users += 1
-        frozen = _frozen > 0
+        frozen = _ours
     try:
         yield frozen
     finally:
         with _lock:
             _users -= 1
-            if _users == 0 and _frozen:
-                # frozen objects that were freed meanwhile leave the count; more than we froze means the site froze
-                # its own since, and thawing would thaw those too
-                if gc.get_freeze_count() <= _frozen:
-                    gc.unfreeze()
-                else:
-                    log.debug("objects were frozen during the sync run by someone else: the heap stays frozen")
-                _frozen = 0
+            if _users == 0 and _ours:
+                gc.unfreeze()
+                _ours = False

@@ -91,13 +91,13 @@ def test_a_heap_the_site_froze_itself_stays_as_the_site_left_it(
 
 
 @pytest.mark.patreon_sandbox(members=40)
-def test_objects_the_site_freezes_during_a_run_stay_frozen(
+def test_objects_frozen_during_a_run_are_thawed_with_the_runs(
     make_app: Callable[..., Flask], patreon_sandbox: Sandbox
 ) -> None:
+    # documented: telling them apart would mean counting the heap one object at a time at every run
     app = sandbox_app(make_app, patreon_sandbox)
-    made_during = [_Cycle() for _ in range(2000)]  # noqa: F841 -- alive, so the freeze below adds them
     _frozen_during_run(app, patreon_sandbox, gc.freeze)
-    assert gc.get_freeze_count() > 0  # thawing the run's freeze would thaw the site's too: both stay
+    assert gc.get_freeze_count() == 0
 
 
 def test_overlapping_runs_share_one_freeze_and_the_last_one_thaws_it() -> None:
